@@ -319,13 +319,14 @@ def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=Fal
     padding) before the forward, along with every other per-token input ([batch, N, ...]).
     The forward runs in eval mode under torch.no_grad(); the model's modes are restored after.
     """
-    if isinstance(input_ids, collections.abc.Mapping):
-        model_kwargs = {**input_ids, **model_kwargs}
+    if isinstance(input_ids, collections.abc.Mapping):  # a tokenizer's batch, tensors or lists
+        batch = {name: torch.as_tensor(v) if isinstance(v, list) else v for name, v in input_ids.items()}
+        model_kwargs = {**batch, **model_kwargs}
         input_ids = model_kwargs.pop("input_ids", None)
         attention_mask = model_kwargs.pop("attention_mask", attention_mask)
-    if input_ids is not None and not isinstance(input_ids, torch.Tensor):  # lists from a tokenizer
+    if isinstance(input_ids, list):
         input_ids = torch.as_tensor(input_ids)
-    if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):
+    if isinstance(attention_mask, list):
         attention_mask = torch.as_tensor(attention_mask)
     tokens = input_ids if input_ids is not None else model_kwargs.get("inputs_embeds")
     if tokens is None:
