@@ -1,0 +1,468 @@
+"""Per-head attention metrics of Vig & Belinkov (2019): vectorised, streaming, mergeable across shards."""
+
+# Definitions: DESIGN.md section 4. alpha_ij is the attention of query token i to key token j.
+# By default attention to the first token ("null attention", j = 0) is left out of every metric
+# and not renormalised away (entropy alone renormalises); include_first=True keeps it.
+#
+# Every metric is a ratio of sums over inputs, so AttentionStats keeps the sums (float64, CPU)
+# and divides at the end; shards merge by adding them. Variability is the exception: it measures
+# deviations from the mean over ALL inputs, which is known only at the end. Its numerator
+# sum_x |alpha(x) - mean| cannot be summed as the data streams by (it is not a function of any
+# fixed-size summary), so each input's first-10-token block, [L, H, 10, 10], is kept and the
+# deviations are taken in a second pass over those blocks: exact, at 400 bytes per head per input
+# (54 MB for 500 inputs of a 30 x 9 model). Across processes `all_reduce` does the two phases:
+# sums first (which gives the global mean), then the deviations of each shard's blocks from it.
+
+import collections
+
+import numpy as np
+import torch
+
+from tb_attention.syntax import UPOS
+
+VARIABILITY_TOKENS = 10  # variability looks at the first this many tokens of each input
+NULL_ENTROPY_THRESHOLD = 0.9  # entropy skips query tokens with more of their attention on the first token
+DEPENDENCY_DIRECTIONS = ("either", "head", "dependent")  # j is i's head or dependent; j is i's head; ...
+DEFAULT_TOP_K = 5  # exemplars kept per head
+
+Exemplar = collections.namedtuple("Exemplar", ["key", "score", "i", "j"])
+Exemplar.__doc__ = """An input that strongly drives a head: its key, the largest weight alpha_ij (i, j > 0)
+and where it is (token indices within the input, padding not counted)."""
+
+
+def _as_tensor(x):
+    if isinstance(x, torch.Tensor):
+        return x
+    return torch.as_tensor(np.asarray(x))
+
+
+def _ratio(numerator, denominator):
+    """numerator / denominator as float32 numpy, NaN where the denominator is 0."""
+    n, d = numerator.double(), denominator.double()
+    out = torch.where(d > 0, n / torch.where(d > 0, d, 1.0), torch.nan)
+    return out.to(torch.float32).numpy()
+
+
+def pad_attention(attentions):
+    """A list of unpadded [L, H, n, n] -> batch [B, L, H, N, N] (zero-padded) and mask [B, N]."""
+    attentions = [_as_tensor(a) for a in attentions]
+    if not attentions:
+        raise ValueError("no attention given")
+    num_layers, num_heads = attentions[0].shape[:2]
+    n_max = max(a.shape[-1] for a in attentions)
+    dtype = torch.promote_types(attentions[0].dtype, torch.float32)
+    batch = torch.zeros(len(attentions), num_layers, num_heads, n_max, n_max, dtype=dtype, device=attentions[0].device)
+    mask = torch.zeros(len(attentions), n_max, dtype=torch.bool, device=attentions[0].device)
+    for b, a in enumerate(attentions):
+        if a.ndim != 4 or a.shape[:2] != (num_layers, num_heads) or a.shape[2] != a.shape[3]:
+            raise ValueError(f"input {b}: attention of shape {tuple(a.shape)}, expected [{num_layers}, {num_heads}, n, n]")
+        n = a.shape[-1]
+        batch[b, :, :, :n, :n] = a
+        mask[b, :n] = True
+    return batch, mask
+
+
+class AttentionStats:
+    """Streaming per-head attention metrics over a corpus.
+
+    stats = AttentionStats(num_layers, num_heads)
+    for batch in corpus:
+        stats.update(torch.stack(outputs.attentions, 1), mask=batch["attention_mask"], syntax=...)
+    stats.result()  # {"entropy": float32 [L, H], ...}
+
+    pos_tags: the tags that get pos/<TAG> and pos_from/<TAG> metrics (spaCy coarse UPOS).
+    include_first: keep attention to the first token in every metric (default: left out).
+    dependency_direction: "either" (default), "head" (j is i's head) or "dependent" (j is i's
+        dependent) for dependency_alignment.
+    top_k: exemplars kept per head. variability: keep the first-token blocks it needs (see top).
+    """
+
+    def __init__(
+        self,
+        num_layers,
+        num_heads,
+        *,
+        pos_tags=UPOS,
+        include_first=False,
+        dependency_direction="either",
+        top_k=DEFAULT_TOP_K,
+        variability=True,
+    ):
+        if dependency_direction not in DEPENDENCY_DIRECTIONS:
+            raise ValueError(f"dependency_direction must be one of {DEPENDENCY_DIRECTIONS}, got {dependency_direction!r}")
+        self.num_layers, self.num_heads = int(num_layers), int(num_heads)
+        self.pos_tags = tuple(pos_tags)
+        self.include_first = bool(include_first)
+        self.dependency_direction = dependency_direction
+        self.top_k = int(top_k)
+        self.variability = bool(variability)
+        L, H, T, V = self.num_layers, self.num_heads, len(self.pos_tags), VARIABILITY_TOKENS
+        z = lambda *shape: torch.zeros(shape, dtype=torch.float64)  # noqa: E731
+        self.sums = {
+            "inputs": z(),  # inputs seen
+            "syntax_inputs": z(),  # of which with syntax
+            "mass": z(L, H),  # sum alpha_ij over the pairs every metric counts
+            "distance": z(L, H),  # sum alpha_ij |i - j|
+            "entropy": z(L, H),  # sum of per-token entropies
+            "entropy_tokens": z(L, H),  # query tokens they came from
+            "null_attention": z(L, H),  # sum alpha_i0
+            "query_tokens": z(),  # query tokens (all inputs)
+            "syntax_mass": z(L, H),  # "mass" over inputs with syntax
+            "dependency": z(L, H),  # sum alpha_ij dep(i, j)
+            "pos": z(L, H, T),  # sum alpha_ij [pos(j) = tag]
+            "pos_from": z(L, H, T),  # sum alpha_ij [pos(i) = tag]
+            "pos_tokens": z(T),  # tokens of each tag
+            "variability_sum": z(L, H, V, V),  # sum over inputs of each first-tokens cell
+            "variability_inputs": z(V, V),  # inputs that have the cell
+        }
+        self._blocks = []  # CPU float [B, L, H, V, V]; NaN where an input lacks the cell
+        self._deviation = None  # set by all_reduce: sum |alpha - mean| over every shard
+        self._auto_keys = None  # True when exemplar keys were numbered here, not given
+        self._top_score = torch.full((L, H, 0), -torch.inf, dtype=torch.float64)
+        self._top_index = torch.zeros((3, L, H, 0), dtype=torch.int64)  # key, i, j
+
+    @property
+    def num_inputs(self):
+        return int(self.sums["inputs"])
+
+    # -----------------------------------------------------------------------------------------
+    # Accumulating
+
+    def update(self, attention, mask=None, syntax=None, keys=None):
+        """Adds a batch of inputs.
+
+        attention: [B, L, H, N, N] (torch or numpy; a Hugging Face `outputs.attentions` tuple is
+            `torch.stack(outputs.attentions, 1)`), or one input [L, H, n, n], or a list of unpadded
+            [L, H, n, n]. Causal or not, any float dtype, any device (the work runs there).
+        mask: [B, N], true/1 for real tokens (the tokenizer's attention_mask; left or right padding).
+        syntax: per input a TokenSyntax over its real tokens, or None.
+        keys: per input an int naming it in exemplars; default its number in the order seen.
+        """
+        if self._deviation is not None:
+            raise RuntimeError("this AttentionStats was all_reduced: it is final")
+        if isinstance(attention, (list, tuple)):
+            if mask is not None:
+                raise ValueError("a list of unpadded inputs needs no mask")
+            attention, mask = pad_attention(attention)
+        attention = _as_tensor(attention)
+        if attention.ndim == 4:
+            attention = attention[None]
+            syntax = None if syntax is None else [syntax] if not isinstance(syntax, (list, tuple)) else syntax
+        if attention.ndim != 5 or attention.shape[1:3] != (self.num_layers, self.num_heads) or attention.shape[3] != attention.shape[4]:
+            raise ValueError(
+                f"attention of shape {tuple(attention.shape)}: expected [B, {self.num_layers}, {self.num_heads}, N, N]"
+            )
+        B, N = attention.shape[0], attention.shape[-1]
+        if B == 0:
+            return self
+        dtype = torch.float64 if attention.dtype == torch.float64 else torch.float32
+        a = attention.to(dtype)
+        device = a.device
+        valid = torch.ones(B, N, dtype=torch.bool, device=device) if mask is None else _as_tensor(mask).to(device).bool()
+        if valid.shape != (B, N):
+            raise ValueError(f"mask of shape {tuple(valid.shape)} for attention over {N} positions: expected [{B}, {N}]")
+        if syntax is not None and len(syntax) != B:
+            raise ValueError(f"{len(syntax)} syntax entries for {B} inputs")
+        keys = self._next_keys(B, keys)
+        self._accumulate(a, valid, syntax, keys)
+        return self
+
+    def _next_keys(self, batch_size, keys):
+        auto = keys is None
+        if self._auto_keys is not None and self._auto_keys != auto:
+            raise ValueError("give exemplar keys for every batch or for none")
+        self._auto_keys = auto
+        if auto:
+            return torch.arange(batch_size, dtype=torch.int64) + self.num_inputs
+        keys = torch.as_tensor(np.asarray(keys), dtype=torch.int64).reshape(-1)
+        if keys.numel() != batch_size:
+            raise ValueError(f"{keys.numel()} keys for {batch_size} inputs")
+        return keys
+
+    def _syntax_tensors(self, syntax, valid, positions):
+        """Per input: tag index per position [B, N] (-1: none), dependency matrix [B, N, N], has_syntax [B]."""
+        B, N = valid.shape
+        tag_index = {t: k for k, t in enumerate(self.pos_tags)}
+        tags = np.full((B, N), -1, dtype=np.int64)
+        dep = np.zeros((B, N, N), dtype=bool)
+        has = np.zeros(B, dtype=bool)
+        lengths = valid.sum(1).tolist()
+        for b, s in enumerate(syntax):
+            if s is None:
+                continue
+            if len(s) != lengths[b]:
+                raise ValueError(f"input {b}: syntax for {len(s)} tokens, attention over {lengths[b]}")
+            has[b] = True
+            where = positions[b, : lengths[b]]
+            tags[b, where] = [tag_index.get(p, -1) for p in s.pos]
+            if len(s.dependencies):
+                dep[b, where[s.dependencies[:, 0]], where[s.dependencies[:, 1]]] = True
+        # dep[b, h, d]: token h is the head of token d. Query i, key j:
+        if self.dependency_direction == "either":
+            dep = dep | dep.transpose(0, 2, 1)
+        elif self.dependency_direction == "head":  # j is i's head: dep[j, i]
+            dep = dep.transpose(0, 2, 1)
+        device = valid.device
+        return torch.from_numpy(tags).to(device), torch.from_numpy(np.ascontiguousarray(dep)).to(device), torch.from_numpy(has).to(device)
+
+    def _accumulate(self, a, valid, syntax, keys):
+        B, L, H, N, _ = a.shape
+        LH, T, V = L * H, len(self.pos_tags), VARIABILITY_TOKENS
+        dtype, device = a.dtype, a.device
+        x = a.reshape(B, LH, N, N)
+        lengths = valid.sum(1)
+        rank = valid.cumsum(1) - 1  # index of each position among its input's real tokens
+        # Real positions first, in order: positions[b, r] is where real token r of input b sits.
+        positions = torch.argsort((~valid).to(torch.int8), dim=1, stable=True).cpu().numpy()
+        not_first = valid & (rank > 0)
+        first_pos = torch.argmax(valid.to(torch.int8), dim=1)  # position of real token 0
+        keep = valid if self.include_first else not_first  # key tokens the metrics count
+        r = valid.to(dtype)
+        c = keep.to(dtype)
+
+        # Attention to the first token (also what entropy's skip rule looks at).
+        to_first = x.gather(3, first_pos.view(B, 1, 1, 1).expand(B, LH, N, 1)).squeeze(3)  # [B, LH, N]
+        null_sum = (to_first * r[:, None]).sum((0, 2))
+
+        # Distance and dependency: sums of alpha_ij * w_ij over (i, j) for per-input pair weights w.
+        pair = valid[:, :, None] & keep[:, None, :]  # [B, N, N]
+        distance_w = (rank[:, :, None] - rank[:, None, :]).abs().to(dtype) * pair
+        weights = [distance_w]
+        if syntax is not None:
+            tags, dep, has_syntax = self._syntax_tensors(syntax, valid, positions)
+            weights.append((dep & pair).to(dtype))
+        pair_sums = torch.bmm(x.reshape(B, LH, N * N), torch.stack(weights, -1).reshape(B, N * N, len(weights)))
+
+        # One masked copy of the weights, reused: row/column sums, exemplars, then entropy in place.
+        ak = x * c[:, None, None, :]  # alpha_ij for counted keys j
+        row_mass = ak.sum(3)  # [B, LH, N]: per query, its counted attention
+        col_mass = (r[:, None, None, :] @ ak).squeeze(2)  # [B, LH, N]: per key, attention received
+        mass_b = (row_mass * r[:, None]).sum(2)  # [B, LH]
+
+        # Exemplars: the largest alpha_ij with i, j > 0 (never the first token, whatever include_first).
+        ex = ak if not self.include_first else x * not_first.to(dtype)[:, None, None, :]
+        row_max, row_arg = ex.max(3)  # [B, LH, N]
+        row_max = torch.where(not_first[:, None], row_max, -torch.inf)
+        score, i_pos = row_max.max(2)  # [B, LH]
+        j_pos = row_arg.gather(2, i_pos[:, :, None]).squeeze(2)
+        batch_index = torch.arange(B, device=device)[:, None]
+        i_tok, j_tok = rank[batch_index, i_pos], rank[batch_index, j_pos]
+
+        # Entropy of each query's attention over counted keys, renormalised:
+        # H = -sum p log p with p = a / Z  ==  log Z - sum(a log a) / Z.
+        a_log_a = ak.xlogy_(ak).sum(3)  # ak is spent here
+        safe_mass = torch.where(row_mass > 0, row_mass, 1.0)
+        entropy = torch.log(safe_mass) - a_log_a / safe_mass
+        counted = valid[:, None] & (row_mass > 0)
+        if not self.include_first:
+            counted &= to_first <= NULL_ENTROPY_THRESHOLD
+        entropy_sum = torch.where(counted, entropy, 0.0).sum((0, 2))
+        entropy_tokens = counted.sum((0, 2))
+
+        parts = {
+            "mass": mass_b.sum(0),
+            "distance": pair_sums[:, :, 0].sum(0),
+            "entropy": entropy_sum,
+            "entropy_tokens": entropy_tokens.to(dtype),
+            "null_attention": null_sum,
+        }
+        if syntax is not None:
+            onehot = torch.nn.functional.one_hot(tags.clamp(min=0), T).to(dtype) * (tags >= 0)[..., None].to(dtype)
+            s = has_syntax.to(dtype)
+            parts["syntax_mass"] = (mass_b * s[:, None]).sum(0)
+            parts["dependency"] = pair_sums[:, :, 1].sum(0)
+            parts["pos"] = torch.einsum("bqj,bjt->qt", col_mass * c[:, None], onehot)
+            parts["pos_from"] = torch.einsum("bqi,bit->qt", row_mass * r[:, None], onehot)
+            parts["pos_tokens"] = onehot.sum((0, 1))
+        if self.variability:
+            block, present = self._first_block(x, valid, positions, lengths)
+            parts["variability_sum"] = torch.where(present[:, None], block, 0.0).sum(0)
+            parts["variability_inputs"] = present.sum(0).to(dtype)
+
+        # One transfer to the CPU for the whole batch.
+        names = list(parts)
+        flat = torch.cat([parts[k].reshape(-1).to(dtype) for k in names] + [score.reshape(-1).to(dtype)])
+        flat = flat.to("cpu", torch.float64)
+        offset = 0
+        for k in names:
+            size = parts[k].numel()
+            target = self.sums[k]
+            target += flat[offset : offset + size].reshape(target.shape)
+            offset += size
+        self.sums["inputs"] += B
+        self.sums["query_tokens"] += float(lengths.sum())
+        if syntax is not None:
+            self.sums["syntax_inputs"] += float(has_syntax.sum())
+        score = flat[offset:].reshape(B, L, H)
+        index = torch.stack([keys[:, None, None].expand(B, L, H), i_tok.cpu().reshape(B, L, H), j_tok.cpu().reshape(B, L, H)])
+        self._push_exemplars(score.permute(1, 2, 0), index.permute(0, 2, 3, 1))
+        if self.variability:
+            self._blocks.append(torch.where(present[:, None], block, torch.nan).reshape(B, L, H, V, V).to("cpu", torch.float32 if dtype == torch.float32 else torch.float64))
+
+    def _first_block(self, x, valid, positions, lengths):
+        """alpha over the first VARIABILITY_TOKENS real tokens: [B, LH, V, V] and which cells exist [B, V, V]."""
+        B, LH, N, _ = x.shape
+        V = VARIABILITY_TOKENS
+        take = min(V, N)
+        pos = torch.from_numpy(positions[:, :take]).to(x.device)
+        rows = x.gather(2, pos[:, None, :, None].expand(B, LH, take, N))
+        block = rows.gather(3, pos[:, None, None, :].expand(B, LH, take, take))
+        if take < V:
+            block = torch.nn.functional.pad(block, (0, V - take, 0, V - take))
+        r = torch.arange(V, device=x.device)
+        present = (r[None, :, None] < lengths[:, None, None]) & (r[None, None, :] < lengths[:, None, None])
+        if not self.include_first:
+            present &= r[None, None, :] > 0
+        return block, present
+
+    def _push_exemplars(self, score, index):
+        """Merges candidates (score [L, H, n], index [3, L, H, n]) into the top-k, best first.
+
+        Ties go to the smaller key, so the result is the same however inputs were split.
+        """
+        score = torch.cat([self._top_score, score], 2)
+        index = torch.cat([self._top_index, index], 3)
+        order = torch.argsort(index[0], dim=2, stable=True)
+        score, index = score.gather(2, order), index.gather(3, order[None].expand_as(index))
+        order = torch.argsort(score, dim=2, descending=True, stable=True)[:, :, : self.top_k]
+        self._top_score = score.gather(2, order)
+        self._top_index = index.gather(3, order[None].expand(3, *order.shape))
+
+    # -----------------------------------------------------------------------------------------
+    # Combining
+
+    def _check_compatible(self, other):
+        mine = (self.num_layers, self.num_heads, self.pos_tags, self.include_first, self.dependency_direction, self.top_k, self.variability)
+        theirs = (other.num_layers, other.num_heads, other.pos_tags, other.include_first, other.dependency_direction, other.top_k, other.variability)
+        if mine != theirs:
+            raise ValueError(f"cannot merge AttentionStats with different settings: {mine} vs {theirs}")
+
+    def merge(self, other):
+        """Adds `other`'s inputs to this one, as if they had come after this one's; returns self."""
+        self._check_compatible(other)
+        if self._deviation is not None or other._deviation is not None:
+            raise RuntimeError("an all_reduced AttentionStats cannot be merged")
+        if None not in (self._auto_keys, other._auto_keys) and self._auto_keys != other._auto_keys:
+            raise ValueError("one AttentionStats numbered its exemplar keys, the other was given keys")
+        other_index = other._top_index.clone()
+        if other._auto_keys:
+            other_index[0] += self.num_inputs  # other's inputs continue this one's numbering
+        self._auto_keys = self._auto_keys if other._auto_keys is None else other._auto_keys
+        self._push_exemplars(other._top_score, other_index)
+        for k, v in other.sums.items():
+            self.sums[k] += v
+        self._blocks.extend(other._blocks)
+        return self
+
+    def all_reduce(self, group=None):
+        """Merges the shards of a torch.distributed job; every rank ends with the whole result.
+
+        The sums are all_reduced (SUM); variability takes a second all_reduce of each shard's
+        deviations from the global mean; exemplars are all_gathered. When keys were numbered
+        here, rank r's inputs are numbered after those of ranks < r. The result is final.
+        """
+        import torch.distributed as dist
+
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else torch.device("cpu")
+        world = dist.get_world_size(group)
+        rank = dist.get_rank(group)
+        counts = [torch.zeros((), dtype=torch.float64, device=device) for _ in range(world)]
+        dist.all_gather(counts, self.sums["inputs"].to(device), group=group)
+        offset = int(sum(float(n) for n in counts[:rank]))
+        names = sorted(self.sums)
+        flat = torch.cat([self.sums[k].reshape(-1) for k in names]).to(device)
+        dist.all_reduce(flat, group=group)
+        flat, start = flat.cpu(), 0
+        for k in names:
+            self.sums[k] = flat[start : start + self.sums[k].numel()].reshape(self.sums[k].shape).clone()
+            start += self.sums[k].numel()
+        deviation = self._local_deviation().to(device)
+        dist.all_reduce(deviation, group=group)
+        index = self._top_index.clone()
+        if self._auto_keys:
+            index[0] += offset
+        gathered = torch.cat([self._top_score.to(device), index.to(device, torch.float64).reshape(3 * self.num_layers, self.num_heads, -1)])
+        # Shards hold up to top_k exemplars each; pad to top_k so all_gather sees equal shapes.
+        pad = self.top_k - gathered.shape[2]
+        filler = torch.cat([torch.full((self.num_layers, self.num_heads, pad), -torch.inf), torch.zeros((3 * self.num_layers, self.num_heads, pad))])
+        gathered = torch.cat([gathered, filler.to(device, torch.float64)], 2)
+        shards = [torch.empty_like(gathered) for _ in range(world)]
+        dist.all_gather(shards, gathered, group=group)
+        self._top_score = torch.full((self.num_layers, self.num_heads, 0), -torch.inf, dtype=torch.float64)
+        self._top_index = torch.zeros((3, self.num_layers, self.num_heads, 0), dtype=torch.int64)
+        for shard in shards:
+            shard = shard.cpu()
+            score = shard[: self.num_layers]
+            idx = shard[self.num_layers :].reshape(3, self.num_layers, self.num_heads, -1).to(torch.int64)
+            self._push_exemplars(score, idx)
+        self._deviation = deviation.cpu()
+        self._blocks = []
+        return self
+
+    # -----------------------------------------------------------------------------------------
+    # Results
+
+    def _variability_mean(self):
+        inputs = self.sums["variability_inputs"]
+        return self.sums["variability_sum"] / torch.where(inputs > 0, inputs, 1.0)
+
+    def _local_deviation(self):
+        """sum over this object's inputs of |alpha - mean| over the first-token cells, [L, H]."""
+        mean = self._variability_mean()
+        total = torch.zeros(self.num_layers, self.num_heads, dtype=torch.float64)
+        for block in self._blocks:
+            deviation = (block.double() - mean).abs()
+            total += torch.nan_to_num(deviation, nan=0.0).sum((0, 3, 4))
+        return total
+
+    def result(self):
+        """{metric: float32 [L, H]}; NaN where a metric is undefined (e.g. no token of a tag).
+
+        Keys: entropy, distance, null_attention, variability, and when syntax was given,
+        dependency_alignment, pos/<TAG> and pos_from/<TAG> for each tag of pos_tags.
+        """
+        s = self.sums
+        L, H = self.num_layers, self.num_heads
+        nan = np.full((L, H), np.nan, dtype=np.float32)
+        out = {
+            "entropy": _ratio(s["entropy"], s["entropy_tokens"]),
+            "distance": _ratio(s["distance"], s["mass"]),
+            "null_attention": _ratio(s["null_attention"], s["query_tokens"].expand(L, H)),
+        }
+        if self.variability:
+            deviation = self._deviation if self._deviation is not None else self._local_deviation()
+            out["variability"] = _ratio(deviation, 2 * s["variability_sum"].sum((2, 3)))
+        else:
+            out["variability"] = nan.copy()
+        if s["syntax_inputs"] > 0:
+            out["dependency_alignment"] = _ratio(s["dependency"], s["syntax_mass"])
+            for k, tag in enumerate(self.pos_tags):
+                seen = s["pos_tokens"][k] > 0  # no token of the tag: undefined, not 0
+                out[f"pos/{tag}"] = _ratio(s["pos"][..., k], s["syntax_mass"]) if seen else nan.copy()
+                out[f"pos_from/{tag}"] = _ratio(s["pos_from"][..., k], s["syntax_mass"]) if seen else nan.copy()
+        return out
+
+    def exemplars(self):
+        """Per layer, per head: the top_k Exemplar(key, score, i, j), highest score first."""
+        L, H = self.num_layers, self.num_heads
+        score = self._top_score.tolist()
+        key, i, j = (t.tolist() for t in self._top_index)
+        return [
+            [
+                [Exemplar(key[l][h][n], score[l][h][n], i[l][h][n], j[l][h][n]) for n in range(len(score[l][h])) if score[l][h][n] > -np.inf]
+                for h in range(H)
+            ]
+            for l in range(L)
+        ]
+
+
+def compute_metrics(attentions, syntax=None, *, mask=None, **options):
+    """The metrics of one probe: attentions a list of [L, H, n, n] (or a batch [B, L, H, N, N] with
+    `mask`), syntax a list of TokenSyntax or None per input. options: see AttentionStats."""
+    if isinstance(attentions, (list, tuple)):
+        num_layers, num_heads = _as_tensor(attentions[0]).shape[:2]
+    else:
+        num_layers, num_heads = _as_tensor(attentions).shape[-4:-2]
+    stats = AttentionStats(num_layers, num_heads, **options)
+    stats.update(attentions, mask=mask, syntax=syntax)
+    return stats.result()
