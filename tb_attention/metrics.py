@@ -115,7 +115,8 @@ class AttentionStats:
             "variability_sum": z(L, H, V, V),  # sum over inputs of each first-tokens cell
             "variability_inputs": z(V, V),  # inputs that have the cell
         }
-        self._blocks = []  # CPU float [B, L, H, V, V]; NaN where an input lacks the cell
+        self._blocks = []  # per batch: CPU float32 [B, L, H, V, V] and the cells that count, [B, V, V]
+        self._work = {}  # two scratch buffers the size of one batch of attention
         self._deviation = None  # set by all_reduce: sum |alpha - mean| over every shard
         self._auto_keys = None  # True when exemplar keys were numbered here, not given
         self._top_score = torch.full((L, H, 0), -torch.inf, dtype=torch.float64)
@@ -180,11 +181,11 @@ class AttentionStats:
         return keys
 
     def _syntax_tensors(self, syntax, valid, positions):
-        """Per input: tag index per position [B, N] (-1: none), dependency matrix [B, N, N], has_syntax [B]."""
+        """Tag one-hots [B, N, T] and pair relations [B, N, N] (query i, key j) at padded positions."""
         B, N = valid.shape
         tag_index = {t: k for k, t in enumerate(self.pos_tags)}
-        tags = np.full((B, N), -1, dtype=np.int64)
-        dep = np.zeros((B, N, N), dtype=bool)
+        tags = np.zeros((B, N, len(self.pos_tags)), dtype=bool)
+        dep = np.zeros((B, N, N), dtype=bool)  # dep[b, h, d]: token h is the head of token d
         has = np.zeros(B, dtype=bool)
         lengths = valid.sum(1).tolist()
         for b, s in enumerate(syntax):
@@ -194,125 +195,141 @@ class AttentionStats:
                 raise ValueError(f"input {b}: syntax for {len(s)} tokens, attention over {lengths[b]}")
             has[b] = True
             where = positions[b, : lengths[b]]
-            tags[b, where] = [tag_index.get(p, -1) for p in s.pos]
+            tagged = [(t, tag_index[p]) for t, p in enumerate(s.pos) if p in tag_index]
+            if tagged:
+                t, k = np.array(tagged).T
+                tags[b, where[t], k] = True
             if len(s.dependencies):
                 dep[b, where[s.dependencies[:, 0]], where[s.dependencies[:, 1]]] = True
-        # dep[b, h, d]: token h is the head of token d. Query i, key j:
         if self.dependency_direction == "either":
-            dep = dep | dep.transpose(0, 2, 1)
-        elif self.dependency_direction == "head":  # j is i's head: dep[j, i]
+            dep |= dep.transpose(0, 2, 1)
+        elif self.dependency_direction == "head":  # j is i's head: dep[b, j, i]
             dep = dep.transpose(0, 2, 1)
         device = valid.device
-        return torch.from_numpy(tags).to(device), torch.from_numpy(np.ascontiguousarray(dep)).to(device), torch.from_numpy(has).to(device)
+        as_tensor = lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(device)  # noqa: E731
+        return as_tensor(tags), as_tensor(dep), as_tensor(has)
 
     def _accumulate(self, a, valid, syntax, keys):
+        # Few passes over the weights, no per-head loops: two matrix products read them, one
+        # masked copy serves the exemplars and then (in place) the entropy; the rest is [B, LH, N].
         B, L, H, N, _ = a.shape
-        LH, T, V = L * H, len(self.pos_tags), VARIABILITY_TOKENS
+        LH, V = L * H, VARIABILITY_TOKENS
         dtype, device = a.dtype, a.device
         x = a.reshape(B, LH, N, N)
         lengths = valid.sum(1)
         rank = valid.cumsum(1) - 1  # index of each position among its input's real tokens
-        # Real positions first, in order: positions[b, r] is where real token r of input b sits.
+        # positions[b, r]: where real token r of input b sits (real positions first, in order).
         positions = torch.argsort((~valid).to(torch.int8), dim=1, stable=True).cpu().numpy()
+        first_pos = torch.from_numpy(positions[:, 0]).to(device)
+        # Real tokens start at position 0 (no padding, or padding on the right): slices, not gathers.
+        left_aligned = bool((positions[:, :V] == np.arange(min(V, N))).all())
         not_first = valid & (rank > 0)
-        first_pos = torch.argmax(valid.to(torch.int8), dim=1)  # position of real token 0
-        keep = valid if self.include_first else not_first  # key tokens the metrics count
-        r = valid.to(dtype)
-        c = keep.to(dtype)
+        keep = valid if self.include_first else not_first  # keys the metrics count
+        r, c = valid.to(dtype), keep.to(dtype)
 
-        # Attention to the first token (also what entropy's skip rule looks at).
-        to_first = x.gather(3, first_pos.view(B, 1, 1, 1).expand(B, LH, N, 1)).squeeze(3)  # [B, LH, N]
-        null_sum = (to_first * r[:, None]).sum((0, 2))
+        # One masked copy of the weights: alpha_ij where query i is real and key j counts.
+        pair = r[:, :, None] * c[:, None, :]  # [B, N, N]
+        ak = torch.mul(x, pair[:, None], out=self._workspace(x, 0))
+        row_mass = ak.sum(3)  # [B, LH, N]: attention each query pays (entropy's normaliser)
+        col_mass = ak.sum(2)  # [B, LH, N]: attention each key receives
+        mass = row_mass.sum(2)  # [B, LH]
+        if left_aligned:
+            to_first = x[..., 0]
+        else:
+            to_first = x.gather(3, first_pos.view(B, 1, 1, 1).expand(B, LH, N, 1)).squeeze(3)
 
-        # Distance and dependency: sums of alpha_ij * w_ij over (i, j) for per-input pair weights w.
-        pair = valid[:, :, None] & keep[:, None, :]  # [B, N, N]
-        distance_w = (rank[:, :, None] - rank[:, None, :]).abs().to(dtype) * pair
-        weights = [distance_w]
+        # Pair sums sum_ij alpha_ij w_ij for pair weights w: |i - j| and, with syntax, dep(i, j).
+        weights = [(rank[:, :, None] - rank[:, None, :]).abs().to(dtype)]
         if syntax is not None:
             tags, dep, has_syntax = self._syntax_tensors(syntax, valid, positions)
-            weights.append((dep & pair).to(dtype))
-        pair_sums = torch.bmm(x.reshape(B, LH, N * N), torch.stack(weights, -1).reshape(B, N * N, len(weights)))
-
-        # One masked copy of the weights, reused: row/column sums, exemplars, then entropy in place.
-        ak = x * c[:, None, None, :]  # alpha_ij for counted keys j
-        row_mass = ak.sum(3)  # [B, LH, N]: per query, its counted attention
-        col_mass = (r[:, None, None, :] @ ak).squeeze(2)  # [B, LH, N]: per key, attention received
-        mass_b = (row_mass * r[:, None]).sum(2)  # [B, LH]
+            tags = tags.to(dtype)
+            weights.append(dep.to(dtype))
+        w = torch.stack(weights, 3).reshape(B, N * N, len(weights))
+        # (w^T a^T rather than a w: several times faster for few columns on CPU)
+        pair_sums = torch.bmm(w.transpose(1, 2), ak.reshape(B, LH, N * N).transpose(1, 2)).transpose(1, 2)  # [B, LH, K]
 
         # Exemplars: the largest alpha_ij with i, j > 0 (never the first token, whatever include_first).
-        ex = ak if not self.include_first else x * not_first.to(dtype)[:, None, None, :]
-        row_max, row_arg = ex.max(3)  # [B, LH, N]
-        row_max = torch.where(not_first[:, None], row_max, -torch.inf)
-        score, i_pos = row_max.max(2)  # [B, LH]
-        j_pos = row_arg.gather(2, i_pos[:, :, None]).squeeze(2)
-        batch_index = torch.arange(B, device=device)[:, None]
-        i_tok, j_tok = rank[batch_index, i_pos], rank[batch_index, j_pos]
+        ex = ak if not self.include_first else x * (r[:, :, None] * not_first[:, None, :])[:, None]
+        row_max = ex.amax(3).masked_fill_(~not_first[:, None], -torch.inf)  # [B, LH, N]
+        score, i_pos = row_max.max(2)  # [B, LH]; -inf for inputs of one token
+        best_row = ex.gather(2, i_pos[:, :, None, None].expand(B, LH, 1, N)).squeeze(2)
+        j_pos = best_row.argmax(2)
+        i_tok, j_tok = rank.gather(1, i_pos), rank.gather(1, j_pos)
 
-        # Entropy of each query's attention over counted keys, renormalised:
+        # Entropy of each query's counted attention, renormalised:
         # H = -sum p log p with p = a / Z  ==  log Z - sum(a log a) / Z.
-        a_log_a = ak.xlogy_(ak).sum(3)  # ak is spent here
-        safe_mass = torch.where(row_mass > 0, row_mass, 1.0)
-        entropy = torch.log(safe_mass) - a_log_a / safe_mass
+        # a log a as a * log(max(a, tiny)): 0 where a = 0, and twice as fast as torch.xlogy.
+        log_a = torch.clamp_min(ak, torch.finfo(dtype).tiny, out=self._workspace(x, 1)).log_()
+        a_log_a = log_a.mul_(ak).sum(3)
+        z = torch.where(row_mass > 0, row_mass, 1.0)
+        entropy = torch.log(z) - a_log_a / z
         counted = valid[:, None] & (row_mass > 0)
         if not self.include_first:
             counted &= to_first <= NULL_ENTROPY_THRESHOLD
-        entropy_sum = torch.where(counted, entropy, 0.0).sum((0, 2))
-        entropy_tokens = counted.sum((0, 2))
 
         parts = {
-            "mass": mass_b.sum(0),
+            "mass": mass.sum(0),
             "distance": pair_sums[:, :, 0].sum(0),
-            "entropy": entropy_sum,
-            "entropy_tokens": entropy_tokens.to(dtype),
-            "null_attention": null_sum,
+            "entropy": (entropy * counted).sum((0, 2)),
+            "entropy_tokens": counted.sum((0, 2)),
+            "null_attention": (to_first * r[:, None]).sum((0, 2)),
         }
         if syntax is not None:
-            onehot = torch.nn.functional.one_hot(tags.clamp(min=0), T).to(dtype) * (tags >= 0)[..., None].to(dtype)
-            s = has_syntax.to(dtype)
-            parts["syntax_mass"] = (mass_b * s[:, None]).sum(0)
+            parts["syntax_mass"] = (mass * has_syntax.to(dtype)[:, None]).sum(0)
             parts["dependency"] = pair_sums[:, :, 1].sum(0)
-            parts["pos"] = torch.einsum("bqj,bjt->qt", col_mass * c[:, None], onehot)
-            parts["pos_from"] = torch.einsum("bqi,bit->qt", row_mass * r[:, None], onehot)
-            parts["pos_tokens"] = onehot.sum((0, 1))
+            parts["pos"] = torch.bmm(col_mass, tags).sum(0)
+            parts["pos_from"] = torch.bmm(row_mass, tags).sum(0)
+            parts["pos_tokens"] = tags.sum((0, 1))
         if self.variability:
-            block, present = self._first_block(x, valid, positions, lengths)
-            parts["variability_sum"] = torch.where(present[:, None], block, 0.0).sum(0)
-            parts["variability_inputs"] = present.sum(0).to(dtype)
+            block, present = self._first_block(x, positions, lengths, left_aligned)
+            parts["variability_sum"] = (block * present[:, None]).sum(0)
+            parts["variability_inputs"] = present.sum(0)
+        parts["exemplar_score"] = score
 
         # One transfer to the CPU for the whole batch.
-        names = list(parts)
-        flat = torch.cat([parts[k].reshape(-1).to(dtype) for k in names] + [score.reshape(-1).to(dtype)])
-        flat = flat.to("cpu", torch.float64)
+        flat = torch.cat([v.reshape(-1).to(dtype) for v in parts.values()]).to("cpu", torch.float64)
         offset = 0
-        for k in names:
-            size = parts[k].numel()
-            target = self.sums[k]
-            target += flat[offset : offset + size].reshape(target.shape)
-            offset += size
+        for k, v in parts.items():
+            value = flat[offset : offset + v.numel()]
+            offset += v.numel()
+            if k in self.sums:
+                self.sums[k] += value.reshape(self.sums[k].shape)
         self.sums["inputs"] += B
         self.sums["query_tokens"] += float(lengths.sum())
         if syntax is not None:
             self.sums["syntax_inputs"] += float(has_syntax.sum())
-        score = flat[offset:].reshape(B, L, H)
-        index = torch.stack([keys[:, None, None].expand(B, L, H), i_tok.cpu().reshape(B, L, H), j_tok.cpu().reshape(B, L, H)])
-        self._push_exemplars(score.permute(1, 2, 0), index.permute(0, 2, 3, 1))
+        score = value.reshape(B, L, H).permute(1, 2, 0)
+        index = torch.stack([keys.to(device)[:, None].expand(B, LH), i_tok, j_tok]).cpu()
+        self._push_exemplars(score, index.reshape(3, B, L, H).permute(0, 2, 3, 1))
         if self.variability:
-            self._blocks.append(torch.where(present[:, None], block, torch.nan).reshape(B, L, H, V, V).to("cpu", torch.float32 if dtype == torch.float32 else torch.float64))
+            self._blocks.append((block.reshape(B, L, H, V, V).to("cpu", torch.float32), present.cpu()))
 
-    def _first_block(self, x, valid, positions, lengths):
-        """alpha over the first VARIABILITY_TOKENS real tokens: [B, LH, V, V] and which cells exist [B, V, V]."""
+    def _workspace(self, like, slot):
+        """Scratch buffer `slot` shaped like `like`, kept between updates: a fresh one costs more
+        in page faults than the arithmetic done in it."""
+        work = self._work.get(slot)
+        if work is None or work.shape != like.shape or work.dtype != like.dtype or work.device != like.device:
+            work = self._work[slot] = torch.empty_like(like)
+        return work
+
+    def _first_block(self, x, positions, lengths, left_aligned):
+        """alpha among the first VARIABILITY_TOKENS real tokens, [B, LH, V, V], and which cells
+        the metric counts, bool [B, V, V] (the input has both tokens; j > 0 unless include_first)."""
         B, LH, N, _ = x.shape
         V = VARIABILITY_TOKENS
         take = min(V, N)
-        pos = torch.from_numpy(positions[:, :take]).to(x.device)
-        rows = x.gather(2, pos[:, None, :, None].expand(B, LH, take, N))
-        block = rows.gather(3, pos[:, None, None, :].expand(B, LH, take, take))
+        if left_aligned:
+            block = x[:, :, :take, :take]
+        else:
+            pos = torch.from_numpy(positions[:, :take]).to(x.device)
+            rows = x.gather(2, pos[:, None, :, None].expand(B, LH, take, N))
+            block = rows.gather(3, pos[:, None, None, :].expand(B, LH, take, take))
         if take < V:
             block = torch.nn.functional.pad(block, (0, V - take, 0, V - take))
-        r = torch.arange(V, device=x.device)
-        present = (r[None, :, None] < lengths[:, None, None]) & (r[None, None, :] < lengths[:, None, None])
+        v = torch.arange(V, device=x.device)
+        present = (v[None, :, None] < lengths[:, None, None]) & (v[None, None, :] < lengths[:, None, None])
         if not self.include_first:
-            present &= r[None, None, :] > 0
+            present &= v[None, None, :] > 0
         return block, present
 
     def _push_exemplars(self, score, index):
@@ -407,12 +424,12 @@ class AttentionStats:
         return self.sums["variability_sum"] / torch.where(inputs > 0, inputs, 1.0)
 
     def _local_deviation(self):
-        """sum over this object's inputs of |alpha - mean| over the first-token cells, [L, H]."""
-        mean = self._variability_mean()
+        """sum over this object's inputs of |alpha - mean| over the variability cells, [L, H]."""
+        mean = self._variability_mean().to(torch.float32)
         total = torch.zeros(self.num_layers, self.num_heads, dtype=torch.float64)
-        for block in self._blocks:
-            deviation = (block.double() - mean).abs()
-            total += torch.nan_to_num(deviation, nan=0.0).sum((0, 3, 4))
+        for block, present in self._blocks:
+            deviation = (block - mean).abs_().mul_(present[:, None, None])
+            total += deviation.sum((0, 3, 4), dtype=torch.float64)
         return total
 
     def result(self):
