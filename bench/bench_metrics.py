@@ -57,7 +57,12 @@ def _model_batch(args):
         tokenizer.pad_token = tokenizer.eos_token
     sentences = assets.wikipedia_sentences(args.batch)
     batch = tokenizer(
-        sentences, return_tensors="pt", padding=True, truncation=True, max_length=args.max_tokens, return_offsets_mapping=True
+        sentences,
+        return_tensors="pt",
+        padding=True,
+        truncation=True,
+        max_length=args.max_tokens,
+        return_offsets_mapping=True,
     )
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
     timings = {}
@@ -107,8 +112,10 @@ def main(argv=None):
     else:
         attention, mask, syntaxes, timings = _model_batch(args)
     B, L, H, N, _ = attention.shape
-    print(f"batch [B={B}, L={L}, H={H}, N={N}, N], {int(mask.sum())} real tokens; torch threads {torch.get_num_threads()}; "
-          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    print(
+        f"batch [B={B}, L={L}, H={H}, N={N}, N], {int(mask.sum())} real tokens; "
+        f"torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+    )
 
     stats = AttentionStats(L, H)
     timings["AttentionStats.update (with syntax)" if syntaxes else "AttentionStats.update"], _ = _timed(

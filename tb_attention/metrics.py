@@ -1,17 +1,30 @@
 """Per-head attention metrics of Vig & Belinkov (2019): vectorised, streaming, mergeable across shards."""
 
-# Definitions: DESIGN.md section 4. alpha_ij is the attention of query token i to key token j.
-# By default attention to the first token ("null attention", j = 0) is left out of every metric
-# and not renormalised away (entropy alone renormalises); include_first=True keeps it.
+# Definitions: DESIGN.md section 4. alpha_ij is the attention of query token i to key token j;
+# i and j count real tokens only (padding is skipped, left or right). Choices the definitions leave open:
+# - The first-token rule: by default attention to the first token (j = 0, "null attention") is
+#   left out of every metric and not renormalised away; entropy alone renormalises and skips query
+#   tokens with > 90 % on the first token. include_first=True keeps j = 0 everywhere, renormalises
+#   nothing and skips no query token.
+# - null_attention averages alpha_i0 over every real query token, the first one included.
+# - Syntax metrics count only inputs that have a TokenSyntax; tokens without a POS (special tokens)
+#   stay in the denominator. A tag no counted token has is NaN, not 0.
+# - variability uses the cells (i, j) with i, j < 10 of each input. An input shorter than 10 tokens
+#   adds only the cells it has, and a cell's mean is over the inputs that have it (so no input is
+#   padded with zeros, and a corpus of short inputs is not dropped); the first-token rule drops
+#   the column j = 0.
+# - Exemplars look at i, j > 0 whatever include_first is: with the first token, every causal
+#   model's best cell would be alpha_00 = 1.
 #
 # Every metric is a ratio of sums over inputs, so AttentionStats keeps the sums (float64, CPU)
 # and divides at the end; shards merge by adding them. Variability is the exception: it measures
-# deviations from the mean over ALL inputs, which is known only at the end. Its numerator
-# sum_x |alpha(x) - mean| cannot be summed as the data streams by (it is not a function of any
-# fixed-size summary), so each input's first-10-token block, [L, H, 10, 10], is kept and the
-# deviations are taken in a second pass over those blocks: exact, at 400 bytes per head per input
-# (54 MB for 500 inputs of a 30 x 9 model). Across processes `all_reduce` does the two phases:
-# sums first (which gives the global mean), then the deviations of each shard's blocks from it.
+# deviations from the mean over ALL inputs, which is known only at the end, and
+# sum_x |alpha(x) - mean| is no function of a fixed-size summary of the values seen (it needs
+# to know which of them lie below the mean). So each input's first-10-token block, [L, H, 10, 10],
+# is kept and the deviations are taken in a second pass over those blocks, not over the model:
+# exact, at 400 bytes per head per input (54 MB for 500 inputs of a 30 x 9 model; pass
+# variability=False for corpora too large for that). Across processes `all_reduce` does the two
+# phases: sums first (which gives the global mean), then each shard's deviations from it.
 
 import collections
 
@@ -55,7 +68,9 @@ def pad_attention(attentions):
     mask = torch.zeros(len(attentions), n_max, dtype=torch.bool, device=attentions[0].device)
     for b, a in enumerate(attentions):
         if a.ndim != 4 or a.shape[:2] != (num_layers, num_heads) or a.shape[2] != a.shape[3]:
-            raise ValueError(f"input {b}: attention of shape {tuple(a.shape)}, expected [{num_layers}, {num_heads}, n, n]")
+            raise ValueError(
+                f"input {b}: attention of shape {tuple(a.shape)}, expected [{num_layers}, {num_heads}, n, n]"
+            )
         n = a.shape[-1]
         batch[b, :, :, :n, :n] = a
         mask[b, :n] = True
@@ -89,7 +104,9 @@ class AttentionStats:
         variability=True,
     ):
         if dependency_direction not in DEPENDENCY_DIRECTIONS:
-            raise ValueError(f"dependency_direction must be one of {DEPENDENCY_DIRECTIONS}, got {dependency_direction!r}")
+            raise ValueError(
+                f"dependency_direction must be one of {DEPENDENCY_DIRECTIONS}, got {dependency_direction!r}"
+            )
         self.num_layers, self.num_heads = int(num_layers), int(num_heads)
         self.pos_tags = tuple(pos_tags)
         self.include_first = bool(include_first)
@@ -149,7 +166,8 @@ class AttentionStats:
         if attention.ndim == 4:
             attention = attention[None]
             syntax = None if syntax is None else [syntax] if not isinstance(syntax, (list, tuple)) else syntax
-        if attention.ndim != 5 or attention.shape[1:3] != (self.num_layers, self.num_heads) or attention.shape[3] != attention.shape[4]:
+        expected = (self.num_layers, self.num_heads)
+        if attention.ndim != 5 or attention.shape[1:3] != expected or attention.shape[3] != attention.shape[4]:
             raise ValueError(
                 f"attention of shape {tuple(attention.shape)}: expected [B, {self.num_layers}, {self.num_heads}, N, N]"
             )
@@ -159,9 +177,12 @@ class AttentionStats:
         dtype = torch.float64 if attention.dtype == torch.float64 else torch.float32
         a = attention.to(dtype)
         device = a.device
-        valid = torch.ones(B, N, dtype=torch.bool, device=device) if mask is None else _as_tensor(mask).to(device).bool()
+        if mask is None:
+            valid = torch.ones(B, N, dtype=torch.bool, device=device)
+        else:
+            valid = _as_tensor(mask).to(device).bool()
         if valid.shape != (B, N):
-            raise ValueError(f"mask of shape {tuple(valid.shape)} for attention over {N} positions: expected [{B}, {N}]")
+            raise ValueError(f"mask of shape {tuple(valid.shape)} for attention over {N} positions: expected [{B},{N}]")
         if syntax is not None and len(syntax) != B:
             raise ValueError(f"{len(syntax)} syntax entries for {B} inputs")
         keys = self._next_keys(B, keys)
@@ -302,7 +323,9 @@ class AttentionStats:
         index = torch.stack([keys.to(device)[:, None].expand(B, LH), i_tok, j_tok]).cpu()
         self._push_exemplars(score, index.reshape(3, B, L, H).permute(0, 2, 3, 1))
         if self.variability:
-            self._blocks.append((block.reshape(B, L, H, V, V).to("cpu", torch.float32), present.cpu()))
+            # A copy: `block` may be a view of the caller's tensor, which must not be kept alive.
+            block = block.reshape(B, L, H, V, V).to(device="cpu", dtype=torch.float32, copy=True)
+            self._blocks.append((block, present.cpu()))
 
     def _workspace(self, like, slot):
         """Scratch buffer `slot` shaped like `like`, kept between updates: a fresh one costs more
@@ -348,9 +371,12 @@ class AttentionStats:
     # -----------------------------------------------------------------------------------------
     # Combining
 
+    def _settings(self):
+        return (self.num_layers, self.num_heads, self.pos_tags, self.include_first, self.dependency_direction,
+                self.top_k, self.variability)  # fmt: skip
+
     def _check_compatible(self, other):
-        mine = (self.num_layers, self.num_heads, self.pos_tags, self.include_first, self.dependency_direction, self.top_k, self.variability)
-        theirs = (other.num_layers, other.num_heads, other.pos_tags, other.include_first, other.dependency_direction, other.top_k, other.variability)
+        mine, theirs = self._settings(), other._settings()
         if mine != theirs:
             raise ValueError(f"cannot merge AttentionStats with different settings: {mine} vs {theirs}")
 
@@ -380,7 +406,8 @@ class AttentionStats:
         """
         import torch.distributed as dist
 
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else torch.device("cpu")
+        nccl = dist.get_backend(group) == "nccl"  # NCCL reduces CUDA tensors only
+        device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
         world = dist.get_world_size(group)
         rank = dist.get_rank(group)
         counts = [torch.zeros((), dtype=torch.float64, device=device) for _ in range(world)]
@@ -398,11 +425,13 @@ class AttentionStats:
         index = self._top_index.clone()
         if self._auto_keys:
             index[0] += offset
-        gathered = torch.cat([self._top_score.to(device), index.to(device, torch.float64).reshape(3 * self.num_layers, self.num_heads, -1)])
-        # Shards hold up to top_k exemplars each; pad to top_k so all_gather sees equal shapes.
+        # One float64 tensor per shard, [4 L, H, top_k]: scores, then keys, i and j (exact as floats
+        # below 2**53), padded to top_k so that all_gather sees equal shapes.
+        L, H = self.num_layers, self.num_heads
+        gathered = torch.cat([self._top_score, index.to(torch.float64).reshape(3 * L, H, -1)])
         pad = self.top_k - gathered.shape[2]
-        filler = torch.cat([torch.full((self.num_layers, self.num_heads, pad), -torch.inf), torch.zeros((3 * self.num_layers, self.num_heads, pad))])
-        gathered = torch.cat([gathered, filler.to(device, torch.float64)], 2)
+        filler = torch.cat([torch.full((L, H, pad), -torch.inf), torch.zeros((3 * L, H, pad))]).to(torch.float64)
+        gathered = torch.cat([gathered, filler], 2).to(device)
         shards = [torch.empty_like(gathered) for _ in range(world)]
         dist.all_gather(shards, gathered, group=group)
         self._top_score = torch.full((self.num_layers, self.num_heads, 0), -torch.inf, dtype=torch.float64)
@@ -466,7 +495,11 @@ class AttentionStats:
         key, i, j = (t.tolist() for t in self._top_index)
         return [
             [
-                [Exemplar(key[l][h][n], score[l][h][n], i[l][h][n], j[l][h][n]) for n in range(len(score[l][h])) if score[l][h][n] > -np.inf]
+                [
+                    Exemplar(key[l][h][n], score[l][h][n], i[l][h][n], j[l][h][n])
+                    for n in range(len(score[l][h]))
+                    if score[l][h][n] > -np.inf  # inputs of one token have no candidate
+                ]
                 for h in range(H)
             ]
             for l in range(L)

@@ -20,7 +20,9 @@ VARIABILITY_TOKENS = 10
 # the vectorised code against this.
 
 
-def loop_metrics(attentions, syntaxes=None, *, include_first=False, dependency_direction="either", pos_tags=UPOS, top_k=5):
+def loop_metrics(
+    attentions, syntaxes=None, *, include_first=False, dependency_direction="either", pos_tags=UPOS, top_k=5
+):
     """attentions: list of unpadded numpy [L, H, n, n]. Returns (metrics dict, exemplars[l][h])."""
     num_layers, num_heads = attentions[0].shape[:2]
     syntaxes = syntaxes if syntaxes is not None else [None] * len(attentions)
@@ -125,7 +127,8 @@ def random_attention(rng, num_layers, num_heads, n, causal):
 def random_syntax(rng, n):
     pos = [None if rng.random() < 0.15 else str(rng.choice(UPOS[:8])) for _ in range(n)]  # some tags never occur
     pairs = {(int(h), int(d)) for h, d in rng.integers(0, n, size=(n, 2)) if h != d}
-    return TokenSyntax(pos=pos, word=list(range(n)), dependencies=np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2))
+    dependencies = np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+    return TokenSyntax(pos=pos, word=list(range(n)), dependencies=dependencies)
 
 
 def random_corpus(seed, causal, lengths=(7, 12, 3, 10, 1, 15, 9), num_layers=2, num_heads=3, with_syntax=True):
@@ -310,7 +313,9 @@ def test_merging_consecutive_shards_equals_one_pass(cuts):
     attentions, syntaxes = random_corpus(seed=7, causal=True)
     one = AttentionStats(2, 3, top_k=4).update(attentions, syntax=syntaxes)
     bounds = [0, *cuts, len(attentions)]
-    shards = [AttentionStats(2, 3, top_k=4).update(attentions[a:b], syntax=syntaxes[a:b]) for a, b in zip(bounds, bounds[1:])]
+    shards = [
+        AttentionStats(2, 3, top_k=4).update(attentions[a:b], syntax=syntaxes[a:b]) for a, b in zip(bounds, bounds[1:])
+    ]
     merged = shards[0]
     for shard in shards[1:]:
         merged.merge(shard)
@@ -327,6 +332,21 @@ def test_merging_interleaved_shards_with_keys_equals_one_pass():
     merged = odd.merge(even)
     assert_same_metrics(merged.result(), one.result(), atol=1e-6)
     assert_same_exemplars(merged.exemplars(), one.exemplars())
+
+
+def test_the_callers_attention_is_not_kept():
+    attentions, _ = random_corpus(seed=10, causal=True, with_syntax=False)
+    batch, mask = padded(attentions, "right", np.random.default_rng(11))
+    batch = torch.tensor(batch, dtype=torch.float32)
+    stats = AttentionStats(2, 3).update(batch, mask=torch.tensor(mask))
+    before = stats.result()
+    batch.fill_(0.5)  # e.g. the caller reuses its buffer for the next batch
+    assert_same_metrics(stats.result(), before, atol=0)
+
+
+def test_variability_can_be_turned_off():
+    got = compute_metrics([CAUSAL_3, CAUSAL_2], variability=False)
+    assert np.isnan(got["variability"]).all() and got["distance"][0, 0] > 0
 
 
 def test_merging_settings_that_differ_is_refused():

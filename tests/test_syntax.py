@@ -39,8 +39,8 @@ def sentencepiece():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    pieces = ["▁Café", "▁Zü", "rich", "▁na", "ïve", "▁I", "▁don", "'t", "▁know", "▁it", "'s", "▁1", ",600", '▁"', "well",
-              "known", "▁items"]  # fmt: skip
+    pieces = ["▁Café", "▁Zü", "rich", "▁na", "ïve", "▁I", "▁don", "'t", "▁know", "▁it", "'s", "▁1", ",600", '▁"',
+              "well", "known", "▁items"]  # fmt: skip
     chars = sorted(set(TEXT.replace(" ", "")) | {"▁"})
     vocab = [("<unk>", 0.0), ("<s>", 0.0), ("</s>", 0.0)] + [(p, -1.0) for p in pieces] + [(c, -10.0) for c in chars]
     tokenizer = Tokenizer(models.Unigram(vocab, unk_id=0))
