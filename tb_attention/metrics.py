@@ -49,13 +49,6 @@ def _as_tensor(x):
     return torch.as_tensor(np.asarray(x))
 
 
-def _ratio(numerator, denominator):
-    """numerator / denominator as float32 numpy, NaN where the denominator is 0."""
-    n, d = numerator.double(), denominator.double()
-    out = torch.where(d > 0, n / torch.where(d > 0, d, 1.0), torch.nan)
-    return out.to(torch.float32).numpy()
-
-
 def pad_attention(attentions):
     """A list of unpadded [L, H, n, n] -> batch [B, L, H, N, N] (zero-padded) and mask [B, N]."""
     attentions = [_as_tensor(a) for a in attentions]
@@ -469,24 +462,31 @@ class AttentionStats:
         """
         s = self.sums
         L, H = self.num_layers, self.num_heads
-        nan = np.full((L, H), np.nan, dtype=np.float32)
-        out = {
-            "entropy": _ratio(s["entropy"], s["entropy_tokens"]),
-            "distance": _ratio(s["distance"], s["mass"]),
-            "null_attention": _ratio(s["null_attention"], s["query_tokens"].expand(L, H)),
-        }
+        names = ["entropy", "distance", "null_attention", "variability"]
+        ratios = [  # numerator, denominator; [K, L, H] each
+            (s["entropy"], s["entropy_tokens"]),
+            (s["distance"], s["mass"]),
+            (s["null_attention"], s["query_tokens"].expand(L, H)),
+        ]
         if self.variability:
             deviation = self._deviation if self._deviation is not None else self._local_deviation()
-            out["variability"] = _ratio(deviation, 2 * s["variability_sum"].sum((2, 3)))
+            ratios.append((deviation, 2 * s["variability_sum"].sum((2, 3))))
         else:
-            out["variability"] = nan.copy()
+            ratios.append((torch.zeros(L, H), torch.zeros(L, H)))  # blocks not kept: NaN
+        ratios = [(n[None], d[None]) for n, d in ratios]
         if s["syntax_inputs"] > 0:
-            out["dependency_alignment"] = _ratio(s["dependency"], s["syntax_mass"])
-            for k, tag in enumerate(self.pos_tags):
-                seen = s["pos_tokens"][k] > 0  # no token of the tag: undefined, not 0
-                out[f"pos/{tag}"] = _ratio(s["pos"][..., k], s["syntax_mass"]) if seen else nan.copy()
-                out[f"pos_from/{tag}"] = _ratio(s["pos_from"][..., k], s["syntax_mass"]) if seen else nan.copy()
-        return out
+            names += ["dependency_alignment"]
+            names += [f"pos/{t}" for t in self.pos_tags] + [f"pos_from/{t}" for t in self.pos_tags]
+            seen = (s["pos_tokens"] > 0)[:, None, None]  # no token of a tag: undefined, not 0
+            tag_mass = torch.where(seen, s["syntax_mass"], 0.0)
+            ratios.append((s["dependency"][None], s["syntax_mass"][None]))
+            ratios.append((s["pos"].permute(2, 0, 1), tag_mass))
+            ratios.append((s["pos_from"].permute(2, 0, 1), tag_mass))
+        numerator = torch.cat([n for n, _ in ratios]).double()
+        denominator = torch.cat([d for _, d in ratios]).double()
+        values = torch.where(denominator > 0, numerator / denominator.clamp_min(1e-300), torch.nan)
+        values = values.to(torch.float32).numpy()
+        return dict(zip(names, values))
 
     def exemplars(self):
         """Per layer, per head: the top_k Exemplar(key, score, i, j), highest score first."""
