@@ -26,6 +26,20 @@ class AnalysisError(ValueError):
 # Inputs
 
 
+def model_source(path):
+    """(folder, from_pretrained options) of a model folder or .gguf file; checks it looks like one."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise AnalysisError(f"--model {path}: no such folder or file")
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise AnalysisError(f"--model {path}: give a model folder (config.json, weights) or a .gguf file")
+        return path.parent, {"gguf_file": path.name}
+    if not (path / "config.json").exists():
+        raise AnalysisError(f"--model {path}: the folder has no config.json; is it a Hugging Face model folder?")
+    return path, {}
+
+
 def load_model(path, *, device="cpu"):
     """A local Hugging Face model folder (or .gguf file) -> (base model in eval mode, tokenizer).
 
@@ -33,26 +47,16 @@ def load_model(path, *, device="cpu"):
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    path = pathlib.Path(path)
-    if not path.exists():
-        raise AnalysisError(f"--model {path}: no such folder or file")
-    options = {}
-    if path.is_file():
-        if path.suffix != ".gguf":
-            raise AnalysisError(f"--model {path}: give a model folder (config.json, weights) or a .gguf file")
-        options["gguf_file"] = path.name
-        path = path.parent
-    elif not (path / "config.json").exists():
-        raise AnalysisError(f"--model {path}: the folder has no config.json; is it a Hugging Face model folder?")
+    folder, options = model_source(path)
     try:
-        config = AutoConfig.from_pretrained(str(path), **options)
+        config = AutoConfig.from_pretrained(str(folder), **options)
         if getattr(config, "is_encoder_decoder", False):
             raise AnalysisError(f"--model {path}: encoder-decoder models ({config.model_type}) are not supported yet")
-        tokenizer = AutoTokenizer.from_pretrained(str(path), **options)
-        model = AutoModel.from_pretrained(str(path), **options)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), **options)
+        model = AutoModel.from_pretrained(str(folder), **options)
+    except AnalysisError:
+        raise
     except (OSError, ValueError) as e:
-        if isinstance(e, AnalysisError):
-            raise
         raise AnalysisError(f"--model {path}: cannot load it with transformers: {e}") from None
     if not getattr(tokenizer, "is_fast", False):
         raise AnalysisError(f"--model {path}: syntax alignment needs a fast tokenizer (tokenizer.json)")
@@ -168,7 +172,6 @@ def analyze_corpus(
             texts = [sentences[i] for i in batch]
             encoding = _encode(tokenizer, texts, max_length)
             parses = syntax_lib.token_syntax(tokenizer, texts, nlp=nlp, encoding=encoding) if nlp else None
-            recorder.start()
             model(input_ids=encoding["input_ids"], attention_mask=encoding["attention_mask"])
             weights = torch.stack(recorder.attentions, 1)  # [B, L, H, N, N]
             stats.update(weights, mask=encoding["attention_mask"], syntax=parses, keys=batch)

@@ -26,7 +26,11 @@ def _analyze_parser(subparsers):
     source.add_argument("--sentences", help="a UTF-8 text file, one sentence per line")
     source.add_argument("--corpus", choices=[WIKIPEDIA], help="a packaged corpus: Wikipedia lead-section sentences")
     p.add_argument("--logdir", required=True, help="TensorBoard log directory")
-    p.add_argument("--run", help="run name (default: the model folder's name)")
+    p.add_argument(
+        "--run", "--run-name", dest="run",
+        help="run name (default: the model folder's name); under torchrun spell it --run-name, "
+        "as torchrun takes --run for its own --run-path",
+    )
     p.add_argument("--tag", default="corpus", help="tag of the analysis (default: corpus)")
     p.add_argument("--limit", type=_positive, help="analyse only the first N sentences")
     p.add_argument("--batch-size", type=_positive, default=16, help="sentences per forward pass (default: 16)")
@@ -52,7 +56,7 @@ def _probe_parser(subparsers):
     p.add_argument("--model", required=True, help="a Hugging Face model folder or .gguf file")
     p.add_argument("--texts", required=True, help="a UTF-8 text file, one text per line (a<TAB>b for pairs)")
     p.add_argument("--logdir", required=True, help="TensorBoard log directory")
-    p.add_argument("--run", required=True, help="run name, e.g. the checkpoint's name")
+    p.add_argument("--run", "--run-name", dest="run", required=True, help="run name, e.g. the checkpoint's name")
     p.add_argument("--step", type=_non_negative, help="step to log at (default: the checkpoint's global step, else 0)")
     p.add_argument("--tag", default="probe", help="tag of the probe (default: probe)")
     p.add_argument("--with-qk", action="store_true", help="also store query/key vectors (neuron view)")
@@ -78,6 +82,7 @@ def _non_negative(value):
 def _analyze(args):
     from tb_attention import analysis, assets, summary
 
+    analysis.model_source(args.model)  # fail fast, before reading a corpus
     if args.corpus == WIKIPEDIA:
         sentences = assets.wikipedia_sentences(limit=args.limit)
     else:
@@ -110,6 +115,7 @@ def _probe(args):
     from tb_attention import analysis, summary
     from tb_attention.probe import Probe
 
+    analysis.model_source(args.model)
     texts = []
     try:
         lines = pathlib.Path(args.texts).read_text(encoding="utf-8").splitlines()
