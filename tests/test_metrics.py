@@ -139,15 +139,17 @@ def random_corpus(seed, causal, lengths=(7, 12, 3, 10, 1, 15, 9), num_layers=2, 
 
 
 def padded(attentions, side, rng):
-    """A batch [B, L, H, N, N] padded on `side` with junk where padding is, and its mask."""
+    """A batch [B, L, H, N, N] padded on `side`, and its mask. Padding holds junk: random weights
+    in padded columns, NaN in padded rows (a softmax over nothing but masked keys)."""
     n_max = max(a.shape[-1] for a in attentions)
-    batch = rng.random((len(attentions), *attentions[0].shape[:2], n_max, n_max))  # junk
+    batch = rng.random((len(attentions), *attentions[0].shape[:2], n_max, n_max))
     mask = np.zeros((len(attentions), n_max), dtype=np.int64)
     for b, a in enumerate(attentions):
         n = a.shape[-1]
         s = slice(0, n) if side == "right" else slice(n_max - n, n_max)
         batch[b, :, :, s, s] = a
         mask[b, s] = 1
+        batch[b, :, :, mask[b] == 0, :] = np.nan
     return batch, mask
 
 
