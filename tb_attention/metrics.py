@@ -240,10 +240,12 @@ class AttentionStats:
         not_first = valid & (rank > 0)
         keep = valid if self.include_first else not_first  # keys the metrics count
 
-        # One masked copy of the weights: alpha_ij where query i is real and key j counts, else 0
-        # (whatever padding holds, NaN included).
-        pair = (valid[:, :, None] & keep[:, None, :])[:, None]  # [B, 1, N, N]
-        ak = torch.where(pair, x, x.new_zeros(()), out=self._workspace(x))
+        # One masked copy of the weights: alpha_ij where query i is real and key j counts, else 0,
+        # whatever padding holds (NaN included). (A multiply: torch.where is 3x slower on CPU.)
+        unmasked = (valid[:, :, None] & keep[:, None, :]).to(dtype)[:, None]  # [B, 1, N, N]
+        ak = torch.mul(x, unmasked, out=self._workspace(x))
+        if not bool(valid.all()):
+            ak.nan_to_num_(nan=0.0)  # NaN * 0 in padding
         row_mass = ak.sum(3)  # [B, LH, N]: attention each query pays (entropy's normaliser)
         col_mass = ak.sum(2)  # [B, LH, N]: attention each key receives
         mass = row_mass.sum(2)  # [B, LH]
@@ -263,7 +265,7 @@ class AttentionStats:
         pair_sums = torch.bmm(w.transpose(1, 2), ak.reshape(B, LH, N * N).transpose(1, 2)).transpose(1, 2)  # [B, LH, K]
 
         # Exemplars: the largest alpha_ij with i, j > 0 (never the first token, whatever include_first).
-        ex = ak if not self.include_first else torch.where(pair & not_first[:, None, None, :], x, 0.0)
+        ex = ak if not self.include_first else (ak * not_first[:, None, None, :].to(dtype))
         row_max = ex.amax(3).masked_fill_(~not_first[:, None], -torch.inf)  # [B, LH, N]
         score, i_pos = row_max.max(2)  # [B, LH]; -inf for inputs of one token
         best_row = ex.gather(2, i_pos[:, :, None, None].expand(B, LH, 1, N)).squeeze(2)
@@ -272,9 +274,10 @@ class AttentionStats:
 
         # Entropy of each query's counted attention, renormalised:
         # H = -sum p log p with p = a / Z  ==  log Z - sum(a log a) / Z.
-        # a log a as a * log(max(a, tiny)), 0 where a = 0, in ak's buffer (ak = x there): twice
-        # as fast as torch.xlogy and no second buffer.
-        a_log_a = ak.clamp_min_(torch.finfo(dtype).tiny).log_().mul_(x).masked_fill_(~pair, 0.0).sum(3)
+        # a log a, in ak's buffer, as x * log(max(ak, tiny)) with masked cells set to 1 first: they
+        # add 0 (unless padding holds NaN; only padded rows may, and they are not counted). Twice
+        # as fast as torch.xlogy, and no second buffer.
+        a_log_a = ak.add_(1 - unmasked).clamp_min_(torch.finfo(dtype).tiny).log_().mul_(x).sum(3)
         z = torch.where(row_mass > 0, row_mass, 1.0)
         entropy = torch.log(z) - a_log_a / z
         counted = valid[:, None] & (row_mass > 0)
@@ -284,7 +287,7 @@ class AttentionStats:
         parts = {
             "mass": mass.sum(0),
             "distance": pair_sums[:, :, 0].sum(0),
-            "entropy": (entropy * counted).sum((0, 2)),
+            "entropy": torch.where(counted, entropy, 0.0).sum((0, 2)),
             "entropy_tokens": counted.sum((0, 2)),
             "null_attention": torch.where(valid[:, None], to_first, 0.0).sum((0, 2)),
         }
