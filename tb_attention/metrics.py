@@ -224,8 +224,9 @@ class AttentionStats:
         return as_tensor(tags), as_tensor(dep), as_tensor(has)
 
     def _accumulate(self, a, valid, syntax, keys):
-        # Few passes over the weights, no per-head loops: two matrix products read them, one
-        # masked copy serves the exemplars and then (in place) the entropy; the rest is [B, LH, N].
+        # A few passes over the weights and no per-head loops: one masked copy (in a reused buffer)
+        # gives row and column sums, the pair sums (one batched matrix product), the exemplars
+        # and, in place, the entropy; everything else is [B, L * H, N] or smaller.
         B, L, H, N, _ = a.shape
         LH, V = L * H, VARIABILITY_TOKENS
         dtype, device = a.dtype, a.device
@@ -260,9 +261,9 @@ class AttentionStats:
             tags, dep, has_syntax = self._syntax_tensors(syntax, valid, positions)
             tags = tags.to(dtype)
             weights.append(dep.to(dtype))
-        w = torch.stack(weights, 3).reshape(B, N * N, len(weights))
+        w = torch.stack(weights, 3).reshape(B, N * N, len(weights))  # pair_sums: [B, LH, K]
         # (w^T a^T rather than a w: several times faster for few columns on CPU)
-        pair_sums = torch.bmm(w.transpose(1, 2), ak.reshape(B, LH, N * N).transpose(1, 2)).transpose(1, 2)  # [B, LH, K]
+        pair_sums = torch.bmm(w.transpose(1, 2), ak.reshape(B, LH, N * N).transpose(1, 2)).transpose(1, 2)
 
         # Exemplars: the largest alpha_ij with i, j > 0 (never the first token, whatever include_first).
         ex = ak if not self.include_first else (ak * not_first[:, None, None, :].to(dtype))
