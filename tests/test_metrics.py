@@ -359,6 +359,7 @@ def test_merging_settings_that_differ_is_refused():
 def _all_reduce_worker(rank, world, init_file, shards, out_dir):
     import torch.distributed as dist
 
+    torch.set_num_threads(1)  # a forked child: no OpenMP pool of the parent's
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     attentions, syntaxes = shards[rank]
     stats = AttentionStats(2, 3, top_k=4).update(attentions, syntax=syntaxes)
@@ -373,7 +374,10 @@ def test_all_reduce_across_processes_equals_one_pass():
     shards = [(attentions[:3], syntaxes[:3]), (attentions[3:], syntaxes[3:])]
     with tempfile.TemporaryDirectory() as tmp:
         init_file = os.path.join(tmp, "init")
-        torch.multiprocessing.spawn(_all_reduce_worker, args=(2, init_file, shards, tmp), nprocs=2)
+        # fork: a spawned child would spend seconds importing torch again
+        torch.multiprocessing.start_processes(
+            _all_reduce_worker, args=(2, init_file, shards, tmp), nprocs=2, start_method="fork"
+        )
         for rank in range(2):
             got = torch.load(os.path.join(tmp, f"{rank}.pt"), weights_only=False)
             assert_same_metrics(got["result"], one.result(), atol=1e-6)
