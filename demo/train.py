@@ -1,0 +1,134 @@
+"""The demo's training run: a small GPT-2 learns Wikipedia on the CPU while a probe logs its attention."""
+
+import math
+import pathlib
+import time
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+import tb_attention
+from tb_attention import assets
+
+# Probe sentences: the examples of Vig & Belinkov's poster (Wikipedia sentences), held out of
+# training, plus a few with clear syntax. Each has at most ~30 tokens.
+PROBE_TEXTS = [
+    "Fortezza da Basso is a fort inserted in the fourteenth century walls of Florence.",
+    "Florence is a city in central Italy and the capital city of the Tuscany region.",
+    "Bert is a yellow Muppet character on the long-running children's television show.",
+    "The Australian search and rescue service is provided by AusSAR, which is part of the Australian Maritime Safety Authority (AMSA).",
+    "After the two prototypes were completed, production began in Marietta, Georgia.",
+    "The cat that the dog chased ran up the old oak tree.",
+    "She gave her brother a book about the history of Rome.",
+    "Rivers flow from mountains to the sea, carrying water and sediment.",
+]
+
+VOCAB_SIZE = 8192  # byte-level BPE trained on the corpus: a small vocabulary trains fast on a CPU
+SEQUENCE_LENGTH = 64  # tokens per training sequence
+EOS = "<|endoftext|>"
+
+
+def build_tokenizer(sentences, folder):
+    """A GPT-2-style byte-level BPE trained on the corpus (deterministic, a few seconds)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    folder = pathlib.Path(folder)
+    if (folder / "tokenizer.json").exists():
+        return PreTrainedTokenizerFast.from_pretrained(str(folder))
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(sentences, vocab_size=VOCAB_SIZE, min_frequency=2, special_tokens=[EOS], show_progress=False)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer, bos_token=EOS, eos_token=EOS, unk_token=EOS, pad_token=EOS
+    )
+    tokenizer.save_pretrained(str(folder))
+    return tokenizer
+
+
+def build_model(tokenizer, layers, heads, width, seed=0):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=SEQUENCE_LENGTH * 2,
+        n_layer=layers,
+        n_head=heads,
+        n_embd=width,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+        attn_implementation="eager",
+    )
+    return GPT2LMHeadModel(config)
+
+
+def training_sequences(tokenizer, sentences):
+    """The corpus as one token stream, sentences separated by EOS, cut into fixed-length rows."""
+    ids = []
+    for encoded in tokenizer(list(sentences))["input_ids"]:
+        ids.extend(encoded)
+        ids.append(tokenizer.eos_token_id)
+    rows = len(ids) // SEQUENCE_LENGTH
+    return torch.tensor(ids[: rows * SEQUENCE_LENGTH]).view(rows, SEQUENCE_LENGTH)
+
+
+def train(
+    logdir,
+    workdir,
+    *,
+    steps=1200,
+    batch_size=32,
+    layers=4,
+    heads=8,
+    width=128,
+    probe_every=50,
+    checkpoints=(100,),
+    learning_rate=2e-3,
+    seed=0,
+):
+    """Trains, logging loss and the probe to `logdir/train`; returns {step: checkpoint folder}."""
+    workdir = pathlib.Path(workdir)
+    sentences = [s for s in assets.wikipedia_sentences() if s not in PROBE_TEXTS]
+    tokenizer = build_tokenizer(sentences, workdir / "tokenizer")
+    data = training_sequences(tokenizer, sentences)
+    model = build_model(tokenizer, layers, heads, width, seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+    probe = tb_attention.Probe(tokenizer, PROBE_TEXTS, name="probe", with_qk=True)
+    writer = SummaryWriter(str(pathlib.Path(logdir) / "train"))
+    generator = torch.Generator().manual_seed(seed)
+    saved = {}
+    checkpoints = set(checkpoints) | {steps}
+    model.train()
+    started = time.time()
+    progress = tqdm(range(steps + 1), desc="training GPT-2", unit="step")
+    for step in progress:
+        if step % probe_every == 0 or step == steps:
+            probe.log(writer, model, step)
+        if step in checkpoints:
+            folder = workdir / "checkpoints" / f"step-{step}"
+            model.save_pretrained(str(folder))
+            tokenizer.save_pretrained(str(folder))
+            saved[step] = folder
+        if step == steps:
+            break
+        batch = data[torch.randint(len(data), (batch_size,), generator=generator)]
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % 10 == 0:
+            writer.add_scalar("loss", loss.item(), step)
+            writer.add_scalar("learning_rate", schedule.get_last_lr()[0], step)
+            progress.set_postfix(loss=f"{loss.item():.2f}")
+    writer.add_scalar("train_seconds", time.time() - started, steps)
+    writer.close()
+    (workdir / "probe.txt").write_text("\n".join(PROBE_TEXTS) + "\n", encoding="utf-8")
+    return saved

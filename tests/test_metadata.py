@@ -1,0 +1,127 @@
+"""The storage format: quantisation error, size budget, encodings, versions."""
+
+import gzip
+
+import numpy as np
+import pytest
+
+from tb_attention import metadata
+from tests.conftest import random_attention
+
+
+def test_causal_example_round_trips_within_documented_error(rng):
+    attention = random_attention(rng, 12, 12, 128, causal=True)
+    tokens = [f"tok{i}" for i in range(128)]
+    example = metadata.decode_attention(metadata.encode_attention(attention, tokens))
+    assert example.header["encoding"] == metadata.ENCODING_CAUSAL
+    assert example.attention.shape == (12, 12, 128, 128)
+    error = np.abs(example.attention - attention)
+    assert error.max() <= metadata.MAX_QUANTIZATION_ERROR
+    assert np.all(example.attention[:, :, np.triu_indices(128, 1)[0], np.triu_indices(128, 1)[1]] == 0)
+
+
+def test_relative_error_of_small_weights_is_bounded(rng):
+    attention = random_attention(rng, 2, 2, 64, causal=False, sharpness=1.0)
+    decoded = metadata.decode_attention(metadata.encode_attention(attention, ["t"] * 64)).attention
+    big = attention >= 0.01
+    relative = np.abs(decoded[big] - attention[big]) / attention[big]
+    # |sqrt(a) - sqrt(a')| <= 1/510  =>  |a - a'| / a <= (2 sqrt(a) + 1/510) / (510 a)
+    bound = (2 * np.sqrt(attention[big]) + 1 / 510) / (510 * attention[big])
+    assert np.all(relative <= bound + 1e-6)
+    assert relative.max() < 0.05
+
+
+@pytest.mark.parametrize("sharpness", [0.05, 1.0, 3.0, 8.0])
+def test_causal_12x12x128_costs_at_most_half_a_byte_per_value(rng, sharpness):
+    # From nearly uniform rows (a randomly initialised model) to peaked ones (a trained model).
+    attention = random_attention(rng, 12, 12, 128, causal=True, sharpness=sharpness)
+    blob = metadata.encode_attention(attention, [str(i) for i in range(128)])
+    assert len(blob) / attention.size <= 0.5
+
+
+def test_bidirectional_example_is_stored_dense(rng):
+    attention = random_attention(rng, 2, 3, 10, causal=False)
+    example = metadata.decode_attention(metadata.encode_attention(attention, list("abcdefghij")))
+    assert example.header["encoding"] == metadata.ENCODING_DENSE
+    assert example.header["causal"] is False
+    assert np.abs(example.attention - attention).max() <= metadata.MAX_QUANTIZATION_ERROR
+
+
+def test_tokens_and_fields_are_stored_exactly():
+    tokens = ["<|endoftext|>", "Ġcafé", "ñ", "😀", "<img src=x onerror=alert(1)>", "", " ", "\u200b", "中文"]
+    n = len(tokens)
+    attention = np.full((1, 1, n, n), 1.0 / n, dtype=np.float32)
+    example = metadata.decode_attention(
+        metadata.encode_attention(attention, tokens, text="x y", segments=[4], pos=[None] * n)
+    )
+    assert example.tokens == tokens
+    assert example.header["segments"] == [4]
+    assert example.header["text"] == "x y"
+
+
+def test_long_inputs_keep_the_top_k_weights_of_each_row(rng):
+    n = 600
+    attention = random_attention(rng, 1, 2, n, causal=True)
+    example = metadata.decode_attention(metadata.encode_attention(attention, ["t"] * n, max_dense_tokens=512, top_k=8))
+    assert example.header["encoding"] == metadata.ENCODING_TOPK
+    kept = (example.attention > 0).sum(-1)
+    assert kept.max() <= 8
+    for head in range(2):
+        for row in (0, 3, 300, 599):
+            truth = np.sort(attention[0, head, row])[::-1][: min(8, row + 1)]
+            stored = np.sort(example.attention[0, head, row])[::-1][: min(8, row + 1)]
+            assert np.abs(stored - truth).max() <= metadata.MAX_QUANTIZATION_ERROR
+    assert np.all(example.attention[:, :, np.triu_indices(n, 1)[0], np.triu_indices(n, 1)[1]] == 0)
+
+
+def test_query_and_key_round_trip_as_float16(rng):
+    query = rng.normal(size=(3, 6, 7, 16)).astype(np.float32)
+    key = rng.normal(size=(3, 2, 7, 16)).astype(np.float32)
+    qk = metadata.decode_qk(metadata.encode_qk(query, key, [0.25, 0.25, 0.125]))
+    assert np.allclose(qk.query, query, rtol=1e-3, atol=1e-3)
+    assert np.allclose(qk.key, key, rtol=1e-3, atol=1e-3)
+    assert qk.scaling == [0.25, 0.25, 0.125]
+    assert qk.header["num_kv_heads"] == 2
+
+
+def test_query_heads_must_be_a_multiple_of_key_heads(rng):
+    with pytest.raises(ValueError, match="multiple of 4 key heads"):
+        metadata.encode_qk(np.zeros((1, 6, 2, 4)), np.zeros((1, 4, 2, 4)), 1.0)
+
+
+def test_plugin_data_of_a_newer_version_is_refused_with_a_clear_message():
+    content = b'{"version": 99, "kind": "attention"}'
+    with pytest.raises(metadata.NewerFormatError, match="newer tb-attention.*v99"):
+        metadata.parse_plugin_data(content)
+    assert metadata.parse_plugin_data(metadata.create_plugin_data("metric", probe="p", metric="entropy")) == {
+        "version": metadata.FORMAT_VERSION, "kind": "metric", "probe": "p", "metric": "entropy",
+    }
+
+
+@pytest.mark.parametrize(
+    "blob, message",
+    [
+        (b"not gzip", "not valid gzip"),
+        (gzip.compress(b"XXXX\x01\x00\x00\x00\x00\x00\x00\x00"), "expected b'TBAT'"),
+        (gzip.compress(b"TBAT\x63\x00\x00\x00\x00\x00\x00\x00"), "v99"),
+        (gzip.compress(b"TBAT\x01\x00\x00\x00\xff\x00\x00\x00{}"), "runs past its end"),
+    ],
+)
+def test_corrupt_blobs_raise_format_errors(blob, message):
+    with pytest.raises(metadata.FormatError, match=message):
+        metadata.decode_attention(blob)
+
+
+def test_truncated_payload_is_a_format_error(rng):
+    blob = metadata.encode_attention(random_attention(rng, 2, 2, 8), ["t"] * 8)
+    raw = gzip.decompress(blob)
+    with pytest.raises(metadata.FormatError, match="does not match its header"):
+        metadata.decode_attention(gzip.compress(raw[:-10]))
+
+
+def test_metric_names():
+    assert metadata.metric_tag("probe", "pos/NOUN") == "probe/pos/NOUN"
+    assert all(metadata.is_known_metric(m) for m in metadata.METRICS)
+    assert metadata.is_known_metric("pos_from/VERB")
+    assert not metadata.is_known_metric("pos/")
+    assert not metadata.is_known_metric("loss")
