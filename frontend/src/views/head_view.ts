@@ -257,6 +257,13 @@ export class HeadView implements View {
     painter.text('KEY  (attended to)', rightEdge + LABEL_PAD, HEADER_HEIGHT / 2 + 2, {...header, align: 'left'});
     this.canvas.dataset.arcs = String(drawn);
     this.canvas.dataset.rows = `${first}-${last}`;
+    // Where things are, for tests and tools that point at tokens: y of token i is top + i * row.
+    this.canvas.dataset.layout = JSON.stringify({
+      query: [layout.leftX, layout.leftX + layout.column],
+      key: [layout.rightX, layout.rightX + layout.column],
+      top: HEADER_HEIGHT + PAD + ROW_HEIGHT / 2 - layout.scrollTop,
+      row: ROW_HEIGHT,
+    });
   }
 
   private draw(): void {

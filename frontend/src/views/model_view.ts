@@ -198,6 +198,7 @@ export class ModelView implements View {
     }
     painter.text('HEAD →', left + LABEL_WIDTH - 10, HEADER_HEIGHT / 2, {font: FONT_LABEL, color: MUTED_INK, align: 'right'});
     this.canvas.dataset.thumbnails = String(drawn);
+    this.canvas.dataset.layout = JSON.stringify({left: x(0), top: y(0), thumb, step: cell});
     this.canvas.dataset.layers = `${firstLayer}-${lastLayer}`;
   }
 

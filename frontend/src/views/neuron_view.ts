@@ -23,7 +23,7 @@ const GAP = 14; // px between columns
 const LABEL_PAD = 6;
 const MAX_LABEL = 130; // px
 const BAR = 84; // px: width of the score, softmax and stored-attention columns
-const MAX_CELL = 6; // px per vector component
+const MAX_CELL = 10; // px per vector component
 const MAX_LABEL_CHARS = 20;
 const QK_CACHE_SIZE = 4; // examples whose q/k stay in memory
 
@@ -214,6 +214,7 @@ export class NeuronView implements View {
     painter.text(`× scale ${qk.scaling[c.layer].toPrecision(3)}`, col.score, qY, {font: FONT_NUMBER, color: MUTED_INK});
     this.canvas.dataset.rows = `${first}-${last}`;
     this.canvas.dataset.query = String(c.query);
+    this.canvas.dataset.layout = JSON.stringify({query: [col.query, col.query + col.label], top: y(0), row: ROW_HEIGHT});
   }
 
   private columns(d: number): Columns {
