@@ -1,4 +1,4 @@
-// Builds the dashboard bundle: src/index.ts -> index.js (ES module), src/style.css -> index.css.
+// Builds the dashboard bundle: src/index.ts (and the CSS it imports as text) -> one ES module, index.js.
 // Usage: node build.mjs [outdir] [--watch]. Same sources and lockfile give byte-identical output.
 
 import * as esbuild from 'esbuild';
@@ -13,10 +13,8 @@ const outdir = path.resolve(args.find((a) => !a.startsWith('--')) ?? path.join(h
 
 const options = {
   absWorkingDir: here,
-  entryPoints: [
-    {in: 'src/index.ts', out: 'index'},
-    {in: 'src/style.css', out: 'index'},
-  ],
+  entryPoints: [{in: 'src/index.ts', out: 'index'}],
+  loader: {'.css': 'text'},
   outdir,
   bundle: true,
   format: 'esm',

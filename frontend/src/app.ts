@@ -75,9 +75,11 @@ export class App {
     this.progress = el('div', {class: 'progress'});
     this.body = el('div', {class: 'body'}, [this.status]);
     const header = el('header', {class: 'header'}, [
-      this.tabs,
+      el('div', {class: 'header-row'}, [
+        this.tabs,
+        el('div', {class: 'export'}, [el('span', {class: 'control-label', text: 'Export'}), exportButton('svg'), exportButton('png')]),
+      ]),
       this.toolbar,
-      el('div', {class: 'export'}, [el('span', {class: 'control-label', text: 'Export'}), exportButton('svg'), exportButton('png')]),
     ]);
     root.append(this.panel.element, el('main', {class: 'main'}, [this.progress, header, this.body]));
 
@@ -140,6 +142,11 @@ export class App {
     if (!sel) return this.render();
     const sameStep = this.examples && this.examples.run === sel.run && this.examples.tag === sel.tag && this.examples.step === sel.step;
     this.setBusy(true);
+    // The weights of the example the state names are fetched alongside the step's example list
+    // (one round trip instead of two); they are used once the list confirms the example exists.
+    const guess: ExampleKey = {run: sel.run, tag: sel.tag, step: sel.step, example: state.example};
+    const early = sameStep ? null : this.fetchAttention(guess, controller.signal);
+    early?.catch(() => undefined); // a wrong guess is fetched again below
     try {
       if (!sameStep) {
         this.panel.set({...sel, examples: null, example: state.example});
@@ -154,15 +161,9 @@ export class App {
         this.error = `Step ${sel.step} of ${sel.run}/${sel.tag} holds no examples.`;
         return this.render();
       }
-      const key: ExampleKey = {run: sel.run, tag: sel.tag, step: sel.step, example: index};
-      const cacheKey = JSON.stringify(key);
-      let attention = this.attention.get(cacheKey);
-      if (!attention) {
-        attention = await this.api.attention(key, controller.signal);
-        if (load !== this.loads) return;
-        this.attention.set(cacheKey, attention);
-        if (this.attention.size > ATTENTION_CACHE_SIZE) this.attention.delete(this.attention.keys().next().value!);
-      }
+      const key: ExampleKey = {...guess, example: index};
+      const attention = await (early && index === guess.example ? early : this.fetchAttention(key, controller.signal));
+      if (load !== this.loads) return;
       this.shown = {key, example: examples.find((e) => e.index === index)!, attention};
       this.error = null;
     } catch (e) {
@@ -173,6 +174,18 @@ export class App {
       if (load === this.loads) this.setBusy(false);
     }
     this.render();
+  }
+
+  /** An example's weights, from the cache or the server. */
+  private async fetchAttention(key: ExampleKey, signal: AbortSignal): Promise<Attention> {
+    const cacheKey = JSON.stringify(key);
+    let attention = this.attention.get(cacheKey);
+    if (!attention) {
+      attention = await this.api.attention(key, signal);
+      this.attention.set(cacheKey, attention);
+      if (this.attention.size > ATTENTION_CACHE_SIZE) this.attention.delete(this.attention.keys().next().value!);
+    }
+    return attention;
   }
 
   private render(): void {

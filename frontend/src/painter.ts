@@ -9,6 +9,13 @@ export interface TextStyle {
   alpha?: number;
 }
 
+export interface Box {
+  x: number;
+  y: number;
+  w: number;
+  h: number;
+}
+
 export interface Painter {
   readonly width: number;
   readonly height: number;
@@ -17,8 +24,9 @@ export interface Painter {
   text(text: string, x: number, y: number, style: TextStyle): void;
   /** `count` segments in one colour and opacity; xy holds x1, y1, x2, y2 per segment. */
   lines(xy: ArrayLike<number>, count: number, color: string, alpha: number, width: number): void;
-  /** Draws a bitmap (e.g. a heatmap) scaled into a box; `smooth` false keeps pixels crisp. */
-  image(source: HTMLCanvasElement, x: number, y: number, w: number, h: number, smooth: boolean): void;
+  /** Draws a bitmap (e.g. a heatmap), or the `crop` of it, scaled into a box; `smooth` false keeps
+   * pixels crisp. */
+  image(source: HTMLCanvasElement, x: number, y: number, w: number, h: number, smooth: boolean, crop?: Box): void;
   /** Runs `draw` with drawing restricted to a box. */
   clip(x: number, y: number, w: number, h: number, draw: () => void): void;
 }
@@ -103,11 +111,12 @@ export class CanvasPainter implements Painter {
     ctx.globalAlpha = 1;
   }
 
-  image(source: HTMLCanvasElement, x: number, y: number, w: number, h: number, smooth: boolean): void {
+  image(source: HTMLCanvasElement, x: number, y: number, w: number, h: number, smooth: boolean, crop?: Box): void {
     const {ctx} = this;
     ctx.imageSmoothingEnabled = smooth;
     ctx.imageSmoothingQuality = 'high';
-    ctx.drawImage(source, x, y, w, h);
+    const c = crop ?? {x: 0, y: 0, w: source.width, h: source.height};
+    ctx.drawImage(source, c.x, c.y, c.w, c.h, x, y, w, h);
   }
 
   clip(x: number, y: number, w: number, h: number, draw: () => void): void {
@@ -173,7 +182,14 @@ export class SvgPainter implements Painter {
     );
   }
 
-  image(source: HTMLCanvasElement, x: number, y: number, w: number, h: number, smooth: boolean): void {
+  image(source: HTMLCanvasElement, x: number, y: number, w: number, h: number, smooth: boolean, crop?: Box): void {
+    if (crop) {
+      const piece = document.createElement('canvas');
+      piece.width = crop.w;
+      piece.height = crop.h;
+      piece.getContext('2d')!.drawImage(source, crop.x, crop.y, crop.w, crop.h, 0, 0, crop.w, crop.h);
+      source = piece;
+    }
     const rendering = smooth ? '' : ' style="image-rendering: pixelated"';
     this.parts.push(
       `<image href="${source.toDataURL('image/png')}" x="${round(x)}" y="${round(y)}" width="${round(w)}" height="${round(h)}" ` +

@@ -85,7 +85,7 @@ export class Panel {
   }
 
   private showStep(step: number | undefined): void {
-    this.stepValue.textContent = step === undefined ? '' : step.toLocaleString('en-US');
+    this.stepValue.textContent = step === undefined ? '' : String(step);
   }
 
   private setExamples(examples: ExampleInfo[] | null, selected: number): void {

@@ -14,9 +14,12 @@ const BYTE_OF_CHAR = new Map<number, number>();
 const SPACE_MARK = '·'; // U+00B7, shown for a leading or trailing space
 const CONTROL_MARKS: Record<string, string> = {'\n': '↵', '\t': '⇥', '\r': '␍'};
 
+const BYTE_LEVEL_SHARE = 0.5; // of tokens that must read as byte-level for the example to be so
+
 /** True when the tokens look GPT-2 byte-level encoded (a space or newline byte shows as Ġ / Ċ). */
 export function isByteLevel(tokens: readonly string[]): boolean {
-  return tokens.some((t) => /[\u0120\u010a]/.test(t)) && tokens.every((t) => byteLevelBytes(t) !== null);
+  if (!tokens.some((t) => /[\u0120\u010a]/.test(t))) return false;
+  return tokens.filter((t) => byteLevelBytes(t) !== null).length >= BYTE_LEVEL_SHARE * tokens.length;
 }
 
 function byteLevelBytes(token: string): Uint8Array | null {
@@ -32,7 +35,8 @@ function byteLevelBytes(token: string): Uint8Array | null {
 const UTF8 = new TextDecoder('utf-8', {fatal: true});
 
 /** The text a byte-level token stands for; a token that is part of a multi-byte character keeps
- * its undecodable bytes as \xNN. */
+ * its undecodable bytes as \xNN, and one that is not byte-level (a special token with a raw
+ * space, say) stays as it is. */
 export function decodeByteLevel(token: string): string {
   const bytes = byteLevelBytes(token);
   if (bytes === null) return token;

@@ -24,6 +24,10 @@ test('GPT-2 byte-level tokens read as text: Ġ is a space, Ċ a newline, multi-b
   assert.equal(decodeByteLevel('âĢĻ'), '\u2019');
   assert.equal(decodeByteLevel('âĢ'), '\\xe2\\x80'); // half of a character keeps its bytes
   assert.ok(!isByteLevel(['The', ' cat', '日本']));
+  // A token with a raw space (not byte-level) among byte-level ones stays as logged.
+  const mixed = ['<|endoftext|>', 'Hello', '<img src=x>', 'Ġworld', 'Ġ!', 'Ġa', 'Ġb', 'Ġc', 'Ġd', 'Ġe'];
+  assert.ok(isByteLevel(mixed));
+  assert.deepEqual(mixed.map((t) => displayToken(t, true)).slice(2, 4), ['<img src=x>', '·world']);
 });
 
 test('any Unicode token is kept; the exact token is available quoted', () => {

@@ -29,8 +29,10 @@ const ROW_HEIGHT = 20; // px per token
 const HEADER_HEIGHT = 30; // px above the first token: the column titles
 const PAD = 8; // px of padding around the figure
 const LABEL_PAD = 6; // px between a token's box edge and its text
-const MIN_COLUMN = 48; // px: narrowest token column
-const MAX_COLUMN = 180; // px: widest token column (longer tokens are shortened)
+const MIN_LABEL = 36; // px: narrowest token label
+const MAX_LABEL = 170; // px: widest token label (longer tokens are shortened)
+const STRIP_PER_HEAD = 6; // px per head in the heat strip beside the focused tokens' targets
+const MAX_STRIP = 72; // px
 const MIN_GAP = 140; // px between the columns, where the arcs run
 const MAX_GAP = 460;
 const MAX_LABEL_CHARS = 28;
@@ -47,7 +49,8 @@ interface Focus {
 interface Layout {
   width: number;
   height: number;
-  column: number;
+  column: number; // a token column: label, then a heat strip on the side of the arcs
+  strip: number; // heat strip width: one cell per shown head, the weight as its opacity
   leftX: number; // left edge of the query column
   rightX: number; // left edge of the key column
   scrollTop: number;
@@ -86,7 +89,7 @@ export class HeadView implements View {
   private labelsKey: Attention | null = null;
   private labelCache: {labels: string[]; width: number} = {labels: [], width: 0};
   private hover: {side: Side; index: number} | null = null;
-  private layout: Layout = {width: 0, height: 0, column: 0, leftX: 0, rightX: 0, scrollTop: 0};
+  private layout: Layout = {width: 0, height: 0, column: 0, strip: 0, leftX: 0, rightX: 0, scrollTop: 0};
   private row = new Float32Array(0);
 
   constructor(private readonly context: ViewContext) {
@@ -173,10 +176,11 @@ export class HeadView implements View {
     const n = this.scene.attention.numTokens;
     this.spacer.style.height = `${Math.max(height, HEADER_HEIGHT + n * ROW_HEIGHT + 2 * PAD)}px`;
     this.canvas.style.height = `${height}px`;
-    const column = Math.max(MIN_COLUMN, Math.min(MAX_COLUMN, this.scene.labelWidth + 2 * LABEL_PAD));
+    const strip = Math.min(MAX_STRIP, STRIP_PER_HEAD * this.scene.attention.numHeads);
+    const column = Math.max(MIN_LABEL, Math.min(MAX_LABEL, this.scene.labelWidth)) + 2 * LABEL_PAD + strip;
     const gap = Math.max(MIN_GAP, Math.min(MAX_GAP, width - 2 * column - 2 * PAD));
     const leftX = Math.max(PAD, Math.round((width - 2 * column - gap) / 2));
-    this.layout = {width, height, column, leftX, rightX: leftX + column + gap, scrollTop: this.scroller.scrollTop};
+    this.layout = {width, height, column, strip, leftX, rightX: leftX + column + gap, scrollTop: this.scroller.scrollTop};
     this.draw();
   }
 
@@ -210,18 +214,20 @@ export class HeadView implements View {
     const drawn = batch.count;
 
     painter.clip(0, HEADER_HEIGHT, layout.width, layout.height - HEADER_HEIGHT, () => {
-      // Focused tokens and the weights they give (or get), one stripe per head, as bertviz does.
+      // Focused tokens, and beside their targets a heat strip: one cell per head, the weight
+      // given (or received) as its opacity.
+      const labelBox = (side: Side) => (side === 'from' ? layout.leftX : layout.rightX + layout.strip);
+      const labelBoxWidth = layout.column - layout.strip;
       if (focus) {
-        const focusX = focus.side === 'from' ? layout.leftX : layout.rightX;
         for (const i of focus.tokens) {
-          if (i >= first && i <= last) painter.rect(focusX, y(i) - ROW_HEIGHT / 2 + 1, layout.column, ROW_HEIGHT - 2, '#e8eaed');
+          if (i >= first && i <= last) painter.rect(labelBox(focus.side), y(i) - ROW_HEIGHT / 2 + 1, labelBoxWidth, ROW_HEIGHT - 2, '#e8eaed');
         }
-        const targetX = focus.side === 'from' ? layout.rightX : layout.leftX;
-        const stripe = layout.column / scene.heads.length;
+        const stripX = focus.side === 'from' ? layout.rightX : leftEdge - layout.strip;
+        const cell = layout.strip / scene.heads.length;
         for (let j = first; j <= last; j++) {
           for (let s = 0; s < scene.heads.length; s++) {
             const w = stripes[s][j];
-            if (w > 0) painter.rect(targetX + s * stripe, y(j) - ROW_HEIGHT / 2 + 1, stripe, ROW_HEIGHT - 2, scene.colors[scene.heads[s]], Math.min(1, w));
+            if (w > 0) painter.rect(stripX + s * cell, y(j) - ROW_HEIGHT / 2 + 2, cell, ROW_HEIGHT - 4, scene.colors[scene.heads[s]], Math.min(1, w));
           }
         }
       }
@@ -237,15 +243,15 @@ export class HeadView implements View {
         const rightFocus = focus?.side === 'to' && focused.has(i);
         const hoverLeft = this.hover?.side === 'from' && this.hover.index === i;
         const hoverRight = this.hover?.side === 'to' && this.hover.index === i;
-        if (hoverLeft && !leftFocus) painter.strokeRect(layout.leftX + 0.5, y(i) - ROW_HEIGHT / 2 + 1.5, layout.column - 1, ROW_HEIGHT - 3, '#bdbdbd');
-        if (hoverRight && !rightFocus) painter.strokeRect(layout.rightX + 0.5, y(i) - ROW_HEIGHT / 2 + 1.5, layout.column - 1, ROW_HEIGHT - 3, '#bdbdbd');
+        if (hoverLeft && !leftFocus) painter.strokeRect(labelBox('from') + 0.5, y(i) - ROW_HEIGHT / 2 + 1.5, labelBoxWidth - 1, ROW_HEIGHT - 3, '#bdbdbd');
+        if (hoverRight && !rightFocus) painter.strokeRect(labelBox('to') + 0.5, y(i) - ROW_HEIGHT / 2 + 1.5, labelBoxWidth - 1, ROW_HEIGHT - 3, '#bdbdbd');
         const hidden = scene.filter.hidden?.[i] === 1;
-        painter.text(label, leftEdge - LABEL_PAD, y(i), {
+        painter.text(label, leftEdge - layout.strip - LABEL_PAD, y(i), {
           font: leftFocus ? FONT_FOCUS : FONT,
           color: i >= queries.start && i < queries.end ? INK : '#bdbdbd',
           align: 'right',
         });
-        painter.text(label, rightEdge + LABEL_PAD, y(i), {
+        painter.text(label, rightEdge + layout.strip + LABEL_PAD, y(i), {
           font: rightFocus ? FONT_FOCUS : FONT,
           color: hidden || i < keys.start || i >= keys.end ? '#bdbdbd' : INK,
           align: 'left',
@@ -253,8 +259,8 @@ export class HeadView implements View {
       }
     });
     const header = {font: FONT_HEADER, color: MUTED_INK, baseline: 'middle' as const};
-    painter.text('QUERY  (attends)', leftEdge - LABEL_PAD, HEADER_HEIGHT / 2 + 2, {...header, align: 'right'});
-    painter.text('KEY  (attended to)', rightEdge + LABEL_PAD, HEADER_HEIGHT / 2 + 2, {...header, align: 'left'});
+    painter.text('QUERY  (attends)', leftEdge - layout.strip - LABEL_PAD, HEADER_HEIGHT / 2 + 2, {...header, align: 'right'});
+    painter.text('KEY  (attended to)', rightEdge + layout.strip + LABEL_PAD, HEADER_HEIGHT / 2 + 2, {...header, align: 'left'});
     this.canvas.dataset.arcs = String(drawn);
     this.canvas.dataset.rows = `${first}-${last}`;
     // Where things are, for tests and tools that point at tokens: y of token i is top + i * row.
@@ -416,7 +422,7 @@ export class HeadView implements View {
       const byteLevel = isByteLevel(a.tokens);
       const labels = a.tokens.map((t) => {
         let label = truncate(displayToken(t, byteLevel), MAX_LABEL_CHARS);
-        for (let max = MAX_LABEL_CHARS - 1; max > 1 && textWidth(label, FONT_FOCUS) > MAX_COLUMN - 2 * LABEL_PAD; max--) {
+        for (let max = MAX_LABEL_CHARS - 1; max > 1 && textWidth(label, FONT_FOCUS) > MAX_LABEL; max--) {
           label = truncate(label, max);
         }
         return label;

@@ -19,16 +19,16 @@ const MAX_THUMB = 150; // px
 const FONT_LABEL = `500 11px ${FONT_FAMILY}`;
 const DIM = 0.72; // opacity of the veil over rows (or columns) other than the locked tokens'
 
-/** A head's attention matrix (queries down, keys across) max-pooled to at most `size` pixels a side. */
-export function thumbnail(
+/** A head's attention matrix (queries down, keys across) as weight codes, max-pooled to at most
+ * `size` cells a side; hidden keys are dropped and rows renormalised as the filter says. */
+export function thumbnailCells(
   a: Attention,
   layer: number,
   head: number,
   filter: RowFilter,
   queries: Range,
   size: number,
-  tint: Uint8ClampedArray,
-): HTMLCanvasElement {
+): {rows: number; cols: number; cells: Uint8Array} {
   const keys = filter.keys;
   const nq = Math.max(1, queries.end - queries.start);
   const nk = Math.max(1, keys.end - keys.start);
@@ -43,6 +43,15 @@ export function thumbnail(
     const start = rowStart(a, layer, head, i);
     const length = rowLength(a, i);
     const base = Math.floor(((i - queries.start) * rows) / nq) * cols;
+    if (!slots && !hidden) {
+      // The common case (dense or causal rows, nothing hidden): keys are the slots themselves.
+      for (let j = keys.start, end = Math.min(length, keys.end); j < end; j++) {
+        const code = codes[start + j];
+        const cell = base + column[j];
+        if (code > cells[cell]) cells[cell] = code;
+      }
+      continue;
+    }
     let scale = 1; // weight multiplier after hiding and renormalising
     if (hidden && renormalize) {
       let kept = 0;
@@ -61,15 +70,36 @@ export function thumbnail(
       if (code > cells[cell]) cells[cell] = code;
     }
   }
-  const canvas = document.createElement('canvas');
-  canvas.width = cols;
-  canvas.height = rows;
-  const image = new ImageData(cols, rows);
+  return {rows, cols, cells};
+}
+
+/** The thumbnails of one layer side by side in one bitmap (one canvas, one pixel upload per
+ * layer, not per head): head h occupies columns [h * cols, (h + 1) * cols). */
+export function layerThumbnails(
+  a: Attention,
+  layer: number,
+  filter: RowFilter,
+  queries: Range,
+  size: number,
+  tints: Uint8ClampedArray[],
+): {canvas: HTMLCanvasElement; rows: number; cols: number} {
+  const heads = Array.from({length: a.numHeads}, (_, h) => thumbnailCells(a, layer, h, filter, queries, size));
+  const {rows, cols} = heads[0];
+  const width = cols * a.numHeads;
+  const image = new ImageData(width, rows);
   const pixels = new Uint32Array(image.data.buffer);
-  const tint32 = new Uint32Array(tint.buffer);
-  for (let c = 0; c < cells.length; c++) pixels[c] = tint32[cells[c]];
+  heads.forEach(({cells}, h) => {
+    const tint = new Uint32Array(tints[h].buffer);
+    for (let r = 0; r < rows; r++) {
+      const to = r * width + h * cols;
+      for (let c = 0; c < cols; c++) pixels[to + c] = tint[cells[r * cols + c]];
+    }
+  });
+  const canvas = document.createElement('canvas');
+  canvas.width = width;
+  canvas.height = rows;
   canvas.getContext('2d')!.putImageData(image, 0, 0);
-  return canvas;
+  return {canvas, rows, cols};
 }
 
 interface Grid {
@@ -93,7 +123,7 @@ export class ModelView implements View {
   private readonly hide: HideToggle;
   private model: Model | null = null;
   private grid: Grid = {width: 0, height: 0, thumb: 0, left: 0, scrollTop: 0};
-  private thumbs = new Map<string, HTMLCanvasElement>();
+  private thumbs = new Map<number, {canvas: HTMLCanvasElement; rows: number; cols: number}>();
   private thumbsKey = '';
   private hover: {layer: number; head: number} | null = null;
 
@@ -176,13 +206,13 @@ export class ModelView implements View {
     painter.clip(0, HEADER_HEIGHT, this.grid.width, height - HEADER_HEIGHT, () => {
       for (let l = firstLayer; l <= lastLayer; l++) {
         painter.text(`L${l}`, left + LABEL_WIDTH - 10, y(l) + thumb / 2, {font: FONT_LABEL, color: MUTED_INK, align: 'right'});
+        let strip = this.thumbs.get(l);
+        if (!strip) {
+          strip = layerThumbnails(a, l, filter, ranges.queries, resolution, tints);
+          this.thumbs.set(l, strip);
+        }
         for (let h = 0; h < a.numHeads; h++) {
-          let image = this.thumbs.get(`${l}/${h}`);
-          if (!image) {
-            image = thumbnail(a, l, h, filter, ranges.queries, resolution, tints[h]);
-            this.thumbs.set(`${l}/${h}`, image);
-          }
-          painter.image(image, x(h), y(l), thumb, thumb, false);
+          painter.image(strip.canvas, x(h), y(l), thumb, thumb, false, {x: h * strip.cols, y: 0, w: strip.cols, h: strip.rows});
           if (locked.length) this.veil(painter, x(h), y(l), thumb, locked, state.side === 'from' ? ranges.queries : ranges.keys, state.side);
           drawn++;
           const selected = l === state.layer && shown.has(h);
