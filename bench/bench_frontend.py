@@ -7,7 +7,8 @@
 #   - first render of the model view and of the head view (navigation start -> last DOM/canvas
 #     change before the page goes quiet, the same rule for both tools; ours includes fetching the
 #     binary weights from a real `tensorboard` process, bertviz's includes parsing its inline JSON);
-#   - one hover update of the head view (the synchronous work of one mouse event on a token).
+#   - one hover update of the head view: the event's handlers plus the style and layout work they
+#     leave (forced by reading a layout property), for a different token each time.
 # bertviz (PyPI, not a project dependency) is installed with `pip install --target bench/.bertviz`;
 # its HTML loads require.js, d3 5 and jQuery from a CDN, which is unreachable here, so those come
 # from the npm registry (bench/frontend/package.json) and the HTML's URLs are rewritten to them.
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import pathlib
+import signal
 import statistics
 import subprocess
 import sys
@@ -39,8 +41,9 @@ CHROMIUM_ARGS = [
 VIEWPORT = {"width": 1400, "height": 900}
 LAYERS = HEADS = 12
 QUIET_MS = 2500  # a page is drawn when nothing in its DOM changed for this long
-BERTVIZ_TIMEOUT_S = 420  # per bertviz page; it may draw for minutes
+BERTVIZ_TIMEOUT_S = 600  # per bertviz page (it may draw for minutes); past it, "did not finish"
 HOVERS = 60  # hover events per measurement
+SCROLL_FRAMES = 60  # animation frames of scrolling per measurement
 
 # Records the time of the last DOM change (nodes, attributes, text) of the page, from its start.
 _WATCH_DOM = """
@@ -141,6 +144,7 @@ def hover_ours(browser, server, n):
               const y = box.y + layout.top + ((k * 7) % 30) * layout.row;  // a different visible token each time
               const t0 = performance.now();
               canvas.dispatchEvent(new MouseEvent('mousemove', {clientX: x, clientY: y, bubbles: true}));
+              void document.body.offsetHeight;  // the style and layout work the event left, too
               times.push(performance.now() - t0);
             }
             return times;
@@ -148,37 +152,70 @@ def hover_ours(browser, server, n):
         HOVERS,
     )
     arcs = int(page.get_attribute("canvas[data-figure=head]", "data-arcs"))
+    page.mouse.move(1, 1)
+    # Scrolling: one scroll step per animation frame; the frame interval shows dropped frames.
+    frames = page.evaluate(
+        """(steps) => new Promise((resolve) => {
+            const scroller = document.querySelector('.view-head .scroller');
+            const stamps = [];
+            const step = (t) => {
+              stamps.push(t);
+              if (stamps.length > steps) return resolve(stamps.slice(1).map((s, i) => s - stamps[i]));
+              scroller.scrollTop += 37;
+              requestAnimationFrame(step);
+            };
+            requestAnimationFrame(step);
+        })""",
+        SCROLL_FRAMES,
+    )
     context.close()
-    return summarize_hovers(times) | {"arcs_last_hover": arcs}
+    return summarize_hovers(times) | {"arcs_last_hover": arcs, "scroll_frame_mean_ms": statistics.fmean(frames), "scroll_frame_max_ms": max(frames)}
 
 
-def measure_bertviz(browser, path, view):
-    ready = "document.querySelector('#vis svg, svg')"
-    context = browser.new_context(viewport=VIEWPORT)
-    context.add_init_script(_WATCH_DOM)
-    page = context.new_page()
-    page.set_default_timeout(BERTVIZ_TIMEOUT_S * 1000)
-    page.goto(path.as_uri(), timeout=BERTVIZ_TIMEOUT_S * 1000)
-    ms = wait_drawn(page, ready, BERTVIZ_TIMEOUT_S)
-    elements = page.evaluate("document.querySelectorAll('svg *').length")
-    result = {"ms": ms, "svg_elements": elements}
-    if view == "head" and ms is not None:
-        times = page.evaluate(
-            """(hovers) => {
-                const tokens = [...document.querySelectorAll('#left > g:not(.attentionBoxes) > g')];
-                const times = [];
-                for (let k = 0; k < hovers; k++) {
-                  const t0 = performance.now();
-                  tokens[(k * 7) % Math.min(30, tokens.length)].dispatchEvent(new MouseEvent('mouseover', {bubbles: true}));
-                  times.push(performance.now() - t0);
-                }
-                return times;
-            }""",
-            HOVERS,
-        )
-        result["hover"] = summarize_hovers(times)
-    context.close()
-    return result
+def measure_bertviz(path, view, timeout_s):
+    """Runs one bertviz page in its own browser process, killed after `timeout_s`: a page that is
+    still drawing blocks the browser's main thread, and with it any request to stop it."""
+    try:
+        out = subprocess.run(
+            [sys.executable, __file__, "--bertviz-page", str(path), view],
+            capture_output=True, text=True, timeout=timeout_s, check=True,
+        ).stdout
+        return json.loads(out.strip().splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        return {"ms": None, "timeout_s": timeout_s}
+
+
+def bertviz_page(path, view):
+    """--bertviz-page PATH VIEW: draws one bertviz page, prints its timings as JSON."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport=VIEWPORT)
+        context.add_init_script(_WATCH_DOM)
+        page = context.new_page()
+        page.set_default_timeout(0)
+        page.goto(path.as_uri(), timeout=0)
+        ms = wait_drawn(page, "document.querySelector('#vis svg, svg')", BERTVIZ_TIMEOUT_S)
+        result = {"ms": ms, "svg_elements": page.evaluate("document.querySelectorAll('svg *').length")}
+        if view == "head" and ms is not None:
+            times = page.evaluate(
+                """(hovers) => {
+                    const tokens = [...document.querySelectorAll('#left > g:not(.attentionBoxes) > g')];
+                    const times = [];
+                    for (let k = 0; k < hovers; k++) {
+                      const t0 = performance.now();
+                      tokens[(k * 7) % Math.min(30, tokens.length)].dispatchEvent(new MouseEvent('mouseover', {bubbles: true}));
+                      void document.body.offsetHeight;  // the style and layout work the event left, too
+              times.push(performance.now() - t0);
+                    }
+                    return times;
+                }""",
+                HOVERS,
+            )
+            result["hover"] = summarize_hovers(times)
+        browser.close()
+    print(json.dumps(result))
 
 
 def summarize_hovers(times):
@@ -187,10 +224,14 @@ def summarize_hovers(times):
 
 
 def main():
+    if sys.argv[1:2] == ["--bertviz-page"]:
+        return bertviz_page(pathlib.Path(sys.argv[2]), sys.argv[3])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the finally blocks: stop tensorboard
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="128,256,1024", help="token counts (default 128,256,1024)")
     parser.add_argument("--bertviz-sizes", default="128,256", help="sizes bertviz is asked to draw (default 128,256)")
     parser.add_argument("--repeats", type=int, default=3, help="first-render runs of ours per case (median)")
+    parser.add_argument("--bertviz-timeout", type=int, default=BERTVIZ_TIMEOUT_S, help="seconds per bertviz page")
     parser.add_argument("--skip-bertviz", action="store_true")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -222,16 +263,17 @@ def main():
                     print(f"ours     {view:5} view first render, {n:4} tokens: {r['ms']:8.0f} ms (fetch of /attention {r['fetch_ms']:.0f} ms)", flush=True)
                 r = hover_ours(browser, server, n)
                 results["ours"][f"hover_{n}"] = r
-                print(f"ours     head view hover, {n:4} tokens: mean {r['mean_ms']:.2f} ms, p95 {r['p95_ms']:.2f} ms, max {r['max_ms']:.2f} ms", flush=True)
+                print(f"ours     head view hover, {n:4} tokens: mean {r['mean_ms']:.2f} ms, p95 {r['p95_ms']:.2f} ms, max {r['max_ms']:.2f} ms; "
+                      f"scrolling: a frame every {r['scroll_frame_mean_ms']:.1f} ms (max {r['scroll_frame_max_ms']:.1f} ms)", flush=True)
             for n in bertviz_sizes:
                 for view in ("model", "head"):
                     path = WORK / f"bertviz_{view}_{n}.html"
                     path.write_text(bertviz_html(view, *data[n]), encoding="utf-8")
                     print(f"bertviz  {view:5} view, {n:4} tokens: {path.stat().st_size / 1e6:.0f} MB of HTML, drawing ...", flush=True)
-                    r = measure_bertviz(browser, path, view)
+                    r = measure_bertviz(path, view, args.bertviz_timeout)
                     results["bertviz"][f"{view}_{n}"] = r
-                    shown = "did not finish" if r["ms"] is None else f"{r['ms']:8.0f} ms"
-                    print(f"bertviz  {view:5} view first render, {n:4} tokens: {shown} ({r['svg_elements']} SVG elements)", flush=True)
+                    shown = f"did not finish in {args.bertviz_timeout} s" if r["ms"] is None else f"{r['ms']:8.0f} ms ({r['svg_elements']} SVG elements)"
+                    print(f"bertviz  {view:5} view first render, {n:4} tokens: {shown}", flush=True)
                     if "hover" in r:
                         h = r["hover"]
                         print(f"bertviz  head view hover, {n:4} tokens: mean {h['mean_ms']:.2f} ms, p95 {h['p95_ms']:.2f} ms", flush=True)
@@ -256,7 +298,7 @@ def print_summary(results):
         else:
             a, b = mine["ms"], theirs["ms"] if theirs else None
             label = f"{view} view first render, {n} tokens"
-        b_text = "not run" if theirs is None else ("did not finish" if b is None else f"{b:,.1f} ms")
+        b_text = "not run" if theirs is None else (f"not drawn in {theirs.get('timeout_s', '?')} s" if b is None else f"{b:,.1f} ms")
         ratio = f"{b / a:,.0f}x" if b else "-"
         print(f"| {label} | {a:,.1f} ms | {b_text} | {ratio} |")
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import ARTIFACTS, TensorBoard
-from dashboard_logdir import PAIR_A, SENTENCE, XSS, XSS_TOKEN, write_dashboard_logdir
+from dashboard_logdir import PAIR_A, SENTENCE, XSS_TOKEN, structured_attention, write_dashboard_logdir
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -38,6 +38,7 @@ def server(tmp_path_factory):
     with pytest.warns(UserWarning, match="top 32 weights"):  # the 1024-token example is stored sparse
         write_dashboard_logdir(logdir, layers=LAYERS, heads=HEADS)
     tb = TensorBoard(logdir)
+    tb.logdir = logdir
     tb.wait_for(lambda tags: "long" in tags.get("train", {}) and "eval" in tags)
     yield tb
     tb.close()
@@ -130,9 +131,13 @@ class Dashboard:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
 
-    def export(self, fmt):
+    def export(self, fmt, key=None):
+        """(file name, bytes) of an export by its button, or by its key (which keeps the hover)."""
         with self.page.expect_download() as download:
-            self.frame.click(f"button[data-export={fmt}]")
+            if key:
+                self.page.keyboard.press(key)
+            else:
+                self.frame.click(f"button[data-export={fmt}]")
         return download.value.suggested_filename, open(download.value.path(), "rb").read()
 
 
@@ -161,7 +166,8 @@ def test_tab_appears_with_runs_tags_steps_and_examples(dashboard):
     dashboard.page.get_by_text("Attention", exact=False).first.wait_for()
     dashboard.wait()
     frame = dashboard.frame
-    assert frame.eval_on_selector_all("[data-control=run] option", "os => os.map(o => o.value)") == ["eval", "train"]
+    runs = frame.eval_on_selector_all("[data-control=run] option", "os => os.map(o => o.value)")
+    assert runs[:2] == ["eval", "train"]  # sorted; a later test adds a run "live"
     frame.select_option("[data-control=run]", "train")
     frame.wait_for_function("document.querySelector('[data-control=tag]').options.length === 2")
     assert frame.eval_on_selector_all("[data-control=tag] option", "os => os.map(o => o.value)") == ["long", "probe"]
@@ -385,6 +391,14 @@ def test_export_saves_the_view_with_its_locked_tokens_as_svg_and_png(dashboard):
     assert "font: 600 13px" in text  # the locked token is bold
     paths = re.findall(r'<path d="([^"]+)"', text)
     assert sum(p.count("M") for p in paths) == np.count_nonzero(weights[:, 6] > 0)
+    dashboard.hover_token("from", 3)  # S saves what is shown now, the hover included... 
+    _, hovered = dashboard.export("svg", key="s")
+    assert hovered.decode().count("font: 600 13px") == 1  # ...but the lock wins over the hover
+    dashboard.page.keyboard.press("Escape")
+    dashboard.hover_token("from", 3)
+    _, hovered = dashboard.export("svg", key="s")
+    paths = re.findall(r'<path d="([^"]+)"', hovered.decode())
+    assert sum(p.count("M") for p in paths) == np.count_nonzero(weights[:, 3] > 0)
     name, png = dashboard.export("png")
     assert name.endswith(".png") and png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
@@ -402,3 +416,35 @@ def test_layout_fills_the_frame_and_follows_its_size(dashboard):
     assert after["x"] + after["width"] <= frame_box["x"] + frame_box["width"] + 1
     assert after["y"] + after["height"] <= frame_box["y"] + frame_box["height"] + 1
     dashboard.screenshot("head_view_narrow")
+
+
+def test_keyboard_moves_the_locked_token_and_the_layer(dashboard):
+    dashboard.open(run="train", tag="probe", tokens=4)
+    dashboard.click_token("from", 4)
+    dashboard.click_token("from", 4)  # unlock, lock again: the frame has the keyboard focus
+    dashboard.page.keyboard.press("ArrowDown")
+    dashboard.page.keyboard.press("ArrowDown")
+    dashboard.page.mouse.move(5, 5)
+    assert dashboard.data("focus") == "locked:from:6"
+    dashboard.page.keyboard.press("ArrowRight")
+    dashboard.wait_url("layer", "1")
+    assert dashboard.frame.input_value("[data-control=layer]") == "1"
+
+
+def test_a_step_logged_while_the_page_is_open_shows_after_tensorboard_reloads(dashboard, server):
+    from tb_attention import summary
+
+    rng = np.random.default_rng(5)
+    live = server.logdir / "live"
+    with summary.Writer(str(live)) as writer:
+        summary.attention(writer, "probe", structured_attention(rng, 2, 2, 5, causal=True), list("abcde"), 0)
+    server.wait_for(lambda tags: "live" in tags)
+    dashboard.open(run="live", tag="probe")
+    assert dashboard.frame.text_content("[data-control=step-value]") == "0"
+    with summary.Writer(str(live)) as writer:  # training goes on: a later step, a longer input
+        summary.attention(writer, "probe", structured_attention(rng, 2, 2, 7, causal=True), list("abcdefg"), 10)
+    server.wait_for(lambda tags: tags.get("live", {}).get("probe", {}).get("steps") == [0, 10])
+    dashboard.page.click("button.reload-button")  # TensorBoard's reload (its timer does the same)
+    dashboard.frame.wait_for_function("document.querySelector('[data-control=step-value]').textContent === '10'")
+    dashboard.frame.wait_for_selector("canvas[data-figure=head][data-tokens='7']")
+    assert "step" not in dashboard.url_state()  # still following the newest step

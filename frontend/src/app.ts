@@ -218,10 +218,25 @@ export class App {
     await exportFigure(this.view, format, name);
   }
 
+  /** Keys: Esc clears the locked tokens, ↑/↓ move a locked token, ←/→ change layer, S/P export. */
   private key(event: KeyboardEvent): void {
     const target = event.target as HTMLElement;
     if (target.closest('input, select, textarea') || event.ctrlKey || event.metaKey || event.altKey) return;
-    if (event.key === 'Escape' && this.store.state.tokens.length) this.store.update({tokens: []});
-    else if (event.key === 's' || event.key === 'p') void this.export(event.key === 's' ? 'svg' : 'png');
+    const {tokens, layer} = this.store.state;
+    const attention = this.shown?.attention;
+    if (event.key === 'Escape' && tokens.length) {
+      this.store.update({tokens: []});
+    } else if ((event.key === 'ArrowUp' || event.key === 'ArrowDown') && tokens.length === 1 && attention) {
+      const next = tokens[0] + (event.key === 'ArrowUp' ? -1 : 1);
+      if (next >= 0 && next < attention.numTokens) this.store.update({tokens: [next]});
+    } else if ((event.key === 'ArrowLeft' || event.key === 'ArrowRight') && attention) {
+      const next = Math.min(layer, attention.numLayers - 1) + (event.key === 'ArrowLeft' ? -1 : 1);
+      if (next >= 0 && next < attention.numLayers) this.store.update({layer: next});
+    } else if (event.key === 's' || event.key === 'p') {
+      void this.export(event.key === 's' ? 'svg' : 'png');
+    } else {
+      return;
+    }
+    event.preventDefault();
   }
 }

@@ -78,6 +78,9 @@ export class HeadView implements View {
   private readonly scroller: HTMLElement;
   private readonly spacer: HTMLElement;
   private readonly canvas: HTMLCanvasElement;
+  /** the canvas's place in the viewport, measured at the last resize: reading it on every mouse
+   * move would force a layout of the whole page per event */
+  private origin: DOMRect = new DOMRect();
   private readonly inspector: HTMLElement;
   private readonly layer: LayerPicker;
   private readonly heads: HeadPicker;
@@ -181,6 +184,7 @@ export class HeadView implements View {
     const gap = Math.max(MIN_GAP, Math.min(MAX_GAP, width - 2 * column - 2 * PAD));
     const leftX = Math.max(PAD, Math.round((width - 2 * column - gap) / 2));
     this.layout = {width, height, column, strip, leftX, rightX: leftX + column + gap, scrollTop: this.scroller.scrollTop};
+    this.origin = this.canvas.getBoundingClientRect();
     this.draw();
   }
 
@@ -345,7 +349,10 @@ export class HeadView implements View {
     const focus = this.focus(scene.model.state);
     if (!focus) {
       this.inspector.replaceChildren(
-        el('span', {class: 'hint', text: 'Hover a token to see its attention · click to lock · shift-click to add tokens · Esc to clear'}),
+        el('span', {
+          class: 'hint',
+          text: 'Hover a token to see its attention · click to lock, shift-click to add tokens, ↑ ↓ to move, Esc to clear · ← → change layer · S / P save SVG / PNG',
+        }),
       );
       return;
     }
@@ -373,7 +380,7 @@ export class HeadView implements View {
   }
 
   private hit(event: MouseEvent): {side: Side; index: number} | null {
-    const rect = this.canvas.getBoundingClientRect();
+    const rect = this.origin;
     const x = event.clientX - rect.left;
     const yy = event.clientY - rect.top;
     const {layout} = this;

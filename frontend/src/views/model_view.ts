@@ -118,6 +118,9 @@ export class ModelView implements View {
   private readonly scroller: HTMLElement;
   private readonly spacer: HTMLElement;
   private readonly canvas: HTMLCanvasElement;
+  /** the canvas's place in the viewport, measured at the last resize: reading it on every mouse
+   * move would force a layout of the whole page per event */
+  private origin: DOMRect = new DOMRect();
   private readonly inspector: HTMLElement;
   private readonly pair: PairFilter;
   private readonly hide: HideToggle;
@@ -172,6 +175,7 @@ export class ModelView implements View {
     this.spacer.style.height = `${Math.max(height, HEADER_HEIGHT + a.numLayers * (thumb + GAP) + 2 * PAD)}px`;
     this.canvas.style.height = `${height}px`;
     this.grid = {width, height, thumb, left, scrollTop: this.scroller.scrollTop};
+    this.origin = this.canvas.getBoundingClientRect();
     this.draw();
   }
 
@@ -268,7 +272,7 @@ export class ModelView implements View {
   private hit(event: MouseEvent): {layer: number; head: number} | null {
     if (!this.model) return null;
     const a = this.model.attention;
-    const rect = this.canvas.getBoundingClientRect();
+    const rect = this.origin;
     const {thumb, left, scrollTop} = this.grid;
     const cell = thumb + GAP;
     const x = event.clientX - rect.left - left - LABEL_WIDTH;

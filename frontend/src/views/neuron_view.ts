@@ -61,6 +61,9 @@ export class NeuronView implements View {
   private readonly scroller: HTMLElement;
   private readonly spacer: HTMLElement;
   private readonly canvas: HTMLCanvasElement;
+  /** the canvas's place in the viewport, measured at the last resize: reading it on every mouse
+   * move would force a layout of the whole page per event */
+  private origin: DOMRect = new DOMRect();
   private readonly message: HTMLElement;
   private readonly inspector: HTMLElement;
   private readonly layer: LayerPicker;
@@ -147,6 +150,7 @@ export class NeuronView implements View {
     this.spacer.style.height = `${Math.max(height, HEADER_HEIGHT + n * ROW_HEIGHT + 2 * PAD)}px`;
     this.canvas.style.height = `${height}px`;
     this.size = {width, height, scrollTop: this.scroller.scrollTop};
+    this.origin = this.canvas.getBoundingClientRect();
     this.draw();
   }
 
@@ -297,7 +301,7 @@ export class NeuronView implements View {
   private hit(event: MouseEvent): number | null {
     const c = this.computed;
     if (!c) return null;
-    const rect = this.canvas.getBoundingClientRect();
+    const rect = this.origin;
     const col = this.columns(c.qk.headDim);
     const x = event.clientX - rect.left;
     const y = event.clientY - rect.top;
