@@ -379,6 +379,11 @@ def test_1024_token_example_stays_interactive(dashboard):
     dashboard.frame.click("button[data-view=model]")
     dashboard.wait("model")
     dashboard.screenshot("model_view_1024_tokens")
+    # A deep link to a locked token far down scrolls it into view.
+    dashboard.open(run="train", tag="long", tokens=900)
+    first, last = map(int, dashboard.data("rows").split("-"))
+    assert first < 900 < last and dashboard.data("focus") == "locked:from:900"
+    dashboard.screenshot("head_view_1024_tokens_locked")
 
 
 def test_export_saves_the_view_with_its_locked_tokens_as_svg_and_png(dashboard):

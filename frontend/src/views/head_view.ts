@@ -81,6 +81,9 @@ export class HeadView implements View {
   /** the canvas's place in the viewport, measured at the last resize: reading it on every mouse
    * move would force a layout of the whole page per event */
   private origin: DOMRect = new DOMRect();
+  /** the locked tokens last seen, to scroll a newly locked token into view once */
+  private revealed = '';
+  private reveal: number | null = null;
   private readonly inspector: HTMLElement;
   private readonly layer: LayerPicker;
   private readonly heads: HeadPicker;
@@ -169,6 +172,11 @@ export class HeadView implements View {
       this.scene!.model = model;
     }
     if (this.hover && this.hover.index >= a.numTokens) this.hover = null;
+    const locked = `${state.side}:${state.tokens.join(',')}`;
+    if (locked !== this.revealed) {
+      this.revealed = locked;
+      this.reveal = state.tokens.length ? state.tokens[0] : null;
+    }
     this.resize();
   }
 
@@ -179,6 +187,14 @@ export class HeadView implements View {
     const n = this.scene.attention.numTokens;
     this.spacer.style.height = `${Math.max(height, HEADER_HEIGHT + n * ROW_HEIGHT + 2 * PAD)}px`;
     this.canvas.style.height = `${height}px`;
+    if (this.reveal !== null && height > 0) {
+      // A token locked from the URL or the keyboard may lie outside the visible rows.
+      const y = this.reveal * ROW_HEIGHT;
+      if (y < this.scroller.scrollTop || y > this.scroller.scrollTop + height - HEADER_HEIGHT - 2 * PAD - ROW_HEIGHT) {
+        this.scroller.scrollTop = Math.max(0, y - (height - HEADER_HEIGHT) / 2);
+      }
+      this.reveal = null;
+    }
     const strip = Math.min(MAX_STRIP, STRIP_PER_HEAD * this.scene.attention.numHeads);
     const column = Math.max(MIN_LABEL, Math.min(MAX_LABEL, this.scene.labelWidth)) + 2 * LABEL_PAD + strip;
     const gap = Math.max(MIN_GAP, Math.min(MAX_GAP, width - 2 * column - 2 * PAD));

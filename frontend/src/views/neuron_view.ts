@@ -64,6 +64,9 @@ export class NeuronView implements View {
   /** the canvas's place in the viewport, measured at the last resize: reading it on every mouse
    * move would force a layout of the whole page per event */
   private origin: DOMRect = new DOMRect();
+  /** the locked tokens last seen, to scroll a newly locked token into view once */
+  private revealed = '';
+  private reveal: number | null = null;
   private readonly message: HTMLElement;
   private readonly inspector: HTMLElement;
   private readonly layer: LayerPicker;
@@ -113,6 +116,11 @@ export class NeuronView implements View {
     const head = shownHeads(state, a.numHeads)[0];
     this.layer.set(a.numLayers, layer);
     this.heads.set(headColors(a.numHeads), [head]);
+    const locked = `${state.side}:${state.tokens.join(',')}`;
+    if (locked !== this.revealed) {
+      this.revealed = locked;
+      this.reveal = state.tokens.length ? state.tokens[0] : null;
+    }
     if (this.labelsFor !== a.tokens) this.setLabels(a.tokens);
     if (!example.has_qk) {
       this.show(null, 'No query/key vectors were logged for this example, so its neuron view cannot be drawn. Log them with the capture option that records queries and keys.');
@@ -149,6 +157,14 @@ export class NeuronView implements View {
     const n = this.model?.attention.numTokens ?? 0;
     this.spacer.style.height = `${Math.max(height, HEADER_HEIGHT + n * ROW_HEIGHT + 2 * PAD)}px`;
     this.canvas.style.height = `${height}px`;
+    if (this.reveal !== null && height > 0) {
+      // A token locked from the URL or the keyboard may lie outside the visible rows.
+      const y = this.reveal * ROW_HEIGHT;
+      if (y < this.scroller.scrollTop || y > this.scroller.scrollTop + height - HEADER_HEIGHT - 2 * PAD - ROW_HEIGHT) {
+        this.scroller.scrollTop = Math.max(0, y - (height - HEADER_HEIGHT) / 2);
+      }
+      this.reveal = null;
+    }
     this.size = {width, height, scrollTop: this.scroller.scrollTop};
     this.origin = this.canvas.getBoundingClientRect();
     this.draw();
