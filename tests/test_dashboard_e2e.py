@@ -392,7 +392,7 @@ def test_export_saves_the_view_with_its_locked_tokens_as_svg_and_png(dashboard):
     name, svg = dashboard.export("svg")
     assert re.fullmatch(r"attention-head-train-probe-step100-ex0-layer0\.svg", name)
     text = svg.decode()
-    assert text.startswith("<svg") and text.count("<text") == 2 * len(SENTENCE) + 2
+    assert text.startswith("<svg") and text.count("<text") == 3 * len(SENTENCE) + 2  # index, query, key per token; 2 titles
     assert "font: 600 13px" in text  # the locked token is bold
     paths = re.findall(r'<path d="([^"]+)"', text)
     assert sum(p.count("M") for p in paths) == np.count_nonzero(weights[:, 6] > 0)
@@ -415,7 +415,12 @@ def test_layout_fills_the_frame_and_follows_its_size(dashboard):
     dashboard.open(run="train", tag="probe")
     before = dashboard.canvas().bounding_box()
     dashboard.page.set_viewport_size({"width": 1000, "height": 700})
-    dashboard.frame.wait_for_function(f"document.querySelector('canvas[data-figure=head]').getBoundingClientRect().width < {before['width'] - 100}")
+    dashboard.frame.wait_for_function(
+        f"""() => {{
+            const box = document.querySelector('canvas[data-figure=head]').getBoundingClientRect();
+            return box.width < {before['width'] - 100} && box.bottom <= window.innerHeight;
+        }}"""
+    )
     after = dashboard.canvas().bounding_box()
     frame_box = dashboard.page.locator("iframe").bounding_box()
     assert after["x"] + after["width"] <= frame_box["x"] + frame_box["width"] + 1

@@ -25,6 +25,7 @@ export const FONT_FAMILY = 'Roboto, "Segoe UI", system-ui, -apple-system, "Helve
 const FONT = `13px ${FONT_FAMILY}`;
 const FONT_FOCUS = `600 13px ${FONT_FAMILY}`;
 const FONT_HEADER = `500 11px ${FONT_FAMILY}`;
+const FONT_INDEX = `10px ${FONT_FAMILY}`; // token positions, left of the query column
 const ROW_HEIGHT = 20; // px per token
 const HEADER_HEIGHT = 30; // px above the first token: the column titles
 const PAD = 8; // px of padding around the figure
@@ -197,8 +198,9 @@ export class HeadView implements View {
     }
     const strip = Math.min(MAX_STRIP, STRIP_PER_HEAD * this.scene.attention.numHeads);
     const column = Math.max(MIN_LABEL, Math.min(MAX_LABEL, this.scene.labelWidth)) + 2 * LABEL_PAD + strip;
-    const gap = Math.max(MIN_GAP, Math.min(MAX_GAP, width - 2 * column - 2 * PAD));
-    const leftX = Math.max(PAD, Math.round((width - 2 * column - gap) / 2));
+    const gutter = textWidth(String(n - 1), FONT_INDEX) + 2 * LABEL_PAD;
+    const gap = Math.max(MIN_GAP, Math.min(MAX_GAP, width - 2 * column - 2 * PAD - 2 * gutter));
+    const leftX = Math.max(PAD + gutter, Math.round((width - 2 * column - gap) / 2));
     this.layout = {width, height, column, strip, leftX, rightX: leftX + column + gap, scrollTop: this.scroller.scrollTop};
     this.origin = this.canvas.getBoundingClientRect();
     this.draw();
@@ -265,6 +267,7 @@ export class HeadView implements View {
         const hoverRight = this.hover?.side === 'to' && this.hover.index === i;
         if (hoverLeft && !leftFocus) painter.strokeRect(labelBox('from') + 0.5, y(i) - ROW_HEIGHT / 2 + 1.5, labelBoxWidth - 1, ROW_HEIGHT - 3, '#bdbdbd');
         if (hoverRight && !rightFocus) painter.strokeRect(labelBox('to') + 0.5, y(i) - ROW_HEIGHT / 2 + 1.5, labelBoxWidth - 1, ROW_HEIGHT - 3, '#bdbdbd');
+        painter.text(String(i), layout.leftX - LABEL_PAD, y(i), {font: FONT_INDEX, color: '#bdbdbd', align: 'right'});
         const hidden = scene.filter.hidden?.[i] === 1;
         painter.text(label, leftEdge - layout.strip - LABEL_PAD, y(i), {
           font: leftFocus ? FONT_FOCUS : FONT,
@@ -279,8 +282,8 @@ export class HeadView implements View {
       }
     });
     const header = {font: FONT_HEADER, color: MUTED_INK, baseline: 'middle' as const};
-    painter.text('QUERY  (attends)', leftEdge - layout.strip - LABEL_PAD, HEADER_HEIGHT / 2 + 2, {...header, align: 'right'});
-    painter.text('KEY  (attended to)', rightEdge + layout.strip + LABEL_PAD, HEADER_HEIGHT / 2 + 2, {...header, align: 'left'});
+    painter.text('QUERY', leftEdge - layout.strip - LABEL_PAD, HEADER_HEIGHT / 2 + 2, {...header, align: 'right'});
+    painter.text('KEY', rightEdge + layout.strip + LABEL_PAD, HEADER_HEIGHT / 2 + 2, {...header, align: 'left'});
     this.canvas.dataset.arcs = String(drawn);
     this.canvas.dataset.rows = `${first}-${last}`;
     // Where things are, for tests and tools that point at tokens: y of token i is top + i * row.
@@ -367,7 +370,7 @@ export class HeadView implements View {
       this.inspector.replaceChildren(
         el('span', {
           class: 'hint',
-          text: 'Hover a token to see its attention · click to lock, shift-click to add tokens, ↑ ↓ to move, Esc to clear · ← → change layer · S / P save SVG / PNG',
+          text: 'Hover a token to see its attention · click: lock (shift: add) · ↑↓: move · Esc: clear · ←→: layer · S / P: save SVG / PNG',
         }),
       );
       return;
