@@ -64,6 +64,7 @@ class Probe:
         self._syntax_wanted = syntax
         self._spacy_model = spacy_model
         self._syntax = None  # parsed on first use, once
+        self.max_length = max_length
         self.encodings = [self._encode(text, max_length) for text in texts]
 
     def _encode(self, text, max_length):
@@ -98,13 +99,22 @@ class Probe:
         from tb_attention import syntax
 
         try:
-            nlp = syntax.load_pipeline(self._spacy_model)
-        except syntax.SyntaxUnavailable as e:
+            nlp = syntax.load_spacy(self._spacy_model)
+        except syntax.SpacyModelError as e:
             if self._syntax_wanted:
                 raise
             warnings.warn(f"probe {self.name!r}: no syntax metrics ({e})", stacklevel=3)
             return [None] * len(self.texts)
-        return syntax.align_texts(self.tokenizer, self.texts, nlp=nlp, encodings=self.encodings)
+        options = {"truncation": True, "max_length": self.max_length} if self.max_length else {}
+        parses = []
+        for text in self.texts:  # one at a time: a probe may mix single texts and pairs
+            a, b = (text, None) if isinstance(text, str) else text
+            (parse,) = syntax.token_syntax(self.tokenizer, [a], None if b is None else [b], nlp=nlp, **options)
+            parses.append(parse)
+        for parse, encoding in zip(parses, self.encodings):
+            if len(parse) != len(encoding["input_ids"]):
+                raise RuntimeError(f"syntax of {encoding['text']!r} covers {len(parse)} tokens, not {len(encoding['input_ids'])}")
+        return parses
 
     def capture(self, model):
         """Each text's attention (and q/k when asked) at the model's current weights."""
@@ -176,10 +186,9 @@ class Probe:
             include_first=self.include_first,
             top_k=self.top_k_exemplars,
         )
-        stats.update(attentions, syntax=syntax if any(s is not None for s in syntax) else None,
-                     input_ids=list(range(len(attentions))))
+        stats.update(attentions, syntax=syntax if any(s is not None for s in syntax) else None)
         table = exemplar_table(
-            stats.exemplars(),
+            [[[(e.key, e.score, e.i, e.j) for e in head] for head in layer] for layer in stats.exemplars()],
             inputs=[{"tokens": e["tokens"], "text": e["text"], "example": i} for i, e in enumerate(self.encodings)],
             top_k=self.top_k_exemplars,
         )

@@ -1,0 +1,1 @@
+"""The tb-attention demo: `python -m demo` (see demo/run.sh)."""

@@ -1,0 +1,78 @@
+"""The demo: train a small GPT-2 with a probe, compare checkpoints, analyse SmolLM2 and MiniLM, serve.
+
+    python -m demo [--out demo_output] [--no-serve] [--full] [--port 6006]
+"""
+
+import argparse
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def stage(number, total, text):
+    print(f"\n[{number}/{total}] {text}", flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(ROOT / "demo_output"), help="where the logdir and checkpoints go")
+    parser.add_argument("--no-serve", action="store_true", help="build the logdir and exit (prints its path last)")
+    parser.add_argument("--full", action="store_true", help="analyse 10,000 sentences, as in the paper (slow on a CPU)")
+    parser.add_argument("--sentences", type=int, default=200, help="sentences per pretrained analysis (default 200)")
+    parser.add_argument("--steps", type=int, default=1200, help="training steps (default 1200)")
+    parser.add_argument("--port", type=int, default=6006)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+
+    from demo import train
+    from tb_attention import assets, cli
+
+    out = pathlib.Path(args.out).resolve()
+    logdir, workdir = out / "logdir", out / "work"
+    if logdir.exists():
+        shutil.rmtree(logdir)  # a rerun replaces the demo's runs (TensorBoard dislikes re-written steps)
+    logdir.mkdir(parents=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    total = 4 if args.no_serve else 5
+
+    stage(1, total, f"training a small GPT-2 on Wikipedia for {args.steps} steps, logging a probe every 50 steps")
+    checkpoints = train.train(logdir, workdir, steps=args.steps)
+
+    stage(2, total, "re-evaluating the saved checkpoints on the same probe, as runs of their own (tb-attention probe)")
+    for step, folder in sorted(checkpoints.items()):
+        cli.main(["probe", "--model", str(folder), "--texts", str(workdir / "probe.txt"), "--logdir", str(logdir),
+                  "--run", f"checkpoint-{step}", "--step", str(step), "--with-qk"])
+
+    count = 10_000 if args.full else args.sentences
+    stage(3, total, f"analysing SmolLM2-135M over {count} Wikipedia sentences (tb-attention analyze)")
+    cli.main(["analyze", "--model", str(assets.smollm2_dir()), "--corpus", "wikipedia", "--limit", str(count),
+              "--logdir", str(logdir), "--run", "smollm2-135m", "--overwrite"])
+
+    stage(4, total, f"analysing all-MiniLM-L6-v2 (BERT) over {count} Wikipedia sentences")
+    cli.main(["analyze", "--model", str(assets.minilm_dir()), "--corpus", "wikipedia", "--limit", str(count),
+              "--logdir", str(logdir), "--run", "minilm-l6", "--overwrite"])
+
+    minutes = (time.time() - started) / 60
+    print(f"\nDemo logdir built in {minutes:.1f} min. Wikipedia text: CC BY-SA 4.0, Wikipedia contributors.")
+    if args.no_serve:
+        print(logdir)
+        return 0
+    stage(5, total, "serving TensorBoard")
+    print(f"Open http://{args.host}:{args.port}/#attention  (Ctrl+C stops)", flush=True)
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", args.host,
+               "--port", str(args.port)]
+    try:
+        return subprocess.call(command, env=os.environ.copy())
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The `tb-attention` command: `analyze` a model over a corpus, `probe` a saved checkpoint."""
+
+import argparse
+import json
+import pathlib
+import sys
+
+from tb_attention import metadata
+
+WIKIPEDIA = "wikipedia"
+
+
+def _analyze_parser(subparsers):
+    p = subparsers.add_parser(
+        "analyze",
+        help="the aggregate attention analysis of Vig & Belinkov (2019) of a model over a corpus",
+        description=(
+            "Runs a local Hugging Face model over one sentence per line and writes, as run NAME at "
+            "step 0: every per-head metric (<tag>/<metric>), the part-of-speech tables, the top "
+            "exemplars per head and the attention of a sample of sentences. Under torchrun each rank "
+            "analyses a shard of the corpus."
+        ),
+    )
+    p.add_argument("--model", required=True, help="a Hugging Face model folder (config.json + weights) or a .gguf file")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--sentences", help="a UTF-8 text file, one sentence per line")
+    source.add_argument("--corpus", choices=[WIKIPEDIA], help="a packaged corpus: Wikipedia lead-section sentences")
+    p.add_argument("--logdir", required=True, help="TensorBoard log directory")
+    p.add_argument(
+        "--run", "--run-name", dest="run",
+        help="run name (default: the model folder's name); under torchrun spell it --run-name, "
+        "as torchrun takes --run for its own --run-path",
+    )
+    p.add_argument("--tag", default="corpus", help="tag of the analysis (default: corpus)")
+    p.add_argument("--limit", type=_positive, help="analyse only the first N sentences")
+    p.add_argument("--batch-size", type=_positive, default=16, help="sentences per forward pass (default: 16)")
+    p.add_argument("--max-length", type=_positive, default=128, help="truncate sentences to N tokens (default: 128)")
+    p.add_argument("--sample", type=_non_negative, default=8, help="sentences whose attention is stored (default: 8)")
+    p.add_argument("--top-k", type=_positive, default=5, help="exemplars kept per head (default: 5)")
+    p.add_argument("--include-first", action="store_true", help="count attention to the first token in the metrics")
+    p.add_argument("--no-syntax", action="store_true", help="skip spaCy: no dependency or part-of-speech metrics")
+    p.add_argument("--overwrite", action="store_true", help="replace the run's event files if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_analyze)
+
+
+def _probe_parser(subparsers):
+    p = subparsers.add_parser(
+        "probe",
+        help="log a probe of texts from a saved checkpoint, as a run of its own",
+        description=(
+            "Logs the attention, metrics and exemplars of each text (one per line; 'a<TAB>b' for a "
+            "sentence pair) at one step, so checkpoints evaluated after training can be compared as runs."
+        ),
+    )
+    p.add_argument("--model", required=True, help="a Hugging Face model folder or .gguf file")
+    p.add_argument("--texts", required=True, help="a UTF-8 text file, one text per line (a<TAB>b for pairs)")
+    p.add_argument("--logdir", required=True, help="TensorBoard log directory")
+    p.add_argument("--run", "--run-name", dest="run", required=True, help="run name, e.g. the checkpoint's name")
+    p.add_argument("--step", type=_non_negative, help="step to log at (default: the checkpoint's global step, else 0)")
+    p.add_argument("--tag", default="probe", help="tag of the probe (default: probe)")
+    p.add_argument("--with-qk", action="store_true", help="also store query/key vectors (neuron view)")
+    p.add_argument("--no-syntax", action="store_true", help="skip spaCy: no dependency or part-of-speech metrics")
+    p.add_argument("--overwrite", action="store_true", help="replace the run's event files if it exists")
+    p.set_defaults(func=_probe)
+
+
+def _positive(value):
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
+
+
+def _non_negative(value):
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
+    return number
+
+
+def _analyze(args):
+    from tb_attention import analysis, assets, summary
+
+    analysis.model_source(args.model)  # fail fast, before reading a corpus
+    if args.corpus == WIKIPEDIA:
+        sentences = assets.wikipedia_sentences(limit=args.limit)
+    else:
+        sentences = analysis.read_sentences(args.sentences, args.limit)
+    run = args.run or pathlib.Path(args.model).name
+    rank = _rank()
+    if rank == 0:
+        directory = analysis.check_new_run(args.logdir, run, args.overwrite)
+    model, tokenizer = analysis.load_model(args.model)
+    result = analysis.analyze_corpus(
+        model,
+        tokenizer,
+        sentences,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        sample=args.sample,
+        top_k=args.top_k,
+        include_first=args.include_first,
+        with_syntax=not args.no_syntax,
+        progress=not args.quiet,
+    )
+    if rank == 0:
+        with summary.Writer(directory) as writer:
+            analysis.write_analysis(writer, args.tag, result)
+        print(f"{run}: {analysis.metadata_summary_line(result)}; written to {directory}", file=sys.stderr)
+    return 0
+
+
+def _probe(args):
+    from tb_attention import analysis, summary
+    from tb_attention.probe import Probe
+
+    analysis.model_source(args.model)
+    texts = []
+    try:
+        lines = pathlib.Path(args.texts).read_text(encoding="utf-8").splitlines()
+    except (FileNotFoundError, UnicodeDecodeError) as e:
+        raise analysis.AnalysisError(f"--texts {args.texts}: {e}") from None
+    for line in lines:
+        if line.strip():
+            a, tab, b = line.partition("\t")
+            texts.append((a.strip(), b.strip()) if tab else line.strip())
+    if not texts:
+        raise analysis.AnalysisError(f"--texts {args.texts}: the file has no texts")
+    step = args.step if args.step is not None else _checkpoint_step(args.model)
+    directory = analysis.check_new_run(args.logdir, args.run, args.overwrite)
+    model, tokenizer = analysis.load_model(args.model)
+    probe = Probe(tokenizer, texts, name=args.tag, with_qk=args.with_qk, syntax=False if args.no_syntax else None)
+    with summary.Writer(directory) as writer:
+        probe.log(writer, model, step)
+    print(f"{args.run}: probe {args.tag!r} of {len(texts)} texts at step {step}, written to {directory}", file=sys.stderr)
+    return 0
+
+
+def _checkpoint_step(model_path):
+    """The global step a Trainer checkpoint records (trainer_state.json), else 0."""
+    state = pathlib.Path(model_path) / "trainer_state.json"
+    try:
+        return int(json.loads(state.read_text())["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _rank():
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="tb-attention", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"tb-attention (storage format v{metadata.FORMAT_VERSION})")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _analyze_parser(subparsers)
+    _probe_parser(subparsers)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from tb_attention.analysis import AnalysisError
+    from tb_attention.assets import AssetError
+    from tb_attention.syntax import SpacyModelError
+
+    try:
+        return args.func(args)
+    except (AnalysisError, AssetError, SpacyModelError) as e:
+        parser.exit(2, f"tb-attention {args.command}: error: {e}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""The Hugging Face Trainer callback: one callback, one event file, probes every N steps."""
+
+import pytest
+import torch
+
+from tb_attention import AttentionCallback, Probe
+from tests.conftest import python_provider, read_blob_steps, request_context, tiny_gpt2
+
+
+class Sentences(torch.utils.data.Dataset):
+    def __init__(self, tokenizer):
+        self.ids = [tokenizer("The cat sat on the mat and looked at the dog.")["input_ids"]] * 16
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        ids = torch.tensor(self.ids[i])
+        return {"input_ids": ids, "labels": ids}
+
+
+@pytest.mark.parametrize("report_to", ["none", "tensorboard"])
+def test_trainer_logs_probe_and_scalars_into_one_event_file(tmp_path, gpt2_tokenizer, monkeypatch, report_to):
+    from transformers import Trainer, TrainingArguments
+
+    logdir = tmp_path / "runs" / "exp"
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(logdir))
+    model = tiny_gpt2(layers=2, heads=2, embed=16)
+    model.train()
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=6, per_device_train_batch_size=4, logging_steps=2,
+        report_to=report_to, save_strategy="no", use_cpu=True, disable_tqdm=True,
+    )
+    probe = Probe(gpt2_tokenizer, ["The cat sat.", "A dog ran."], metrics=False)
+    callback = AttentionCallback(probe, every_n_steps=2)
+    Trainer(model=model, args=args, train_dataset=Sentences(gpt2_tokenizer), callbacks=[callback]).train()
+    assert len(list(logdir.glob("events.out.tfevents.*"))) == 1
+    provider = python_provider(tmp_path / "runs")
+    assert [d.step for d in read_blob_steps(provider, "exp", "probe")] == [2, 4, 6]
+    scalars = provider.list_scalars(request_context(), experiment_id="", plugin_name="scalars")
+    assert "train/loss" in scalars["exp"]
+
+
+def test_every_n_steps_must_be_positive(gpt2_tokenizer):
+    with pytest.raises(ValueError, match="positive number of steps, got 0"):
+        AttentionCallback(Probe(gpt2_tokenizer, ["x y"]), every_n_steps=0)

@@ -1,0 +1,258 @@
+"""Tests for tb_attention.capture: attention from Hugging Face models, as eager attention computes it."""
+
+import threading
+
+import pytest
+import torch
+import transformers
+
+from tb_attention import capture
+
+VOCAB = 100
+TOLERANCE = 1e-5
+
+
+def _tiny(name, attn_implementation):
+    """A 2-layer random model; Llama and Gemma 2 with 2 key/value heads for 4 query heads (GQA).
+
+    Weights are drawn large enough for peaked attention: near-uniform rows would hide mistakes.
+    """
+    common = dict(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, max_position_embeddings=64, initializer_range=0.5
+    )
+    if name == "gpt2":
+        config = transformers.GPT2Config(
+            n_layer=2, n_head=4, n_embd=32, vocab_size=VOCAB, n_positions=64, bos_token_id=0, eos_token_id=0,
+            initializer_range=0.5,
+        )
+        model_class = transformers.GPT2LMHeadModel
+    elif name == "bert":
+        config = transformers.BertConfig(num_hidden_layers=2, num_attention_heads=4, **common)
+        model_class = transformers.BertModel
+    elif name == "llama":
+        config = transformers.LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, **common)
+        model_class = transformers.LlamaForCausalLM
+    elif name == "gemma2":  # tanh soft-capping of the logits and a sliding-window layer
+        config = transformers.Gemma2Config(
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=4,
+            attn_logit_softcapping=5.0, **common
+        )
+        model_class = transformers.Gemma2ForCausalLM
+    elif name == "gpt_oss":  # a learned attention "sink" per head takes a share of every row
+        config = transformers.GptOssConfig(
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=4,
+            num_local_experts=2, num_experts_per_tok=1, **{**common, "intermediate_size": 32},
+        )
+        model_class = transformers.GptOssForCausalLM
+    config._attn_implementation = attn_implementation
+    torch.manual_seed(0)
+    return model_class(config).eval()
+
+
+CAUSAL = {"gpt2": True, "bert": False, "llama": True}
+
+
+@pytest.fixture(scope="module", params=["gpt2", "bert", "llama"])
+def eager_model(request):
+    return request.param, _tiny(request.param, "eager")
+
+
+def _ids(batch, length, seed=1):
+    return torch.randint(1, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def _eager_attention(model, input_ids, attention_mask=None):
+    """The reference: transformers' own eager attention, [layers, batch, heads, N, N]."""
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True)
+    return torch.stack(out.attentions)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "bert", "llama", "gemma2", "gpt_oss"])
+def test_captured_attention_equals_eager_output_attentions(name):
+    model = _tiny(name, "eager")
+    ids = _ids(3, 9)
+    expected = _eager_attention(model, ids)
+    captured = capture.capture_attention(model, ids)
+    assert len(captured) == 3
+    for b, c in enumerate(captured):
+        assert c.attention.dtype == torch.float32 and c.attention.device.type == "cpu"
+        assert c.attention.shape == (2, 4, 9, 9)
+        torch.testing.assert_close(c.attention, expected[:, b], atol=TOLERANCE, rtol=0)
+        assert c.positions.tolist() == list(range(9))
+        assert c.input_ids.tolist() == ids[b].tolist()
+
+
+def test_query_and_key_reproduce_the_attention(eager_model):
+    name, model = eager_model
+    captured = capture.capture_attention(model, _ids(2, 8), with_qk=True)
+    heads, kv_heads = (4, 2) if name == "llama" else (4, 4)
+    causal = torch.ones(8, 8).tril().bool() if CAUSAL[name] else torch.ones(8, 8).bool()
+    for c in captured:
+        assert c.query.shape == (2, heads, 8, 8) and c.key.shape == (2, kv_heads, 8, 8)
+        assert c.scaling == pytest.approx([8**-0.5] * 2)
+        key = c.key.repeat_interleave(heads // kv_heads, dim=1)  # key head h // groups serves query head h
+        for layer in range(2):
+            logits = c.scaling[layer] * c.query[layer] @ key[layer].transpose(-1, -2)
+            weights = logits.masked_fill(~causal, float("-inf")).softmax(-1)
+            torch.testing.assert_close(weights, c.attention[layer], atol=TOLERANCE, rtol=0)
+
+
+def test_query_is_taken_after_rotary_embeddings():
+    model = _tiny("llama", "eager")
+    ids = _ids(1, 6)
+    (c,) = capture.capture_attention(model, ids, with_qk=True)
+    with torch.no_grad():
+        hidden = model.model.layers[0].input_layernorm(model.model.embed_tokens(ids))
+        before_rotary = model.model.layers[0].self_attn.q_proj(hidden).view(1, 6, 4, 8).transpose(1, 2)[0]
+    torch.testing.assert_close(c.query[0, :, 0], before_rotary[:, 0], atol=TOLERANCE, rtol=0)  # position 0: no rotation
+    assert (c.query[0, :, 1:] - before_rotary[:, 1:]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_padded_batch_gives_each_input_its_attention_alone(eager_model, padding_side):
+    name, model = eager_model
+    lengths = [7, 4, 1]
+    ids = _ids(3, 7, seed=2)
+    mask = torch.zeros(3, 7, dtype=torch.long)
+    for b, n in enumerate(lengths):
+        mask[b, :n] = 1
+    if padding_side == "left":
+        mask = mask.flip(1)
+    ids = ids.masked_fill(mask == 0, 0)  # pad id 0
+    captured = capture.capture_attention(model, ids, mask)
+    for b, (c, n) in enumerate(zip(captured, lengths)):
+        kept = mask[b].nonzero().flatten()
+        assert c.positions.tolist() == kept.tolist()
+        assert c.input_ids.tolist() == ids[b, kept].tolist()
+        alone = _eager_attention(model, ids[b : b + 1, kept])[:, 0]
+        assert c.attention.shape == (2, 4, n, n)
+        torch.testing.assert_close(c.attention, alone, atol=TOLERANCE, rtol=0)
+
+
+def test_accepts_a_tokenizer_batch():
+    model = _tiny("bert", "eager")
+    ids = _ids(2, 5)
+    batch = transformers.BatchEncoding(
+        {"input_ids": ids, "attention_mask": torch.tensor([[1] * 5, [1] * 3 + [0] * 2]), "token_type_ids": ids * 0}
+    )
+    by_keywords = capture.capture_attention(model, **batch)
+    by_batch = capture.capture_attention(model, batch)
+    as_lists = capture.capture_attention(model, {name: value.tolist() for name, value in batch.items()})
+    assert [c.num_tokens for c in by_batch] == [5, 3]
+    for a, b, c in zip(by_keywords, by_batch, as_lists):
+        torch.testing.assert_close(a.attention, b.attention, atol=0, rtol=0)
+        torch.testing.assert_close(a.attention, c.attention, atol=0, rtol=0)
+    (single,) = capture.capture_attention(model, ids[1, :3])  # one input, no batch dimension
+    torch.testing.assert_close(single.attention, by_batch[1].attention, atol=TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_model_comes_back_as_it_was_even_when_the_forward_fails(training):
+    model = _tiny("llama", "sdpa")
+    model.train(training)
+    model.model.layers[1].eval()  # a mixed state must come back as it was, too
+    modes = [m.training for m in model.modules()]
+
+    captured = capture.capture_attention(model, _ids(1, 5))
+    assert captured[0].attention.shape == (2, 4, 5, 5)
+    assert model.config._attn_implementation == "sdpa"
+    assert [m.training for m in model.modules()] == modes
+
+    def fail(module, args):
+        raise RuntimeError("boom")
+
+    hook = model.model.layers[1].register_forward_pre_hook(fail)
+    with pytest.raises(RuntimeError, match="boom"):
+        capture.capture_attention(model, _ids(1, 5))
+    hook.remove()
+    assert model.config._attn_implementation == "sdpa"
+    assert [m.training for m in model.modules()] == modes
+    with torch.no_grad():  # and it computes with sdpa again: no attention weights
+        assert model(_ids(1, 5), output_attentions=True).attentions == ()
+
+
+def test_recording_yields_the_batch_on_the_model_device_and_restores_on_error():
+    model = _tiny("gpt2", "sdpa")
+    ids = _ids(2, 6)
+    with torch.no_grad(), capture.recording(model, with_qk=True) as recorder:
+        model(ids[:, :3])
+        model(ids)  # the recorder holds the latest forward
+    assert recorder.num_layers == 2
+    assert [tuple(a.shape) for a in recorder.attentions] == [(2, 4, 6, 6)] * 2
+    assert all(a.dtype == torch.float32 and a.device == model.device for a in recorder.attentions)
+    assert [tuple(k.shape) for k in recorder.keys] == [(2, 4, 6, 8)] * 2
+    eager = _tiny("gpt2", "eager")
+    torch.testing.assert_close(torch.stack(recorder.attentions), _eager_attention(eager, ids), atol=TOLERANCE, rtol=0)
+
+    with pytest.raises(ValueError, match="inside"):
+        with capture.recording(model):
+            raise ValueError("inside")
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_recording_during_a_training_step_keeps_loss_and_gradients():
+    model = _tiny("llama", "eager").train()
+    ids = _ids(2, 6)
+    loss = model(ids, labels=ids).loss
+    loss.backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    with capture.recording(model) as recorder:
+        recorded_loss = model(ids, labels=ids).loss
+    recorded_loss.backward()
+    assert recorded_loss.item() == pytest.approx(loss.item(), abs=1e-6)
+    for p, g in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.grad, g, atol=1e-6, rtol=0)
+    assert recorder.num_layers == 2 and not recorder.attentions[0].requires_grad
+
+
+def test_captures_on_different_models_in_threads_do_not_mix():
+    models = {name: _tiny(name, "sdpa") for name in ("gpt2", "llama")}
+    ids = _ids(2, 6)
+    expected = {name: _eager_attention(_tiny(name, "eager"), ids) for name in models}
+    results, errors = {}, []
+
+    def run(name):
+        try:
+            for _ in range(5):
+                results[name] = capture.capture_attention(models[name], ids)
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in models]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for name, captured in results.items():
+        for b, c in enumerate(captured):
+            torch.testing.assert_close(c.attention, expected[name][:, b], atol=TOLERANCE, rtol=0)
+
+
+def test_model_that_bypasses_the_attention_interface_is_named_in_the_error():
+    config = transformers.GPTNeoConfig(
+        num_layers=2, num_heads=4, hidden_size=32, vocab_size=VOCAB, max_position_embeddings=64,
+        attention_types=[[["global"], 2]],
+    )
+    model = transformers.GPTNeoForCausalLM(config)
+    with pytest.raises(capture.CaptureError, match="GPTNeoForCausalLM does not dispatch attention through"):
+        capture.capture_attention(model, _ids(1, 4))
+
+
+def test_smollm2_captured_attention_equals_eager():
+    from tb_attention import assets
+
+    try:
+        path = assets.smollm2_dir()
+    except assets.AssetError as e:
+        pytest.skip(str(e))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
+    batch = tokenizer(["The cat sat on the mat."], return_tensors="pt")
+    expected = _eager_attention(model, batch["input_ids"])
+    (c,) = capture.capture_attention(model, **batch, with_qk=True)
+    assert c.attention.shape == (30, 9, batch["input_ids"].shape[1], batch["input_ids"].shape[1])
+    assert c.key.shape[1] == 3  # grouped-query attention: 3 key/value heads
+    torch.testing.assert_close(c.attention, expected[:, 0], atol=TOLERANCE, rtol=0)
