@@ -3,8 +3,8 @@
 
 import {headColors, INK, MUTED_INK} from '../colors';
 import {readColumn, readRow, type Attention} from '../decode';
-import {el, frameThrottle} from '../dom';
-import {CanvasPainter, textWidth, type Painter} from '../painter';
+import {el} from '../dom';
+import {textWidth, type Painter} from '../painter';
 import type {Side, State} from '../state';
 import {displayToken, exactToken, isByteLevel, truncate} from '../tokens';
 import {
@@ -19,6 +19,7 @@ import {
 } from '../transforms';
 import {ArcBatch, computeArcs, type ArcSet} from './arcs';
 import {HeadPicker, HideToggle, LayerPicker, PairFilter, PruneControls, shownHeads} from './controls';
+import {ScrollingCanvas} from './scrolling_canvas';
 import type {Model, View, ViewContext} from './view';
 
 export const FONT_FAMILY = 'Roboto, "Segoe UI", system-ui, -apple-system, "Helvetica Neue", Arial, sans-serif';
@@ -76,15 +77,7 @@ export class HeadView implements View {
   readonly title = 'Head';
   readonly element: HTMLElement;
   readonly toolbar: HTMLElement;
-  private readonly scroller: HTMLElement;
-  private readonly spacer: HTMLElement;
-  private readonly canvas: HTMLCanvasElement;
-  /** the canvas's place in the viewport, measured at the last resize: reading it on every mouse
-   * move would force a layout of the whole page per event */
-  private origin: DOMRect = new DOMRect();
-  /** the locked tokens last seen, to scroll a newly locked token into view once */
-  private revealed = '';
-  private reveal: number | null = null;
+  private readonly area: ScrollingCanvas;
   private readonly inspector: HTMLElement;
   private readonly layer: LayerPicker;
   private readonly heads: HeadPicker;
@@ -113,17 +106,12 @@ export class HeadView implements View {
       this.hide.element,
       this.prune.element,
     ]);
-    this.canvas = el('canvas', {class: 'figure', attrs: {'data-figure': 'head'}});
-    this.spacer = el('div', {class: 'spacer'}, [this.canvas]);
-    this.scroller = el('div', {class: 'scroller'}, [this.spacer]);
+    this.area = new ScrollingCanvas('head', () => this.draw());
     this.inspector = el('div', {class: 'inspector', attrs: {'aria-live': 'polite'}});
-    this.element = el('div', {class: 'view view-head'}, [this.scroller, this.inspector]);
-
-    const redraw = frameThrottle(() => this.draw());
-    this.scroller.addEventListener('scroll', redraw, {passive: true});
-    this.canvas.addEventListener('mousemove', (event) => this.pointer(event));
-    this.canvas.addEventListener('mouseleave', () => this.setHover(null));
-    this.canvas.addEventListener('click', (event) => this.click(event));
+    this.element = el('div', {class: 'view view-head'}, [this.area.element, this.inspector]);
+    this.area.canvas.addEventListener('mousemove', (event) => this.pointer(event));
+    this.area.canvas.addEventListener('mouseleave', () => this.setHover(null));
+    this.area.canvas.addEventListener('click', (event) => this.click(event));
   }
 
   get width(): number {
@@ -173,36 +161,22 @@ export class HeadView implements View {
       this.scene!.model = model;
     }
     if (this.hover && this.hover.index >= a.numTokens) this.hover = null;
-    const locked = `${state.side}:${state.tokens.join(',')}`;
-    if (locked !== this.revealed) {
-      this.revealed = locked;
-      this.reveal = state.tokens.length ? state.tokens[0] : null;
-    }
+    const first = state.tokens.length ? state.tokens[0] * ROW_HEIGHT : null;
+    this.area.revealOnChange(`${state.side}:${state.tokens}`, first, ROW_HEIGHT);
     this.resize();
   }
 
   resize(): void {
     if (!this.scene) return;
-    const width = this.scroller.clientWidth;
-    const height = this.scroller.clientHeight;
     const n = this.scene.attention.numTokens;
-    this.spacer.style.height = `${Math.max(height, HEADER_HEIGHT + n * ROW_HEIGHT + 2 * PAD)}px`;
-    this.canvas.style.height = `${height}px`;
-    if (this.reveal !== null && height > 0) {
-      // A token locked from the URL or the keyboard may lie outside the visible rows.
-      const y = this.reveal * ROW_HEIGHT;
-      if (y < this.scroller.scrollTop || y > this.scroller.scrollTop + height - HEADER_HEIGHT - 2 * PAD - ROW_HEIGHT) {
-        this.scroller.scrollTop = Math.max(0, y - (height - HEADER_HEIGHT) / 2);
-      }
-      this.reveal = null;
-    }
+    this.area.fit(HEADER_HEIGHT + n * ROW_HEIGHT + 2 * PAD, HEADER_HEIGHT + 2 * PAD);
+    const {width, height} = this.area;
     const strip = Math.min(MAX_STRIP, STRIP_PER_HEAD * this.scene.attention.numHeads);
     const column = Math.max(MIN_LABEL, Math.min(MAX_LABEL, this.scene.labelWidth)) + 2 * LABEL_PAD + strip;
     const gutter = textWidth(String(n - 1), FONT_INDEX) + 2 * LABEL_PAD;
     const gap = Math.max(MIN_GAP, Math.min(MAX_GAP, width - 2 * column - 2 * PAD - 2 * gutter));
     const leftX = Math.max(PAD + gutter, Math.round((width - 2 * column - gap) / 2));
-    this.layout = {width, height, column, strip, leftX, rightX: leftX + column + gap, scrollTop: this.scroller.scrollTop};
-    this.origin = this.canvas.getBoundingClientRect();
+    this.layout = {width, height, column, strip, leftX, rightX: leftX + column + gap, scrollTop: this.area.scrollTop};
     this.draw();
   }
 
@@ -284,10 +258,10 @@ export class HeadView implements View {
     const header = {font: FONT_HEADER, color: MUTED_INK, baseline: 'middle' as const};
     painter.text('QUERY', leftEdge - layout.strip - LABEL_PAD, HEADER_HEIGHT / 2 + 2, {...header, align: 'right'});
     painter.text('KEY', rightEdge + layout.strip + LABEL_PAD, HEADER_HEIGHT / 2 + 2, {...header, align: 'left'});
-    this.canvas.dataset.arcs = String(drawn);
-    this.canvas.dataset.rows = `${first}-${last}`;
+    this.area.canvas.dataset.arcs = String(drawn);
+    this.area.canvas.dataset.rows = `${first}-${last}`;
     // Where things are, for tests and tools that point at tokens: y of token i is top + i * row.
-    this.canvas.dataset.layout = JSON.stringify({
+    this.area.canvas.dataset.layout = JSON.stringify({
       query: [layout.leftX, layout.leftX + layout.column],
       key: [layout.rightX, layout.rightX + layout.column],
       top: HEADER_HEIGHT + PAD + ROW_HEIGHT / 2 - layout.scrollTop,
@@ -297,11 +271,10 @@ export class HeadView implements View {
 
   private draw(): void {
     if (!this.scene) return;
-    this.layout.scrollTop = this.scroller.scrollTop;
-    const painter = new CanvasPainter(this.canvas, this.layout.width, this.layout.height);
-    this.paint(painter);
-    this.canvas.dataset.tokens = String(this.scene.attention.numTokens);
-    this.canvas.dataset.focus = this.focusLabel();
+    this.layout.scrollTop = this.area.scrollTop;
+    this.paint(this.area.painter());
+    this.area.canvas.dataset.tokens = String(this.scene.attention.numTokens);
+    this.area.canvas.dataset.focus = this.focusLabel();
     this.inspect();
   }
 
@@ -399,9 +372,7 @@ export class HeadView implements View {
   }
 
   private hit(event: MouseEvent): {side: Side; index: number} | null {
-    const rect = this.origin;
-    const x = event.clientX - rect.left;
-    const yy = event.clientY - rect.top;
+    const {x, y: yy} = this.area.point(event);
     const {layout} = this;
     const index = Math.floor((yy - HEADER_HEIGHT - PAD + layout.scrollTop) / ROW_HEIGHT);
     if (yy < HEADER_HEIGHT || index < 0 || index >= this.scene!.attention.numTokens) return null;
@@ -413,7 +384,7 @@ export class HeadView implements View {
   private pointer(event: MouseEvent): void {
     if (!this.scene) return;
     const hit = this.hit(event);
-    this.canvas.style.cursor = hit ? 'pointer' : 'default';
+    this.area.canvas.style.cursor = hit ? 'pointer' : 'default';
     this.setHover(hit);
   }
 

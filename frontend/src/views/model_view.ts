@@ -3,11 +3,12 @@
 
 import {ACCENT, headColors, INK, MUTED_INK, tintTable} from '../colors';
 import {DEQUANTIZE, rowLength, rowStart, TOPK_PAD, type Attention} from '../decode';
-import {el, frameThrottle} from '../dom';
-import {CanvasPainter, type Painter} from '../painter';
+import {el} from '../dom';
+import type {Painter} from '../painter';
 import {pairRanges, specialTokenMask, type Range, type RowFilter} from '../transforms';
 import {HideToggle, PairFilter, shownHeads} from './controls';
 import {FONT_FAMILY} from './head_view';
+import {ScrollingCanvas} from './scrolling_canvas';
 import type {Model, View, ViewContext} from './view';
 
 const LABEL_WIDTH = 40; // px: the layer labels on the left
@@ -115,12 +116,7 @@ export class ModelView implements View {
   readonly title = 'Model';
   readonly element: HTMLElement;
   readonly toolbar: HTMLElement;
-  private readonly scroller: HTMLElement;
-  private readonly spacer: HTMLElement;
-  private readonly canvas: HTMLCanvasElement;
-  /** the canvas's place in the viewport, measured at the last resize: reading it on every mouse
-   * move would force a layout of the whole page per event */
-  private origin: DOMRect = new DOMRect();
+  private readonly area: ScrollingCanvas;
   private readonly inspector: HTMLElement;
   private readonly pair: PairFilter;
   private readonly hide: HideToggle;
@@ -134,15 +130,12 @@ export class ModelView implements View {
     this.pair = new PairFilter(context.store);
     this.hide = new HideToggle(context.store);
     this.toolbar = el('div', {class: 'toolbar-group'}, [this.pair.element, this.hide.element]);
-    this.canvas = el('canvas', {class: 'figure', attrs: {'data-figure': 'model'}});
-    this.spacer = el('div', {class: 'spacer'}, [this.canvas]);
-    this.scroller = el('div', {class: 'scroller'}, [this.spacer]);
+    this.area = new ScrollingCanvas('model', () => this.draw());
     this.inspector = el('div', {class: 'inspector'});
-    this.element = el('div', {class: 'view view-model'}, [this.scroller, this.inspector]);
-    this.scroller.addEventListener('scroll', frameThrottle(() => this.draw()), {passive: true});
-    this.canvas.addEventListener('mousemove', (event) => this.pointer(event));
-    this.canvas.addEventListener('mouseleave', () => this.setHover(null));
-    this.canvas.addEventListener('click', (event) => {
+    this.element = el('div', {class: 'view view-model'}, [this.area.element, this.inspector]);
+    this.area.canvas.addEventListener('mousemove', (event) => this.pointer(event));
+    this.area.canvas.addEventListener('mouseleave', () => this.setHover(null));
+    this.area.canvas.addEventListener('click', (event) => {
       const hit = this.hit(event);
       if (hit) this.context.store.update({view: 'head', layer: hit.layer, heads: [hit.head]});
     });
@@ -166,16 +159,13 @@ export class ModelView implements View {
   resize(): void {
     if (!this.model) return;
     const a = this.model.attention;
-    const width = this.scroller.clientWidth;
-    const height = this.scroller.clientHeight;
+    const width = this.area.element.clientWidth;
     const fit = Math.floor((width - LABEL_WIDTH - 2 * PAD) / a.numHeads) - GAP;
     const thumb = Math.max(MIN_THUMB, Math.min(MAX_THUMB, fit));
     const gridWidth = LABEL_WIDTH + a.numHeads * (thumb + GAP);
     const left = Math.max(PAD, Math.floor((width - gridWidth) / 2));
-    this.spacer.style.height = `${Math.max(height, HEADER_HEIGHT + a.numLayers * (thumb + GAP) + 2 * PAD)}px`;
-    this.canvas.style.height = `${height}px`;
-    this.grid = {width, height, thumb, left, scrollTop: this.scroller.scrollTop};
-    this.origin = this.canvas.getBoundingClientRect();
+    this.area.fit(HEADER_HEIGHT + a.numLayers * (thumb + GAP) + 2 * PAD, HEADER_HEIGHT + PAD);
+    this.grid = {width, height: this.area.height, thumb, left, scrollTop: this.area.scrollTop};
     this.draw();
   }
 
@@ -231,9 +221,9 @@ export class ModelView implements View {
       painter.text(String(h), x(h) + thumb / 2 - 2, HEADER_HEIGHT / 2, {font: FONT_LABEL, color: MUTED_INK, align: 'left'});
     }
     painter.text('HEAD →', left + LABEL_WIDTH - 10, HEADER_HEIGHT / 2, {font: FONT_LABEL, color: MUTED_INK, align: 'right'});
-    this.canvas.dataset.thumbnails = String(drawn);
-    this.canvas.dataset.layout = JSON.stringify({left: x(0), top: y(0), thumb, step: cell});
-    this.canvas.dataset.layers = `${firstLayer}-${lastLayer}`;
+    this.area.canvas.dataset.thumbnails = String(drawn);
+    this.area.canvas.dataset.layout = JSON.stringify({left: x(0), top: y(0), thumb, step: cell});
+    this.area.canvas.dataset.layers = `${firstLayer}-${lastLayer}`;
   }
 
   /** Veils a thumbnail except the rows (queries) or columns (keys) of the locked tokens. */
@@ -257,8 +247,8 @@ export class ModelView implements View {
 
   private draw(): void {
     if (!this.model) return;
-    this.grid.scrollTop = this.scroller.scrollTop;
-    this.paint(new CanvasPainter(this.canvas, this.grid.width, this.grid.height));
+    this.grid.scrollTop = this.area.scrollTop;
+    this.paint(this.area.painter());
     this.inspect();
   }
 
@@ -272,12 +262,12 @@ export class ModelView implements View {
   private hit(event: MouseEvent): {layer: number; head: number} | null {
     if (!this.model) return null;
     const a = this.model.attention;
-    const rect = this.origin;
+    const point = this.area.point(event);
     const {thumb, left, scrollTop} = this.grid;
     const cell = thumb + GAP;
-    const x = event.clientX - rect.left - left - LABEL_WIDTH;
-    const y = event.clientY - rect.top - HEADER_HEIGHT - PAD + scrollTop;
-    if (event.clientY - rect.top < HEADER_HEIGHT || x < 0 || y < 0) return null;
+    const x = point.x - left - LABEL_WIDTH;
+    const y = point.y - HEADER_HEIGHT - PAD + scrollTop;
+    if (point.y < HEADER_HEIGHT || x < 0 || y < 0) return null;
     const head = Math.floor(x / cell);
     const layer = Math.floor(y / cell);
     if (head >= a.numHeads || layer >= a.numLayers || x % cell > thumb || y % cell > thumb) return null;
@@ -286,7 +276,7 @@ export class ModelView implements View {
 
   private pointer(event: MouseEvent): void {
     const hit = this.hit(event);
-    this.canvas.style.cursor = hit ? 'pointer' : 'default';
+    this.area.canvas.style.cursor = hit ? 'pointer' : 'default';
     this.setHover(hit);
   }
 

@@ -4,12 +4,13 @@
 import {ApiError} from '../api';
 import {divergingColor, headColors, INK, MUTED_INK} from '../colors';
 import {keyHeadOf, keyVectors, queryVectors, readRow, type QueryKey} from '../decode';
-import {el, frameThrottle} from '../dom';
-import {CanvasPainter, textWidth, type Painter} from '../painter';
+import {el} from '../dom';
+import {textWidth, type Painter} from '../painter';
 import {displayToken, exactToken, isByteLevel, truncate} from '../tokens';
 import {neuronRows, type NeuronRows} from '../transforms';
 import {HeadPicker, LayerPicker, shownHeads} from './controls';
 import {FONT_FAMILY} from './head_view';
+import {ScrollingCanvas} from './scrolling_canvas';
 import type {Model, View, ViewContext} from './view';
 
 const FONT = `12px ${FONT_FAMILY}`;
@@ -58,15 +59,7 @@ export class NeuronView implements View {
   readonly title = 'Neuron';
   readonly element: HTMLElement;
   readonly toolbar: HTMLElement;
-  private readonly scroller: HTMLElement;
-  private readonly spacer: HTMLElement;
-  private readonly canvas: HTMLCanvasElement;
-  /** the canvas's place in the viewport, measured at the last resize: reading it on every mouse
-   * move would force a layout of the whole page per event */
-  private origin: DOMRect = new DOMRect();
-  /** the locked tokens last seen, to scroll a newly locked token into view once */
-  private revealed = '';
-  private reveal: number | null = null;
+  private readonly area: ScrollingCanvas;
   private readonly message: HTMLElement;
   private readonly inspector: HTMLElement;
   private readonly layer: LayerPicker;
@@ -86,16 +79,13 @@ export class NeuronView implements View {
     this.layer = new LayerPicker(context.store);
     this.heads = new HeadPicker(context.store, true);
     this.toolbar = el('div', {class: 'toolbar-group'}, [this.layer.element, this.heads.element]);
-    this.canvas = el('canvas', {class: 'figure', attrs: {'data-figure': 'neuron'}});
-    this.spacer = el('div', {class: 'spacer'}, [this.canvas]);
-    this.scroller = el('div', {class: 'scroller'}, [this.spacer]);
+    this.area = new ScrollingCanvas('neuron', () => this.draw());
     this.message = el('div', {class: 'message', attrs: {'data-message': 'neuron'}});
     this.inspector = el('div', {class: 'inspector'});
-    this.element = el('div', {class: 'view view-neuron'}, [this.message, this.scroller, this.inspector]);
-    this.scroller.addEventListener('scroll', frameThrottle(() => this.draw()), {passive: true});
-    this.canvas.addEventListener('mousemove', (event) => this.pointer(event));
-    this.canvas.addEventListener('mouseleave', () => this.setHover(null));
-    this.canvas.addEventListener('click', (event) => {
+    this.element = el('div', {class: 'view view-neuron'}, [this.message, this.area.element, this.inspector]);
+    this.area.canvas.addEventListener('mousemove', (event) => this.pointer(event));
+    this.area.canvas.addEventListener('mouseleave', () => this.setHover(null));
+    this.area.canvas.addEventListener('click', (event) => {
       const i = this.hit(event);
       if (i !== null) context.store.update({tokens: [i], side: 'from'});
     });
@@ -116,11 +106,8 @@ export class NeuronView implements View {
     const head = shownHeads(state, a.numHeads)[0];
     this.layer.set(a.numLayers, layer);
     this.heads.set(headColors(a.numHeads), [head]);
-    const locked = `${state.side}:${state.tokens.join(',')}`;
-    if (locked !== this.revealed) {
-      this.revealed = locked;
-      this.reveal = state.tokens.length ? state.tokens[0] : null;
-    }
+    const first = state.tokens.length ? state.tokens[0] * ROW_HEIGHT : null;
+    this.area.revealOnChange(`${state.side}:${state.tokens}`, first, ROW_HEIGHT);
     if (this.labelsFor !== a.tokens) this.setLabels(a.tokens);
     if (!example.has_qk) {
       this.show(null, 'No query/key vectors were logged for this example, so its neuron view cannot be drawn. Log them with the capture option that records queries and keys.');
@@ -152,21 +139,9 @@ export class NeuronView implements View {
   }
 
   resize(): void {
-    const width = this.scroller.clientWidth;
-    const height = this.scroller.clientHeight;
     const n = this.model?.attention.numTokens ?? 0;
-    this.spacer.style.height = `${Math.max(height, HEADER_HEIGHT + n * ROW_HEIGHT + 2 * PAD)}px`;
-    this.canvas.style.height = `${height}px`;
-    if (this.reveal !== null && height > 0) {
-      // A token locked from the URL or the keyboard may lie outside the visible rows.
-      const y = this.reveal * ROW_HEIGHT;
-      if (y < this.scroller.scrollTop || y > this.scroller.scrollTop + height - HEADER_HEIGHT - 2 * PAD - ROW_HEIGHT) {
-        this.scroller.scrollTop = Math.max(0, y - (height - HEADER_HEIGHT) / 2);
-      }
-      this.reveal = null;
-    }
-    this.size = {width, height, scrollTop: this.scroller.scrollTop};
-    this.origin = this.canvas.getBoundingClientRect();
+    this.area.fit(HEADER_HEIGHT + n * ROW_HEIGHT + 2 * PAD, HEADER_HEIGHT + 2 * PAD);
+    this.size = {width: this.area.width, height: this.area.height, scrollTop: this.area.scrollTop};
     this.draw();
   }
 
@@ -232,9 +207,9 @@ export class NeuronView implements View {
     painter.text(`q of ${this.labels[c.query]}`, col.key + col.label - LABEL_PAD, qY, {font: FONT_FOCUS, color: INK, align: 'right'});
     for (let t = 0; t < d; t++) painter.rect(col.vector + t * col.cell, qY - cellHeight / 2, col.cell, cellHeight, queryColor(rows.query[t]));
     painter.text(`× scale ${qk.scaling[c.layer].toPrecision(3)}`, col.score, qY, {font: FONT_NUMBER, color: MUTED_INK});
-    this.canvas.dataset.rows = `${first}-${last}`;
-    this.canvas.dataset.query = String(c.query);
-    this.canvas.dataset.layout = JSON.stringify({query: [col.query, col.query + col.label], top: y(0), row: ROW_HEIGHT});
+    this.area.canvas.dataset.rows = `${first}-${last}`;
+    this.area.canvas.dataset.query = String(c.query);
+    this.area.canvas.dataset.layout = JSON.stringify({query: [col.query, col.query + col.label], top: y(0), row: ROW_HEIGHT});
   }
 
   private columns(d: number): Columns {
@@ -280,7 +255,7 @@ export class NeuronView implements View {
   private show(computed: Computed | null, message: string | null): void {
     this.message.hidden = message === null;
     this.message.textContent = message ?? '';
-    this.scroller.hidden = computed === null;
+    this.area.element.hidden = computed === null;
     this.inspector.hidden = computed === null;
     if (computed === null) this.computed = null;
     this.resize();
@@ -289,8 +264,8 @@ export class NeuronView implements View {
 
   private draw(): void {
     if (!this.computed) return;
-    this.size.scrollTop = this.scroller.scrollTop;
-    this.paint(new CanvasPainter(this.canvas, this.size.width, this.size.height));
+    this.size.scrollTop = this.area.scrollTop;
+    this.paint(this.area.painter());
   }
 
   private inspect(): void {
@@ -317,10 +292,10 @@ export class NeuronView implements View {
   private hit(event: MouseEvent): number | null {
     const c = this.computed;
     if (!c) return null;
-    const rect = this.origin;
+    const point = this.area.point(event);
     const col = this.columns(c.qk.headDim);
-    const x = event.clientX - rect.left;
-    const y = event.clientY - rect.top;
+    const x = point.x;
+    const y = point.y;
     const j = Math.floor((y - HEADER_HEIGHT - PAD + this.size.scrollTop) / ROW_HEIGHT);
     if (y < HEADER_HEIGHT || j < 0 || j >= c.qk.numTokens || x < col.query || x > col.query + col.label) return null;
     return j;
@@ -328,7 +303,7 @@ export class NeuronView implements View {
 
   private pointer(event: MouseEvent): void {
     const j = this.hit(event);
-    this.canvas.style.cursor = j === null ? 'default' : 'pointer';
+    this.area.canvas.style.cursor = j === null ? 'default' : 'pointer';
     this.setHover(j);
   }
 
