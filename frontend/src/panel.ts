@@ -3,19 +3,13 @@
 import {select} from 'd3-selection';
 import type {ExampleInfo} from './api';
 import {el} from './dom';
-import type {Store} from './state';
+import type {Selection, Store} from './state';
 import {decodeByteLevel, isByteLevel, truncate} from './tokens';
 
 const PREVIEW_CHARS = 90; // characters of an example's text shown in the list
 
-/** What the panel shows: the resolved selection and the choices around it. */
-export interface PanelModel {
-  runs: string[];
-  run: string;
-  tags: string[];
-  tag: string;
-  steps: number[];
-  step: number;
+/** What the panel shows: the resolved selection (with the choices around it) and the examples. */
+export interface PanelModel extends Selection {
   /** null while loading */
   examples: ExampleInfo[] | null;
   example: number;
