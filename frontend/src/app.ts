@@ -220,8 +220,8 @@ export class App {
 
   /** Keys: Esc clears the locked tokens, ↑/↓ move a locked token, ←/→ change layer, S/P export. */
   private key(event: KeyboardEvent): void {
-    const target = event.target as HTMLElement;
-    if (target.closest('input, select, textarea') || event.ctrlKey || event.metaKey || event.altKey) return;
+    const typing = event.target instanceof Element && event.target.closest('input, select, textarea');
+    if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
     const {tokens, layer} = this.store.state;
     const attention = this.shown?.attention;
     if (event.key === 'Escape' && tokens.length) {

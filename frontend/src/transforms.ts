@@ -72,13 +72,14 @@ export interface Prune {
   topK: number;
 }
 
-/** The keys of a row that survive pruning, largest weight first; returns their count in `out`. */
+/** The keys of a row that survive pruning, written to `out`; returns their count. Keys come in
+ * order, except under a top-k limit, which keeps the k largest weights, largest first. */
 export function pruneRow(row: Float32Array, prune: Prune, out: Int32Array): number {
   let count = 0;
   for (let j = 0; j < row.length; j++) if (row[j] > 0 && row[j] >= prune.threshold) out[count++] = j;
-  const kept = out.subarray(0, count);
-  kept.sort((x, y) => row[y] - row[x] || x - y);
-  return prune.topK > 0 ? Math.min(count, prune.topK) : count;
+  if (prune.topK <= 0 || count <= prune.topK) return count; // drawing needs no order: skip the sort
+  out.subarray(0, count).sort((x, y) => row[y] - row[x] || x - y);
+  return prune.topK;
 }
 
 /** Multi-token selection: the sum of the filtered rows of `queries` in head (layer, head). */

@@ -1,7 +1,7 @@
 // The arcs of one layer: every (head, query, key) weight that survives filtering and pruning,
 // plus each row's kept sum for renormalising columns. Computed once per selection, not per frame.
 
-import {readRow, type Attention} from '../decode';
+import {DEQUANTIZE, readRow, rowLength, rowStart, TOPK_PAD, type Attention} from '../decode';
 import {filterRow, pruneRow, type Prune, type Range, type RowFilter} from '../transforms';
 
 export interface ArcSet {
@@ -31,35 +31,57 @@ export function computeArcs(
   const to: number[] = [];
   const weight: number[] = [];
   const unfiltered: RowFilter = {hidden: filter.hidden, renormalize: false, keys: {start: 0, end: n}};
+  const push = (s: number, i: number, count: number) => {
+    for (let t = 0; t < count; t++) {
+      slot.push(s);
+      from.push(i);
+      to.push(order[t]);
+      weight.push(row[order[t]]);
+    }
+  };
   const kept = heads.map((head, s) => {
     const sums = new Float32Array(n);
+    if (!filter.hidden) {
+      // Nothing hidden: read the stored slots of each row directly, without a dense row.
+      sums.fill(1);
+      const {codes, keys} = a;
+      for (let i = queries.start; i < queries.end; i++) {
+        const start = rowStart(a, layer, head, i);
+        const length = rowLength(a, i);
+        let count = 0;
+        for (let t = 0; t < length; t++) {
+          const j = keys ? keys[start + t] : t;
+          if (j === TOPK_PAD || j < filter.keys.start || j >= filter.keys.end) continue;
+          const w = DEQUANTIZE[codes[start + t]];
+          if (w > 0 && w >= prune.threshold) {
+            order[count++] = j;
+            row[j] = w; // `row` holds only these entries, cleared below
+          }
+        }
+        if (prune.topK > 0 && count > prune.topK) {
+          order.subarray(0, count).sort((x, y) => row[y] - row[x] || x - y);
+          for (let t = prune.topK; t < count; t++) row[order[t]] = 0;
+          count = prune.topK;
+        }
+        push(s, i, count);
+        for (let t = 0; t < count; t++) row[order[t]] = 0;
+      }
+      return sums;
+    }
     for (let i = 0; i < n; i++) {
       const shown = i >= queries.start && i < queries.end;
-      if (!shown && !filter.hidden) {
-        sums[i] = 1;
-        continue;
-      }
       readRow(a, layer, head, i, row);
-      if (filter.hidden) {
-        filterRow(row, unfiltered);
-        let sum = 0;
-        for (let j = 0; j < n; j++) sum += row[j];
-        sums[i] = sum;
-        if (filter.renormalize && sum > 0) for (let j = 0; j < n; j++) row[j] /= sum;
-      } else {
-        sums[i] = 1;
-      }
+      filterRow(row, unfiltered);
+      let sum = 0;
+      for (let j = 0; j < n; j++) sum += row[j];
+      sums[i] = sum;
+      if (filter.renormalize && sum > 0) for (let j = 0; j < n; j++) row[j] /= sum;
       if (!shown) continue;
       row.fill(0, 0, filter.keys.start);
       row.fill(0, filter.keys.end);
-      const count = pruneRow(row, prune, order);
-      for (let t = 0; t < count; t++) {
-        slot.push(s);
-        from.push(i);
-        to.push(order[t]);
-        weight.push(row[order[t]]);
-      }
+      push(s, i, pruneRow(row, prune, order));
     }
+    row.fill(0);
     return sums;
   });
   return {
