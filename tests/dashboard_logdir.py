@@ -2,10 +2,13 @@
 
 # Attention here is synthetic but shaped like a trained model's (previous-token, first-token,
 # self, local and broad heads), written through tb_attention.summary like a user's training loop.
+# Metrics follow heads specialising over training: each head drifts from an untrained value
+# towards its kind's (a previous-token head ends at distance ~1 and low entropy).
 
 import numpy as np
 
 from tb_attention import summary
+from tb_attention.probe import exemplar_table
 
 SENTENCE = [  # GPT-2 byte-level tokens: Ġ is a space
     "The", "Ġquick", "Ġbrown", "Ġfox", "Ġjumps", "Ġover", "Ġthe", "Ġlazy", "Ġdog", ",", "Ġand",
@@ -84,24 +87,108 @@ def long_tokens(n):
     return [WORDS[i % len(WORDS)] if i else "<|endoftext|>" for i in range(n)]
 
 
+# Where each kind of head ends up after training: distance (tokens), entropy (nats), null attention,
+# dependency alignment and variability. Untrained heads start near UNTRAINED.
+UNTRAINED = {"distance": 5.4, "entropy": 2.7, "null_attention": 0.08, "dependency_alignment": 0.14, "variability": 0.45}
+TRAINED = {
+    "previous": {"distance": 1.0, "entropy": 0.35, "null_attention": 0.04, "dependency_alignment": 0.42, "variability": 0.08},
+    "first": {"distance": 6.2, "entropy": 1.9, "null_attention": 0.88, "dependency_alignment": 0.12, "variability": 0.2},
+    "self": {"distance": 0.2, "entropy": 0.5, "null_attention": 0.03, "dependency_alignment": 0.05, "variability": 0.12},
+    "local": {"distance": 2.1, "entropy": 1.4, "null_attention": 0.06, "dependency_alignment": 0.31, "variability": 0.3},
+    "broad": {"distance": 5.8, "entropy": 2.8, "null_attention": 0.1, "dependency_alignment": 0.16, "variability": 0.55},
+    "next": {"distance": 1.1, "entropy": 0.4, "null_attention": 0.03, "dependency_alignment": 0.4, "variability": 0.1},
+}
+POS_TAGS = ["NOUN", "VERB", "DET", "ADJ", "PUNCT", "X"]  # X: no probe token has it (NaN)
+
+
+def metric_values(layers, heads, progress, rng):
+    """{metric: float32 [layers, heads]} at a point `progress` (0 to 1) of training."""
+    learned = progress ** 0.6
+    out = {}
+    for metric, start in UNTRAINED.items():
+        values = np.empty((layers, heads), dtype=np.float32)
+        for layer in range(layers):
+            for head in range(heads):
+                target = TRAINED[KINDS[(head + layer) % len(KINDS)]][metric]
+                noise = rng.normal(scale=0.02 * (abs(start) + 0.1))
+                values[layer, head] = start + (target - start) * learned + noise
+        out[metric] = values
+    shares = rng.dirichlet(np.ones(len(POS_TAGS) - 1), size=(layers, heads)).astype(np.float32)
+    depth = np.linspace(0, 1, layers, dtype=np.float32)[:, None]
+    for t, tag in enumerate(POS_TAGS[:-1]):  # lower layers favour DET and PUNCT, deeper ones NOUN and VERB
+        tilt = (1 + (depth if tag in ("NOUN", "VERB") else -depth) * learned) / 2
+        out[f"pos/{tag}"] = shares[:, :, t] * tilt + 0.05
+        out[f"pos_from/{tag}"] = shares[:, ::-1, t] * 0.8 + 0.05
+    out["pos/X"] = np.full((layers, heads), np.nan, dtype=np.float32)
+    return out
+
+
+def exemplars_of(examples, top_k=3):
+    """The /exemplars table of some examples: per head, the inputs ranked by their largest weight
+    between two tokens after the first (DESIGN.md section 4)."""
+    layers, heads = examples[0]["attention"].shape[:2]
+    table = []
+    for layer in range(layers):
+        row = []
+        for head in range(heads):
+            scored = []
+            for index, example in enumerate(examples):
+                weights = example["attention"][layer, head, 1:, 1:]
+                i, j = np.unravel_index(np.argmax(weights), weights.shape)
+                scored.append((index, float(weights[i, j]), int(i) + 1, int(j) + 1))
+            scored.sort(key=lambda e: -e[1])
+            row.append(scored[:top_k])
+        table.append(row)
+    inputs = [{"tokens": e["tokens"], "text": e.get("text"), "example": index} for index, e in enumerate(examples)]
+    return exemplar_table(table, inputs, top_k)
+
+
+def probe_examples(rng, layers, heads):
+    """The probe's three inputs: a sentence with q/k, a sentence pair, untrusted tokens."""
+    kv_heads = next(k for k in (2, 3, 1) if heads % k == 0)
+    q, k, scaling, attention = query_key(rng, layers, heads, kv_heads, len(SENTENCE), 16)
+    pair = PAIR_A + PAIR_B
+    return [
+        {"attention": attention, "tokens": SENTENCE, "query": q, "key": k, "scaling": scaling,
+         "text": "The quick brown fox jumps over the lazy dog, and the café is closed.\n"},
+        {"attention": structured_attention(rng, layers, heads, len(pair), causal=False), "tokens": pair,
+         "segments": [len(PAIR_A)], "text": "the cat sat on the mat [SEP] it was very comfortable"},
+        {"attention": structured_attention(rng, layers, heads, len(XSS), causal=True), "tokens": XSS,
+         "text": "Hello <img src=x onerror=alert(1)> <script>alert(2)</script> world &amp; \"quoted\""},
+    ]
+
+
+def write_probe_step(writer, rng, layers, heads, step, progress, tag="probe"):
+    """One step of a probe, as tb_attention.Probe.log writes it: examples, metrics, exemplars."""
+    examples = probe_examples(rng, layers, heads)
+    summary.write_examples(writer, tag, examples, step)  # one write per (tag, step): all examples together
+    summary.metrics(writer, tag, metric_values(layers, heads, progress, rng), step)
+    summary.exemplars(writer, tag, exemplars_of(examples), step)
+    return examples
+
+
 def write_dashboard_logdir(logdir, *, layers=4, heads=6, long_n=1024, steps=(0, 50, 100)):
-    """Runs `train` (tags `probe` and `long`) and `eval`; returns what was written, for asserts."""
+    """Runs `train` (tags `probe` and `long`), `checkpoint-100` (the probe re-evaluated from the
+    last checkpoint) and `eval` (another model); returns what was written, for asserts."""
     rng = np.random.default_rng(2024)
     with summary.Writer(str(logdir / "train")) as writer:
-        for step in steps:  # one write per (tag, step): all examples of the step together
-            q, k, scaling, attention = query_key(rng, layers, heads, 2, len(SENTENCE), 16)
-            pair = PAIR_A + PAIR_B
-            summary.write_examples(writer, "probe", [
-                {"attention": attention, "tokens": SENTENCE, "query": q, "key": k, "scaling": scaling,
-                 "text": "The quick brown fox jumps over the lazy dog, and the café is closed.\n"},
-                {"attention": structured_attention(rng, layers, heads, len(pair), causal=False), "tokens": pair,
-                 "segments": [len(PAIR_A)], "text": "the cat sat on the mat [SEP] it was very comfortable"},
-                {"attention": structured_attention(rng, layers, heads, len(XSS), causal=True), "tokens": XSS,
-                 "text": "Hello <img src=x onerror=alert(1)> <script>alert(2)</script> world &amp; \"quoted\""},
-            ], step)
+        for step in steps:
+            write_probe_step(writer, rng, layers, heads, step, step / steps[-1])
         summary.attention(
             writer, "long", structured_attention(rng, layers, heads, long_n, causal=True), long_tokens(long_n), steps[-1],
         )
+    with summary.Writer(str(logdir / f"checkpoint-{steps[-1]}")) as writer:
+        write_probe_step(writer, rng, layers, heads, steps[-1], 1.0)
     with summary.Writer(str(logdir / "eval")) as writer:
         summary.attention(writer, "probe", structured_attention(rng, 2, 3, 6, causal=True), SENTENCE[:6], 0)
     return {"layers": layers, "heads": heads, "steps": list(steps), "long_n": long_n}
+
+
+def write_training_logdir(logdir, *, layers=4, heads=8, steps=range(0, 1201, 50), runs=("train",)):
+    """A longer training run (the dashboard's benchmark and screenshots): a probe at every step."""
+    steps = list(steps)
+    for r, run in enumerate(runs):
+        rng = np.random.default_rng(r)
+        with summary.Writer(str(logdir / run)) as writer:
+            for step in steps:
+                write_probe_step(writer, rng, layers, heads, step, step / steps[-1])

@@ -167,7 +167,7 @@ def test_tab_appears_with_runs_tags_steps_and_examples(dashboard):
     dashboard.wait()
     frame = dashboard.frame
     runs = frame.eval_on_selector_all("[data-control=run] option", "os => os.map(o => o.value)")
-    assert runs[:2] == ["eval", "train"]  # sorted; a later test adds a run "live"
+    assert runs[:3] == ["checkpoint-100", "eval", "train"]  # sorted; a later test adds a run "live"
     frame.select_option("[data-control=run]", "train")
     frame.wait_for_function("document.querySelector('[data-control=tag]').options.length === 2")
     assert frame.eval_on_selector_all("[data-control=tag] option", "os => os.map(o => o.value)") == ["long", "probe"]

@@ -1,26 +1,43 @@
 // The dashboard: the left panel, the view tabs, and the loading of what the state selects.
 
-import {ApiError, type Api, type ExampleInfo, type ExampleKey, type Examples, type Tags} from './api';
+import type {Api, ExampleInfo, ExampleKey, Examples, Tags} from './api';
+import {RunColors} from './colors';
+import {DataCache, errorText} from './data';
 import type {Attention} from './decode';
 import {el, frameThrottle} from './dom';
 import {exportFigure, exportName} from './export';
 import type {Host} from './host';
 import {Panel} from './panel';
 import {decodeState, encodeState, resolveSelection, Store, type Selection, type State, type ViewId} from './state';
+import {AnalysisView} from './views/analysis_view';
+import {CompareView} from './views/compare_view';
+import {ExemplarsView} from './views/exemplars_view';
 import {HeadView} from './views/head_view';
+import {MetricsView} from './views/metrics_view';
 import {ModelView} from './views/model_view';
 import {NeuronView} from './views/neuron_view';
 import type {View, ViewContext, ViewFactory} from './views/view';
 
-// The views, in tab order. Metrics, Analysis, Exemplars and Compare join here.
-const VIEWS: ViewFactory[] = [(c) => new HeadView(c), (c) => new ModelView(c), (c) => new NeuronView(c)];
+// The views, in tab order.
+const VIEWS: ViewFactory[] = [
+  (c) => new HeadView(c),
+  (c) => new ModelView(c),
+  (c) => new NeuronView(c),
+  (c) => new MetricsView(c),
+  (c) => new AnalysisView(c),
+  (c) => new ExemplarsView(c),
+  (c) => new CompareView(c),
+];
 
-const ATTENTION_CACHE_SIZE = 6; // decoded examples kept, for flipping between steps and examples
+/** ms between polls of `/tags` while the page is visible: a run being written shows its new steps
+ * without TensorBoard's reload (whose timer is off by default and 30 s when on). */
+export const LIVE_POLL_MS = 10_000;
 
 type Status = {kind: 'loading' | 'empty' | 'error'; text: string} | null;
 
 export class App {
   private readonly store: Store;
+  private readonly context: ViewContext;
   private readonly views: View[];
   private readonly panel: Panel;
   private readonly tabs: HTMLElement;
@@ -30,24 +47,26 @@ export class App {
   private readonly progress: HTMLElement;
   private view: View;
   private tags: Tags | null = null;
+  private tagsText = '';
   private selection: Selection | null = null;
   private examples: Examples | null = null;
-  private readonly attention = new Map<string, Attention>();
-  /** what the view draws; kept while the next selection loads */
+  /** what an example view draws; kept while the next selection loads */
   private shown: {key: ExampleKey; example: ExampleInfo; attention: Attention} | null = null;
-  private error: string | null = null;
+  /** `/tags` could not be read */
+  private tagsError: string | null = null;
+  /** the selected example could not be read */
+  private exampleError: string | null = null;
   private loads = 0;
-  private controller: AbortController | null = null;
 
   constructor(
     root: HTMLElement,
-    host: Host,
-    private readonly api: Api,
+    private readonly host: Host,
+    api: Api,
     initial: State,
   ) {
     this.store = new Store(initial);
-    const context: ViewContext = {store: this.store, api};
-    this.views = VIEWS.map((create) => create(context));
+    this.context = {store: this.store, api, data: new DataCache(api), runColors: new RunColors()};
+    this.views = VIEWS.map((create) => create(this.context));
     this.view = this.viewOf(initial.view);
     this.panel = new Panel(this.store);
     this.tabs = el(
@@ -67,7 +86,7 @@ export class App {
       el('button', {
         class: 'button',
         text: format.toUpperCase(),
-        title: `Save the view as ${format.toUpperCase()}, with the locked tokens (press ${format === 'svg' ? 'S' : 'P'} while hovering to keep the hover too)`,
+        title: `Save the view as ${format.toUpperCase()}, as shown (press ${format === 'svg' ? 'S' : 'P'} while hovering to keep the hover too)`,
         attrs: {'data-export': format},
         on: {click: () => void this.export(format)},
       });
@@ -92,6 +111,9 @@ export class App {
     host.onUrlChanged(() => this.store.update(decodeState(host.readParams())));
     document.addEventListener('keydown', (event) => this.key(event));
     new ResizeObserver(frameThrottle(() => this.view.resize())).observe(this.body);
+    setInterval(() => {
+      if (document.visibilityState === 'visible') void this.loadTags();
+    }, LIVE_POLL_MS);
   }
 
   async start(): Promise<void> {
@@ -104,12 +126,24 @@ export class App {
   }
 
   private changed(state: Readonly<State>, previous: Readonly<State>): void {
-    if (state.view !== previous.view) this.showView();
-    if (state.run !== previous.run || state.tag !== previous.tag || state.step !== previous.step || state.example !== previous.example) {
-      void this.load();
-    } else {
-      this.render();
-    }
+    const switched = state.view !== previous.view;
+    if (switched) this.showView();
+    const moved = state.run !== previous.run || state.tag !== previous.tag || state.step !== previous.step || state.example !== previous.example;
+    if (moved || (switched && this.view.needs === 'example' && !this.showsSelection())) void this.load();
+    else if (!switched) this.render();
+  }
+
+  /** True when the example drawn is the one the state selects. */
+  private showsSelection(): boolean {
+    const sel = this.selection;
+    const key = this.shown?.key;
+    return Boolean(sel && key && key.run === sel.run && key.tag === sel.tag && key.step === sel.step && key.example === this.panelExample());
+  }
+
+  private panelExample(): number {
+    const examples = this.examples?.examples ?? [];
+    const wanted = this.store.state.example;
+    return examples.some((e) => e.index === wanted) ? wanted : (examples[0]?.index ?? 0);
   }
 
   private showView(): void {
@@ -117,58 +151,72 @@ export class App {
     for (const tab of this.tabs.children) tab.setAttribute('aria-selected', String((tab as HTMLElement).dataset.view === this.view.id));
     this.toolbar.replaceChildren(this.view.toolbar);
     this.body.replaceChildren(this.status, this.view.element);
+    this.panel.setExampleUsed(this.view.needs === 'example' || this.view.id === 'compare');
     this.render();
   }
 
-  /** Fetches `/tags` (at start and whenever TensorBoard reloads), then what the state selects. */
+  /** Fetches `/tags` (at start, on TensorBoard's reload and every LIVE_POLL_MS), then what the
+   * state selects. Unchanged tags change nothing. */
   private async loadTags(): Promise<void> {
+    let changed: boolean;
     try {
-      this.tags = await this.api.tags();
-      this.error = null;
+      const tags = await this.context.api.tags();
+      const text = JSON.stringify(tags);
+      changed = text !== this.tagsText || this.tagsError !== null;
+      this.tags = tags;
+      this.tagsText = text;
+      this.tagsError = null;
     } catch (e) {
-      this.error = `Could not list the runs: ${(e as Error).message}`;
+      changed = this.tagsError === null;
+      this.tagsError = `Could not list the runs: ${(e as Error).message}`;
     }
+    if (!changed) return;
+    if (this.tags) this.context.runColors.add(await this.host.runOrder());
     await this.load();
   }
 
-  /** Resolves the state against the data and loads the examples and weights it selects. */
+  /** Resolves the state against the data, loads the step's example list for the panel and, for an
+   * example view, the selected example's weights. */
   private async load(): Promise<void> {
     const load = ++this.loads;
-    this.controller?.abort();
-    const controller = (this.controller = new AbortController());
     const state = this.store.state;
     this.selection = this.tags ? resolveSelection(this.tags, state) : null;
     const sel = this.selection;
     if (!sel) return this.render();
+    const {data} = this.context;
     const sameStep = this.examples && this.examples.run === sel.run && this.examples.tag === sel.tag && this.examples.step === sel.step;
+    const wantsWeights = this.view.needs === 'example';
     this.setBusy(true);
     // The weights of the example the state names are fetched alongside the step's example list
     // (one round trip instead of two); they are used once the list confirms the example exists.
     const guess: ExampleKey = {run: sel.run, tag: sel.tag, step: sel.step, example: state.example};
-    const early = sameStep ? null : this.fetchAttention(guess, controller.signal);
+    const early = !sameStep && wantsWeights ? data.attention(guess) : null;
     early?.catch(() => undefined); // a wrong guess is fetched again below
     try {
       if (!sameStep) {
         this.panel.set({...sel, examples: null, example: state.example});
-        const examples = await this.api.examples(sel.run, sel.tag, sel.step, controller.signal);
+        if (this.view.needs === 'data') this.render(); // data views need no example list
+        const examples = await data.examples(sel.run, sel.tag, sel.step);
         if (load !== this.loads) return;
         this.examples = examples;
       }
       const examples = this.examples!.examples;
-      const index = examples.some((e) => e.index === state.example) ? state.example : (examples[0]?.index ?? 0);
+      const index = this.panelExample();
       this.panel.set({...sel, examples, example: index});
       if (!examples.length) {
-        this.error = `Step ${sel.step} of ${sel.run}/${sel.tag} holds no examples.`;
+        this.exampleError = `Step ${sel.step} of ${sel.run}/${sel.tag} holds no examples.`;
         return this.render();
       }
-      const key: ExampleKey = {...guess, example: index};
-      const attention = await (early && index === guess.example ? early : this.fetchAttention(key, controller.signal));
-      if (load !== this.loads) return;
-      this.shown = {key, example: examples.find((e) => e.index === index)!, attention};
-      this.error = null;
+      if (wantsWeights) {
+        const key: ExampleKey = {...guess, example: index};
+        const attention = await (early && index === guess.example ? early : data.attention(key));
+        if (load !== this.loads) return;
+        this.shown = {key, example: examples.find((e) => e.index === index)!, attention};
+      }
+      this.exampleError = null;
     } catch (e) {
-      if ((e as Error).name === 'AbortError' || load !== this.loads) return;
-      this.error = e instanceof ApiError ? e.message : `Could not read the attention: ${(e as Error).message}`;
+      if (load !== this.loads) return;
+      this.exampleError = errorText(e, 'the attention');
       this.shown = null;
     } finally {
       if (load === this.loads) this.setBusy(false);
@@ -176,46 +224,44 @@ export class App {
     this.render();
   }
 
-  /** An example's weights, from the cache or the server. */
-  private async fetchAttention(key: ExampleKey, signal: AbortSignal): Promise<Attention> {
-    const cacheKey = JSON.stringify(key);
-    let attention = this.attention.get(cacheKey);
-    if (!attention) {
-      attention = await this.api.attention(key, signal);
-      this.attention.set(cacheKey, attention);
-      if (this.attention.size > ATTENTION_CACHE_SIZE) this.attention.delete(this.attention.keys().next().value!);
-    }
-    return attention;
-  }
-
   private render(): void {
     const state = this.store.state;
+    const exampleView = this.view.needs === 'example';
     let status: Status = null;
-    if (this.error) status = {kind: 'error', text: this.error};
+    if (this.tagsError) status = {kind: 'error', text: this.tagsError};
     else if (!this.tags) status = {kind: 'loading', text: 'Loading runs…'};
     else if (!this.selection) {
       status = {
         kind: 'empty',
         text: 'No attention data was found in this log directory. Log some with tb_attention (see its README), then reload.',
       };
-    } else if (!this.shown) status = {kind: 'loading', text: 'Loading attention…'};
+    } else if (exampleView && this.exampleError) status = {kind: 'error', text: this.exampleError};
+    else if (exampleView && !this.shown) status = {kind: 'loading', text: 'Loading attention…'};
     this.status.hidden = status === null;
     this.status.className = `status status-${status?.kind ?? 'none'}`;
     this.status.textContent = status?.text ?? '';
     this.view.element.hidden = status !== null;
-    if (status || !this.shown) return;
-    this.view.update({state, ...this.shown});
+    if (status) return;
+    const model = {state, tags: this.tags!, selection: this.selection!};
+    if (this.view.needs === 'example') this.view.update({...model, ...this.shown!});
+    else this.view.update(model);
   }
 
   private setBusy(busy: boolean): void {
     this.progress.classList.toggle('active', busy);
+    this.panel.setBusy(busy);
   }
 
   private async export(format: 'svg' | 'png'): Promise<void> {
-    const key = this.shown?.key;
     const state = this.store.state;
-    const name = exportName(['attention', this.view.id, key?.run ?? '', key?.tag ?? '', `step${key?.step ?? 0}`, `ex${key?.example ?? 0}`, `layer${state.layer}`]);
-    await exportFigure(this.view, format, name);
+    let parts: (string | number)[];
+    if (this.view.exportName) {
+      parts = this.view.exportName();
+    } else {
+      const key = this.shown?.key;
+      parts = [key?.run ?? '', key?.tag ?? '', `step${key?.step ?? 0}`, `ex${key?.example ?? 0}`, `layer${state.layer}`];
+    }
+    await exportFigure(this.view, format, exportName(['attention', this.view.id, ...parts]));
   }
 
   /** Keys: Esc clears the locked tokens, ↑/↓ move a locked token, ←/→ change layer, S/P export. */
@@ -223,7 +269,7 @@ export class App {
     const typing = event.target instanceof Element && event.target.closest('input, select, textarea');
     if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
     const {tokens, layer} = this.store.state;
-    const attention = this.shown?.attention;
+    const attention = this.view.needs === 'example' ? this.shown?.attention : undefined;
     if (event.key === 'Escape' && tokens.length) {
       this.store.update({tokens: []});
     } else if ((event.key === 'ArrowUp' || event.key === 'ArrowDown') && tokens.length === 1 && attention) {

@@ -52,3 +52,23 @@ export function divergingColor(maxAbs: number): (value: number) => string {
 export const INK = '#212121';
 export const MUTED_INK = '#757575';
 export const ACCENT = '#f57c00'; // TensorBoard's orange
+
+/** TensorBoard's default run palette (2.x, light theme): its runs table and charts colour the run
+ * at position i of its run list (`data/runs`, oldest first) with colour i mod 7. */
+export const TENSORBOARD_RUN_PALETTE = ['#425066', '#12b5cb', '#e52592', '#f9ab00', '#9334e6', '#7cb342', '#e8710a'];
+
+/** Run colours as TensorBoard gives them: each run keeps the index it got when first seen, and
+ * runs appearing later take the next ones (as TensorBoard's run store does). */
+export class RunColors {
+  private readonly index = new Map<string, number>();
+
+  /** Registers runs in TensorBoard's order (its `data/runs` answer). */
+  add(runs: readonly string[]): void {
+    for (const run of runs) if (!this.index.has(run)) this.index.set(run, this.index.size);
+  }
+
+  color(run: string): string {
+    if (!this.index.has(run)) this.index.set(run, this.index.size);
+    return TENSORBOARD_RUN_PALETTE[this.index.get(run)! % TENSORBOARD_RUN_PALETTE.length];
+  }
+}

@@ -101,6 +101,18 @@ export class Host {
     if (url.href !== target.location.href) target.history.replaceState(target.history.state, '', url.href);
   }
 
+  /** TensorBoard's run list in its own order (`data/runs`: by start time, then name), which is the
+   * order its run colours follow; empty when it cannot be read. */
+  async runOrder(): Promise<string[]> {
+    try {
+      const response = await fetch(new URL('../../runs', document.baseURI), {credentials: 'same-origin'});
+      const runs = (await response.json()) as unknown;
+      return Array.isArray(runs) ? runs.filter((r): r is string => typeof r === 'string') : [];
+    } catch {
+      return [];
+    }
+  }
+
   /** Calls `callback` when TensorBoard has reloaded its data (its reload button or timer). */
   onDataReloaded(callback: () => void): void {
     this.handlers.set(`${PROTOCOL}.DataReloaded`, callback);

@@ -1,12 +1,16 @@
 // One drawing interface, two targets: the screen canvas (and PNG export) and SVG export.
 // Views draw through a Painter only, so an export shows exactly what the screen shows.
 
+import {pathRound} from 'd3-path';
+
 export interface TextStyle {
   font: string;
   color: string;
   align?: 'left' | 'right' | 'center';
   baseline?: 'middle' | 'alphabetic' | 'top' | 'bottom';
   alpha?: number;
+  /** radians, clockwise, around (x, y) */
+  rotate?: number;
 }
 
 export interface Box {
@@ -14,6 +18,26 @@ export interface Box {
   y: number;
   w: number;
   h: number;
+}
+
+/** The path-building calls that a canvas context and d3-path's `path()` share. */
+export interface PathContext {
+  moveTo(x: number, y: number): void;
+  lineTo(x: number, y: number): void;
+  quadraticCurveTo(cpx: number, cpy: number, x: number, y: number): void;
+  bezierCurveTo(cpx1: number, cpy1: number, cpx2: number, cpy2: number, x: number, y: number): void;
+  arc(x: number, y: number, radius: number, startAngle: number, endAngle: number, anticlockwise?: boolean): void;
+  closePath(): void;
+}
+
+export interface PathStyle {
+  stroke?: string;
+  fill?: string;
+  /** px */
+  width?: number;
+  alpha?: number;
+  /** dash and gap lengths, px */
+  dash?: number[];
 }
 
 export interface Painter {
@@ -29,6 +53,10 @@ export interface Painter {
   image(source: HTMLCanvasElement, x: number, y: number, w: number, h: number, smooth: boolean, crop?: Box): void;
   /** Runs `draw` with drawing restricted to a box. */
   clip(x: number, y: number, w: number, h: number, draw: () => void): void;
+  /** One path (lines, curves, circles), built by `build`, then stroked and/or filled. */
+  path(build: (context: PathContext) => void, style: PathStyle): void;
+  /** Runs `draw` with the origin moved to (x, y). */
+  translate(x: number, y: number, draw: () => void): void;
 }
 
 // Text widths come from a canvas in both painters: SVG output keeps the screen's layout.
@@ -91,7 +119,15 @@ export class CanvasPainter implements Painter {
     ctx.fillStyle = style.color;
     ctx.textAlign = style.align ?? 'left';
     ctx.textBaseline = style.baseline ?? 'middle';
-    ctx.fillText(text, x, y);
+    if (style.rotate) {
+      ctx.save();
+      ctx.translate(x, y);
+      ctx.rotate(style.rotate);
+      ctx.fillText(text, 0, 0);
+      ctx.restore();
+    } else {
+      ctx.fillText(text, x, y);
+    }
     ctx.globalAlpha = 1;
   }
 
@@ -125,6 +161,35 @@ export class CanvasPainter implements Painter {
     ctx.beginPath();
     ctx.rect(x, y, w, h);
     ctx.clip();
+    draw();
+    ctx.restore();
+  }
+
+  path(build: (context: PathContext) => void, style: PathStyle): void {
+    const {ctx} = this;
+    ctx.beginPath();
+    build(ctx);
+    ctx.globalAlpha = style.alpha ?? 1;
+    if (style.fill) {
+      ctx.fillStyle = style.fill;
+      ctx.fill();
+    }
+    if (style.stroke) {
+      ctx.strokeStyle = style.stroke;
+      ctx.lineWidth = style.width ?? 1;
+      ctx.lineJoin = 'round';
+      ctx.lineCap = 'round';
+      ctx.setLineDash(style.dash ?? []);
+      ctx.stroke();
+      ctx.setLineDash([]);
+    }
+    ctx.globalAlpha = 1;
+  }
+
+  translate(x: number, y: number, draw: () => void): void {
+    const {ctx} = this;
+    ctx.save();
+    ctx.translate(x, y);
     draw();
     ctx.restore();
   }
@@ -163,9 +228,10 @@ export class SvgPainter implements Painter {
 
   text(text: string, x: number, y: number, style: TextStyle): void {
     const opacity = style.alpha !== undefined && style.alpha < 1 ? ` fill-opacity="${style.alpha}"` : '';
+    const rotate = style.rotate ? ` transform="rotate(${round((style.rotate * 180) / Math.PI)} ${round(x)} ${round(y)})"` : '';
     this.parts.push(
       `<text x="${round(x)}" y="${round(y)}" style="font: ${escapeXml(style.font)}; white-space: pre" fill="${escapeXml(style.color)}" ` +
-        `text-anchor="${SVG_ANCHOR[style.align ?? 'left']}" dominant-baseline="${SVG_BASELINE[style.baseline ?? 'middle']}"${opacity}>` +
+        `text-anchor="${SVG_ANCHOR[style.align ?? 'left']}" dominant-baseline="${SVG_BASELINE[style.baseline ?? 'middle']}"${opacity}${rotate}>` +
         `${escapeXml(text)}</text>`,
     );
   }
@@ -201,6 +267,26 @@ export class SvgPainter implements Painter {
     const id = `clip${this.clipCount++}`;
     this.parts.push(`<clipPath id="${id}"><rect x="${round(x)}" y="${round(y)}" width="${round(w)}" height="${round(h)}"/></clipPath>`);
     this.parts.push(`<g clip-path="url(#${id})">`);
+    draw();
+    this.parts.push('</g>');
+  }
+
+  path(build: (context: PathContext) => void, style: PathStyle): void {
+    const context = pathRound(1);
+    build(context);
+    const d = context.toString();
+    if (!d) return;
+    const alpha = style.alpha ?? 1;
+    const fill = style.fill ? `fill="${escapeXml(style.fill)}"${alpha < 1 ? ` fill-opacity="${round(alpha * 100) / 100}"` : ''}` : 'fill="none"';
+    const stroke = style.stroke
+      ? ` stroke="${escapeXml(style.stroke)}" stroke-width="${style.width ?? 1}" stroke-linejoin="round" stroke-linecap="round"` +
+        `${alpha < 1 ? ` stroke-opacity="${round(alpha * 100) / 100}"` : ''}${style.dash?.length ? ` stroke-dasharray="${style.dash.join(' ')}"` : ''}`
+      : '';
+    this.parts.push(`<path d="${d}" ${fill}${stroke}/>`);
+  }
+
+  translate(x: number, y: number, draw: () => void): void {
+    this.parts.push(`<g transform="translate(${round(x)} ${round(y)})">`);
     draw();
     this.parts.push('</g>');
   }

@@ -7,6 +7,7 @@ import type {Selection, Store} from './state';
 import {decodeByteLevel, isByteLevel, truncate} from './tokens';
 
 const PREVIEW_CHARS = 90; // characters of an example's text shown in the list
+const PLAY_INTERVAL_MS = 700; // per step while playing (longer when a step takes longer to load)
 
 /** What the panel shows: the resolved selection (with the choices around it) and the examples. */
 export interface PanelModel extends Selection {
@@ -30,7 +31,12 @@ export class Panel {
   private readonly stepRange: HTMLElement;
   private readonly list: HTMLElement;
   private readonly details: HTMLElement;
+  private readonly exampleField: HTMLElement;
+  private readonly play: HTMLButtonElement;
   private steps: number[] = [];
+  private step: number | null = null;
+  private timer: ReturnType<typeof setInterval> | null = null;
+  private busy = false;
 
   constructor(private readonly store: Store) {
     this.run = el('select', {attrs: {'aria-label': 'Run', 'data-control': 'run'}});
@@ -40,6 +46,13 @@ export class Panel {
     this.stepRange = el('span', {class: 'step-range'});
     this.list = el('div', {class: 'examples', attrs: {role: 'listbox', 'aria-label': 'Examples', 'data-control': 'examples'}});
     this.details = el('div', {class: 'example-details', attrs: {'data-control': 'example-details'}});
+    this.play = el('button', {
+      class: 'play-button',
+      text: '▶',
+      title: 'Play: step through the steps, oldest to newest',
+      attrs: {'data-control': 'play', 'aria-label': 'Play', 'aria-pressed': 'false'},
+      on: {click: () => this.togglePlay()},
+    });
 
     this.run.addEventListener('change', () => store.update({run: this.run.value, tag: null, step: null, example: 0, tokens: []}));
     this.tag.addEventListener('change', () => store.update({tag: this.tag.value, step: null, example: 0, tokens: []}));
@@ -48,6 +61,7 @@ export class Panel {
     this.slider.addEventListener('change', () => {
       const index = Number(this.slider.value);
       // The newest step stays "follow the newest" so that a live run keeps updating.
+      this.stopPlaying();
       store.update({step: index === this.steps.length - 1 ? null : this.steps[index]});
     });
 
@@ -56,18 +70,61 @@ export class Panel {
       el('label', {class: 'field'}, [el('span', {class: 'field-label', text: 'Tag'}), this.tag]),
       el('div', {class: 'field'}, [
         el('div', {class: 'field-label step-label'}, [el('span', {text: 'Step'}), this.stepValue]),
-        this.slider,
+        el('div', {class: 'step-row'}, [this.play, this.slider]),
         this.stepRange,
       ]),
-      el('div', {class: 'field field-grow'}, [el('span', {class: 'field-label', text: 'Example'}), this.list]),
-      this.details,
+      (this.exampleField = el('div', {class: 'field field-grow'}, [el('span', {class: 'field-label', text: 'Example'}), this.list, this.details])),
     ]);
+  }
+
+  /** Views that do not draw one example (metrics, analysis, exemplars) dim the example list. */
+  setExampleUsed(used: boolean): void {
+    this.exampleField.classList.toggle('field-unused', !used);
+    this.exampleField.title = used ? '' : 'This view does not show one example';
+  }
+
+  /** While a step loads, playing waits for it. */
+  setBusy(busy: boolean): void {
+    this.busy = busy;
+  }
+
+  private togglePlay(): void {
+    if (this.timer !== null) return this.stopPlaying();
+    if (this.steps.length < 2) return;
+    // From the start when at the newest step, else from where the slider is.
+    if (this.step === null || this.steps.indexOf(this.step) >= this.steps.length - 1) this.store.update({step: this.steps[0]});
+    this.timer = setInterval(() => this.advance(), PLAY_INTERVAL_MS);
+    this.play.textContent = '❚❚';
+    this.play.setAttribute('aria-pressed', 'true');
+    this.play.setAttribute('aria-label', 'Pause');
+  }
+
+  private advance(): void {
+    if (this.busy) return;
+    const index = this.step === null ? this.steps.length - 1 : this.steps.indexOf(this.step);
+    if (index >= this.steps.length - 2) {
+      // The last step: follow the newest again, as a live run goes on logging.
+      this.stopPlaying();
+      this.store.update({step: null});
+    } else {
+      this.store.update({step: this.steps[index + 1]});
+    }
+  }
+
+  private stopPlaying(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+    this.play.textContent = '▶';
+    this.play.setAttribute('aria-pressed', 'false');
+    this.play.setAttribute('aria-label', 'Play');
   }
 
   set(model: PanelModel): void {
     setOptions(this.run, model.runs, model.run);
     setOptions(this.tag, model.tags, model.tag);
     this.steps = model.steps;
+    this.step = model.step;
+    this.play.disabled = model.steps.length < 2;
     this.slider.max = String(Math.max(0, model.steps.length - 1));
     this.slider.value = String(Math.max(0, model.steps.indexOf(model.step)));
     this.slider.disabled = model.steps.length < 2;

@@ -3,8 +3,29 @@
 import type {Tags} from './api';
 import {PAIRS, type Pair} from './transforms';
 
-export type ViewId = 'head' | 'model' | 'neuron';
-export const VIEW_IDS: readonly ViewId[] = ['head', 'model', 'neuron'];
+export type ViewId = 'head' | 'model' | 'neuron' | 'metrics' | 'analysis' | 'exemplars' | 'compare';
+export const VIEW_IDS: readonly ViewId[] = ['head', 'model', 'neuron', 'metrics', 'analysis', 'exemplars', 'compare'];
+
+/** How the Metrics view ranks heads at the chosen step. */
+export type Rank = 'low' | 'high' | 'change';
+export const RANKS: readonly Rank[] = ['low', 'high', 'change'];
+
+/** What the Analysis view shows: the metric overview, or every part of speech (received, paid). */
+export type Section = 'overview' | 'pos' | 'pos_from';
+export const SECTIONS: readonly Section[] = ['overview', 'pos', 'pos_from'];
+
+/** What the Compare view shows of A and B. */
+export type CompareMode = 'head' | 'model' | 'diff' | 'changes';
+export const COMPARE_MODES: readonly CompareMode[] = ['head', 'model', 'diff', 'changes'];
+
+/** A head: [layer, head]. */
+export type HeadRef = [number, number];
+
+/** One side of a comparison; null fields follow the panel (see compareSides). */
+export interface CompareSide {
+  run: string | null;
+  step: number | null;
+}
 
 /** Which column selected tokens sit in: queries ("from", left) or keys ("to", right). */
 export type Side = 'from' | 'to';
@@ -31,6 +52,26 @@ export interface State {
   threshold: number;
   /** draw at most this many arcs per token and head (0: no limit) */
   topk: number;
+  /** the metric the Metrics view plots (`distance`, `pos/NOUN`, ...) */
+  metric: string;
+  /** runs overlaid on the panel's run in the Metrics view's curves */
+  runs: string[];
+  /** TensorBoard's exponential moving average weight for curves, 0 (none) to 0.99 */
+  smoothing: number;
+  /** a logarithmic step axis */
+  xlog: boolean;
+  /** heads plotted over steps; empty: the layer's shown heads (when a subset is shown) */
+  picks: HeadRef[];
+  rank: Rank;
+  /** part of speech of the Analysis view's POS heatmaps */
+  pos: string;
+  section: Section;
+  /** the Compare view's A (reference) and B */
+  a: CompareSide;
+  b: CompareSide;
+  compare: CompareMode;
+  /** what the Compare view ranks heads by: `attention` (how much their weights moved) or a metric */
+  delta: string;
 }
 
 export const DEFAULT_STATE: Readonly<State> = Object.freeze({
@@ -48,6 +89,18 @@ export const DEFAULT_STATE: Readonly<State> = Object.freeze({
   renorm: false,
   threshold: 0.01,
   topk: 0,
+  metric: 'distance',
+  runs: [],
+  smoothing: 0,
+  xlog: false,
+  picks: [],
+  rank: 'low',
+  pos: 'NOUN',
+  section: 'overview',
+  a: Object.freeze({run: null, step: null}),
+  b: Object.freeze({run: null, step: null}),
+  compare: 'diff',
+  delta: 'attention',
 });
 
 function parseIndex(text: string | undefined): number | null {
@@ -60,9 +113,32 @@ function parseIndexList(text: string | undefined): number[] | null {
   return parts.every((p) => p !== null) ? [...new Set(parts as number[])].sort((a, b) => a - b) : null;
 }
 
+function parseNameList(text: string | undefined): string[] {
+  if (!text) return [];
+  const names: string[] = [];
+  for (const part of text.split(',')) {
+    try {
+      const name = decodeURIComponent(part);
+      if (name && !names.includes(name)) names.push(name);
+    } catch {
+      // a malformed escape: skip the name
+    }
+  }
+  return names;
+}
+
+function parsePicks(text: string | undefined): HeadRef[] {
+  const picks: HeadRef[] = [];
+  for (const part of (text ?? '').split(',')) {
+    const match = /^(\d{1,6})\.(\d{1,6})$/.exec(part);
+    if (match && !picks.some(([l, h]) => l === Number(match[1]) && h === Number(match[2]))) picks.push([Number(match[1]), Number(match[2])]);
+  }
+  return picks;
+}
+
 /** The state a set of URL parameters describes; anything malformed falls back to its default. */
 export function decodeState(params: Readonly<Record<string, string>>): State {
-  const state: State = {...DEFAULT_STATE, heads: null, tokens: []};
+  const state: State = {...DEFAULT_STATE, heads: null, tokens: [], runs: [], picks: [], a: {run: null, step: null}, b: {run: null, step: null}};
   if (params.run !== undefined) state.run = params.run;
   if (params.tag !== undefined) state.tag = params.tag;
   state.step = parseIndex(params.step);
@@ -78,8 +154,23 @@ export function decodeState(params: Readonly<Record<string, string>>): State {
   const threshold = Number(params.min);
   if (params.min !== undefined && params.min !== '' && threshold >= 0 && threshold <= 1) state.threshold = threshold;
   state.topk = parseIndex(params.topk) ?? 0;
+  if (params.metric) state.metric = params.metric;
+  state.runs = parseNameList(params.runs);
+  const smoothing = Number(params.smooth);
+  if (params.smooth !== undefined && params.smooth !== '' && smoothing >= 0 && smoothing <= MAX_SMOOTHING) state.smoothing = smoothing;
+  state.xlog = params.xaxis === 'log';
+  state.picks = parsePicks(params.picks);
+  if (RANKS.includes(params.rank as Rank)) state.rank = params.rank as Rank;
+  if (params.pos && /^[A-Z]{1,8}$/.test(params.pos)) state.pos = params.pos;
+  if (SECTIONS.includes(params.section as Section)) state.section = params.section as Section;
+  state.a = {run: params.arun ?? null, step: parseIndex(params.astep)};
+  state.b = {run: params.brun ?? null, step: parseIndex(params.bstep)};
+  if (COMPARE_MODES.includes(params.compare as CompareMode)) state.compare = params.compare as CompareMode;
+  if (params.delta) state.delta = params.delta;
   return state;
 }
+
+export const MAX_SMOOTHING = 0.99;
 
 /** URL parameters for a state: only what differs from the defaults, in a fixed order. */
 export function encodeState(state: Readonly<State>): Record<string, string> {
@@ -98,6 +189,20 @@ export function encodeState(state: Readonly<State>): Record<string, string> {
   if (state.renorm) params.renorm = '1';
   if (state.threshold !== DEFAULT_STATE.threshold) params.min = String(state.threshold);
   if (state.topk !== 0) params.topk = String(state.topk);
+  if (state.metric !== DEFAULT_STATE.metric) params.metric = state.metric;
+  if (state.runs.length) params.runs = state.runs.map(encodeURIComponent).join(',');
+  if (state.smoothing !== DEFAULT_STATE.smoothing) params.smooth = String(state.smoothing);
+  if (state.xlog) params.xaxis = 'log';
+  if (state.picks.length) params.picks = state.picks.map(([l, h]) => `${l}.${h}`).join(',');
+  if (state.rank !== DEFAULT_STATE.rank) params.rank = state.rank;
+  if (state.pos !== DEFAULT_STATE.pos) params.pos = state.pos;
+  if (state.section !== DEFAULT_STATE.section) params.section = state.section;
+  if (state.a.run !== null) params.arun = state.a.run;
+  if (state.a.step !== null) params.astep = String(state.a.step);
+  if (state.b.run !== null) params.brun = state.b.run;
+  if (state.b.step !== null) params.bstep = String(state.b.step);
+  if (state.compare !== DEFAULT_STATE.compare) params.compare = state.compare;
+  if (state.delta !== DEFAULT_STATE.delta) params.delta = state.delta;
   return params;
 }
 
@@ -162,9 +267,63 @@ export function resolveSelection(tags: Tags, state: Readonly<State>): Selection 
   const tagNames = attentionTags(run);
   const tag = state.tag !== null && tagNames.includes(state.tag) ? state.tag : tagNames[0];
   const steps = [...tags[run][tag].steps].sort((a, b) => a - b);
-  let step = steps[steps.length - 1];
-  if (state.step !== null) {
-    step = steps.reduce((best, s) => (Math.abs(s - state.step!) < Math.abs(best - state.step!) ? s : best), steps[0]);
-  }
+  const step = state.step === null ? steps[steps.length - 1] : nearestStep(steps, state.step);
   return {runs, run, tags: tagNames, tag, steps, step};
+}
+
+/** The stored step nearest to `step` (steps sorted, not empty). */
+export function nearestStep(steps: readonly number[], step: number): number {
+  return steps.reduce((best, s) => (Math.abs(s - step) < Math.abs(best - step) ? s : best), steps[0]);
+}
+
+/** The metrics (`distance`, `pos/NOUN`, ...) that `run` logged for attention tag `probe`, sorted. */
+export function probeMetrics(tags: Tags, run: string, probe: string): string[] {
+  return Object.values(tags[run] ?? {})
+    .filter((info) => info.kind === 'metric' && info.probe === probe && info.metric && info.steps.length > 0)
+    .map((info) => info.metric!)
+    .sort();
+}
+
+/** The tag of one metric of a probe (http_api.md: `<probe>/<metric>`). */
+export function metricTag(probe: string, metric: string): string {
+  return `${probe}/${metric}`;
+}
+
+/** The runs that logged `metric` for `probe`, sorted. */
+export function runsWithMetric(tags: Tags, probe: string, metric: string): string[] {
+  const tag = metricTag(probe, metric);
+  return Object.keys(tags)
+    .filter((run) => tags[run][tag]?.kind === 'metric' && tags[run][tag].steps.length > 0)
+    .sort();
+}
+
+/** The heads plotted over steps: the picked ones, else the shown heads of the layer when they are
+ * a subset (a head opened in another view carries over). */
+export function plottedHeads(state: Readonly<State>): HeadRef[] {
+  if (state.picks.length) return state.picks.map(([l, h]) => [l, h]);
+  return state.heads === null ? [] : state.heads.map((h) => [state.layer, h]);
+}
+
+/** One side of a comparison, resolved against the data. */
+export interface Endpoint {
+  run: string;
+  steps: number[];
+  step: number;
+}
+
+/** A and B of the Compare view. Defaults: A is the panel's run at its first step, B the panel's run
+ * and step; a run chosen without a step starts at its first (A) or newest (B) step. Runs lacking
+ * the panel's tag fall back to the panel's run. */
+export function compareEndpoints(tags: Tags, state: Readonly<State>, selection: Selection): {runs: string[]; a: Endpoint; b: Endpoint} {
+  const runs = selection.runs.filter((run) => tags[run][selection.tag]?.kind === 'attention' && tags[run][selection.tag].steps.length > 0);
+  const resolve = (side: CompareSide, which: 'a' | 'b'): Endpoint => {
+    const run = side.run !== null && runs.includes(side.run) ? side.run : selection.run;
+    const steps = [...tags[run][selection.tag].steps].sort((x, y) => x - y);
+    let step: number;
+    if (side.step !== null) step = nearestStep(steps, side.step);
+    else if (which === 'b' && side.run === null) step = selection.step;
+    else step = which === 'a' ? steps[0] : steps[steps.length - 1];
+    return {run, steps, step};
+  };
+  return {runs, a: resolve(state.a, 'a'), b: resolve(state.b, 'b')};
 }

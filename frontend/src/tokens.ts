@@ -76,3 +76,32 @@ export function truncate(label: string, max: number): string {
   const chars = Array.from(label);
   return chars.length <= max ? label : chars.slice(0, max - 1).join('') + '…';
 }
+
+/** A token as it reads in running text: its characters, and whether a space comes before it. */
+export interface Piece {
+  text: string;
+  space: boolean;
+}
+
+/** Tokens as running text, for drawing a sentence: byte-level BPE (Ġ), SentencePiece (▁) and
+ * WordPiece (##) markers become spaces or joins; other tokenizers get a space between tokens.
+ * Special tokens and controls stay visible (displayToken). */
+export function readingPieces(tokens: readonly string[]): Piece[] {
+  const byteLevel = isByteLevel(tokens);
+  const sentencePiece = !byteLevel && tokens.some((t) => t.startsWith('\u2581'));
+  const wordPiece = !byteLevel && !sentencePiece && tokens.some((t) => t.startsWith('##'));
+  return tokens.map((token, i) => {
+    let text = byteLevel ? decodeByteLevel(token) : token;
+    let space = i > 0;
+    if (byteLevel || sentencePiece) {
+      const marker = sentencePiece ? '\u2581' : ' ';
+      space = text.startsWith(marker) && text.length > 1;
+      if (space) text = text.slice(1);
+      if (sentencePiece) text = text.replaceAll('\u2581', ' ');
+    } else if (wordPiece && token.startsWith('##') && token.length > 2) {
+      space = false;
+      text = token.slice(2);
+    }
+    return {text: displayToken(text), space};
+  });
+}

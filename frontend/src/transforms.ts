@@ -159,3 +159,38 @@ export function neuronRows(
   if (sum > 0) for (let j = 0; j < n; j++) softmax[j] /= sum;
   return {query, keys, products, scores, softmax};
 }
+
+/** One head's weights as a dense N x N matrix, queries by rows. */
+export function headMatrix(a: Attention, layer: number, head: number): Float32Array {
+  const n = a.numTokens;
+  const out = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) readRow(a, layer, head, i, out.subarray(i * n, (i + 1) * n));
+  return out;
+}
+
+/** How much one head's attention moved between A and B (same tokens): per query token, half the
+ * summed absolute difference of its row (the share of attention that went elsewhere, 0 to 1),
+ * averaged over query tokens. */
+export function attentionChange(a: Attention, b: Attention, layer: number, head: number): number {
+  const n = a.numTokens;
+  const ra = new Float32Array(n);
+  const rb = new Float32Array(n);
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    readRow(a, layer, head, i, ra);
+    readRow(b, layer, head, i, rb);
+    let moved = 0;
+    for (let j = 0; j < n; j++) moved += Math.abs(rb[j] - ra[j]);
+    total += moved / 2;
+  }
+  return n ? total / n : 0;
+}
+
+/** Positions where two token lists differ (a position one list lacks counts, with null). */
+export function tokenDifferences(a: readonly string[], b: readonly string[]): {position: number; a: string | null; b: string | null}[] {
+  const out: {position: number; a: string | null; b: string | null}[] = [];
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    if (a[i] !== b[i]) out.push({position: i, a: a[i] ?? null, b: b[i] ?? null});
+  }
+  return out;
+}

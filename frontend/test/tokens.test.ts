@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {decodeByteLevel, displayToken, exactToken, isByteLevel, truncate} from '../src/tokens';
+import {decodeByteLevel, displayToken, exactToken, isByteLevel, readingPieces, truncate} from '../src/tokens';
 
 test('spaces at the ends of a token become visible; inner spaces stay', () => {
   assert.equal(displayToken(' cat'), '·cat');
@@ -40,4 +40,17 @@ test('long labels are shortened by code points, never splitting a character', ()
   assert.equal(truncate('abcdef', 4), 'abc…');
   assert.equal(truncate('😀😀😀😀', 3), '😀😀…');
   assert.equal(truncate('abc', 3), 'abc');
+});
+
+test('tokens read as running text: byte-level spaces, WordPiece joins, other tokens spaced', () => {
+  assert.deepEqual(readingPieces(['The', 'Ġcat', 'Ġsat', 'ting', '.']), [
+    {text: 'The', space: false},
+    {text: 'cat', space: true},
+    {text: 'sat', space: true},
+    {text: 'ting', space: false},
+    {text: '.', space: false},
+  ]);
+  assert.deepEqual(readingPieces(['[CLS]', 'play', '##ing', '[SEP]']).map((p) => [p.text, p.space]), [['[CLS]', false], ['play', true], ['ing', false], ['[SEP]', true]]);
+  assert.deepEqual(readingPieces(['a', 'b']).map((p) => p.space), [false, true]);
+  assert.equal(readingPieces(['x', 'Ġ<script>', 'Ċ'])[2].text, '↵');
 });

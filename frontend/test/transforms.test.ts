@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {decodeAttention, readRow} from '../src/decode';
+import {decodeAttention, readRow, type Attention} from '../src/decode';
 import {
+  attentionChange,
   filterRow,
+  headMatrix,
   isSpecialToken,
   neuronRows,
   noFilter,
@@ -10,6 +12,7 @@ import {
   pruneRow,
   selectionRow,
   specialTokenMask,
+  tokenDifferences,
   topEntries,
 } from '../src/transforms';
 import {close, fixture} from './fixtures';
@@ -82,3 +85,37 @@ test('the neuron view softmax of scaled q·k (causal, grouped heads) matches the
     }
   }
 });
+
+test('attention change: half the L1 distance of each row, averaged over query tokens', () => {
+  const n = 3;
+  const a = attentionOf([[1, 0, 0], [1, 0, 0], [0, 0, 1]], n);
+  const b = attentionOf([[1, 0, 0], [0, 1, 0], [0, 0, 1]], n);
+  assert.ok(Math.abs(attentionChange(a, b, 0, 0) - 1 / 3) < 1e-6);
+  assert.equal(attentionChange(a, a, 0, 0), 0);
+  assert.deepEqual(Array.from(headMatrix(b, 0, 0)), [1, 0, 0, 0, 1, 0, 0, 0, 1]);
+});
+
+test('token differences name each position and what each side has there', () => {
+  assert.deepEqual(tokenDifferences(['a', 'b', 'c'], ['a', 'x', 'c', 'd']), [
+    {position: 1, a: 'b', b: 'x'},
+    {position: 3, a: null, b: 'd'},
+  ]);
+  assert.deepEqual(tokenDifferences(['a'], ['a']), []);
+});
+
+/** A one-layer, one-head dense attention of 0/1 weights (codes 0 and 255). */
+function attentionOf(rows: number[][], n: number): Attention {
+  const codes = Uint8Array.from(rows.flat().map((w) => Math.round(Math.sqrt(w) * 255)));
+  const tokens = Array.from({length: n}, (_, i) => `t${i}`);
+  return {
+    header: {tokens, num_layers: 1, num_heads: 1, num_tokens: n, causal: false, quantization: 'sqrt-u8', encoding: 'dense'},
+    tokens,
+    numLayers: 1,
+    numHeads: 1,
+    numTokens: n,
+    encoding: 'dense',
+    codes,
+    keys: null,
+    topK: 0,
+  };
+}

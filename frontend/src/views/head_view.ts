@@ -20,7 +20,7 @@ import {
 import {ArcBatch, computeArcs, type ArcSet} from './arcs';
 import {HeadPicker, HideToggle, LayerPicker, PairFilter, PruneControls, shownHeads} from './controls';
 import {ScrollingCanvas} from './scrolling_canvas';
-import type {Model, View, ViewContext} from './view';
+import type {ExampleView, Model, ViewContext} from './view';
 
 export const FONT_FAMILY = 'Roboto, "Segoe UI", system-ui, -apple-system, "Helvetica Neue", Arial, sans-serif';
 const FONT = `13px ${FONT_FAMILY}`;
@@ -72,9 +72,10 @@ interface Scene {
   arcs: ArcSet;
 }
 
-export class HeadView implements View {
+export class HeadView implements ExampleView {
   readonly id = 'head' as const;
   readonly title = 'Head';
+  readonly needs = 'example' as const;
   readonly element: HTMLElement;
   readonly toolbar: HTMLElement;
   private readonly area: ScrollingCanvas;

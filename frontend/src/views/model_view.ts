@@ -9,7 +9,7 @@ import {pairRanges, specialTokenMask, type Range, type RowFilter} from '../trans
 import {HideToggle, PairFilter, shownHeads} from './controls';
 import {FONT_FAMILY} from './head_view';
 import {ScrollingCanvas} from './scrolling_canvas';
-import type {Model, View, ViewContext} from './view';
+import type {ExampleView, Model, ViewContext} from './view';
 
 const LABEL_WIDTH = 40; // px: the layer labels on the left
 const HEADER_HEIGHT = 28; // px: the head labels on top
@@ -111,9 +111,10 @@ interface Grid {
   scrollTop: number;
 }
 
-export class ModelView implements View {
+export class ModelView implements ExampleView {
   readonly id = 'model' as const;
   readonly title = 'Model';
+  readonly needs = 'example' as const;
   readonly element: HTMLElement;
   readonly toolbar: HTMLElement;
   private readonly area: ScrollingCanvas;
@@ -126,7 +127,11 @@ export class ModelView implements View {
   private thumbsKey = '';
   private hover: {layer: number; head: number} | null = null;
 
-  constructor(private readonly context: ViewContext) {
+  /** `open`: what clicking a head does (by default: open it in the head view). */
+  constructor(
+    context: ViewContext,
+    private readonly open = (layer: number, head: number) => context.store.update({view: 'head', layer, heads: [head]}),
+  ) {
     this.pair = new PairFilter(context.store);
     this.hide = new HideToggle(context.store);
     this.toolbar = el('div', {class: 'toolbar-group'}, [this.pair.element, this.hide.element]);
@@ -137,7 +142,7 @@ export class ModelView implements View {
     this.area.canvas.addEventListener('mouseleave', () => this.setHover(null));
     this.area.canvas.addEventListener('click', (event) => {
       const hit = this.hit(event);
-      if (hit) this.context.store.update({view: 'head', layer: hit.layer, heads: [hit.head]});
+      if (hit) this.open(hit.layer, hit.head);
     });
   }
 

@@ -11,7 +11,7 @@ import {neuronRows, type NeuronRows} from '../transforms';
 import {HeadPicker, LayerPicker, shownHeads} from './controls';
 import {FONT_FAMILY} from './head_view';
 import {ScrollingCanvas} from './scrolling_canvas';
-import type {Model, View, ViewContext} from './view';
+import type {ExampleView, Model, ViewContext} from './view';
 
 const FONT = `12px ${FONT_FAMILY}`;
 const FONT_FOCUS = `600 12px ${FONT_FAMILY}`;
@@ -54,9 +54,10 @@ interface Computed {
   maxScore: number;
 }
 
-export class NeuronView implements View {
+export class NeuronView implements ExampleView {
   readonly id = 'neuron' as const;
   readonly title = 'Neuron';
+  readonly needs = 'example' as const;
   readonly element: HTMLElement;
   readonly toolbar: HTMLElement;
   private readonly area: ScrollingCanvas;

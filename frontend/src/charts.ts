@@ -1,0 +1,434 @@
+// The figures of the metric views, drawn through a Painter (screen, PNG and SVG alike): layer x
+// head heatmaps with their colour legend, line charts over steps or layers, and scatter plots.
+// Axes take their ticks and labels from d3-scale (d3-axis draws SVG elements, and these figures
+// are drawn on a canvas).
+
+import {format} from 'd3-format';
+import {line} from 'd3-shape';
+import {scaleLinear, scaleLog} from 'd3-scale';
+import {ACCENT, INK, MUTED_INK} from './colors';
+import type {ColorScale, Grid} from './metrics';
+import {textWidth, type Painter} from './painter';
+import type {HeadRef} from './state';
+import {FONT_FAMILY} from './views/head_view';
+
+export const FONT_TITLE = `500 12px ${FONT_FAMILY}`;
+export const FONT_LABEL = `11px ${FONT_FAMILY}`;
+export const FONT_SMALL = `10px ${FONT_FAMILY}`;
+const GRID_LINE = '#eeeeee';
+const AXIS_LINE = '#bdbdbd';
+const MISSING_FILL = '#f1f1f1';
+const MISSING_MARK = '#bdbdbd';
+
+export interface Rect {
+  x: number;
+  y: number;
+  w: number;
+  h: number;
+}
+
+export function inside(r: Rect, x: number, y: number): boolean {
+  return x >= r.x && x < r.x + r.w && y >= r.y && y < r.y + r.h;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Heatmap: layers down, heads across (as the poster and the model view lay them out)
+
+export const HEATMAP_LEFT = 30; // px left of the cells: layer labels
+export const HEATMAP_TOP = 16; // px above the cells: head labels
+
+export class HeatmapGeometry {
+  constructor(
+    /** top-left corner of the cells */
+    readonly x: number,
+    readonly y: number,
+    readonly rows: number,
+    readonly cols: number,
+    readonly cellW: number,
+    readonly cellH: number,
+  ) {}
+
+  get width(): number {
+    return this.cols * this.cellW;
+  }
+
+  get height(): number {
+    return this.rows * this.cellH;
+  }
+
+  /** The figure's whole box, labels included. */
+  get outer(): Rect {
+    return {x: this.x - HEATMAP_LEFT, y: this.y - HEATMAP_TOP, w: this.width + HEATMAP_LEFT, h: this.height + HEATMAP_TOP};
+  }
+
+  cell(layer: number, head: number): Rect {
+    return {x: this.x + head * this.cellW, y: this.y + layer * this.cellH, w: this.cellW, h: this.cellH};
+  }
+
+  hit(px: number, py: number): HeadRef | null {
+    const head = Math.floor((px - this.x) / this.cellW);
+    const layer = Math.floor((py - this.y) / this.cellH);
+    return head >= 0 && head < this.cols && layer >= 0 && layer < this.rows ? [layer, head] : null;
+  }
+}
+
+/** Cells as large as fit in `box` (labels included), at most `maxCell` px, at least 3 px tall. */
+export function fitHeatmap(box: Rect, rows: number, cols: number, maxCell = 34): HeatmapGeometry {
+  const cellW = Math.max(4, Math.min(maxCell, Math.floor((box.w - HEATMAP_LEFT) / cols)));
+  const cellH = Math.max(3, Math.min(cellW, Math.floor((box.h - HEATMAP_TOP) / rows)));
+  return new HeatmapGeometry(box.x + HEATMAP_LEFT, box.y + HEATMAP_TOP, rows, cols, cellW, cellH);
+}
+
+export interface HeatmapMarks {
+  /** outlined in the accent colour */
+  picked?: readonly HeadRef[];
+  hover?: HeadRef | null;
+}
+
+const labelEvery = (size: number, minimum: number) => Math.max(1, Math.ceil(minimum / size));
+
+export function paintHeatmap(painter: Painter, g: HeatmapGeometry, grid: Grid, scale: ColorScale, marks: HeatmapMarks = {}): void {
+  const gap = g.cellW >= 10 && g.cellH >= 6 ? 1 : 0;
+  const missing: number[] = [];
+  for (let l = 0; l < g.rows; l++) {
+    for (let h = 0; h < g.cols; h++) {
+      const c = g.cell(l, h);
+      const v = grid[l]?.[h];
+      if (v === null || v === undefined || !Number.isFinite(v)) {
+        painter.rect(c.x, c.y, c.w - gap, c.h - gap, MISSING_FILL);
+        missing.push(c.x + 1, c.y + c.h - gap - 1, c.x + c.w - gap - 1, c.y + 1);
+      } else {
+        painter.rect(c.x, c.y, c.w - gap, c.h - gap, scale.color(v));
+      }
+    }
+  }
+  painter.lines(missing, missing.length / 4, MISSING_MARK, 1, 1);
+  const everyHead = labelEvery(g.cellW, 16);
+  for (let h = 0; h < g.cols; h += everyHead) {
+    painter.text(String(h), g.x + (h + 0.5) * g.cellW, g.y - 8, {font: FONT_SMALL, color: MUTED_INK, align: 'center'});
+  }
+  const everyLayer = labelEvery(g.cellH, 12);
+  for (let l = 0; l < g.rows; l += everyLayer) {
+    painter.text(`L${l}`, g.x - 5, g.y + (l + 0.5) * g.cellH, {font: FONT_SMALL, color: MUTED_INK, align: 'right'});
+  }
+  for (const [l, h] of marks.picked ?? []) {
+    if (l >= g.rows || h >= g.cols) continue;
+    const c = g.cell(l, h);
+    painter.strokeRect(c.x - 1, c.y - 1, c.w - gap + 2, c.h - gap + 2, ACCENT, 2);
+  }
+  if (marks.hover) {
+    const c = g.cell(marks.hover[0], marks.hover[1]);
+    painter.strokeRect(c.x - 0.5, c.y - 0.5, c.w - gap + 1, c.h - gap + 1, INK, 1.5);
+  }
+}
+
+export function hasMissing(grid: Grid): boolean {
+  return grid.some((row) => row.some((v) => v === null || !Number.isFinite(v)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Colour legend
+
+export const LEGEND_HEIGHT = 34; // px: bar, ticks and labels
+
+const rampCanvases = new WeakMap<ColorScale, HTMLCanvasElement>();
+
+function rampCanvas(scale: ColorScale): HTMLCanvasElement {
+  let canvas = rampCanvases.get(scale);
+  if (!canvas) {
+    canvas = document.createElement('canvas');
+    canvas.width = 128;
+    canvas.height = 1;
+    const ctx = canvas.getContext('2d')!;
+    for (let i = 0; i < 128; i++) {
+      ctx.fillStyle = scale.ramp(i / 127);
+      ctx.fillRect(i, 0, 1, 1);
+    }
+    rampCanvases.set(scale, canvas);
+  }
+  return canvas;
+}
+
+/** A horizontal colour bar with ticks; `missing` adds the key of cells without a value. */
+export function paintLegend(painter: Painter, x: number, y: number, w: number, scale: ColorScale, missing = false, missingText = 'no value'): void {
+  let barW = w;
+  if (missing) {
+    const text = textWidth(missingText, FONT_SMALL);
+    barW = Math.max(60, w - text - 26);
+    const mx = x + barW + 12;
+    painter.rect(mx, y, 10, 8, MISSING_FILL);
+    painter.lines([mx + 1, y + 7, mx + 9, y + 1], 1, MISSING_MARK, 1, 1);
+    painter.text(missingText, mx + 14, y + 4, {font: FONT_SMALL, color: MUTED_INK});
+  }
+  painter.image(rampCanvas(scale), x, y, barW, 8, true);
+  painter.strokeRect(x + 0.5, y + 0.5, barW - 1, 7, '#e0e0e0', 1);
+  const [lo, hi] = scale.domain;
+  const ticks = scale.ticks.filter((t) => t >= lo && t <= hi);
+  const at = (v: number) => x + scale.position(v) * barW;
+  const xy: number[] = [];
+  for (const t of ticks) xy.push(at(t), y + 8, at(t), y + 12);
+  painter.lines(xy, ticks.length, AXIS_LINE, 1, 1);
+  for (const t of ticks) painter.text(scale.format(t), at(t), y + 19, {font: FONT_SMALL, color: MUTED_INK, align: 'center'});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Line charts: over steps (linear or log axis) or over layers
+
+export interface Line {
+  key: string;
+  label: string;
+  color: string;
+  xs: readonly number[];
+  /** what is drawn: smoothed values when smoothing is on */
+  ys: readonly (number | null)[];
+  /** the values before smoothing, drawn faint behind (TensorBoard's style) */
+  raw?: readonly (number | null)[];
+  width?: number;
+  dash?: number[];
+  alpha?: number;
+}
+
+export interface Dot {
+  x: number;
+  y: number;
+  color: string;
+  head: HeadRef;
+  r?: number;
+}
+
+export interface AxisSpec {
+  domain: [number, number];
+  log?: boolean;
+  /** ticks at integers only (layers) */
+  integer?: boolean;
+  label?: string;
+}
+
+const MARGIN = {top: 24, right: 12, bottom: 30, left: 46};
+const LOG_ZERO_GAP = 12; // px between step 0 (drawn at the axis start) and the log scale
+
+const siFormat = format('~s');
+
+/** A step as an axis label: exact up to 9999 (as TensorBoard writes steps), then 12k, 1.5M. */
+export function stepText(step: number): string {
+  return Math.abs(step) < 10_000 ? String(Math.round(step * 1000) / 1000) : siFormat(step);
+}
+
+/** An x axis over steps or layers. A log axis starts at the smallest positive value; values <= 0
+ * (step 0) sit at its left end, marked `0`. */
+class XAxis {
+  private readonly linear;
+  private readonly logScale;
+  private readonly hasZero: boolean;
+
+  constructor(
+    private readonly spec: AxisSpec,
+    private readonly x0: number,
+    x1: number,
+    positiveMin: number,
+  ) {
+    const [lo, hi] = spec.domain;
+    this.linear = scaleLinear().domain(lo === hi ? [lo - 1, hi + 1] : [lo, hi]).range([x0, x1]);
+    this.hasZero = lo <= 0;
+    const min = Math.max(positiveMin, 1e-9);
+    this.logScale = scaleLog()
+      .domain(min >= hi ? [min, min * 10] : [min, hi])
+      .range([this.hasZero ? x0 + LOG_ZERO_GAP : x0, x1]);
+  }
+
+  x(value: number): number {
+    if (!this.spec.log) return this.linear(value);
+    return value <= 0 ? this.x0 : this.logScale(value);
+  }
+
+  ticks(width: number): {value: number; label: string}[] {
+    if (this.spec.log) {
+      const out = this.logScale
+        .ticks()
+        .filter((t) => Math.abs(Math.log10(t) - Math.round(Math.log10(t))) < 1e-9)
+        .map((t) => ({value: t, label: stepText(t)}));
+      return this.hasZero ? [{value: 0, label: '0'}, ...out] : out;
+    }
+    const count = Math.max(2, Math.floor(width / 70));
+    let ticks = this.linear.ticks(count);
+    if (this.spec.integer) ticks = ticks.filter((t) => Number.isInteger(t));
+    return ticks.map((t) => ({value: t, label: stepText(t)}));
+  }
+
+  invert(px: number): number {
+    if (!this.spec.log) return this.linear.invert(px);
+    return px <= this.x0 + LOG_ZERO_GAP / 2 && this.hasZero ? 0 : this.logScale.invert(px);
+  }
+}
+
+/** The smallest finite and largest finite value of some series, padded; [0, 1] when empty. */
+export function extentOf(series: Iterable<readonly (number | null)[]>, pad = 0.06): [number, number] {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const values of series) {
+    for (const v of values) {
+      if (v === null || !Number.isFinite(v)) continue;
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
+  }
+  if (lo > hi) return [0, 1];
+  if (lo === hi) return [lo - (Math.abs(lo) || 1) * 0.1, hi + (Math.abs(hi) || 1) * 0.1];
+  const p = (hi - lo) * pad;
+  return [lo - p, hi + p];
+}
+
+export interface ChartMarks {
+  /** a dashed vertical line at this x (the step shown elsewhere) */
+  marker?: number | null;
+  /** a solid vertical line at this x (the hovered step) */
+  cursor?: number | null;
+  /** the line drawn on top, thicker; others fade */
+  highlight?: string | null;
+  /** the dot outlined */
+  hoverDot?: Dot | null;
+}
+
+export class LineChart {
+  readonly plot: Rect;
+  readonly xAxis: XAxis;
+  readonly y;
+
+  constructor(
+    readonly box: Rect,
+    readonly title: string,
+    x: AxisSpec,
+    yDomain: [number, number],
+    readonly subtitle = '',
+    positiveMin = 1,
+  ) {
+    this.plot = {x: box.x + MARGIN.left, y: box.y + MARGIN.top, w: box.w - MARGIN.left - MARGIN.right, h: box.h - MARGIN.top - MARGIN.bottom};
+    this.xAxis = new XAxis(x, this.plot.x, this.plot.x + this.plot.w, positiveMin);
+    this.y = scaleLinear().domain(yDomain).range([this.plot.y + this.plot.h, this.plot.y]).nice(4);
+  }
+
+  x(value: number): number {
+    return this.xAxis.x(value);
+  }
+
+  paint(painter: Painter, lines: readonly Line[], dots: readonly Dot[] = [], marks: ChartMarks = {}): void {
+    const {plot, y} = this;
+    painter.text(this.title, this.box.x + 4, this.box.y + 10, {font: FONT_TITLE, color: INK});
+    if (this.subtitle) {
+      const at = this.box.x + 4 + textWidth(this.title, FONT_TITLE) + 8;
+      painter.text(this.subtitle, at, this.box.y + 10, {font: FONT_SMALL, color: MUTED_INK});
+    }
+    // y grid and labels
+    const yTicks = y.ticks(Math.max(2, Math.floor(plot.h / 40)));
+    const yFormat = y.tickFormat(Math.max(2, Math.floor(plot.h / 40)));
+    const grid: number[] = [];
+    for (const t of yTicks) grid.push(plot.x, y(t), plot.x + plot.w, y(t));
+    for (const t of this.xAxis.ticks(plot.w)) grid.push(this.x(t.value), plot.y, this.x(t.value), plot.y + plot.h);
+    painter.lines(grid, grid.length / 4, GRID_LINE, 1, 1);
+    painter.lines([plot.x, plot.y + plot.h, plot.x + plot.w, plot.y + plot.h, plot.x, plot.y, plot.x, plot.y + plot.h], 2, AXIS_LINE, 1, 1);
+    for (const t of yTicks) painter.text(yFormat(t), plot.x - 5, y(t), {font: FONT_SMALL, color: MUTED_INK, align: 'right'});
+    for (const t of this.xAxis.ticks(plot.w)) {
+      painter.text(t.label, this.x(t.value), plot.y + plot.h + 10, {font: FONT_SMALL, color: MUTED_INK, align: 'center'});
+    }
+    if (marks.marker !== null && marks.marker !== undefined) {
+      const mx = this.x(marks.marker);
+      painter.path((c) => {
+        c.moveTo(mx, plot.y);
+        c.lineTo(mx, plot.y + plot.h);
+      }, {stroke: ACCENT, width: 1, dash: [3, 3]});
+    }
+    painter.clip(plot.x - 4, plot.y - 4, plot.w + 8, plot.h + 8, () => {
+      const highlight = marks.highlight ?? null;
+      const ordered = highlight ? [...lines.filter((l) => l.key !== highlight), ...lines.filter((l) => l.key === highlight)] : lines;
+      for (const l of ordered) {
+        const faded = highlight !== null && l.key !== highlight;
+        if (l.raw) this.polyline(painter, l.xs, l.raw, {stroke: l.color, width: 1, alpha: 0.25 * (faded ? 0.4 : 1)});
+        this.polyline(painter, l.xs, l.ys, {
+          stroke: l.color,
+          width: (l.width ?? 1.5) + (l.key === highlight ? 1 : 0),
+          alpha: (l.alpha ?? 1) * (faded ? 0.25 : 1),
+          dash: l.dash,
+        });
+      }
+      for (const d of dots) {
+        const r = d.r ?? 2.5;
+        painter.path((c) => c.arc(this.x(d.x), y(d.y), r, 0, 2 * Math.PI), {fill: d.color, alpha: 0.85});
+      }
+      if (marks.hoverDot) {
+        const d = marks.hoverDot;
+        painter.path((c) => c.arc(this.x(d.x), y(d.y), (d.r ?? 2.5) + 2, 0, 2 * Math.PI), {stroke: INK, width: 1.5});
+      }
+    });
+    if (marks.cursor !== null && marks.cursor !== undefined) {
+      const cx = this.x(marks.cursor);
+      painter.lines([cx, plot.y, cx, plot.y + plot.h], 1, MUTED_INK, 0.6, 1);
+    }
+  }
+
+  /** A series as a line; gaps at missing values; a lone point as a dot. */
+  private polyline(painter: Painter, xs: readonly number[], ys: readonly (number | null)[], style: {stroke: string; width: number; alpha: number; dash?: number[]}): void {
+    const points: [number, number | null][] = xs.map((x, i) => [x, ys[i] ?? null]);
+    const defined = (p: [number, number | null]) => p[1] !== null && Number.isFinite(p[1]);
+    painter.path(
+      (c) =>
+        line<[number, number | null]>()
+          .defined(defined)
+          .x((p) => this.x(p[0]))
+          .y((p) => this.y(p[1]!))
+          .context(c as unknown as CanvasRenderingContext2D)(points),
+      style,
+    );
+    // Points with no defined neighbour draw nothing as a line: show them as dots.
+    points.forEach((p, i) => {
+      if (!defined(p) || (i > 0 && defined(points[i - 1])) || (i + 1 < points.length && defined(points[i + 1]))) return;
+      painter.path((c) => c.arc(this.x(p[0]), this.y(p[1]!), Math.max(2.5, style.width + 1), 0, 2 * Math.PI), {fill: style.stroke, alpha: style.alpha});
+    });
+  }
+
+  /** The x value under a pointer, snapped to the nearest of `xs`. */
+  nearestX(px: number, xs: readonly number[]): number | null {
+    if (!xs.length) return null;
+    let best = xs[0];
+    for (const x of xs) if (Math.abs(this.x(x) - px) < Math.abs(this.x(best) - px)) best = x;
+    return best;
+  }
+
+  /** The line passing closest (vertically) to a pointer at the x of `xs` nearest to it. */
+  nearestLine(px: number, py: number, lines: readonly Line[]): {line: Line; index: number} | null {
+    let best: {line: Line; index: number; distance: number} | null = null;
+    for (const l of lines) {
+      const x = this.nearestX(px, l.xs);
+      if (x === null) continue;
+      const index = l.xs.indexOf(x);
+      const v = l.ys[index];
+      if (v === null || v === undefined || !Number.isFinite(v)) continue;
+      const distance = Math.hypot(this.x(x) - px, this.y(v) - py);
+      if (!best || distance < best.distance) best = {line: l, index, distance};
+    }
+    return best && best.distance < 40 ? best : null;
+  }
+
+  nearestDot(px: number, py: number, dots: readonly Dot[]): Dot | null {
+    let best: Dot | null = null;
+    let distance = 10; // px
+    for (const d of dots) {
+      const dd = Math.hypot(this.x(d.x) - px, this.y(d.y) - py);
+      if (dd < distance) [best, distance] = [d, dd];
+    }
+    return best;
+  }
+}
+
+/** A scatter plot of heads, with a title line that states the correlation. */
+export class ScatterChart extends LineChart {
+  constructor(box: Rect, title: string, subtitle: string, xDomain: [number, number], yDomain: [number, number]) {
+    super(box, title, {domain: xDomain}, yDomain, subtitle);
+  }
+}
+
+/** Axis titles: x below the ticks, y along the left edge (as text above the axis). */
+export function paintAxisTitles(painter: Painter, chart: LineChart, x: string, y: string): void {
+  const {plot} = chart;
+  if (x) painter.text(x, plot.x + plot.w, plot.y + plot.h + 22, {font: FONT_SMALL, color: MUTED_INK, align: 'right'});
+  if (y) painter.text(y, plot.x + 4, plot.y + 6, {font: FONT_SMALL, color: MUTED_INK, align: 'left'});
+}

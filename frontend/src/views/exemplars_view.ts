@@ -1,0 +1,417 @@
+// Exemplars view: for one head, the inputs that excite it most (their largest weight between two
+// tokens after the first), each drawn as a sentence with that arc of maximum attention above it,
+// as the poster shows them. A map of every head's best score picks the head; clicking an input
+// opens it in the head view, where its attention is stored.
+
+import type {Exemplars} from '../api';
+import {FONT_SMALL, FONT_TITLE, HeatmapGeometry, HEATMAP_LEFT, HEATMAP_TOP, LEGEND_HEIGHT, paintHeatmap, paintLegend} from '../charts';
+import {ACCENT, headColors, INK, MUTED_INK} from '../colors';
+import {Latest} from '../data';
+import {el, frameThrottle} from '../dom';
+import {shareScale, valueText, type Grid} from '../metrics';
+import {CanvasPainter, textWidth, type Painter} from '../painter';
+import {nearestStep, type HeadRef} from '../state';
+import {displayToken, exactToken, isByteLevel, readingPieces, truncate} from '../tokens';
+import {Tooltip} from '../tooltip';
+import {HeadPicker, LayerPicker} from './controls';
+import {FONT_FAMILY} from './head_view';
+import {ScrollingCanvas} from './scrolling_canvas';
+import type {DataModel, DataView, ViewContext} from './view';
+
+const FONT = `13px ${FONT_FAMILY}`;
+const FONT_BOLD = `600 13px ${FONT_FAMILY}`;
+const PAD = 16; // px around the list
+const ROW_HEIGHT = 96; // px per exemplar
+const BOX_PAD = 3; // px around a highlighted token
+const TOKEN_LINE = 70; // px from a row's top to its tokens' baseline middle
+const MAX_TOKEN_CHARS = 24;
+const SIDE_WIDTH = 250; // px: the head map
+const MAP_CELL = 22; // px, at most
+const ELLIPSIS = '…';
+
+/** One drawn token or an elision mark, at x (left edge) with its width. */
+interface Item {
+  index: number | null;
+  label: string;
+  x: number;
+  w: number;
+}
+
+interface Row {
+  rank: number;
+  input: number;
+  score: number;
+  from: number;
+  to: number;
+  tokens: string[];
+  text: string | null;
+  example: number | null;
+  items: Item[];
+  top: number;
+}
+
+export class ExemplarsView implements DataView {
+  readonly id = 'exemplars' as const;
+  readonly title = 'Exemplars';
+  readonly needs = 'data' as const;
+  readonly element: HTMLElement;
+  readonly toolbar: HTMLElement;
+  private readonly layerPicker: LayerPicker;
+  private readonly headPicker: HeadPicker;
+  private readonly mapCanvas: HTMLCanvasElement;
+  private readonly side: HTMLElement;
+  private readonly area: ScrollingCanvas;
+  private readonly message: HTMLElement;
+  private readonly inspector: HTMLElement;
+  private readonly tooltip: Tooltip;
+  private readonly table = new Latest<Exemplars>();
+  private model: DataModel | null = null;
+  private head: HeadRef = [0, 0];
+  private rows: Row[] = [];
+  private best: Grid = [];
+  private map: HeatmapGeometry | null = null;
+  private mapHeight = 0;
+  private hoverRow: number | null = null;
+  private hoverHead: HeadRef | null = null;
+  private contentHeight = 0;
+
+  constructor(private readonly context: ViewContext) {
+    const {store} = context;
+    this.layerPicker = new LayerPicker(store);
+    this.headPicker = new HeadPicker(store, true);
+    this.toolbar = el('div', {class: 'toolbar-group'}, [this.layerPicker.element, this.headPicker.element]);
+    this.mapCanvas = el('canvas', {class: 'figure-static', attrs: {'data-figure': 'exemplar-heads'}});
+    this.side = el('div', {class: 'metrics-side exemplars-side'}, [this.mapCanvas]);
+    this.area = new ScrollingCanvas('exemplars', () => this.draw());
+    this.message = el('div', {class: 'message', attrs: {'data-message': 'exemplars'}});
+    this.inspector = el('div', {class: 'inspector'});
+    this.element = el('div', {class: 'view view-exemplars'}, [this.message, el('div', {class: 'metrics-layout'}, [this.side, this.area.element]), this.inspector]);
+    this.tooltip = new Tooltip(this.element);
+    this.area.canvas.addEventListener('mousemove', frameThrottle((event: MouseEvent) => this.pointer(event)));
+    this.area.canvas.addEventListener('mouseleave', () => {
+      this.hoverRow = null;
+      this.tooltip.hide();
+      this.draw();
+    });
+    this.area.canvas.addEventListener('click', (event) => this.open(this.rowAt(event)));
+    this.mapCanvas.addEventListener('mousemove', frameThrottle((event: MouseEvent) => this.mapPointer(event)));
+    this.mapCanvas.addEventListener('mouseleave', () => {
+      this.hoverHead = null;
+      this.tooltip.hide();
+      this.drawMap();
+    });
+    this.mapCanvas.addEventListener('click', (event) => {
+      const head = this.mapHit(event);
+      if (head) store.update({layer: head[0], heads: [head[1]]});
+    });
+  }
+
+  get width(): number {
+    return SIDE_WIDTH + this.area.width;
+  }
+
+  get height(): number {
+    return Math.max(this.mapHeight, this.contentHeight);
+  }
+
+  exportName(): (string | number)[] {
+    const t = this.table.value;
+    return t ? [t.run, t.tag, `step${t.step}`, `layer${this.head[0]}`, `head${this.head[1]}`] : [];
+  }
+
+  update(model: DataModel): void {
+    this.model = model;
+    const {state, tags, selection} = model;
+    const tag = `${selection.tag}/exemplars`;
+    const info = tags[selection.run][tag];
+    if (info?.kind !== 'exemplars' || !info.steps.length) {
+      return this.show(`Run ${JSON.stringify(selection.run)} logged no exemplars for ${JSON.stringify(selection.tag)}. A Probe logs them with its metrics; tb-attention analyze logs them for a corpus.`);
+    }
+    const step = nearestStep([...info.steps].sort((a, b) => a - b), selection.step);
+    this.table.load(JSON.stringify([selection.run, tag, step]), () => this.context.data.exemplars(selection.run, tag, step), () => this.model && this.update(this.model), 'the exemplars');
+    if (this.table.error) return this.show(this.table.error);
+    const table = this.table.value;
+    if (!table || table.run !== selection.run || table.tag !== tag) return this.show('Loading the exemplars…');
+    const layer = Math.min(state.layer, table.num_layers - 1);
+    const head = Math.min(state.heads?.[0] ?? 0, table.num_heads - 1);
+    this.head = [layer, head];
+    this.layerPicker.set(table.num_layers, layer);
+    this.headPicker.set(headColors(table.num_heads), [head]);
+    this.best = table.heads.map((row) => row.map((list) => list[0]?.score ?? null));
+    const list = table.heads[layer]?.[head] ?? [];
+    this.rows = list.map((e, rank) => {
+      const input = table.inputs[e.input];
+      return {
+        rank,
+        input: e.input,
+        score: e.score,
+        from: e.from,
+        to: e.to,
+        tokens: input?.tokens ?? [],
+        text: input?.text ?? null,
+        example: input?.example ?? null,
+        items: [],
+        top: PAD + rank * ROW_HEIGHT,
+      };
+    });
+    this.message.hidden = true;
+    this.element.classList.remove('view-empty');
+    this.inspector.replaceChildren(
+      el('span', {class: 'inspector-token', text: `${table.run} · ${selection.tag} · step ${table.step} · layer ${layer}, head ${head}`}),
+      el('span', {
+        class: 'hint',
+        text: list.length
+          ? ` · its top ${list.length} input${list.length > 1 ? 's' : ''} by largest weight · click one to open it in the head view`
+          : ' · no exemplars for this head',
+      }),
+    );
+    this.resize();
+  }
+
+  private show(message: string): void {
+    this.message.hidden = false;
+    this.message.textContent = message;
+    this.element.classList.add('view-empty');
+    this.tooltip.hide();
+  }
+
+  resize(): void {
+    if (!this.model || !this.table.value || this.element.classList.contains('view-empty')) return;
+    const table = this.table.value;
+    const cell = Math.max(6, Math.min(MAP_CELL, Math.floor((SIDE_WIDTH - 28 - HEATMAP_LEFT) / table.num_heads)));
+    const cellH = Math.max(4, Math.min(cell, Math.floor((this.element.clientHeight * 0.6) / table.num_layers)));
+    this.map = new HeatmapGeometry(14 + HEATMAP_LEFT, 44 + HEATMAP_TOP, table.num_layers, table.num_heads, cell, cellH);
+    this.mapHeight = this.map.y + this.map.height + 14 + LEGEND_HEIGHT + 40;
+    this.side.style.width = `${SIDE_WIDTH}px`;
+    this.mapCanvas.style.height = `${this.mapHeight}px`;
+    this.contentHeight = PAD + this.rows.length * ROW_HEIGHT + PAD;
+    this.area.fit(this.contentHeight, 0);
+    for (const row of this.rows) row.items = this.layoutTokens(row, this.area.width - 2 * PAD - 16);
+    this.drawMap();
+    this.draw();
+  }
+
+  /** The tokens of one input on one line, as running text: all of them when they fit, else a
+   * window around the arc (and when the arc itself is too long, its two ends, the middle elided). */
+  private layoutTokens(row: Row, width: number): Item[] {
+    const pieces = readingPieces(row.tokens).map((p) => ({...p, text: truncate(p.text, MAX_TOKEN_CHARS)}));
+    const space = textWidth(' ', FONT);
+    const bold = (i: number) => i === row.from || i === row.to;
+    // Highlighted tokens get a little room on each side for their box.
+    const w = pieces.map((p, i) => textWidth(p.text, bold(i) ? FONT_BOLD : FONT) + (p.space ? space : 0) + (bold(i) ? 2 * BOX_PAD : 0));
+    const ellipsis = textWidth(ELLIPSIS, FONT) + 2 * space;
+    const sum = (a: number, b: number) => w.slice(a, b + 1).reduce((s, x) => s + x, 0);
+    const n = row.tokens.length;
+    const lo = Math.max(0, Math.min(row.from, row.to, n - 1));
+    const hi = Math.max(0, Math.min(Math.max(row.from, row.to), n - 1));
+    let indices: (number | null)[];
+    if (sum(0, n - 1) <= width) {
+      indices = Array.from({length: n}, (_, i) => i);
+    } else if (sum(lo, hi) + 2 * ellipsis <= width) {
+      let a = lo;
+      let b = hi;
+      for (let grew = true; grew; ) {
+        grew = false;
+        if (a > 0 && sum(a - 1, b) + 2 * ellipsis <= width) [a, grew] = [a - 1, true];
+        if (b < n - 1 && sum(a, b + 1) + 2 * ellipsis <= width) [b, grew] = [b + 1, true];
+      }
+      indices = [...(a > 0 ? [null] : []), ...Array.from({length: b - a + 1}, (_, i) => a + i), ...(b < n - 1 ? [null] : [])];
+    } else {
+      let k = 0;
+      while (lo + k + 1 < hi - k - 1 && sum(lo, lo + k + 1) + sum(hi - k - 1, hi) + 3 * ellipsis <= width) k++;
+      indices = [
+        ...(lo > 0 ? [null] : []),
+        ...Array.from({length: k + 1}, (_, i) => lo + i),
+        null,
+        ...Array.from({length: k + 1}, (_, i) => hi - k + i),
+        ...(hi < n - 1 ? [null] : []),
+      ];
+    }
+    let x = PAD + 10;
+    return indices.map((index, t) => {
+      if (index === null) {
+        const item = {index, label: ELLIPSIS, x: x + space, w: ellipsis - 2 * space};
+        x += ellipsis;
+        return item;
+      }
+      const piece = pieces[index];
+      if (piece.space && t > 0) x += space;
+      if (bold(index)) x += BOX_PAD;
+      const item = {index, label: piece.text, x, w: textWidth(piece.text, bold(index) ? FONT_BOLD : FONT)};
+      x += item.w + (bold(index) ? BOX_PAD : 0);
+      return item;
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  private paintMap(painter: Painter): void {
+    const table = this.table.value!;
+    const g = this.map!;
+    painter.text('Heads', 14, 12, {font: FONT_TITLE, color: INK});
+    painter.text('colour: each head’s largest weight', 14, 28, {font: FONT_SMALL, color: MUTED_INK});
+    const scale = shareScale(1);
+    paintHeatmap(painter, g, this.best, scale, {picked: [this.head], hover: this.hoverHead});
+    paintLegend(painter, g.x, g.y + g.height + 12, Math.min(g.width, 180), scale);
+    painter.text(`${table.num_layers} layers × ${table.num_heads} heads · click one`, 14, g.y + g.height + 12 + LEGEND_HEIGHT + 8, {
+      font: FONT_SMALL,
+      color: MUTED_INK,
+    });
+  }
+
+  private drawMap(): void {
+    if (!this.map) return;
+    this.paintMap(new CanvasPainter(this.mapCanvas, SIDE_WIDTH, this.mapHeight));
+  }
+
+  /** The export: the head map, then the exemplars. */
+  paint(painter: Painter): void {
+    if (!this.map) return;
+    this.paintMap(painter);
+    painter.translate(SIDE_WIDTH, 0, () => this.paintList(painter));
+  }
+
+  private paintList(painter: Painter): void {
+    const [layer, head] = this.head;
+    const color = headColors(this.table.value?.num_heads ?? 1)[head] ?? ACCENT;
+    const width = this.area.width;
+    if (!this.rows.length) {
+      painter.text(`Layer ${layer}, head ${head} has no exemplars at this step.`, PAD, PAD + 10, {font: FONT, color: MUTED_INK});
+    }
+    for (const row of this.rows) {
+      const top = row.top;
+      if (this.hoverRow === row.rank) painter.rect(PAD, top, width - 2 * PAD, ROW_HEIGHT - 8, '#f5f5f5');
+      painter.strokeRect(PAD + 0.5, top + 0.5, width - 2 * PAD - 1, ROW_HEIGHT - 9, '#e0e0e0', 1);
+      const q = row.tokens[row.from] ?? '';
+      const k = row.tokens[row.to] ?? '';
+      const byteLevel = isByteLevel(row.tokens);
+      const head = `#${row.rank + 1}`;
+      painter.text(head, PAD + 8, top + 14, {font: FONT_TITLE, color: INK});
+      const headline = `weight ${valueText(row.score)} · ${truncate(displayToken(q, byteLevel), 20)} (${row.from}) → ${truncate(displayToken(k, byteLevel), 20)} (${row.to})`;
+      painter.text(headline, PAD + 8 + textWidth(head, FONT_TITLE) + 8, top + 14, {font: FONT_SMALL, color: MUTED_INK});
+      painter.text(row.example === null ? 'weights not stored' : 'open in the head view ›', width - PAD - 10, top + 14, {
+        font: FONT_SMALL,
+        color: row.example === null ? '#bdbdbd' : this.hoverRow === row.rank ? ACCENT : MUTED_INK,
+        align: 'right',
+      });
+      const y = top + TOKEN_LINE;
+      const center = (index: number) => {
+        const item = row.items.find((it) => it.index === index);
+        return item ? item.x + item.w / 2 : null;
+      };
+      for (const item of row.items) {
+        const isQuery = item.index === row.from;
+        const isKey = item.index === row.to;
+        if (isKey || isQuery) painter.rect(item.x - BOX_PAD, y - 10, item.w + 2 * BOX_PAD, 20, color, isKey ? 0.22 : 0.08);
+        painter.text(item.label, item.x, y, {font: isQuery || isKey ? FONT_BOLD : FONT, color: item.index === null ? MUTED_INK : INK});
+      }
+      const x1 = center(row.from);
+      const x2 = center(row.to);
+      if (x1 !== null && x2 !== null) this.paintArc(painter, x1, x2, y - 12, color);
+    }
+  }
+
+  /** The arc of maximum attention, from the query token up and over to the key, arrow at the key. */
+  private paintArc(painter: Painter, x1: number, x2: number, base: number, color: string): void {
+    if (Math.abs(x1 - x2) < 1) {
+      painter.path((c) => {
+        c.moveTo(x1 - 4, base);
+        c.bezierCurveTo(x1 - 14, base - 26, x1 + 14, base - 26, x1 + 4, base);
+      }, {stroke: color, width: 2.25});
+    } else {
+      const height = Math.min(36, 12 + Math.abs(x2 - x1) * 0.18);
+      painter.path((c) => {
+        c.moveTo(x1, base);
+        c.bezierCurveTo(x1, base - height, x2, base - height, x2, base);
+      }, {stroke: color, width: 2.25});
+    }
+    painter.path((c) => {
+      c.moveTo(x2 - 4, base - 6);
+      c.lineTo(x2, base);
+      c.lineTo(x2 + 4, base - 6);
+    }, {stroke: color, width: 2.25});
+    painter.path((c) => c.arc(x1, base, 2.5, 0, 2 * Math.PI), {fill: color});
+  }
+
+  private draw(): void {
+    if (!this.table.value) return;
+    const painter = this.area.painter();
+    painter.translate(0, -this.area.scrollTop, () => this.paintList(painter));
+    const data = this.area.canvas.dataset;
+    data.head = `${this.head[0]}.${this.head[1]}`;
+    data.step = String(this.table.value.step);
+    data.rows = JSON.stringify(this.rows.map((r) => ({input: r.input, score: r.score, from: r.from, to: r.to, example: r.example, top: r.top - this.area.scrollTop, height: ROW_HEIGHT})));
+  }
+
+  private rowAt(event: MouseEvent): Row | null {
+    const {x, y} = this.area.point(event);
+    const cy = y + this.area.scrollTop;
+    return this.rows.find((r) => cy >= r.top && cy < r.top + ROW_HEIGHT - 8 && x >= PAD && x <= this.area.width - PAD) ?? null;
+  }
+
+  private pointer(event: MouseEvent): void {
+    const row = this.rowAt(event);
+    const rank = row?.rank ?? null;
+    this.area.canvas.style.cursor = row && row.example !== null ? 'pointer' : 'default';
+    if (row) {
+      const {x, y} = this.area.point(event);
+      const cy = y + this.area.scrollTop;
+      const item = Math.abs(cy - (row.top + TOKEN_LINE)) < 12 ? row.items.find((it) => it.index !== null && x >= it.x && x < it.x + it.w) : undefined;
+      const lines = item
+        ? [{label: `token ${item.index}`, strong: true}, exactToken(row.tokens[item.index!])]
+        : [
+            {label: `#${row.rank + 1} · weight ${valueText(row.score)}`, strong: true},
+            truncate(row.text ?? row.tokens.join(''), 140),
+            row.example === null ? 'its weights were not stored' : `click: open example #${row.example} in the head view`,
+          ];
+      this.tooltip.show(event.clientX, event.clientY, lines);
+    } else {
+      this.tooltip.hide();
+    }
+    if (rank !== this.hoverRow) {
+      this.hoverRow = rank;
+      this.draw();
+    }
+  }
+
+  /** Opens an exemplar's input in the head view, the head selected and its query token locked. */
+  private open(row: Row | null): void {
+    const table = this.table.value;
+    if (!row || row.example === null || !table) return;
+    const [layer, head] = this.head;
+    this.context.store.update({
+      view: 'head',
+      step: table.step === this.model?.selection.steps[this.model.selection.steps.length - 1] && this.model?.state.step === null ? null : table.step,
+      example: row.example,
+      layer,
+      heads: [head],
+      tokens: [row.from],
+      side: 'from',
+    });
+  }
+
+  private mapHit(event: MouseEvent): HeadRef | null {
+    if (!this.map) return null;
+    const box = this.mapCanvas.getBoundingClientRect();
+    return this.map.hit(event.clientX - box.left, event.clientY - box.top);
+  }
+
+  private mapPointer(event: MouseEvent): void {
+    const head = this.mapHit(event);
+    this.mapCanvas.style.cursor = head ? 'pointer' : 'default';
+    if (head) {
+      const value = this.best[head[0]]?.[head[1]];
+      this.tooltip.show(event.clientX, event.clientY, [
+        {label: `Layer ${head[0]} · head ${head[1]}`, strong: true},
+        {label: 'largest weight', value: valueText(value)},
+        'click: show its exemplars',
+      ]);
+    } else {
+      this.tooltip.hide();
+    }
+    if (head?.[0] !== this.hoverHead?.[0] || head?.[1] !== this.hoverHead?.[1]) {
+      this.hoverHead = head;
+      this.drawMap();
+    }
+  }
+}
