@@ -1,161 +1,18 @@
 """The dashboard in a real Chromium against a real `tensorboard --logdir` process."""
 
-# One TensorBoard and one browser for the module; one page per test. Every test fails on a
-# console error, an uncaught exception or a dialog (the token `<img src=x onerror=alert(1)>` must
-# stay text). Screenshots of each view go to artifacts/screenshots/.
+# Dashboard I: the head, model and neuron views, URL state, export. Fixtures and the page helper:
+# dashboard_page.py (every test fails on a console error, an exception or a dialog).
 
 import json
-import os
 import re
-import shutil
-import time
-import urllib.parse
 
 import numpy as np
 import pytest
 
-from conftest import ARTIFACTS, TensorBoard
-from dashboard_logdir import PAIR_A, SENTENCE, XSS_TOKEN, structured_attention, write_dashboard_logdir
+from dashboard_logdir import PAIR_A, SENTENCE, XSS_TOKEN, structured_attention
+from dashboard_page import HEADS, LAYERS, attention, browser, dashboard, needs_chromium, server  # noqa: F401 (fixtures)
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]
-VIEWPORT = {"width": 1400, "height": 900}
-SCREENSHOTS = ARTIFACTS / "screenshots"
-LAYERS, HEADS = 4, 6
-
-pytestmark = pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    logdir = tmp_path_factory.mktemp("dashboard") / "logs"
-    logdir.mkdir()
-    with pytest.warns(UserWarning, match="top 32 weights"):  # the 1024-token example is stored sparse
-        write_dashboard_logdir(logdir, layers=LAYERS, heads=HEADS)
-    tb = TensorBoard(logdir)
-    tb.logdir = logdir
-    tb.wait_for(lambda tags: "long" in tags.get("train", {}) and "eval" in tags)
-    yield tb
-    tb.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-class Dashboard:
-    """A TensorBoard page showing the Attention tab, with helpers that read what it drew."""
-
-    def __init__(self, page, server):
-        self.page = page
-        self.server = server
-        self.problems = []
-        page.on("console", lambda m: m.type == "error" and self.problems.append(f"console error: {m.text}"))
-        page.on("pageerror", lambda e: self.problems.append(f"uncaught: {e}"))
-        page.on("dialog", lambda d: (self.problems.append(f"dialog {d.type}: {d.message}"), d.dismiss()))
-
-    def open(self, wait_for="head", **state):
-        items = ["attention"] + [f"p.attention.{k}={urllib.parse.quote(str(v), safe='')}" for k, v in state.items()]
-        self.page.goto(f"{self.server.url}/#{'&'.join(items)}")
-        return self.wait(wait_for)
-
-    def wait(self, figure="head"):
-        self.frame.wait_for_selector(f"canvas[data-figure={figure}]", state="visible")
-        attribute = {"head": "data-tokens", "model": "data-thumbnails", "neuron": "data-query"}[figure]
-        self.frame.wait_for_selector(f"canvas[data-figure={figure}][{attribute}]")
-        return self
-
-    @property
-    def frame(self):
-        """The Attention tab's iframe (TensorBoard creates it once its plugin list has loaded)."""
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            for frame in self.page.frames:
-                if "plugin_entry.html" in frame.url:
-                    return frame
-            self.page.wait_for_timeout(50)
-        raise AssertionError("the Attention tab's iframe did not load")
-
-    def canvas(self, figure="head"):
-        return self.frame.locator(f"canvas[data-figure={figure}]")
-
-    def data(self, name, figure="head"):
-        return self.canvas(figure).get_attribute(f"data-{name}")
-
-    def layout(self, figure="head"):
-        return json.loads(self.data("layout", figure))
-
-    def url_state(self):
-        hash_ = urllib.parse.urlsplit(self.page.url).fragment
-        items = dict(item.split("=", 1) for item in hash_.split("&") if "=" in item)
-        return {k[len("p.attention."):]: urllib.parse.unquote(v) for k, v in items.items() if k.startswith("p.attention.")}
-
-    def wait_url(self, key, value):
-        """Waits until the URL holds key=value (None: no key, i.e. the default)."""
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            if self.url_state().get(key) == value:
-                return
-            self.page.wait_for_timeout(50)  # (time.sleep would not let Playwright see navigations)
-        raise AssertionError(f"URL state {key}={value!r} never appeared: {self.url_state()}")
-
-    def token_point(self, side, index):
-        """Page coordinates of token `index` in the query ("from") or key ("to") column."""
-        layout = self.layout()
-        box = self.canvas().bounding_box()
-        x0, x1 = layout["query" if side == "from" else "key"]
-        return box["x"] + (x0 + x1) / 2, box["y"] + layout["top"] + index * layout["row"]
-
-    def hover_token(self, side, index):
-        self.page.mouse.move(*self.token_point(side, index))
-
-    def click_token(self, side, index, modifiers=None):
-        x, y = self.token_point(side, index)
-        self.page.mouse.move(x, y)
-        if modifiers:
-            self.page.keyboard.down(modifiers)
-        self.page.mouse.click(x, y)
-        if modifiers:
-            self.page.keyboard.up(modifiers)
-
-    def screenshot(self, name):
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
-
-    def export(self, fmt, key=None):
-        """(file name, bytes) of an export by its button, or by its key (which keeps the hover)."""
-        with self.page.expect_download() as download:
-            if key:
-                self.page.keyboard.press(key)
-            else:
-                self.frame.click(f"button[data-export={fmt}]")
-        return download.value.suggested_filename, open(download.value.path(), "rb").read()
-
-
-@pytest.fixture
-def dashboard(browser, server):
-    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
-    page = context.new_page()
-    board = Dashboard(page, server)
-    yield board
-    context.close()
-    assert not board.problems, board.problems
-
-
-def attention(server, run, tag, step, example, layer):
-    """[H, N, N] weights of one layer as the backend serves them (JSON form)."""
-    status, body = server.get("/attention", {"run": run, "tag": tag, "step": step, "example": example, "layer": layer, "format": "json"})
-    assert status == 200, body
-    return np.asarray(body["attention"])
+pytestmark = needs_chromium
 
 
 # ---------------------------------------------------------------------------------------------
