@@ -156,18 +156,36 @@ def test_ranking_lists_heads_by_value_and_by_change_since_the_first_step(dashboa
     values = grid(metric(dashboard.server, "train", "probe/distance")["values"][2])
     first = grid(metric(dashboard.server, "train", "probe/distance")["values"][0])
     dashboard.open("metric-heatmap", run="train", tag="probe", view="metrics", metric="distance")
-    rows = dashboard.frame.eval_on_selector_all("[data-control=ranking] .rank-row", "rs => rs.map(r => r.dataset.head)")
+    rows = dashboard.frame.eval_on_selector_all("[data-control=ranking] .rank-row[data-head]", "rs => rs.map(r => r.dataset.head)")
     order = sorted(((values[l, h], l, h) for l in range(LAYERS) for h in range(HEADS)))
     assert rows == [f"{l}.{h}" for _, l, h in order]
     dashboard.frame.click("[data-control=rank] [data-value=change]")
     dashboard.wait_url("rank", "change")
-    rows = dashboard.frame.eval_on_selector_all("[data-control=ranking] .rank-row", "rs => rs.map(r => r.dataset.head)")
+    rows = dashboard.frame.eval_on_selector_all("[data-control=ranking] .rank-row[data-head]", "rs => rs.map(r => r.dataset.head)")
     change = sorted(((-abs(values[l, h] - first[l, h]), l, h) for l in range(LAYERS) for h in range(HEADS)))
     assert rows[:5] == [f"{l}.{h}" for _, l, h in change[:5]]
-    dashboard.frame.click("[data-control=ranking] .rank-row >> nth=0")  # a row picks its head
+    dashboard.frame.click("[data-control=ranking] .rank-row[data-head] >> nth=0")  # a row picks its head
     _, l, h = change[0]
     dashboard.wait_url("heads", str(h))
     assert dashboard.url_state()["layer"] == str(l)
+
+
+def test_previous_token_heads_are_ranked_from_the_stored_attention(dashboard):
+    server = dashboard.server
+    share = np.zeros((LAYERS, HEADS))
+    for example in range(3):
+        for layer in range(LAYERS):
+            weights = attention(server, "train", "probe", 100, example, layer)  # [H, N, N]
+            n = weights.shape[-1]
+            share[layer] += weights[:, np.arange(1, n), np.arange(n - 1)].mean(-1) / 3
+    dashboard.open("metric-heatmap", run="train", tag="probe", view="metrics", rank="previous")
+    dashboard.frame.wait_for_selector("[data-control=ranking] .rank-row[data-head]")
+    rows = dashboard.frame.eval_on_selector_all("[data-control=ranking] .rank-row[data-head]", "rs => rs.map(r => r.dataset.head)")
+    order = sorted(((-share[l, h], l, h) for l in range(LAYERS) for h in range(HEADS)))
+    assert rows[:3] == [f"{l}.{h}" for _, l, h in order[:3]]
+    top = dashboard.frame.text_content("[data-control=ranking] .rank-row[data-head] >> nth=0")
+    assert f"{-order[0][0] * 100:.1f}%" in top
+    dashboard.screenshot("metrics_view_previous_token_heads")
 
 
 # ---------------------------------------------------------------------------------------------

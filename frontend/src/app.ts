@@ -264,14 +264,21 @@ export class App {
     await exportFigure(this.view, format, exportName(['attention', this.view.id, ...parts]));
   }
 
-  /** Keys: Esc clears the locked tokens, ↑/↓ move a locked token, ←/→ change layer, S/P export. */
+  /** Keys: Esc clears the locked tokens (the picked heads), ↑/↓ move a locked token, ←/→ change
+   * layer (in the metric views: step), S/P export. */
   private key(event: KeyboardEvent): void {
     const typing = event.target instanceof Element && event.target.closest('input, select, textarea');
     if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
-    const {tokens, layer} = this.store.state;
+    const {tokens, layer, picks} = this.store.state;
     const attention = this.view.needs === 'example' ? this.shown?.attention : undefined;
+    const steps = this.selection?.steps ?? [];
     if (event.key === 'Escape' && tokens.length) {
       this.store.update({tokens: []});
+    } else if (event.key === 'Escape' && this.view.needs === 'data' && picks.length) {
+      this.store.update({picks: []});
+    } else if ((event.key === 'ArrowLeft' || event.key === 'ArrowRight') && this.view.needs === 'data' && steps.length > 1) {
+      const next = steps.indexOf(this.selection!.step) + (event.key === 'ArrowLeft' ? -1 : 1);
+      if (next >= 0 && next < steps.length) this.store.update({step: next === steps.length - 1 ? null : steps[next]});
     } else if ((event.key === 'ArrowUp' || event.key === 'ArrowDown') && tokens.length === 1 && attention) {
       const next = tokens[0] + (event.key === 'ArrowUp' ? -1 : 1);
       if (next >= 0 && next < attention.numTokens) this.store.update({tokens: [next]});

@@ -63,6 +63,13 @@ export function metricAbout(metric: string): string {
   return CORE_INFO[metric]?.about ?? '';
 }
 
+/** What a missing (NaN) value of a metric means, for legends and tooltips. */
+export function missingText(metric: string): string {
+  if (posParts(metric)) return 'no tokens of this tag';
+  if (metric === 'entropy') return 'all on the first token';
+  return 'no value';
+}
+
 /** Shares (0..1) are coloured from 0; distances and entropies from their smallest value. */
 export function isShare(metric: string): boolean {
   return posParts(metric) !== null || (CORE_INFO[metric]?.unit ?? 'share') === 'share';
@@ -78,8 +85,8 @@ export function sortMetrics(metrics: readonly string[]): string[] {
   return [...metrics].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
 }
 
-export const formatValue = format('.3~f');
-const formatSigned = format('+.3~f');
+export const formatValue = format('.3f');
+const formatSigned = format('+.3f');
 
 /** A value for a tooltip: 3 decimals, `no value` for NaN. */
 export function valueText(value: number | null | undefined, signed = false): string {

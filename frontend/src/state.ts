@@ -7,8 +7,8 @@ export type ViewId = 'head' | 'model' | 'neuron' | 'metrics' | 'analysis' | 'exe
 export const VIEW_IDS: readonly ViewId[] = ['head', 'model', 'neuron', 'metrics', 'analysis', 'exemplars', 'compare'];
 
 /** How the Metrics view ranks heads at the chosen step. */
-export type Rank = 'low' | 'high' | 'change';
-export const RANKS: readonly Rank[] = ['low', 'high', 'change'];
+export type Rank = 'low' | 'high' | 'change' | 'previous';
+export const RANKS: readonly Rank[] = ['low', 'high', 'change', 'previous'];
 
 /** What the Analysis view shows: the metric overview, or every part of speech (received, paid). */
 export type Section = 'overview' | 'pos' | 'pos_from';

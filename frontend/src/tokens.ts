@@ -102,6 +102,7 @@ export function readingPieces(tokens: readonly string[]): Piece[] {
       space = false;
       text = token.slice(2);
     }
-    return {text: displayToken(text), space};
+    // A token of spaces alone (a digit-by-digit tokenizer's " ") reads as the spaces it is.
+    return {text: /^ +$/.test(text) ? text : displayToken(text), space};
   });
 }

@@ -186,6 +186,20 @@ export function attentionChange(a: Attention, b: Attention, layer: number, head:
   return n ? total / n : 0;
 }
 
+/** Per head, [layer][head]: the share of attention each token pays to the token just before it,
+ * averaged over the tokens that have one. A previous-token head scores near 1. */
+export function previousTokenShare(a: Attention): number[][] {
+  const n = a.numTokens;
+  const row = new Float32Array(n);
+  return Array.from({length: a.numLayers}, (_, l) =>
+    Array.from({length: a.numHeads}, (_, h) => {
+      let sum = 0;
+      for (let i = 1; i < n; i++) sum += readRow(a, l, h, i, row)[i - 1];
+      return n > 1 ? sum / (n - 1) : 0;
+    }),
+  );
+}
+
 /** Positions where two token lists differ (a position one list lacks counts, with null). */
 export function tokenDifferences(a: readonly string[], b: readonly string[]): {position: number; a: string | null; b: string | null}[] {
   const out: {position: number; a: string | null; b: string | null}[] = [];

@@ -5,6 +5,7 @@ import {
   attentionChange,
   filterRow,
   headMatrix,
+  previousTokenShare,
   isSpecialToken,
   neuronRows,
   noFilter,
@@ -119,3 +120,8 @@ function attentionOf(rows: number[][], n: number): Attention {
     topK: 0,
   };
 }
+
+test('previous-token share: the weight on the token just before, averaged over tokens that have one', () => {
+  const a = attentionOf([[1, 0, 0], [1, 0, 0], [0, 0.25, 0.75]], 3);
+  assert.ok(Math.abs(previousTokenShare(a)[0][0] - (1 + 0.25) / 2) < 0.01);
+});

@@ -32,6 +32,7 @@ import {
   metricAbout,
   metricLabel,
   metricScale,
+  missingText,
   pearson,
   posParts,
   UPOS_NAMES,
@@ -255,7 +256,8 @@ export class AnalysisView implements DataView {
         if (card) specs.push(card);
       }
     }
-    const layerAxis = {domain: [0, Math.max(1, numLayers - 1)] as [number, number], integer: true};
+    // Layers on x, half a layer of room at each end so that the first and last heads' dots show whole.
+    const layerAxis = {domain: [-0.4, Math.max(1, numLayers - 1) + 0.4] as [number, number], integer: true};
     this.cards = specs.map((spec, i) => {
       const box: Rect = {x: PAD + (i % columns) * (cardW + GAP), y: PAD + Math.floor(i / columns) * (cardH + GAP), w: cardW, h: cardH};
       const card: Card = {...spec, box};
@@ -320,7 +322,7 @@ export class AnalysisView implements DataView {
         painter.text(card.title, card.box.x, card.box.y + 8, {font: FONT_TITLE, color: INK});
         painter.text(truncate(card.subtitle, Math.floor(card.box.w / 5.2)), card.box.x, card.box.y + 23, {font: FONT_SMALL, color: MUTED_INK});
         paintHeatmap(painter, g, card.grid!, card.scale!, {picked, hover: hoverHead});
-        paintLegend(painter, g.x, g.y + g.height + 10, Math.min(card.box.w - HEATMAP_LEFT, 240), card.scale!, hasMissing(card.grid!), 'no tokens');
+        paintLegend(painter, g.x, g.y + g.height + 10, Math.min(card.box.w - HEATMAP_LEFT, 240), card.scale!, hasMissing(card.grid!), missingText(card.metric!));
         const hoverDot = hoverHead ? (card.dots!.find((d) => d.head[0] === hoverHead[0] && d.head[1] === hoverHead[1]) ?? null) : null;
         const dots = card.dots!.map((d) => (picked.some(([l, h]) => l === d.head[0] && h === d.head[1]) ? {...d, color: '#f57c00', r: 3} : d));
         card.chart!.paint(painter, card.lines!, dots, {hoverDot});
@@ -422,7 +424,10 @@ export class AnalysisView implements DataView {
         const [l, h] = hover.head;
         lines.push({label: `Layer ${l} · head ${h}`, strong: true});
         const shown = card.kind === 'scatter' ? card.axes! : card.metric ? [card.metric] : [];
-        for (const m of shown) lines.push({label: metricLabel(m), value: valueText(loaded.metrics[m]?.[l]?.[h])});
+        for (const m of shown) {
+          const v = loaded.metrics[m]?.[l]?.[h];
+          lines.push({label: metricLabel(m), value: v === null || v === undefined ? missingText(m) : valueText(v)});
+        }
         if (card.kind === 'metric' && !card.metric!.startsWith('pos')) {
           for (const m of ['distance', 'entropy'].filter((m) => m !== card.metric && loaded.metrics[m])) {
             lines.push({label: metricLabel(m), value: valueText(loaded.metrics[m][l]?.[h])});

@@ -272,14 +272,12 @@ export class CompareView implements DataView {
       label.replaceChildren(el('span', {class: `endpoint-key endpoint-${s ? 'b' : 'a'}`, text: s ? 'B' : 'A'}), el('span', {text: this.sides[s].label}));
     });
     this.updateDeltaChoices(model);
-    this.modeTools.replaceChildren(
-      ...(state.compare === 'head' ? [this.heads[0].toolbar] : state.compare === 'diff' ? [this.layerPicker.element] : state.compare === 'changes' ? [this.deltaControl] : []),
-    );
 
     const error = this.sides.map((s) => s.examples.error ?? s.attention.error).find((e) => e);
     const [ea, eb] = this.sides.map((s) => s.example(state.example));
     const [wa, wb] = this.sides.map((s) => s.weights(tag, state.example));
     this.setBanner(ea, eb, state.example);
+    this.modeTools.replaceChildren(...this.tools(state.compare));
     if (error) return this.show(error);
     if (!ea || !eb) {
       if (!this.sides.every((s) => s.examples.value)) return this.show('Loading A and B…');
@@ -292,6 +290,14 @@ export class CompareView implements DataView {
       {...model, key: {run: b.run, tag, step: b.step, example: state.example}, example: eb, attention: wb},
     ];
     this.render(models);
+  }
+
+  /** The mode's own controls (none where the mode cannot show A and B). */
+  private tools(mode: CompareMode): HTMLElement[] {
+    if (mode === 'head') return [this.heads[0].toolbar];
+    if (mode === 'diff') return this.blocked.diff ? [] : [this.layerPicker.element];
+    if (mode === 'changes') return this.blocked.heads ? [] : [this.deltaControl];
+    return [];
   }
 
   private show(message: string): void {
@@ -307,9 +313,10 @@ export class CompareView implements DataView {
     this.blocked = {diff: null, heads: null};
     if (ea && eb) {
       if (ea.num_layers !== eb.num_layers || ea.num_heads !== eb.num_heads) {
-        this.blocked.heads = `A has ${ea.num_layers} layers × ${ea.num_heads} heads and B ${eb.num_layers} × ${eb.num_heads}: they are different models, so no head compares with a head.`;
+        const shapes = `A has ${ea.num_layers} layers × ${ea.num_heads} heads and B ${eb.num_layers} × ${eb.num_heads}`;
+        lines.push(`${shapes}: they are different models.`);
+        this.blocked.heads = `${shapes}: different models, so their heads do not pair up for a difference or a ranking. See them side by side under Heads or Model.`;
         this.blocked.diff = this.blocked.heads;
-        lines.push(this.blocked.heads);
       }
       const differences = tokenDifferences(ea.tokens, eb.tokens);
       if (differences.length) {

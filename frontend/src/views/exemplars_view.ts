@@ -11,7 +11,7 @@ import {el, frameThrottle} from '../dom';
 import {shareScale, valueText, type Grid} from '../metrics';
 import {CanvasPainter, textWidth, type Painter} from '../painter';
 import {nearestStep, type HeadRef} from '../state';
-import {displayToken, exactToken, isByteLevel, readingPieces, truncate} from '../tokens';
+import {exactToken, readingPieces, truncate} from '../tokens';
 import {Tooltip} from '../tooltip';
 import {HeadPicker, LayerPicker} from './controls';
 import {FONT_FAMILY} from './head_view';
@@ -282,12 +282,12 @@ export class ExemplarsView implements DataView {
       const top = row.top;
       if (this.hoverRow === row.rank) painter.rect(PAD, top, width - 2 * PAD, ROW_HEIGHT - 8, '#f5f5f5');
       painter.strokeRect(PAD + 0.5, top + 0.5, width - 2 * PAD - 1, ROW_HEIGHT - 9, '#e0e0e0', 1);
-      const q = row.tokens[row.from] ?? '';
-      const k = row.tokens[row.to] ?? '';
-      const byteLevel = isByteLevel(row.tokens);
+      const pieces = readingPieces(row.tokens);
+      const q = truncate(pieces[row.from]?.text ?? '', 20);
+      const k = truncate(pieces[row.to]?.text ?? '', 20);
       const head = `#${row.rank + 1}`;
       painter.text(head, PAD + 8, top + 14, {font: FONT_TITLE, color: INK});
-      const headline = `weight ${valueText(row.score)} · ${truncate(displayToken(q, byteLevel), 20)} (${row.from}) → ${truncate(displayToken(k, byteLevel), 20)} (${row.to})`;
+      const headline = `weight ${valueText(row.score)} · from “${q}” (token ${row.from}) to “${k}” (token ${row.to})`;
       painter.text(headline, PAD + 8 + textWidth(head, FONT_TITLE) + 8, top + 14, {font: FONT_SMALL, color: MUTED_INK});
       painter.text(row.example === null ? 'weights not stored' : 'open in the head view ›', width - PAD - 10, top + 14, {
         font: FONT_SMALL,

@@ -20,6 +20,7 @@ import {
   type Rect,
 } from '../charts';
 import {INK, MUTED_INK} from '../colors';
+import {Latest} from '../data';
 import {el, frameThrottle} from '../dom';
 import {
   layerColor,
@@ -27,6 +28,7 @@ import {
   metricAbout,
   metricLabel,
   metricScale,
+  missingText,
   rankHeads,
   smooth,
   sortMetrics,
@@ -35,6 +37,7 @@ import {
   type Grid,
 } from '../metrics';
 import {CanvasPainter, textWidth, type Painter} from '../painter';
+import {previousTokenShare} from '../transforms';
 import {metricTag, nearestStep, plottedHeads, probeMetrics, runsWithMetric, type HeadRef, type Rank, type State} from '../state';
 import {Tooltip, type TooltipLine} from '../tooltip';
 import {CurveControls, MetricPicker, RunsPicker, Segmented} from './controls';
@@ -44,6 +47,7 @@ import type {DataModel, DataView, ViewContext} from './view';
 const PAD = 14; // px around the figures
 const SIDE_PAD = 14;
 const TARGET_HEATMAP_WIDTH = 300; // px of cells the heatmap aims for
+const MIN_SIDE = 330; // px: the heatmap's column, wide enough for the ranking
 const HEATMAP_TITLE = 44; // px above the heatmap: title and description
 const CHART_HEIGHT = 220; // px per curve chart
 const CHART_GAP = 16; // px between charts
@@ -114,6 +118,8 @@ export class MetricsView implements DataView {
   private hoverCell: HeadRef | null = null;
   private hoverChart: {card: number; x: number; line: string | null} | null = null;
   private valuesKey = '';
+  /** rank `previous`: each head's previous-token share at a step, from the probe's stored attention */
+  private readonly previous = new Latest<{step: number; grid: number[][]}>();
 
   constructor(private readonly context: ViewContext) {
     const {store} = context;
@@ -124,7 +130,8 @@ export class MetricsView implements DataView {
     this.rankControl = new Segmented<Rank>('', 'rank', [
       ['low', 'Lowest', 'Heads with the lowest value at this step first'],
       ['high', 'Highest', 'Heads with the highest value at this step first'],
-      ['change', 'Most changed', 'Heads whose value changed most since the first step first'],
+      ['change', 'Changed', 'Heads whose value changed most since the first step first'],
+      ['previous', 'Prev. token', 'Heads by the share of attention each token pays to the token just before it, read from the probe’s stored attention at this step: a previous-token head scores near 100 %'],
     ], (rank) => store.update({rank}));
     this.heatCanvas = el('canvas', {class: 'figure-static', attrs: {'data-figure': 'metric-heatmap'}});
     this.rankTitle = el('div', {class: 'rank-title'});
@@ -240,9 +247,26 @@ export class MetricsView implements DataView {
       numHeads: grid[0]?.length ?? 0,
       picks: plottedHeads(state).filter(([l, h]) => l < grid.length && h < (grid[0]?.length ?? 0)),
     };
+    if (state.rank === 'previous') this.loadPrevious(selection.run, probe, nearestStep(selection.steps, step));
     this.message.hidden = true;
     this.element.classList.remove('view-empty');
     this.resize();
+  }
+
+  /** The previous-token share of every head at a step: the mean over the probe's stored examples. */
+  private loadPrevious(run: string, tag: string, step: number): void {
+    const {data} = this.context;
+    this.previous.load(
+      JSON.stringify([run, tag, step]),
+      async () => {
+        const examples = (await data.examples(run, tag, step)).examples;
+        const shares = await Promise.all(examples.map(async (e) => previousTokenShare(await data.attention({run, tag, step, example: e.index}))));
+        const grid = shares[0].map((row, l) => row.map((_, h) => shares.reduce((s, g) => s + (g[l]?.[h] ?? 0), 0) / shares.length));
+        return {step, grid};
+      },
+      () => this.scene && this.drawRanking(),
+      'the probe’s attention',
+    );
   }
 
   private show(message: string): void {
@@ -271,7 +295,7 @@ export class MetricsView implements DataView {
     if (!scene) return;
     // The heatmap: cells about TARGET_HEATMAP_WIDTH px across, at most half the height tall.
     const cell = Math.max(10, Math.min(34, Math.floor(TARGET_HEATMAP_WIDTH / scene.numHeads)));
-    this.sideWidth = HEATMAP_LEFT + scene.numHeads * cell + 2 * SIDE_PAD;
+    this.sideWidth = Math.max(MIN_SIDE, HEATMAP_LEFT + scene.numHeads * cell + 2 * SIDE_PAD);
     this.side.style.width = `${this.sideWidth}px`;
     const maxHeight = Math.max(120, this.element.clientHeight * 0.55 - HEATMAP_TITLE - LEGEND_HEIGHT);
     const cellH = Math.max(5, Math.min(cell, Math.floor(maxHeight / scene.numLayers)));
@@ -297,7 +321,7 @@ export class MetricsView implements DataView {
     painter.text(sub, SIDE_PAD + textWidth(metricLabel(scene.metric), FONT_TITLE) + 8, 12, {font: FONT_SMALL, color: MUTED_INK});
     painter.text(metricAbout(scene.metric), SIDE_PAD, 28, {font: FONT_SMALL, color: MUTED_INK});
     paintHeatmap(painter, g, scene.grid, scale, {picked: scene.picks, hover: this.hoverCell});
-    paintLegend(painter, g.x, g.y + g.height + 12, Math.min(g.width, 260), scale, hasMissing(scene.grid), 'no tokens');
+    paintLegend(painter, g.x, g.y + g.height + 12, Math.max(160, Math.min(g.width, 260)), scale, hasMissing(scene.grid), missingText(scene.metric));
   }
 
   private drawHeatmap(): void {
@@ -323,6 +347,7 @@ export class MetricsView implements DataView {
     const scene = this.scene!;
     const rank = scene.state.rank;
     const first = scene.steps[0];
+    if (rank === 'previous') return this.drawPreviousRanking(scene);
     this.rankTitle.textContent = rank === 'change' ? `Heads by change, step ${first} → ${scene.step}` : `Heads at step ${scene.step}`;
     const ranked = rankHeads(scene.grid, rank, rank === 'change' || scene.steps.length > 1 ? scene.baseline : null).slice(0, MAX_RANKED);
     const picked = new Set(scene.picks.map(([l, h]) => `${l}.${h}`));
@@ -346,13 +371,51 @@ export class MetricsView implements DataView {
         el('span', {class: 'rank-value', text: valueText(r.value)}),
         el('span', {
           class: `rank-change ${r.change === null ? '' : r.change < 0 ? 'down' : 'up'}`,
-          text: r.change === null || scene.steps.length < 2 ? '' : `${valueText(r.change, true)} since ${first}`,
+          text: r.change === null || scene.steps.length < 2 ? '' : valueText(r.change, true),
         }),
       ]);
       return row;
     });
-    this.rankList.replaceChildren(...rows);
+    const header = el('div', {class: 'rank-row rank-header'}, [
+      el('span', {text: 'head'}),
+      el('span', {class: 'rank-value', text: 'value'}),
+      el('span', {class: 'rank-change', text: scene.steps.length > 1 ? `since step ${first}` : ''}),
+    ]);
+    this.rankList.replaceChildren(header, ...rows);
     if (!rows.length) this.rankList.append(el('div', {class: 'hint rank-empty', text: 'No head has a value at this step.'}));
+  }
+
+  private drawPreviousRanking(scene: Scene): void {
+    const loaded = this.previous.value;
+    this.rankTitle.textContent = `Previous-token heads${loaded ? `, step ${loaded.step}` : ''}`;
+    if (this.previous.error) return this.rankList.replaceChildren(el('div', {class: 'hint rank-empty', text: this.previous.error}));
+    if (!loaded) return this.rankList.replaceChildren(el('div', {class: 'hint rank-empty', text: 'Reading the probe’s attention…'}));
+    const ranked = rankHeads(loaded.grid, 'high').slice(0, MAX_RANKED);
+    const picked = new Set(scene.picks.map(([l, h]) => `${l}.${h}`));
+    const header = el('div', {class: 'rank-row rank-header'}, [
+      el('span', {text: 'head'}),
+      el('span', {class: 'rank-value', text: 'to prev.'}),
+      el('span', {class: 'rank-change', text: metricLabel(scene.metric)}),
+    ]);
+    const rows = ranked.map((r) => {
+      const [l, h] = r.head;
+      return el('div', {
+        class: 'rank-row',
+        attrs: {role: 'listitem', tabindex: '0', 'data-head': `${l}.${h}`, 'aria-selected': String(picked.has(`${l}.${h}`))},
+        title: `Layer ${l}, head ${h}: each token pays ${(r.value * 100).toFixed(1)} % of its attention to the token before it (mean over the probe’s inputs)`,
+        on: {
+          click: (event) => this.pick([l, h], (event as MouseEvent).shiftKey),
+          dblclick: () => this.context.store.update({view: 'head', layer: l, heads: [h], picks: []}),
+          mouseenter: () => this.setHoverCell([l, h], null),
+          mouseleave: () => this.setHoverCell(null, null),
+        },
+      }, [
+        el('span', {class: 'rank-head-name', text: `L${l} H${h}`}),
+        el('span', {class: 'rank-value', text: `${(r.value * 100).toFixed(1)}%`}),
+        el('span', {class: 'rank-change', text: valueText(scene.grid[l]?.[h])}),
+      ]);
+    });
+    this.rankList.replaceChildren(header, ...rows);
   }
 
   private cellAt(event: MouseEvent): HeadRef | null {
@@ -383,7 +446,7 @@ export class MetricsView implements DataView {
       if (scene.steps.length > 1 && value !== null && base !== null && Number.isFinite(value) && Number.isFinite(base)) {
         lines.push({label: `change since step ${scene.steps[0]}`, value: valueText(value - base, true)});
       }
-      if (value === null || !Number.isFinite(value)) lines.push('no value: the probe has no tokens this metric counts');
+      if (value === null || !Number.isFinite(value)) lines.push(`no value: ${missingText(scene.metric)}`);
       lines.push('click: plot over steps · double-click: head view');
       this.tooltip.show(event.clientX, event.clientY, lines);
     } else {
