@@ -131,10 +131,10 @@ export function hasMissing(grid: Grid): boolean {
 
 export const LEGEND_HEIGHT = 34; // px: bar, ticks and labels
 
-const rampCanvases = new WeakMap<ColorScale, HTMLCanvasElement>();
+const rampCanvases = new Map<string, HTMLCanvasElement>();
 
 function rampCanvas(scale: ColorScale): HTMLCanvasElement {
-  let canvas = rampCanvases.get(scale);
+  let canvas = rampCanvases.get(scale.scheme);
   if (!canvas) {
     canvas = document.createElement('canvas');
     canvas.width = 128;
@@ -144,7 +144,7 @@ function rampCanvas(scale: ColorScale): HTMLCanvasElement {
       ctx.fillStyle = scale.ramp(i / 127);
       ctx.fillRect(i, 0, 1, 1);
     }
-    rampCanvases.set(scale, canvas);
+    rampCanvases.set(scale.scheme, canvas);
   }
   return canvas;
 }
@@ -350,9 +350,22 @@ export class LineChart {
           dash: l.dash,
         });
       }
+      // One path per colour and size: hundreds of heads' dots in a few fills.
+      const groups = new Map<string, Dot[]>();
       for (const d of dots) {
-        const r = d.r ?? 2.5;
-        painter.path((c) => c.arc(this.x(d.x), y(d.y), r, 0, 2 * Math.PI), {fill: d.color, alpha: 0.85});
+        const key = `${d.color}\u0000${d.r ?? 2.5}`;
+        const group = groups.get(key);
+        if (group) group.push(d);
+        else groups.set(key, [d]);
+      }
+      for (const group of groups.values()) {
+        const r = group[0].r ?? 2.5;
+        painter.path((c) => {
+          for (const d of group) {
+            c.moveTo(this.x(d.x) + r, y(d.y));
+            c.arc(this.x(d.x), y(d.y), r, 0, 2 * Math.PI);
+          }
+        }, {fill: group[0].color, alpha: 0.85});
       }
       if (marks.hoverDot) {
         const d = marks.hoverDot;

@@ -100,6 +100,8 @@ export interface ColorScale {
   color(value: number): string;
   /** colour at t in [0, 1] along the legend */
   ramp(t: number): string;
+  /** the colour scheme's name: scales of one scheme share their ramp */
+  scheme: Scheme;
   /** where a value sits along the legend, 0 to 1 */
   position(value: number): number;
   ticks: number[];
@@ -107,17 +109,36 @@ export interface ColorScale {
   diverging: boolean;
 }
 
-const RAMP_STEPS = 256; // colours precomputed per scale
+const RAMP_STEPS = 256; // colours precomputed per scheme
+
+/** The colour schemes of the metric views (d3-scale-chromatic), by name. */
+const SCHEMES = {
+  viridis: (t: number) => interpolateViridis(t),
+  blues: (t: number) => interpolateBlues(0.06 + 0.94 * t), // 0 stays distinct from the page
+  redBlue: (t: number) => interpolateRdBu(1 - t), // blue low, red high
+};
+export type Scheme = keyof typeof SCHEMES;
+
+const ramps = new Map<Scheme, string[]>();
+
+function rampOf(scheme: Scheme): string[] {
+  let ramp = ramps.get(scheme);
+  if (!ramp) {
+    ramp = Array.from({length: RAMP_STEPS}, (_, i) => rgb(SCHEMES[scheme](i / (RAMP_STEPS - 1))).formatHex());
+    ramps.set(scheme, ramp);
+  }
+  return ramp;
+}
 
 function rampScale(
   domain: [number, number],
-  interpolate: (t: number) => string,
+  scheme: Scheme,
   diverging: boolean,
   position?: (value: number) => number,
   ticks: number | number[] = 4,
 ): ColorScale {
   const [lo, hi] = domain[0] === domain[1] ? [domain[0] - 0.5, domain[1] + 0.5] : domain;
-  const ramp = Array.from({length: RAMP_STEPS}, (_, i) => rgb(interpolate(i / (RAMP_STEPS - 1))).formatHex());
+  const ramp = rampOf(scheme);
   const at = (t: number) => ramp[Math.max(0, Math.min(RAMP_STEPS - 1, Math.round(t * (RAMP_STEPS - 1))))];
   const axis = scaleLinear().domain([lo, hi]);
   const where = position ?? ((value: number) => (value - lo) / (hi - lo));
@@ -125,6 +146,7 @@ function rampScale(
     domain: [lo, hi],
     color: (value: number) => at(where(value)),
     ramp: at,
+    scheme,
     position: where,
     ticks: typeof ticks === 'number' ? axis.ticks(ticks) : ticks,
     format: typeof ticks === 'number' ? axis.tickFormat(ticks) : format('.2~f'),
@@ -145,18 +167,18 @@ export function metricScale(metric: string, values: Iterable<number | null>): Co
   }
   if (lo > hi) [lo, hi] = [0, 1];
   if (isShare(metric)) return shareScale(scaleLinear().domain([0, Math.max(hi, 1e-6)]).nice(4).domain()[1]);
-  return rampScale([lo, hi], (t) => interpolateViridis(t), false);
+  return rampScale([lo, hi], 'viridis', false);
 }
 
 /** Shares from 0 (light) to `top` (dark blue); `top` at most 1. */
 export function shareScale(top = 1): ColorScale {
-  return rampScale([0, Math.min(1, top)], (t) => interpolateBlues(0.06 + 0.94 * t), false);
+  return rampScale([0, Math.min(1, top)], 'blues', false);
 }
 
 /** Blue (B below A) to red (B above A), symmetric around 0. */
 export function deltaScale(maxAbs: number): ColorScale {
   const m = maxAbs > 0 ? maxAbs : 1;
-  return rampScale([-m, m], (t) => interpolateRdBu(1 - t), true);
+  return rampScale([-m, m], 'redBlue', true);
 }
 
 /** B − A of attention weights, ±`maxAbs`, on a signed square-root scale (as the weights' tint):
@@ -165,7 +187,7 @@ export function weightDeltaScale(maxAbs: number): ColorScale {
   const m = maxAbs > 0 ? maxAbs : 1;
   const position = (v: number) => 0.5 + 0.5 * Math.sign(v) * Math.sqrt(Math.min(1, Math.abs(v) / m));
   const tick = Number(m.toPrecision(1)) <= m ? Number(m.toPrecision(1)) : m;
-  return rampScale([-m, m], (t) => interpolateRdBu(1 - t), true, position, [-tick, -tick / 4, 0, tick / 4, tick]);
+  return rampScale([-m, m], 'redBlue', true, position, [-tick, -tick / 4, 0, tick / 4, tick]);
 }
 
 /** A colour per layer, dark (first) to light (last), for curves and dots by depth. */

@@ -187,19 +187,18 @@ export class AnalysisView implements DataView {
   resize(): void {
     const loaded = this.metrics.value;
     if (!this.model || !loaded || this.element.classList.contains('view-empty')) return;
-    this.area.fit(this.contentHeight, 0);
-    this.layout(loaded, this.model.state);
+    this.layout(loaded, this.model.state, this.area.element.clientWidth);
     this.area.fit(this.contentHeight, 0);
     this.draw();
   }
 
   /** The cards of the section, placed in a grid as wide as the view allows. */
-  private layout(loaded: ProbeMetrics, state: Readonly<State>): void {
+  private layout(loaded: ProbeMetrics, state: Readonly<State>, areaWidth: number): void {
     const metrics = loaded.metrics;
     const first = Object.values(metrics)[0] ?? [];
     const numLayers = first.length;
     const numHeads = first[0]?.length ?? 0;
-    const width = this.area.width - 2 * PAD;
+    const width = areaWidth - 2 * PAD;
     const columns = Math.max(1, Math.floor((width + GAP) / (MIN_CARD + GAP)));
     const cardW = Math.floor((width - (columns - 1) * GAP) / columns);
     const cell = Math.max(4, Math.min(MAX_CELL, Math.floor((cardW - HEATMAP_LEFT - 8) / Math.max(1, numHeads))));

@@ -434,6 +434,7 @@ export class MetricsView implements DataView {
     const scene = this.scene;
     if (!scene) return;
     const same = cell?.[0] === this.hoverCell?.[0] && cell?.[1] === this.hoverCell?.[1];
+    const sameLayer = cell?.[0] === this.hoverCell?.[0];
     this.hoverCell = cell;
     if (cell && event) {
       const [l, h] = cell;
@@ -452,10 +453,8 @@ export class MetricsView implements DataView {
     } else {
       this.tooltip.hide();
     }
-    if (!same) {
-      this.drawHeatmap();
-      this.drawCharts();
-    }
+    if (!same) this.drawHeatmap();
+    if (!sameLayer) this.drawCharts(); // the per-layer chart highlights the hovered layer
   }
 
   private heatClick(event: MouseEvent): void {
