@@ -6,11 +6,13 @@ import pathlib
 import time
 
 import numpy as np
-import torch
 
-from tb_attention import capture, metadata, metrics, summary
+from tb_attention import capture  # first: it explains a missing torch
+from tb_attention import metadata, metrics, summary
 from tb_attention import syntax as syntax_lib
 from tb_attention.probe import exemplar_table
+
+import torch  # noqa: E402  (after capture, whose import error says how to install it)
 
 DEFAULT_BATCH_SIZE = 16  # sentences per forward pass
 DEFAULT_MAX_LENGTH = 128  # tokens per sentence; longer ones are truncated
