@@ -37,7 +37,7 @@ MAX_QUANTIZATION_ERROR = 2.0 / 510 + 1.0 / 510**2  # absolute, per weight in [0,
 DEFAULT_MAX_DENSE_TOKENS = 512  # tokens
 DEFAULT_TOP_K = 32  # weights kept per row in the sparse encoding
 _TOPK_PAD = 0xFFFF  # index of an unused slot in a sparse row (rows shorter than k)
-_MAX_SPARSE_TOKENS = 0xFFFF  # indices are uint16
+MAX_TOKENS = 0xFFFF  # per example: sparse indices are uint16
 
 ENCODING_DENSE = "dense"  # [L, H, N, N] bytes
 ENCODING_CAUSAL = "causal"  # lower triangle of each head, row by row: N (N + 1) / 2 bytes per head
@@ -251,8 +251,8 @@ def encode_attention(
         "quantization": QUANTIZATION,
     }
     if n > max_dense_tokens:
-        if n > _MAX_SPARSE_TOKENS:
-            raise ValueError(f"{n} tokens: at most {_MAX_SPARSE_TOKENS} can be stored")
+        if n > MAX_TOKENS:
+            raise ValueError(f"{n} tokens: at most {MAX_TOKENS} can be stored")
         k = min(top_k, n)
         index, codes = _top_k_rows(a, k, causal)
         header.update(encoding=ENCODING_TOPK, top_k=k)
