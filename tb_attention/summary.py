@@ -119,6 +119,11 @@ def exemplars_pb(tag, table, *, probe, description=None):
 
 def to_numpy(x, what="attention"):
     """torch tensors (any device, bf16/fp16 included) and array-likes -> float32 numpy."""
+    if x is None:
+        raise TypeError(
+            f"{what} is None: the model did not return it (load it with attn_implementation='eager' "
+            "or use tb_attention.capture_attention)"
+        )
     if hasattr(x, "detach"):  # a torch tensor, without importing torch
         x = x.detach()
         if x.is_floating_point():
@@ -252,7 +257,18 @@ def _file_writer(writer):
 
 
 def write(writer, summary, step, walltime=None):
-    _file_writer(writer).add_summary(summary, int(step), walltime)
+    _file_writer(writer).add_summary(summary, check_step(step), walltime)
+
+
+def check_step(step):
+    """step as an int, or a ValueError: steps are non-negative integers (the routes take no others)."""
+    try:
+        value = int(step)
+    except (TypeError, ValueError):
+        raise TypeError(f"step must be an integer, got {type(step).__name__} {step!r}") from None
+    if value != step or not 0 <= value < 2**63:
+        raise ValueError(f"step must be a non-negative integer below 2**63, got {step!r}")
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,6 +420,7 @@ def attention(
 
 def write_examples(writer, tag, examples, step, *, walltime=None, description=None, **encode_options):
     """Writes prepared examples (dicts, see `encode_examples`) as one step of `tag`."""
+    check_step(step)  # before the encoding work
     manifest, blobs, qk_blobs = encode_examples(examples, **encode_options)
     write(writer, attention_pb(tag, manifest, blobs, qk_blobs, description=description), step, walltime)
 
