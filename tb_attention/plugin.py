@@ -70,7 +70,8 @@ def _route(handler):
 
 
 def _error(request, code, message):
-    return http_util.Respond(request, {"error": message}, _JSON, code=code)
+    headers = [("Allow", "GET, HEAD")] if code == 405 else None  # a 405 must say what is allowed
+    return http_util.Respond(request, {"error": message}, _JSON, code=code, headers=headers)
 
 
 def _param(request, name, required=True):
@@ -164,13 +165,17 @@ class AttentionPlugin(base_plugin.TBPlugin):
         parts = relative.split("/")
         if not relative or "\\" in relative or "\0" in relative or any(p in ("", ".", "..") for p in parts):
             raise _not_found(f"no static file {relative!r}")
-        path = (_STATIC_DIR / relative).resolve()
-        if _STATIC_DIR not in path.parents or not path.is_file():
-            raise _not_found(f"no static file {relative!r}")
+        try:
+            path = (_STATIC_DIR / relative).resolve()
+            if _STATIC_DIR not in path.parents or not path.is_file():
+                raise _not_found(f"no static file {relative!r}")
+            content = path.read_bytes()
+        except OSError:  # e.g. a name too long for the file system
+            raise _not_found(f"no static file {relative!r}") from None
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         if path.suffix in (".js", ".mjs"):
             content_type = "text/javascript"
-        return http_util.Respond(request, path.read_bytes(), content_type)
+        return http_util.Respond(request, content, content_type)
 
     # -----------------------------------------------------------------------------------------
     # Reading through the data provider
