@@ -271,6 +271,33 @@ def decode_attention_header(blob):
     return _unpack(decompress(blob), _ATTENTION_MAGIC)[0]
 
 
+def _sizes(header, *names):
+    values = [header.get(name) for name in names]
+    bad = [n for n, v in zip(names, values) if not isinstance(v, int) or isinstance(v, bool) or v < 0]
+    if bad:
+        raise FormatError(f"header field {bad[0]!r} is not a non-negative integer")
+    return values
+
+
+def check_attention_blob(blob):
+    """The header of an attention blob, after checking that it decompresses (gzip's CRC included)
+    and holds the whole payload its header announces: what the binary route may serve as is."""
+    header, payload = _unpack(decompress(blob), _ATTENTION_MAGIC)
+    num_layers, num_heads, n = _sizes(header, "num_layers", "num_heads", "num_tokens")
+    encoding = header.get("encoding")
+    if encoding == ENCODING_DENSE:
+        size = num_layers * num_heads * n * n
+    elif encoding == ENCODING_CAUSAL:
+        size = num_layers * num_heads * n * (n + 1) // 2
+    elif encoding == ENCODING_TOPK:
+        size = 3 * num_layers * num_heads * n * _sizes(header, "top_k")[0]
+    else:
+        raise FormatError(f"unknown attention encoding {encoding!r}")
+    if len(payload) < size or not isinstance(header.get("tokens"), list) or len(header["tokens"]) != n:
+        raise FormatError(f"attention payload or tokens do not match the header ({len(payload)} of {size} bytes)")
+    return header
+
+
 def decode_attention(blob):
     """The inverse of `encode_attention`, to within MAX_QUANTIZATION_ERROR per weight."""
     header, payload = _unpack(decompress(blob), _ATTENTION_MAGIC)
@@ -342,6 +369,18 @@ def encode_qk(query, key, scaling, **fields):
     }
     payloads = [np.clip(x, -fp16_max, fp16_max).astype("<f2").tobytes() for x in (q, k)]
     return compress(_pack(_QK_MAGIC, header, payloads))
+
+
+def check_qk_blob(blob):
+    """The header of a query/key blob, after checking that it decompresses and is complete."""
+    header, payload = _unpack(decompress(blob), _QK_MAGIC)
+    num_layers, num_heads, num_kv_heads, n, d = _sizes(
+        header, "num_layers", "num_heads", "num_kv_heads", "num_tokens", "head_dim"
+    )
+    size = 2 * num_layers * (num_heads + num_kv_heads) * n * d
+    if len(payload) < size or num_kv_heads == 0 or num_heads % num_kv_heads:
+        raise FormatError(f"query/key payload does not match its header ({len(payload)} of {size} bytes)")
+    return header
 
 
 def decode_qk(blob):

@@ -241,6 +241,15 @@ class AttentionPlugin(base_plugin.TBPlugin):
             raise metadata.FormatError(f"step {datum.step} lacks blob {index} ({what}); the event may be truncated")
         return self._provider.read_blob(ctx, blob_key=datum.values[index].blob_key)
 
+    def _checked_blob(self, ctx, datum, index, what, check):
+        """A blob the binary routes serve as is (gzip-encoded): a corrupt one answers 422, not a
+        body the browser cannot decode. Checked once per blob, then remembered."""
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise metadata.FormatError(f"the manifest gives no valid blob index for the {what}")
+        blob = self._read_blob(ctx, datum, index, what)
+        self._cache.get(("checked", datum.values[index].blob_key, datum.wall_time), lambda: check(blob))
+        return blob
+
     def _manifest(self, ctx, datum):
         key = ("manifest", datum.values[0].blob_key if datum.values else None, datum.wall_time)
         return self._cache.get(key, lambda: metadata.parse_manifest(self._read_blob(ctx, datum, 0, "manifest")))
@@ -262,7 +271,8 @@ class AttentionPlugin(base_plugin.TBPlugin):
     def attention_blob_impl(self, ctx, experiment_id, run, tag, step, example):
         datum = self._blob_datum(ctx, experiment_id, run, tag, step, metadata.KIND_ATTENTION)
         entry = self._example(ctx, datum, example)
-        return self._read_blob(ctx, datum, entry["attention_blob"], f"attention of example {example}")
+        return self._checked_blob(ctx, datum, entry["attention_blob"], f"attention of example {example}",
+                                  metadata.check_attention_blob)
 
     def qk_blob_impl(self, ctx, experiment_id, run, tag, step, example):
         datum = self._blob_datum(ctx, experiment_id, run, tag, step, metadata.KIND_ATTENTION)
@@ -272,7 +282,8 @@ class AttentionPlugin(base_plugin.TBPlugin):
                 f"no query/key vectors were logged for example {example} of {run!r}/{tag!r} at step {step} "
                 "(log with with_qk=True to see the neuron view)"
             )
-        return self._read_blob(ctx, datum, entry["qk_blob"], f"query/key of example {example}")
+        return self._checked_blob(ctx, datum, entry["qk_blob"], f"query/key of example {example}",
+                                  metadata.check_qk_blob)
 
     def _tensor_series(self, ctx, experiment_id, run, tags):
         return self._provider.read_tensors(
