@@ -295,9 +295,17 @@ class AttentionPlugin(base_plugin.TBPlugin):
         ).get(run, {})
 
     def metric_impl(self, ctx, experiment_id, run, tag):
-        series = self._tensor_series(ctx, experiment_id, run, [tag]).get(tag)
-        if series is None:
+        listing = self._provider.list_tensors(
+            ctx,
+            experiment_id=experiment_id,
+            plugin_name=metadata.PLUGIN_NAME,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
+        )
+        ts = listing.get(run, {}).get(tag)
+        if ts is None:
             raise _not_found(f"run {run!r} has no metric tag {tag!r}")
+        metadata.parse_plugin_data(ts.plugin_content)  # a newer format answers 422, as /tags says
+        series = self._tensor_series(ctx, experiment_id, run, [tag]).get(tag, [])
         return {
             "run": run,
             "tag": tag,
