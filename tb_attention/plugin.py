@@ -305,7 +305,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
         if ts is None:
             raise _not_found(f"run {run!r} has no metric tag {tag!r}")
         metadata.parse_plugin_data(ts.plugin_content)  # a newer format answers 422, as /tags says
-        series = self._tensor_series(ctx, experiment_id, run, [tag]).get(tag, [])
+        series = _one_per_step(self._tensor_series(ctx, experiment_id, run, [tag]).get(tag, []))
         return {
             "run": run,
             "tag": tag,
@@ -447,8 +447,22 @@ def _describe_tag(ts, data):
     except metadata.FormatError as e:
         return {**entry, "kind": "unsupported", "error": str(e), "steps": []}
     entry.update({k: v for k, v in content.items() if k != "version"})
+    data = _one_per_step(data)
     entry["steps"] = [d.step for d in data]
     entry["wall_times"] = [d.wall_time for d in data]
     if any(math.isnan(w) for w in entry["wall_times"]):
         entry["wall_times"] = [None if math.isnan(w) else w for w in entry["wall_times"]]
     return entry
+
+
+def _one_per_step(data):
+    """Data in step order, one datum per step: the last written wins.
+
+    A run resumed from a checkpoint logs some steps again. The Rust loader keeps the newest write
+    of a step; the Python loader keeps every write of a tensor (and the first of a blob sequence),
+    which would put a step twice on a metric's curve.
+    """
+    by_step = {}
+    for datum in data:
+        by_step[datum.step] = datum
+    return [by_step[step] for step in sorted(by_step)]
