@@ -238,13 +238,17 @@ def _write_step(writer, tag, step, examples):
     return manifest, attention_blobs, qk_blobs
 
 
-def _write_run(run_dir, rng, steps, name):
-    """Per step a metric (value = step), then an attention step. Returns {step: attention blob}."""
+def _write_run(run_dir, rng, steps, name, generation=0):
+    """Per step a metric (value = step + 100 x generation), then an attention step whose first token
+    names the generation after the first. Returns (event file, {step: attention blob})."""
     stored = {}
     with Writer(run_dir) as writer:
         for step in steps:
-            summary.metrics(writer, "probe", {"entropy": np.full((2, 2), step, np.float32)}, step)
-            stored[step] = _write_step(writer, "probe", step, _examples(rng))[1][0]
+            summary.metrics(writer, "probe", {"entropy": np.full((2, 2), step + 100 * generation, np.float32)}, step)
+            examples = _examples(rng)
+            if generation:
+                examples[0]["tokens"] = [f"g{generation}", *TOKENS[1:]]
+            stored[step] = _write_step(writer, "probe", step, examples)[1][0]
     (path,) = [p for p in run_dir.glob("events.out.tfevents.*") if not p.name.endswith(".host")]
     return path.rename(run_dir / f"events.out.tfevents.{name}.host"), stored
 
@@ -322,6 +326,10 @@ def damaged_logdir(tmp_path_factory):
     _flip(path, offset + 1, 0x01)
     _write_run(root / "corrupt_length", rng, (6, 7), "1000000002")
 
+    # Resumed from a checkpoint of step 4 after logging step 6: steps 5 and 6 are logged again.
+    _write_run(root / "resumed", rng, range(7), "1000000001")
+    _write_run(root / "resumed", rng, range(5, 9), "1000000002", generation=1)
+
     with Writer(root / "newer") as writer:
         manifest, blobs, _ = summary.encode_examples(_examples(rng))
         for step in (0, 1):
@@ -361,6 +369,7 @@ def _loaded(tags):
                 for run in ("corrupt_payload", "corrupt_length"))
         and len(tags.get("broken_blobs", {}).get("probe", {}).get("steps", [])) == 10
         and "future" in tags.get("newer", {})
+        and tags.get("resumed", {}).get("probe/entropy", {}).get("steps", [])[-1:] == [8]
     )
 
 
@@ -431,6 +440,22 @@ def test_a_record_with_a_corrupt_length(damaged):
     for step in (0, 1, 6, 7):
         assert _attention(damaged, "corrupt_length", step)[0] == 200
     assert damaged.get("/examples", {"run": "corrupt_length", "tag": "probe", "step": 3})[0] == 404
+
+
+def test_steps_logged_again_by_a_resumed_run_are_listed_once(damaged):
+    """A run resumed from an earlier checkpoint logs steps 5 and 6 again, in a new event file. Each
+    step is listed once and a metric takes the newest value (the plugin keeps the last write; the
+    Python loader alone would list the step twice). For the attention examples the loaders differ:
+    Rust serves the newest write, Python the first (its blob reader keeps the first of a step)."""
+    assert _steps(damaged, "resumed") == _steps(damaged, "resumed", "probe/entropy") == list(range(9))
+    _, body = damaged.get("/metric", {"run": "resumed", "tag": "probe/entropy"})
+    assert body["steps"] == list(range(9))
+    assert [v[0][0] for v in body["values"]] == [0, 1, 2, 3, 4, 105, 106, 107, 108]
+    _, body = damaged.get("/metrics", {"run": "resumed", "probe": "probe", "step": 6})
+    assert body["metrics"]["entropy"][0][0] == 106
+    _, body = damaged.get("/examples", {"run": "resumed", "tag": "probe", "step": 6})
+    assert body["examples"][0]["tokens"][0] == ("a" if damaged.loader == "python" else "g1")
+    assert len(body["examples"]) == 1
 
 
 def test_a_newer_storage_format_is_listed_as_unsupported_with_a_message(damaged):
