@@ -18,7 +18,8 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 from tb_attention import summary
 
-logdir, first, last, interval, flush_each = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5] == "1"
+logdir, first, last, interval = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+flush_each = sys.argv[5] == "1"
 rng = np.random.default_rng(first)
 writer = SummaryWriter(logdir, flush_secs=1)
 n = 96
