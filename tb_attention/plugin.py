@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 _DOWNSAMPLE = 10**9  # steps per time series: every step the loader kept (0 would return none)
 _STATIC_DIR = pathlib.Path(__file__).resolve().parent / "static"
 _CACHE_SIZE = 256  # decoded manifests and exemplar tables
+_CHECKED_SIZE = 4096  # blobs known to be readable (a key each)
 _INT_PATTERN = re.compile(r"[0-9]{1,18}")  # non-negative base-10 integer that fits in int64
 _JSON = "application/json"
 
@@ -127,6 +128,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
     def __init__(self, context):
         self._provider = context.data_provider
         self._cache = _LRU(_CACHE_SIZE)
+        self._checked = _LRU(_CHECKED_SIZE)
 
     def get_plugin_apps(self):
         return {
@@ -247,7 +249,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
         if not isinstance(index, int) or isinstance(index, bool) or index < 0:
             raise metadata.FormatError(f"the manifest gives no valid blob index for the {what}")
         blob = self._read_blob(ctx, datum, index, what)
-        self._cache.get(("checked", datum.values[index].blob_key, datum.wall_time), lambda: check(blob))
+        self._checked.get((datum.values[index].blob_key, datum.wall_time), lambda: check(blob) and True)
         return blob
 
     def _manifest(self, ctx, datum):
@@ -369,8 +371,11 @@ class AttentionPlugin(base_plugin.TBPlugin):
         blob = self.attention_blob_impl(*self._context(request), run, tag, step, example)
         if not as_json:
             return http_util.Respond(request, blob, "application/octet-stream", content_encoding="gzip")
-        decoded = metadata.decode_attention(blob)
-        weights = _narrow(decoded.attention, layer, head, decoded.header)
+        try:
+            decoded = metadata.decode_attention(blob, layer=layer, head=head)  # only what is asked for
+        except IndexError as e:
+            raise _not_found(str(e)) from None
+        weights = decoded.attention
         return http_util.Respond(
             request, {**decoded.header, "shape": list(weights.shape), "attention": weights.tolist()}, _JSON
         )
