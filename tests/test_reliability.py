@@ -665,3 +665,17 @@ def test_200_concurrent_requests_all_succeed_with_the_right_answer(busy_logdir, 
     assert [status for status, _ in answers] == [200] * 200
     for request, (_, body) in list(zip(requests, answers))[::7]:
         assert fetch(request) == (200, body), request
+
+
+@pytest.mark.parametrize("causal, options", [(True, {}), (False, {}), (True, {"max_dense_tokens": 30, "top_k": 5})],
+                         ids=["causal", "dense", "topk"])
+def test_one_head_is_decoded_alone_and_equals_the_full_decode(rng, causal, options):
+    """/attention?format=json&layer&head decodes only that head: under load, decoding whole
+    12 x 12 x 128 examples to narrow them cost 1.5 s p50 and 300 MB at 32 concurrent requests."""
+    blob = metadata.encode_attention(random_attention(rng, 3, 4, 40, causal=causal), ["t"] * 40, **options)
+    full = metadata.decode_attention(blob).attention
+    for layer, head, expected in [(2, None, full[2]), (None, 3, full[:, 3]), (1, 2, full[1, 2])]:
+        part = metadata.decode_attention(blob, layer=layer, head=head).attention
+        assert part.shape == expected.shape and np.array_equal(part, expected)
+    with pytest.raises(IndexError, match="head 4 does not exist: the example has 4 heads"):
+        metadata.decode_attention(blob, head=4)
