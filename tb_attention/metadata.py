@@ -279,10 +279,42 @@ def _sizes(header, *names):
     return values
 
 
+_CHECK_CHUNK = 1 << 18  # bytes of decompressed data held at once while checking a blob
+
+
+def _check_gzip(blob, magic):
+    """(header, payload length) of a gzip blob, checked to its end (gzip's CRC included) while holding
+    at most _CHECK_CHUNK decompressed bytes beyond the header: checking a long example costs no copy."""
+    inflate = zlib.decompressobj(_GZIP_WBITS)
+    prefix, header, end, size, data = b"", None, None, 0, blob
+    try:
+        while not inflate.eof:
+            chunk = inflate.decompress(data, _CHECK_CHUNK)
+            if not chunk and inflate.unconsumed_tail == data:  # no progress: the input ended early
+                break
+            data = inflate.unconsumed_tail
+            if header is not None:
+                size += len(chunk)
+                continue
+            prefix += chunk
+            if end is None and len(prefix) >= _HEADER.size:
+                end = _HEADER.size + _HEADER.unpack_from(prefix)[2]
+            if end is not None and len(prefix) >= end:
+                header, payload = _unpack(prefix, magic)
+                prefix, size = None, len(payload)
+    except zlib.error as e:
+        raise FormatError(f"blob is not valid gzip: {e}") from None
+    if not inflate.eof or inflate.unused_data or inflate.unconsumed_tail:
+        raise FormatError("blob is not valid gzip: it ends early or has data after its end")
+    if header is None:
+        header, payload = _unpack(prefix, magic)  # raises, naming what is missing
+    return header, size
+
+
 def check_attention_blob(blob):
     """The header of an attention blob, after checking that it decompresses (gzip's CRC included)
     and holds the whole payload its header announces: what the binary route may serve as is."""
-    header, payload = _unpack(decompress(blob), _ATTENTION_MAGIC)
+    header, payload_size = _check_gzip(blob, _ATTENTION_MAGIC)
     num_layers, num_heads, n = _sizes(header, "num_layers", "num_heads", "num_tokens")
     encoding = header.get("encoding")
     if encoding == ENCODING_DENSE:
@@ -293,8 +325,8 @@ def check_attention_blob(blob):
         size = 3 * num_layers * num_heads * n * _sizes(header, "top_k")[0]
     else:
         raise FormatError(f"unknown attention encoding {encoding!r}")
-    if len(payload) < size or not isinstance(header.get("tokens"), list) or len(header["tokens"]) != n:
-        raise FormatError(f"attention payload or tokens do not match the header ({len(payload)} of {size} bytes)")
+    if payload_size < size or not isinstance(header.get("tokens"), list) or len(header["tokens"]) != n:
+        raise FormatError(f"attention payload or tokens do not match the header ({payload_size} of {size} bytes)")
     return header
 
 
@@ -392,13 +424,13 @@ def encode_qk(query, key, scaling, **fields):
 
 def check_qk_blob(blob):
     """The header of a query/key blob, after checking that it decompresses and is complete."""
-    header, payload = _unpack(decompress(blob), _QK_MAGIC)
+    header, payload_size = _check_gzip(blob, _QK_MAGIC)
     num_layers, num_heads, num_kv_heads, n, d = _sizes(
         header, "num_layers", "num_heads", "num_kv_heads", "num_tokens", "head_dim"
     )
     size = 2 * num_layers * (num_heads + num_kv_heads) * n * d
-    if len(payload) < size or num_kv_heads == 0 or num_heads % num_kv_heads:
-        raise FormatError(f"query/key payload does not match its header ({len(payload)} of {size} bytes)")
+    if payload_size < size or num_kv_heads == 0 or num_heads % num_kv_heads:
+        raise FormatError(f"query/key payload does not match its header ({payload_size} of {size} bytes)")
     return header
 
 
