@@ -679,3 +679,29 @@ def test_one_head_is_decoded_alone_and_equals_the_full_decode(rng, causal, optio
         assert part.shape == expected.shape and np.array_equal(part, expected)
     with pytest.raises(IndexError, match="head 4 does not exist: the example has 4 heads"):
         metadata.decode_attention(blob, head=4)
+
+
+def _corruptions(blob):
+    raw, middle = gzip.decompress(blob), len(blob) // 2
+    return {
+        "not gzip": (b"plain bytes", "blob is not valid gzip"),
+        "cut in half": (blob[:middle], "ends early"),
+        "a flipped byte": (blob[:middle] + bytes([blob[middle] ^ 0xFF]) + blob[middle + 1 :], "blob is not valid gzip"),
+        "data after its end": (blob + b"junk", "has data after its end"),
+        "two gzip members": (blob + blob, "has data after its end"),
+        "empty": (b"", "ends early"),
+        "short payload": (gzip.compress(raw[:-5]), "do not match the header"),
+        "wrong magic": (gzip.compress(b"XXXX" + raw[4:]), "expected b'TBAT'"),
+        "header cut": (gzip.compress(raw[:20]), "header runs past its end"),
+    }
+
+
+@pytest.mark.parametrize("case", ["not gzip", "cut in half", "a flipped byte", "data after its end", "two gzip members",
+                                  "empty", "short payload", "wrong magic", "header cut"])
+def test_blob_check_refuses_each_corruption_in_bounded_memory(rng, case):
+    """The check the binary routes run reads the blob in 256 KiB pieces (this one inflates to 0.5 MB)."""
+    blob = metadata.encode_attention(random_attention(rng, 4, 4, 256), ["t"] * 256)
+    assert metadata.check_attention_blob(blob)["num_tokens"] == 256
+    corrupt, message = _corruptions(blob)[case]
+    with pytest.raises(metadata.FormatError, match=message):
+        metadata.check_attention_blob(corrupt)
