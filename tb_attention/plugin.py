@@ -30,7 +30,8 @@ _DOWNSAMPLE = 10**9  # steps per time series: every step the loader kept (0 woul
 _STATIC_DIR = pathlib.Path(__file__).resolve().parent / "static"
 _CACHE_SIZE = 256  # decoded manifests and exemplar tables
 _CHECKED_SIZE = 4096  # blobs known to be readable (a key each)
-_INT_PATTERN = re.compile(r"[0-9]{1,18}")  # non-negative base-10 integer that fits in int64
+_INT_PATTERN = re.compile(r"[0-9]{1,19}")  # non-negative base-10 integer (< 2**63: an event's int64 step)
+_INT_LIMIT = 2**63
 _JSON = "application/json"
 
 
@@ -87,7 +88,7 @@ def _int_param(request, name, required=True):
     value = _param(request, name, required)
     if value is None:
         return None
-    if not _INT_PATTERN.fullmatch(value):
+    if not _INT_PATTERN.fullmatch(value) or int(value) >= _INT_LIMIT:
         raise _bad_request(f"parameter {name!r} must be a non-negative integer, got {value!r}")
     return int(value)
 
