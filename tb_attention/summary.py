@@ -260,14 +260,20 @@ def write(writer, summary, step, walltime=None):
     _file_writer(writer).add_summary(summary, check_step(step), walltime)
 
 
+MAX_STEP = 2**53 - 1  # the largest step a browser's JSON numbers (doubles) name exactly
+
+
 def check_step(step):
-    """step as an int, or a ValueError: steps are non-negative integers (the routes take no others)."""
+    """step as an int, or a ValueError: steps are non-negative integers (the routes take no others)
+    up to MAX_STEP, so that the step the dashboard reads from /tags is the step it asks for."""
     try:
         value = int(step)
     except (TypeError, ValueError):
         raise TypeError(f"step must be an integer, got {type(step).__name__} {step!r}") from None
-    if value != step or not 0 <= value < 2**63:
-        raise ValueError(f"step must be a non-negative integer below 2**63, got {step!r}")
+    if value != step or not 0 <= value <= MAX_STEP:
+        raise ValueError(
+            f"step must be a non-negative integer up to 2**53 - 1 (a browser rounds larger ones), got {step!r}"
+        )
     return value
 
 
