@@ -189,9 +189,10 @@ def test_empty_inputs_are_refused(tmp_path, rng, case, message):
     assert _nothing_written(tmp_path)
 
 
-@pytest.mark.parametrize("step", [-1, 2.5, "3", 2**63])
-def test_steps_must_be_non_negative_integers(tmp_path, rng, step):
-    """A negative step could be stored but never asked for (the routes take non-negative integers)."""
+@pytest.mark.parametrize("step", [-1, 2.5, "3", 2**53, 2**63])
+def test_steps_must_be_non_negative_integers_a_browser_can_name(tmp_path, rng, step):
+    """A negative step could be stored but never asked for (the routes take non-negative integers);
+    from 2**53 (e.g. time.time_ns()) a browser's JSON rounds the step, and asks for another one."""
     with _writer(tmp_path) as writer, pytest.raises((ValueError, TypeError), match="step must be"):
         summary.attention(writer, "probe", random_attention(rng, 1, 1, 2), list("ab"), step)
     assert _nothing_written(tmp_path)
@@ -199,11 +200,11 @@ def test_steps_must_be_non_negative_integers(tmp_path, rng, step):
 
 def test_integer_steps_of_any_type_are_accepted(tmp_path, rng):
     with _writer(tmp_path) as writer:
-        for step in (np.int64(3), torch.tensor(4), 5.0):
+        for step in (np.int64(3), torch.tensor(4), 5.0, 2**53 - 1):
             summary.attention(writer, "probe", random_attention(rng, 1, 1, 2), list("ab"), step)
     steps = [d.step for d in python_provider(tmp_path).read_blob_sequences(
         request_context(), experiment_id="", plugin_name="attention", downsample=100)["run"]["probe"]]
-    assert steps == [3, 4, 5]
+    assert steps == [3, 4, 5, 2**53 - 1]
 
 
 @pytest.mark.parametrize(
@@ -339,6 +340,20 @@ def damaged_logdir(tmp_path_factory):
             summary.write(writer, metric, step)
             summary.write_examples(writer, "probe", _examples(rng), step)
 
+        alien = _raw_summary("alien", [manifest, *blobs], b"\xff written by another tool")
+        summary.write(writer, alien, 0)
+
+    # Files that are not event files at all, and an empty one, next to a good run's.
+    (root / "junk").mkdir()
+    (root / "junk" / "events.out.tfevents.1000000001.host").write_bytes(np.random.default_rng(0).bytes(5000))
+    (root / "junk" / "events.out.tfevents.1000000002.host").write_bytes(b"")
+    (root / "junk" / "events.out.tfevents.1000000003.host").mkdir()
+
+    # A step another writer stored above what a browser names exactly (2**62).
+    with Writer(root / "big_step") as writer:
+        manifest, blobs, _ = summary.encode_examples(_examples(rng))
+        writer.add_summary(summary.attention_pb("probe", manifest, blobs), 2**62)
+
     good_manifest, good_blobs, _ = summary.encode_examples(_examples(rng))
     raw = gzip.decompress(good_blobs[0])
     broken = {
@@ -458,12 +473,28 @@ def test_steps_logged_again_by_a_resumed_run_are_listed_once(damaged):
     assert len(body["examples"]) == 1
 
 
+def test_files_that_are_not_event_files_hide_nothing_else(damaged):
+    """Random bytes, an empty file and a directory named like event files: the run shows no tags and
+    every other run is served (checked by the fixture's wait as well)."""
+    _, tags = damaged.get("/tags")
+    assert "junk" not in tags and tags["intact"]["probe"]["steps"] == [0, 1, 2]
+
+
+def test_a_step_up_to_2_63_written_by_another_writer_is_served(damaged):
+    assert _steps(damaged, "big_step") == [2**62]
+    status, body = damaged.get("/examples", {"run": "big_step", "tag": "probe", "step": 2**62})
+    assert status == 200 and body["step"] == 2**62
+    status, body = damaged.get("/examples", {"run": "big_step", "tag": "probe", "step": 2**63 - 1})
+    assert status == 404
+
+
 def test_a_newer_storage_format_is_listed_as_unsupported_with_a_message(damaged):
     _, tags = damaged.get("/tags")
     newer = tags["newer"]
     for tag in ("future", "future/entropy"):
         assert newer[tag]["kind"] == "unsupported" and newer[tag]["steps"] == []
         assert "newer tb-attention (storage format v99" in newer[tag]["error"] and "upgrade" in newer[tag]["error"]
+    assert newer["alien"]["kind"] == "unsupported" and "plugin data is not tb-attention JSON" in newer["alien"]["error"]
     assert newer["probe"]["kind"] == "attention" and newer["probe"]["steps"] == [0, 1]
     for route, params in [
         ("/examples", {"run": "newer", "tag": "future", "step": 0}),
@@ -580,6 +611,8 @@ def test_every_response_carries_nosniff_and_none_is_5xx(damaged, method):
         ("run=intact&tag=probe&step=0x1", 400, "non-negative integer"),
         ("run=intact&tag=probe&step=999999999999999999", 404, "has no step 999999999999999999"),
         ("run=intact&tag=probe&step=9223372036854775808", 400, "non-negative integer"),
+        ("run=intact&tag=probe&step=9223372036854775807", 404, "has no step 9223372036854775807"),
+        ("run=intact&tag=probe&step=00000000000000000001", 400, "non-negative integer"),  # 20 digits
         ("run=intact%00&tag=probe&step=0", 404, "run 'intact\\x00' has no attention tag"),
         ("run=%FF%FE&tag=probe&step=0", 404, "has no attention tag"),
         ("run=&tag=&step=0", 404, "run '' has no attention tag ''"),
