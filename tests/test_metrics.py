@@ -139,15 +139,17 @@ def random_corpus(seed, causal, lengths=(7, 12, 3, 10, 1, 15, 9), num_layers=2, 
 
 
 def padded(attentions, side, rng):
-    """A batch [B, L, H, N, N] padded on `side` with junk where padding is, and its mask."""
+    """A batch [B, L, H, N, N] padded on `side`, and its mask. Padding holds junk: random weights
+    in padded columns, NaN in padded rows (a softmax over nothing but masked keys)."""
     n_max = max(a.shape[-1] for a in attentions)
-    batch = rng.random((len(attentions), *attentions[0].shape[:2], n_max, n_max))  # junk
+    batch = rng.random((len(attentions), *attentions[0].shape[:2], n_max, n_max))
     mask = np.zeros((len(attentions), n_max), dtype=np.int64)
     for b, a in enumerate(attentions):
         n = a.shape[-1]
         s = slice(0, n) if side == "right" else slice(n_max - n, n_max)
         batch[b, :, :, s, s] = a
         mask[b, s] = 1
+        batch[b, :, :, mask[b] == 0, :] = np.nan
     return batch, mask
 
 
@@ -357,6 +359,7 @@ def test_merging_settings_that_differ_is_refused():
 def _all_reduce_worker(rank, world, init_file, shards, out_dir):
     import torch.distributed as dist
 
+    torch.set_num_threads(1)  # a forked child: no OpenMP pool of the parent's
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     attentions, syntaxes = shards[rank]
     stats = AttentionStats(2, 3, top_k=4).update(attentions, syntax=syntaxes)
@@ -371,7 +374,10 @@ def test_all_reduce_across_processes_equals_one_pass():
     shards = [(attentions[:3], syntaxes[:3]), (attentions[3:], syntaxes[3:])]
     with tempfile.TemporaryDirectory() as tmp:
         init_file = os.path.join(tmp, "init")
-        torch.multiprocessing.spawn(_all_reduce_worker, args=(2, init_file, shards, tmp), nprocs=2)
+        # fork: a spawned child would spend seconds importing torch again
+        torch.multiprocessing.start_processes(
+            _all_reduce_worker, args=(2, init_file, shards, tmp), nprocs=2, start_method="fork"
+        )
         for rank in range(2):
             got = torch.load(os.path.join(tmp, f"{rank}.pt"), weights_only=False)
             assert_same_metrics(got["result"], one.result(), atol=1e-6)

@@ -1,0 +1,170 @@
+// The one typed client of the plugin's routes; mirrors tb_attention/http_api.md.
+
+import {decodeAttention, decodeQueryKey, type Attention, type QueryKey} from './decode';
+
+export type TagKind = 'attention' | 'metric' | 'exemplars' | 'unsupported';
+
+export interface TagInfo {
+  kind: TagKind;
+  steps: number[];
+  wall_times?: number[];
+  /** metric and exemplars tags: the attention tag (probe) they belong to */
+  probe?: string;
+  /** metric tags: `entropy`, `pos/NOUN`, ... */
+  metric?: string;
+  description?: string;
+  display_name?: string;
+  /** unsupported tags: why the data is not served */
+  error?: string;
+}
+
+/** `GET /tags`: run -> tag -> info. */
+export type Tags = Record<string, Record<string, TagInfo>>;
+
+export interface ExampleInfo {
+  index: number;
+  tokens: string[];
+  num_layers: number;
+  num_heads: number;
+  num_tokens: number;
+  causal: boolean;
+  encoding: 'dense' | 'causal' | 'topk';
+  has_qk: boolean;
+  text?: string | null;
+  /** null for one text; `[a_end]` for a sentence pair (tokens [0, a_end) are segment A) */
+  segments: number[] | null;
+  pos?: (string | null)[];
+}
+
+export interface Examples {
+  run: string;
+  tag: string;
+  step: number;
+  wall_time: number;
+  examples: ExampleInfo[];
+}
+
+export interface MetricSeries {
+  run: string;
+  tag: string;
+  steps: number[];
+  wall_times: number[];
+  /** values[step][layer][head]; null where the value was NaN */
+  values: (number | null)[][][];
+}
+
+export interface ProbeMetrics {
+  run: string;
+  probe: string;
+  step: number;
+  metrics: Record<string, (number | null)[][]>;
+}
+
+export interface ExemplarArc {
+  input: number;
+  score: number;
+  from: number;
+  to: number;
+}
+
+export interface Exemplars {
+  run: string;
+  tag: string;
+  step: number;
+  num_layers: number;
+  num_heads: number;
+  top_k: number;
+  inputs: {tokens: string[]; text?: string | null; example: number | null}[];
+  /** heads[layer][head]: top inputs, best first */
+  heads: ExemplarArc[][][];
+}
+
+/** A route answered with an error; `status` is the HTTP status (0 for a network failure). */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+type Params = Record<string, string | number>;
+
+/** Selects one example of one step of one attention tag. */
+export interface ExampleKey {
+  run: string;
+  tag: string;
+  step: number;
+  example: number;
+}
+
+export class Api {
+  /** `base`: the URL of the plugin's route root; inside TensorBoard that is the document's base. */
+  constructor(private readonly base: string = document.baseURI) {}
+
+  tags(signal?: AbortSignal): Promise<Tags> {
+    return this.json('tags', {}, signal);
+  }
+
+  examples(run: string, tag: string, step: number, signal?: AbortSignal): Promise<Examples> {
+    return this.json('examples', {run, tag, step}, signal);
+  }
+
+  async attention(key: ExampleKey, signal?: AbortSignal): Promise<Attention> {
+    return decodeAttention(await this.binary('attention', {...key}, signal));
+  }
+
+  /** Rejects with an ApiError of status 404 when no query/key vectors were logged. */
+  async queryKey(key: ExampleKey, signal?: AbortSignal): Promise<QueryKey> {
+    return decodeQueryKey(await this.binary('qk', {...key}, signal));
+  }
+
+  metric(run: string, tag: string, signal?: AbortSignal): Promise<MetricSeries> {
+    return this.json('metric', {run, tag}, signal);
+  }
+
+  metrics(run: string, probe: string, step: number, signal?: AbortSignal): Promise<ProbeMetrics> {
+    return this.json('metrics', {run, probe, step}, signal);
+  }
+
+  exemplars(run: string, tag: string, step: number, signal?: AbortSignal): Promise<Exemplars> {
+    return this.json('exemplars', {run, tag, step}, signal);
+  }
+
+  private url(route: string, params: Params): string {
+    const url = new URL(route, this.base);
+    for (const [name, value] of Object.entries(params)) url.searchParams.set(name, String(value));
+    return url.toString();
+  }
+
+  private async fetch(route: string, params: Params, signal?: AbortSignal): Promise<Response> {
+    let response: Response;
+    try {
+      response = await fetch(this.url(route, params), {signal, credentials: 'same-origin'});
+    } catch (e) {
+      if ((e as Error).name === 'AbortError') throw e;
+      throw new ApiError(0, `cannot reach TensorBoard (${(e as Error).message})`);
+    }
+    if (!response.ok) {
+      let message = `${route}: HTTP ${response.status}`;
+      try {
+        const body = (await response.json()) as {error?: unknown};
+        if (typeof body.error === 'string') message = body.error;
+      } catch {
+        // not the JSON error body of the contract; keep the status line
+      }
+      throw new ApiError(response.status, message);
+    }
+    return response;
+  }
+
+  private async json<T>(route: string, params: Params, signal?: AbortSignal): Promise<T> {
+    return (await (await this.fetch(route, params, signal)).json()) as T;
+  }
+
+  private async binary(route: string, params: Params, signal?: AbortSignal): Promise<ArrayBuffer> {
+    return (await this.fetch(route, params, signal)).arrayBuffer();
+  }
+}

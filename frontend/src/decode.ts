@@ -1,0 +1,301 @@
+// Decoders of the binary bodies of `/attention` (TBAT) and `/qk` (TBQK); see http_api.md.
+
+// Weights stay as their one-byte codes (1 byte per weight instead of 4) and are decoded per row
+// on demand: 12 x 12 heads of 1024 tokens would take 600 MB as float32.
+
+export const FORMAT_VERSION = 1; // the newest storage format this dashboard reads
+export const TOPK_PAD = 0xffff; // key index of an unused slot of a sparse row
+
+/** code -> weight: b = round(255 sqrt(a)), so a = (b / 255)^2 (quantization "sqrt-u8"). */
+export const DEQUANTIZE = Float32Array.from({length: 256}, (_, b) => (b / 255) ** 2);
+
+export type Encoding = 'dense' | 'causal' | 'topk';
+
+export interface AttentionHeader {
+  tokens: string[];
+  num_layers: number;
+  num_heads: number;
+  num_tokens: number;
+  causal: boolean;
+  quantization: string;
+  encoding: Encoding;
+  top_k?: number;
+  segments?: number[] | null;
+  text?: string | null;
+  pos?: (string | null)[];
+  [field: string]: unknown;
+}
+
+export interface Attention {
+  header: AttentionHeader;
+  tokens: string[];
+  numLayers: number;
+  numHeads: number;
+  numTokens: number;
+  encoding: Encoding;
+  /** weight codes, laid out by `encoding` (layer, head, query row) */
+  codes: Uint8Array;
+  /** topk only: the key of each code slot (TOPK_PAD where unused) */
+  keys: Uint16Array | null;
+  /** topk only: slots per row */
+  topK: number;
+}
+
+export interface QueryKeyHeader {
+  num_layers: number;
+  num_heads: number;
+  num_kv_heads: number;
+  num_tokens: number;
+  head_dim: number;
+  dtype: string;
+  scaling: number[];
+  [field: string]: unknown;
+}
+
+export interface QueryKey {
+  header: QueryKeyHeader;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  numTokens: number;
+  headDim: number;
+  /** per layer, the factor on q·k before the softmax */
+  scaling: number[];
+  /** float16 bits: [L, H, N, d] */
+  query: Uint16Array;
+  /** float16 bits: [L, K, N, d] */
+  key: Uint16Array;
+}
+
+export class FormatError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'FormatError';
+  }
+}
+
+const PREAMBLE_BYTES = 12; // magic, version, header length
+
+function unpack(buffer: ArrayBuffer, magic: string): {header: Record<string, unknown>; payload: number} {
+  if (buffer.byteLength < PREAMBLE_BYTES) throw new FormatError('blob is shorter than its header');
+  const view = new DataView(buffer);
+  const found = String.fromCharCode(...new Uint8Array(buffer, 0, 4));
+  if (found !== magic) throw new FormatError(`blob starts with ${JSON.stringify(found)}, expected ${magic}`);
+  const version = view.getUint32(4, true);
+  if (version > FORMAT_VERSION) {
+    throw new FormatError(`storage format v${version}; this dashboard reads up to v${FORMAT_VERSION}: upgrade tb-attention`);
+  }
+  const length = view.getUint32(8, true);
+  const payload = PREAMBLE_BYTES + length;
+  if (payload > buffer.byteLength) throw new FormatError('blob header runs past its end');
+  let header: unknown;
+  try {
+    header = JSON.parse(new TextDecoder('utf-8', {fatal: true}).decode(new Uint8Array(buffer, PREAMBLE_BYTES, length)));
+  } catch (e) {
+    throw new FormatError(`blob header is not JSON: ${(e as Error).message}`);
+  }
+  if (typeof header !== 'object' || header === null) throw new FormatError('blob header is not a JSON object');
+  return {header: header as Record<string, unknown>, payload};
+}
+
+function positiveInt(header: Record<string, unknown>, field: string): number {
+  const value = header[field];
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
+    throw new FormatError(`header field ${field} is not a non-negative integer`);
+  }
+  return value;
+}
+
+function checkPayload(buffer: ArrayBuffer, offset: number, bytes: number): void {
+  if (offset + bytes > buffer.byteLength) {
+    throw new FormatError(`payload of ${buffer.byteLength - offset} bytes, expected ${bytes}`);
+  }
+}
+
+/** Decodes the body of `GET /attention` (the blob after gzip is undone). */
+export function decodeAttention(buffer: ArrayBuffer): Attention {
+  const {header, payload} = unpack(buffer, 'TBAT');
+  const numLayers = positiveInt(header, 'num_layers');
+  const numHeads = positiveInt(header, 'num_heads');
+  const numTokens = positiveInt(header, 'num_tokens');
+  const tokens = header.tokens;
+  if (!Array.isArray(tokens) || tokens.length !== numTokens) throw new FormatError('header tokens do not match num_tokens');
+  const heads = numLayers * numHeads;
+  const encoding = header.encoding as Encoding;
+  let codes: Uint8Array;
+  let keys: Uint16Array | null = null;
+  let topK = 0;
+  if (encoding === 'dense') {
+    checkPayload(buffer, payload, heads * numTokens * numTokens);
+    codes = new Uint8Array(buffer, payload, heads * numTokens * numTokens);
+  } else if (encoding === 'causal') {
+    const perHead = (numTokens * (numTokens + 1)) / 2;
+    checkPayload(buffer, payload, heads * perHead);
+    codes = new Uint8Array(buffer, payload, heads * perHead);
+  } else if (encoding === 'topk') {
+    topK = positiveInt(header, 'top_k');
+    const slots = heads * numTokens * topK;
+    checkPayload(buffer, payload, 3 * slots);
+    // Little-endian uint16 read in place: the payload starts 8-byte aligned, and every browser
+    // this runs in is little-endian.
+    keys = new Uint16Array(buffer, payload, slots);
+    codes = new Uint8Array(buffer, payload + 2 * slots, slots);
+  } else {
+    throw new FormatError(`unknown attention encoding ${JSON.stringify(encoding)}`);
+  }
+  return {
+    header: header as AttentionHeader,
+    tokens: tokens.map(String),
+    numLayers,
+    numHeads,
+    numTokens,
+    encoding,
+    codes,
+    keys,
+    topK,
+  };
+}
+
+/** Offset in `codes` (and `keys`) of query row i of head (layer, head). */
+export function rowStart(a: Attention, layer: number, head: number, i: number): number {
+  const n = a.numTokens;
+  const h = layer * a.numHeads + head;
+  switch (a.encoding) {
+    case 'dense':
+      return (h * n + i) * n;
+    case 'causal':
+      return (h * n * (n + 1)) / 2 + (i * (i + 1)) / 2;
+    case 'topk':
+      return (h * n + i) * a.topK;
+  }
+}
+
+/** Number of code slots of query row i: its keys are `keys[start + t]`, or `t` where keys is null. */
+export function rowLength(a: Attention, i: number): number {
+  return a.encoding === 'dense' ? a.numTokens : a.encoding === 'causal' ? i + 1 : a.topK;
+}
+
+/** The weights of query i over every key, as a dense row (missing weights are 0). */
+export function readRow(a: Attention, layer: number, head: number, i: number, out = new Float32Array(a.numTokens)): Float32Array {
+  out.fill(0);
+  const start = rowStart(a, layer, head, i);
+  const length = rowLength(a, i);
+  const {codes, keys} = a;
+  if (keys === null) {
+    for (let t = 0; t < length; t++) out[t] = DEQUANTIZE[codes[start + t]];
+  } else {
+    for (let t = 0; t < length; t++) {
+      const j = keys[start + t];
+      if (j !== TOPK_PAD) out[j] = DEQUANTIZE[codes[start + t]];
+    }
+  }
+  return out;
+}
+
+/** The weights of every query to key j (column j of the head). */
+export function readColumn(a: Attention, layer: number, head: number, j: number, out = new Float32Array(a.numTokens)): Float32Array {
+  out.fill(0);
+  const n = a.numTokens;
+  const {codes, keys} = a;
+  if (a.encoding === 'dense') {
+    const base = rowStart(a, layer, head, 0) + j;
+    for (let i = 0; i < n; i++) out[i] = DEQUANTIZE[codes[base + i * n]];
+  } else if (a.encoding === 'causal') {
+    const base = rowStart(a, layer, head, 0);
+    for (let i = j; i < n; i++) out[i] = DEQUANTIZE[codes[base + (i * (i + 1)) / 2 + j]];
+  } else {
+    const k = a.topK;
+    const base = rowStart(a, layer, head, 0);
+    for (let i = 0; i < n; i++) {
+      const start = base + i * k;
+      for (let t = 0; t < k; t++) {
+        if (keys![start + t] === j) {
+          out[i] = DEQUANTIZE[codes[start + t]];
+          break;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// float16 -> float32 through a table of all 65536 bit patterns (256 KiB, built on first use).
+let halfTable: Float32Array | null = null;
+
+function buildHalfTable(): Float32Array {
+  const table = new Float32Array(65536);
+  for (let bits = 0; bits < 65536; bits++) {
+    const sign = bits & 0x8000 ? -1 : 1;
+    const exponent = (bits >> 10) & 0x1f;
+    const fraction = bits & 0x3ff;
+    table[bits] =
+      exponent === 0
+        ? sign * 2 ** -14 * (fraction / 1024)
+        : exponent === 31
+          ? fraction
+            ? NaN
+            : sign * Infinity
+          : sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
+  }
+  return table;
+}
+
+export function halfToFloat(bits: number): number {
+  halfTable ??= buildHalfTable();
+  return halfTable[bits];
+}
+
+function halvesToFloats(bits: Uint16Array, out = new Float32Array(bits.length)): Float32Array {
+  halfTable ??= buildHalfTable();
+  for (let t = 0; t < bits.length; t++) out[t] = halfTable[bits[t]];
+  return out;
+}
+
+/** Decodes the body of `GET /qk`. */
+export function decodeQueryKey(buffer: ArrayBuffer): QueryKey {
+  const {header, payload} = unpack(buffer, 'TBQK');
+  const numLayers = positiveInt(header, 'num_layers');
+  const numHeads = positiveInt(header, 'num_heads');
+  const numKvHeads = positiveInt(header, 'num_kv_heads');
+  const numTokens = positiveInt(header, 'num_tokens');
+  const headDim = positiveInt(header, 'head_dim');
+  if (header.dtype !== 'float16') throw new FormatError(`unknown query/key dtype ${JSON.stringify(header.dtype)}`);
+  if (numKvHeads === 0 || numHeads % numKvHeads !== 0) {
+    throw new FormatError(`${numHeads} query heads are not a multiple of ${numKvHeads} key heads`);
+  }
+  const scaling = header.scaling;
+  if (!Array.isArray(scaling) || scaling.length !== numLayers) throw new FormatError('header scaling is not one number per layer');
+  const queryCount = numLayers * numHeads * numTokens * headDim;
+  const keyCount = numLayers * numKvHeads * numTokens * headDim;
+  checkPayload(buffer, payload, 2 * (queryCount + keyCount));
+  return {
+    header: header as QueryKeyHeader,
+    numLayers,
+    numHeads,
+    numKvHeads,
+    numTokens,
+    headDim,
+    scaling: scaling.map(Number),
+    query: new Uint16Array(buffer, payload, queryCount),
+    key: new Uint16Array(buffer, payload + 2 * queryCount, keyCount),
+  };
+}
+
+/** The key head that query head `head` reads (grouped-query attention: h // (H / K)). */
+export function keyHeadOf(qk: QueryKey, head: number): number {
+  return Math.floor(head / (qk.numHeads / qk.numKvHeads));
+}
+
+/** Query vectors of one head as float32 [N, d]. */
+export function queryVectors(qk: QueryKey, layer: number, head: number): Float32Array {
+  const size = qk.numTokens * qk.headDim;
+  const start = (layer * qk.numHeads + head) * size;
+  return halvesToFloats(qk.query.subarray(start, start + size));
+}
+
+/** Key vectors used by query head `head`, as float32 [N, d]. */
+export function keyVectors(qk: QueryKey, layer: number, head: number): Float32Array {
+  const size = qk.numTokens * qk.headDim;
+  const start = (layer * qk.numKvHeads + keyHeadOf(qk, head)) * size;
+  return halvesToFloats(qk.key.subarray(start, start + size));
+}

@@ -1,0 +1,124 @@
+// The slim left panel: run, tag, step (slider) and example.
+
+import {select} from 'd3-selection';
+import type {ExampleInfo} from './api';
+import {el} from './dom';
+import type {Selection, Store} from './state';
+import {decodeByteLevel, isByteLevel, truncate} from './tokens';
+
+const PREVIEW_CHARS = 90; // characters of an example's text shown in the list
+
+/** What the panel shows: the resolved selection (with the choices around it) and the examples. */
+export interface PanelModel extends Selection {
+  /** null while loading */
+  examples: ExampleInfo[] | null;
+  example: number;
+}
+
+/** The text of an example as a one-line preview. */
+export function examplePreview(example: ExampleInfo): string {
+  const text = example.text ?? (isByteLevel(example.tokens) ? example.tokens.map(decodeByteLevel) : example.tokens).join('');
+  return truncate(text.replace(/\s+/g, ' ').trim(), PREVIEW_CHARS);
+}
+
+export class Panel {
+  readonly element: HTMLElement;
+  private readonly run: HTMLSelectElement;
+  private readonly tag: HTMLSelectElement;
+  private readonly slider: HTMLInputElement;
+  private readonly stepValue: HTMLElement;
+  private readonly stepRange: HTMLElement;
+  private readonly list: HTMLElement;
+  private readonly details: HTMLElement;
+  private steps: number[] = [];
+
+  constructor(private readonly store: Store) {
+    this.run = el('select', {attrs: {'aria-label': 'Run', 'data-control': 'run'}});
+    this.tag = el('select', {attrs: {'aria-label': 'Tag', 'data-control': 'tag'}});
+    this.slider = el('input', {attrs: {type: 'range', min: '0', max: '0', step: '1', 'aria-label': 'Step', 'data-control': 'step'}});
+    this.stepValue = el('span', {class: 'step-value', attrs: {'data-control': 'step-value'}});
+    this.stepRange = el('span', {class: 'step-range'});
+    this.list = el('div', {class: 'examples', attrs: {role: 'listbox', 'aria-label': 'Examples', 'data-control': 'examples'}});
+    this.details = el('div', {class: 'example-details', attrs: {'data-control': 'example-details'}});
+
+    this.run.addEventListener('change', () => store.update({run: this.run.value, tag: null, step: null, example: 0, tokens: []}));
+    this.tag.addEventListener('change', () => store.update({tag: this.tag.value, step: null, example: 0, tokens: []}));
+    // The label follows the thumb while dragging; the data loads when it is let go.
+    this.slider.addEventListener('input', () => this.showStep(this.steps[Number(this.slider.value)]));
+    this.slider.addEventListener('change', () => {
+      const index = Number(this.slider.value);
+      // The newest step stays "follow the newest" so that a live run keeps updating.
+      store.update({step: index === this.steps.length - 1 ? null : this.steps[index]});
+    });
+
+    this.element = el('aside', {class: 'panel'}, [
+      el('label', {class: 'field'}, [el('span', {class: 'field-label', text: 'Run'}), this.run]),
+      el('label', {class: 'field'}, [el('span', {class: 'field-label', text: 'Tag'}), this.tag]),
+      el('div', {class: 'field'}, [
+        el('div', {class: 'field-label step-label'}, [el('span', {text: 'Step'}), this.stepValue]),
+        this.slider,
+        this.stepRange,
+      ]),
+      el('div', {class: 'field field-grow'}, [el('span', {class: 'field-label', text: 'Example'}), this.list]),
+      this.details,
+    ]);
+  }
+
+  set(model: PanelModel): void {
+    setOptions(this.run, model.runs, model.run);
+    setOptions(this.tag, model.tags, model.tag);
+    this.steps = model.steps;
+    this.slider.max = String(Math.max(0, model.steps.length - 1));
+    this.slider.value = String(Math.max(0, model.steps.indexOf(model.step)));
+    this.slider.disabled = model.steps.length < 2;
+    this.showStep(model.step);
+    const first = model.steps[0];
+    const last = model.steps[model.steps.length - 1];
+    this.stepRange.textContent = model.steps.length > 1 ? `${model.steps.length} steps, ${first}–${last}` : '1 step';
+    this.setExamples(model.examples, model.example);
+  }
+
+  private showStep(step: number | undefined): void {
+    this.stepValue.textContent = step === undefined ? '' : String(step);
+  }
+
+  private setExamples(examples: ExampleInfo[] | null, selected: number): void {
+    const store = this.store;
+    select(this.list)
+      .selectAll<HTMLElement, ExampleInfo>('.example')
+      .data(examples ?? [], (d) => String(d.index))
+      .join((enter) => {
+        const item = enter
+          .append('div')
+          .attr('class', 'example')
+          .attr('role', 'option')
+          .attr('tabindex', '0')
+          .on('click', (_event: MouseEvent, d: ExampleInfo) => store.update({example: d.index, tokens: []}))
+          .on('keydown', (event: KeyboardEvent, d: ExampleInfo) => {
+            if (event.key === 'Enter' || event.key === ' ') store.update({example: d.index, tokens: []});
+          });
+        item.append('span').attr('class', 'example-index');
+        item.append('span').attr('class', 'example-text');
+        return item;
+      })
+      .attr('aria-selected', (d) => String(d.index === selected))
+      .attr('data-example', (d) => String(d.index))
+      .call((item) => item.select('.example-index').text((d) => `#${d.index}`))
+      .call((item) => item.select('.example-text').text((d) => examplePreview(d)));
+    const current = examples?.find((e) => e.index === selected);
+    this.details.textContent = current
+      ? `${current.num_tokens} tokens · ${current.num_layers} layers × ${current.num_heads} heads` +
+        `${current.segments?.length ? ' · sentence pair' : ''}${current.causal ? ' · causal' : ''}` +
+        `${current.encoding === 'topk' ? ' · sparse (top-k rows)' : ''}${current.has_qk ? ' · q/k logged' : ''}`
+      : '';
+  }
+}
+
+function setOptions(control: HTMLSelectElement, values: string[], value: string): void {
+  const current = Array.from(control.options, (o) => o.value);
+  if (current.length !== values.length || current.some((v, i) => v !== values[i])) {
+    control.replaceChildren(...values.map((v) => el('option', {text: v, attrs: {value: v}})));
+  }
+  control.value = value;
+  control.disabled = values.length < 2;
+}

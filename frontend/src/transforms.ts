@@ -1,0 +1,161 @@
+// Pure maths on attention rows and query/key vectors: what the views draw, without drawing.
+
+import {readRow, type Attention} from './decode';
+
+/** Half-open range of token positions. */
+export interface Range {
+  start: number;
+  end: number;
+}
+
+/** Sentence-pair filter: which segment the queries (first letter) and keys (second) come from. */
+export type Pair = 'all' | 'AA' | 'AB' | 'BA' | 'BB';
+export const PAIRS: readonly Pair[] = ['all', 'AA', 'AB', 'BA', 'BB'];
+
+/** The query and key ranges a pair filter keeps; `segments` is `[a_end]` or null (one text). */
+export function pairRanges(numTokens: number, segments: readonly number[] | null | undefined, pair: Pair): {queries: Range; keys: Range} {
+  const all = {start: 0, end: numTokens};
+  if (pair === 'all' || !segments || segments.length === 0) return {queries: all, keys: all};
+  const aEnd = Math.max(0, Math.min(numTokens, segments[0]));
+  const segment = (letter: string): Range => (letter === 'A' ? {start: 0, end: aEnd} : {start: aEnd, end: numTokens});
+  return {queries: segment(pair[0]), keys: segment(pair[1])};
+}
+
+// Special tokens of the common tokenizers: [CLS] [SEP] [PAD] [MASK], <s> </s> <pad> <unk> <mask>,
+// <|endoftext|> <|im_start|> <|begin_of_text|> ...
+const SPECIAL_TOKEN = /^(\[(CLS|SEP|PAD|MASK|UNK|BOS|EOS)\]|<\/?(s|pad|unk|mask|bos|eos)>|<\|[^|<>]{1,40}\|>)$/i;
+
+export function isSpecialToken(token: string): boolean {
+  return SPECIAL_TOKEN.test(token.trim());
+}
+
+/** 1 for the keys that "hide first/special tokens" hides: the first token and any special token. */
+export function specialTokenMask(tokens: readonly string[]): Uint8Array {
+  const mask = new Uint8Array(tokens.length);
+  tokens.forEach((token, j) => (mask[j] = j === 0 || isSpecialToken(token) ? 1 : 0));
+  return mask;
+}
+
+export interface RowFilter {
+  /** keys whose weight is set to 0 (null: none) */
+  hidden: Uint8Array | null;
+  /** after hiding, divide the row by what is left of its sum */
+  renormalize: boolean;
+  /** keys outside this range are set to 0 (the pair filter); not renormalised */
+  keys: Range;
+}
+
+export function noFilter(numTokens: number): RowFilter {
+  return {hidden: null, renormalize: false, keys: {start: 0, end: numTokens}};
+}
+
+/** Applies a filter to a dense row in place and returns it. */
+export function filterRow(row: Float32Array, filter: RowFilter): Float32Array {
+  const {hidden, renormalize, keys} = filter;
+  if (hidden) {
+    let kept = 0;
+    for (let j = 0; j < row.length; j++) {
+      if (hidden[j]) row[j] = 0;
+      else kept += row[j];
+    }
+    if (renormalize && kept > 0) for (let j = 0; j < row.length; j++) row[j] /= kept;
+  }
+  row.fill(0, 0, keys.start);
+  row.fill(0, keys.end);
+  return row;
+}
+
+export interface Prune {
+  /** weights below this are dropped */
+  threshold: number;
+  /** keep at most this many weights per row (0: no limit) */
+  topK: number;
+}
+
+/** The keys of a row that survive pruning, written to `out`; returns their count. Keys come in
+ * order, except under a top-k limit, which keeps the k largest weights, largest first. */
+export function pruneRow(row: Float32Array, prune: Prune, out: Int32Array): number {
+  let count = 0;
+  for (let j = 0; j < row.length; j++) if (row[j] > 0 && row[j] >= prune.threshold) out[count++] = j;
+  if (prune.topK <= 0 || count <= prune.topK) return count; // drawing needs no order: skip the sort
+  out.subarray(0, count).sort((x, y) => row[y] - row[x] || x - y);
+  return prune.topK;
+}
+
+/** Multi-token selection: the sum of the filtered rows of `queries` in head (layer, head). */
+export function selectionRow(
+  a: Attention,
+  layer: number,
+  head: number,
+  queries: readonly number[],
+  filter: RowFilter,
+  out = new Float32Array(a.numTokens),
+  scratch = new Float32Array(a.numTokens),
+): Float32Array {
+  out.fill(0);
+  for (const i of queries) {
+    filterRow(readRow(a, layer, head, i, scratch), filter);
+    for (let j = 0; j < out.length; j++) out[j] += scratch[j];
+  }
+  return out;
+}
+
+/** The k largest entries of a row, largest first (ties: lower index first). */
+export function topEntries(row: ArrayLike<number>, k: number): {index: number; weight: number}[] {
+  const entries: {index: number; weight: number}[] = [];
+  for (let j = 0; j < row.length; j++) if (row[j] > 0) entries.push({index: j, weight: row[j]});
+  entries.sort((x, y) => y.weight - x.weight || x.index - y.index);
+  return entries.slice(0, k);
+}
+
+/** What bertviz's neuron view shows for query i of one head. */
+export interface NeuronRows {
+  /** q_i, [d] */
+  query: Float32Array;
+  /** k_j for every key j, [N, d] (the input, not a copy) */
+  keys: Float32Array;
+  /** q_i ∘ k_j, [N, d] */
+  products: Float32Array;
+  /** scaling · q_i · k_j, [N]; -Infinity where the causal mask hides key j */
+  scores: Float32Array;
+  /** softmax of scores, [N] */
+  softmax: Float32Array;
+}
+
+/** queries and keys: [N, d] of one head (the key head the query head uses). */
+export function neuronRows(
+  queries: Float32Array,
+  keys: Float32Array,
+  headDim: number,
+  i: number,
+  scaling: number,
+  causal: boolean,
+): NeuronRows {
+  const n = keys.length / headDim;
+  const query = queries.slice(i * headDim, (i + 1) * headDim);
+  const products = new Float32Array(n * headDim);
+  const scores = new Float32Array(n);
+  let max = -Infinity;
+  for (let j = 0; j < n; j++) {
+    if (causal && j > i) {
+      scores[j] = -Infinity;
+      continue;
+    }
+    let dot = 0;
+    for (let t = 0; t < headDim; t++) {
+      const p = query[t] * keys[j * headDim + t];
+      products[j * headDim + t] = p;
+      dot += p;
+    }
+    scores[j] = dot * scaling;
+    if (scores[j] > max) max = scores[j];
+  }
+  const softmax = new Float32Array(n);
+  let sum = 0;
+  for (let j = 0; j < n; j++) {
+    softmax[j] = scores[j] === -Infinity ? 0 : Math.exp(scores[j] - max);
+    sum += softmax[j];
+  }
+  if (sum > 0) for (let j = 0; j < n; j++) softmax[j] /= sum;
+  return {query, keys, products, scores, softmax};
+}

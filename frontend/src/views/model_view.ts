@@ -1,0 +1,288 @@
+// Model view: every layer x head as a thumbnail of its attention matrix, on one canvas.
+// Click a thumbnail to open that head in the head view.
+
+import {ACCENT, headColors, INK, MUTED_INK, tintTable} from '../colors';
+import {DEQUANTIZE, rowLength, rowStart, TOPK_PAD, type Attention} from '../decode';
+import {el} from '../dom';
+import type {Painter} from '../painter';
+import {pairRanges, specialTokenMask, type Range, type RowFilter} from '../transforms';
+import {HideToggle, PairFilter, shownHeads} from './controls';
+import {FONT_FAMILY} from './head_view';
+import {ScrollingCanvas} from './scrolling_canvas';
+import type {Model, View, ViewContext} from './view';
+
+const LABEL_WIDTH = 40; // px: the layer labels on the left
+const HEADER_HEIGHT = 28; // px: the head labels on top
+const PAD = 12; // px around the grid
+const GAP = 6; // px between thumbnails
+const MIN_THUMB = 24; // px: many heads shrink thumbnails rather than scroll sideways
+const MAX_THUMB = 150; // px
+const FONT_LABEL = `500 11px ${FONT_FAMILY}`;
+const DIM = 0.72; // opacity of the veil over rows (or columns) other than the locked tokens'
+
+/** A head's attention matrix (queries down, keys across) as weight codes, max-pooled to at most
+ * `size` cells a side; hidden keys are dropped and rows renormalised as the filter says. */
+export function thumbnailCells(
+  a: Attention,
+  layer: number,
+  head: number,
+  filter: RowFilter,
+  queries: Range,
+  size: number,
+): {rows: number; cols: number; cells: Uint8Array} {
+  const keys = filter.keys;
+  const nq = Math.max(1, queries.end - queries.start);
+  const nk = Math.max(1, keys.end - keys.start);
+  const rows = Math.min(nq, size);
+  const cols = Math.min(nk, size);
+  const column = new Int32Array(a.numTokens).fill(-1); // key -> pixel column (-1: filtered out)
+  for (let j = keys.start; j < keys.end; j++) column[j] = Math.floor(((j - keys.start) * cols) / nk);
+  const cells = new Uint8Array(rows * cols);
+  const {codes, keys: slots} = a;
+  const {hidden, renormalize} = filter;
+  for (let i = queries.start; i < queries.end; i++) {
+    const start = rowStart(a, layer, head, i);
+    const length = rowLength(a, i);
+    const base = Math.floor(((i - queries.start) * rows) / nq) * cols;
+    if (!slots && !hidden) {
+      // The common case (dense or causal rows, nothing hidden): keys are the slots themselves.
+      for (let j = keys.start, end = Math.min(length, keys.end); j < end; j++) {
+        const code = codes[start + j];
+        const cell = base + column[j];
+        if (code > cells[cell]) cells[cell] = code;
+      }
+      continue;
+    }
+    let scale = 1; // weight multiplier after hiding and renormalising
+    if (hidden && renormalize) {
+      let kept = 0;
+      for (let t = 0; t < length; t++) {
+        const j = slots ? slots[start + t] : t;
+        if (j !== TOPK_PAD && !hidden[j]) kept += DEQUANTIZE[codes[start + t]];
+      }
+      scale = kept > 0 ? 1 / kept : 1;
+    }
+    for (let t = 0; t < length; t++) {
+      const j = slots ? slots[start + t] : t;
+      if (j === TOPK_PAD || column[j] < 0 || (hidden && hidden[j])) continue;
+      let code = codes[start + t];
+      if (scale !== 1) code = Math.min(255, Math.round(255 * Math.sqrt(DEQUANTIZE[code] * scale)));
+      const cell = base + column[j];
+      if (code > cells[cell]) cells[cell] = code;
+    }
+  }
+  return {rows, cols, cells};
+}
+
+/** The thumbnails of one layer side by side in one bitmap (one canvas, one pixel upload per
+ * layer, not per head): head h occupies columns [h * cols, (h + 1) * cols). */
+export function layerThumbnails(
+  a: Attention,
+  layer: number,
+  filter: RowFilter,
+  queries: Range,
+  size: number,
+  tints: Uint8ClampedArray[],
+): {canvas: HTMLCanvasElement; rows: number; cols: number} {
+  const heads = Array.from({length: a.numHeads}, (_, h) => thumbnailCells(a, layer, h, filter, queries, size));
+  const {rows, cols} = heads[0];
+  const width = cols * a.numHeads;
+  const image = new ImageData(width, rows);
+  const pixels = new Uint32Array(image.data.buffer);
+  heads.forEach(({cells}, h) => {
+    const tint = new Uint32Array(tints[h].buffer);
+    for (let r = 0; r < rows; r++) {
+      const to = r * width + h * cols;
+      for (let c = 0; c < cols; c++) pixels[to + c] = tint[cells[r * cols + c]];
+    }
+  });
+  const canvas = document.createElement('canvas');
+  canvas.width = width;
+  canvas.height = rows;
+  canvas.getContext('2d')!.putImageData(image, 0, 0);
+  return {canvas, rows, cols};
+}
+
+interface Grid {
+  width: number;
+  height: number;
+  thumb: number;
+  left: number;
+  scrollTop: number;
+}
+
+export class ModelView implements View {
+  readonly id = 'model' as const;
+  readonly title = 'Model';
+  readonly element: HTMLElement;
+  readonly toolbar: HTMLElement;
+  private readonly area: ScrollingCanvas;
+  private readonly inspector: HTMLElement;
+  private readonly pair: PairFilter;
+  private readonly hide: HideToggle;
+  private model: Model | null = null;
+  private grid: Grid = {width: 0, height: 0, thumb: 0, left: 0, scrollTop: 0};
+  private thumbs = new Map<number, {canvas: HTMLCanvasElement; rows: number; cols: number}>();
+  private thumbsKey = '';
+  private hover: {layer: number; head: number} | null = null;
+
+  constructor(private readonly context: ViewContext) {
+    this.pair = new PairFilter(context.store);
+    this.hide = new HideToggle(context.store);
+    this.toolbar = el('div', {class: 'toolbar-group'}, [this.pair.element, this.hide.element]);
+    this.area = new ScrollingCanvas('model', () => this.draw());
+    this.inspector = el('div', {class: 'inspector'});
+    this.element = el('div', {class: 'view view-model'}, [this.area.element, this.inspector]);
+    this.area.canvas.addEventListener('mousemove', (event) => this.pointer(event));
+    this.area.canvas.addEventListener('mouseleave', () => this.setHover(null));
+    this.area.canvas.addEventListener('click', (event) => {
+      const hit = this.hit(event);
+      if (hit) this.context.store.update({view: 'head', layer: hit.layer, heads: [hit.head]});
+    });
+  }
+
+  get width(): number {
+    return this.grid.width;
+  }
+
+  get height(): number {
+    return this.grid.height;
+  }
+
+  update(model: Model): void {
+    this.model = model;
+    this.pair.set(Boolean(model.example.segments?.length), model.state.pair);
+    this.hide.set(model.state);
+    this.resize();
+  }
+
+  resize(): void {
+    if (!this.model) return;
+    const a = this.model.attention;
+    const width = this.area.element.clientWidth;
+    const fit = Math.floor((width - LABEL_WIDTH - 2 * PAD) / a.numHeads) - GAP;
+    const thumb = Math.max(MIN_THUMB, Math.min(MAX_THUMB, fit));
+    const gridWidth = LABEL_WIDTH + a.numHeads * (thumb + GAP);
+    const left = Math.max(PAD, Math.floor((width - gridWidth) / 2));
+    this.area.fit(HEADER_HEIGHT + a.numLayers * (thumb + GAP) + 2 * PAD, HEADER_HEIGHT + PAD);
+    this.grid = {width, height: this.area.height, thumb, left, scrollTop: this.area.scrollTop};
+    this.draw();
+  }
+
+  paint(painter: Painter): void {
+    const model = this.model;
+    if (!model) return;
+    const {state, attention: a} = model;
+    const {thumb, left, scrollTop, height} = this.grid;
+    const colors = headColors(a.numHeads);
+    const ranges = pairRanges(a.numTokens, model.example.segments, state.pair);
+    const filter: RowFilter = {
+      hidden: state.hide ? specialTokenMask(a.tokens) : null,
+      renormalize: state.hide && state.renorm,
+      keys: ranges.keys,
+    };
+    const resolution = Math.ceil(thumb * (window.devicePixelRatio || 1));
+    const key = JSON.stringify([model.key, ranges, state.hide, state.renorm, resolution]);
+    if (key !== this.thumbsKey) {
+      this.thumbsKey = key;
+      this.thumbs = new Map();
+    }
+    const tints = colors.map(tintTable);
+    const shown = new Set(shownHeads(state, a.numHeads));
+    const cell = thumb + GAP;
+    const top = HEADER_HEIGHT + PAD - scrollTop;
+    const firstLayer = Math.max(0, Math.floor((scrollTop - PAD) / cell));
+    const lastLayer = Math.min(a.numLayers - 1, Math.floor((scrollTop + height - HEADER_HEIGHT - PAD) / cell));
+    const x = (h: number) => left + LABEL_WIDTH + h * cell;
+    const y = (l: number) => top + l * cell;
+    const locked = state.tokens.filter((t) => t < a.numTokens);
+    let drawn = 0;
+    painter.clip(0, HEADER_HEIGHT, this.grid.width, height - HEADER_HEIGHT, () => {
+      for (let l = firstLayer; l <= lastLayer; l++) {
+        painter.text(`L${l}`, left + LABEL_WIDTH - 10, y(l) + thumb / 2, {font: FONT_LABEL, color: MUTED_INK, align: 'right'});
+        let strip = this.thumbs.get(l);
+        if (!strip) {
+          strip = layerThumbnails(a, l, filter, ranges.queries, resolution, tints);
+          this.thumbs.set(l, strip);
+        }
+        for (let h = 0; h < a.numHeads; h++) {
+          painter.image(strip.canvas, x(h), y(l), thumb, thumb, false, {x: h * strip.cols, y: 0, w: strip.cols, h: strip.rows});
+          if (locked.length) this.veil(painter, x(h), y(l), thumb, locked, state.side === 'from' ? ranges.queries : ranges.keys, state.side);
+          drawn++;
+          const selected = l === state.layer && shown.has(h);
+          const hovered = this.hover?.layer === l && this.hover.head === h;
+          if (selected || hovered) painter.strokeRect(x(h) - 1, y(l) - 1, thumb + 2, thumb + 2, hovered ? INK : ACCENT, 2);
+          else painter.strokeRect(x(h) - 0.5, y(l) - 0.5, thumb + 1, thumb + 1, '#e0e0e0', 1);
+        }
+      }
+    });
+    for (let h = 0; h < a.numHeads; h++) {
+      painter.rect(x(h) + thumb / 2 - 14, HEADER_HEIGHT / 2 - 4, 8, 8, colors[h]);
+      painter.text(String(h), x(h) + thumb / 2 - 2, HEADER_HEIGHT / 2, {font: FONT_LABEL, color: MUTED_INK, align: 'left'});
+    }
+    painter.text('HEAD →', left + LABEL_WIDTH - 10, HEADER_HEIGHT / 2, {font: FONT_LABEL, color: MUTED_INK, align: 'right'});
+    this.area.canvas.dataset.thumbnails = String(drawn);
+    this.area.canvas.dataset.layout = JSON.stringify({left: x(0), top: y(0), thumb, step: cell});
+    this.area.canvas.dataset.layers = `${firstLayer}-${lastLayer}`;
+  }
+
+  /** Veils a thumbnail except the rows (queries) or columns (keys) of the locked tokens. */
+  private veil(painter: Painter, x: number, y: number, size: number, tokens: number[], range: Range, side: 'from' | 'to'): void {
+    const n = Math.max(1, range.end - range.start);
+    const bands = tokens
+      .filter((t) => t >= range.start && t < range.end)
+      .map((t) => [((t - range.start) / n) * size, ((t - range.start + 1) / n) * size]);
+    let at = 0;
+    const gap = (from: number, to: number) => {
+      if (to <= from) return;
+      if (side === 'from') painter.rect(x, y + from, size, to - from, '#ffffff', DIM);
+      else painter.rect(x + from, y, to - from, size, '#ffffff', DIM);
+    };
+    for (const [start, end] of bands) {
+      gap(at, start);
+      at = Math.max(at, Math.max(end, start + 1));
+    }
+    gap(at, size);
+  }
+
+  private draw(): void {
+    if (!this.model) return;
+    this.grid.scrollTop = this.area.scrollTop;
+    this.paint(this.area.painter());
+    this.inspect();
+  }
+
+  private inspect(): void {
+    const text = this.hover
+      ? `Layer ${this.hover.layer}, head ${this.hover.head}: click to open it in the head view`
+      : 'Each thumbnail is one head: queries down, keys across, darker = more attention · click one to open it in the head view';
+    this.inspector.replaceChildren(el('span', {class: 'hint', text}));
+  }
+
+  private hit(event: MouseEvent): {layer: number; head: number} | null {
+    if (!this.model) return null;
+    const a = this.model.attention;
+    const point = this.area.point(event);
+    const {thumb, left, scrollTop} = this.grid;
+    const cell = thumb + GAP;
+    const x = point.x - left - LABEL_WIDTH;
+    const y = point.y - HEADER_HEIGHT - PAD + scrollTop;
+    if (point.y < HEADER_HEIGHT || x < 0 || y < 0) return null;
+    const head = Math.floor(x / cell);
+    const layer = Math.floor(y / cell);
+    if (head >= a.numHeads || layer >= a.numLayers || x % cell > thumb || y % cell > thumb) return null;
+    return {layer, head};
+  }
+
+  private pointer(event: MouseEvent): void {
+    const hit = this.hit(event);
+    this.area.canvas.style.cursor = hit ? 'pointer' : 'default';
+    this.setHover(hit);
+  }
+
+  private setHover(hover: {layer: number; head: number} | null): void {
+    if (hover?.layer === this.hover?.layer && hover?.head === this.hover?.head) return;
+    this.hover = hover;
+    this.draw();
+  }
+}

@@ -1,0 +1,317 @@
+// Neuron view: for one layer, head and query token, the query and key vectors, their elementwise
+// product, the scaled dot products and the softmax, as bertviz's neuron view shows them.
+
+import {ApiError} from '../api';
+import {divergingColor, headColors, INK, MUTED_INK} from '../colors';
+import {keyHeadOf, keyVectors, queryVectors, readRow, type QueryKey} from '../decode';
+import {el} from '../dom';
+import {textWidth, type Painter} from '../painter';
+import {displayToken, exactToken, isByteLevel, truncate} from '../tokens';
+import {neuronRows, type NeuronRows} from '../transforms';
+import {HeadPicker, LayerPicker, shownHeads} from './controls';
+import {FONT_FAMILY} from './head_view';
+import {ScrollingCanvas} from './scrolling_canvas';
+import type {Model, View, ViewContext} from './view';
+
+const FONT = `12px ${FONT_FAMILY}`;
+const FONT_FOCUS = `600 12px ${FONT_FAMILY}`;
+const FONT_HEADER = `500 11px ${FONT_FAMILY}`;
+const FONT_NUMBER = `11px ${FONT_FAMILY}`;
+const ROW_HEIGHT = 18; // px per key token
+const HEADER_HEIGHT = 58; // px: column titles and the query vector
+const PAD = 10;
+const GAP = 14; // px between columns
+const LABEL_PAD = 6;
+const MAX_LABEL = 130; // px
+const BAR = 84; // px: width of the score, softmax and stored-attention columns
+const MAX_CELL = 10; // px per vector component
+const MAX_LABEL_CHARS = 20;
+const QK_CACHE_SIZE = 4; // examples whose q/k stay in memory
+
+interface Columns {
+  query: number; // left edge of the query-token column
+  key: number; // left edge of the key-token column
+  vector: number; // left edge of the key vectors
+  product: number; // left edge of q∘k
+  score: number;
+  softmax: number;
+  stored: number;
+  cell: number; // px per component
+  label: number; // token column width
+  end: number;
+}
+
+interface Computed {
+  qk: QueryKey;
+  layer: number;
+  head: number;
+  query: number;
+  rows: NeuronRows;
+  stored: Float32Array;
+  maxKey: number;
+  maxQuery: number;
+  maxProduct: number;
+  maxScore: number;
+}
+
+export class NeuronView implements View {
+  readonly id = 'neuron' as const;
+  readonly title = 'Neuron';
+  readonly element: HTMLElement;
+  readonly toolbar: HTMLElement;
+  private readonly area: ScrollingCanvas;
+  private readonly message: HTMLElement;
+  private readonly inspector: HTMLElement;
+  private readonly layer: LayerPicker;
+  private readonly heads: HeadPicker;
+  /** q/k of the last few examples, or why they could not be loaded */
+  private readonly loaded = new Map<string, QueryKey | Error>();
+  private labelsFor: string[] | null = null;
+  private model: Model | null = null;
+  private computed: Computed | null = null;
+  private labels: string[] = [];
+  private labelWidth = 0;
+  private hover: number | null = null;
+  private size = {width: 0, height: 0, scrollTop: 0};
+  private request = 0;
+
+  constructor(private readonly context: ViewContext) {
+    this.layer = new LayerPicker(context.store);
+    this.heads = new HeadPicker(context.store, true);
+    this.toolbar = el('div', {class: 'toolbar-group'}, [this.layer.element, this.heads.element]);
+    this.area = new ScrollingCanvas('neuron', () => this.draw());
+    this.message = el('div', {class: 'message', attrs: {'data-message': 'neuron'}});
+    this.inspector = el('div', {class: 'inspector'});
+    this.element = el('div', {class: 'view view-neuron'}, [this.message, this.area.element, this.inspector]);
+    this.area.canvas.addEventListener('mousemove', (event) => this.pointer(event));
+    this.area.canvas.addEventListener('mouseleave', () => this.setHover(null));
+    this.area.canvas.addEventListener('click', (event) => {
+      const i = this.hit(event);
+      if (i !== null) context.store.update({tokens: [i], side: 'from'});
+    });
+  }
+
+  get width(): number {
+    return this.size.width;
+  }
+
+  get height(): number {
+    return this.size.height;
+  }
+
+  update(model: Model): void {
+    this.model = model;
+    const {state, attention: a, example} = model;
+    const layer = Math.min(state.layer, a.numLayers - 1);
+    const head = shownHeads(state, a.numHeads)[0];
+    this.layer.set(a.numLayers, layer);
+    this.heads.set(headColors(a.numHeads), [head]);
+    const first = state.tokens.length ? state.tokens[0] * ROW_HEIGHT : null;
+    this.area.revealOnChange(`${state.side}:${state.tokens}`, first, ROW_HEIGHT);
+    if (this.labelsFor !== a.tokens) this.setLabels(a.tokens);
+    if (!example.has_qk) {
+      this.show(null, 'No query/key vectors were logged for this example, so its neuron view cannot be drawn. Log them with the capture option that records queries and keys.');
+      return;
+    }
+    const key = JSON.stringify(model.key);
+    const loaded = this.loaded.get(key);
+    if (loaded instanceof Error) {
+      const text =
+        loaded instanceof ApiError && loaded.status === 404
+          ? `No query/key vectors were logged for this example (${loaded.message}).`
+          : `Could not load the query/key vectors: ${loaded.message}`;
+      this.show(null, text);
+    } else if (loaded) {
+      this.compute(loaded, layer, head);
+      this.show(this.computed, null);
+    } else {
+      this.show(null, 'Loading query and key vectors…');
+      const request = ++this.request;
+      const remember = (value: QueryKey | Error) => {
+        this.loaded.set(key, value);
+        if (this.loaded.size > QK_CACHE_SIZE) this.loaded.delete(this.loaded.keys().next().value!);
+        if (request === this.request && this.model) this.update(this.model);
+      };
+      this.context.api.queryKey(model.key).then(remember, (error: Error) => {
+        if (error.name !== 'AbortError') remember(error);
+      });
+    }
+  }
+
+  resize(): void {
+    const n = this.model?.attention.numTokens ?? 0;
+    this.area.fit(HEADER_HEIGHT + n * ROW_HEIGHT + 2 * PAD, HEADER_HEIGHT + 2 * PAD);
+    this.size = {width: this.area.width, height: this.area.height, scrollTop: this.area.scrollTop};
+    this.draw();
+  }
+
+  paint(painter: Painter): void {
+    const c = this.computed;
+    if (!c || !this.model) return;
+    const {rows, qk, stored} = c;
+    const n = qk.numTokens;
+    const d = qk.headDim;
+    const col = this.columns(d);
+    const {scrollTop, height} = this.size;
+    const first = Math.max(0, Math.floor((scrollTop - PAD) / ROW_HEIGHT));
+    const last = Math.min(n - 1, Math.floor((scrollTop + height - HEADER_HEIGHT - PAD) / ROW_HEIGHT));
+    const y = (j: number) => HEADER_HEIGHT + PAD + j * ROW_HEIGHT + ROW_HEIGHT / 2 - scrollTop;
+    const keyColor = divergingColor(c.maxKey);
+    const queryColor = divergingColor(c.maxQuery);
+    const productColor = divergingColor(c.maxProduct);
+    const scoreColor = divergingColor(c.maxScore);
+    const headColor = headColors(qk.numHeads)[c.head];
+    const cellHeight = ROW_HEIGHT - 4;
+
+    painter.clip(0, HEADER_HEIGHT, this.size.width, height - HEADER_HEIGHT, () => {
+      for (let j = first; j <= last; j++) {
+        const top = y(j) - cellHeight / 2;
+        const isQuery = j === c.query;
+        if (isQuery) painter.rect(col.query, y(j) - ROW_HEIGHT / 2 + 1, col.label, ROW_HEIGHT - 2, '#e8eaed');
+        else if (this.hover === j) painter.strokeRect(col.query + 0.5, y(j) - ROW_HEIGHT / 2 + 1.5, col.label - 1, ROW_HEIGHT - 3, '#bdbdbd');
+        painter.text(this.labels[j], col.query + col.label - LABEL_PAD, y(j), {font: isQuery ? FONT_FOCUS : FONT, color: INK, align: 'right'});
+        const masked = rows.scores[j] === -Infinity;
+        painter.text(this.labels[j], col.key + col.label - LABEL_PAD, y(j), {font: FONT, color: masked ? '#bdbdbd' : INK, align: 'right'});
+        if (masked) {
+          painter.text('masked (causal)', col.vector, y(j), {font: FONT_NUMBER, color: '#bdbdbd'});
+          continue;
+        }
+        for (let t = 0; t < d; t++) {
+          painter.rect(col.vector + t * col.cell, top, col.cell, cellHeight, keyColor(rows.keys[j * d + t]));
+          painter.rect(col.product + t * col.cell, top, col.cell, cellHeight, productColor(rows.products[j * d + t]));
+        }
+        const score = rows.scores[j];
+        const half = BAR / 2;
+        const length = (Math.abs(score) / c.maxScore) * half;
+        painter.rect(score >= 0 ? col.score + half : col.score + half - length, top + 2, length, cellHeight - 4, scoreColor(score));
+        painter.rect(col.score + half, top, 1, cellHeight, '#9e9e9e');
+        painter.text(score.toFixed(2), col.score + BAR + 4, y(j), {font: FONT_NUMBER, color: MUTED_INK});
+        painter.rect(col.softmax, top + 2, rows.softmax[j] * BAR, cellHeight - 4, headColor);
+        painter.text(`${(rows.softmax[j] * 100).toFixed(1)}%`, col.softmax + BAR + 4, y(j), {font: FONT_NUMBER, color: MUTED_INK});
+        painter.rect(col.stored, top + 2, stored[j] * BAR, cellHeight - 4, '#9e9e9e');
+        painter.text(`${(stored[j] * 100).toFixed(1)}%`, col.stored + BAR + 4, y(j), {font: FONT_NUMBER, color: MUTED_INK});
+      }
+    });
+
+    // Header: column titles, then the query vector above the key vectors it meets.
+    const title = {font: FONT_HEADER, color: MUTED_INK, baseline: 'middle' as const};
+    const titleY = 14;
+    painter.text('QUERY', col.query + col.label - LABEL_PAD, titleY, {...title, align: 'right'});
+    painter.text('KEY', col.key + col.label - LABEL_PAD, titleY, {...title, align: 'right'});
+    painter.text('KEY VECTOR k', col.vector, titleY, title);
+    painter.text('q ∘ k', col.product, titleY, title);
+    painter.text('q · k × scale', col.score, titleY, title);
+    painter.text('SOFTMAX', col.softmax, titleY, title);
+    painter.text('STORED', col.stored, titleY, title);
+    const qY = 38;
+    painter.text(`q of ${this.labels[c.query]}`, col.key + col.label - LABEL_PAD, qY, {font: FONT_FOCUS, color: INK, align: 'right'});
+    for (let t = 0; t < d; t++) painter.rect(col.vector + t * col.cell, qY - cellHeight / 2, col.cell, cellHeight, queryColor(rows.query[t]));
+    painter.text(`× scale ${qk.scaling[c.layer].toPrecision(3)}`, col.score, qY, {font: FONT_NUMBER, color: MUTED_INK});
+    this.area.canvas.dataset.rows = `${first}-${last}`;
+    this.area.canvas.dataset.query = String(c.query);
+    this.area.canvas.dataset.layout = JSON.stringify({query: [col.query, col.query + col.label], top: y(0), row: ROW_HEIGHT});
+  }
+
+  private columns(d: number): Columns {
+    const label = Math.min(MAX_LABEL, this.labelWidth + 2 * LABEL_PAD);
+    const fixed = 2 * PAD + 2 * label + 7 * GAP + 3 * (BAR + 44);
+    const cell = Math.max(1, Math.min(MAX_CELL, Math.floor((this.size.width - fixed) / (2 * d))));
+    const query = PAD;
+    const key = query + label + GAP;
+    const vector = key + label + GAP;
+    const product = vector + d * cell + GAP;
+    const score = product + d * cell + GAP;
+    const softmax = score + BAR + 44 + GAP;
+    const stored = softmax + BAR + 44 + GAP;
+    return {query, key, vector, product, score, softmax, stored, cell, label, end: stored + BAR + 44};
+  }
+
+  private compute(qk: QueryKey, layer: number, head: number): void {
+    const state = this.model!.state;
+    const a = this.model!.attention;
+    const n = qk.numTokens;
+    const preferred = this.hover ?? state.tokens[0];
+    const query = preferred !== undefined && preferred < n ? preferred : a.header.causal ? n - 1 : 0;
+    const prior = this.computed;
+    if (prior && prior.qk === qk && prior.layer === layer && prior.head === head && prior.query === query) return;
+    const queries = queryVectors(qk, layer, head);
+    const keys = keyVectors(qk, layer, head);
+    const rows = neuronRows(queries, keys, qk.headDim, query, qk.scaling[layer], a.header.causal);
+    const maxAbs = (values: Float32Array) => values.reduce((m, v) => (Number.isFinite(v) ? Math.max(m, Math.abs(v)) : m), 0);
+    this.computed = {
+      qk,
+      layer,
+      head,
+      query,
+      rows,
+      stored: readRow(a, layer, head, query),
+      maxKey: maxAbs(keys),
+      maxQuery: maxAbs(rows.query),
+      maxProduct: maxAbs(rows.products),
+      maxScore: Math.max(1e-6, maxAbs(rows.scores)),
+    };
+  }
+
+  private show(computed: Computed | null, message: string | null): void {
+    this.message.hidden = message === null;
+    this.message.textContent = message ?? '';
+    this.area.element.hidden = computed === null;
+    this.inspector.hidden = computed === null;
+    if (computed === null) this.computed = null;
+    this.resize();
+    if (computed) this.inspect();
+  }
+
+  private draw(): void {
+    if (!this.computed) return;
+    this.size.scrollTop = this.area.scrollTop;
+    this.paint(this.area.painter());
+  }
+
+  private inspect(): void {
+    const c = this.computed!;
+    const a = this.model!.attention;
+    const kvHead = keyHeadOf(c.qk, c.head);
+    const grouped = c.qk.numKvHeads < c.qk.numHeads ? ` (key head ${kvHead} of ${c.qk.numKvHeads}, grouped-query attention)` : '';
+    this.inspector.replaceChildren(
+      el('span', {class: 'inspector-token', text: `#${c.query} ${exactToken(a.tokens[c.query])}`}),
+      el('span', {
+        class: 'hint',
+        text: ` · layer ${c.layer}, head ${c.head}${grouped} · d = ${c.qk.headDim} · hover or click a query token on the left`,
+      }),
+    );
+  }
+
+  private setLabels(tokens: string[]): void {
+    this.labelsFor = tokens;
+    const byteLevel = isByteLevel(tokens);
+    this.labels = tokens.map((t) => truncate(displayToken(t, byteLevel), MAX_LABEL_CHARS));
+    this.labelWidth = this.labels.reduce((max, label) => Math.max(max, textWidth(label, FONT_FOCUS)), 0);
+  }
+
+  private hit(event: MouseEvent): number | null {
+    const c = this.computed;
+    if (!c) return null;
+    const point = this.area.point(event);
+    const col = this.columns(c.qk.headDim);
+    const x = point.x;
+    const y = point.y;
+    const j = Math.floor((y - HEADER_HEIGHT - PAD + this.size.scrollTop) / ROW_HEIGHT);
+    if (y < HEADER_HEIGHT || j < 0 || j >= c.qk.numTokens || x < col.query || x > col.query + col.label) return null;
+    return j;
+  }
+
+  private pointer(event: MouseEvent): void {
+    const j = this.hit(event);
+    this.area.canvas.style.cursor = j === null ? 'default' : 'pointer';
+    this.setHover(j);
+  }
+
+  private setHover(j: number | null): void {
+    if (j === this.hover || !this.computed) return;
+    this.hover = j;
+    this.compute(this.computed.qk, this.computed.layer, this.computed.head);
+    this.draw();
+    this.inspect();
+  }
+}

@@ -1,0 +1,69 @@
+"""Writes the decoder fixtures of the frontend unit tests with the writer's own encoder."""
+
+# Run from the repository root: python frontend/test/make_fixtures.py. Each fixture is a blob as
+# the routes serve it (after the browser undoes the gzip), plus what tb_attention.metadata decodes
+# it to, so the TypeScript decoders are checked against the Python encoder, not against themselves.
+
+import gzip
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+from tb_attention import metadata  # noqa: E402
+
+OUT = pathlib.Path(__file__).resolve().parent / "fixtures"
+
+
+def softmax_rows(rng, layers, heads, n, causal):
+    scores = rng.normal(size=(layers, heads, n, n)) * 2.5
+    if causal:
+        scores = np.where(np.triu(np.ones((n, n), dtype=bool), 1), -np.inf, scores)
+    e = np.exp(scores - scores.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def write(name, blob, expected):
+    (OUT / f"{name}.bin").write_bytes(gzip.decompress(blob))
+    (OUT / f"{name}.json").write_text(json.dumps(expected, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+def main():
+    OUT.mkdir(exist_ok=True)
+    rng = np.random.default_rng(7)
+    tokens = ["[CLS]", "the", " cat", "<img src=x onerror=alert(1)>", "[SEP]", "sat", "é", "\n", "Ġdog"]
+    cases = {
+        "dense": dict(attention=softmax_rows(rng, 2, 3, 5, False), tokens=tokens[:5], segments=[3]),
+        "causal": dict(attention=softmax_rows(rng, 2, 2, 6, True), tokens=tokens[:6]),
+        "topk": dict(attention=softmax_rows(rng, 2, 2, 9, False), tokens=tokens, max_dense_tokens=8, top_k=3),
+        "topk_causal": dict(attention=softmax_rows(rng, 1, 2, 9, True), tokens=tokens, max_dense_tokens=8, top_k=4),
+    }
+    for name, case in cases.items():
+        attention = case.pop("attention")
+        blob = metadata.encode_attention(attention, **case)
+        decoded = metadata.decode_attention(blob)
+        write(name, blob, {"header": decoded.header, "attention": decoded.attention.tolist()})
+
+    layers, heads, kv_heads, n, d = 2, 4, 2, 5, 3
+    query = rng.normal(size=(layers, heads, n, d)).astype(np.float32)
+    key = rng.normal(size=(layers, kv_heads, n, d)).astype(np.float32)
+    scaling = [d**-0.5, 0.25]
+    blob = metadata.encode_qk(query, key, scaling)
+    qk = metadata.decode_qk(blob)
+    # What the neuron view must compute: softmax(scaling · q_h · k_{h // (H/K)}^T) with a causal mask.
+    group = heads // kv_heads
+    scores = np.einsum("lhnd,lhmd->lhnm", qk.query, np.repeat(qk.key, group, axis=1)) * np.array(scaling)[:, None, None, None]
+    scores = np.where(np.triu(np.ones((n, n), dtype=bool), 1), -np.inf, scores)
+    e = np.exp(scores - scores.max(-1, keepdims=True))
+    write("qk", blob, {
+        "header": qk.header,
+        "query": qk.query.tolist(),
+        "key": qk.key.tolist(),
+        "causal_softmax": (e / e.sum(-1, keepdims=True)).tolist(),
+    })
+
+
+if __name__ == "__main__":
+    main()

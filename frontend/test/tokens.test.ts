@@ -1,0 +1,43 @@
+import assert from 'node:assert/strict';
+import {test} from 'node:test';
+import {decodeByteLevel, displayToken, exactToken, isByteLevel, truncate} from '../src/tokens';
+
+test('spaces at the ends of a token become visible; inner spaces stay', () => {
+  assert.equal(displayToken(' cat'), '·cat');
+  assert.equal(displayToken('a b '), 'a b·');
+  assert.equal(displayToken('  '), '··');
+});
+
+test('newlines, tabs and control characters are shown, not lost', () => {
+  assert.equal(displayToken('\n'), '↵');
+  assert.equal(displayToken('a\tb'), 'a⇥b');
+  assert.equal(displayToken('\u0007'), '\\u0007');
+  assert.equal(displayToken(''), '∅');
+});
+
+test('GPT-2 byte-level tokens read as text: Ġ is a space, Ċ a newline, multi-byte characters decode', () => {
+  const tokens = ['The', 'Ġcat', 'Ċ', 'Ã©', 'âĢĻ'];
+  assert.ok(isByteLevel(tokens));
+  assert.equal(displayToken('Ġcat', true), '·cat');
+  assert.equal(displayToken('Ċ', true), '↵');
+  assert.equal(decodeByteLevel('Ã©'), 'é');
+  assert.equal(decodeByteLevel('âĢĻ'), '\u2019');
+  assert.equal(decodeByteLevel('âĢ'), '\\xe2\\x80'); // half of a character keeps its bytes
+  assert.ok(!isByteLevel(['The', ' cat', '日本']));
+  // A token with a raw space (not byte-level) among byte-level ones stays as logged.
+  const mixed = ['<|endoftext|>', 'Hello', '<img src=x>', 'Ġworld', 'Ġ!', 'Ġa', 'Ġb', 'Ġc', 'Ġd', 'Ġe'];
+  assert.ok(isByteLevel(mixed));
+  assert.deepEqual(mixed.map((t) => displayToken(t, true)).slice(2, 4), ['<img src=x>', '·world']);
+});
+
+test('any Unicode token is kept; the exact token is available quoted', () => {
+  assert.equal(displayToken('日本語'), '日本語');
+  assert.equal(displayToken('<img src=x onerror=alert(1)>'), '<img src=x onerror=alert(1)>');
+  assert.equal(exactToken(' a"\n'), '" a\\"\\n"');
+});
+
+test('long labels are shortened by code points, never splitting a character', () => {
+  assert.equal(truncate('abcdef', 4), 'abc…');
+  assert.equal(truncate('😀😀😀😀', 3), '😀😀…');
+  assert.equal(truncate('abc', 3), 'abc');
+});
