@@ -13,6 +13,7 @@ import mimetypes
 import pathlib
 import re
 import threading
+import time
 
 import numpy as np
 import werkzeug.wrappers
@@ -26,6 +27,9 @@ from tb_attention import metadata
 
 logger = logging.getLogger(__name__)
 
+# A blob tag's steps are re-read when a step is asked for that was not there, or after this long
+# (a rewritten step: rare). Each read costs the Rust data server ~40 ms, as much as the blob itself.
+_STEP_INDEX_SECONDS = 5.0
 _DOWNSAMPLE = 10**9  # steps per time series: every step the loader kept (0 would return none)
 _STATIC_DIR = pathlib.Path(__file__).resolve().parent / "static"
 _CACHE_SIZE = 256  # decoded manifests and exemplar tables
@@ -113,16 +117,20 @@ class _LRU:
         with self._lock:
             return self._items.get(key)
 
+    def put(self, key, value):
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
     def get(self, key, compute):
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
         value = compute()
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
+        self.put(key, value)
         return value
 
 
@@ -136,6 +144,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
         self._cache = _LRU(_CACHE_SIZE)
         self._checked = _LRU(_CHECKED_SIZE)
         self._listings = _LRU(_CHECKED_SIZE)  # blob tags' listings, whose plugin data is frozen
+        self._step_index = _LRU(_CHECKED_SIZE)  # (time read, {step: datum}) per blob tag
         self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="attention-plugin")
 
     def get_plugin_apps(self):
@@ -239,16 +248,20 @@ class AttentionPlugin(base_plugin.TBPlugin):
         found = metadata.parse_plugin_data(ts.plugin_content).get("kind")
         if found != kind:
             raise _not_found(f"tag {tag!r} of run {run!r} holds {found}, not {kind}")
-        data = self._provider.read_blob_sequences(
-            ctx,
-            experiment_id=experiment_id,
-            plugin_name=metadata.PLUGIN_NAME,
-            downsample=_DOWNSAMPLE,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
-        )
-        for datum in data.get(run, {}).get(tag, []):
-            if datum.step == step:
-                return datum
+        key = (experiment_id, run, tag)
+        cached = self._step_index.peek(key)
+        if cached is None or step not in cached[1] or time.monotonic() - cached[0] > _STEP_INDEX_SECONDS:
+            data = self._provider.read_blob_sequences(
+                ctx,
+                experiment_id=experiment_id,
+                plugin_name=metadata.PLUGIN_NAME,
+                downsample=_DOWNSAMPLE,
+                run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
+            )
+            cached = (time.monotonic(), {d.step: d for d in data.get(run, {}).get(tag, [])})
+            self._step_index.put(key, cached)
+        if step in cached[1]:
+            return cached[1][step]
         raise _not_found(f"tag {tag!r} of run {run!r} has no step {step}")
 
     def _read_blob(self, ctx, datum, index, what):
