@@ -225,10 +225,10 @@ def _exemplar_keys(stats, limit, exclude):
     )
     keys = []
     for exemplar in tops:
-        if exemplar.key not in exclude and exemplar.key not in keys:
-            keys.append(exemplar.key)
         if len(keys) >= limit:
             break
+        if exemplar.key not in exclude and exemplar.key not in keys:
+            keys.append(exemplar.key)
     return keys
 
 
