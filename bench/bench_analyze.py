@@ -52,7 +52,7 @@ def main():
     model, tokenizer = analysis.load_model(assets.smollm2_dir())
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    sentences = assets.wikipedia_sentences(limit=args.sentences)
+    sentences = assets.wikipedia_sentences(limit=args.sentences, shuffle=True)  # as analyze --corpus takes them
     nlp = syntax.load_spacy()
     nlp("Warm up the parser.")
     bare_forward(model, tokenizer, sentences[:32], args.batch_size, analysis.DEFAULT_MAX_LENGTH)  # warm-up

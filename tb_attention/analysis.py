@@ -6,11 +6,13 @@ import pathlib
 import time
 
 import numpy as np
-import torch
 
-from tb_attention import capture, metadata, metrics, summary
+from tb_attention import capture  # first: it explains a missing torch
+from tb_attention import metadata, metrics, summary
 from tb_attention import syntax as syntax_lib
 from tb_attention.probe import exemplar_table
+
+import torch  # noqa: E402  (after capture, whose import error says how to install it)
 
 DEFAULT_BATCH_SIZE = 16  # sentences per forward pass
 DEFAULT_MAX_LENGTH = 128  # tokens per sentence; longer ones are truncated
@@ -223,10 +225,10 @@ def _exemplar_keys(stats, limit, exclude):
     )
     keys = []
     for exemplar in tops:
-        if exemplar.key not in exclude and exemplar.key not in keys:
-            keys.append(exemplar.key)
         if len(keys) >= limit:
             break
+        if exemplar.key not in exclude and exemplar.key not in keys:
+            keys.append(exemplar.key)
     return keys
 
 

@@ -158,20 +158,24 @@ def _wikipedia_articles():
     return tuple((entry.get("title", key), entry.get("extract", "")) for key, entry in data.items())
 
 
-def wikipedia_sentences(limit=None, min_words=4, max_words=60):
-    """English Wikipedia lead-section sentences, in a fixed order (article order, then text order).
+def wikipedia_sentences(limit=None, min_words=4, max_words=60, *, shuffle=False, seed=0):
+    """English Wikipedia lead-section sentences, in a fixed order.
 
-    Sentences of fewer than `min_words` or more than `max_words` words are skipped. See
-    WIKIPEDIA_ATTRIBUTION for the licence (CC BY-SA).
+    The order is the articles' (alphabetical), then the text's; `shuffle` takes a fixed random
+    order instead (seeded), so that the first `limit` sentences sample every article rather than
+    the first few. Sentences of fewer than `min_words` or more than `max_words` words are
+    skipped. See WIKIPEDIA_ATTRIBUTION for the licence (CC BY-SA).
     """
     out = []
     for _, extract in _wikipedia_articles():
         for sentence in split_sentences(" ".join(extract.split())):
             if min_words <= len(sentence.split()) <= max_words:
                 out.append(sentence)
-                if limit is not None and len(out) >= limit:
-                    return out
-    return out
+    if shuffle:
+        import random
+
+        random.Random(seed).shuffle(out)
+    return out[:limit] if limit is not None else out
 
 
 def main(argv=None):

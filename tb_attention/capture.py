@@ -19,7 +19,13 @@ import inspect
 import threading
 import weakref
 
-import torch
+try:
+    import torch
+except ImportError:  # the writers and the plugin need no torch; capturing does
+    raise ImportError(
+        "capturing attention needs PyTorch: install it first, e.g. `pip install torch` "
+        "(CPU build: `pip install torch --index-url https://download.pytorch.org/whl/cpu`)"
+    ) from None
 import transformers
 from transformers import masking_utils
 

@@ -24,7 +24,8 @@ def _analyze_parser(subparsers):
     p.add_argument("--model", required=True, help="a Hugging Face model folder (config.json + weights) or a .gguf file")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--sentences", help="a UTF-8 text file, one sentence per line")
-    source.add_argument("--corpus", choices=[WIKIPEDIA], help="a packaged corpus: Wikipedia lead-section sentences")
+    source.add_argument("--corpus", choices=[WIKIPEDIA], help="a packaged corpus: Wikipedia lead-section sentences "
+                        "(a fixed random sample across all articles, seed 0)")
     p.add_argument("--logdir", required=True, help="TensorBoard log directory")
     p.add_argument(
         "--run", "--run-name", dest="run",
@@ -84,7 +85,7 @@ def _analyze(args):
 
     analysis.model_source(args.model)  # fail fast, before reading a corpus
     if args.corpus == WIKIPEDIA:
-        sentences = assets.wikipedia_sentences(limit=args.limit)
+        sentences = assets.wikipedia_sentences(limit=args.limit, shuffle=True)
     else:
         sentences = analysis.read_sentences(args.sentences, args.limit)
     run = args.run or pathlib.Path(args.model).name

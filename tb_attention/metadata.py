@@ -37,7 +37,7 @@ MAX_QUANTIZATION_ERROR = 2.0 / 510 + 1.0 / 510**2  # absolute, per weight in [0,
 DEFAULT_MAX_DENSE_TOKENS = 512  # tokens
 DEFAULT_TOP_K = 32  # weights kept per row in the sparse encoding
 _TOPK_PAD = 0xFFFF  # index of an unused slot in a sparse row (rows shorter than k)
-_MAX_SPARSE_TOKENS = 0xFFFF  # indices are uint16
+MAX_TOKENS = 0xFFFF  # per example: sparse indices are uint16
 
 ENCODING_DENSE = "dense"  # [L, H, N, N] bytes
 ENCODING_CAUSAL = "causal"  # lower triangle of each head, row by row: N (N + 1) / 2 bytes per head
@@ -251,8 +251,8 @@ def encode_attention(
         "quantization": QUANTIZATION,
     }
     if n > max_dense_tokens:
-        if n > _MAX_SPARSE_TOKENS:
-            raise ValueError(f"{n} tokens: at most {_MAX_SPARSE_TOKENS} can be stored")
+        if n > MAX_TOKENS:
+            raise ValueError(f"{n} tokens: at most {MAX_TOKENS} can be stored")
         k = min(top_k, n)
         index, codes = _top_k_rows(a, k, causal)
         header.update(encoding=ENCODING_TOPK, top_k=k)
@@ -271,25 +271,99 @@ def decode_attention_header(blob):
     return _unpack(decompress(blob), _ATTENTION_MAGIC)[0]
 
 
-def decode_attention(blob):
-    """The inverse of `encode_attention`, to within MAX_QUANTIZATION_ERROR per weight."""
+def _sizes(header, *names):
+    values = [header.get(name) for name in names]
+    bad = [n for n, v in zip(names, values) if not isinstance(v, int) or isinstance(v, bool) or v < 0]
+    if bad:
+        raise FormatError(f"header field {bad[0]!r} is not a non-negative integer")
+    return values
+
+
+_CHECK_CHUNK = 1 << 18  # bytes of decompressed data held at once while checking a blob
+
+
+def _check_gzip(blob, magic):
+    """(header, payload length) of a gzip blob, checked to its end (gzip's CRC included) while holding
+    at most _CHECK_CHUNK decompressed bytes beyond the header: checking a long example costs no copy."""
+    inflate = zlib.decompressobj(_GZIP_WBITS)
+    prefix, header, end, size, data = b"", None, None, 0, blob
+    try:
+        while not inflate.eof:
+            chunk = inflate.decompress(data, _CHECK_CHUNK)
+            if not chunk and inflate.unconsumed_tail == data:  # no progress: the input ended early
+                break
+            data = inflate.unconsumed_tail
+            if header is not None:
+                size += len(chunk)
+                continue
+            prefix += chunk
+            if end is None and len(prefix) >= _HEADER.size:
+                end = _HEADER.size + _HEADER.unpack_from(prefix)[2]
+            if end is not None and len(prefix) >= end:
+                header, payload = _unpack(prefix, magic)
+                prefix, size = None, len(payload)
+    except zlib.error as e:
+        raise FormatError(f"blob is not valid gzip: {e}") from None
+    if not inflate.eof or inflate.unused_data or inflate.unconsumed_tail:
+        raise FormatError("blob is not valid gzip: it ends early or has data after its end")
+    if header is None:
+        header, payload = _unpack(prefix, magic)  # raises, naming what is missing
+    return header, size
+
+
+def check_attention_blob(blob):
+    """The header of an attention blob, after checking that it decompresses (gzip's CRC included)
+    and holds the whole payload its header announces: what the binary route may serve as is."""
+    header, payload_size = _check_gzip(blob, _ATTENTION_MAGIC)
+    num_layers, num_heads, n = _sizes(header, "num_layers", "num_heads", "num_tokens")
+    encoding = header.get("encoding")
+    if encoding == ENCODING_DENSE:
+        size = num_layers * num_heads * n * n
+    elif encoding == ENCODING_CAUSAL:
+        size = num_layers * num_heads * n * (n + 1) // 2
+    elif encoding == ENCODING_TOPK:
+        size = 3 * num_layers * num_heads * n * _sizes(header, "top_k")[0]
+    else:
+        raise FormatError(f"unknown attention encoding {encoding!r}")
+    if payload_size < size or not isinstance(header.get("tokens"), list) or len(header["tokens"]) != n:
+        raise FormatError(f"attention payload or tokens do not match the header ({payload_size} of {size} bytes)")
+    return header
+
+
+def decode_attention(blob, *, layer=None, head=None):
+    """The inverse of `encode_attention`, to within MAX_QUANTIZATION_ERROR per weight.
+
+    `layer` and/or `head` decode only that layer or head and drop its axis (e.g. [N, N] with both):
+    one head of a 12 x 12 example costs 1/144 of the memory and time. An index out of range raises
+    IndexError naming it.
+    """
     header, payload = _unpack(decompress(blob), _ATTENTION_MAGIC)
     try:
         num_layers, num_heads, n = header["num_layers"], header["num_heads"], header["num_tokens"]
         encoding = header["encoding"]
-        shape = (num_layers, num_heads, n, n)
-        out = np.zeros(shape, dtype=np.float32)
+        for name, index, size in (("layer", layer, num_layers), ("head", head, num_heads)):
+            if index is not None and not 0 <= index < size:
+                raise IndexError(f"{name} {index} does not exist: the example has {size} {name}s")
+        layers = slice(None) if layer is None else slice(layer, layer + 1)
+        heads = slice(None) if head is None else slice(head, head + 1)
+
+        def select(flat, *row_shape):  # [L, H, ...] view of the payload -> the layers and heads asked for
+            return flat.reshape(num_layers, num_heads, *row_shape)[layers, heads]
+
         if encoding == ENCODING_DENSE:
-            out[:] = dequantize(np.frombuffer(payload, np.uint8, count=int(np.prod(shape))).reshape(shape))
+            codes = select(np.frombuffer(payload, np.uint8, count=num_layers * num_heads * n * n), n, n)
+            out = dequantize(codes)
         elif encoding == ENCODING_CAUSAL:
             rows, cols = np.tril_indices(n)
-            codes = np.frombuffer(payload, np.uint8, count=num_layers * num_heads * rows.size)
-            out[:, :, rows, cols] = dequantize(codes.reshape(num_layers, num_heads, rows.size))
+            codes = select(np.frombuffer(payload, np.uint8, count=num_layers * num_heads * rows.size), rows.size)
+            out = np.zeros((*codes.shape[:2], n, n), dtype=np.float32)
+            out[:, :, rows, cols] = dequantize(codes)
         elif encoding == ENCODING_TOPK:
             k = header["top_k"]
             count = num_layers * num_heads * n * k
-            index = np.frombuffer(payload, "<u2", count=count).reshape(num_layers, num_heads, n, k)
-            codes = np.frombuffer(payload, np.uint8, count=count, offset=2 * count).reshape(index.shape)
+            index = select(np.frombuffer(payload, "<u2", count=count), n, k)
+            codes = select(np.frombuffer(payload, np.uint8, count=count, offset=2 * count), n, k)
+            out = np.zeros((*index.shape[:2], n, n), dtype=np.float32)
             used = index != _TOPK_PAD
             ll, hh, ii, _ = np.nonzero(used)
             out[ll, hh, ii, index[used]] = dequantize(codes[used])
@@ -299,6 +373,10 @@ def decode_attention(blob):
         raise FormatError(f"attention header lacks {e}") from None
     except ValueError as e:  # frombuffer on a short payload
         raise FormatError(f"attention payload does not match its header: {e}") from None
+    if layer is not None:
+        out = out[0]
+    if head is not None:
+        out = out[:, 0] if layer is None else out[0]
     return AttentionExample(header, out)
 
 
@@ -342,6 +420,18 @@ def encode_qk(query, key, scaling, **fields):
     }
     payloads = [np.clip(x, -fp16_max, fp16_max).astype("<f2").tobytes() for x in (q, k)]
     return compress(_pack(_QK_MAGIC, header, payloads))
+
+
+def check_qk_blob(blob):
+    """The header of a query/key blob, after checking that it decompresses and is complete."""
+    header, payload_size = _check_gzip(blob, _QK_MAGIC)
+    num_layers, num_heads, num_kv_heads, n, d = _sizes(
+        header, "num_layers", "num_heads", "num_kv_heads", "num_tokens", "head_dim"
+    )
+    size = 2 * num_layers * (num_heads + num_kv_heads) * n * d
+    if payload_size < size or num_kv_heads == 0 or num_heads % num_kv_heads:
+        raise FormatError(f"query/key payload does not match its header ({payload_size} of {size} bytes)")
+    return header
 
 
 def decode_qk(blob):

@@ -6,12 +6,14 @@
 # 422 for stored data this version cannot read. The routes are documented in http_api.md.
 
 import collections
+import concurrent.futures
 import logging
 import math
 import mimetypes
 import pathlib
 import re
 import threading
+import time
 
 import numpy as np
 import werkzeug.wrappers
@@ -25,10 +27,15 @@ from tb_attention import metadata
 
 logger = logging.getLogger(__name__)
 
+# A blob tag's steps are re-read when a step is asked for that was not there, or after this long
+# (a rewritten step: rare). Each read costs the Rust data server ~40 ms, as much as the blob itself.
+_STEP_INDEX_SECONDS = 5.0
 _DOWNSAMPLE = 10**9  # steps per time series: every step the loader kept (0 would return none)
 _STATIC_DIR = pathlib.Path(__file__).resolve().parent / "static"
 _CACHE_SIZE = 256  # decoded manifests and exemplar tables
-_INT_PATTERN = re.compile(r"[0-9]{1,18}")  # non-negative base-10 integer that fits in int64
+_CHECKED_SIZE = 4096  # blobs known to be readable (a key each)
+_INT_PATTERN = re.compile(r"[0-9]{1,19}")  # non-negative base-10 integer (< 2**63: an event's int64 step)
+_INT_LIMIT = 2**63
 _JSON = "application/json"
 
 
@@ -70,7 +77,8 @@ def _route(handler):
 
 
 def _error(request, code, message):
-    return http_util.Respond(request, {"error": message}, _JSON, code=code)
+    headers = [("Allow", "GET, HEAD")] if code == 405 else None  # a 405 must say what is allowed
+    return http_util.Respond(request, {"error": message}, _JSON, code=code, headers=headers)
 
 
 def _param(request, name, required=True):
@@ -84,7 +92,7 @@ def _int_param(request, name, required=True):
     value = _param(request, name, required)
     if value is None:
         return None
-    if not _INT_PATTERN.fullmatch(value):
+    if not _INT_PATTERN.fullmatch(value) or int(value) >= _INT_LIMIT:
         raise _bad_request(f"parameter {name!r} must be a non-negative integer, got {value!r}")
     return int(value)
 
@@ -105,16 +113,24 @@ class _LRU:
         self._items = collections.OrderedDict()
         self._lock = threading.Lock()
 
+    def peek(self, key):
+        with self._lock:
+            return self._items.get(key)
+
+    def put(self, key, value):
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
     def get(self, key, compute):
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
         value = compute()
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
+        self.put(key, value)
         return value
 
 
@@ -126,6 +142,10 @@ class AttentionPlugin(base_plugin.TBPlugin):
     def __init__(self, context):
         self._provider = context.data_provider
         self._cache = _LRU(_CACHE_SIZE)
+        self._checked = _LRU(_CHECKED_SIZE)
+        self._listings = _LRU(_CHECKED_SIZE)  # blob tags' listings, whose plugin data is frozen
+        self._step_index = _LRU(_CHECKED_SIZE)  # (time read, {step: datum}) per blob tag
+        self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="attention-plugin")
 
     def get_plugin_apps(self):
         return {
@@ -164,13 +184,17 @@ class AttentionPlugin(base_plugin.TBPlugin):
         parts = relative.split("/")
         if not relative or "\\" in relative or "\0" in relative or any(p in ("", ".", "..") for p in parts):
             raise _not_found(f"no static file {relative!r}")
-        path = (_STATIC_DIR / relative).resolve()
-        if _STATIC_DIR not in path.parents or not path.is_file():
-            raise _not_found(f"no static file {relative!r}")
+        try:
+            path = (_STATIC_DIR / relative).resolve()
+            if _STATIC_DIR not in path.parents or not path.is_file():
+                raise _not_found(f"no static file {relative!r}")
+            content = path.read_bytes()
+        except OSError:  # e.g. a name too long for the file system
+            raise _not_found(f"no static file {relative!r}") from None
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         if path.suffix in (".js", ".mjs"):
             content_type = "text/javascript"
-        return http_util.Respond(request, path.read_bytes(), content_type)
+        return http_util.Respond(request, content, content_type)
 
     # -----------------------------------------------------------------------------------------
     # Reading through the data provider
@@ -181,60 +205,78 @@ class AttentionPlugin(base_plugin.TBPlugin):
 
     def tags_impl(self, ctx, experiment_id):
         out = collections.defaultdict(dict)
-        blob_series = self._provider.list_blob_sequences(
-            ctx, experiment_id=experiment_id, plugin_name=metadata.PLUGIN_NAME
-        )
-        tensor_series = self._provider.list_tensors(ctx, experiment_id=experiment_id, plugin_name=metadata.PLUGIN_NAME)
-        blob_data = (
-            self._provider.read_blob_sequences(
-                ctx, experiment_id=experiment_id, plugin_name=metadata.PLUGIN_NAME, downsample=_DOWNSAMPLE
-            )
-            if blob_series
-            else {}
-        )
-        tensor_data = (
-            self._provider.read_tensors(
-                ctx, experiment_id=experiment_id, plugin_name=metadata.PLUGIN_NAME, downsample=_DOWNSAMPLE
-            )
-            if tensor_series
-            else {}
-        )
+        # Four independent calls, made at once: each costs the Rust data server ~40 ms of waiting.
+        calls = [
+            (self._provider.list_blob_sequences, {}),
+            (self._provider.list_tensors, {}),
+            (self._provider.read_blob_sequences, {"downsample": _DOWNSAMPLE}),
+            (self._provider.read_tensors, {"downsample": _DOWNSAMPLE}),
+        ]
+        futures = [
+            self._pool.submit(call, ctx, experiment_id=experiment_id, plugin_name=metadata.PLUGIN_NAME, **kwargs)
+            for call, kwargs in calls
+        ]
+        blob_series, tensor_series, blob_data, tensor_data = (f.result() for f in futures)
         for series, data in ((blob_series, blob_data), (tensor_series, tensor_data)):
             for run, tags in series.items():
                 for tag, ts in tags.items():
                     out[run][tag] = _describe_tag(ts, data.get(run, {}).get(tag, []))
         return dict(out)
 
+    def _blob_series(self, ctx, experiment_id, run, tag):
+        """The listing of a blob tag, or None. Its plugin data is frozen at the tag's first event, so
+        a listing once found is remembered (it saves the Rust data server a ~40 ms call)."""
+        key = (experiment_id, run, tag)
+        ts = self._listings.peek(key)
+        if ts is None:
+            series = self._provider.list_blob_sequences(
+                ctx,
+                experiment_id=experiment_id,
+                plugin_name=metadata.PLUGIN_NAME,
+                run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
+            )
+            ts = series.get(run, {}).get(tag)
+            if ts is not None:
+                self._listings.get(key, lambda: ts)
+        return ts
+
     def _blob_datum(self, ctx, experiment_id, run, tag, step, kind):
         """The blob sequence datum of (run, tag, step), checking the tag holds `kind`."""
-        series = self._provider.list_blob_sequences(
-            ctx,
-            experiment_id=experiment_id,
-            plugin_name=metadata.PLUGIN_NAME,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
-        )
-        ts = series.get(run, {}).get(tag)
+        ts = self._blob_series(ctx, experiment_id, run, tag)
         if ts is None:
             raise _not_found(f"run {run!r} has no {kind} tag {tag!r}")
         found = metadata.parse_plugin_data(ts.plugin_content).get("kind")
         if found != kind:
             raise _not_found(f"tag {tag!r} of run {run!r} holds {found}, not {kind}")
-        data = self._provider.read_blob_sequences(
-            ctx,
-            experiment_id=experiment_id,
-            plugin_name=metadata.PLUGIN_NAME,
-            downsample=_DOWNSAMPLE,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
-        )
-        for datum in data.get(run, {}).get(tag, []):
-            if datum.step == step:
-                return datum
+        key = (experiment_id, run, tag)
+        cached = self._step_index.peek(key)
+        if cached is None or step not in cached[1] or time.monotonic() - cached[0] > _STEP_INDEX_SECONDS:
+            data = self._provider.read_blob_sequences(
+                ctx,
+                experiment_id=experiment_id,
+                plugin_name=metadata.PLUGIN_NAME,
+                downsample=_DOWNSAMPLE,
+                run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
+            )
+            cached = (time.monotonic(), {d.step: d for d in data.get(run, {}).get(tag, [])})
+            self._step_index.put(key, cached)
+        if step in cached[1]:
+            return cached[1][step]
         raise _not_found(f"tag {tag!r} of run {run!r} has no step {step}")
 
     def _read_blob(self, ctx, datum, index, what):
         if index >= len(datum.values):
             raise metadata.FormatError(f"step {datum.step} lacks blob {index} ({what}); the event may be truncated")
         return self._provider.read_blob(ctx, blob_key=datum.values[index].blob_key)
+
+    def _checked_blob(self, ctx, datum, index, what, check):
+        """A blob the binary routes serve as is (gzip-encoded): a corrupt one answers 422, not a
+        body the browser cannot decode. Checked once per blob, then remembered."""
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise metadata.FormatError(f"the manifest gives no valid blob index for the {what}")
+        blob = self._read_blob(ctx, datum, index, what)
+        self._checked.get((datum.values[index].blob_key, datum.wall_time), lambda: check(blob) and True)
+        return blob
 
     def _manifest(self, ctx, datum):
         key = ("manifest", datum.values[0].blob_key if datum.values else None, datum.wall_time)
@@ -257,7 +299,8 @@ class AttentionPlugin(base_plugin.TBPlugin):
     def attention_blob_impl(self, ctx, experiment_id, run, tag, step, example):
         datum = self._blob_datum(ctx, experiment_id, run, tag, step, metadata.KIND_ATTENTION)
         entry = self._example(ctx, datum, example)
-        return self._read_blob(ctx, datum, entry["attention_blob"], f"attention of example {example}")
+        return self._checked_blob(ctx, datum, entry["attention_blob"], f"attention of example {example}",
+                                  metadata.check_attention_blob)
 
     def qk_blob_impl(self, ctx, experiment_id, run, tag, step, example):
         datum = self._blob_datum(ctx, experiment_id, run, tag, step, metadata.KIND_ATTENTION)
@@ -267,7 +310,8 @@ class AttentionPlugin(base_plugin.TBPlugin):
                 f"no query/key vectors were logged for example {example} of {run!r}/{tag!r} at step {step} "
                 "(log with with_qk=True to see the neuron view)"
             )
-        return self._read_blob(ctx, datum, entry["qk_blob"], f"query/key of example {example}")
+        return self._checked_blob(ctx, datum, entry["qk_blob"], f"query/key of example {example}",
+                                  metadata.check_qk_blob)
 
     def _tensor_series(self, ctx, experiment_id, run, tags):
         return self._provider.read_tensors(
@@ -278,10 +322,24 @@ class AttentionPlugin(base_plugin.TBPlugin):
             run_tag_filter=provider.RunTagFilter(runs=[run], tags=tags),
         ).get(run, {})
 
+    def _list_tensors(self, ctx, experiment_id, run, tags=None):
+        """The tensor listing of a run, fetched on the pool (made while the caller reads the data)."""
+        return self._pool.submit(
+            self._provider.list_tensors,
+            ctx,
+            experiment_id=experiment_id,
+            plugin_name=metadata.PLUGIN_NAME,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=tags),
+        )
+
     def metric_impl(self, ctx, experiment_id, run, tag):
-        series = self._tensor_series(ctx, experiment_id, run, [tag]).get(tag)
-        if series is None:
+        listing = self._list_tensors(ctx, experiment_id, run, [tag])
+        data = self._tensor_series(ctx, experiment_id, run, [tag]).get(tag, [])
+        ts = listing.result().get(run, {}).get(tag)
+        if ts is None:
             raise _not_found(f"run {run!r} has no metric tag {tag!r}")
+        metadata.parse_plugin_data(ts.plugin_content)  # a newer format answers 422, as /tags says
+        series = _one_per_step(data)
         return {
             "run": run,
             "tag": tag,
@@ -291,12 +349,9 @@ class AttentionPlugin(base_plugin.TBPlugin):
         }
 
     def metrics_impl(self, ctx, experiment_id, run, probe, step):
-        listing = self._provider.list_tensors(
-            ctx,
-            experiment_id=experiment_id,
-            plugin_name=metadata.PLUGIN_NAME,
-            run_tag_filter=provider.RunTagFilter(runs=[run]),
-        ).get(run, {})
+        listing = self._list_tensors(ctx, experiment_id, run)
+        data = self._tensor_series(ctx, experiment_id, run, None)
+        listing = listing.result().get(run, {})
         names = {}
         for tag, ts in listing.items():
             try:
@@ -308,8 +363,8 @@ class AttentionPlugin(base_plugin.TBPlugin):
         if not names:
             raise _not_found(f"run {run!r} has no metrics of probe {probe!r}")
         metrics = {}
-        for tag, series in self._tensor_series(ctx, experiment_id, run, sorted(names)).items():
-            for datum in series:
+        for tag in sorted(names):
+            for datum in data.get(tag, []):
                 if datum.step == step:
                     metrics[names[tag]] = _json_floats(datum.numpy)
         if not metrics:
@@ -345,8 +400,11 @@ class AttentionPlugin(base_plugin.TBPlugin):
         blob = self.attention_blob_impl(*self._context(request), run, tag, step, example)
         if not as_json:
             return http_util.Respond(request, blob, "application/octet-stream", content_encoding="gzip")
-        decoded = metadata.decode_attention(blob)
-        weights = _narrow(decoded.attention, layer, head, decoded.header)
+        try:
+            decoded = metadata.decode_attention(blob, layer=layer, head=head)  # only what is asked for
+        except IndexError as e:
+            raise _not_found(str(e)) from None
+        weights = decoded.attention
         return http_util.Respond(
             request, {**decoded.header, "shape": list(weights.shape), "attention": weights.tolist()}, _JSON
         )
@@ -423,8 +481,22 @@ def _describe_tag(ts, data):
     except metadata.FormatError as e:
         return {**entry, "kind": "unsupported", "error": str(e), "steps": []}
     entry.update({k: v for k, v in content.items() if k != "version"})
+    data = _one_per_step(data)
     entry["steps"] = [d.step for d in data]
     entry["wall_times"] = [d.wall_time for d in data]
     if any(math.isnan(w) for w in entry["wall_times"]):
         entry["wall_times"] = [None if math.isnan(w) else w for w in entry["wall_times"]]
     return entry
+
+
+def _one_per_step(data):
+    """Data in step order, one datum per step: the last written wins.
+
+    A run resumed from a checkpoint logs some steps again. The Rust loader keeps the newest write
+    of a step; the Python loader keeps every write of a tensor (and the first of a blob sequence),
+    which would put a step twice on a metric's curve.
+    """
+    by_step = {}
+    for datum in data:
+        by_step[datum.step] = datum
+    return [by_step[step] for step in sorted(by_step)]

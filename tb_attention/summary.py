@@ -119,6 +119,11 @@ def exemplars_pb(tag, table, *, probe, description=None):
 
 def to_numpy(x, what="attention"):
     """torch tensors (any device, bf16/fp16 included) and array-likes -> float32 numpy."""
+    if x is None:
+        raise TypeError(
+            f"{what} is None: the model did not return it (load it with attn_implementation='eager' "
+            "or use tb_attention.capture_attention)"
+        )
     if hasattr(x, "detach"):  # a torch tensor, without importing torch
         x = x.detach()
         if x.is_floating_point():
@@ -194,6 +199,38 @@ def check_attention(attention, tokens, *, check_rows=True):
             )
 
 
+def token_strings(tokens):
+    """The tokens of one input as a list of str, or a TypeError naming the token that is not text.
+
+    str tokens are stored exactly as given, HTML or control characters included (the frontend
+    shows them as text); lone surrogates, which UTF-8 cannot store, become U+FFFD. bytes tokens
+    (byte-level tokenizers) are decoded as UTF-8, invalid bytes as U+FFFD. Anything else, token ids
+    and None included, is refused: pass `tokenizer.convert_ids_to_tokens(ids)`.
+    """
+    if isinstance(tokens, (str, bytes)):
+        raise TypeError(f"tokens must be a list of token strings, got one {type(tokens).__name__} of length {len(tokens)}")
+    out = []
+    for i, token in enumerate(tokens):
+        if isinstance(token, bytes):
+            token = token.decode("utf-8", errors="replace")
+        elif not isinstance(token, str):
+            raise TypeError(
+                f"token {i} is {type(token).__name__} {token!r}, not a string: pass token strings "
+                "(tokenizer.convert_ids_to_tokens(ids)), not ids"
+            )
+        out.append(_valid_unicode(token))
+    return out
+
+
+def _valid_unicode(text):
+    """text with lone surrogates (not storable as UTF-8) replaced by U+FFFD; pairs are joined."""
+    try:
+        text.encode("utf-8")
+        return str(text)
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 # ---------------------------------------------------------------------------------------------
 # Ranks
 
@@ -220,7 +257,24 @@ def _file_writer(writer):
 
 
 def write(writer, summary, step, walltime=None):
-    _file_writer(writer).add_summary(summary, int(step), walltime)
+    _file_writer(writer).add_summary(summary, check_step(step), walltime)
+
+
+MAX_STEP = 2**53 - 1  # the largest step a browser's JSON numbers (doubles) name exactly
+
+
+def check_step(step):
+    """step as an int, or a ValueError: steps are non-negative integers (the routes take no others)
+    up to MAX_STEP, so that the step the dashboard reads from /tags is the step it asks for."""
+    try:
+        value = int(step)
+    except (TypeError, ValueError):
+        raise TypeError(f"step must be an integer, got {type(step).__name__} {step!r}") from None
+    if value != step or not 0 <= value <= MAX_STEP:
+        raise ValueError(
+            f"step must be a non-negative integer up to 2**53 - 1 (a browser rounds larger ones), got {step!r}"
+        )
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,11 +300,16 @@ def encode_examples(
         attention = to_numpy(example["attention"])
         if attention.ndim != 4:
             raise ValueError(f"example {index}: attention must be [layers, heads, N, N], got {list(attention.shape)}")
-        tokens = [str(t) for t in example["tokens"]]
         try:
+            tokens = token_strings(example["tokens"])
+            if attention.shape[-1] > metadata.MAX_TOKENS:  # before any check copies the weights
+                raise ValueError(
+                    f"attention over {attention.shape[-1]} tokens: at most {metadata.MAX_TOKENS} tokens per "
+                    "example can be stored; log a window of the input"
+                )
             check_attention(attention, tokens, check_rows=check_rows)
-        except ValueError as e:
-            raise ValueError(f"example {index}: {e}") from None
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"example {index}: {e}") from None
         n = attention.shape[-1]
         if n > max_dense_tokens:
             warnings.warn(
@@ -259,6 +318,8 @@ def encode_examples(
                 stacklevel=3,
             )
         fields = {k: example[k] for k in ("text", "segments", "pos") if example.get(k) is not None}
+        if isinstance(fields.get("text"), str):
+            fields["text"] = _valid_unicode(fields["text"])
         prepared.append((attention, tokens, example, fields))
 
     def encode(item):
@@ -323,7 +384,7 @@ def attention(
 
     attentions: HF-style per-layer tuple (`outputs.attentions`: [B, H, N, N] or [H, N, N] each) or
         one array [L, H, N, N] (or [B, L, H, N, N]).
-    tokens: the N token strings, or one list per batch input.
+    tokens: the N token strings (str or bytes, see `token_strings`), or one list per batch input.
     attention_mask: [B, N] (1 = token, 0 = padding) to drop the padding of a batch.
     query/key/scaling: optional [L, H, N, d] / [L, H_kv, N, d] vectors (with a batch axis for a
         batch) and the per-layer factor on q·k, for the neuron view.
@@ -365,6 +426,7 @@ def attention(
 
 def write_examples(writer, tag, examples, step, *, walltime=None, description=None, **encode_options):
     """Writes prepared examples (dicts, see `encode_examples`) as one step of `tag`."""
+    check_step(step)  # before the encoding work
     manifest, blobs, qk_blobs = encode_examples(examples, **encode_options)
     write(writer, attention_pb(tag, manifest, blobs, qk_blobs, description=description), step, walltime)
 

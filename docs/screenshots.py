@@ -1,0 +1,71 @@
+"""Screenshots of every view of the real dashboard on the demo logdir, for the README.
+
+    python docs/screenshots.py [--logdir demo_output/logdir] [--out docs/screenshots]
+
+Starts `tensorboard --logdir` on 127.0.0.1, opens each view by its deep link in Debian's
+Chromium (Playwright) and saves one PNG per view.
+"""
+
+import argparse
+import pathlib
+import sys
+import urllib.parse
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import TensorBoard  # noqa: E402
+
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"]
+
+# (file name, dashboard state): the deep-link keys of BUILD.md, without the p.attention. prefix.
+VIEWS = [
+    ("head_view", {"run": "train", "tag": "probe", "view": "head", "example": "0", "layer": "1", "tokens": "9"}),
+    ("model_view", {"run": "train", "tag": "probe", "view": "model", "example": "4"}),
+    ("neuron_view", {"run": "train", "tag": "probe", "view": "neuron", "example": "0", "layer": "1", "heads": "0",
+                     "tokens": "9"}),
+    ("metrics_view", {"run": "train", "tag": "probe", "view": "metrics", "metric": "distance"}),
+    ("analysis_view", {"run": "smollm2-135m", "tag": "corpus", "view": "analysis"}),
+    ("exemplars_view", {"run": "smollm2-135m", "tag": "corpus", "view": "exemplars", "layer": "16", "heads": "0"}),
+    ("compare_view", {"run": "checkpoint-0", "tag": "probe", "view": "compare", "b_run": "checkpoint-800",
+                      "example": "0"}),
+]
+
+
+def deep_link(base, state):
+    return base + "/#attention&" + urllib.parse.urlencode({f"p.attention.{k}": v for k, v in state.items()})
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--logdir", default=str(ROOT / "demo_output" / "logdir"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    parser.add_argument("--width", type=int, default=1400)
+    parser.add_argument("--height", type=int, default=860)
+    args = parser.parse_args()
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    from playwright.sync_api import sync_playwright
+
+    server = TensorBoard(args.logdir)
+    try:
+        server.wait_for(lambda tags: "train" in tags and "smollm2-135m" in tags)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
+            page = browser.new_page(viewport={"width": args.width, "height": args.height})
+            for name, state in VIEWS:
+                page.goto("about:blank")
+                page.goto(deep_link(server.url, state))
+                page.wait_for_timeout(4000)  # the tab loads, fetches and draws
+                path = out / f"{name}.png"
+                page.screenshot(path=str(path))
+                print(path)
+            browser.close()
+    finally:
+        server.close()
+
+
+if __name__ == "__main__":
+    main()
