@@ -262,7 +262,7 @@ def test_exemplars_show_a_heads_known_top_input_with_its_arc_and_open_it_in_the_
 def test_difference_view_equals_b_minus_a(dashboard):
     server = dashboard.server
     layer, head = 1, 2
-    dashboard.open("compare-diff", run="train", tag="probe", view="compare", arun="train", astep=0, bstep=100, layer=layer, heads=head)
+    dashboard.open("compare-diff", run="train", tag="probe", view="compare", a_run="train", a_step=0, b_step=100, layer=layer, heads=head)
     assert dashboard.data("head", "compare-diff") == f"{layer}.{head}"
     a = attention(server, "train", "probe", 0, 0, layer)[head]
     b = attention(server, "train", "probe", 100, 0, layer)[head]
@@ -287,7 +287,7 @@ def test_compare_ranks_heads_by_metric_change_between_two_checkpoints(dashboard)
     server = dashboard.server
     a = grid(probe_metrics(server, "checkpoint-100", 100)["distance"])
     b = grid(probe_metrics(server, "train", 100)["distance"])
-    dashboard.open("compare-changes", run="train", tag="probe", view="compare", compare="changes", delta="distance", arun="checkpoint-100")
+    dashboard.open("compare-changes", run="train", tag="probe", view="compare", compare="changes", delta="distance", a_run="checkpoint-100")
     assert close(dashboard.json("values", "compare-changes"), b - a)
     ranked = dashboard.frame.eval_on_selector_all("[data-control=changes] .change-row[data-head]", "rs => rs.map(r => r.dataset.head)")
     l, h = np.unravel_index(np.argmax(np.abs(b - a)), a.shape)
@@ -299,7 +299,7 @@ def test_compare_ranks_heads_by_metric_change_between_two_checkpoints(dashboard)
 
 
 def test_compare_side_by_side_shares_the_selection(dashboard):
-    dashboard.open("head", run="train", tag="probe", view="compare", compare="head", astep=0, tokens=5, layer=2)
+    dashboard.open("head", run="train", tag="probe", view="compare", compare="head", a_step=0, tokens=5, layer=2)
     frame = dashboard.frame
     frame.wait_for_function("document.querySelectorAll('canvas[data-figure=head][data-tokens]').length === 2")
     focus = lambda: frame.eval_on_selector_all("canvas[data-figure=head]", "cs => cs.map(c => c.dataset.focus)")  # noqa: E731
@@ -319,7 +319,7 @@ def test_compare_side_by_side_shares_the_selection(dashboard):
 
 
 def test_tokens_that_differ_between_a_and_b_are_named_not_silently_aligned(dashboard):
-    dashboard.open(None, run="train", tag="probe", view="compare", brun="eval")
+    dashboard.open(None, run="train", tag="probe", view="compare", b_run="eval")
     frame = dashboard.frame
     frame.wait_for_selector("[data-banner]:not([hidden])")
     banner = frame.text_content("[data-banner]")
@@ -387,7 +387,7 @@ def test_untrusted_tokens_stay_text_in_exemplars_compare_tooltips_and_exports(da
     assert XSS_TOKEN in dashboard.tooltip("Hello")
     _, svg = dashboard.export("svg")
     assert b"&#60;img src=x onerror=" in svg and b"<img" not in svg and b"<script" not in svg
-    dashboard.open("compare-diff", run="train", tag="probe", view="compare", example=2, brun="untrusted")
+    dashboard.open("compare-diff", run="train", tag="probe", view="compare", example=2, b_run="untrusted")
     banner = frame.text_content("[data-banner]")
     assert "differ at 2 of 7 positions" in banner and "<svg/onload=alert(4)>" in banner and "alert(3)" in banner
     matrix = dashboard.json("layout", "compare-diff")["matrix"]
@@ -404,8 +404,8 @@ def test_untrusted_tokens_stay_text_in_exemplars_compare_tooltips_and_exports(da
 
 def test_a_deep_link_restores_the_new_views_state(dashboard):
     state = {"run": "train", "tag": "probe", "view": "compare", "metric": "entropy", "runs": "checkpoint-100", "smooth": "0.5",
-             "xaxis": "log", "picks": "1.2,3.0", "rank": "high", "section": "pos", "pos": "VERB", "arun": "checkpoint-100",
-             "astep": "100", "brun": "train", "bstep": "50", "compare": "changes", "delta": "entropy"}
+             "xaxis": "log", "picks": "1.2,3.0", "rank": "high", "section": "pos", "pos": "VERB", "a_run": "checkpoint-100",
+             "a_step": "100", "b_run": "train", "b_step": "50", "compare": "changes", "delta": "entropy"}
     dashboard.open("compare-changes", **state)
     frame = dashboard.frame
     assert frame.input_value("[data-control=a-run]") == "checkpoint-100" and frame.input_value("[data-control=b-step]") == "50"

@@ -163,8 +163,8 @@ export function decodeState(params: Readonly<Record<string, string>>): State {
   if (RANKS.includes(params.rank as Rank)) state.rank = params.rank as Rank;
   if (params.pos && /^[A-Z]{1,8}$/.test(params.pos)) state.pos = params.pos;
   if (SECTIONS.includes(params.section as Section)) state.section = params.section as Section;
-  state.a = {run: params.arun ?? null, step: parseIndex(params.astep)};
-  state.b = {run: params.brun ?? null, step: parseIndex(params.bstep)};
+  state.a = {run: params.a_run ?? null, step: parseIndex(params.a_step)};
+  state.b = {run: params.b_run ?? null, step: parseIndex(params.b_step)};
   if (COMPARE_MODES.includes(params.compare as CompareMode)) state.compare = params.compare as CompareMode;
   if (params.delta) state.delta = params.delta;
   return state;
@@ -197,10 +197,10 @@ export function encodeState(state: Readonly<State>): Record<string, string> {
   if (state.rank !== DEFAULT_STATE.rank) params.rank = state.rank;
   if (state.pos !== DEFAULT_STATE.pos) params.pos = state.pos;
   if (state.section !== DEFAULT_STATE.section) params.section = state.section;
-  if (state.a.run !== null) params.arun = state.a.run;
-  if (state.a.step !== null) params.astep = String(state.a.step);
-  if (state.b.run !== null) params.brun = state.b.run;
-  if (state.b.step !== null) params.bstep = String(state.b.step);
+  if (state.a.run !== null) params.a_run = state.a.run;
+  if (state.a.step !== null) params.a_step = String(state.a.step);
+  if (state.b.run !== null) params.b_run = state.b.run;
+  if (state.b.step !== null) params.b_step = String(state.b.step);
   if (state.compare !== DEFAULT_STATE.compare) params.compare = state.compare;
   if (state.delta !== DEFAULT_STATE.delta) params.delta = state.delta;
   return params;

@@ -2,7 +2,17 @@ import assert from 'node:assert/strict';
 import {test} from 'node:test';
 import type {Tags} from '../src/api';
 import {pluginParams, withPluginParams} from '../src/host';
-import {DEFAULT_STATE, decodeState, encodeState, resolveSelection, type State} from '../src/state';
+import {
+  compareEndpoints,
+  DEFAULT_STATE,
+  decodeState,
+  encodeState,
+  plottedHeads,
+  probeMetrics,
+  resolveSelection,
+  runsWithMetric,
+  type State,
+} from '../src/state';
 
 test('a state survives its URL form', () => {
   const state: State = {
@@ -64,4 +74,72 @@ test('selection: a step that is not stored snaps to the nearest one; an unknown 
   assert.equal(sel.step, 2);
   assert.equal(resolveSelection(tags, {...DEFAULT_STATE, run: 'b', step: 70})!.step, 50);
   assert.equal(resolveSelection({}, DEFAULT_STATE), null);
+});
+
+test('the new views\' state survives its URL form: metric, runs, smoothing, axis, picks, rank, analysis and compare', () => {
+  const state: State = {
+    ...DEFAULT_STATE,
+    view: 'compare',
+    metric: 'pos_from/NOUN',
+    runs: ['run,with,commas', 'b/c'],
+    smoothing: 0.85,
+    xlog: true,
+    picks: [[3, 1], [0, 7]],
+    rank: 'previous',
+    pos: 'VERB',
+    section: 'pos_from',
+    a: {run: 'checkpoint-0', step: 0},
+    b: {run: 'checkpoint-800', step: null},
+    compare: 'changes',
+    delta: 'entropy',
+  };
+  const params = encodeState(state);
+  assert.equal(params.picks, '3.1,0.7');
+  assert.equal(params.a_run, 'checkpoint-0');
+  assert.equal(params.a_step, '0');
+  assert.equal(params.b_step, undefined);
+  assert.deepEqual(decodeState(params), state);
+  const bad = decodeState({smooth: '2', picks: '1.x,2.3,2.3', rank: 'zzz', section: 'nope', compare: 'x', xaxis: 'lin', pos: 'a<b'});
+  assert.equal(bad.smoothing, DEFAULT_STATE.smoothing);
+  assert.deepEqual(bad.picks, [[2, 3]]);
+  assert.equal(bad.rank, 'low');
+  assert.equal(bad.section, 'overview');
+  assert.equal(bad.compare, 'diff');
+  assert.equal(bad.xlog, false);
+  assert.equal(bad.pos, 'NOUN');
+});
+
+test('plotted heads: the picks, else the shown heads of the selected layer', () => {
+  assert.deepEqual(plottedHeads({...DEFAULT_STATE, picks: [[1, 2]], layer: 3, heads: [0]}), [[1, 2]]);
+  assert.deepEqual(plottedHeads({...DEFAULT_STATE, layer: 3, heads: [0, 4]}), [[3, 0], [3, 4]]);
+  assert.deepEqual(plottedHeads(DEFAULT_STATE), []);
+});
+
+const runsTags: Tags = {
+  train: {
+    probe: {kind: 'attention', steps: [0, 25, 50]},
+    'probe/distance': {kind: 'metric', probe: 'probe', metric: 'distance', steps: [0, 25, 50]},
+    'probe/pos/NOUN': {kind: 'metric', probe: 'probe', metric: 'pos/NOUN', steps: [0, 25, 50]},
+  },
+  'checkpoint-0': {probe: {kind: 'attention', steps: [0]}, 'probe/distance': {kind: 'metric', probe: 'probe', metric: 'distance', steps: [0]}},
+  'checkpoint-800': {probe: {kind: 'attention', steps: [800]}},
+  other: {corpus: {kind: 'attention', steps: [0]}},
+};
+
+test('metrics of a probe and the runs that logged one', () => {
+  assert.deepEqual(probeMetrics(runsTags, 'train', 'probe'), ['distance', 'pos/NOUN']);
+  assert.deepEqual(runsWithMetric(runsTags, 'probe', 'distance'), ['checkpoint-0', 'train']);
+});
+
+test('compare: A defaults to the panel run\'s first step, B to the panel\'s step; a chosen run starts at its first (A) or newest (B) step', () => {
+  const selection = resolveSelection(runsTags, {...DEFAULT_STATE, run: 'train', step: 25})!;
+  let {runs, a, b} = compareEndpoints(runsTags, {...DEFAULT_STATE, run: 'train', step: 25}, selection);
+  assert.deepEqual(runs, ['checkpoint-0', 'checkpoint-800', 'train']); // runs with the panel's tag
+  assert.deepEqual([a.run, a.step, b.run, b.step], ['train', 0, 'train', 25]);
+  const state = {...DEFAULT_STATE, run: 'train', a: {run: 'checkpoint-0', step: null}, b: {run: 'checkpoint-800', step: null}};
+  ({a, b} = compareEndpoints(runsTags, state, resolveSelection(runsTags, state)!));
+  assert.deepEqual([a.run, a.step, b.run, b.step], ['checkpoint-0', 0, 'checkpoint-800', 800]);
+  const unknown = {...DEFAULT_STATE, run: 'train', b: {run: 'other', step: 7}};
+  ({b} = compareEndpoints(runsTags, unknown, resolveSelection(runsTags, unknown)!));
+  assert.deepEqual([b.run, b.step], ['train', 0]); // `other` lacks the tag: the panel's run, nearest step
 });
