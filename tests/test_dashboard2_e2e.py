@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from dashboard_logdir import XSS_TOKEN, metric_values, probe_examples, write_probe_step
-from dashboard_page import HEADS, LAYERS, attention, browser, dashboard, needs_chromium, server  # noqa: F401 (fixtures)
+from dashboard_page import HEADS, LAYERS, attention, browser, dashboard, needs_chromium, playwright_api, server  # noqa: F401 (fixtures)
 
 pytestmark = needs_chromium
 
@@ -150,6 +150,23 @@ def test_picked_heads_are_plotted_over_steps_with_runs_overlaid_in_tensorboards_
     expected = metric(server, "checkpoint-100", "probe/entropy")["values"][0][1][2]
     assert "checkpoint-100" in text and f"{expected:.3f}".rstrip("0") in text
     dashboard.screenshot("metrics_view_smoothed_log_axis")
+
+
+def test_run_colours_are_the_ones_tensorboards_own_run_table_shows(dashboard):
+    dashboard.open("metric-heatmap", run="train", tag="probe", view="metrics")
+    ours = dict(dashboard.frame.eval_on_selector_all(
+        "[data-control=runs] .chip", "cs => cs.map(c => [c.dataset.run, getComputedStyle(c.querySelector('.chip-key')).borderColor])"
+    ))
+    dashboard.page.goto(dashboard.server.url + "/#timeseries")
+    try:
+        dashboard.page.wait_for_selector("tb-data-table-content-row .run-color-swatch", timeout=20000)
+    except playwright_api.Error:
+        pytest.skip("this TensorBoard's time series page has no run table as 2.21 draws it")
+    theirs = dict(dashboard.page.eval_on_selector_all(
+        "tb-data-table-content-row",
+        "rows => rows.filter(r => r.querySelector('.run-color-swatch')).map(r => [r.textContent.trim(), getComputedStyle(r.querySelector('.run-color-swatch')).backgroundColor])",
+    ))
+    assert set(ours) == {"train", "checkpoint-100"} and all(ours[run] == theirs[run] for run in ours), (ours, theirs)
 
 
 def test_ranking_lists_heads_by_value_and_by_change_since_the_first_step(dashboard):
