@@ -186,8 +186,11 @@ export function deltaScale(maxAbs: number): ColorScale {
 export function weightDeltaScale(maxAbs: number): ColorScale {
   const m = maxAbs > 0 ? maxAbs : 1;
   const position = (v: number) => 0.5 + 0.5 * Math.sign(v) * Math.sqrt(Math.min(1, Math.abs(v) / m));
-  const tick = Number(m.toPrecision(1)) <= m ? Number(m.toPrecision(1)) : m;
-  return rampScale([-m, m], 'redBlue', true, position, [-tick, -tick / 4, 0, tick / 4, tick]);
+  // Ticks at round values: the largest one-digit value within ±m, and one near m/4.
+  const round = (v: number) => Math.floor(v / 10 ** Math.floor(Math.log10(v))) * 10 ** Math.floor(Math.log10(v));
+  const outer = round(m);
+  const inner = round(m / 4);
+  return rampScale([-m, m], 'redBlue', true, position, [-outer, -inner, 0, inner, outer]);
 }
 
 /** A colour per layer, dark (first) to light (last), for curves and dots by depth. */

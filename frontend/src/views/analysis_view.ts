@@ -328,12 +328,15 @@ export class AnalysisView implements DataView {
         paintAxisTitles(painter, card.chart!, 'layer', '');
       } else if (card.kind === 'scatter') {
         const hoverDot = hoverHead ? (card.dots!.find((d) => d.head[0] === hoverHead[0] && d.head[1] === hoverHead[1]) ?? null) : null;
-        card.chart!.paint(painter, [], card.dots!, {hoverDot});
+        // The selected heads on top, ringed in the accent colour.
+        const isPicked = (d: Dot) => picked.some(([l, h]) => l === d.head[0] && h === d.head[1]);
+        const dots = [...card.dots!.filter((d) => !isPicked(d)), ...card.dots!.filter(isPicked).map((d) => ({...d, r: 4.5}))];
+        card.chart!.paint(painter, [], dots, {hoverDot});
         paintAxisTitles(painter, card.chart!, metricLabel(card.axes![0]).toLowerCase(), metricLabel(card.axes![1]).toLowerCase());
         this.paintLayerKey(painter, card.chart!.box, card.dots!.length ? Math.max(...card.dots!.map((d) => d.head[0])) + 1 : 1);
       } else {
         card.chart!.paint(painter, card.lines!, [], {highlight: hovered?.line ?? null});
-        paintAxisTitles(painter, card.chart!, 'layer', 'share');
+        paintAxisTitles(painter, card.chart!, 'layer', '');
         this.paintTagKey(painter, card);
       }
     });

@@ -574,8 +574,7 @@ export class CompareView implements DataView {
         painter.text(label, m.x + (i + 0.5) * m.cell, m.y - 6, {font: FONT_LABEL, color: hotKey ? INK : MUTED_INK, align: 'left', rotate: -Math.PI / 3});
       }
     }
-    painter.text('KEY →', m.x + n * m.cell + 6, m.y - 6, {font: FONT_SMALL, color: MUTED_INK});
-    painter.text('QUERY ↓', m.x - 6, m.y + n * m.cell + 12, {font: FONT_SMALL, color: MUTED_INK, align: 'right'});
+    painter.text('QUERY ↓  KEY →', m.x - 6, m.y - 8, {font: FONT_SMALL, color: MUTED_INK, align: 'right'});
     paintLegend(painter, m.x, m.y + n * m.cell + 22, Math.min(240, Math.max(160, n * m.cell)), d.scale);
   }
 
@@ -738,9 +737,9 @@ export class CompareView implements DataView {
     const max = Math.max(1e-9, ...top.map((r) => Math.abs(r.value)));
     const header = el('div', {class: 'change-row change-header'}, [
       el('span', {text: 'head'}),
-      el('span', {text: isAttention ? '' : 'A'}),
-      el('span', {text: isAttention ? '' : 'B'}),
-      el('span', {text: isAttention ? 'moved' : 'B − A'}),
+      el('span', {class: 'rank-value', text: isAttention ? '' : 'A'}),
+      el('span', {class: 'rank-value', text: isAttention ? '' : 'B'}),
+      el('span', {class: 'rank-value', text: isAttention ? 'moved' : 'B − A'}),
       el('span', {text: ''}),
     ]);
     const rows = top.map((r, rank) => {
