@@ -158,11 +158,14 @@ def probe_examples(rng, layers, heads):
     ]
 
 
-def write_probe_step(writer, rng, layers, heads, step, progress, tag="probe"):
-    """One step of a probe, as tb_attention.Probe.log writes it: examples, metrics, exemplars."""
+def write_probe_step(writer, rng, layers, heads, step, progress, tag="probe", attention=True):
+    """One step of a probe, as tb_attention.Probe.log writes it: examples, metrics, exemplars
+    (`attention` False: the metrics alone)."""
+    summary.metrics(writer, tag, metric_values(layers, heads, progress, rng), step)
+    if not attention:
+        return None
     examples = probe_examples(rng, layers, heads)
     summary.write_examples(writer, tag, examples, step)  # one write per (tag, step): all examples together
-    summary.metrics(writer, tag, metric_values(layers, heads, progress, rng), step)
     summary.exemplars(writer, tag, exemplars_of(examples), step)
     return examples
 
@@ -184,11 +187,13 @@ def write_dashboard_logdir(logdir, *, layers=4, heads=6, long_n=1024, steps=(0, 
     return {"layers": layers, "heads": heads, "steps": list(steps), "long_n": long_n}
 
 
-def write_training_logdir(logdir, *, layers=4, heads=8, steps=range(0, 1201, 50), runs=("train",)):
-    """A longer training run (the dashboard's benchmark and screenshots): a probe at every step."""
+def write_training_logdir(logdir, *, layers=4, heads=8, steps=range(0, 1201, 50), runs=("train",), attention_steps=None):
+    """A longer training run (the dashboard's benchmark and screenshots): a probe at every step, its
+    examples at `attention_steps` (None: every step)."""
     steps = list(steps)
     for r, run in enumerate(runs):
         rng = np.random.default_rng(r)
         with summary.Writer(str(logdir / run)) as writer:
             for step in steps:
-                write_probe_step(writer, rng, layers, heads, step, step / steps[-1])
+                with_attention = attention_steps is None or step in attention_steps
+                write_probe_step(writer, rng, layers, heads, step, step / steps[-1], attention=with_attention)

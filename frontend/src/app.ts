@@ -108,7 +108,7 @@ export class App {
       this.changed(state, previous);
     });
     host.onDataReloaded(() => void this.loadTags());
-    host.onUrlChanged(() => this.store.update(decodeState(host.readParams())));
+    host.onUrlChanged((params) => this.store.update(decodeState(params)));
     document.addEventListener('keydown', (event) => this.key(event));
     new ResizeObserver(frameThrottle(() => this.view.resize())).observe(this.body);
     setInterval(() => {

@@ -90,7 +90,11 @@ export class Host {
 
   /** The state parameters of the URL: TensorBoard's `p.attention.*` keys, or our own hash. */
   readParams(): Params {
-    return this.parent ? pluginParams(this.parent.location.hash) : Object.fromEntries(new URLSearchParams(location.hash.slice(1)));
+    return this.paramsOf((this.parent ?? window).location.hash);
+  }
+
+  private paramsOf(hash: string): Params {
+    return this.parent ? pluginParams(hash) : Object.fromEntries(new URLSearchParams(hash.replace(/^#/, '')));
   }
 
   /** Puts the state parameters in the URL a user would share, without adding a history entry. */
@@ -118,9 +122,11 @@ export class Host {
     this.handlers.set(`${PROTOCOL}.DataReloaded`, callback);
   }
 
-  /** Calls `callback` when the user edits or navigates the URL's hash. */
-  onUrlChanged(callback: () => void): void {
-    (this.parent ?? window).addEventListener('hashchange', callback);
+  /** Calls `callback` with the new state parameters when the user edits or navigates the URL's
+   * hash. They are read from the event, not the live hash: a state change of the same frame may
+   * already have rewritten the live hash with the state the user is leaving. */
+  onUrlChanged(callback: (params: Params) => void): void {
+    (this.parent ?? window).addEventListener('hashchange', (event) => callback(this.paramsOf(new URL((event as HashChangeEvent).newURL).hash)));
   }
 
   private connect(parent: Window): void {

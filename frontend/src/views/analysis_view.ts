@@ -151,9 +151,9 @@ export class AnalysisView implements DataView {
       this.shown = null;
       return this.show(`Run ${JSON.stringify(selection.run)} logged no metrics for ${JSON.stringify(probe)}.`);
     }
-    // The step: the panel's, snapped to the steps the metrics were logged at.
+    // The step: the state's (the newest when none), snapped to the steps the metrics were logged at.
     const metricSteps = [...tags[selection.run][metricTag(probe, names[0])].steps].sort((a, b) => a - b);
-    const step = nearestStep(metricSteps, selection.step);
+    const step = state.step === null ? metricSteps[metricSteps.length - 1] : nearestStep(metricSteps, state.step);
     const key = JSON.stringify([selection.run, probe, step]);
     this.metrics.load(key, () => this.context.data.metrics(selection.run, probe, step, ''), () => this.model && this.update(this.model), 'the metrics');
     const posTags = [...new Set(names.flatMap((m) => posParts(m)?.tag ?? []))].sort();

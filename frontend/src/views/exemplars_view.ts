@@ -127,7 +127,8 @@ export class ExemplarsView implements DataView {
     if (info?.kind !== 'exemplars' || !info.steps.length) {
       return this.show(`Run ${JSON.stringify(selection.run)} logged no exemplars for ${JSON.stringify(selection.tag)}. A Probe logs them with its metrics; tb-attention analyze logs them for a corpus.`);
     }
-    const step = nearestStep([...info.steps].sort((a, b) => a - b), selection.step);
+    const steps = [...info.steps].sort((a, b) => a - b);
+    const step = state.step === null ? steps[steps.length - 1] : nearestStep(steps, state.step);
     this.table.load(JSON.stringify([selection.run, tag, step]), () => this.context.data.exemplars(selection.run, tag, step), () => this.model && this.update(this.model), 'the exemplars');
     if (this.table.error) return this.show(this.table.error);
     const table = this.table.value;
