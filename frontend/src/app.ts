@@ -129,7 +129,8 @@ export class App {
     const switched = state.view !== previous.view;
     if (switched) this.showView();
     const moved = state.run !== previous.run || state.tag !== previous.tag || state.step !== previous.step || state.example !== previous.example;
-    if (moved || (switched && this.view.needs === 'example' && !this.showsSelection())) void this.load();
+    const kindChanged = switched && this.viewOf(previous.view).needs !== this.view.needs;
+    if (moved || kindChanged || (switched && this.view.needs === 'example' && !this.showsSelection())) void this.load();
     else if (!switched) this.render();
   }
 
@@ -137,7 +138,7 @@ export class App {
   private showsSelection(): boolean {
     const sel = this.selection;
     const key = this.shown?.key;
-    return Boolean(sel && key && key.run === sel.run && key.tag === sel.tag && key.step === sel.step && key.example === this.panelExample());
+    return Boolean(sel && key && key.run === sel.run && key.tag === sel.tag && key.step === sel.exampleStep && key.example === this.panelExample());
   }
 
   private panelExample(): number {
@@ -180,23 +181,23 @@ export class App {
   private async load(): Promise<void> {
     const load = ++this.loads;
     const state = this.store.state;
-    this.selection = this.tags ? resolveSelection(this.tags, state) : null;
+    this.selection = this.tags ? resolveSelection(this.tags, state, this.view.needs === 'data') : null;
     const sel = this.selection;
     if (!sel) return this.render();
     const {data} = this.context;
-    const sameStep = this.examples && this.examples.run === sel.run && this.examples.tag === sel.tag && this.examples.step === sel.step;
+    const sameStep = this.examples && this.examples.run === sel.run && this.examples.tag === sel.tag && this.examples.step === sel.exampleStep;
     const wantsWeights = this.view.needs === 'example';
     this.setBusy(true);
     // The weights of the example the state names are fetched alongside the step's example list
     // (one round trip instead of two); they are used once the list confirms the example exists.
-    const guess: ExampleKey = {run: sel.run, tag: sel.tag, step: sel.step, example: state.example};
+    const guess: ExampleKey = {run: sel.run, tag: sel.tag, step: sel.exampleStep, example: state.example};
     const early = !sameStep && wantsWeights ? data.attention(guess) : null;
     early?.catch(() => undefined); // a wrong guess is fetched again below
     try {
       if (!sameStep) {
         this.panel.set({...sel, examples: null, example: state.example});
         if (this.view.needs === 'data') this.render(); // data views need no example list
-        const examples = await data.examples(sel.run, sel.tag, sel.step);
+        const examples = await data.examples(sel.run, sel.tag, sel.exampleStep);
         if (load !== this.loads) return;
         this.examples = examples;
       }
@@ -204,7 +205,7 @@ export class App {
       const index = this.panelExample();
       this.panel.set({...sel, examples, example: index});
       if (!examples.length) {
-        this.exampleError = `Step ${sel.step} of ${sel.run}/${sel.tag} holds no examples.`;
+        this.exampleError = `Step ${sel.exampleStep} of ${sel.run}/${sel.tag} holds no examples.`;
         return this.render();
       }
       if (wantsWeights) {

@@ -247,14 +247,19 @@ export interface Selection {
   run: string;
   tags: string[];
   tag: string;
+  /** the steps the slider offers: the attention tag's, or for the metric views every step of its
+   * probe (attention, metrics, exemplars) */
   steps: number[];
   step: number;
+  /** the stored attention step nearest to `step`: the examples the panel lists */
+  exampleStep: number;
 }
 
 /** Resolves a state against `/tags`: unknown or missing choices fall back to the first run, its
  * first attention tag and the newest step; a step that is not stored snaps to the nearest one.
+ * `probeSteps`: offer every step of the probe (the metric views), not only its attention's.
  * Null when no run has an attention tag. */
-export function resolveSelection(tags: Tags, state: Readonly<State>): Selection | null {
+export function resolveSelection(tags: Tags, state: Readonly<State>, probeSteps = false): Selection | null {
   const attentionTags = (run: string) =>
     Object.keys(tags[run] ?? {})
       .filter((tag) => tags[run][tag].kind === 'attention' && tags[run][tag].steps.length > 0)
@@ -266,9 +271,15 @@ export function resolveSelection(tags: Tags, state: Readonly<State>): Selection 
   const run = state.run !== null && runs.includes(state.run) ? state.run : runs[0];
   const tagNames = attentionTags(run);
   const tag = state.tag !== null && tagNames.includes(state.tag) ? state.tag : tagNames[0];
-  const steps = [...tags[run][tag].steps].sort((a, b) => a - b);
+  const attentionSteps = [...tags[run][tag].steps].sort((a, b) => a - b);
+  let steps = attentionSteps;
+  if (probeSteps) {
+    const all = new Set(attentionSteps);
+    for (const info of Object.values(tags[run])) if (info.probe === tag && info.kind !== 'unsupported') info.steps.forEach((s) => all.add(s));
+    steps = [...all].sort((a, b) => a - b);
+  }
   const step = state.step === null ? steps[steps.length - 1] : nearestStep(steps, state.step);
-  return {runs, run, tags: tagNames, tag, steps, step};
+  return {runs, run, tags: tagNames, tag, steps, step, exampleStep: nearestStep(attentionSteps, step)};
 }
 
 /** The stored step nearest to `step` (steps sorted, not empty). */
@@ -321,7 +332,7 @@ export function compareEndpoints(tags: Tags, state: Readonly<State>, selection: 
     const steps = [...tags[run][selection.tag].steps].sort((x, y) => x - y);
     let step: number;
     if (side.step !== null) step = nearestStep(steps, side.step);
-    else if (which === 'b' && side.run === null) step = selection.step;
+    else if (which === 'b' && side.run === null) step = nearestStep(steps, selection.step);
     else step = which === 'a' ? steps[0] : steps[steps.length - 1];
     return {run, steps, step};
   };

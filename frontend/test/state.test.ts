@@ -143,3 +143,19 @@ test('compare: A defaults to the panel run\'s first step, B to the panel\'s step
   ({b} = compareEndpoints(runsTags, unknown, resolveSelection(runsTags, unknown)!));
   assert.deepEqual([b.run, b.step], ['train', 0]); // `other` lacks the tag: the panel's run, nearest step
 });
+
+test('selection: the metric views offer every step of the probe; the examples come from the nearest attention step', () => {
+  const tags: Tags = {
+    r: {
+      probe: {kind: 'attention', steps: [0, 100]},
+      'probe/distance': {kind: 'metric', probe: 'probe', metric: 'distance', steps: [0, 50, 100, 150]},
+      'probe/exemplars': {kind: 'exemplars', probe: 'probe', steps: [0, 100]},
+    },
+  };
+  const state = {...DEFAULT_STATE, step: 60};
+  const forExamples = resolveSelection(tags, state)!;
+  assert.deepEqual([forExamples.steps, forExamples.step, forExamples.exampleStep], [[0, 100], 100, 100]);
+  const forMetrics = resolveSelection(tags, state, true)!;
+  assert.deepEqual([forMetrics.steps, forMetrics.step, forMetrics.exampleStep], [[0, 50, 100, 150], 50, 0]);
+  assert.equal(resolveSelection(tags, DEFAULT_STATE, true)!.step, 150);
+});

@@ -382,7 +382,7 @@ export class ExemplarsView implements DataView {
     const [layer, head] = this.head;
     this.context.store.update({
       view: 'head',
-      step: table.step === this.model?.selection.steps[this.model.selection.steps.length - 1] && this.model?.state.step === null ? null : table.step,
+      step: this.model?.state.step === null ? null : table.step,
       example: row.example,
       layer,
       heads: [head],

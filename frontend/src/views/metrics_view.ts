@@ -247,7 +247,7 @@ export class MetricsView implements DataView {
       numHeads: grid[0]?.length ?? 0,
       picks: plottedHeads(state).filter(([l, h]) => l < grid.length && h < (grid[0]?.length ?? 0)),
     };
-    if (state.rank === 'previous') this.loadPrevious(selection.run, probe, nearestStep(selection.steps, step));
+    if (state.rank === 'previous') this.loadPrevious(selection.run, probe, nearestStep([...tags[selection.run][probe].steps].sort((a, b) => a - b), step));
     this.message.hidden = true;
     this.element.classList.remove('view-empty');
     this.resize();
