@@ -81,6 +81,9 @@ def test_metric_heatmap_cells_equal_the_metric_values_at_the_chosen_step_and_fol
     text = dashboard.tooltip("Layer 2 · head 3")
     assert f"{series['values'][1][2][3]:.3f}".rstrip("0") in text  # 3 decimals, as shown
     dashboard.screenshot("metrics_view")
+    name, svg = dashboard.export("svg")
+    assert name == "attention-metrics-train-probe-distance-step50.svg"
+    assert svg.count(b"<rect") >= LAYERS * HEADS and b">Distance</text>" in svg
     set_slider(dashboard, 2)  # the next step
     dashboard.frame.wait_for_selector("canvas[data-figure=metric-heatmap][data-step='100']")
     assert close(dashboard.json("values", "metric-heatmap"), grid(series["values"][2]))
@@ -411,11 +414,11 @@ def test_untrusted_tokens_stay_text_in_exemplars_compare_tooltips_and_exports(da
     dashboard.hover("compare-diff", matrix["x"] + 2.5 * matrix["cell"], matrix["y"] + 4.5 * matrix["cell"])
     text = dashboard.tooltip("query #4")
     assert '"Ġ<svg/onload=alert(4)>"' in text and XSS_TOKEN in text
+    dashboard.screenshot("compare_untrusted_tokens")
     for view, figure in (("metrics", "metric-heatmap"), ("analysis", "analysis")):
         frame.click(f"button[data-view={view}]")
         dashboard.wait(figure)
     assert frame.locator("img, svg").count() == 0 and frame.locator("script").count() == 1
-    dashboard.screenshot("compare_untrusted_tokens")
     # (the fixture fails the test on any dialog, console error or exception)
 
 

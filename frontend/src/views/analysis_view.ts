@@ -167,6 +167,9 @@ export class AnalysisView implements DataView {
     const loaded = this.metrics.value;
     if (this.metrics.error) return this.show(this.metrics.error);
     if (!loaded || loaded.run !== selection.run || loaded.probe !== probe) return this.show('Loading the metrics…');
+    if (state.section !== 'overview' && !Object.keys(loaded.metrics).some((m) => posParts(m)?.direction === state.section)) {
+      return this.show(`${loaded.run} logged no part-of-speech metrics for ${JSON.stringify(probe)}: they need spaCy and an English pipeline where the probe or analysis ran.`);
+    }
     this.shown = {run: loaded.run, probe, step: loaded.step};
     this.message.hidden = true;
     this.element.classList.remove('view-empty');

@@ -39,6 +39,7 @@ import {
 import {CanvasPainter, textWidth, type Painter} from '../painter';
 import {previousTokenShare} from '../transforms';
 import {metricTag, nearestStep, plottedHeads, probeMetrics, runsWithMetric, type HeadRef, type Rank, type State} from '../state';
+import {truncate} from '../tokens';
 import {Tooltip, type TooltipLine} from '../tooltip';
 import {CurveControls, MetricPicker, RunsPicker, Segmented} from './controls';
 import {ScrollingCanvas} from './scrolling_canvas';
@@ -319,7 +320,8 @@ export class MetricsView implements DataView {
     painter.text(metricLabel(scene.metric), SIDE_PAD, 12, {font: FONT_TITLE, color: INK});
     const sub = `step ${scene.step} · ${scene.primary}`;
     painter.text(sub, SIDE_PAD + textWidth(metricLabel(scene.metric), FONT_TITLE) + 8, 12, {font: FONT_SMALL, color: MUTED_INK});
-    painter.text(metricAbout(scene.metric), SIDE_PAD, 28, {font: FONT_SMALL, color: MUTED_INK});
+    const about = scene.steps.length > 1 ? `${metricAbout(scene.metric)} · colours span all steps` : metricAbout(scene.metric);
+    painter.text(truncate(about, Math.floor((this.sideWidth - 2 * SIDE_PAD) / 4.8)), SIDE_PAD, 28, {font: FONT_SMALL, color: MUTED_INK});
     paintHeatmap(painter, g, scene.grid, scale, {picked: scene.picks, hover: this.hoverCell});
     paintLegend(painter, g.x, g.y + g.height + 12, Math.max(160, Math.min(g.width, 260)), scale, hasMissing(scene.grid), missingText(scene.metric));
   }
