@@ -83,6 +83,8 @@ export interface HeatmapMarks {
   /** outlined in the accent colour */
   picked?: readonly HeadRef[];
   hover?: HeadRef | null;
+  /** layer and head numbers around the cells (default true) */
+  labels?: boolean;
 }
 
 const labelEvery = (size: number, minimum: number) => Math.max(1, Math.ceil(minimum / size));
@@ -103,18 +105,21 @@ export function paintHeatmap(painter: Painter, g: HeatmapGeometry, grid: Grid, s
     }
   }
   painter.lines(missing, missing.length / 4, MISSING_MARK, 1, 1);
-  const everyHead = labelEvery(g.cellW, 16);
-  for (let h = 0; h < g.cols; h += everyHead) {
-    painter.text(String(h), g.x + (h + 0.5) * g.cellW, g.y - 8, {font: FONT_SMALL, color: MUTED_INK, align: 'center'});
+  if (marks.labels ?? true) {
+    const everyHead = labelEvery(g.cellW, 16);
+    for (let h = 0; h < g.cols; h += everyHead) {
+      painter.text(String(h), g.x + (h + 0.5) * g.cellW, g.y - 8, {font: FONT_SMALL, color: MUTED_INK, align: 'center'});
+    }
+    const everyLayer = labelEvery(g.cellH, 12);
+    for (let l = 0; l < g.rows; l += everyLayer) {
+      painter.text(`L${l}`, g.x - 5, g.y + (l + 0.5) * g.cellH, {font: FONT_SMALL, color: MUTED_INK, align: 'right'});
+    }
   }
-  const everyLayer = labelEvery(g.cellH, 12);
-  for (let l = 0; l < g.rows; l += everyLayer) {
-    painter.text(`L${l}`, g.x - 5, g.y + (l + 0.5) * g.cellH, {font: FONT_SMALL, color: MUTED_INK, align: 'right'});
-  }
+  const line = g.cellW >= 6 ? 2 : 1;
   for (const [l, h] of marks.picked ?? []) {
     if (l >= g.rows || h >= g.cols) continue;
     const c = g.cell(l, h);
-    painter.strokeRect(c.x - 1, c.y - 1, c.w - gap + 2, c.h - gap + 2, ACCENT, 2);
+    painter.strokeRect(c.x - line / 2, c.y - line / 2, c.w - gap + line, c.h - gap + line, ACCENT, line);
   }
   if (marks.hover) {
     const c = g.cell(marks.hover[0], marks.hover[1]);

@@ -8,6 +8,7 @@ import {
   extentOf,
   fitHeatmap,
   FONT_SMALL,
+  HeatmapGeometry,
   FONT_TITLE,
   hasMissing,
   HEATMAP_LEFT,
@@ -15,11 +16,10 @@ import {
   LineChart,
   paintHeatmap,
   paintLegend,
-  type HeatmapGeometry,
   type Line,
   type Rect,
 } from '../charts';
-import {INK, MUTED_INK} from '../colors';
+import {ACCENT, INK, MUTED_INK} from '../colors';
 import {Latest} from '../data';
 import {el, frameThrottle} from '../dom';
 import {
@@ -54,6 +54,9 @@ const CHART_HEIGHT = 220; // px per curve chart
 const CHART_GAP = 16; // px between charts
 const TWO_COLUMNS = 720; // px of chart area from which charts sit two per row
 const MAX_RANKED = 60; // heads listed in the ranking
+const MAX_FRAMES = 10; // heatmaps in the filmstrip of steps
+const FRAME_GAP = 14; // px between them
+const FRAME_LABEL = 16; // px under a frame: its step
 
 /** What a metric series gives the charts, computed once per series. */
 interface SeriesStats {
@@ -79,6 +82,13 @@ interface Scene {
   numLayers: number;
   numHeads: number;
   picks: HeadRef[];
+}
+
+/** One heatmap of the filmstrip: the metric at one step. */
+interface Frame {
+  step: number;
+  index: number;
+  geometry: HeatmapGeometry;
 }
 
 interface Card {
@@ -115,6 +125,8 @@ export class MetricsView implements DataView {
   private sideWidth = 0;
   private heatHeight = 0;
   private cards: Card[] = [];
+  private frames: Frame[] = [];
+  private hoverFrame: number | null = null;
   private contentHeight = 0;
   private hoverCell: HeadRef | null = null;
   private hoverChart: {card: number; x: number; line: string | null} | null = null;
@@ -165,6 +177,7 @@ export class MetricsView implements DataView {
     this.area.canvas.addEventListener('mousemove', chartMove);
     this.area.canvas.addEventListener('mouseleave', () => {
       this.hoverChart = null;
+      this.hoverFrame = null;
       this.tooltip.hide();
       this.drawCharts();
     });
@@ -502,6 +515,7 @@ export class MetricsView implements DataView {
       width: run === scene.primary ? 1.75 : 1.5,
     });
     const label = metricLabel(scene.metric);
+    const top = this.layoutFilmstrip(width);
     const specs: {kind: Card['kind']; title: string; subtitle: string; lines: Line[]; head?: HeadRef}[] = [];
     specs.push({
       kind: 'all',
@@ -536,19 +550,65 @@ export class MetricsView implements DataView {
     this.cards = specs.map((spec, i) => {
       const row = Math.floor(i / columns);
       const column = i % columns;
-      const box: Rect = {x: PAD + column * (chartW + CHART_GAP), y: PAD + row * (CHART_HEIGHT + CHART_GAP), w: chartW, h: CHART_HEIGHT};
+      const box: Rect = {x: PAD + column * (chartW + CHART_GAP), y: top + row * (CHART_HEIGHT + CHART_GAP), w: chartW, h: CHART_HEIGHT};
       const y = extentOf(spec.lines.flatMap((l) => [l.ys, l.raw ?? []]));
       return {kind: spec.kind, head: spec.head, lines: spec.lines, chart: new LineChart(box, spec.title, x, y, spec.subtitle, positiveMin)};
     });
     const rows = Math.ceil((this.cards.length + (scene.picks.length ? 0 : 1)) / columns);
-    this.contentHeight = PAD + rows * (CHART_HEIGHT + CHART_GAP) + PAD;
+    this.contentHeight = top + rows * (CHART_HEIGHT + CHART_GAP) + PAD;
     this.area.fit(this.contentHeight, 0);
+  }
+
+  /** The filmstrip: the heatmap at up to MAX_FRAMES steps spread over the run, so heads can be
+   * seen specialising at a glance; returns where the charts start. */
+  private layoutFilmstrip(width: number): number {
+    const scene = this.scene!;
+    const {steps, numLayers, numHeads} = scene;
+    this.frames = [];
+    if (steps.length < 2) return PAD;
+    const cellW = Math.max(2, Math.min(10, Math.floor(110 / numHeads)));
+    const cellH = Math.max(2, Math.min(cellW, Math.floor(80 / numLayers)));
+    const frameW = cellW * numHeads;
+    const count = Math.max(2, Math.min(MAX_FRAMES, steps.length, Math.floor((width + FRAME_GAP) / (frameW + FRAME_GAP))));
+    const indices = [...new Set(Array.from({length: count}, (_, i) => Math.round((i * (steps.length - 1)) / (count - 1))))];
+    const spread = indices.length > 1 ? (width - frameW) / (indices.length - 1) : 0;
+    const y = PAD + 22;
+    this.frames = indices.map((index, i) => ({
+      step: steps[index],
+      index,
+      geometry: new HeatmapGeometry(PAD + Math.round(i * Math.min(spread, frameW + 4 * FRAME_GAP)), y, numLayers, numHeads, cellW, cellH),
+    }));
+    return y + cellH * numLayers + FRAME_LABEL + CHART_GAP;
+  }
+
+  private paintFilmstrip(painter: Painter): void {
+    const scene = this.scene!;
+    if (!this.frames.length) return;
+    const scale = scene.runs[0].stats.scale;
+    const values = scene.runs[0].series.values;
+    painter.text(`${metricLabel(scene.metric)} over the run`, PAD + 4, PAD + 6, {font: FONT_TITLE, color: INK});
+    painter.text('each head at a few steps · click one to show it', PAD + 4 + textWidth(`${metricLabel(scene.metric)} over the run`, FONT_TITLE) + 8, PAD + 6, {
+      font: FONT_SMALL,
+      color: MUTED_INK,
+    });
+    this.frames.forEach((frame, i) => {
+      const g = frame.geometry;
+      paintHeatmap(painter, g, values[frame.index], scale, {labels: false});
+      const current = frame.step === scene.step;
+      if (current || this.hoverFrame === i) painter.strokeRect(g.x - 2.5, g.y - 2.5, g.width + 5, g.height + 5, current ? ACCENT : MUTED_INK, current ? 2 : 1);
+      painter.text(`step ${frame.step}`, g.x + g.width / 2, g.y + g.height + 10, {
+        font: FONT_SMALL,
+        color: current ? INK : MUTED_INK,
+        align: 'center',
+      });
+    });
   }
 
   private paintCharts(painter: Painter): void {
     const scene = this.scene!;
     const hover = this.hoverChart;
     const hoverLayer = this.hoverCell ? `L${this.hoverCell[0]}` : null;
+    this.paintFilmstrip(painter);
     this.cards.forEach((card, i) => {
       const cursor = hover?.card === i ? hover.x : null;
       const highlight = hover?.card === i ? hover.line : card.kind === 'layers' ? hoverLayer : null;
@@ -561,7 +621,7 @@ export class MetricsView implements DataView {
       const first = this.cards[0].chart.box;
       const box = {
         x: PAD + (at % columns) * (first.w + CHART_GAP),
-        y: PAD + Math.floor(at / columns) * (CHART_HEIGHT + CHART_GAP),
+        y: first.y + Math.floor(at / columns) * (CHART_HEIGHT + CHART_GAP),
         w: first.w,
         h: CHART_HEIGHT,
       };
@@ -608,7 +668,27 @@ export class MetricsView implements DataView {
     return index < 0 ? null : {index, x, y: cy};
   }
 
+  private frameAt(event: MouseEvent): number | null {
+    const {x, y} = this.area.point(event);
+    const cy = y + this.area.scrollTop;
+    const i = this.frames.findIndex((f) => {
+      const g = f.geometry;
+      return x >= g.x - 3 && x <= g.x + g.width + 3 && cy >= g.y - 3 && cy <= g.y + g.height + FRAME_LABEL;
+    });
+    return i < 0 ? null : i;
+  }
+
   private chartPointer(event: MouseEvent): void {
+    const frame = this.frameAt(event);
+    if (frame !== this.hoverFrame) {
+      this.hoverFrame = frame;
+      this.drawCharts();
+    }
+    if (frame !== null) {
+      this.area.canvas.style.cursor = 'pointer';
+      this.tooltip.show(event.clientX, event.clientY, [{label: `step ${this.frames[frame].step}`, strong: true}, 'click: show this step']);
+      return;
+    }
     const scene = this.scene;
     const at = scene ? this.cardAt(event) : null;
     if (!scene || !at) {
@@ -655,6 +735,12 @@ export class MetricsView implements DataView {
   }
 
   private chartClick(event: MouseEvent): void {
+    const frame = this.frameAt(event);
+    if (frame !== null && this.scene) {
+      const step = this.frames[frame].step;
+      const steps = this.scene.steps;
+      return this.context.store.update({step: step === steps[steps.length - 1] ? null : step});
+    }
     const scene = this.scene;
     const at = scene ? this.cardAt(event) : null;
     if (!scene || !at) return;
