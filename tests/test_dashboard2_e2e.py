@@ -415,6 +415,8 @@ def test_untrusted_tokens_stay_text_in_exemplars_compare_tooltips_and_exports(da
     text = dashboard.tooltip("query #4")
     assert '"Ġ<svg/onload=alert(4)>"' in text and XSS_TOKEN in text
     dashboard.screenshot("compare_untrusted_tokens")
+    _, svg = dashboard.export("svg")  # the matrix's token labels
+    assert b"&#60;svg/onload" in svg and b"<svg/onload" not in svg and b"<img" not in svg  # (labels are shortened)
     for view, figure in (("metrics", "metric-heatmap"), ("analysis", "analysis")):
         frame.click(f"button[data-view={view}]")
         dashboard.wait(figure)

@@ -1,5 +1,6 @@
 // The figures of the metric views, drawn through a Painter (screen, PNG and SVG alike): layer x
-// head heatmaps with their colour legend, line charts over steps or layers, and scatter plots.
+// head heatmaps with their colour legend, and charts over steps or layers (lines, and dots for
+// heads: a scatter plot is a chart of dots alone).
 // Axes take their ticks and labels from d3-scale (d3-axis draws SVG elements, and these figures
 // are drawn on a canvas).
 
@@ -434,13 +435,6 @@ export class LineChart {
       if (dd < distance) [best, distance] = [d, dd];
     }
     return best;
-  }
-}
-
-/** A scatter plot of heads, with a title line that states the correlation. */
-export class ScatterChart extends LineChart {
-  constructor(box: Rect, title: string, subtitle: string, xDomain: [number, number], yDomain: [number, number]) {
-    super(box, title, {domain: xDomain}, yDomain, subtitle);
   }
 }
 

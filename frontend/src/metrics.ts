@@ -254,11 +254,6 @@ export function pearson(xs: readonly (number | null)[], ys: readonly (number | n
   return {r: sxx > 0 && syy > 0 ? sxy / Math.sqrt(sxx * syy) : null, n};
 }
 
-/** Every head's value as a flat list, layer by layer. */
-export function flatten(grid: Grid): (number | null)[] {
-  return grid.flat();
-}
-
 export interface RankedHead {
   head: HeadRef;
   value: number;
