@@ -318,6 +318,23 @@ def test_compare_ranks_heads_by_metric_change_between_two_checkpoints(dashboard)
     assert dashboard.data("head", "compare-diff") == f"{l}.{h}"
 
 
+def test_compare_ranks_heads_by_how_far_their_attention_moved_over_the_probe_inputs(dashboard):
+    server = dashboard.server
+    moved = np.zeros((LAYERS, HEADS))
+    for example in range(3):
+        for layer in range(LAYERS):
+            a = attention(server, "train", "probe", 0, example, layer)
+            b = attention(server, "train", "probe", 100, example, layer)
+            moved[layer] += 0.5 * np.abs(b - a).sum(-1).mean(-1) / 3  # per query row, then over rows and inputs
+    dashboard.open("compare-changes", run="train", tag="probe", view="compare", compare="changes", a_step=0)
+    assert close(dashboard.json("values", "compare-changes"), moved, tol=1e-4)
+    ranked = dashboard.frame.eval_on_selector_all("[data-control=changes] .change-row[data-head]", "rs => rs.map(r => r.dataset.head)")
+    l, h = np.unravel_index(np.argmax(moved), moved.shape)
+    assert ranked[0] == f"{l}.{h}"
+    assert "mean of 3 probe inputs" in dashboard.frame.text_content(".view-compare .inspector")
+    dashboard.screenshot("compare_changes_attention_moved")
+
+
 def test_compare_side_by_side_shares_the_selection(dashboard):
     dashboard.open("head", run="train", tag="probe", view="compare", compare="head", a_step=0, tokens=5, layer=2)
     frame = dashboard.frame

@@ -112,7 +112,9 @@ export class App {
     document.addEventListener('keydown', (event) => this.key(event));
     new ResizeObserver(frameThrottle(() => this.view.resize())).observe(this.body);
     setInterval(() => {
-      if (document.visibilityState === 'visible') void this.loadTags();
+      // Not while the browser tab is in the background, nor while TensorBoard shows another
+      // dashboard (it hides this frame: no width).
+      if (document.visibilityState === 'visible' && window.innerWidth > 0) void this.loadTags();
     }, LIVE_POLL_MS);
   }
 

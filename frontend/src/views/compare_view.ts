@@ -145,12 +145,14 @@ export class CompareView implements DataView {
   private detail: {key: string; a: Float32Array; b: Float32Array; n: number; tokens: string[]} | null = null;
   private hoverCell: {i: number; j: number} | null = null;
   private hoverHead: HeadRef | null = null;
-  private changeGrid: {key: string; grid: Grid; scale: ColorScale; label: string; a: Grid | null; b: Grid | null} | null = null;
+  private changeGrid: {key: string; grid: Grid; scale: ColorScale; label: string; note: string; a: Grid | null; b: Grid | null} | null = null;
   private changeMap: HeatmapGeometry | null = null;
   private size = {width: 0, height: 0};
   /** what can be compared: the reason when not */
   private blocked: {diff: string | null; heads: string | null} = {diff: null, heads: null};
   private metricsKey: string | null = null;
+  /** rank by `attention`: each head's attention moved, averaged over the inputs A and B share */
+  private readonly moved = new Latest<{key: string; grid: Grid; used: number; skipped: number}>();
 
   constructor(private readonly context: ViewContext) {
     const {store} = context;
@@ -346,7 +348,7 @@ export class CompareView implements DataView {
     if (key !== this.metricsKey) {
       this.metricsKey = key;
       this.deltaSelect.replaceChildren(
-        el('option', {text: 'Attention moved (this example)', attrs: {value: 'attention'}}),
+        el('option', {text: 'Attention moved (all probe inputs)', attrs: {value: 'attention'}}),
         ...common.map((m) => el('option', {text: `${metricLabel(m)} (all probe inputs)`, attrs: {value: m}})),
       );
     }
@@ -385,7 +387,6 @@ export class CompareView implements DataView {
     }
     if (this.blocked.heads) return this.show(this.blocked.heads);
     const delta = this.deltaSelect.value;
-    if (delta === 'attention' && this.blocked.diff) return this.show(`${this.blocked.diff} Rank by a metric instead.`);
     if (this.body.firstChild !== this.changes) this.body.replaceChildren(this.changes);
     if (!this.prepareChanges(models, delta)) return;
     this.resize();
@@ -647,7 +648,27 @@ export class CompareView implements DataView {
   // -------------------------------------------------------------------------------------------
   // Changes: heads ranked by how much they changed
 
-  /** False while the metrics of A or B load. */
+  /** Each head's attention moved from A to B, averaged over the probe inputs whose tokens A and B
+   * share (inputs whose tokens differ are left out and counted). */
+  private async measureMoved(tag: string, key: string): Promise<{key: string; grid: Grid; used: number; skipped: number}> {
+    const [a, b] = this.sides.map((s) => s.endpoint!);
+    const [la, lb] = this.sides.map((s) => s.examples.value!.examples);
+    const shared = la.filter((e) => lb.some((f) => f.index === e.index && tokenDifferences(e.tokens, f.tokens).length === 0));
+    const {data} = this.context;
+    let sum: number[][] | null = null;
+    for (const e of shared) {
+      const [wa, wb] = await Promise.all([
+        data.attention({run: a.run, tag, step: a.step, example: e.index}),
+        data.attention({run: b.run, tag, step: b.step, example: e.index}),
+      ]);
+      sum ??= Array.from({length: wa.numLayers}, () => new Array<number>(wa.numHeads).fill(0));
+      for (let l = 0; l < wa.numLayers; l++) for (let h = 0; h < wa.numHeads; h++) sum[l][h] += attentionChange(wa, wb, l, h);
+    }
+    const grid: Grid = (sum ?? []).map((row) => row.map((v) => v / shared.length));
+    return {key, grid, used: shared.length, skipped: la.length - shared.length};
+  }
+
+  /** False while what ranks the heads loads. */
   private prepareChanges([ma, mb]: [Model, Model], delta: string): boolean {
     let key: string;
     let grid: Grid;
@@ -655,14 +676,28 @@ export class CompareView implements DataView {
     let label: string;
     let a: Grid | null = null;
     let b: Grid | null = null;
+    let note = 'all probe inputs';
     if (delta === 'attention') {
-      key = JSON.stringify([ma.key, mb.key, delta]);
+      key = JSON.stringify([ma.key.run, ma.key.step, mb.key.run, mb.key.step, ma.key.tag, delta]);
       if (this.changeGrid?.key === key) return true;
-      const wa = ma.attention;
-      const wb = mb.attention;
-      grid = Array.from({length: wa.numLayers}, (_, l) => Array.from({length: wa.numHeads}, (_, h) => attentionChange(wa, wb, l, h)));
+      this.moved.load(key, () => this.measureMoved(ma.key.tag, key), () => this.model && this.update(this.model), 'the attention');
+      const moved = this.moved.value;
+      if (this.moved.error) {
+        this.show(this.moved.error);
+        return false;
+      }
+      if (!moved || moved.key !== key) {
+        this.show('Measuring how far each head’s attention moved over the probe’s inputs…');
+        return false;
+      }
+      if (!moved.used) {
+        this.show('No probe input has the same tokens in A and B: rank the heads by a metric instead.');
+        return false;
+      }
+      grid = moved.grid;
       scale = shareScale(Math.max(0.05, ...grid.flat().map((v) => v ?? 0)));
       label = 'Attention moved';
+      note = `mean of ${moved.used} probe input${moved.used > 1 ? 's' : ''}${moved.skipped ? `; ${moved.skipped} whose tokens differ between A and B left out` : ''}`;
     } else {
       const [pa, pb] = this.sides.map((s) => s.metrics.value);
       const error = this.sides.map((s) => s.metrics.error).find((e) => e);
@@ -684,7 +719,7 @@ export class CompareView implements DataView {
       scale = deltaScale(Math.max(1e-6, ...finite.map(Math.abs)));
       label = `${metricLabel(delta)}, B − A`;
     }
-    this.changeGrid = {key, grid, scale, label, a, b};
+    this.changeGrid = {key, grid, scale, label, note, a, b};
     return true;
   }
 
@@ -723,7 +758,7 @@ export class CompareView implements DataView {
         class: 'hint',
         text:
           this.deltaSelect.value === 'attention'
-            ? 'Attention moved: per query token, the share of its attention that went to other keys from A to B, averaged over the example’s tokens · click a head to see its difference'
+            ? `Attention moved: per query token, the share of its attention that went to other keys from A to B, averaged over tokens (${c.note}) · click a head to see its difference`
             : 'The metric over all probe inputs, B − A · click a head to see its difference',
       }),
     );
