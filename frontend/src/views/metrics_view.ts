@@ -497,6 +497,14 @@ export class MetricsView implements DataView {
     const {state} = scene;
     this.area.fit(this.contentHeight, 0); // measure the width first
     const width = this.area.width - 2 * PAD;
+    if (scene.runs.every((r) => r.series.steps.length < 2)) {
+      // One step (a corpus analysis): nothing to follow over steps.
+      this.cards = [];
+      this.frames = [];
+      this.contentHeight = 0;
+      this.area.fit(this.contentHeight, 0);
+      return;
+    }
     const columns = width >= TWO_COLUMNS ? 2 : 1;
     const chartW = (width - (columns - 1) * CHART_GAP) / columns;
     const allSteps = [...new Set(scene.runs.flatMap((r) => r.series.steps))].sort((a, b) => a - b);
@@ -613,7 +621,7 @@ export class MetricsView implements DataView {
       const cursor = hover?.card === i ? hover.x : null;
       const highlight = hover?.card === i ? hover.line : card.kind === 'layers' ? hoverLayer : null;
       card.chart.paint(painter, card.lines, [], {marker: scene.step, cursor, highlight});
-      if (card.kind === 'layers') this.paintLayerKey(painter, card.chart.box, scene.numLayers);
+      if (card.kind === 'layers') this.paintLayerKey(painter, card.chart, scene.numLayers);
     });
     if (!scene.picks.length) {
       const columns = this.cards.length > 1 && this.cards[1].chart.box.y === this.cards[0].chart.box.y ? 2 : 1;
@@ -640,10 +648,13 @@ export class MetricsView implements DataView {
   }
 
   /** The colour key of the per-layer chart: first to last layer. */
-  private paintLayerKey(painter: Painter, box: Rect, numLayers: number): void {
+  private paintLayerKey(painter: Painter, chart: LineChart, numLayers: number): void {
+    const box = chart.box;
     const w = 90;
     const x = box.x + box.w - w - 30;
-    const y = box.y + 6;
+    // In the title row when the title leaves room, else along the top of the plot.
+    const title = textWidth(chart.title, FONT_TITLE) + textWidth(chart.subtitle, FONT_SMALL) + 30;
+    const y = title < x - box.x - 20 ? box.y + 6 : chart.plot.y + 6;
     const steps = 24;
     for (let s = 0; s < steps; s++) painter.rect(x + (s * w) / steps, y, w / steps + 0.5, 7, layerColor((s / (steps - 1)) * (numLayers - 1), numLayers));
     painter.text('L0', x - 4, y + 4, {font: FONT_SMALL, color: MUTED_INK, align: 'right'});
@@ -651,8 +662,20 @@ export class MetricsView implements DataView {
   }
 
   private drawCharts(): void {
-    if (!this.scene || !this.cards.length) return;
+    if (!this.scene) return;
     const painter = this.area.painter();
+    if (!this.cards.length) {
+      const x = this.area.width / 2;
+      const y = Math.min(160, this.area.height / 2);
+      painter.text(`${this.scene.primary} has one step of ${this.scene.probe}: there is nothing to follow over steps.`, x, y, {font: FONT_TITLE, color: MUTED_INK, align: 'center'});
+      painter.text('The Analysis view shows every metric of this step; runs with more steps can be overlaid from the toolbar.', x, y + 20, {
+        font: FONT_SMALL,
+        color: MUTED_INK,
+        align: 'center',
+      });
+      this.area.canvas.dataset.charts = '[]';
+      return;
+    }
     painter.translate(0, -this.area.scrollTop, () => this.paintCharts(painter));
     const data = this.area.canvas.dataset;
     data.charts = JSON.stringify(this.cards.map((c) => ({kind: c.kind, head: c.head ?? null, lines: c.lines.length, box: c.chart.box})));
