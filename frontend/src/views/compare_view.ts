@@ -33,6 +33,8 @@ class Side {
   readonly examples = new Latest<Examples>();
   readonly attention = new Latest<Attention>();
   readonly metrics = new Latest<ProbeMetrics>();
+  /** the (run, tag, step, example) the attention was last asked for */
+  attentionKey = '';
 
   constructor(readonly name: 'A' | 'B') {}
 
@@ -48,8 +50,6 @@ class Side {
     const a = this.attention.value;
     return a && this.attentionKey === JSON.stringify([this.endpoint?.run, tag, this.endpoint?.step, index]) ? a : null;
   }
-
-  attentionKey = '';
 
   get label(): string {
     return this.endpoint ? `${this.endpoint.run} · step ${this.endpoint.step}` : '';
@@ -730,11 +730,12 @@ export class CompareView implements DataView {
     const [A, B] = this.sides.map((s) => s.label);
     painter.text(c.label, PAD, 16, {font: FONT_TITLE, color: INK});
     painter.text(`A: ${A}   B: ${B}`, PAD, 33, {font: FONT_SMALL, color: MUTED_INK});
-    paintHeatmap(painter, g, c.grid, c.scale, {picked: [this.selectedHead2()], hover: this.hoverHead});
+    paintHeatmap(painter, g, c.grid, c.scale, {picked: [this.stateHead()], hover: this.hoverHead});
     paintLegend(painter, g.x, g.y + g.height + 12, Math.min(g.width, 240), c.scale);
   }
 
-  private selectedHead2(): HeadRef {
+  /** The selected head as the state names it (the difference clamps it to the model's size). */
+  private stateHead(): HeadRef {
     const state = this.model!.state;
     return [state.layer, state.heads?.[0] ?? 0];
   }
