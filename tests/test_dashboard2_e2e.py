@@ -301,6 +301,16 @@ def test_difference_view_equals_b_minus_a(dashboard):
     ).max()) < 1e-5
     dashboard.screenshot("compare_difference")
     assert dashboard.frame.locator("[data-banner]").is_hidden()  # same tokens: nothing to warn about
+    # Another B: the difference is taken again, never from the weights of the B before.
+    dashboard.frame.select_option("[data-control=b-step]", "50")
+    dashboard.wait_url("b_step", "50")
+    b50 = attention(server, "train", "probe", 50, 0, layer)[head]
+    i, j = 7, 2
+    dashboard.page.mouse.move(0, 0)
+    dashboard.hover("compare-diff", matrix["x"] + (j + 0.5) * matrix["cell"], matrix["y"] + (i + 0.5) * matrix["cell"])
+    text = dashboard.tooltip(f"query #{i} ")
+    shown = {k: float(v.replace("−", "-")) for k, v in re.findall(r"(B − A|A|B)([-+−]?\d(?:\.\d+)?)", text)}
+    assert abs(shown["B"] - b50[i, j]) < 6e-4 and abs(shown["B − A"] - (b50[i, j] - a[i, j])) < 6e-4
 
 
 def test_compare_ranks_heads_by_metric_change_between_two_checkpoints(dashboard):

@@ -70,6 +70,8 @@ export function errorText(e: unknown, what: string): string {
  * and the previous value stays shown while the next one loads (no flashing while a slider moves). */
 export class Latest<T> {
   value: T | null = null;
+  /** the key `value` was loaded for (the newest request may still be unanswered) */
+  valueKey: string | null = null;
   error: string | null = null;
   private key: string | null = null;
 
@@ -81,6 +83,7 @@ export class Latest<T> {
       (value) => {
         if (this.key !== key) return;
         this.value = value;
+        this.valueKey = key;
         this.error = null;
         done();
       },
@@ -95,6 +98,7 @@ export class Latest<T> {
   reset(): void {
     this.key = null;
     this.value = null;
+    this.valueKey = null;
     this.error = null;
   }
 }

@@ -33,8 +33,6 @@ class Side {
   readonly examples = new Latest<Examples>();
   readonly attention = new Latest<Attention>();
   readonly metrics = new Latest<ProbeMetrics>();
-  /** the (run, tag, step, example) the attention was last asked for */
-  attentionKey = '';
 
   constructor(readonly name: 'A' | 'B') {}
 
@@ -45,10 +43,11 @@ class Side {
     return examples.examples.find((x) => x.index === index) ?? null;
   }
 
-  /** The weights, when they are those of the endpoint and example asked for. */
+  /** The weights, when they are those of the endpoint and example asked for (not the previous
+   * ones, still held while these load). */
   weights(tag: string, index: number): Attention | null {
-    const a = this.attention.value;
-    return a && this.attentionKey === JSON.stringify([this.endpoint?.run, tag, this.endpoint?.step, index]) ? a : null;
+    const key = JSON.stringify([this.endpoint?.run, tag, this.endpoint?.step, index]);
+    return this.attention.valueKey === key ? this.attention.value : null;
   }
 
   get label(): string {
@@ -266,8 +265,7 @@ export class CompareView implements DataView {
       side.endpoint = endpoint;
       side.examples.load(JSON.stringify([endpoint.run, tag, endpoint.step]), () => data.examples(endpoint.run, tag, endpoint.step), again, 'the examples');
       if (side.example(state.example)) {
-        side.attentionKey = JSON.stringify([endpoint.run, tag, endpoint.step, state.example]);
-        side.attention.load(side.attentionKey, () => data.attention({run: endpoint.run, tag, step: endpoint.step, example: state.example}), again, 'the attention');
+        side.attention.load(JSON.stringify([endpoint.run, tag, endpoint.step, state.example]), () => data.attention({run: endpoint.run, tag, step: endpoint.step, example: state.example}), again, 'the attention');
       }
     });
     this.paneLabels.forEach((label, s) => {
