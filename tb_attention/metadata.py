@@ -21,7 +21,7 @@ KIND_METRIC = "metric"  # float32 [L, H] tensor
 KIND_EXEMPLARS = "exemplars"  # blob sequence: [exemplar table]
 
 # Per-head metrics (DESIGN.md section 4). A metric tag is "<tag>/<metric>".
-METRICS = ("entropy", "distance", "null_attention", "dependency_alignment", "variability")
+METRICS = ("entropy", "distance", "null_attention", "dependency_alignment", "variability", "previous_token")
 POS_PREFIX = "pos/"  # pos/<UPOS>: share of attention received by tokens of that tag
 POS_FROM_PREFIX = "pos_from/"  # pos_from/<UPOS>: share of attention paid by tokens of that tag
 EXEMPLARS_SUFFIX = "exemplars"

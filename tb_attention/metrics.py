@@ -7,6 +7,9 @@
 #   tokens with > 90 % on the first token. include_first=True keeps j = 0 everywhere, renormalises
 #   nothing and skips no query token.
 # - null_attention averages alpha_i0 over every real query token, the first one included.
+# - previous_token averages alpha_i,i-1 over query tokens i >= 2 (i >= 1 with include_first): how
+#   much a head looks at the token just before; a previous-token head scores near 1. Not in the
+#   paper; it names the pattern the paper shows as its low-variability example.
 # - Syntax metrics count only inputs that have a TokenSyntax; tokens without a POS (special tokens)
 #   stay in the denominator. A tag no counted token has is NaN, not 0.
 # - variability uses the cells (i, j) with i, j < 10 of each input. An input shorter than 10 tokens
@@ -116,6 +119,8 @@ class AttentionStats:
             "entropy": z(L, H),  # sum of per-token entropies
             "entropy_tokens": z(L, H),  # query tokens they came from
             "null_attention": z(L, H),  # sum alpha_i0
+            "previous_token": z(L, H),  # sum alpha_i,i-1 over the queries it counts
+            "previous_tokens": z(),  # those queries: i >= 1, or i >= 2 when the first token is left out
             "query_tokens": z(),  # query tokens (all inputs)
             "syntax_mass": z(L, H),  # "mass" over inputs with syntax
             "dependency": z(L, H),  # sum alpha_ij dep(i, j)
@@ -285,12 +290,20 @@ class AttentionStats:
         if not self.include_first:
             counted &= to_first <= NULL_ENTROPY_THRESHOLD
 
+        # Attention of each query to the token just before it (a real token's predecessor among
+        # real tokens); with the first-token rule, i = 1 (whose predecessor is the first) is skipped.
+        previous = torch.from_numpy(positions).to(device).gather(1, (rank - 1).clamp_min(0))
+        to_previous = x.gather(3, previous.view(B, 1, N, 1).expand(B, LH, N, 1)).squeeze(3)
+        counted_previous = valid & (rank >= (1 if self.include_first else 2))
+
         parts = {
             "mass": mass.sum(0),
             "distance": pair_sums[:, :, 0].sum(0),
             "entropy": torch.where(counted, entropy, 0.0).sum((0, 2)),
             "entropy_tokens": counted.sum((0, 2)),
             "null_attention": torch.where(valid[:, None], to_first, 0.0).sum((0, 2)),
+            "previous_token": torch.where(counted_previous[:, None], to_previous, 0.0).sum((0, 2)),
+            "previous_tokens": counted_previous.sum(),
         }
         if syntax is not None:
             parts["syntax_mass"] = (mass * has_syntax.to(dtype)[:, None]).sum(0)
@@ -462,16 +475,17 @@ class AttentionStats:
     def result(self):
         """{metric: float32 [L, H]}; NaN where a metric is undefined (e.g. no token of a tag).
 
-        Keys: entropy, distance, null_attention, variability, and when syntax was given,
+        Keys: entropy, distance, null_attention, previous_token, variability, and when syntax was given,
         dependency_alignment, pos/<TAG> and pos_from/<TAG> for each tag of pos_tags.
         """
         s = self.sums
         L, H = self.num_layers, self.num_heads
-        names = ["entropy", "distance", "null_attention", "variability"]
+        names = ["entropy", "distance", "null_attention", "previous_token", "variability"]
         ratios = [  # numerator, denominator; [K, L, H] each
             (s["entropy"], s["entropy_tokens"]),
             (s["distance"], s["mass"]),
             (s["null_attention"], s["query_tokens"].expand(L, H)),
+            (s["previous_token"], s["previous_tokens"].expand(L, H)),
         ]
         if self.variability:
             deviation = self._deviation if self._deviation is not None else self._local_deviation()

@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 # A blob tag's steps are re-read when a step is asked for that was not there, or after this long
 # (a rewritten step: rare). Each read costs the Rust data server ~40 ms, as much as the blob itself.
 _STEP_INDEX_SECONDS = 5.0
+_TAG_ENTRIES = 16384  # /tags entries remembered (one per run and tag)
 _DOWNSAMPLE = 10**9  # steps per time series: every step the loader kept (0 would return none)
 _STATIC_DIR = pathlib.Path(__file__).resolve().parent / "static"
 _CACHE_SIZE = 256  # decoded manifests and exemplar tables
@@ -145,6 +146,8 @@ class AttentionPlugin(base_plugin.TBPlugin):
         self._checked = _LRU(_CHECKED_SIZE)
         self._listings = _LRU(_CHECKED_SIZE)  # blob tags' listings, whose plugin data is frozen
         self._step_index = _LRU(_CHECKED_SIZE)  # (time read, {step: datum}) per blob tag
+        self._tag_entries = _LRU(_TAG_ENTRIES)  # (listing signature, /tags entry) per tag
+        self._tensors = _LRU(_TAG_ENTRIES)  # (listing signature, data one per step) per metric tag
         self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="attention-plugin")
 
     def get_plugin_apps(self):
@@ -204,23 +207,41 @@ class AttentionPlugin(base_plugin.TBPlugin):
         return plugin_util.context(request.environ), plugin_util.experiment_id(request.environ)
 
     def tags_impl(self, ctx, experiment_id):
+        # The listings are cheap; reading a tag's steps is not (a metric tag's values come with
+        # them). A tag's description is kept until its newest step or wall time changes, so a
+        # dashboard polling /tags re-reads only what training wrote since.
+        listings = [
+            self._pool.submit(listing, ctx, experiment_id=experiment_id, plugin_name=metadata.PLUGIN_NAME)
+            for listing in (self._provider.list_blob_sequences, self._provider.list_tensors)
+        ]
+        series = [f.result() for f in listings]
+        readers = (self._provider.read_blob_sequences, self._provider.read_tensors)
+        reads = []
+        for reader, listing in zip(readers, series):
+            stale = [
+                (run, tag)
+                for run, tags in listing.items()
+                for tag, ts in tags.items()
+                if (self._tag_entries.peek((experiment_id, run, tag)) or (None,))[0] != _signature(ts)
+            ]
+            if stale:
+                tag_filter = provider.RunTagFilter(runs={r for r, _ in stale}, tags={t for _, t in stale})
+                future = self._pool.submit(
+                    reader, ctx, experiment_id=experiment_id, plugin_name=metadata.PLUGIN_NAME,
+                    downsample=_DOWNSAMPLE, run_tag_filter=tag_filter,
+                )
+                reads.append((listing, stale, future))
+        for listing, stale, future in reads:
+            data = future.result()
+            for run, tag in stale:
+                ts = listing[run][tag]
+                entry = _describe_tag(ts, data.get(run, {}).get(tag, []))
+                self._tag_entries.put((experiment_id, run, tag), (_signature(ts), entry))
         out = collections.defaultdict(dict)
-        # Four independent calls, made at once: each costs the Rust data server ~40 ms of waiting.
-        calls = [
-            (self._provider.list_blob_sequences, {}),
-            (self._provider.list_tensors, {}),
-            (self._provider.read_blob_sequences, {"downsample": _DOWNSAMPLE}),
-            (self._provider.read_tensors, {"downsample": _DOWNSAMPLE}),
-        ]
-        futures = [
-            self._pool.submit(call, ctx, experiment_id=experiment_id, plugin_name=metadata.PLUGIN_NAME, **kwargs)
-            for call, kwargs in calls
-        ]
-        blob_series, tensor_series, blob_data, tensor_data = (f.result() for f in futures)
-        for series, data in ((blob_series, blob_data), (tensor_series, tensor_data)):
-            for run, tags in series.items():
-                for tag, ts in tags.items():
-                    out[run][tag] = _describe_tag(ts, data.get(run, {}).get(tag, []))
+        for listing in series:
+            for run, tags in listing.items():
+                for tag in tags:
+                    out[run][tag] = self._tag_entries.peek((experiment_id, run, tag))[1]
         return dict(out)
 
     def _blob_series(self, ctx, experiment_id, run, tag):
@@ -313,33 +334,37 @@ class AttentionPlugin(base_plugin.TBPlugin):
         return self._checked_blob(ctx, datum, entry["qk_blob"], f"query/key of example {example}",
                                   metadata.check_qk_blob)
 
-    def _tensor_series(self, ctx, experiment_id, run, tags):
-        return self._provider.read_tensors(
-            ctx,
-            experiment_id=experiment_id,
-            plugin_name=metadata.PLUGIN_NAME,
-            downsample=_DOWNSAMPLE,
+    def _tensor_data(self, ctx, experiment_id, run, tags=None):
+        """(listing, data) of a run's metric tags: data[tag] is one datum per step, in step order.
+
+        Values are remembered per tag until its listing changes (a new step or a rewrite), so the
+        views that ask for one step of every metric do not re-read every step of every metric.
+        """
+        listing = self._provider.list_tensors(
+            ctx, experiment_id=experiment_id, plugin_name=metadata.PLUGIN_NAME,
             run_tag_filter=provider.RunTagFilter(runs=[run], tags=tags),
         ).get(run, {})
+        stale = [tag for tag, ts in listing.items() if self._cached_tensors(experiment_id, run, tag, ts) is None]
+        if stale:
+            read = self._provider.read_tensors(
+                ctx, experiment_id=experiment_id, plugin_name=metadata.PLUGIN_NAME, downsample=_DOWNSAMPLE,
+                run_tag_filter=provider.RunTagFilter(runs=[run], tags=stale),
+            ).get(run, {})
+            for tag in stale:
+                self._tensors.put((experiment_id, run, tag), (_signature(listing[tag]), _one_per_step(read.get(tag, []))))
+        return listing, {tag: self._cached_tensors(experiment_id, run, tag, ts) or [] for tag, ts in listing.items()}
 
-    def _list_tensors(self, ctx, experiment_id, run, tags=None):
-        """The tensor listing of a run, fetched on the pool (made while the caller reads the data)."""
-        return self._pool.submit(
-            self._provider.list_tensors,
-            ctx,
-            experiment_id=experiment_id,
-            plugin_name=metadata.PLUGIN_NAME,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=tags),
-        )
+    def _cached_tensors(self, experiment_id, run, tag, ts):
+        cached = self._tensors.peek((experiment_id, run, tag))
+        return cached[1] if cached is not None and cached[0] == _signature(ts) else None
 
     def metric_impl(self, ctx, experiment_id, run, tag):
-        listing = self._list_tensors(ctx, experiment_id, run, [tag])
-        data = self._tensor_series(ctx, experiment_id, run, [tag]).get(tag, [])
-        ts = listing.result().get(run, {}).get(tag)
+        listing, data = self._tensor_data(ctx, experiment_id, run, [tag])
+        ts = listing.get(tag)
         if ts is None:
             raise _not_found(f"run {run!r} has no metric tag {tag!r}")
         metadata.parse_plugin_data(ts.plugin_content)  # a newer format answers 422, as /tags says
-        series = _one_per_step(data)
+        series = data[tag]
         return {
             "run": run,
             "tag": tag,
@@ -349,9 +374,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
         }
 
     def metrics_impl(self, ctx, experiment_id, run, probe, step):
-        listing = self._list_tensors(ctx, experiment_id, run)
-        data = self._tensor_series(ctx, experiment_id, run, None)
-        listing = listing.result().get(run, {})
+        listing, data = self._tensor_data(ctx, experiment_id, run)
         names = {}
         for tag, ts in listing.items():
             try:
@@ -364,7 +387,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
             raise _not_found(f"run {run!r} has no metrics of probe {probe!r}")
         metrics = {}
         for tag in sorted(names):
-            for datum in data.get(tag, []):
+            for datum in data[tag]:
                 if datum.step == step:
                     metrics[names[tag]] = _json_floats(datum.numpy)
         if not metrics:
@@ -467,6 +490,11 @@ def _narrow(array, layer, head, header, kv=False):
             raise _not_found(f"head {head} does not exist: the example has {heads} heads")
         array = array[:, head] if layer is None else array[head]
     return array
+
+
+def _signature(ts):
+    """What changes in a tag's listing when something is written to it."""
+    return (ts.max_step, ts.max_wall_time, ts.plugin_content)
 
 
 def _describe_tag(ts, data):

@@ -28,7 +28,7 @@ def loop_metrics(
     syntaxes = syntaxes if syntaxes is not None else [None] * len(attentions)
     has_syntax = any(s is not None for s in syntaxes)
     first_key = 0 if include_first else 1  # the first-token rule
-    names = ["entropy", "distance", "null_attention", "variability"]
+    names = ["entropy", "distance", "null_attention", "previous_token", "variability"]
     if has_syntax:
         names += ["dependency_alignment"] + [f"pos/{t}" for t in pos_tags] + [f"pos_from/{t}" for t in pos_tags]
     out = {name: np.full((num_layers, num_heads), np.nan) for name in names}
@@ -37,6 +37,7 @@ def loop_metrics(
     for l in range(num_layers):
         for h in range(num_heads):
             mass = distance = entropy = entropy_tokens = null = query_tokens = 0.0
+            previous = previous_tokens = 0.0
             syntax_mass = dependency = 0.0
             pos_to = {t: 0.0 for t in pos_tags}
             pos_from = {t: 0.0 for t in pos_tags}
@@ -48,6 +49,9 @@ def loop_metrics(
                 for i in range(n):
                     null += w[i, 0]
                     query_tokens += 1
+                    if i - 1 >= first_key:  # the token before i, unless it is a left-out first token
+                        previous += w[i, i - 1]
+                        previous_tokens += 1
                     if include_first or w[i, 0] <= 0.9:
                         z = sum(w[i, j] for j in range(first_key, n))
                         if z > 0:
@@ -95,6 +99,7 @@ def loop_metrics(
             out["entropy"][l, h] = ratio(entropy, entropy_tokens)
             out["distance"][l, h] = ratio(distance, mass)
             out["null_attention"][l, h] = ratio(null, query_tokens)
+            out["previous_token"][l, h] = ratio(previous, previous_tokens)
             out["variability"][l, h] = ratio(deviation, 2 * variability_mass)
             if has_syntax:
                 out["dependency_alignment"][l, h] = ratio(dependency, syntax_mass)
@@ -282,7 +287,14 @@ def test_exemplars_rank_inputs_by_their_largest_weight_away_from_the_first_token
 
 
 def test_syntax_metrics_are_absent_without_syntax():
-    assert sorted(compute_metrics([CAUSAL_3])) == ["distance", "entropy", "null_attention", "variability"]
+    assert sorted(compute_metrics([CAUSAL_3])) == ["distance", "entropy", "null_attention", "previous_token", "variability"]
+
+
+def test_previous_token_by_hand():
+    # CAUSAL_3 rows: [1, 0, 0], [.5, .5, 0], [.2, .3, .5]. With the first-token rule only query 2
+    # counts (query 1's predecessor is the first token): a21 = .3. With it: (a10 + a21) / 2 = .4.
+    assert compute_metrics([CAUSAL_3])["previous_token"][0, 0] == pytest.approx(0.3)
+    assert compute_metrics([CAUSAL_3], include_first=True)["previous_token"][0, 0] == pytest.approx(0.4)
 
 
 def test_inputs_without_syntax_do_not_count_in_syntax_metrics():
