@@ -25,7 +25,7 @@ def main(argv=None):
     parser.add_argument("--no-serve", action="store_true", help="build the logdir and exit (prints its path last)")
     parser.add_argument("--full", action="store_true", help="analyse 10,000 sentences, as in the paper (slow on a CPU)")
     parser.add_argument("--sentences", type=int, default=200, help="sentences per pretrained analysis (default 200)")
-    parser.add_argument("--steps", type=int, default=800, help="training steps (default 800)")
+    parser.add_argument("--steps", type=int, default=1200, help="training steps (default 1200)")
     parser.add_argument("--port", type=int, default=6006)
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
@@ -43,7 +43,7 @@ def main(argv=None):
     total = 4 if args.no_serve else 5
 
     stage(1, total, f"training a small GPT-2 on Wikipedia for {args.steps} steps, logging a probe every 25 steps")
-    checkpoints = train.train(logdir, workdir, steps=args.steps)
+    checkpoints = train.train(logdir, workdir, steps=args.steps, checkpoints=(0, args.steps // 4))
 
     stage(2, total, "re-evaluating the saved checkpoints on the same probe, as runs of their own (tb-attention probe)")
     for step, folder in sorted(checkpoints.items()):

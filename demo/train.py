@@ -24,7 +24,7 @@ PROBE_TEXTS = [
     "Rivers flow from mountains to the sea, carrying water and sediment.",
 ]
 
-VOCAB_SIZE = 8192  # byte-level BPE trained on the corpus: a small vocabulary trains fast on a CPU
+VOCAB_SIZE = 2048  # byte-level BPE trained on the corpus: a small vocabulary trains fast on a CPU
 SEQUENCE_LENGTH = 64  # tokens per training sequence
 EOS = "<|endoftext|>"
 
@@ -78,20 +78,25 @@ def train(
     logdir,
     workdir,
     *,
-    steps=800,
-    batch_size=16,
+    steps=1200,
+    batch_size=32,
     layers=4,
-    heads=8,
+    heads=4,
     width=128,
     probe_every=25,
-    checkpoints=(0, 200),
-    learning_rate=2e-3,
+    checkpoints=(0, 300),
+    learning_rate=3e-3,
     seed=0,
 ):
-    """Trains, logging loss and the probe to `logdir/train`; returns {step: checkpoint folder}."""
+    """Trains, logging loss and the probe to `logdir/train`; returns {step: checkpoint folder}.
+
+    The defaults were chosen on this project's 2-core CPU machine: in ~5 minutes a previous-token
+    head forms (the most common attention head of small language models), along with heads of
+    falling entropy; a larger vocabulary or more heads per layer trained slower per step.
+    """
     workdir = pathlib.Path(workdir)
     sentences = [s for s in assets.wikipedia_sentences() if s not in PROBE_TEXTS]
-    tokenizer = build_tokenizer(sentences, workdir / "tokenizer")
+    tokenizer = build_tokenizer(sentences, workdir / f"tokenizer-{VOCAB_SIZE}")
     data = training_sequences(tokenizer, sentences)
     model = build_model(tokenizer, layers, heads, width, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
