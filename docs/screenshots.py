@@ -21,15 +21,17 @@ BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backgr
 
 # (file name, dashboard state): the deep-link keys of BUILD.md, without the p.attention. prefix.
 VIEWS = [
-    ("head_view", {"run": "train", "tag": "probe", "view": "head", "example": "0", "layer": "1", "tokens": "9"}),
+    ("head_view", {"run": "train", "tag": "probe", "view": "head", "example": "0", "layer": "0", "heads": "1",
+                   "tokens": "9"}),
     ("model_view", {"run": "train", "tag": "probe", "view": "model", "example": "4"}),
-    ("neuron_view", {"run": "train", "tag": "probe", "view": "neuron", "example": "0", "layer": "1", "heads": "0",
+    ("neuron_view", {"run": "train", "tag": "probe", "view": "neuron", "example": "0", "layer": "0", "heads": "1",
                      "tokens": "9"}),
-    ("metrics_view", {"run": "train", "tag": "probe", "view": "metrics", "metric": "distance"}),
+    ("metrics_view", {"run": "train", "tag": "probe", "view": "metrics", "metric": "previous_token",
+                      "picks": "0.1,0.0"}),
     ("analysis_view", {"run": "smollm2-135m", "tag": "corpus", "view": "analysis"}),
     ("exemplars_view", {"run": "smollm2-135m", "tag": "corpus", "view": "exemplars", "layer": "16", "heads": "0"}),
-    ("compare_view", {"run": "checkpoint-0", "tag": "probe", "view": "compare", "b_run": "checkpoint-800",
-                      "example": "0"}),
+    ("compare_view", {"run": "checkpoint-0", "tag": "probe", "view": "compare", "b_run": "checkpoint-1200",
+                      "example": "0", "layer": "0"}),
 ]
 
 
