@@ -27,6 +27,7 @@ setup(
         "protobuf>=3.20",
         "transformers>=5.0",
         "tqdm>=4.60",
+        "google-crc32c>=1.5",  # TensorBoard's record writer checksums in pure Python (summary.py)
     ],
     extras_require={
         "capture": CAPTURE,

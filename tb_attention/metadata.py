@@ -218,7 +218,15 @@ class AttentionExample:
         return self.header["tokens"]
 
 
-def encode_attention(
+def encode_attention(attention, tokens, **options):
+    """Encodes float weights [L, H, N, N] in [0, 1] and N tokens as a gzip attention blob.
+
+    Options as `encode_attention_with_header`.
+    """
+    return encode_attention_with_header(attention, tokens, **options)[0]
+
+
+def encode_attention_with_header(
     attention,
     tokens,
     *,
@@ -227,7 +235,7 @@ def encode_attention(
     top_k=DEFAULT_TOP_K,
     **fields,
 ):
-    """Encodes float weights [L, H, N, N] in [0, 1] and N tokens as a gzip attention blob.
+    """(gzip attention blob, its header) of float weights [L, H, N, N] in [0, 1] and N tokens.
 
     causal: store only the lower triangle; None decides from the weights (lossless either way).
     Inputs longer than `max_dense_tokens` keep the `top_k` largest weights of each row.
@@ -264,7 +272,7 @@ def encode_attention(
     else:
         header["encoding"] = ENCODING_DENSE
         payloads = [quantize(a).tobytes()]
-    return compress(_pack(_ATTENTION_MAGIC, header, payloads))
+    return compress(_pack(_ATTENTION_MAGIC, header, payloads)), header
 
 
 def decode_attention_header(blob):

@@ -18,12 +18,47 @@ import warnings
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorboard.plugins.scalar import summary_v2 as scalar_summary
+from tensorboard.summary.writer import record_writer
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from tb_attention import metadata
 
 ROW_SUM_TOLERANCE = 0.02  # |sum_j a_ij - 1| allowed per row (fp16/bf16 models round)
 _ENCODE_WORKERS = 2  # threads for encoding examples: zlib and numpy release the GIL
+
+
+_crc32c_value = None  # google_crc32c.value, once use_fast_crc32c found it
+
+
+def _masked_crc32c_in_c(data):
+    """TensorBoard's masked CRC-32C of a record, computed by google-crc32c's C code."""
+    x = _crc32c_value(data)
+    return (((x >> 15) | (x << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def use_fast_crc32c():
+    """Makes TensorBoard's record writer checksum records in C instead of pure Python.
+
+    TensorBoard (and so torch's SummaryWriter) computes the CRC-32C of every record one byte at a
+    time in Python: ~0.2 s per MB, 1.1 s of a 1.35 s probe step of 8 examples of 12 x 12 x 128.
+    The checksums, and so the files, are the same bytes. Called on import; a no-op without
+    google-crc32c's C extension. Returns whether the C checksum is in use.
+    """
+    global _crc32c_value
+    if record_writer.masked_crc32c is _masked_crc32c_in_c:
+        return True
+    try:
+        import google_crc32c
+    except ImportError:
+        return False
+    if getattr(google_crc32c, "implementation", None) != "c":
+        return False
+    _crc32c_value = google_crc32c.value
+    record_writer.masked_crc32c = _masked_crc32c_in_c
+    return True
+
+
+use_fast_crc32c()
 
 
 class Writer:
@@ -324,7 +359,7 @@ def encode_examples(
 
     def encode(item):
         attention, tokens, example, fields = item
-        blob = metadata.encode_attention(
+        blob, header = metadata.encode_attention_with_header(
             attention, tokens, causal=example.get("causal"), max_dense_tokens=max_dense_tokens, top_k=top_k, **fields
         )
         qk = None
@@ -332,7 +367,7 @@ def encode_examples(
             qk = metadata.encode_qk(
                 to_numpy(example["query"], "query"), to_numpy(example["key"], "key"), example["scaling"]
             )
-        return blob, qk
+        return blob, header, qk
 
     if len(prepared) > 1:
         with concurrent.futures.ThreadPoolExecutor(_ENCODE_WORKERS) as pool:
@@ -340,9 +375,8 @@ def encode_examples(
     else:
         encoded = [encode(prepared[0])]
     entries = []
-    for (attention, tokens, example, fields), (blob, qk) in zip(prepared, encoded):
+    for (attention, tokens, example, fields), (blob, header, qk) in zip(prepared, encoded):
         num_layers, num_heads, n, _ = attention.shape
-        header = metadata.decode_attention_header(blob)
         entries.append(
             {
                 **fields,
@@ -356,7 +390,7 @@ def encode_examples(
             }
         )
     manifest = metadata.encode_json(metadata.create_manifest(entries))
-    return manifest, [blob for blob, _ in encoded], [qk for _, qk in encoded if qk is not None]
+    return manifest, [blob for blob, _, _ in encoded], [qk for _, _, qk in encoded if qk is not None]
 
 
 def attention(
