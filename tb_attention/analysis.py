@@ -167,6 +167,9 @@ def analyze_corpus(
     mine = list(range(rank, len(sentences), world))
     sample_ids = set(mine[:sample]) if rank == 0 else set()
     examples, token_count = {}, 0
+    # The attention of the sentences that would be stored as exemplars if the corpus ended here,
+    # kept as the pass goes, so that only those another rank's shard displaced need a forward again.
+    held = {}
     started = time.perf_counter()
     bar = _progress(len(mine), progress and rank == 0, f"analysing {type(model).__name__}")
     with torch.inference_mode(), capture.recording(model) as recorder:
@@ -177,9 +180,12 @@ def analyze_corpus(
             model(input_ids=encoding["input_ids"], attention_mask=encoding["attention_mask"])
             weights = torch.stack(recorder.attentions, 1)  # [B, L, H, N, N]
             stats.update(weights, mask=encoding["attention_mask"], syntax=parses, keys=batch)
+            wanted = set(_exemplar_keys(stats, exemplar_examples, exclude=sample_ids)) if rank == 0 else set()
+            held = {key: example for key, example in held.items() if key in wanted}
             for row, i in enumerate(batch):
-                if i in sample_ids:
-                    examples[i] = _example(tokenizer, encoding, row, weights[row], parses and parses[row], sentences[i])
+                if i in sample_ids or i in wanted:
+                    example = _example(tokenizer, encoding, row, weights[row], parses and parses[row], sentences[i])
+                    (examples if i in sample_ids else held)[i] = example
             token_count += int(encoding["attention_mask"].sum())
             bar.update(len(batch))
     bar.close()
@@ -188,7 +194,10 @@ def analyze_corpus(
     sample_keys = sorted(examples)
     exemplar_keys = _exemplar_keys(stats, exemplar_examples, exclude=set(sample_keys))
     if rank == 0 and exemplar_keys:
-        examples.update(_examples_of(model, tokenizer, sentences, exemplar_keys, max_length, nlp))
+        examples.update((key, held[key]) for key in exemplar_keys if key in held)
+        missing = [key for key in exemplar_keys if key not in held]
+        if missing:
+            examples.update(_examples_of(model, tokenizer, sentences, missing, max_length, nlp))
     order = sample_keys + exemplar_keys
     stored = {key: position for position, key in enumerate(order)} if rank == 0 else {}
     exemplars = stats.exemplars()

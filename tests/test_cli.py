@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tb_attention import assets, capture, metrics, syntax
-from tests.conftest import ROOT, python_provider, read_blob_steps, request_context, tiny_gpt2
+from tests.conftest import ROOT, python_provider, read_blob_steps, read_examples, request_context, tiny_gpt2
 
 SENTENCES = [
     "The cat sat on the mat.",
@@ -106,7 +106,7 @@ def test_analyze_writes_every_metric_equal_to_the_definitions(tmp_path, model_di
 
 def test_two_ranks_under_torchrun_equal_one_process(tmp_path, model_dir, sentences_file):
     common = ["analyze", "--model", str(model_dir), "--sentences", str(sentences_file), "--batch-size", "2",
-              "--quiet", "--run-name", "tiny"]
+              "--sample", "0", "--quiet", "--run-name", "tiny"]
     run_cli(*common, "--logdir", str(tmp_path / "one"))
     run_cli(*common, "--logdir", str(tmp_path / "two"), torchrun=2)
     one, two = read_metrics(tmp_path / "one", "tiny"), read_metrics(tmp_path / "two", "tiny")
@@ -117,6 +117,15 @@ def test_two_ranks_under_torchrun_equal_one_process(tmp_path, model_dir, sentenc
     resolve = lambda t: [[[(t["inputs"][e["input"]]["text"], e["from"], e["to"]) for e in h] for h in l] for l in t["heads"]]  # noqa: E731
     assert resolve(one_table) == resolve(two_table)
     assert len(list((tmp_path / "two" / "tiny").glob("events.out.tfevents.*"))) == 1  # rank 0 wrote alone
+    # The stored sentences (exemplars only, with --sample 0): one process kept their attention from its pass; rank 0 of two
+    # kept its own and ran the other rank's again. Same sentences, same weights.
+    one_examples, two_examples = (read_examples(python_provider(tmp_path / d), "tiny", "corpus", 0) for d in ("one", "two"))
+    exemplar_texts = lambda examples: {entry["text"]: example for entry, example, _ in examples}  # noqa: E731
+    one_exemplars, two_exemplars = exemplar_texts(one_examples), exemplar_texts(two_examples)
+    assert one_exemplars.keys() == two_exemplars.keys() and len(one_exemplars) > 2
+    for text, example in one_exemplars.items():
+        assert example.tokens == two_exemplars[text].tokens
+        np.testing.assert_allclose(example.attention, two_exemplars[text].attention, atol=0.01, err_msg=text)
 
 
 def test_probe_logs_a_checkpoint_at_its_global_step(tmp_path, model_dir, sentences_file):
