@@ -9,7 +9,7 @@ import sys
 
 from tensorboard.plugins import base_plugin
 
-from tb_attention import metadata
+from tb_attention import fastcrc, metadata
 
 
 class TBLoader(base_plugin.TBLoader):
@@ -28,6 +28,7 @@ class TBLoader(base_plugin.TBLoader):
         from tb_attention.plugin import AttentionPlugin
 
         limit_malloc_arenas()
+        fastcrc.install(writer=False, reader=True)  # the Python loader's reader checksums in Python
         return AttentionPlugin(context)
 
 
