@@ -28,7 +28,7 @@ class TBLoader(base_plugin.TBLoader):
         from tb_attention.plugin import AttentionPlugin
 
         limit_malloc_arenas()
-        fastcrc.install(writer=False, reader=True)  # the Python loader's reader checksums in Python
+        fastcrc.install(writer=False, reader=True)  # the Python loader checks each record in pure Python
         return AttentionPlugin(context)
 
 
