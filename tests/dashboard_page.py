@@ -125,7 +125,10 @@ class Dashboard:
         self.page.mouse.move(*self.token_point(side, index))
 
     def click_token(self, side, index, modifiers=None):
-        x, y = self.token_point(side, index)
+        self._click_at(*self.token_point(side, index), modifiers)
+
+    def _click_at(self, x, y, modifiers=None):
+        """Moves to page point (x, y) and clicks there, holding `modifiers` (e.g. "Shift") if given."""
         self.page.mouse.move(x, y)
         if modifiers:
             self.page.keyboard.down(modifiers)
@@ -146,13 +149,7 @@ class Dashboard:
         self.page.mouse.move(*self.canvas_point(figure, x, y))
 
     def click(self, figure, x, y, modifiers=None):
-        px, py = self.canvas_point(figure, x, y)
-        self.page.mouse.move(px, py)
-        if modifiers:
-            self.page.keyboard.down(modifiers)
-        self.page.mouse.click(px, py)
-        if modifiers:
-            self.page.keyboard.up(modifiers)
+        self._click_at(*self.canvas_point(figure, x, y), modifiers)
 
     def tooltip(self, containing=""):
         """The text of the visible tooltip (waits until one shows, with `containing` in it)."""

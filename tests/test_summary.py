@@ -169,4 +169,3 @@ def test_unknown_metric_names_are_refused(tmp_path):
 def test_writer_must_be_a_summary_writer(rng):
     with pytest.raises(TypeError, match="SummaryWriter or a tb_attention.Writer, got str"):
         summary.attention("runs/x", "probe", random_attention(rng, 1, 1, 2), list("ab"), 0)
-

@@ -37,3 +37,16 @@ export function frameThrottle<A extends unknown[]>(callback: (...args: A) => voi
     pending = args;
   };
 }
+
+/** Shows `text` in a data view's message element, in place of its drawing (class `view-empty`). */
+export function showViewMessage(view: HTMLElement, message: HTMLElement, text: string): void {
+  message.hidden = false;
+  message.textContent = text;
+  view.classList.add('view-empty');
+}
+
+/** Hides a data view's message, so that the view draws again. */
+export function hideViewMessage(view: HTMLElement, message: HTMLElement): void {
+  message.hidden = true;
+  view.classList.remove('view-empty');
+}

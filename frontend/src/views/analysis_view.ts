@@ -24,7 +24,7 @@ import {
 } from '../charts';
 import {headColors, INK, MUTED_INK} from '../colors';
 import {Latest} from '../data';
-import {el, frameThrottle} from '../dom';
+import {el, frameThrottle, hideViewMessage, showViewMessage} from '../dom';
 import {
   CORE_METRICS,
   layerColor,
@@ -171,8 +171,7 @@ export class AnalysisView implements DataView {
       return this.show(`${loaded.run} logged no part-of-speech metrics for ${JSON.stringify(probe)}: they need spaCy and an English pipeline where the probe or analysis ran.`);
     }
     this.shown = {run: loaded.run, probe, step: loaded.step};
-    this.message.hidden = true;
-    this.element.classList.remove('view-empty');
+    hideViewMessage(this.element, this.message);
     this.caption.replaceChildren(
       el('span', {class: 'inspector-token', text: `${loaded.run} · ${probe} · step ${loaded.step}`}),
       el('span', {class: 'hint', text: ' · hover a head for its value · click it to open its arcs in the head view'}),
@@ -181,9 +180,7 @@ export class AnalysisView implements DataView {
   }
 
   private show(message: string): void {
-    this.message.hidden = false;
-    this.message.textContent = message;
-    this.element.classList.add('view-empty');
+    showViewMessage(this.element, this.message, message);
     this.tooltip.hide();
   }
 

@@ -7,7 +7,7 @@ import type {Exemplars} from '../api';
 import {FONT_SMALL, FONT_TITLE, HeatmapGeometry, HEATMAP_LEFT, HEATMAP_TOP, LEGEND_HEIGHT, paintHeatmap, paintLegend} from '../charts';
 import {ACCENT, headColors, INK, MUTED_INK} from '../colors';
 import {Latest} from '../data';
-import {el, frameThrottle} from '../dom';
+import {el, frameThrottle, hideViewMessage, showViewMessage} from '../dom';
 import {shareScale, valueText, type Grid} from '../metrics';
 import {CanvasPainter, textWidth, type Painter} from '../painter';
 import {nearestStep, type HeadRef} from '../state';
@@ -155,8 +155,7 @@ export class ExemplarsView implements DataView {
         top: PAD + rank * ROW_HEIGHT,
       };
     });
-    this.message.hidden = true;
-    this.element.classList.remove('view-empty');
+    hideViewMessage(this.element, this.message);
     this.inspector.replaceChildren(
       el('span', {class: 'inspector-token', text: `${table.run} · ${selection.tag} · step ${table.step} · layer ${layer}, head ${head}`}),
       el('span', {
@@ -170,9 +169,7 @@ export class ExemplarsView implements DataView {
   }
 
   private show(message: string): void {
-    this.message.hidden = false;
-    this.message.textContent = message;
-    this.element.classList.add('view-empty');
+    showViewMessage(this.element, this.message, message);
     this.tooltip.hide();
   }
 

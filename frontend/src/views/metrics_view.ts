@@ -21,7 +21,7 @@ import {
 } from '../charts';
 import {ACCENT, INK, MUTED_INK} from '../colors';
 import {Latest} from '../data';
-import {el, frameThrottle} from '../dom';
+import {el, frameThrottle, hideViewMessage, showViewMessage} from '../dom';
 import {
   layerColor,
   mean,
@@ -262,8 +262,7 @@ export class MetricsView implements DataView {
       picks: plottedHeads(state).filter(([l, h]) => l < grid.length && h < (grid[0]?.length ?? 0)),
     };
     if (state.rank === 'previous') this.loadPrevious(selection.run, probe, nearestStep([...tags[selection.run][probe].steps].sort((a, b) => a - b), step));
-    this.message.hidden = true;
-    this.element.classList.remove('view-empty');
+    hideViewMessage(this.element, this.message);
     this.resize();
   }
 
@@ -284,9 +283,7 @@ export class MetricsView implements DataView {
   }
 
   private show(message: string): void {
-    this.message.hidden = false;
-    this.message.textContent = message;
-    this.element.classList.add('view-empty');
+    showViewMessage(this.element, this.message, message);
     this.tooltip.hide();
   }
 
