@@ -684,11 +684,10 @@ canvas.figure-static {
   border-radius: 4px;
 }
 
-.rank-row {
+/* Rows of a ranked list of heads (metrics view, compare's changes): clickable, keyboard-focusable. */
+.rank-row,
+.change-row {
   display: grid;
-  grid-template-columns: 58px 58px 1fr;
-  gap: 6px;
-  padding: 3px 8px;
   border-bottom: 1px solid var(--hairline);
   font-size: 12px;
   font-variant-numeric: tabular-nums;
@@ -697,8 +696,16 @@ canvas.figure-static {
 }
 
 .rank-row:hover,
-.rank-row:focus-visible {
+.rank-row:focus-visible,
+.change-row:hover,
+.change-row:focus-visible {
   background: var(--subtle);
+}
+
+.rank-row {
+  grid-template-columns: 58px 58px 1fr;
+  gap: 6px;
+  padding: 3px 8px;
 }
 
 .rank-row[aria-selected="true"] {
@@ -855,21 +862,10 @@ canvas.figure-static {
 }
 
 .change-row {
-  display: grid;
   grid-template-columns: 64px 64px 64px 72px 1fr;
   gap: 8px;
   align-items: center;
   padding: 3px 10px;
-  border-bottom: 1px solid var(--hairline);
-  font-size: 12px;
-  font-variant-numeric: tabular-nums;
-  cursor: pointer;
-  outline: none;
-}
-
-.change-row:hover,
-.change-row:focus-visible {
-  background: var(--subtle);
 }
 
 .change-header {
