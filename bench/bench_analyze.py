@@ -21,7 +21,7 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tb_attention import analysis, assets, summary, syntax  # noqa: E402
+from tb_attention import analysis, assets, defaults, summary, syntax  # noqa: E402
 
 
 def bare_forward(model, tokenizer, sentences, batch_size, max_length):
@@ -47,7 +47,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sentences", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=analysis.DEFAULT_BATCH_SIZE)
+    parser.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE)
     args = parser.parse_args()
     model, tokenizer = analysis.load_model(assets.smollm2_dir())
     if tokenizer.pad_token_id is None:
@@ -55,11 +55,11 @@ def main():
     sentences = assets.wikipedia_sentences(limit=args.sentences, shuffle=True)  # as analyze --corpus takes them
     nlp = syntax.load_spacy()
     nlp("Warm up the parser.")
-    bare_forward(model, tokenizer, sentences[:32], args.batch_size, analysis.DEFAULT_MAX_LENGTH)  # warm-up
+    bare_forward(model, tokenizer, sentences[:32], args.batch_size, defaults.MAX_LENGTH)  # warm-up
     bare, ours = [], []
     for _ in range(args.repeats):  # interleaved, so drift hits both sides alike
-        bare.append(bare_forward(model, tokenizer, sentences, args.batch_size, analysis.DEFAULT_MAX_LENGTH))
-        ours.append(full_analysis(model, tokenizer, sentences, args.batch_size, analysis.DEFAULT_MAX_LENGTH, nlp))
+        bare.append(bare_forward(model, tokenizer, sentences, args.batch_size, defaults.MAX_LENGTH))
+        ours.append(full_analysis(model, tokenizer, sentences, args.batch_size, defaults.MAX_LENGTH, nlp))
     b, o = statistics.median(bare), statistics.median(ours)
     print(f"SmolLM2-135M ({model.config._attn_implementation} attention as loaded), {len(sentences)} sentences, "
           f"batch {args.batch_size}, torch threads {torch.get_num_threads()}")

@@ -120,7 +120,7 @@ def analyze_model(key, sentences, nlp, batch_size):
     sums are exactly those of one pass; the halves show how stable each finding is)."""
     import torch
 
-    from tb_attention import analysis, assets
+    from tb_attention import analysis, assets, defaults
 
     path = assets.smollm2_dir() if key == "smollm2" else assets.minilm_dir()
     model, tokenizer = analysis.load_model(path)
@@ -139,7 +139,7 @@ def analyze_model(key, sentences, nlp, batch_size):
     pos_tokens = stats.sums["pos_tokens"].numpy()
     base_rate = {tag: float(pos_tokens[stats.pos_tags.index(tag)] / stats.sums["query_tokens"]) for tag in POS_TAGS}
     log(f"  {MODELS[key]['short']}: P(dependency | d) on its own tokens")
-    own = corpus_statistics(tokenizer, sentences, nlp, truncation=True, max_length=analysis.DEFAULT_MAX_LENGTH)
+    own = corpus_statistics(tokenizer, sentences, nlp, truncation=True, max_length=defaults.MAX_LENGTH)
     top = _top_heads(result["dependency_alignment"], 3)
     exemplars = _head_exemplars([run.exemplars for run in runs], *top[0], EXEMPLARS_SHOWN)
     exemplars = [_describe_exemplar(tokenizer, nlp, e) for e in exemplars]
@@ -193,10 +193,10 @@ def _head_exemplars(tables, layer, head, k):
 
 def _token_view(tokenizer, nlp, text):
     """Display tokens, character offsets, TokenSyntax and spaCy doc of one sentence, as analysed."""
-    from tb_attention import analysis, syntax
+    from tb_attention import defaults, syntax
 
     encoding = tokenizer(
-        [text], truncation=True, max_length=analysis.DEFAULT_MAX_LENGTH, return_offsets_mapping=True
+        [text], truncation=True, max_length=defaults.MAX_LENGTH, return_offsets_mapping=True
     )
     tokens = tokenizer.convert_ids_to_tokens(encoding["input_ids"][0])
     display = [tokenizer.convert_tokens_to_string([t]).strip() or t for t in tokens]
@@ -253,10 +253,10 @@ def _head_arcs(model, tokenizer, nlp, text, layer, head):
     most in (layer, head), its weight and spaCy's relation between the two, if any."""
     import torch
 
-    from tb_attention import analysis, capture
+    from tb_attention import capture, defaults
 
     display, _, parse, doc = _token_view(tokenizer, nlp, text)
-    encoding = tokenizer([text], truncation=True, max_length=analysis.DEFAULT_MAX_LENGTH, return_tensors="pt")
+    encoding = tokenizer([text], truncation=True, max_length=defaults.MAX_LENGTH, return_tensors="pt")
     with torch.inference_mode(), capture.recording(model) as recorder:
         model(input_ids=encoding["input_ids"], attention_mask=encoding["attention_mask"])
         weights = recorder.attentions[layer][0, head].float().numpy()

@@ -8,16 +8,11 @@ import time
 import numpy as np
 
 from tb_attention import capture  # first: it explains a missing torch
-from tb_attention import metadata, metrics, summary
+from tb_attention import defaults, metadata, metrics, summary
 from tb_attention import syntax as syntax_lib
 from tb_attention.probe import exemplar_table
 
 import torch  # noqa: E402  (after capture, whose import error says how to install it)
-
-DEFAULT_BATCH_SIZE = 16  # sentences per forward pass
-DEFAULT_MAX_LENGTH = 128  # tokens per sentence; longer ones are truncated
-DEFAULT_SAMPLE = 8  # sentences whose attention is stored for the single-example views
-DEFAULT_EXEMPLAR_EXAMPLES = 16  # exemplar sentences whose attention is stored too
 
 
 class AnalysisError(ValueError):
@@ -141,11 +136,11 @@ def analyze_corpus(
     tokenizer,
     sentences,
     *,
-    batch_size=DEFAULT_BATCH_SIZE,
-    max_length=DEFAULT_MAX_LENGTH,
-    sample=DEFAULT_SAMPLE,
-    exemplar_examples=DEFAULT_EXEMPLAR_EXAMPLES,
-    top_k=metrics.DEFAULT_TOP_K,
+    batch_size=defaults.BATCH_SIZE,
+    max_length=defaults.MAX_LENGTH,
+    sample=defaults.SAMPLE,
+    exemplar_examples=defaults.EXEMPLAR_EXAMPLES,
+    top_k=defaults.TOP_K_EXEMPLARS,
     include_first=False,
     with_syntax=True,
     nlp=None,

@@ -5,7 +5,7 @@ import json
 import pathlib
 import sys
 
-from tb_attention import metadata
+from tb_attention import defaults, metadata
 
 WIKIPEDIA = "wikipedia"
 
@@ -32,12 +32,12 @@ def _analyze_parser(subparsers):
         help="run name (default: the model folder's name); under torchrun spell it --run-name, "
         "as torchrun takes --run for its own --run-path",
     )
-    p.add_argument("--tag", default="corpus", help="tag of the analysis (default: corpus)")
+    p.add_argument("--tag", default=defaults.CORPUS_TAG, help="tag of the analysis (default: %(default)s)")
     p.add_argument("--limit", type=_positive, help="analyse only the first N sentences")
-    p.add_argument("--batch-size", type=_positive, default=16, help="sentences per forward pass (default: 16)")
-    p.add_argument("--max-length", type=_positive, default=128, help="truncate sentences to N tokens (default: 128)")
-    p.add_argument("--sample", type=_non_negative, default=8, help="sentences whose attention is stored (default: 8)")
-    p.add_argument("--top-k", type=_positive, default=5, help="exemplars kept per head (default: 5)")
+    p.add_argument("--batch-size", type=_positive, default=defaults.BATCH_SIZE, help="sentences per forward pass (default: %(default)s)")
+    p.add_argument("--max-length", type=_positive, default=defaults.MAX_LENGTH, help="truncate sentences to N tokens (default: %(default)s)")
+    p.add_argument("--sample", type=_non_negative, default=defaults.SAMPLE, help="sentences whose attention is stored (default: %(default)s)")
+    p.add_argument("--top-k", type=_positive, default=defaults.TOP_K_EXEMPLARS, help="exemplars kept per head (default: %(default)s)")
     p.add_argument("--include-first", action="store_true", help="count attention to the first token in the metrics")
     p.add_argument("--no-syntax", action="store_true", help="skip spaCy: no dependency or part-of-speech metrics")
     p.add_argument("--overwrite", action="store_true", help="replace the run's event files if it exists")
@@ -59,7 +59,7 @@ def _probe_parser(subparsers):
     p.add_argument("--logdir", required=True, help="TensorBoard log directory")
     p.add_argument("--run", "--run-name", dest="run", required=True, help="run name, e.g. the checkpoint's name")
     p.add_argument("--step", type=_non_negative, help="step to log at (default: the checkpoint's global step, else 0)")
-    p.add_argument("--tag", default="probe", help="tag of the probe (default: probe)")
+    p.add_argument("--tag", default=defaults.PROBE_TAG, help="tag of the probe (default: %(default)s)")
     p.add_argument("--with-qk", action="store_true", help="also store query/key vectors (neuron view)")
     p.add_argument("--no-syntax", action="store_true", help="skip spaCy: no dependency or part-of-speech metrics")
     p.add_argument("--overwrite", action="store_true", help="replace the run's event files if it exists")

@@ -34,12 +34,12 @@ import collections
 import numpy as np
 import torch
 
+from tb_attention import defaults
 from tb_attention.syntax import UPOS
 
 VARIABILITY_TOKENS = 10  # variability looks at the first this many tokens of each input
 NULL_ENTROPY_THRESHOLD = 0.9  # entropy skips query tokens with more of their attention on the first token
 DEPENDENCY_DIRECTIONS = ("either", "head", "dependent")  # j is i's head or dependent; j is i's head; ...
-DEFAULT_TOP_K = 5  # exemplars kept per head
 
 Exemplar = collections.namedtuple("Exemplar", ["key", "score", "i", "j"])
 Exemplar.__doc__ = """An input that strongly drives a head: its key, the largest weight alpha_ij (i, j > 0)
@@ -96,7 +96,7 @@ class AttentionStats:
         pos_tags=UPOS,
         include_first=False,
         dependency_direction="either",
-        top_k=DEFAULT_TOP_K,
+        top_k=defaults.TOP_K_EXEMPLARS,
         variability=True,
     ):
         if dependency_direction not in DEPENDENCY_DIRECTIONS:

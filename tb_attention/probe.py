@@ -2,7 +2,7 @@
 
 import warnings
 
-from tb_attention import metadata, summary
+from tb_attention import defaults, metadata, summary
 
 
 class Probe:
@@ -26,14 +26,14 @@ class Probe:
         self,
         tokenizer,
         texts,
-        name="probe",
+        name=defaults.PROBE_TAG,
         *,
         with_qk=False,
         metrics=True,
         syntax=None,
         spacy_model=None,
         include_first=False,
-        top_k_exemplars=5,
+        top_k_exemplars=defaults.TOP_K_EXEMPLARS,
         max_length=None,
         batch_size=8,
         max_dense_tokens=metadata.DEFAULT_MAX_DENSE_TOKENS,

@@ -177,3 +177,25 @@ def test_a_run_is_not_written_twice(tmp_path, model_dir, sentences_file):
 def test_every_command_has_help(command):
     result = run_cli(*command, "--help")
     assert "usage: tb-attention" in result.stdout
+
+
+def test_help_shows_the_shared_defaults_without_loading_torch():
+    from tb_attention import defaults
+
+    code = (
+        "import sys, contextlib, io\n"
+        "from tb_attention import cli\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+        "    cli.main(['analyze', '--help'])\n"
+        "print(out.getvalue())\n"
+        "print('loaded:', sorted(m for m in ('torch', 'transformers', 'spacy') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    help_text = " ".join(result.stdout.split())  # argparse wraps lines
+    assert f"sentences per forward pass (default: {defaults.BATCH_SIZE})" in help_text
+    assert f"truncate sentences to N tokens (default: {defaults.MAX_LENGTH})" in help_text
+    assert f"exemplars kept per head (default: {defaults.TOP_K_EXEMPLARS})" in help_text
+    assert "loaded: []" in result.stdout
