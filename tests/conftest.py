@@ -48,7 +48,11 @@ class TensorBoard:
             args += ["--load_fast", load_fast]
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        self._wait_until_serving()
+        try:
+            self._wait_until_serving()
+        except BaseException:
+            self.close()  # no server or log file left behind by a failed start
+            raise
 
     def _wait_until_serving(self, timeout=60):
         deadline = time.time() + timeout

@@ -45,9 +45,11 @@ def server(tmp_path_factory):
         write_dashboard_logdir(logdir, layers=LAYERS, heads=HEADS)
     tb = TensorBoard(logdir)
     tb.logdir = logdir
-    tb.wait_for(lambda tags: "long" in tags.get("train", {}) and "eval" in tags and "checkpoint-100" in tags)
-    yield tb
-    tb.close()
+    try:
+        tb.wait_for(lambda tags: "long" in tags.get("train", {}) and "eval" in tags and "checkpoint-100" in tags)
+        yield tb
+    finally:
+        tb.close()
 
 
 @pytest.fixture(scope="module")

@@ -483,9 +483,11 @@ def smollm_size_server(tmp_path_factory):
     steps = range(0, 10000, 100)
     write_training_logdir(logdir, layers=30, heads=9, steps=steps, runs=("smollm-size",), attention_steps={0, 9900})
     tb = TensorBoard(logdir)
-    tb.wait_for(lambda tags: len(tags.get("smollm-size", {}).get("probe/distance", {}).get("steps", [])) == 100)
-    yield tb
-    tb.close()
+    try:
+        tb.wait_for(lambda tags: len(tags.get("smollm-size", {}).get("probe/distance", {}).get("steps", [])) == 100)
+        yield tb
+    finally:
+        tb.close()
 
 
 HOVER_TIMES = """async ([figure, points]) => {

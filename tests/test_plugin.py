@@ -48,10 +48,12 @@ def server(request, logdir):
     from tests.conftest import TensorBoard
 
     tb = TensorBoard(logdir[0], load_fast=request.param)
-    tb.wait_for(lambda t: t.get("train", {}).get("probe", {}).get("steps") == [0, 5]
-                and t["train"].get("probe/exemplars", {}).get("steps") == [0, 5])
-    yield tb
-    tb.close()
+    try:
+        tb.wait_for(lambda t: t.get("train", {}).get("probe", {}).get("steps") == [0, 5]
+                    and t["train"].get("probe/exemplars", {}).get("steps") == [0, 5])
+        yield tb
+    finally:
+        tb.close()
 
 
 def test_tags_describe_kinds_and_steps(server):
