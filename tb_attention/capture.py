@@ -17,6 +17,7 @@ import contextvars
 import dataclasses
 import inspect
 import threading
+import typing
 import weakref
 
 try:
@@ -43,6 +44,10 @@ class Captured:
     attention: [layers, heads, n, n], row i = how token i attends to tokens 0..n-1.
     positions: [n] int64, where the kept tokens were in the padded row.
     scaling: per layer, the factor on q·k before the softmax.
+    softcap / sliding_window / sinks: per layer, the rest of how the model turns q·k into weights
+        (None where a layer does not use it): logits soft-capped as c·tanh(x/c) (Gemma 2), keys
+        `sliding_window` or more positions away masked (Mistral, Gemma 2), a learned logit per head that
+        takes part in the softmax and is then dropped (gpt-oss). See `metadata.encode_qk`.
     query / key: [layers, heads, n, head_dim] / [layers, kv_heads, n, head_dim], after rotary
         embeddings, key heads not repeated for grouped-query attention; None unless asked for.
     input_ids: [n], the kept tokens' ids (None when the model was fed inputs_embeds).
@@ -51,6 +56,9 @@ class Captured:
     attention: torch.Tensor
     positions: torch.Tensor
     scaling: list
+    softcap: list | None = None
+    sliding_window: list | None = None
+    sinks: list | None = None
     query: torch.Tensor | None = None
     key: torch.Tensor | None = None
     input_ids: torch.Tensor | None = None
@@ -66,6 +74,16 @@ class Captured:
     @property
     def num_tokens(self):
         return self.attention.shape[2]
+
+
+class LayerScoring(typing.NamedTuple):
+    """How one attention layer turned q·k into weights: scaling, then the optional soft cap, window
+    mask and sink logits (`Captured` explains each)."""
+
+    scaling: float
+    softcap: float | None = None
+    sliding_window: int | None = None
+    sinks: torch.Tensor | None = None  # [heads]
 
 
 class Recorder:
@@ -85,11 +103,11 @@ class Recorder:
 
     def start(self):
         """Forgets what was recorded; called before each forward of the model."""
-        self._layers = {}  # (0, layer_idx) or (1, call number) -> (weights, query, key, scaling)
+        self._layers = {}  # (0, layer_idx) or (1, call number) -> (weights, query, key, LayerScoring)
         self._calls = 0
         self.repeated_layers = set()  # layer indices called more than once in one forward
 
-    def _record(self, module, weights, query, key, scaling):
+    def _record(self, module, weights, query, key, scoring):
         layer_idx = getattr(module, "layer_idx", None)
         # Layers that know their index keep it (robust to layers being skipped or recomputed);
         # others (e.g. ALBERT's one shared layer) are numbered in call order.
@@ -98,9 +116,9 @@ class Recorder:
         if slot in self._layers:
             self.repeated_layers.add(layer_idx)
         if self.with_qk:
-            self._layers[slot] = (weights, query.detach(), key.detach(), scaling)
+            self._layers[slot] = (weights, query.detach(), key.detach(), scoring)
         else:
-            self._layers[slot] = (weights, None, None, scaling)
+            self._layers[slot] = (weights, None, None, scoring)
 
     def _column(self, i):
         return [self._layers[slot][i] for slot in sorted(self._layers)]
@@ -122,8 +140,9 @@ class Recorder:
         return self._column(2) if self.with_qk else None
 
     @property
-    def scalings(self):
-        return [float(s) for s in self._column(3)]
+    def scorings(self):
+        """Per layer, how q·k became the weights (`LayerScoring`)."""
+        return self._column(3)
 
 
 _active_recorders = contextvars.ContextVar("tb_attention_recorders", default=())
@@ -195,7 +214,14 @@ def recording_attention_forward(
 
     recorder = _recorder_for(module)
     if recorder is not None:
-        recorder._record(module, weights.detach(), query, key, scaling)
+        window = kwargs.get("sliding_window")
+        scoring = LayerScoring(
+            scaling=float(scaling),
+            softcap=None if softcap is None else float(softcap),
+            sliding_window=int(window) if window else None,  # 0/None: no window
+            sinks=None if s_aux is None else s_aux.detach(),
+        )
+        recorder._record(module, weights.detach(), query, key, scoring)
 
     used = torch.nn.functional.dropout(weights.to(query.dtype), p=dropout, training=module.training)
     output = torch.matmul(used, value_states).transpose(1, 2).contiguous()
@@ -373,7 +399,13 @@ def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=Fal
 
     n_max = max(lengths, default=0)
     attention = torch.stack([a[..., :n_max, :n_max] for a in recorder.attentions]).to("cpu", torch.float32)
-    scaling = recorder.scalings
+    scorings = recorder.scorings
+    rules = {
+        "softcap": [s.softcap for s in scorings],
+        "sliding_window": [s.sliding_window for s in scorings],
+        "sinks": [None if s.sinks is None else s.sinks.float().cpu().tolist() for s in scorings],
+    }
+    rules = {name: values for name, values in rules.items() if any(v is not None for v in values)}
     if with_qk:
         query = torch.stack([q[:, :, :n_max] for q in recorder.queries]).to("cpu", torch.float32)
         key = torch.stack([k[:, :, :n_max] for k in recorder.keys]).to("cpu", torch.float32)
@@ -384,7 +416,8 @@ def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=Fal
         Captured(
             attention=attention[:, b, :, :n, :n].clone(),
             positions=order[b, :n].clone(),
-            scaling=list(scaling),
+            scaling=[s.scaling for s in scorings],
+            **{name: list(values) for name, values in rules.items()},
             query=query[:, b, :, :n].clone() if with_qk else None,
             key=key[:, b, :, :n].clone() if with_qk else None,
             input_ids=ids[b, :n].clone() if ids is not None else None,

@@ -405,9 +405,50 @@ class QueryKey:
         """Per layer: the factor on q·k before the softmax."""
         return self.header["scaling"]
 
+    def rule(self, name):
+        """Per layer, one of SCORING_RULES (None where the layer does not use it)."""
+        return self.header.get(name) or [None] * self.header["num_layers"]
 
-def encode_qk(query, key, scaling, **fields):
-    """Encodes query [L, H, N, d] and key [L, H_kv, N, d] as float16, with each layer's scaling."""
+
+# How a layer turns scaled q·k into weights besides the causal mask; each is optional, per layer,
+# null where a layer does not use it. The weights of query i over keys j are
+#   x_j = scaling · q_i·k_j;  x_j = softcap · tanh(x_j / softcap);  x_j = -inf if j > i (causal) or
+#   |i - j| >= sliding_window (as transformers' window masks, causal and bidirectional);  softmax
+#   over the x_j and, when the head has one, its sink logit (which takes its share of the softmax and
+#   is then dropped, so the row sums to less than 1).
+SCORING_RULES = ("softcap", "sliding_window", "sinks")
+
+
+def _scoring_rule(name, values, num_layers, num_heads):
+    """One rule, checked: a list of one entry per layer, or None when no layer uses it."""
+    if values is None:
+        return None
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != num_layers:
+        raise ValueError(f"{name} must have one entry per layer ({num_layers}), got {values!r:.80}")
+    checked = []
+    for layer, value in enumerate(values):
+        if value is None:
+            checked.append(None)
+        elif name == "sinks":
+            sinks = np.asarray(value, dtype=np.float64).reshape(-1)
+            if sinks.shape != (num_heads,) or not np.isfinite(sinks).all():
+                raise ValueError(f"sinks of layer {layer} must be {num_heads} finite numbers, one per head")
+            checked.append([float(x) for x in sinks])
+        else:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = float("nan")
+            if not number > 0 or not np.isfinite(number) or (name == "sliding_window" and number != int(number)):
+                kind = "a positive integer" if name == "sliding_window" else "a positive number"
+                raise ValueError(f"{name} of layer {layer} must be {kind} or None, got {value!r}")
+            checked.append(int(number) if name == "sliding_window" else number)
+    return checked if any(v is not None for v in checked) else None
+
+
+def encode_qk(query, key, scaling, *, softcap=None, sliding_window=None, sinks=None, **fields):
+    """Encodes query [L, H, N, d] and key [L, H_kv, N, d] as float16, with each layer's scaling
+    and, where the model uses them, its other SCORING_RULES (one entry per layer, None for none)."""
     q = np.asarray(query, dtype=np.float32)
     k = np.asarray(key, dtype=np.float32)
     if q.ndim != 4 or k.ndim != 4 or q.shape[0] != k.shape[0] or q.shape[2:] != k.shape[2:]:
@@ -415,6 +456,8 @@ def encode_qk(query, key, scaling, **fields):
     if q.shape[1] % k.shape[1]:
         raise ValueError(f"{q.shape[1]} query heads are not a multiple of {k.shape[1]} key heads")
     scaling = [float(s) for s in np.broadcast_to(np.asarray(scaling, dtype=np.float64), (q.shape[0],))]
+    rules = {"softcap": softcap, "sliding_window": sliding_window, "sinks": sinks}
+    rules = {name: _scoring_rule(name, values, q.shape[0], q.shape[1]) for name, values in rules.items()}
     fp16_max = float(np.finfo(np.float16).max)
     header = {
         **fields,
@@ -425,6 +468,7 @@ def encode_qk(query, key, scaling, **fields):
         "head_dim": q.shape[3],
         "dtype": "float16",
         "scaling": scaling,
+        **{name: values for name, values in rules.items() if values is not None},
     }
     payloads = [np.clip(x, -fp16_max, fp16_max).astype("<f2").tobytes() for x in (q, k)]
     return compress(_pack(_QK_MAGIC, header, payloads))

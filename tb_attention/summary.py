@@ -294,7 +294,8 @@ def encode_examples(
     """Validated, encoded examples -> (manifest blob, attention blobs, q/k blobs).
 
     Each example is a dict with `attention` [L, H, N, N], `tokens`, and optionally `query`
-    [L, H, N, d], `key` [L, H_kv, N, d], `scaling` (per layer), `text`, `segments`, `pos`, `causal`.
+    [L, H, N, d], `key` [L, H_kv, N, d], `scaling` (per layer) and the `metadata.SCORING_RULES`
+    (`softcap`, `sliding_window`, `sinks`: per layer) the model used, `text`, `segments`, `pos`, `causal`.
     """
     if not examples:
         raise ValueError("no examples to write")
@@ -332,8 +333,9 @@ def encode_examples(
         )
         qk = None
         if example.get("query") is not None:
+            rules = {name: example.get(name) for name in metadata.SCORING_RULES}
             qk = metadata.encode_qk(
-                to_numpy(example["query"], "query"), to_numpy(example["key"], "key"), example["scaling"]
+                to_numpy(example["query"], "query"), to_numpy(example["key"], "key"), example["scaling"], **rules
             )
         return blob, header, qk
 
@@ -371,6 +373,9 @@ def attention(
     query=None,
     key=None,
     scaling=None,
+    softcap=None,
+    sliding_window=None,
+    sinks=None,
     attention_mask=None,
     text=None,
     segments=None,
@@ -390,6 +395,8 @@ def attention(
     attention_mask: [B, N] (1 = token, 0 = padding) to drop the padding of a batch.
     query/key/scaling: optional [L, H, N, d] / [L, H_kv, N, d] vectors (with a batch axis for a
         batch) and the per-layer factor on q·k, for the neuron view.
+    softcap/sliding_window/sinks: with query/key, per layer (None where unused), the rest of how the
+        model turned q·k into weights (`metadata.SCORING_RULES`), so the neuron view recomputes them.
     Returns the number of examples written (0 on a rank that does not write).
     """
     if not is_writing_rank(all_ranks):
@@ -409,6 +416,8 @@ def attention(
         segments = segments if segments is not None else [None] * array.shape[0]
     if (query is None) != (key is None) or (query is not None and scaling is None):
         raise ValueError("query, key and scaling go together: pass all three or none")
+    if query is None and (softcap, sliding_window, sinks) != (None, None, None):
+        raise ValueError("softcap, sliding_window and sinks describe query/key: pass them with query, key and scaling")
     mask = None if attention_mask is None else to_numpy(attention_mask, "attention_mask").reshape(array.shape[0], -1) > 0
     examples = []
     for b in range(array.shape[0]):
@@ -416,7 +425,8 @@ def attention(
         a = array[b][:, :, keep][:, :, :, keep]
         example = {"attention": a, "tokens": tokens[b], "text": text[b], "segments": segments[b], "causal": causal}
         if query is not None:
-            example.update(query=query[b][:, :, keep], key=key[b][:, :, keep], scaling=scaling)
+            example.update(query=query[b][:, :, keep], key=key[b][:, :, keep], scaling=scaling,
+                           softcap=softcap, sliding_window=sliding_window, sinks=sinks)
         examples.append(example)
     write_examples(
         writer, tag, examples, step,

@@ -98,6 +98,57 @@ def test_query_and_key_reproduce_the_attention(eager_model):
             torch.testing.assert_close(weights, c.attention[layer], atol=TOLERANCE, rtol=0)
 
 
+def _recompute(c, layer, causal=True):
+    """Weights from q, k and the recorded scoring rules, as metadata.SCORING_RULES defines them."""
+    heads, kv_heads, n = c.query.shape[1], c.key.shape[1], c.query.shape[2]
+    key = c.key[layer].repeat_interleave(heads // kv_heads, dim=0)
+    logits = c.scaling[layer] * c.query[layer].double() @ key.double().transpose(-1, -2)
+    if c.softcap and c.softcap[layer]:
+        logits = c.softcap[layer] * torch.tanh(logits / c.softcap[layer])
+    i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    hidden = (j > i) if causal else torch.zeros(n, n, dtype=torch.bool)
+    if c.sliding_window and c.sliding_window[layer]:
+        hidden = hidden | ((i - j).abs() >= c.sliding_window[layer])
+    logits = logits.masked_fill(hidden, float("-inf"))
+    if c.sinks and c.sinks[layer] is not None:
+        sink = torch.tensor(c.sinks[layer], dtype=torch.float64).reshape(heads, 1, 1).expand(heads, n, 1)
+        return torch.cat([logits, sink], -1).softmax(-1)[..., :-1].float()
+    return logits.softmax(-1).float()
+
+
+@pytest.mark.parametrize("name", ["gemma2", "gpt_oss"])
+def test_query_key_and_scoring_rules_reproduce_softcapped_windowed_and_sink_attention(name):
+    model = _tiny(name, "eager")
+    if name == "gpt_oss":  # sinks start at zero; make them matter
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.self_attn.sinks.copy_(torch.linspace(-2.0, 6.0, 4))
+    lengths = [9, 6]
+    mask = torch.zeros(2, 9, dtype=torch.long)
+    for b, n in enumerate(lengths):
+        mask[b, 9 - n:] = 1  # left padding: the window counts the input's own tokens
+    captured = capture.capture_attention(model, _ids(2, 9, seed=3), attention_mask=mask, with_qk=True)
+    config = model.config
+    for c in captured:
+        assert c.sliding_window == [4 if t == "sliding_attention" else None for t in config.layer_types]
+        if name == "gemma2":
+            assert c.softcap == [5.0, 5.0] and c.sinks is None
+            assert c.scaling == pytest.approx([config.query_pre_attn_scalar**-0.5] * 2)
+        else:
+            assert c.softcap is None and len(c.sinks) == 2 and all(len(s) == 4 for s in c.sinks)
+            assert c.attention.sum(-1).mean() < 0.95  # the sinks took their share
+        for layer in range(2):
+            torch.testing.assert_close(_recompute(c, layer), c.attention[layer], atol=TOLERANCE, rtol=0)
+        plain = c.query[0] @ c.key[0].repeat_interleave(2, 0).transpose(-1, -2) * c.scaling[0]
+        assert (plain.masked_fill(torch.ones(plain.shape[-1], plain.shape[-1]).triu(1).bool(), float("-inf"))
+                .softmax(-1) - c.attention[0]).abs().max() > 1e-2  # the rules matter for this model
+
+
+def test_models_without_extra_scoring_rules_record_none():
+    (c,) = capture.capture_attention(_tiny("llama", "eager"), _ids(1, 5), with_qk=True)
+    assert (c.softcap, c.sliding_window, c.sinks) == (None, None, None)
+
+
 def test_query_is_taken_after_rotary_embeddings():
     model = _tiny("llama", "eager")
     ids = _ids(1, 6)

@@ -162,6 +162,7 @@ def test_neuron_view_shows_query_key_and_softmax_and_explains_missing_vectors(da
     box = dashboard.canvas("neuron").bounding_box()
     dashboard.page.mouse.move(box["x"] + sum(layout["query"]) / 2, box["y"] + layout["top"] + 12 * layout["row"])
     assert dashboard.data("query", "neuron") == "12"  # hovering a query token shows its computation
+    assert float(dashboard.data("difference", "neuron")) <= 0.02  # recomputed softmax = stored weights
     dashboard.frame.click("[data-example='1']")  # the sentence pair was logged without q/k
     # The message says "Loading…" until the example's attention has arrived.
     dashboard.frame.wait_for_function("document.querySelector('[data-message=neuron]:not([hidden])')?.textContent.includes('No query/key vectors were logged')")
@@ -315,3 +316,31 @@ def test_a_step_logged_while_the_page_is_open_shows_after_tensorboard_reloads(da
     dashboard.frame.wait_for_function("document.querySelector('[data-control=step-value]').textContent === '10'")
     dashboard.frame.wait_for_selector("canvas[data-figure=head][data-tokens='7']")
     assert "step" not in dashboard.url_state()  # still following the newest step
+
+
+def test_neuron_view_recomputes_a_softcapped_sliding_window_model_as_stored(dashboard, server, gpt2_tokenizer):
+    import torch
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from tb_attention import Probe, Writer
+
+    torch.manual_seed(0)
+    config = Gemma2Config(
+        vocab_size=len(gpt2_tokenizer), hidden_size=64, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=4, attn_logit_softcapping=3.0,
+        initializer_range=0.3,  # peaked rows, so that the cap and the window change the softmax
+    )
+    with Writer(server.logdir / "gemma2") as writer:
+        Probe(gpt2_tokenizer, ["The old man, who lived alone by the river, wrote letters every day."], with_qk=True, metrics=False).log(writer, Gemma2ForCausalLM(config).eval(), 0)
+    server.wait_for(lambda tags: "gemma2" in tags)
+    dashboard.open("neuron", run="gemma2", tag="probe", view="neuron", layer=0, heads=1, tokens=7)
+    frame = dashboard.frame
+    assert float(dashboard.data("difference", "neuron")) <= 0.02
+    hint = frame.text_content(".view-neuron .inspector")
+    assert "logits soft-capped at ±3" in hint and "sliding window of 4 tokens" in hint
+    assert "softmax = stored" in hint
+    dashboard.screenshot("neuron_view_softcap_window")
+    frame.select_option("[data-control=layer]", "1")  # the full-attention layer: no window
+    dashboard.wait_url("layer", "1")
+    frame.wait_for_function("!document.querySelector('.view-neuron .inspector').textContent.includes('sliding window')")
+    assert float(dashboard.data("difference", "neuron")) <= 0.02

@@ -84,6 +84,35 @@ def test_query_and_key_round_trip_as_float16(rng):
     assert qk.header["num_kv_heads"] == 2
 
 
+def test_scoring_rules_are_stored_per_layer_and_only_where_used(rng):
+    query, key = rng.normal(size=(2, 4, 5, 8)), rng.normal(size=(2, 2, 5, 8))
+    sinks = [None, np.array([0.5, 1.0, -1.0, 2.0], dtype=np.float32)]
+    qk = metadata.decode_qk(metadata.encode_qk(query, key, 0.3, softcap=[50.0, 50.0], sliding_window=[4, None], sinks=sinks))
+    assert qk.rule("softcap") == [50.0, 50.0]
+    assert qk.rule("sliding_window") == [4, None]
+    assert qk.rule("sinks") == [None, [0.5, 1.0, -1.0, 2.0]]
+    plain = metadata.decode_qk(metadata.encode_qk(query, key, 0.3, softcap=[None, None]))
+    assert not set(metadata.SCORING_RULES) & set(plain.header)  # nothing stored for a plain model
+    assert plain.rule("softcap") == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        ({"softcap": [30.0]}, r"softcap must have one entry per layer \(2\)"),
+        ({"softcap": [30.0, -1.0]}, "softcap of layer 1 must be a positive number or None, got -1.0"),
+        ({"softcap": [float("nan"), None]}, "softcap of layer 0 must be a positive number"),
+        ({"sliding_window": [4.5, None]}, "sliding_window of layer 0 must be a positive integer or None"),
+        ({"sliding_window": ["wide", None]}, "sliding_window of layer 0 must be a positive integer"),
+        ({"sinks": [[1.0, 2.0], None]}, "sinks of layer 0 must be 4 finite numbers, one per head"),
+        ({"sinks": [None, [1.0, 2.0, np.inf, 0.0]]}, "sinks of layer 1 must be 4 finite numbers"),
+    ],
+)
+def test_bad_scoring_rules_are_named(rng, rules, message):
+    with pytest.raises(ValueError, match=message):
+        metadata.encode_qk(rng.normal(size=(2, 4, 5, 8)), rng.normal(size=(2, 2, 5, 8)), 0.3, **rules)
+
+
 def test_query_heads_must_be_a_multiple_of_key_heads(rng):
     with pytest.raises(ValueError, match="multiple of 4 key heads"):
         metadata.encode_qk(np.zeros((1, 6, 2, 4)), np.zeros((1, 4, 2, 4)), 1.0)

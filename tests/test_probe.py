@@ -42,6 +42,24 @@ def test_logged_weights_are_the_models_attention(tmp_path, gpt2_tokenizer, model
         assert qk.query.shape == (2, 4, len(ids), 8)
 
 
+def test_a_softcapped_sliding_window_model_logs_its_scoring_rules(tmp_path, gpt2_tokenizer):
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Gemma2Config(
+        vocab_size=len(gpt2_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=3, attn_logit_softcapping=5.0,
+    )
+    probe = Probe(gpt2_tokenizer, TEXTS, with_qk=True, metrics=False)
+    with Writer(tmp_path / "run") as writer:
+        probe.log(writer, Gemma2ForCausalLM(config).eval(), 0)
+    for _, example, qk in read_examples(python_provider(tmp_path), "run", "probe", 0):
+        assert qk.rule("softcap") == [5.0, 5.0]
+        assert qk.rule("sliding_window") == [3, None]  # layer types alternate: sliding, then full
+        n = example.attention.shape[-1]
+        assert np.all(example.attention[0][:, np.arange(3, n), np.arange(0, n - 3)] == 0)  # outside the window
+
+
 def test_log_restores_training_mode_and_leaves_no_gradients(tmp_path, gpt2_tokenizer):
     model = tiny_gpt2(layers=1, heads=2, embed=16).train()
     probe = Probe(gpt2_tokenizer, TEXTS[:1], metrics=False)

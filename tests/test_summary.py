@@ -66,6 +66,18 @@ def test_query_and_key_are_stored_when_given(tmp_path, rng):
     assert qk.scaling == [0.5, 0.5]
 
 
+def test_scoring_rules_are_stored_with_query_and_key_and_refused_without(tmp_path, rng):
+    attention = random_attention(rng, 2, 4, 5)
+    query, key = rng.normal(size=(2, 4, 5, 8)), rng.normal(size=(2, 2, 5, 8))
+    with Writer(tmp_path / "run") as writer:
+        summary.attention(writer, "probe", attention, list("abcde"), 0, query=query, key=key, scaling=[0.5, 0.5],
+                          softcap=[20.0, 20.0], sliding_window=[None, 3])
+        with pytest.raises(ValueError, match="softcap, sliding_window and sinks describe query/key"):
+            summary.attention(writer, "probe", attention, list("abcde"), 1, softcap=[20.0, 20.0])
+    (_, _, qk), = read_examples(python_provider(tmp_path), "run", "probe", 0)
+    assert qk.rule("softcap") == [20.0, 20.0] and qk.rule("sliding_window") == [None, 3] and qk.rule("sinks") == [None, None]
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_tensors_are_accepted(tmp_path, rng, dtype):
     attention = torch.from_numpy(random_attention(rng, 2, 2, 6)).to(dtype)

@@ -61,6 +61,12 @@ export interface QueryKey {
   headDim: number;
   /** per layer, the factor on q·k before the softmax */
   scaling: number[];
+  /** per layer, the soft cap c of the logits (c · tanh(x / c)), or null */
+  softcap: (number | null)[];
+  /** per layer, the window: keys |i − j| ≥ window away are masked; or null */
+  slidingWindow: (number | null)[];
+  /** per layer, one sink logit per head that takes part in the softmax; or null */
+  sinks: (number[] | null)[];
   /** float16 bits: [L, H, N, d] */
   query: Uint16Array;
   /** float16 bits: [L, K, N, d] */
@@ -251,6 +257,16 @@ function halvesToFloats(bits: Uint16Array, out = new Float32Array(bits.length)):
   return out;
 }
 
+/** One of the optional per-layer scoring rules of a q/k header (see http_api.md): all null when absent. */
+function scoringRule(header: Record<string, unknown>, field: string, numLayers: number, valid: (v: unknown) => boolean): unknown[] {
+  const values = header[field];
+  if (values === undefined || values === null) return new Array<null>(numLayers).fill(null);
+  if (!Array.isArray(values) || values.length !== numLayers || !values.every((v) => v === null || valid(v))) {
+    throw new FormatError(`header ${field} is not one valid entry (or null) per layer`);
+  }
+  return values;
+}
+
 /** Decodes the body of `GET /qk`. */
 export function decodeQueryKey(buffer: ArrayBuffer): QueryKey {
   const {header, payload} = unpack(buffer, 'TBQK');
@@ -265,6 +281,10 @@ export function decodeQueryKey(buffer: ArrayBuffer): QueryKey {
   }
   const scaling = header.scaling;
   if (!Array.isArray(scaling) || scaling.length !== numLayers) throw new FormatError('header scaling is not one number per layer');
+  const positive = (v: unknown) => typeof v === 'number' && v > 0 && Number.isFinite(v);
+  const softcap = scoringRule(header, 'softcap', numLayers, positive) as (number | null)[];
+  const slidingWindow = scoringRule(header, 'sliding_window', numLayers, (v) => positive(v) && Number.isInteger(v)) as (number | null)[];
+  const sinks = scoringRule(header, 'sinks', numLayers, (v) => Array.isArray(v) && v.length === numHeads && v.every(Number.isFinite)) as (number[] | null)[];
   const queryCount = numLayers * numHeads * numTokens * headDim;
   const keyCount = numLayers * numKvHeads * numTokens * headDim;
   checkPayload(buffer, payload, 2 * (queryCount + keyCount));
@@ -276,6 +296,9 @@ export function decodeQueryKey(buffer: ArrayBuffer): QueryKey {
     numTokens,
     headDim,
     scaling: scaling.map(Number),
+    softcap,
+    slidingWindow,
+    sinks,
     query: new Uint16Array(buffer, payload, queryCount),
     key: new Uint16Array(buffer, payload + 2 * queryCount, keyCount),
   };

@@ -108,6 +108,32 @@ export function topEntries(row: ArrayLike<number>, k: number): {index: number; w
   return entries.slice(0, k);
 }
 
+/** Why a key is hidden from a query: not at all, by the causal mask, or by the sliding window. */
+export type Mask = 'causal' | 'window' | null;
+
+/** How one head turns q·k into weights (http_api.md, `/qk`): scaling, then the optional rules. */
+export interface Scoring {
+  scaling: number;
+  causal: boolean;
+  /** logits become softcap · tanh(x / softcap) */
+  softcap: number | null;
+  /** keys |i − j| ≥ window away are masked */
+  window: number | null;
+  /** a logit that takes part in the softmax and is then dropped */
+  sink: number | null;
+}
+
+/** The scoring of head `head` of `layer`, from a /qk header's per-layer rules. */
+export function scoringOf(
+  qk: {scaling: number[]; softcap: (number | null)[]; slidingWindow: (number | null)[]; sinks: (number[] | null)[]},
+  layer: number,
+  head: number,
+  causal: boolean,
+): Scoring {
+  const sinks = qk.sinks[layer];
+  return {scaling: qk.scaling[layer], causal, softcap: qk.softcap[layer], window: qk.slidingWindow[layer], sink: sinks ? sinks[head] : null};
+}
+
 /** What bertviz's neuron view shows for query i of one head. */
 export interface NeuronRows {
   /** q_i, [d] */
@@ -116,28 +142,28 @@ export interface NeuronRows {
   keys: Float32Array;
   /** q_i ∘ k_j, [N, d] */
   products: Float32Array;
-  /** scaling · q_i · k_j, [N]; -Infinity where the causal mask hides key j */
+  /** scaling · q_i · k_j, soft-capped where the model caps; -Infinity where a mask hides key j */
   scores: Float32Array;
-  /** softmax of scores, [N] */
+  /** why key j is hidden (null: it is not) */
+  masks: Mask[];
+  /** softmax of scores (with the sink, when the head has one), [N] */
   softmax: Float32Array;
+  /** the share of the softmax the sink took (0 without one) */
+  sinkShare: number;
 }
 
 /** queries and keys: [N, d] of one head (the key head the query head uses). */
-export function neuronRows(
-  queries: Float32Array,
-  keys: Float32Array,
-  headDim: number,
-  i: number,
-  scaling: number,
-  causal: boolean,
-): NeuronRows {
+export function neuronRows(queries: Float32Array, keys: Float32Array, headDim: number, i: number, scoring: Scoring): NeuronRows {
+  const {scaling, causal, softcap, window, sink} = scoring;
   const n = keys.length / headDim;
   const query = queries.slice(i * headDim, (i + 1) * headDim);
   const products = new Float32Array(n * headDim);
   const scores = new Float32Array(n);
-  let max = -Infinity;
+  const masks: Mask[] = new Array<Mask>(n).fill(null);
+  let max = sink ?? -Infinity;
   for (let j = 0; j < n; j++) {
-    if (causal && j > i) {
+    masks[j] = causal && j > i ? 'causal' : window !== null && Math.abs(i - j) >= window ? 'window' : null;
+    if (masks[j]) {
       scores[j] = -Infinity;
       continue;
     }
@@ -147,17 +173,19 @@ export function neuronRows(
       products[j * headDim + t] = p;
       dot += p;
     }
-    scores[j] = dot * scaling;
+    const scaled = dot * scaling;
+    scores[j] = softcap ? softcap * Math.tanh(scaled / softcap) : scaled;
     if (scores[j] > max) max = scores[j];
   }
   const softmax = new Float32Array(n);
-  let sum = 0;
+  const sinkWeight = sink === null ? 0 : Math.exp(sink - max);
+  let sum = sinkWeight;
   for (let j = 0; j < n; j++) {
     softmax[j] = scores[j] === -Infinity ? 0 : Math.exp(scores[j] - max);
     sum += softmax[j];
   }
   if (sum > 0) for (let j = 0; j < n; j++) softmax[j] /= sum;
-  return {query, keys, products, scores, softmax};
+  return {query, keys, products, scores, masks, softmax, sinkShare: sum > 0 ? sinkWeight / sum : 0};
 }
 
 /** One head's weights as a dense N x N matrix, queries by rows. */

@@ -85,3 +85,36 @@ test('rejects a blob of another kind, a newer format and a short payload with a 
   assert.throws(() => decodeAttention(newer), /upgrade tb-attention/);
   assert.throws(() => decodeAttention(buffer.slice(0, buffer.byteLength - 1)), FormatError);
 });
+
+/** The blob with its JSON header changed by `edit` (the payload kept). */
+function withHeader(buffer: ArrayBuffer, edit: (header: Record<string, unknown>) => void): ArrayBuffer {
+  const view = new DataView(buffer);
+  const length = view.getUint32(8, true);
+  const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 12, length))) as Record<string, unknown>;
+  edit(header);
+  const text = JSON.stringify(header);
+  const json = new TextEncoder().encode(text.padEnd(text.length + ((8 - (text.length % 8)) % 8))); // the payload stays aligned
+  const out = new Uint8Array(12 + json.length + buffer.byteLength - 12 - length);
+  out.set(new Uint8Array(buffer, 0, 12));
+  new DataView(out.buffer).setUint32(8, json.length, true);
+  out.set(json, 12);
+  out.set(new Uint8Array(buffer, 12 + length), 12 + json.length);
+  return out.buffer;
+}
+
+test('reads the optional scoring rules of /qk (all null when absent) and rejects malformed ones by name', () => {
+  const plain = decodeQueryKey(fixture('qk').buffer);
+  assert.deepEqual([plain.softcap, plain.slidingWindow, plain.sinks], [[null, null], [null, null], [null, null]]);
+  const {buffer} = fixture('qk_rules');
+  assert.deepEqual(decodeQueryKey(withHeader(buffer, () => {})).slidingWindow, [null, 2, null]); // the helper keeps the blob intact
+  const bad: [string, unknown][] = [
+    ['softcap', [2]],
+    ['softcap', [-1, null, null]],
+    ['sliding_window', [null, 2.5, null]],
+    ['sinks', [null, null, [1, 2]]],
+    ['sinks', 'all'],
+  ];
+  for (const [field, value] of bad) {
+    assert.throws(() => decodeQueryKey(withHeader(buffer, (h) => (h[field] = value))), new RegExp(`header ${field} is not one valid entry`));
+  }
+});

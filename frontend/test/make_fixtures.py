@@ -64,6 +64,32 @@ def main():
         "causal_softmax": (e / e.sum(-1, keepdims=True)).tolist(),
     })
 
+    # The scoring rules (Gemma 2's soft cap, sliding windows, gpt-oss sinks), each on one layer of
+    # three; large vectors so that the cap bites. tests/test_capture.py checks that these rules, as
+    # metadata.SCORING_RULES defines them, reproduce real models' weights.
+    layers, n = 3, 6
+    query = 3 * rng.normal(size=(layers, heads, n, d)).astype(np.float32)
+    key = 3 * rng.normal(size=(layers, kv_heads, n, d)).astype(np.float32)
+    rules = {"softcap": [2.0, None, None], "sliding_window": [None, 2, None], "sinks": [None, None, [0.5, -1.0, 2.0, 0.0]]}
+    blob = metadata.encode_qk(query, key, [0.5] * layers, **rules)
+    qk = metadata.decode_qk(blob)
+    expected = {"causal": [], "bidirectional": []}
+    for name, causal in (("causal", True), ("bidirectional", False)):
+        for layer in range(layers):
+            scores = np.einsum("hnd,hmd->hnm", qk.query[layer], np.repeat(qk.key[layer], group, axis=0)).astype(np.float64) * 0.5
+            if rules["softcap"][layer]:
+                scores = rules["softcap"][layer] * np.tanh(scores / rules["softcap"][layer])
+            i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+            hidden = (j > i) if causal else np.zeros((n, n), dtype=bool)
+            if rules["sliding_window"][layer]:
+                hidden = hidden | (np.abs(i - j) >= rules["sliding_window"][layer])
+            scores = np.where(hidden, -np.inf, scores)
+            sink = np.asarray(rules["sinks"][layer] if rules["sinks"][layer] else [-np.inf] * heads)[:, None, None]
+            top = np.maximum(scores.max(-1, keepdims=True), sink)
+            e = np.exp(scores - top)
+            expected[name].append((e / (e.sum(-1, keepdims=True) + np.exp(sink - top))).tolist())
+    write("qk_rules", blob, {"header": qk.header, "softmax": expected})
+
 
 if __name__ == "__main__":
     main()

@@ -11,6 +11,7 @@ import {
   noFilter,
   pairRanges,
   pruneRow,
+  scoringOf,
   selectionRow,
   specialTokenMask,
   tokenDifferences,
@@ -79,9 +80,42 @@ test('the neuron view softmax of scaled q·k (causal, grouped heads) matches the
   for (let l = 0; l < qk.numLayers; l++) {
     for (let h = 0; h < qk.numHeads; h++) {
       for (let i = 0; i < qk.numTokens; i++) {
-        const rows = neuronRows(queryVectors(qk, l, h), keyVectors(qk, l, h), qk.headDim, i, qk.scaling[l], true);
+        const rows = neuronRows(queryVectors(qk, l, h), keyVectors(qk, l, h), qk.headDim, i, scoringOf(qk, l, h, true));
         for (let j = 0; j < qk.numTokens; j++) assert.ok(close(rows.softmax[j], expected.causal_softmax[l][h][i][j], 1e-5));
         assert.equal(rows.scores[qk.numTokens - 1] === -Infinity, i < qk.numTokens - 1);
+        assert.equal(rows.sinkShare, 0);
+      }
+    }
+  }
+});
+
+test('the neuron view applies the soft cap, the sliding window and the sinks as the writer defines them', async () => {
+  const {decodeQueryKey, queryVectors, keyVectors} = await import('../src/decode');
+  type Expected = {softmax: {causal: number[][][][]; bidirectional: number[][][][]}};
+  const {buffer, expected} = fixture<Expected>('qk_rules');
+  const qk = decodeQueryKey(buffer);
+  assert.deepEqual(qk.softcap, [2, null, null]);
+  assert.deepEqual(qk.slidingWindow, [null, 2, null]);
+  assert.deepEqual(qk.sinks, [null, null, [0.5, -1, 2, 0]]);
+  for (const causal of [true, false]) {
+    const want = causal ? expected.softmax.causal : expected.softmax.bidirectional;
+    for (let l = 0; l < qk.numLayers; l++) {
+      for (let h = 0; h < qk.numHeads; h++) {
+        for (let i = 0; i < qk.numTokens; i++) {
+          const rows = neuronRows(queryVectors(qk, l, h), keyVectors(qk, l, h), qk.headDim, i, scoringOf(qk, l, h, causal));
+          let sum = 0;
+          for (let j = 0; j < qk.numTokens; j++) {
+            assert.ok(close(rows.softmax[j], want[l][h][i][j], 1e-5), `${causal ? 'causal' : 'bidirectional'} [${l},${h},${i},${j}]`);
+            sum += rows.softmax[j];
+          }
+          assert.ok(close(sum + rows.sinkShare, 1, 1e-5));
+          if (l === 0) assert.ok(rows.scores.every((x) => x === -Infinity || Math.abs(x) <= 2)); // capped at ±2
+          if (l === 1) {
+            assert.deepEqual(rows.masks.map((m, j) => (m === 'window' ? j : -1)).filter((j) => j >= 0),
+              [...Array(qk.numTokens).keys()].filter((j) => Math.abs(i - j) >= 2 && !(causal && j > i)));
+          }
+          if (l === 2) assert.ok(rows.sinkShare > 0);
+        }
       }
     }
   }

@@ -7,7 +7,7 @@ import {keyHeadOf, keyVectors, queryVectors, readRow, type QueryKey} from '../de
 import {el} from '../dom';
 import {textWidth, type Painter} from '../painter';
 import {displayToken, exactToken, isByteLevel, truncate} from '../tokens';
-import {neuronRows, type NeuronRows} from '../transforms';
+import {neuronRows, scoringOf, type NeuronRows, type Scoring} from '../transforms';
 import {HeadPicker, LayerPicker, shownHeads} from './controls';
 import {FONT_FAMILY} from './head_view';
 import {ScrollingCanvas} from './scrolling_canvas';
@@ -27,6 +27,9 @@ const BAR = 84; // px: width of the score, softmax and stored-attention columns
 const MAX_CELL = 10; // px per vector component
 const MAX_LABEL_CHARS = 20;
 const QK_CACHE_SIZE = 4; // examples whose q/k stay in memory
+// Recomputed and stored weights agree within this: float16 q/k and the stored weights' 8-bit
+// quantisation (at most 0.0039) leave about a point of difference on peaked rows.
+const AGREEMENT = 0.02;
 
 interface Columns {
   query: number; // left edge of the query-token column
@@ -46,8 +49,11 @@ interface Computed {
   layer: number;
   head: number;
   query: number;
+  scoring: Scoring;
   rows: NeuronRows;
   stored: Float32Array;
+  /** the largest |recomputed − stored| weight of the row (stored entries only, for top-k examples) */
+  difference: number;
   maxKey: number;
   maxQuery: number;
   maxProduct: number;
@@ -171,10 +177,11 @@ export class NeuronView implements ExampleView {
         if (isQuery) painter.rect(col.query, y(j) - ROW_HEIGHT / 2 + 1, col.label, ROW_HEIGHT - 2, '#e8eaed');
         else if (this.hover === j) painter.strokeRect(col.query + 0.5, y(j) - ROW_HEIGHT / 2 + 1.5, col.label - 1, ROW_HEIGHT - 3, '#bdbdbd');
         painter.text(this.labels[j], col.query + col.label - LABEL_PAD, y(j), {font: isQuery ? FONT_FOCUS : FONT, color: INK, align: 'right'});
-        const masked = rows.scores[j] === -Infinity;
-        painter.text(this.labels[j], col.key + col.label - LABEL_PAD, y(j), {font: FONT, color: masked ? '#bdbdbd' : INK, align: 'right'});
-        if (masked) {
-          painter.text('masked (causal)', col.vector, y(j), {font: FONT_NUMBER, color: '#bdbdbd'});
+        const mask = rows.masks[j];
+        painter.text(this.labels[j], col.key + col.label - LABEL_PAD, y(j), {font: FONT, color: mask ? '#bdbdbd' : INK, align: 'right'});
+        if (mask) {
+          const why = mask === 'window' ? `outside the sliding window of ${c.scoring.window}` : 'causal';
+          painter.text(`masked (${why})`, col.vector, y(j), {font: FONT_NUMBER, color: '#bdbdbd'});
           continue;
         }
         for (let t = 0; t < d; t++) {
@@ -201,15 +208,20 @@ export class NeuronView implements ExampleView {
     painter.text('KEY', col.key + col.label - LABEL_PAD, titleY, {...title, align: 'right'});
     painter.text('KEY VECTOR k', col.vector, titleY, title);
     painter.text('q ∘ k', col.product, titleY, title);
-    painter.text('q · k × scale', col.score, titleY, title);
+    painter.text(c.scoring.softcap ? 'cap(q · k × scale)' : 'q · k × scale', col.score, titleY, title);
     painter.text('SOFTMAX', col.softmax, titleY, title);
     painter.text('STORED', col.stored, titleY, title);
     const qY = 38;
     painter.text(`q of ${this.labels[c.query]}`, col.key + col.label - LABEL_PAD, qY, {font: FONT_FOCUS, color: INK, align: 'right'});
     for (let t = 0; t < d; t++) painter.rect(col.vector + t * col.cell, qY - cellHeight / 2, col.cell, cellHeight, queryColor(rows.query[t]));
-    painter.text(`× scale ${qk.scaling[c.layer].toPrecision(3)}`, col.score, qY, {font: FONT_NUMBER, color: MUTED_INK});
+    const cap = c.scoring.softcap ? ` · cap ±${c.scoring.softcap}` : '';
+    painter.text(`× scale ${c.scoring.scaling.toPrecision(3)}${cap}`, col.score, qY, {font: FONT_NUMBER, color: MUTED_INK});
+    if (c.scoring.sink !== null) {
+      painter.text(`sink ${(rows.sinkShare * 100).toFixed(1)}%`, col.softmax, qY, {font: FONT_NUMBER, color: MUTED_INK});
+    }
     this.area.canvas.dataset.rows = `${first}-${last}`;
     this.area.canvas.dataset.query = String(c.query);
+    this.area.canvas.dataset.difference = c.difference.toFixed(4);
     this.area.canvas.dataset.layout = JSON.stringify({query: [col.query, col.query + col.label], top: y(0), row: ROW_HEIGHT});
   }
 
@@ -237,15 +249,23 @@ export class NeuronView implements ExampleView {
     if (prior && prior.qk === qk && prior.layer === layer && prior.head === head && prior.query === query) return;
     const queries = queryVectors(qk, layer, head);
     const keys = keyVectors(qk, layer, head);
-    const rows = neuronRows(queries, keys, qk.headDim, query, qk.scaling[layer], a.header.causal);
+    const scoring = scoringOf(qk, layer, head, a.header.causal);
+    const rows = neuronRows(queries, keys, qk.headDim, query, scoring);
     const maxAbs = (values: Float32Array) => values.reduce((m, v) => (Number.isFinite(v) ? Math.max(m, Math.abs(v)) : m), 0);
+    const stored = readRow(a, layer, head, query);
+    let difference = 0;
+    for (let j = 0; j < n; j++) {
+      if (a.encoding !== 'topk' || stored[j] > 0) difference = Math.max(difference, Math.abs(rows.softmax[j] - stored[j]));
+    }
     this.computed = {
       qk,
       layer,
       head,
       query,
+      scoring,
       rows,
-      stored: readRow(a, layer, head, query),
+      stored,
+      difference,
       maxKey: maxAbs(keys),
       maxQuery: maxAbs(rows.query),
       maxProduct: maxAbs(rows.products),
@@ -274,11 +294,22 @@ export class NeuronView implements ExampleView {
     const a = this.model!.attention;
     const kvHead = keyHeadOf(c.qk, c.head);
     const grouped = c.qk.numKvHeads < c.qk.numHeads ? ` (key head ${kvHead} of ${c.qk.numKvHeads}, grouped-query attention)` : '';
+    const {softcap, window, sink} = c.scoring;
+    const rules = [
+      softcap ? `logits soft-capped at ±${softcap}` : '',
+      window ? `sliding window of ${window} tokens` : '',
+      sink !== null ? `a sink logit of ${sink.toPrecision(3)} takes ${(c.rows.sinkShare * 100).toFixed(1)}% of the softmax` : '',
+    ].filter((rule) => rule).map((rule) => ` · ${rule}`).join('');
+    const points = (c.difference * 100).toFixed(1);
+    const agreement =
+      c.difference <= AGREEMENT
+        ? ` · softmax = stored (±${points} pt)`
+        : ` · softmax differs from stored by up to ${points} pt: the model scores in a way this view does not recompute (e.g. a position bias); stored is what it used`;
     this.inspector.replaceChildren(
       el('span', {class: 'inspector-token', text: `#${c.query} ${exactToken(a.tokens[c.query])}`}),
       el('span', {
         class: 'hint',
-        text: ` · layer ${c.layer}, head ${c.head}${grouped} · d = ${c.qk.headDim} · hover or click a query token on the left`,
+        text: ` · layer ${c.layer}, head ${c.head}${grouped} · d = ${c.qk.headDim}${rules}${agreement} · hover or click a query token on the left`,
       }),
     );
   }
