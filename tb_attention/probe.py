@@ -163,8 +163,8 @@ class Probe:
                 "pos": None if parse is None else list(parse.pos),
             }
             if self.with_qk:
-                example.update(query=result.query, key=result.key, scaling=result.scaling,
-                               softcap=result.softcap, sliding_window=result.sliding_window, sinks=result.sinks)
+                example.update(query=result.query, key=result.key, scaling=result.scaling)
+                example.update({name: getattr(result, name) for name in metadata.SCORING_RULES})
             examples.append(example)
         summary.write_examples(
             writer, self.name, examples, step, walltime=walltime, max_dense_tokens=self.max_dense_tokens

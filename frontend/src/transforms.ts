@@ -1,6 +1,6 @@
 // Pure maths on attention rows and query/key vectors: what the views draw, without drawing.
 
-import {readRow, type Attention} from './decode';
+import {readRow, type Attention, type QueryKey} from './decode';
 
 /** Half-open range of token positions. */
 export interface Range {
@@ -124,12 +124,7 @@ export interface Scoring {
 }
 
 /** The scoring of head `head` of `layer`, from a /qk header's per-layer rules. */
-export function scoringOf(
-  qk: {scaling: number[]; softcap: (number | null)[]; slidingWindow: (number | null)[]; sinks: (number[] | null)[]},
-  layer: number,
-  head: number,
-  causal: boolean,
-): Scoring {
+export function scoringOf(qk: Pick<QueryKey, 'scaling' | 'softcap' | 'slidingWindow' | 'sinks'>, layer: number, head: number, causal: boolean): Scoring {
   const sinks = qk.sinks[layer];
   return {scaling: qk.scaling[layer], causal, softcap: qk.softcap[layer], window: qk.slidingWindow[layer], sink: sinks ? sinks[head] : null};
 }

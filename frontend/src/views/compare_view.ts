@@ -8,7 +8,7 @@ import {FONT_SMALL, FONT_TITLE, fitHeatmap, HEATMAP_LEFT, LEGEND_HEIGHT, paintHe
 import {ACCENT, INK, MUTED_INK} from '../colors';
 import {Latest} from '../data';
 import {readRow, type Attention} from '../decode';
-import {el, frameThrottle} from '../dom';
+import {el, frameThrottle, pointIn} from '../dom';
 import {deltaScale, gridDelta, metricLabel, rankHeads, shareScale, sortMetrics, valueText, weightDeltaScale, type ColorScale, type Grid} from '../metrics';
 import {CanvasPainter, type Painter} from '../painter';
 import {compareEndpoints, probeMetrics, type CompareMode, type Endpoint, type HeadRef} from '../state';
@@ -595,9 +595,9 @@ export class CompareView implements DataView {
     const lay = this.diffLayout;
     const d = this.diff;
     if (!lay || !d) return null;
-    const box = this.canvas.getBoundingClientRect();
-    const x = event.clientX - box.left - lay.left;
-    const y = event.clientY - box.top - lay.top;
+    const point = pointIn(this.canvas, event);
+    const x = point.x - lay.left;
+    const y = point.y - lay.top;
     const step = lay.thumb + lay.gap;
     const h = Math.floor(x / step);
     const l = Math.floor(y / step);
@@ -608,10 +608,10 @@ export class CompareView implements DataView {
     const lay = this.diffLayout;
     const detail = this.detail;
     if (!lay || !detail) return;
-    const box = this.canvas.getBoundingClientRect();
+    const point = pointIn(this.canvas, event);
     const m = lay.matrix;
-    const j = Math.floor((event.clientX - box.left - m.x) / m.cell);
-    const i = Math.floor((event.clientY - box.top - m.y) / m.cell);
+    const j = Math.floor((point.x - m.x) / m.cell);
+    const i = Math.floor((point.y - m.y) / m.cell);
     const head = this.thumbAt(event);
     const cell = i >= 0 && j >= 0 && i < m.n && j < m.n ? {i, j} : null;
     this.canvas.style.cursor = head ? 'pointer' : cell ? 'crosshair' : 'default';
@@ -817,8 +817,8 @@ export class CompareView implements DataView {
 
   private changeAt(event: MouseEvent): HeadRef | null {
     if (!this.changeMap) return null;
-    const box = this.changesCanvas.getBoundingClientRect();
-    return this.changeMap.hit(event.clientX - box.left, event.clientY - box.top);
+    const {x, y} = pointIn(this.changesCanvas, event);
+    return this.changeMap.hit(x, y);
   }
 
   private changePointer(event: MouseEvent): void {

@@ -7,7 +7,7 @@ import type {Exemplars} from '../api';
 import {FONT_SMALL, FONT_TITLE, HeatmapGeometry, HEATMAP_LEFT, HEATMAP_TOP, LEGEND_HEIGHT, paintHeatmap, paintLegend} from '../charts';
 import {ACCENT, headColors, INK, MUTED_INK} from '../colors';
 import {Latest} from '../data';
-import {el, frameThrottle, hideViewMessage, showViewMessage} from '../dom';
+import {el, frameThrottle, hideViewMessage, pointIn, showViewMessage} from '../dom';
 import {shareScale, valueText, type Grid} from '../metrics';
 import {CanvasPainter, textWidth, type Painter} from '../painter';
 import {nearestStep, type HeadRef} from '../state';
@@ -390,8 +390,8 @@ export class ExemplarsView implements DataView {
 
   private mapHit(event: MouseEvent): HeadRef | null {
     if (!this.map) return null;
-    const box = this.mapCanvas.getBoundingClientRect();
-    return this.map.hit(event.clientX - box.left, event.clientY - box.top);
+    const {x, y} = pointIn(this.mapCanvas, event);
+    return this.map.hit(x, y);
   }
 
   private mapPointer(event: MouseEvent): void {

@@ -21,7 +21,7 @@ import {
 } from '../charts';
 import {ACCENT, INK, MUTED_INK} from '../colors';
 import {Latest} from '../data';
-import {el, frameThrottle, hideViewMessage, showViewMessage} from '../dom';
+import {el, frameThrottle, hideViewMessage, pointIn, showViewMessage} from '../dom';
 import {
   layerColor,
   mean,
@@ -432,8 +432,8 @@ export class MetricsView implements DataView {
 
   private cellAt(event: MouseEvent): HeadRef | null {
     if (!this.geometry) return null;
-    const box = this.heatCanvas.getBoundingClientRect();
-    return this.geometry.hit(event.clientX - box.left, event.clientY - box.top);
+    const {x, y} = pointIn(this.heatCanvas, event);
+    return this.geometry.hit(x, y);
   }
 
   private heatPointer(event: MouseEvent): void {
