@@ -313,9 +313,9 @@ def test_results_are_float32_layer_by_head_arrays():
 
 
 def metrics_names():
-    from tb_attention.metadata import METRICS
+    from tb_attention.schema import STATS_METRICS
 
-    return METRICS
+    return STATS_METRICS
 
 
 # ---------------------------------------------------------------------------------------------
