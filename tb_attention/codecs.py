@@ -347,13 +347,13 @@ def _attention_header(tokens, key_tokens, first_layer, num_layers, num_heads, ca
     }
 
 
-def encode_attention(attention, tokens, **options):
+def encode_attention(attention, tokens, key_tokens=None, **options):
     """Encodes float weights [L, H, Nq, Nk] in [0, 1] as ONE gzip attention blob (all layers).
 
     Options as `encode_attention_with_header`. The writer stores one blob per layer instead
     (`encode_attention_layer`); this form is what `/attention` serves for a whole group.
     """
-    return encode_attention_with_header(attention, tokens, **options)[0]
+    return encode_attention_with_header(attention, tokens, key_tokens, **options)[0]
 
 
 def encode_attention_with_header(
