@@ -26,8 +26,6 @@ ROW_SUM_TOLERANCE = codecs.ROW_SUM_TOLERANCE  # |sum_j a_ij - 1| allowed per row
 _ENCODE_WORKERS = 2  # threads for encoding examples: zlib and numpy release the GIL
 
 
-fastcrc.install(writer=True, reader=False)  # TensorBoard checksums records in pure Python
-
 
 class Writer:
     """Writes TensorBoard event files without torch or TensorFlow: `tb_attention.Writer("runs/x")`.
@@ -239,6 +237,7 @@ def _file_writer(writer):
 
 
 def write(writer, summary, step, walltime=None):
+    fastcrc.install_writer()  # TensorBoard checksums records in pure Python; once, guarded
     _file_writer(writer).add_summary(summary, check_step(step), walltime)
 
 
@@ -660,6 +659,8 @@ def metrics(writer, tag, values, step, *, group=None, first_group=None, all_rank
     """
     if not is_writing_rank(all_ranks):
         return 0
+    if group is not None:
+        schema.check_group_name(group)
     if first_group is None:
         first_group = group in (None, schema.DEFAULT_GROUP)
     for metric, array in values.items():

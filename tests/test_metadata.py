@@ -238,7 +238,7 @@ def test_metric_names_of_the_contract_are_known():
     assert not metadata.is_known_metric("pos/") and not metadata.is_known_metric("loss")
     assert schema.metric_tag("probe", "entropy", "cross") == "probe/cross/entropy"
     with pytest.raises(ValueError, match="group name"):
-        schema.metric_tag("probe", "entropy", "Cross/x")
+        schema.check_group_name("Cross/x")
 
 
 def test_a_v1_manifest_reads_as_one_group_named_self():
