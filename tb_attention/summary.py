@@ -309,9 +309,13 @@ class _Group:
             else:
                 shape = tuple(getattr(layer, "shape", np.shape(layer)))
                 if len(shape) != 3 or shape[1:] != (nq, nk):
-                    got = shape[-1] if len(shape) == 3 and nq == nk else shape[1:]
+                    expected = f"(layer {i} has shape {list(shape)}, expected [heads, {nq}, {nk}])"
+                    if len(shape) == 3 and shape[1] == nq and shape[2] != nk:
+                        raise ValueError(f"{where}: {nk} key tokens given for attention over {shape[2]} keys {expected}; "
+                                         "pass key_tokens for attention whose keys are another sequence (cross attention)")
+                    got = shape[-1] if len(shape) == 3 and nq == nk else list(shape[1:])
                     raise ValueError(f"{where}: {nq} tokens given for attention over {got} tokens; they must match one "
-                                     f"to one (layer {i} has shape {list(shape)}, expected [heads, {nq}, {nk}])")
+                                     f"to one {expected}")
         heads = {int(x.header["num_heads"]) if e else int(getattr(x, "shape", np.shape(x))[0])
                  for x, e in zip(self.layers, self.encoded)}
         if len(heads) > 1:

@@ -81,6 +81,13 @@ def logdir(tmp_path_factory):
         summary.write_examples(writer, "probe", [{"attention": big, "tokens": [str(i) for i in range(30)]}], 2,
                                record_bytes=600)
     written["parts"] = big
+    # Metrics as Probe computes them, to serve: inputs of 5, 3 and 1 tokens.
+    from tb_attention.metrics import compute_metrics
+
+    inputs = [random_attention(rng, 2, 3, n) for n in (5, 3, 1)]
+    with Writer(root / "metrics") as writer:
+        summary.metrics(writer, "probe", compute_metrics(inputs), 4)
+    written["metrics"] = inputs
     shutil.copytree(V1 / "train", root / "v1")
     return root, written
 
@@ -90,7 +97,8 @@ def server(request, logdir):
     tb = TensorBoard(logdir[0], load_fast=request.param)
     try:
         tb.wait_for(lambda t: all(t.get(run, {}).get("probe", {}).get("steps") for run in
-                                  ("seq2seq", "ckpt_a", "ckpt_b", "parts", "v1")))
+                                  ("seq2seq", "ckpt_a", "ckpt_b", "parts", "v1"))
+                    and "probe/null_attention" in t.get("metrics", {}))
         yield tb
     finally:
         tb.close()
@@ -210,6 +218,20 @@ def test_compare_equals_an_independent_computation(server, logdir):
     logged = logdir[1]["compare"]
     exact = np.mean([0.5 * np.abs(logged["ckpt_b"][x] - logged["ckpt_a"][x]).sum(-1).mean(-1) for x in (0, 1)], axis=0)
     assert np.abs(moved - exact).max() <= 2 * ERROR
+
+
+def test_null_attention_and_previous_token_as_served_equal_their_definitions(server, logdir):
+    _, body = server.get("/metrics", {"run": "metrics", "probe": "probe", "step": 4})
+    inputs = logdir[1]["metrics"]
+    null = np.zeros((2, 3))
+    previous = np.zeros((2, 3))
+    for layer in range(2):
+        for head in range(3):
+            # null_attention: a_i0 over queries i >= 1; previous_token: a_i,i-1 over queries i >= 2.
+            null[layer, head] = np.mean([a[layer, head, i, 0] for a in inputs for i in range(1, a.shape[-1])])
+            previous[layer, head] = np.mean([a[layer, head, i, i - 1] for a in inputs for i in range(2, a.shape[-1])])
+    assert np.allclose(body["metrics"]["null_attention"], null, atol=1e-6)
+    assert np.allclose(body["metrics"]["previous_token"], previous, atol=1e-6)
 
 
 @pytest.mark.parametrize(
