@@ -10,6 +10,7 @@ import dataclasses
 import gzip
 import json
 import struct
+import sys
 import zlib
 
 import numpy as np
@@ -104,8 +105,11 @@ def quantize(weights):
     if _is_torch(w):
         import torch  # the tensor's own module: present whenever a tensor is
 
-        return torch.round(w.clamp(0.0, 1.0).sqrt() * 255.0).to(torch.uint8)
-    return np.rint(np.sqrt(np.clip(w, 0.0, 1.0)) * np.float32(255.0)).astype(np.uint8)
+        return w.clamp(0.0, 1.0).sqrt_().mul_(255.0).round_().to(torch.uint8)
+    x = np.clip(w, 0.0, 1.0)  # one temporary, worked in place
+    np.sqrt(x, out=x)
+    x *= np.float32(255.0)
+    return np.rint(x, out=x).astype(np.uint8)
 
 
 _DEQUANTIZE_TABLE = (np.arange(256, dtype=np.float32) / 255.0) ** 2
@@ -134,35 +138,32 @@ def is_causal_layer(weights):
 
 
 def _rank_keys(codes, causal, xp):
-    """int32 keys [..., Nq, Nk] that rank each row's weights: code·2¹⁶ + (0xFFFF − j), unique per row,
-    so the top k are the largest codes, ties to the smaller key index; -1 above a causal diagonal."""
+    """int32 keys [..., Nq, Nk] that rank each row's weights: code·2¹⁶ + (0xFFFF − j), unique per row
+    and >= 1 (j < 0xFFFF), so the top k are the largest codes, ties to the smaller key index; 0 above
+    a causal diagonal (tril: one pass, no mask)."""
     nk = codes.shape[-1]
     if xp is np:
         keys = codes.astype(np.int32) << 16
-        keys += (0xFFFF - np.arange(nk, dtype=np.int32))
-        if causal:
-            keys[..., np.triu(np.ones(codes.shape[-2:], dtype=bool), 1)] = -1
-        return keys
-    keys = codes.to(xp.int32) << 16
-    keys += 0xFFFF - xp.arange(nk, dtype=xp.int32, device=codes.device)
-    if causal:
-        above = xp.ones(codes.shape[-2:], dtype=xp.bool, device=codes.device).triu(1)
-        keys.masked_fill_(above, -1)
-    return keys
+        keys |= 0xFFFF - np.arange(nk, dtype=np.int32)  # the low 16 bits are free: | is +
+        return np.tril(keys) if causal else keys
+    keys = codes.to(xp.int32).bitwise_left_shift_(16)
+    keys |= 0xFFFF - xp.arange(nk, dtype=xp.int32, device=codes.device)
+    return keys.tril_() if causal else keys
 
 
 def _top_k_head(codes, k, causal):
     """Per row of one head's codes [Nq, Nk]: (uint16 indices, uint8 codes) [Nq, k] of the k largest."""
+    torch = sys.modules.get("torch")  # torch's top-k is several times numpy's; used only if already imported
+    if torch is not None and not _is_torch(codes):
+        codes = torch.from_numpy(np.ascontiguousarray(codes))
     if _is_torch(codes):
-        import torch
-
         top = torch.topk(_rank_keys(codes, causal, torch), k, dim=-1, sorted=True).values
     else:
         keys = _rank_keys(codes, causal, np)
         top = np.take_along_axis(keys, np.argpartition(-keys, k - 1, axis=-1)[..., :k], -1)
         top = -np.sort(-top, axis=-1)
     top = _host(top).astype(np.int64)
-    unused = top < 0
+    unused = top <= 0
     index = np.where(unused, _TOPK_PAD, 0xFFFF - (top & 0xFFFF)).astype("<u2")
     return index, np.where(unused, 0, top >> 16).astype(np.uint8)
 
