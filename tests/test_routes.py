@@ -3,13 +3,13 @@
 import json
 import shutil
 import struct
-import zlib
 
 import numpy as np
 import pytest
 
 from tb_attention import Writer, codecs, summary
 from tests.conftest import ROOT, TensorBoard, random_attention
+from tests.dashboard_logdir import png_bytes, write_groups_logdir
 
 pytestmark = pytest.mark.server
 
@@ -20,14 +20,7 @@ ERROR = codecs.MAX_QUANTIZATION_ERROR
 
 
 def tiny_png(rows=2, cols=3):
-    """A valid grey PNG, built by hand (chunks: length, type, data, CRC-32)."""
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    raw = b"".join(b"\x00" + bytes(range(c * 40, c * 40 + cols)) for c in range(rows))
-    ihdr = struct.pack(">IIBBBBB", cols, rows, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return png_bytes(np.arange(rows * cols, dtype=np.uint8).reshape(rows, cols) * 40)
 
 
 def rectangular(rng, layers, heads, nq, nk):
@@ -290,3 +283,17 @@ def test_v1_data_still_reads(server):
 def test_bad_group_layer_and_image_requests(server, route, params, code, message):
     status, body = server.get(route, {"run": "seq2seq", "tag": "probe", "step": 0, "example": 0, **params})
     assert status == code and message in body["error"]
+
+
+def test_the_dashboards_groups_logdir_is_served(tmp_path, tensorboard):
+    info = write_groups_logdir(tmp_path)
+    server = tensorboard(tmp_path, load_fast="true")
+    server.wait_for(lambda t: t.get("vision", {}).get("probe", {}).get("steps") == info["steps"]
+                    and t.get("translate", {}).get("probe", {}).get("steps") == info["steps"])
+    _, body = server.get("/examples", {"run": "translate", "tag": "probe", "step": 100})
+    assert [g["name"] for g in body["examples"][0]["groups"]] == ["encoder", "decoder", "cross"]
+    _, cross = server.get("/attention", {"run": "translate", "tag": "probe", "step": 100, "example": 0, "group": "cross",
+                                         "format": "json", "layer": 0, "head": 0})
+    assert cross["shape"] == [len(info["target"]), len(info["source"])]
+    status, png, headers = server.get("/image", {"run": "vision", "tag": "probe", "step": 0, "example": 0}, raw=True)
+    assert status == 200 and png.startswith(b"\x89PNG") and headers["Content-Type"] == "image/png"
