@@ -1,6 +1,6 @@
 """The storage schema: plugin data, tag names, metric names, the manifest and the exemplar table."""
 
-# What tb-attention writes into event files, besides the blob encodings (codecs.py): the JSON that
+# What tb-attention writes into event files, besides the blob encodings (tb_attention/codecs/): the JSON that
 # describes each tag and each step, and the HTTP payloads built from it. Standard library only.
 
 import re
