@@ -3,6 +3,7 @@
 # What tb-attention writes into event files, besides the blob encodings (tb_attention/codecs/): the JSON that
 # describes each tag and each step, and the HTTP payloads built from it. Standard library only.
 
+import json
 import re
 
 PLUGIN_NAME = "attention"
@@ -93,8 +94,6 @@ def is_known_metric(metric):
 
 def create_plugin_data(kind, **fields):
     """The `plugin_data.content` bytes of a summary of `kind` (frozen at a tag's first event)."""
-    import json
-
     if kind not in KINDS:
         raise ValueError(f"unknown summary kind {kind!r}")
     return json.dumps({"version": FORMAT_VERSION, "kind": kind, **fields}, sort_keys=True).encode("utf-8")
@@ -102,8 +101,6 @@ def create_plugin_data(kind, **fields):
 
 def parse_plugin_data(content):
     """Parses `plugin_data.content`; raises FormatError for unreadable or newer data."""
-    import json
-
     try:
         data = json.loads(bytes(content).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
@@ -180,7 +177,7 @@ def _v1_example(entry):
 
 def parse_manifest(blob):
     """The manifest of a step (v1 or v2), as v2: every example has `groups`."""
-    from tb_attention import codecs
+    from tb_attention import codecs  # codecs imports this module: imported when first needed
 
     manifest = codecs.decode_json(blob)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("examples"), list):
