@@ -172,7 +172,7 @@ export class App {
       needs = [list, ...this.view.needs(model)];
       this.data.load(needs);
       const examples = this.data.get(list);
-      const index = examples.state === 'ready' ? panelExample(examples.value.examples, state.example) : state.example;
+      const index = examples.state === 'ready' ? panelExample(examples.value.examples, state.panel.example) : state.panel.example;
       this.panel.set({...sel, examples: examples.state === 'ready' ? examples.value.examples : null, example: index});
       // The view lays itself out as it updates: it must be shown (measurable) by then.
       this.showStatus(null);
@@ -204,15 +204,16 @@ export class App {
   private key(event: KeyboardEvent): void {
     const typing = event.target instanceof Element && event.target.closest('input, select, textarea');
     if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
-    const {tokens, picks} = this.store.state;
+    const {tokens} = this.store.state.focus;
+    const {picks} = this.store.state.metrics;
     const steps = this.selection?.steps ?? [];
     if (event.key === 'Escape' && tokens.length) {
-      this.store.update({tokens: []});
+      this.store.update({focus: {tokens: []}});
     } else if (event.key === 'Escape' && this.view.steps === 'probe' && picks.length) {
-      this.store.update({picks: []});
+      this.store.update({metrics: {picks: []}});
     } else if ((event.key === 'ArrowLeft' || event.key === 'ArrowRight') && this.view.steps === 'probe' && steps.length > 1) {
       const next = steps.indexOf(this.selection!.step) + (event.key === 'ArrowLeft' ? -1 : 1);
-      if (next >= 0 && next < steps.length) this.store.update({step: next === steps.length - 1 ? null : steps[next]});
+      if (next >= 0 && next < steps.length) this.store.update({panel: {step: next === steps.length - 1 ? null : steps[next]}});
     } else if (event.key === 's' || event.key === 'p') {
       void this.export(event.key === 's' ? 'svg' : 'png');
     } else if (!this.view.keydown?.(event.key)) {

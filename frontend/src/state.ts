@@ -31,19 +31,27 @@ export interface CompareSide {
 /** Which column selected tokens sit in: queries ("from", left) or keys ("to", right). */
 export type Side = 'from' | 'to';
 
-export interface State {
+/** The panel's choice: which data (owner: the left panel). */
+export interface PanelChoice {
   run: string | null;
   tag: string | null;
   /** null: follow the newest step as training logs more */
   step: number | null;
   example: number;
-  view: ViewId;
+}
+
+/** What is selected in the model, shared by every view (owner: the view the user clicks in). */
+export interface Focus {
   layer: number;
   /** heads shown; null: all */
   heads: number[] | null;
   /** locked tokens (more than one: their attention is summed) */
   tokens: number[];
   side: Side;
+}
+
+/** How the head and model views filter the weights (owner: their toolbars). */
+export interface Filters {
   pair: Pair;
   /** hide attention to the first and special tokens */
   hide: boolean;
@@ -53,56 +61,80 @@ export interface State {
   threshold: number;
   /** draw at most this many arcs per token and head (0: no limit) */
   topk: number;
-  /** the metric the Metrics view plots (`distance`, `pos/NOUN`, ...) */
+}
+
+/** The Metrics view's choices. */
+export interface MetricsChoice {
+  /** the metric plotted (`distance`, `pos/NOUN`, ...) */
   metric: string;
-  /** runs overlaid on the panel's run in the Metrics view's curves */
+  /** runs overlaid on the panel's run in the curves */
   runs: string[];
   /** TensorBoard's exponential moving average weight for curves, 0 (none) to 0.99 */
   smoothing: number;
   /** a logarithmic step axis */
   xlog: boolean;
-  /** heads plotted over steps; empty: the layer's shown heads (when a subset is shown) */
+  /** heads plotted over steps; empty: the focus's shown heads (when a subset is shown) */
   picks: HeadRef[];
   rank: Rank;
-  /** part of speech of the Analysis view's POS heatmaps */
-  pos: string;
+}
+
+/** The Analysis view's choices. */
+export interface AnalysisChoice {
   section: Section;
-  /** the Compare view's A (reference) and B */
+  /** part of speech of the POS heatmaps */
+  pos: string;
+}
+
+/** The Compare view's choices. */
+export interface CompareChoice {
+  /** A (reference) and B */
   a: CompareSide;
   b: CompareSide;
-  compare: CompareMode;
-  /** what the Compare view ranks heads by: `attention` (how much their weights moved) or a metric */
+  mode: CompareMode;
+  /** what heads are ranked by: `attention` (how much their weights moved) or a metric */
   delta: string;
 }
 
+/** The dashboard's state, grouped by the part of it that owns each choice. */
+export interface State {
+  view: ViewId;
+  panel: PanelChoice;
+  focus: Focus;
+  filters: Filters;
+  metrics: MetricsChoice;
+  analysis: AnalysisChoice;
+  compare: CompareChoice;
+}
+
+/** A change of state: any groups, each in part. */
+export interface StatePatch {
+  view?: ViewId;
+  panel?: Partial<PanelChoice>;
+  focus?: Partial<Focus>;
+  filters?: Partial<Filters>;
+  metrics?: Partial<MetricsChoice>;
+  analysis?: Partial<AnalysisChoice>;
+  compare?: Partial<CompareChoice>;
+}
+
+const GROUPS = ['panel', 'focus', 'filters', 'metrics', 'analysis', 'compare'] as const;
+
+/** `state` with `patch` applied. */
+export function applyPatch(state: Readonly<State>, patch: StatePatch): State {
+  const next: State = {...state, view: patch.view ?? state.view};
+  for (const group of GROUPS) if (patch[group]) (next as unknown as Record<string, object>)[group] = {...state[group], ...patch[group]};
+  return next;
+}
+
 export const DEFAULT_STATE: Readonly<State> = Object.freeze({
-  run: null,
-  tag: null,
-  step: null,
-  example: 0,
   view: 'head',
-  layer: 0,
-  heads: null,
-  tokens: [],
-  side: 'from',
-  pair: 'all',
-  hide: false,
-  renorm: false,
-  threshold: 0.01,
-  topk: 0,
-  metric: 'distance',
-  runs: [],
-  smoothing: 0,
-  xlog: false,
-  picks: [],
-  rank: 'low',
-  pos: 'NOUN',
-  section: 'overview',
-  a: Object.freeze({run: null, step: null}),
-  b: Object.freeze({run: null, step: null}),
-  compare: 'diff',
-  delta: 'attention',
-});
+  panel: Object.freeze({run: null, tag: null, step: null, example: 0}),
+  focus: Object.freeze({layer: 0, heads: null, tokens: [], side: 'from'}),
+  filters: Object.freeze({pair: 'all', hide: false, renorm: false, threshold: 0.01, topk: 0}),
+  metrics: Object.freeze({metric: 'distance', runs: [], smoothing: 0, xlog: false, picks: [], rank: 'low'}),
+  analysis: Object.freeze({section: 'overview', pos: 'NOUN'}),
+  compare: Object.freeze({a: Object.freeze({run: null, step: null}), b: Object.freeze({run: null, step: null}), mode: 'diff', delta: 'attention'}),
+} as State);
 
 function parseIndex(text: string | undefined): number | null {
   return text !== undefined && /^\d{1,9}$/.test(text) ? Number(text) : null;
@@ -139,71 +171,81 @@ function parsePicks(text: string | undefined): HeadRef[] {
 
 /** The state a set of URL parameters describes; anything malformed falls back to its default. */
 export function decodeState(params: Readonly<Record<string, string>>): State {
-  const state: State = {...DEFAULT_STATE, heads: null, tokens: [], runs: [], picks: [], a: {run: null, step: null}, b: {run: null, step: null}};
-  if (params.run !== undefined) state.run = params.run;
-  if (params.tag !== undefined) state.tag = params.tag;
-  state.step = parseIndex(params.step);
-  state.example = parseIndex(params.example) ?? 0;
-  if (VIEW_IDS.includes(params.view as ViewId)) state.view = params.view as ViewId;
-  state.layer = parseIndex(params.layer) ?? 0;
-  state.heads = params.heads === 'all' ? null : parseIndexList(params.heads);
-  state.tokens = parseIndexList(params.tokens) ?? [];
-  if (params.side === 'to') state.side = 'to';
-  if (PAIRS.includes(params.pair as Pair)) state.pair = params.pair as Pair;
-  state.hide = params.hide === '1';
-  state.renorm = params.renorm === '1';
+  const d = DEFAULT_STATE;
   const threshold = Number(params.min);
-  if (params.min !== undefined && params.min !== '' && threshold >= 0 && threshold <= 1) state.threshold = threshold;
-  state.topk = parseIndex(params.topk) ?? 0;
-  if (params.metric) state.metric = params.metric;
-  state.runs = parseNameList(params.runs);
   const smoothing = Number(params.smooth);
-  if (params.smooth !== undefined && params.smooth !== '' && smoothing >= 0 && smoothing <= MAX_SMOOTHING) state.smoothing = smoothing;
-  state.xlog = params.xaxis === 'log';
-  state.picks = parsePicks(params.picks);
-  if (RANKS.includes(params.rank as Rank)) state.rank = params.rank as Rank;
-  if (params.pos && /^[A-Z]{1,8}$/.test(params.pos)) state.pos = params.pos;
-  if (SECTIONS.includes(params.section as Section)) state.section = params.section as Section;
-  state.a = {run: params.a_run ?? null, step: parseIndex(params.a_step)};
-  state.b = {run: params.b_run ?? null, step: parseIndex(params.b_step)};
-  if (COMPARE_MODES.includes(params.compare as CompareMode)) state.compare = params.compare as CompareMode;
-  if (params.delta) state.delta = params.delta;
-  return state;
+  return {
+    view: VIEW_IDS.includes(params.view as ViewId) ? (params.view as ViewId) : d.view,
+    panel: {run: params.run ?? null, tag: params.tag ?? null, step: parseIndex(params.step), example: parseIndex(params.example) ?? 0},
+    focus: {
+      layer: parseIndex(params.layer) ?? 0,
+      heads: params.heads === 'all' ? null : parseIndexList(params.heads),
+      tokens: parseIndexList(params.tokens) ?? [],
+      side: params.side === 'to' ? 'to' : 'from',
+    },
+    filters: {
+      pair: PAIRS.includes(params.pair as Pair) ? (params.pair as Pair) : d.filters.pair,
+      hide: params.hide === '1',
+      renorm: params.renorm === '1',
+      threshold: params.min !== undefined && params.min !== '' && threshold >= 0 && threshold <= 1 ? threshold : d.filters.threshold,
+      topk: parseIndex(params.topk) ?? 0,
+    },
+    metrics: {
+      metric: params.metric || d.metrics.metric,
+      runs: parseNameList(params.runs),
+      smoothing: params.smooth !== undefined && params.smooth !== '' && smoothing >= 0 && smoothing <= MAX_SMOOTHING ? smoothing : d.metrics.smoothing,
+      xlog: params.xaxis === 'log',
+      picks: parsePicks(params.picks),
+      rank: RANKS.includes(params.rank as Rank) ? (params.rank as Rank) : d.metrics.rank,
+    },
+    analysis: {
+      section: SECTIONS.includes(params.section as Section) ? (params.section as Section) : d.analysis.section,
+      pos: params.pos && /^[A-Z]{1,8}$/.test(params.pos) ? params.pos : d.analysis.pos,
+    },
+    compare: {
+      a: {run: params.a_run ?? null, step: parseIndex(params.a_step)},
+      b: {run: params.b_run ?? null, step: parseIndex(params.b_step)},
+      mode: COMPARE_MODES.includes(params.compare as CompareMode) ? (params.compare as CompareMode) : d.compare.mode,
+      delta: params.delta || d.compare.delta,
+    },
+  };
 }
 
 export const MAX_SMOOTHING = 0.99;
 
 /** URL parameters for a state: only what differs from the defaults, in a fixed order. */
 export function encodeState(state: Readonly<State>): Record<string, string> {
+  const d = DEFAULT_STATE;
+  const {panel, focus, filters, metrics, analysis, compare} = state;
   const params: Record<string, string> = {};
-  if (state.run !== null) params.run = state.run;
-  if (state.tag !== null) params.tag = state.tag;
-  if (state.step !== null) params.step = String(state.step);
-  if (state.example !== 0) params.example = String(state.example);
-  if (state.view !== DEFAULT_STATE.view) params.view = state.view;
-  if (state.layer !== 0) params.layer = String(state.layer);
-  if (state.heads !== null) params.heads = state.heads.join(',');
-  if (state.tokens.length) params.tokens = state.tokens.join(',');
-  if (state.side !== 'from') params.side = state.side;
-  if (state.pair !== 'all') params.pair = state.pair;
-  if (state.hide) params.hide = '1';
-  if (state.renorm) params.renorm = '1';
-  if (state.threshold !== DEFAULT_STATE.threshold) params.min = String(state.threshold);
-  if (state.topk !== 0) params.topk = String(state.topk);
-  if (state.metric !== DEFAULT_STATE.metric) params.metric = state.metric;
-  if (state.runs.length) params.runs = state.runs.map(encodeURIComponent).join(',');
-  if (state.smoothing !== DEFAULT_STATE.smoothing) params.smooth = String(state.smoothing);
-  if (state.xlog) params.xaxis = 'log';
-  if (state.picks.length) params.picks = state.picks.map(([l, h]) => `${l}.${h}`).join(',');
-  if (state.rank !== DEFAULT_STATE.rank) params.rank = state.rank;
-  if (state.pos !== DEFAULT_STATE.pos) params.pos = state.pos;
-  if (state.section !== DEFAULT_STATE.section) params.section = state.section;
-  if (state.a.run !== null) params.a_run = state.a.run;
-  if (state.a.step !== null) params.a_step = String(state.a.step);
-  if (state.b.run !== null) params.b_run = state.b.run;
-  if (state.b.step !== null) params.b_step = String(state.b.step);
-  if (state.compare !== DEFAULT_STATE.compare) params.compare = state.compare;
-  if (state.delta !== DEFAULT_STATE.delta) params.delta = state.delta;
+  if (panel.run !== null) params.run = panel.run;
+  if (panel.tag !== null) params.tag = panel.tag;
+  if (panel.step !== null) params.step = String(panel.step);
+  if (panel.example !== 0) params.example = String(panel.example);
+  if (state.view !== d.view) params.view = state.view;
+  if (focus.layer !== 0) params.layer = String(focus.layer);
+  if (focus.heads !== null) params.heads = focus.heads.join(',');
+  if (focus.tokens.length) params.tokens = focus.tokens.join(',');
+  if (focus.side !== 'from') params.side = focus.side;
+  if (filters.pair !== 'all') params.pair = filters.pair;
+  if (filters.hide) params.hide = '1';
+  if (filters.renorm) params.renorm = '1';
+  if (filters.threshold !== d.filters.threshold) params.min = String(filters.threshold);
+  if (filters.topk !== 0) params.topk = String(filters.topk);
+  if (metrics.metric !== d.metrics.metric) params.metric = metrics.metric;
+  if (metrics.runs.length) params.runs = metrics.runs.map(encodeURIComponent).join(',');
+  if (metrics.smoothing !== d.metrics.smoothing) params.smooth = String(metrics.smoothing);
+  if (metrics.xlog) params.xaxis = 'log';
+  if (metrics.picks.length) params.picks = metrics.picks.map(([l, h]) => `${l}.${h}`).join(',');
+  if (metrics.rank !== d.metrics.rank) params.rank = metrics.rank;
+  if (analysis.pos !== d.analysis.pos) params.pos = analysis.pos;
+  if (analysis.section !== d.analysis.section) params.section = analysis.section;
+  if (compare.a.run !== null) params.a_run = compare.a.run;
+  if (compare.a.step !== null) params.a_step = String(compare.a.step);
+  if (compare.b.run !== null) params.b_run = compare.b.run;
+  if (compare.b.step !== null) params.b_step = String(compare.b.step);
+  if (compare.mode !== d.compare.mode) params.compare = compare.mode;
+  if (compare.delta !== d.compare.delta) params.delta = compare.delta;
   return params;
 }
 
@@ -222,9 +264,9 @@ export class Store {
     return this.current;
   }
 
-  update(patch: Partial<State>): void {
+  update(patch: StatePatch): void {
     const previous = this.current;
-    const next = {...previous, ...patch};
+    const next = applyPatch(previous, patch);
     if (sameState(previous, next)) return;
     this.current = next;
     for (const listener of this.listeners) listener(next, previous);
@@ -269,9 +311,10 @@ export function resolveSelection(tags: Tags, state: Readonly<State>, probeSteps 
     .filter((run) => attentionTags(run).length > 0)
     .sort();
   if (runs.length === 0) return null;
-  const run = state.run !== null && runs.includes(state.run) ? state.run : runs[0];
+  const {panel} = state;
+  const run = panel.run !== null && runs.includes(panel.run) ? panel.run : runs[0];
   const tagNames = attentionTags(run);
-  const tag = state.tag !== null && tagNames.includes(state.tag) ? state.tag : tagNames[0];
+  const tag = panel.tag !== null && tagNames.includes(panel.tag) ? panel.tag : tagNames[0];
   const attentionSteps = [...tags[run][tag].steps].sort((a, b) => a - b);
   let steps = attentionSteps;
   if (probeSteps) {
@@ -279,7 +322,7 @@ export function resolveSelection(tags: Tags, state: Readonly<State>, probeSteps 
     for (const info of Object.values(tags[run])) if (info.probe === tag && info.kind !== 'unsupported') info.steps.forEach((s) => all.add(s));
     steps = [...all].sort((a, b) => a - b);
   }
-  const step = state.step === null ? steps[steps.length - 1] : nearestStep(steps, state.step);
+  const step = panel.step === null ? steps[steps.length - 1] : nearestStep(steps, panel.step);
   return {runs, run, tags: tagNames, tag, steps, step, exampleStep: nearestStep(attentionSteps, step)};
 }
 
@@ -307,8 +350,10 @@ export function runsWithMetric(tags: Tags, probe: string, metric: string): strin
 /** The heads plotted over steps: the picked ones, else the shown heads of the layer when they are
  * a subset (a head opened in another view carries over). */
 export function plottedHeads(state: Readonly<State>): HeadRef[] {
-  if (state.picks.length) return state.picks.map(([l, h]) => [l, h]);
-  return state.heads === null ? [] : state.heads.map((h) => [state.layer, h]);
+  const {picks} = state.metrics;
+  const {heads, layer} = state.focus;
+  if (picks.length) return picks.map(([l, h]) => [l, h]);
+  return heads === null ? [] : heads.map((h) => [layer, h]);
 }
 
 /** One side of a comparison, resolved against the data. */
@@ -332,5 +377,5 @@ export function compareEndpoints(tags: Tags, state: Readonly<State>, selection: 
     else step = which === 'a' ? steps[0] : steps[steps.length - 1];
     return {run, steps, step};
   };
-  return {runs, a: resolve(state.a, 'a'), b: resolve(state.b, 'b')};
+  return {runs, a: resolve(state.compare.a, 'a'), b: resolve(state.compare.b, 'b')};
 }

@@ -32,8 +32,8 @@ export function comparePlan(model: ViewModel): ComparePlan {
   const {runs, a, b} = compareEndpoints(tags, state, selection);
   const inA = probeMetrics(tags, a.run, selection.tag);
   const common = sortMetrics(probeMetrics(tags, b.run, selection.tag).filter((m) => inA.includes(m)));
-  const delta = state.delta === 'attention' || common.includes(state.delta) ? state.delta : 'attention';
-  return {runs, a, b, tag: selection.tag, example: state.example, common, delta};
+  const delta = state.compare.delta === 'attention' || common.includes(state.compare.delta) ? state.compare.delta : 'attention';
+  return {runs, a, b, tag: selection.tag, example: state.panel.example, common, delta};
 }
 
 export const examplesOf = (plan: ComparePlan, e: Endpoint) => requests.examples(e.run, plan.tag, e.step);

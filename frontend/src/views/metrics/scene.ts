@@ -27,9 +27,9 @@ export function metricsPlan(tags: Tags, state: Readonly<State>, selection: Selec
   const probe = selection.tag;
   const metrics = sortMetrics(probeMetrics(tags, selection.run, probe));
   if (!metrics.length) return null;
-  const metric = metrics.includes(state.metric) ? state.metric : metrics.includes('distance') ? 'distance' : metrics[0];
+  const metric = metrics.includes(state.metrics.metric) ? state.metrics.metric : metrics.includes('distance') ? 'distance' : metrics[0];
   const available = runsWithMetric(tags, probe, metric);
-  const runs = [selection.run, ...state.runs.filter((r) => r !== selection.run && available.includes(r))];
+  const runs = [selection.run, ...state.metrics.runs.filter((r) => r !== selection.run && available.includes(r))];
   return {metrics, metric, tag: metricTag(probe, metric), available, runs};
 }
 
@@ -86,7 +86,7 @@ export function metricsScene(
 ): MetricsScene {
   const series = runs[0].series;
   const steps = series.steps;
-  const step = state.step === null ? steps[steps.length - 1] : nearestStep(steps, state.step);
+  const step = state.panel.step === null ? steps[steps.length - 1] : nearestStep(steps, state.panel.step);
   const grid = series.values[steps.indexOf(step)];
   const numHeads = grid[0]?.length ?? 0;
   return {
