@@ -3,7 +3,8 @@
 import {select} from 'd3-selection';
 import type {ExampleInfo} from './api';
 import {el} from './dom';
-import type {Selection, Store} from './state';
+import type {Selection} from './selection';
+import type {Store} from './store';
 import {decodeByteLevel, isByteLevel, truncate} from './tokens';
 
 const PREVIEW_CHARS = 90; // characters of an example's text shown in the list

@@ -2,18 +2,9 @@ import assert from 'node:assert/strict';
 import {test} from 'node:test';
 import type {Tags} from '../src/api';
 import {pluginParams, withPluginParams} from '../src/host';
-import {
-  applyPatch,
-  compareEndpoints,
-  DEFAULT_STATE,
-  decodeState,
-  encodeState,
-  plottedHeads,
-  probeMetrics,
-  resolveSelection,
-  runsWithMetric,
-  type State,
-} from '../src/state';
+import {compareEndpoints, probeMetrics, resolveSelection, runsWithMetric} from '../src/selection';
+import {applyPatch, DEFAULT_STATE, plottedHeads, type State} from '../src/state';
+import {decodeState, encodeState} from '../src/url_state';
 
 test('a state survives its URL form', () => {
   const state: State = applyPatch(DEFAULT_STATE, {

@@ -5,7 +5,8 @@ import type {ExampleInfo, ExampleKey} from '../api';
 import {valueOf, type AnyRequest} from '../data/cache';
 import * as requests from '../data/requests';
 import type {Attention} from '../decode';
-import type {State, Store} from '../state';
+import type {State} from '../state';
+import type {Store} from '../store';
 import type {ViewModel, ViewStatus} from './view';
 
 /** One loaded example and the state to draw it with. */

@@ -1,4 +1,4 @@
-// ExampleModel view: every layer x head as a thumbnail of its attention matrix, on one canvas.
+// Model view: every layer x head as a thumbnail of its attention matrix, on one canvas.
 // Click a thumbnail to open that head in the head view.
 
 import {headColors, tintTable} from '../colors';
@@ -115,7 +115,7 @@ interface Grid {
 
 export class ModelView implements View {
   readonly id = 'model' as const;
-  readonly title = 'ExampleModel';
+  readonly title = 'Model';
   readonly steps = 'attention' as const;
   readonly usesExample = true;
   readonly element: HTMLElement;

@@ -6,7 +6,7 @@ import {valueOf, type AnyRequest, type DataReader} from '../../data/cache';
 import * as requests from '../../data/requests';
 import {deltaScale, gridDelta, metricLabel, percentText, rankHeads, shareScale, sortMetrics, valueText, type ColorScale, type Grid} from '../../metrics';
 import type {RankedCell, RankedRow} from '../../components/ranked_list';
-import {compareEndpoints, probeMetrics, type Endpoint} from '../../state';
+import {compareEndpoints, probeMetrics, type Endpoint} from '../../selection';
 import {exactToken} from '../../tokens';
 import {tokenDifferences} from '../../transforms';
 import type {ViewModel} from '../view';

@@ -6,7 +6,8 @@ import type {RankedCell, RankedRow} from '../../components/ranked_list';
 import * as requests from '../../data/requests';
 import {mean, metricLabel, metricScale, percentText, rankHeads, sortMetrics, valueText, type ColorScale, type Grid} from '../../metrics';
 import {metricTag} from '../../schema';
-import {nearestStep, plottedHeads, probeMetrics, runsWithMetric, type HeadRef, type Rank, type Selection, type State} from '../../state';
+import {nearestStep, probeMetrics, runsWithMetric, type Selection} from '../../selection';
+import {plottedHeads, type HeadRef, type Rank, type State} from '../../state';
 
 export const PREVIOUS_TOKEN = 'previous_token'; // the stored metric the `previous` ranking reads
 export const MAX_RANKED = 60; // heads listed in the ranking
