@@ -15,12 +15,12 @@ export function examples(run: string, tag: string, step: number): Request<Exampl
 
 /** One example's decoded weights (`/attention`). */
 export function attention(key: ExampleKey): Request<Attention> {
-  return request('attention', [key.run, key.tag, key.step, key.example], 'the attention', true, (api) => api.attention(key));
+  return request('attention', [key.run, key.tag, key.step, key.example, key.group ?? null], 'the attention', true, (api) => api.attention(key));
 }
 
 /** One example's query and key vectors (`/qk`; 404 when none were logged). */
 export function queryKey(key: ExampleKey): Request<QueryKey> {
-  return request('qk', [key.run, key.tag, key.step, key.example], 'the query/key vectors', true, (api) => api.queryKey(key));
+  return request('qk', [key.run, key.tag, key.step, key.example, key.group ?? null], 'the query/key vectors', true, (api) => api.queryKey(key));
 }
 
 /** Every step of one metric tag (`/metric`); `version` (the steps `/tags` lists) refetches when it changes. */
