@@ -12,6 +12,7 @@ import {FAINT_INK, font, HIGHLIGHT_FILL, INK, MUTED_INK} from '../theme';
 import {truncate} from '../tokens';
 import {GroupPicker, HeadPicker, HideToggle, LayerPicker, PairFilter, PruneControls} from './controls';
 import {ArcBatch, computeArcs, type ArcSet} from './head/arcs';
+import {HEADER_HEIGHT, headLayout, PAD, ROW_HEIGHT, tokenAt, type Layout} from './head/layout';
 import {clickTokens, focusedTokens, focusedWeights, inspection, weightFilter, type FocusedTokens, type WeightFilter} from './head/scene';
 import {ScrollingCanvas} from './scrolling_canvas';
 import {exampleKey, exampleNeeds, isStatus, ShownExample, type ExampleModel} from './example';
@@ -21,29 +22,13 @@ const FONT = font(null, 13);
 const FONT_FOCUS = font(600, 13);
 const FONT_HEADER = font(500, 11);
 const FONT_INDEX = font(null, 10); // token positions, left of the query column
-const ROW_HEIGHT = 20; // px per token
-const HEADER_HEIGHT = 30; // px above the first token: the column titles
-const PAD = 8; // px of padding around the figure
 const LABEL_PAD = 6; // px between a token's box edge and its text
 const MIN_LABEL = 36; // px: narrowest token label
 const MAX_LABEL = 170; // px: widest token label (longer tokens are shortened)
-const STRIP_PER_HEAD = 6; // px per head in the heat strip beside the focused tokens' targets
-const MAX_STRIP = 72; // px
-const MIN_GAP = 140; // px between the columns, where the arcs run
-const MAX_GAP = 460;
 const MAX_LABEL_CHARS = 28;
 const FOCUS_ARC_WIDTH = 2; // px
 const ARC_WIDTH = 1.5; // px
 
-interface Layout {
-  width: number;
-  height: number;
-  column: number; // a token column: label, then a heat strip on the side of the arcs
-  strip: number; // heat strip width: one cell per shown head, the weight as its opacity
-  leftX: number; // left edge of the query column
-  rightX: number; // left edge of the key column
-  scrollTop: number;
-}
 
 /** Everything derived from the model that the frame loop reads. */
 interface Scene {
@@ -177,13 +162,8 @@ export class HeadView implements View {
     if (!this.scene) return;
     const n = this.scene.rows;
     this.area.fit(HEADER_HEIGHT + n * ROW_HEIGHT + 2 * PAD, HEADER_HEIGHT + 2 * PAD);
-    const {width, height} = this.area;
-    const strip = Math.min(MAX_STRIP, STRIP_PER_HEAD * this.scene.attention.numHeads);
-    const column = Math.max(MIN_LABEL, Math.min(MAX_LABEL, this.scene.labelWidth)) + 2 * LABEL_PAD + strip;
     const gutter = textWidth(String(n - 1), FONT_INDEX) + 2 * LABEL_PAD;
-    const gap = Math.max(MIN_GAP, Math.min(MAX_GAP, width - 2 * column - 2 * PAD - 2 * gutter));
-    const leftX = Math.max(PAD + gutter, Math.round((width - 2 * column - gap) / 2));
-    this.layout = {width, height, column, strip, leftX, rightX: leftX + column + gap, scrollTop: this.area.scrollTop};
+    this.layout = headLayout(this.area, this.scene.attention.numHeads, Math.max(MIN_LABEL, Math.min(MAX_LABEL, this.scene.labelWidth)) + 2 * LABEL_PAD, gutter);
     this.draw();
   }
 
@@ -249,9 +229,9 @@ export class HeadView implements View {
         const hoverRight = this.hover?.side === 'to' && this.hover.index === i;
         if (hoverLeft && !leftFocus) painter.strokeRect(labelBox('from') + 0.5, y(i) - ROW_HEIGHT / 2 + 1.5, labelBoxWidth - 1, ROW_HEIGHT - 3, FAINT_INK);
         if (hoverRight && !rightFocus) painter.strokeRect(labelBox('to') + 0.5, y(i) - ROW_HEIGHT / 2 + 1.5, labelBoxWidth - 1, ROW_HEIGHT - 3, FAINT_INK);
-        painter.text(String(i), layout.leftX - LABEL_PAD, y(i), {font: FONT_INDEX, color: FAINT_INK, align: 'right'});
         const hidden = filter.hidden?.[i] === 1;
         if (i < a.numTokens) {
+          painter.text(String(i), layout.leftX - LABEL_PAD, y(i), {font: FONT_INDEX, color: FAINT_INK, align: 'right'});
           painter.text(scene.labels[i], leftEdge - layout.strip - LABEL_PAD, y(i), {
             font: leftFocus ? FONT_FOCUS : FONT,
             color: i >= queries.start && i < queries.end ? INK : FAINT_INK,
@@ -324,14 +304,8 @@ export class HeadView implements View {
     );
   }
 
-  private hit({x, y: yy}: Point): {side: Side; index: number} | null {
-    const {layout} = this;
-    const index = Math.floor((yy - HEADER_HEIGHT - PAD + layout.scrollTop) / ROW_HEIGHT);
-    const a = this.scene!.attention;
-    if (yy < HEADER_HEIGHT || index < 0) return null;
-    if (x >= layout.leftX && x <= layout.leftX + layout.column && index < a.numTokens) return {side: 'from', index};
-    if (x >= layout.rightX && x <= layout.rightX + layout.column && index < a.numKeyTokens) return {side: 'to', index};
-    return null;
+  private hit(at: Point): {side: Side; index: number} | null {
+    return tokenAt(this.layout, at, this.scene!.attention);
   }
 
   private pointer(at: Point): void {
