@@ -8,7 +8,7 @@ import {analysisCards} from '../src/views/analysis/scene';
 import {bestScores, exemplarRows, layoutTokens} from '../src/views/exemplars/scene';
 import {computeArcs} from '../src/views/head/arcs';
 import {clickTokens, focusedTokens, focusedWeights, inspection, weightFilter} from '../src/views/head/scene';
-import {attentionOf} from './fixtures';
+import {attentionOf, fixture} from './fixtures';
 
 const info = (n: number, segments: number[] | null = null): ExampleInfo => ({
   index: 0,
@@ -124,4 +124,22 @@ test('an input too long for its row keeps a window around its arc, the rest elid
   assert.equal(shown[shown.length - 1], null); // and after
   assert.ok(shown.includes(18) && shown.includes(19) && shown.includes(20));
   assert.ok(window[window.length - 1].x + window[window.length - 1].w <= 200 + 1e-9);
+});
+
+test('the neuron scene recomputes a query’s softmax and says whether it matches the stored weights', async () => {
+  const {decodeQueryKey} = await import('../src/decode');
+  const {neuronScene, neuronCaption, AGREEMENT} = await import('../src/views/neuron/scene');
+  const {buffer, expected} = fixture<{causal_softmax: number[][][][]}>('qk');
+  const qk = decodeQueryKey(buffer);
+  const n = qk.numTokens;
+  const stored = attentionOf(expected.causal_softmax[0][0], n);
+  const causal = {...stored, header: {...stored.header, causal: true}};
+  const scene = neuronScene(qk, causal, 0, 0, n - 1);
+  assert.equal(scene.query, n - 1);
+  assert.ok(scene.difference <= 0.004, `${scene.difference}`); // the stored weights' quantisation
+  assert.match(neuronCaption(scene), /softmax = stored/);
+  const uniform = attentionOf(Array.from({length: n}, (_, i) => Array.from({length: n}, (_, j) => (j <= i ? 1 / (i + 1) : 0))), n);
+  const off = neuronScene(qk, {...uniform, header: {...uniform.header, causal: true}}, 0, 0, n - 1);
+  assert.ok(off.difference > AGREEMENT);
+  assert.match(neuronCaption(off), /differs from stored/);
 });
