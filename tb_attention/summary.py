@@ -9,24 +9,27 @@
 #   - anything with `add_summary(summary, global_step)`.
 # torch is never imported here: tensors are recognised by duck typing.
 
-import concurrent.futures
 import os
 import sys
 import time
-import warnings
 
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorboard.plugins.scalar import summary_v2 as scalar_summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-from tb_attention import fastcrc, metadata
+from tb_attention import codecs, fastcrc, metadata, schema
+from tb_attention.examples import (  # noqa: F401  (the writer's API: summary.encode_step, ...)
+    MAX_BLOB_BYTES,
+    RECORD_BYTES,
+    encode_examples,
+    encode_step,
+    to_numpy,
+    token_strings,
+)
 
-ROW_SUM_TOLERANCE = 0.02  # |sum_j a_ij - 1| allowed per row (fp16/bf16 models round)
-_ENCODE_WORKERS = 2  # threads for encoding examples: zlib and numpy release the GIL
+ROW_SUM_TOLERANCE = codecs.ROW_SUM_TOLERANCE  # |sum_j a_ij - 1| allowed per row
 
-
-fastcrc.install(writer=True, reader=False)  # TensorBoard checksums records in pure Python
 
 
 class Writer:
@@ -94,8 +97,15 @@ def attention_pb(tag, manifest_blob, attention_blobs, qk_blobs=(), *, descriptio
     return _blob_sequence_pb(tag, blobs, content, description, display_name)
 
 
-def metrics_pb(tag, values, *, probe, metric, description=None, display_name=None):
-    """One metric of one step: float32 [layers, heads] under tag `<probe>/<metric>`."""
+def attention_part_pb(tag, part, blobs):
+    """Part `part` (1, 2, ...) of a large attention step's blobs, under `schema.part_tag(tag, part)`."""
+    content = schema.create_plugin_data(schema.KIND_ATTENTION_PART, probe=tag, part=part)
+    return _blob_sequence_pb(schema.part_tag(tag, part), blobs, content)
+
+
+def metrics_pb(tag, values, *, probe, metric, group=None, description=None, display_name=None):
+    """One metric of one step: float32 [layers, heads] under tag `<probe>/<metric>` (or
+    `<probe>/<group>/<metric>`: see `metrics`)."""
     array = np.asarray(values, dtype=np.float32)
     if array.ndim != 2:
         raise ValueError(f"metric {metric!r} must be [layers, heads], got shape {array.shape}")
@@ -106,7 +116,10 @@ def metrics_pb(tag, values, *, probe, metric, description=None, display_name=Non
         ),
         tensor_content=array.astype("<f4").tobytes(),
     )
-    content = metadata.create_plugin_data(metadata.KIND_METRIC, probe=probe, metric=metric)
+    fields = {"probe": probe, "metric": metric}
+    if group is not None:
+        fields["group"] = schema.check_group_name(group)
+    content = schema.create_plugin_data(schema.KIND_METRIC, **fields)
     return _summary(tag, tensor, content, summary_pb2.DATA_CLASS_TENSOR, description, display_name)
 
 
@@ -118,24 +131,6 @@ def exemplars_pb(tag, table, *, probe, description=None):
 
 # ---------------------------------------------------------------------------------------------
 # Validation: the user's tensors become float32 numpy arrays, or a clear error
-
-
-def to_numpy(x, what="attention"):
-    """torch tensors (any device, bf16/fp16 included) and array-likes -> float32 numpy."""
-    if x is None:
-        raise TypeError(
-            f"{what} is None: the model did not return it (load it with attn_implementation='eager' "
-            "or use tb_attention.capture_attention)"
-        )
-    if hasattr(x, "detach"):  # a torch tensor, without importing torch
-        x = x.detach()
-        if x.is_floating_point():
-            x = x.float()
-        x = x.cpu().numpy()
-    try:
-        return np.asarray(x, dtype=np.float32)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{what} must be a tensor or array of numbers: {e}") from None
 
 
 def stack_layers(attentions):
@@ -171,69 +166,6 @@ def stack_layers(attentions):
     )
 
 
-def check_attention(attention, tokens, *, check_rows=True):
-    """Raises ValueError naming the problem if [L, H, N, N] weights are not attention over `tokens`."""
-    num_layers, num_heads, n, n2 = attention.shape
-    if n != n2:
-        raise ValueError(f"attention must be square over tokens, got {n} queries x {n2} keys")
-    if num_layers == 0 or num_heads == 0 or n == 0:
-        raise ValueError(f"attention is empty: {num_layers} layers, {num_heads} heads, {n} tokens")
-    if len(tokens) != n:
-        raise ValueError(f"{len(tokens)} tokens given for attention over {n} tokens; they must match one to one")
-    for what, bad in (("NaN or infinite", ~np.isfinite(attention)), ("negative", attention < 0)):
-        if bad.any():
-            layer, head, row, col = (int(v) for v in np.argwhere(bad)[0])
-            raise ValueError(
-                f"attention has {what} weights ({int(bad.sum())} of them; first at layer {layer}, head {head}, "
-                f"query {row}, key {col}: {attention[layer, head, row, col]})"
-            )
-    if attention.max() > 1.0 + ROW_SUM_TOLERANCE:
-        raise ValueError(f"attention has weights above 1 (max {attention.max():.4g}): log probabilities after the softmax")
-    if check_rows:
-        sums = attention.sum(axis=-1, dtype=np.float64)
-        off = np.abs(sums - 1.0) > ROW_SUM_TOLERANCE
-        if off.any():
-            layer, head, row = (int(v) for v in np.argwhere(off)[0])
-            raise ValueError(
-                f"attention rows must sum to 1: layer {layer}, head {head}, query {row} sums to "
-                f"{sums[layer, head, row]:.4f} ({int(off.sum())} rows off by more than {ROW_SUM_TOLERANCE}). "
-                "Padding rows? Pass attention_mask, or unpadded attention per input; "
-                "pass check_rows=False for attention that is not a softmax"
-            )
-
-
-def token_strings(tokens):
-    """The tokens of one input as a list of str, or a TypeError naming the token that is not text.
-
-    str tokens are stored exactly as given, HTML or control characters included (the frontend
-    shows them as text); lone surrogates, which UTF-8 cannot store, become U+FFFD. bytes tokens
-    (byte-level tokenizers) are decoded as UTF-8, invalid bytes as U+FFFD. Anything else, token ids
-    and None included, is refused: pass `tokenizer.convert_ids_to_tokens(ids)`.
-    """
-    if isinstance(tokens, (str, bytes)):
-        raise TypeError(f"tokens must be a list of token strings, got one {type(tokens).__name__} of length {len(tokens)}")
-    out = []
-    for i, token in enumerate(tokens):
-        if isinstance(token, bytes):
-            token = token.decode("utf-8", errors="replace")
-        elif not isinstance(token, str):
-            raise TypeError(
-                f"token {i} is {type(token).__name__} {token!r}, not a string: pass token strings "
-                "(tokenizer.convert_ids_to_tokens(ids)), not ids"
-            )
-        out.append(_valid_unicode(token))
-    return out
-
-
-def _valid_unicode(text):
-    """text with lone surrogates (not storable as UTF-8) replaced by U+FFFD; pairs are joined."""
-    try:
-        text.encode("utf-8")
-        return str(text)
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
 # ---------------------------------------------------------------------------------------------
 # Ranks
 
@@ -260,6 +192,7 @@ def _file_writer(writer):
 
 
 def write(writer, summary, step, walltime=None):
+    fastcrc.install_writer()  # TensorBoard checksums records in pure Python; once, guarded
     _file_writer(writer).add_summary(summary, check_step(step), walltime)
 
 
@@ -282,85 +215,6 @@ def check_step(step):
 
 # ---------------------------------------------------------------------------------------------
 # Writing
-
-
-def encode_examples(
-    examples,
-    *,
-    max_dense_tokens=metadata.DEFAULT_MAX_DENSE_TOKENS,
-    top_k=metadata.DEFAULT_TOP_K,
-    check_rows=True,
-):
-    """Validated, encoded examples -> (manifest blob, attention blobs, q/k blobs).
-
-    Each example is a dict with `attention` [L, H, N, N], `tokens`, and optionally `query`
-    [L, H, N, d], `key` [L, H_kv, N, d], `scaling` (per layer) and the `metadata.SCORING_RULES`
-    (`softcap`, `sliding_window`, `sinks`: per layer) the model used, `text`, `segments`, `pos`, `causal`.
-    """
-    if not examples:
-        raise ValueError("no examples to write")
-    prepared = []
-    for index, example in enumerate(examples):
-        attention = to_numpy(example["attention"])
-        if attention.ndim != 4:
-            raise ValueError(f"example {index}: attention must be [layers, heads, N, N], got {list(attention.shape)}")
-        try:
-            tokens = token_strings(example["tokens"])
-            if attention.shape[-1] > metadata.MAX_TOKENS:  # before any check copies the weights
-                raise ValueError(
-                    f"attention over {attention.shape[-1]} tokens: at most {metadata.MAX_TOKENS} tokens per "
-                    "example can be stored; log a window of the input"
-                )
-            check_attention(attention, tokens, check_rows=check_rows)
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"example {index}: {e}") from None
-        n = attention.shape[-1]
-        if n > max_dense_tokens:
-            warnings.warn(
-                f"example {index} has {n} tokens (> max_dense_tokens={max_dense_tokens}): storing the top "
-                f"{min(top_k, n)} weights of each row; pass max_dense_tokens={n} to store every weight",
-                stacklevel=3,
-            )
-        fields = {k: example[k] for k in ("text", "segments", "pos") if example.get(k) is not None}
-        if isinstance(fields.get("text"), str):
-            fields["text"] = _valid_unicode(fields["text"])
-        prepared.append((attention, tokens, example, fields))
-
-    def encode(item):
-        attention, tokens, example, fields = item
-        blob, header = metadata.encode_attention_with_header(
-            attention, tokens, causal=example.get("causal"), max_dense_tokens=max_dense_tokens, top_k=top_k, **fields
-        )
-        qk = None
-        if example.get("query") is not None:
-            rules = {name: example.get(name) for name in metadata.SCORING_RULES}
-            qk = metadata.encode_qk(
-                to_numpy(example["query"], "query"), to_numpy(example["key"], "key"), example["scaling"], **rules
-            )
-        return blob, header, qk
-
-    if len(prepared) > 1:
-        with concurrent.futures.ThreadPoolExecutor(_ENCODE_WORKERS) as pool:
-            encoded = list(pool.map(encode, prepared))
-    else:
-        encoded = [encode(prepared[0])]
-    entries = []
-    for (attention, tokens, example, fields), (blob, header, qk) in zip(prepared, encoded):
-        num_layers, num_heads, n, _ = attention.shape
-        entries.append(
-            {
-                **fields,
-                "tokens": tokens,
-                "num_layers": num_layers,
-                "num_heads": num_heads,
-                "num_tokens": n,
-                "causal": header["causal"],
-                "encoding": header["encoding"],
-                "has_qk": qk is not None,
-            }
-        )
-    manifest = metadata.encode_json(metadata.create_manifest(entries))
-    return manifest, [blob for blob, _, _ in encoded], [qk for _, _, qk in encoded if qk is not None]
 
 
 def attention(
@@ -402,6 +256,8 @@ def attention(
     if not is_writing_rank(all_ranks):
         return 0
     array, batched = stack_layers(attentions)
+    if batched and array.shape[0] == 1 and tokens and all(isinstance(t, (str, bytes)) for t in tokens):
+        tokens = [tokens]  # outputs.attentions of one input, with that input's token list
     if not batched:
         array, tokens = array[None], [tokens]
         query = None if query is None else to_numpy(query, "query")[None]
@@ -409,7 +265,10 @@ def attention(
         text, segments = [text], [segments]
     else:
         if len(tokens) != array.shape[0] or not all(isinstance(t, (list, tuple)) for t in tokens):
-            raise ValueError(f"a batch of {array.shape[0]} inputs needs one token list per input")
+            raise ValueError(
+                f"attention has a batch axis of {array.shape[0]} inputs (per-layer tensors [B, H, N, N]): pass one "
+                f"token list per input, got {len(tokens)} items"
+            )
         query = None if query is None else to_numpy(query, "query")
         key = None if key is None else to_numpy(key, "key")
         text = text if isinstance(text, (list, tuple)) else [text] * array.shape[0]
@@ -437,22 +296,46 @@ def attention(
 
 
 def write_examples(writer, tag, examples, step, *, walltime=None, description=None, **encode_options):
-    """Writes prepared examples (dicts, see `encode_examples`) as one step of `tag`."""
+    """Writes examples as one step of `tag`: one dict per example (CONTRACTS.md B).
+
+    v1 form: `attention` [L, H, N, N] (or a list of L per-layer [H, N, N]), `tokens`, optional `query`
+    [L, H, N, d], `key` [L, H_kv, N, d], `scaling` (per layer), the `metadata.SCORING_RULES` (per layer),
+    `text`, `segments`, `pos`, `causal`, `layer_names`: one group named "self".
+    v2 form: `tokens`, `text`, `segments`, `pos`, `image` ({png, grid, patch_size, prefix_tokens,
+    prefix_names}) and `groups`: a list of {name, attention [L, H, Nq, Nk] or per-layer list, tokens,
+    key_tokens, causal, layer_names, query, key, scaling, softcap, sliding_window, sinks}. A layer may be
+    an array, a torch tensor on any device, or a `codecs.EncodedLayer` from `codecs.encode_attention_layer`
+    (streaming capture); a group's q/k may be `qk`: per-layer blobs from `codecs.encode_qk_layer`.
+    encode_options: max_dense_tokens, top_k, check_rows (see `encode_step`).
+    """
     check_step(step)  # before the encoding work
-    manifest, blobs, qk_blobs = encode_examples(examples, **encode_options)
-    write(writer, attention_pb(tag, manifest, blobs, qk_blobs, description=description), step, walltime)
+    records = encode_step(examples, **encode_options)
+    for part, blobs in enumerate(records[1:], 1):  # parts first: the main record names them
+        write(writer, attention_part_pb(tag, part, blobs), step, walltime)
+    write(writer, attention_pb(tag, records[0][0], records[0][1:], description=description), step, walltime)
 
 
-def metrics(writer, tag, values, step, *, all_ranks=False, walltime=None):
-    """Writes metric arrays ({"entropy": [L, H], "pos/NOUN": [L, H], ...}) of probe `tag` at `step`."""
+def metrics(writer, tag, values, step, *, group=None, first_group=None, all_ranks=False, walltime=None):
+    """Writes metric arrays ({"entropy": [L, H], "pos/NOUN": [L, H], ...}) of probe `tag` at `step`.
+
+    group: the attention group they describe. Tags are `<tag>/<metric>` for the probe's first group
+    and `<tag>/<group>/<metric>` for its other groups; `first_group` says which (default: true when
+    group is None or "self"). The plugin data names the group when one is given.
+    """
     if not is_writing_rank(all_ranks):
         return 0
+    if group is not None:
+        schema.check_group_name(group)
+    if first_group is None:
+        first_group = group in (None, schema.DEFAULT_GROUP)
     for metric, array in values.items():
-        if not metadata.is_known_metric(metric):
+        if not schema.is_known_metric(metric):
             raise ValueError(
-                f"unknown metric {metric!r}: expected one of {', '.join(metadata.METRICS)}, pos/<TAG> or pos_from/<TAG>"
+                f"unknown metric {metric!r}: expected one of {', '.join(schema.METRICS)}, pos/<TAG> or pos_from/<TAG>"
             )
-        write(writer, metrics_pb(metadata.metric_tag(tag, metric), to_numpy(array, metric), probe=tag, metric=metric), step, walltime)
+        metric_tag = schema.metric_tag(tag, metric, None if first_group else group)
+        pb = metrics_pb(metric_tag, to_numpy(array, metric), probe=tag, metric=metric, group=group)
+        write(writer, pb, step, walltime)
     return len(values)
 
 
@@ -460,5 +343,5 @@ def exemplars(writer, tag, table, step, *, all_ranks=False, walltime=None):
     """Writes the exemplar table (http_api.md, /exemplars) of probe `tag` at `step`."""
     if not is_writing_rank(all_ranks):
         return 0
-    write(writer, exemplars_pb(metadata.exemplars_tag(tag), table, probe=tag), step, walltime)
+    write(writer, exemplars_pb(schema.exemplars_tag(tag), table, probe=tag), step, walltime)
     return 1
