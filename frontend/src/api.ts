@@ -1,6 +1,7 @@
 // The one typed client of the plugin's routes; mirrors tb_attention/http_api.md.
 
-import {decodeAttention, decodeQueryKey, type Attention, type QueryKey} from './decode';
+import {decodeAttention, type Attention} from './decode';
+import {decodeQueryKey, type QueryKey} from './decode_qk';
 
 export type TagKind = 'attention' | 'metric' | 'exemplars' | 'unsupported';
 

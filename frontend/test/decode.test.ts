@@ -1,17 +1,7 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {
-  decodeAttention,
-  decodeQueryKey,
-  FormatError,
-  FORMAT_VERSION,
-  halvesToFloats,
-  keyHeadOf,
-  keyVectors,
-  queryVectors,
-  readColumn,
-  readRow,
-} from '../src/decode';
+import {decodeAttention, FormatError, FORMAT_VERSION, readColumn, readRow} from '../src/decode';
+import {decodeQueryKey, halvesToFloats, keyHeadOf, keyVectors, queryVectors} from '../src/decode_qk';
 import {close, fixture} from './fixtures';
 
 type Expected = {header: Record<string, unknown>; attention: number[][][][]};

@@ -127,7 +127,7 @@ test('an input too long for its row keeps a window around its arc, the rest elid
 });
 
 test('the neuron scene recomputes a query’s softmax and says whether it matches the stored weights', async () => {
-  const {decodeQueryKey} = await import('../src/decode');
+  const {decodeQueryKey} = await import('../src/decode_qk');
   const {neuronScene, neuronCaption, AGREEMENT} = await import('../src/views/neuron/scene');
   const {buffer, expected} = fixture<{causal_softmax: number[][][][]}>('qk');
   const qk = decodeQueryKey(buffer);

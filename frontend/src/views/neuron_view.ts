@@ -3,7 +3,7 @@
 
 import {divergingColor, headColors} from '../colors';
 import {FAINT_INK, font, HIGHLIGHT_FILL, INK, MUTED_INK, NEUTRAL_MARK} from '../theme';
-import type {QueryKey} from '../decode';
+import type {QueryKey} from '../decode_qk';
 import type {AnyRequest, DataReader} from '../data/cache';
 import * as requests from '../data/requests';
 import {onPointer, type Point} from '../components/pointer';
