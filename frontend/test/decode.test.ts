@@ -1,16 +1,7 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {
-  decodeAttention,
-  decodeQueryKey,
-  FormatError,
-  halfToFloat,
-  keyHeadOf,
-  keyVectors,
-  queryVectors,
-  readColumn,
-  readRow,
-} from '../src/decode';
+import {decodeAttention, FormatError, FORMAT_VERSION, readColumn, readRow} from '../src/decode';
+import {decodeQueryKey, halvesToFloats, keyHeadOf, keyVectors, queryVectors} from '../src/decode_qk';
 import {close, fixture} from './fixtures';
 
 type Expected = {header: Record<string, unknown>; attention: number[][][][]};
@@ -20,15 +11,16 @@ function assertDecodesLikeTheWriter(name: string): void {
   const a = decodeAttention(buffer);
   assert.equal(a.encoding, expected.header.encoding);
   assert.deepEqual(a.tokens, expected.header.tokens);
-  const [L, H, N] = [expected.attention.length, expected.attention[0].length, expected.attention[0][0].length];
-  assert.deepEqual([a.numLayers, a.numHeads, a.numTokens], [L, H, N]);
+  assert.deepEqual(a.keyTokens, expected.header.key_tokens ?? expected.header.tokens);
+  const [L, H, N, K] = [expected.attention.length, expected.attention[0].length, expected.attention[0][0].length, expected.attention[0][0][0].length];
+  assert.deepEqual([a.numLayers, a.numHeads, a.numTokens, a.numKeyTokens], [L, H, N, K]);
   for (let l = 0; l < L; l++) {
     for (let h = 0; h < H; h++) {
       for (let i = 0; i < N; i++) {
         const row = readRow(a, l, h, i);
-        for (let j = 0; j < N; j++) assert.ok(close(row[j], expected.attention[l][h][i][j]), `${name} [${l},${h},${i},${j}]`);
+        for (let j = 0; j < K; j++) assert.ok(close(row[j], expected.attention[l][h][i][j]), `${name} [${l},${h},${i},${j}]`);
       }
-      for (let j = 0; j < N; j++) {
+      for (let j = 0; j < K; j++) {
         const column = readColumn(a, l, h, j);
         for (let i = 0; i < N; i++) assert.ok(close(column[i], expected.attention[l][h][i][j]), `${name} column [${l},${h},${i},${j}]`);
       }
@@ -37,6 +29,10 @@ function assertDecodesLikeTheWriter(name: string): void {
 }
 
 test('decodes the dense encoding like the writer', () => assertDecodesLikeTheWriter('dense'));
+test('decodes cross attention (queries over other tokens), dense and top-k, like the writer', () => {
+  assertDecodesLikeTheWriter('cross');
+  assertDecodesLikeTheWriter('cross_topk');
+});
 test('decodes the causal encoding like the writer', () => assertDecodesLikeTheWriter('causal'));
 test('decodes the topk encoding like the writer', () => assertDecodesLikeTheWriter('topk'));
 test('decodes a causal topk example (padded slots) like the writer', () => assertDecodesLikeTheWriter('topk_causal'));
@@ -69,21 +65,35 @@ test('decodes /qk: query and key vectors, scaling, and the key head of a grouped
 });
 
 test('converts float16 bit patterns, subnormals and infinities included', () => {
-  assert.equal(halfToFloat(0x3c00), 1);
-  assert.equal(halfToFloat(0xc000), -2);
-  assert.equal(halfToFloat(0x7bff), 65504);
-  assert.equal(halfToFloat(0x0001), 2 ** -24);
-  assert.equal(halfToFloat(0x7c00), Infinity);
-  assert.ok(Number.isNaN(halfToFloat(0x7e00)));
+  const floats = halvesToFloats(new Uint16Array([0x3c00, 0xc000, 0x7bff, 0x0001, 0x7c00, 0x7e00]));
+  assert.deepEqual([...floats.subarray(0, 5)], [1, -2, 65504, 2 ** -24, Infinity]);
+  assert.ok(Number.isNaN(floats[5]));
 });
 
 test('rejects a blob of another kind, a newer format and a short payload with a FormatError', () => {
   const {buffer} = fixture('dense');
   assert.throws(() => decodeQueryKey(buffer), FormatError);
   const newer = buffer.slice(0);
-  new DataView(newer).setUint32(4, 2, true);
+  new DataView(newer).setUint32(4, FORMAT_VERSION + 1, true);
   assert.throws(() => decodeAttention(newer), /upgrade tb-attention/);
   assert.throws(() => decodeAttention(buffer.slice(0, buffer.byteLength - 1)), FormatError);
+});
+
+test('reads attention whose keys are other tokens than its queries (v2 groups, e.g. cross attention)', () => {
+  const {buffer} = fixture('dense');
+  const square = decodeAttention(buffer);
+  const n = square.numTokens;
+  // The same bytes read as 1 query over n² keys: that row is every row of the square head in turn.
+  const keys = Array.from({length: n * n}, (_, j) => `k${j}`);
+  const rect = decodeAttention(withHeader(buffer, (h) => Object.assign(h, {tokens: square.tokens.slice(0, 1), num_tokens: 1, key_tokens: keys, num_key_tokens: n * n})));
+  assert.deepEqual([rect.numTokens, rect.numKeyTokens, rect.keyTokens[3]], [1, n * n, 'k3']);
+  for (const [l, h] of [[0, 0], [square.numLayers - 1, square.numHeads - 1]]) {
+    const rows = Array.from({length: n}, (_, i) => [...readRow(square, l, h, i)]);
+    assert.deepEqual([...readRow(rect, l, h, 0)], rows.flat());
+    for (const j of [0, n + 1]) assert.deepEqual([...readColumn(rect, l, h, j)], [rows.flat()[j]]);
+  }
+  assert.equal(square.numKeyTokens, n); // v1: square
+  assert.throws(() => decodeAttention(withHeader(buffer, (h) => Object.assign(h, {key_tokens: keys.slice(0, 3)}))), /key_tokens/);
 });
 
 /** The blob with its JSON header changed by `edit` (the payload kept). */

@@ -1,15 +1,18 @@
 // Model view: every layer x head as a thumbnail of its attention matrix, on one canvas.
 // Click a thumbnail to open that head in the head view.
 
-import {ACCENT, headColors, INK, MUTED_INK, tintTable} from '../colors';
+import {headColors, tintTable} from '../colors';
+import {ACCENT, BORDER, font, INK, MUTED_INK, PAPER} from '../theme';
 import {DEQUANTIZE, rowLength, rowStart, TOPK_PAD, type Attention} from '../decode';
+import {onPointer, type Point} from '../components/pointer';
 import {el} from '../dom';
 import type {Painter} from '../painter';
-import {pairRanges, specialTokenMask, type Range, type RowFilter} from '../transforms';
-import {HideToggle, PairFilter, shownHeads} from './controls';
-import {FONT_FAMILY} from './head_view';
+import type {Range, RowFilter} from '../transforms';
+import {GroupPicker, HideToggle, PairFilter, shownHeads} from './controls';
+import {weightFilter} from './head/scene';
 import {ScrollingCanvas} from './scrolling_canvas';
-import type {ExampleView, Model, ViewContext} from './view';
+import {exampleKey, exampleNeeds, isStatus, ShownExample, type ExampleModel} from './example';
+import type {View, ViewContext, ViewModel, ViewStatus} from './view';
 
 const LABEL_WIDTH = 40; // px: the layer labels on the left
 const HEADER_HEIGHT = 28; // px: the head labels on top
@@ -17,7 +20,7 @@ const PAD = 12; // px around the grid
 const GAP = 6; // px between thumbnails
 const MIN_THUMB = 24; // px: many heads shrink thumbnails rather than scroll sideways
 const MAX_THUMB = 150; // px
-const FONT_LABEL = `500 11px ${FONT_FAMILY}`;
+const FONT_LABEL = font(500, 11);
 const DIM = 0.72; // opacity of the veil over rows (or columns) other than the locked tokens'
 
 /** A head's attention matrix (queries down, keys across) as weight codes, max-pooled to at most
@@ -35,7 +38,7 @@ export function thumbnailCells(
   const nk = Math.max(1, keys.end - keys.start);
   const rows = Math.min(nq, size);
   const cols = Math.min(nk, size);
-  const column = new Int32Array(a.numTokens).fill(-1); // key -> pixel column (-1: filtered out)
+  const column = new Int32Array(a.numKeyTokens).fill(-1); // key -> pixel column (-1: filtered out)
   for (let j = keys.start; j < keys.end; j++) column[j] = Math.floor(((j - keys.start) * cols) / nk);
   const cells = new Uint8Array(rows * cols);
   const {codes, keys: slots} = a;
@@ -111,17 +114,20 @@ interface Grid {
   scrollTop: number;
 }
 
-export class ModelView implements ExampleView {
+export class ModelView implements View {
   readonly id = 'model' as const;
   readonly title = 'Model';
-  readonly needs = 'example' as const;
+  readonly steps = 'attention' as const;
+  readonly usesExample = true;
   readonly element: HTMLElement;
   readonly toolbar: HTMLElement;
+  private readonly shown = new ShownExample();
   private readonly area: ScrollingCanvas;
   private readonly inspector: HTMLElement;
+  private readonly group: GroupPicker;
   private readonly pair: PairFilter;
   private readonly hide: HideToggle;
-  private model: Model | null = null;
+  private model: ExampleModel | null = null;
   private grid: Grid = {width: 0, height: 0, thumb: 0, left: 0, scrollTop: 0};
   private thumbs = new Map<number, {canvas: HTMLCanvasElement; rows: number; cols: number}>();
   private thumbsKey = '';
@@ -129,21 +135,29 @@ export class ModelView implements ExampleView {
 
   /** `open`: what clicking a head does (by default: open it in the head view). */
   constructor(
-    context: ViewContext,
-    private readonly open = (layer: number, head: number) => context.store.update({view: 'head', layer, heads: [head]}),
+    private readonly context: ViewContext,
+    private readonly open = (layer: number, head: number) => context.store.update({view: 'head', focus: {layer, heads: [head]}}),
   ) {
+    this.group = new GroupPicker(context.store);
     this.pair = new PairFilter(context.store);
     this.hide = new HideToggle(context.store);
-    this.toolbar = el('div', {class: 'toolbar-group'}, [this.pair.element, this.hide.element]);
+    this.toolbar = el('div', {class: 'toolbar-group'}, [this.group.element, this.pair.element, this.hide.element]);
     this.area = new ScrollingCanvas('model', () => this.draw());
     this.inspector = el('div', {class: 'inspector'});
     this.element = el('div', {class: 'view view-model'}, [this.area.element, this.inspector]);
-    this.area.canvas.addEventListener('mousemove', (event) => this.pointer(event));
-    this.area.canvas.addEventListener('mouseleave', () => this.setHover(null));
-    this.area.canvas.addEventListener('click', (event) => {
-      const hit = this.hit(event);
-      if (hit) this.open(hit.layer, hit.head);
-    });
+    onPointer(
+      this.area.canvas,
+      {
+        immediate: true,
+        move: (at) => this.pointer(at),
+        leave: () => this.setHover(null),
+        click: (at) => {
+          const hit = this.hit(at);
+          if (hit) this.open(hit.layer, hit.head);
+        },
+      },
+      (event) => this.area.point(event),
+    );
   }
 
   get width(): number {
@@ -154,9 +168,30 @@ export class ModelView implements ExampleView {
     return this.grid.height;
   }
 
-  update(model: Model): void {
+  needs(model: ViewModel): ReturnType<typeof exampleNeeds> {
+    return exampleNeeds(model);
+  }
+
+  update(model: ViewModel): ViewStatus | null {
+    const example = this.shown.resolve(model);
+    if (isStatus(example)) return example;
+    this.setExample(example);
+    return null;
+  }
+
+  exportName(): (string | number)[] {
+    return this.shown.exportName(this.context.store.state);
+  }
+
+  keydown(key: string): boolean {
+    return exampleKey(this.context.store, this.shown.attention, key);
+  }
+
+  /** Draws one example (the Compare view draws A and B through this). */
+  setExample(model: ExampleModel): void {
     this.model = model;
-    this.pair.set(Boolean(model.example.segments?.length), model.state.pair);
+    this.group.set(model.example.groups ?? [], model.group?.name ?? null);
+    this.pair.set(!model.group && Boolean(model.example.segments?.length), model.state.filters.pair);
     this.hide.set(model.state);
     this.resize();
   }
@@ -180,14 +215,10 @@ export class ModelView implements ExampleView {
     const {state, attention: a} = model;
     const {thumb, left, scrollTop, height} = this.grid;
     const colors = headColors(a.numHeads);
-    const ranges = pairRanges(a.numTokens, model.example.segments, state.pair);
-    const filter: RowFilter = {
-      hidden: state.hide ? specialTokenMask(a.tokens) : null,
-      renormalize: state.hide && state.renorm,
-      keys: ranges.keys,
-    };
+    const {filter, queries} = weightFilter(state, a, model.group ? null : model.example.segments);
+    const ranges = {queries, keys: filter.keys};
     const resolution = Math.ceil(thumb * (window.devicePixelRatio || 1));
-    const key = JSON.stringify([model.key, ranges, state.hide, state.renorm, resolution]);
+    const key = JSON.stringify([model.key, ranges, state.filters.hide, state.filters.renorm, resolution]);
     if (key !== this.thumbsKey) {
       this.thumbsKey = key;
       this.thumbs = new Map();
@@ -200,7 +231,7 @@ export class ModelView implements ExampleView {
     const lastLayer = Math.min(a.numLayers - 1, Math.floor((scrollTop + height - HEADER_HEIGHT - PAD) / cell));
     const x = (h: number) => left + LABEL_WIDTH + h * cell;
     const y = (l: number) => top + l * cell;
-    const locked = state.tokens.filter((t) => t < a.numTokens);
+    const locked = state.focus.tokens.filter((t) => t < (state.focus.side === 'from' ? a.numTokens : a.numKeyTokens));
     let drawn = 0;
     painter.clip(0, HEADER_HEIGHT, this.grid.width, height - HEADER_HEIGHT, () => {
       for (let l = firstLayer; l <= lastLayer; l++) {
@@ -212,12 +243,12 @@ export class ModelView implements ExampleView {
         }
         for (let h = 0; h < a.numHeads; h++) {
           painter.image(strip.canvas, x(h), y(l), thumb, thumb, false, {x: h * strip.cols, y: 0, w: strip.cols, h: strip.rows});
-          if (locked.length) this.veil(painter, x(h), y(l), thumb, locked, state.side === 'from' ? ranges.queries : ranges.keys, state.side);
+          if (locked.length) this.veil(painter, x(h), y(l), thumb, locked, state.focus.side === 'from' ? ranges.queries : ranges.keys, state.focus.side);
           drawn++;
-          const selected = l === state.layer && shown.has(h);
+          const selected = l === state.focus.layer && shown.has(h);
           const hovered = this.hover?.layer === l && this.hover.head === h;
           if (selected || hovered) painter.strokeRect(x(h) - 1, y(l) - 1, thumb + 2, thumb + 2, hovered ? INK : ACCENT, 2);
-          else painter.strokeRect(x(h) - 0.5, y(l) - 0.5, thumb + 1, thumb + 1, '#e0e0e0', 1);
+          else painter.strokeRect(x(h) - 0.5, y(l) - 0.5, thumb + 1, thumb + 1, BORDER, 1);
         }
       }
     });
@@ -240,8 +271,8 @@ export class ModelView implements ExampleView {
     let at = 0;
     const gap = (from: number, to: number) => {
       if (to <= from) return;
-      if (side === 'from') painter.rect(x, y + from, size, to - from, '#ffffff', DIM);
-      else painter.rect(x + from, y, to - from, size, '#ffffff', DIM);
+      if (side === 'from') painter.rect(x, y + from, size, to - from, PAPER, DIM);
+      else painter.rect(x + from, y, to - from, size, PAPER, DIM);
     };
     for (const [start, end] of bands) {
       gap(at, start);
@@ -264,10 +295,9 @@ export class ModelView implements ExampleView {
     this.inspector.replaceChildren(el('span', {class: 'hint', text}));
   }
 
-  private hit(event: MouseEvent): {layer: number; head: number} | null {
+  private hit(point: Point): {layer: number; head: number} | null {
     if (!this.model) return null;
     const a = this.model.attention;
-    const point = this.area.point(event);
     const {thumb, left, scrollTop} = this.grid;
     const cell = thumb + GAP;
     const x = point.x - left - LABEL_WIDTH;
@@ -279,8 +309,8 @@ export class ModelView implements ExampleView {
     return {layer, head};
   }
 
-  private pointer(event: MouseEvent): void {
-    const hit = this.hit(event);
+  private pointer(at: Point): void {
+    const hit = this.hit(at);
     this.area.canvas.style.cursor = hit ? 'pointer' : 'default';
     this.setHover(hit);
   }
