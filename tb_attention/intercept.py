@@ -174,6 +174,8 @@ class _Interception:
         return None
 
     def emit(self, module, **fields):
+        if torch._C._current_graph_task_id() != -1:
+            return  # a forward recomputed during backward (activation checkpointing): seen already
         name = self.names.get(id(module), "") if module is not None else ""
         cross = fields.pop("cross", None)
         if cross is None:
@@ -500,7 +502,7 @@ def _pre_hook(module, args):
     return None
 
 
-def _post_hook(module, args, kwargs, output):
+def _post_hook(module, args, kwargs, output=None):  # no output: the forward raised
     it = _interception_for(module)
     if it is None or not it.stack:
         return None

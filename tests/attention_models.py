@@ -97,10 +97,11 @@ class MHAStack(torch.nn.Module):
     def _mask(self, n):
         return torch.ones(n, n, dtype=torch.bool).triu(1) if self.causal else None
 
-    def forward(self, input_ids):
+    def forward(self, input_ids, key_padding_mask=None):
         x = self.emb(input_ids).transpose(0, 1)  # [N, B, E]
         for attn in self.attn:
-            x = x + attn(x, x, x, attn_mask=self._mask(x.shape[0]), need_weights=False)[0]
+            mask = self._mask(x.shape[0])
+            x = x + attn(x, x, x, attn_mask=mask, key_padding_mask=key_padding_mask, need_weights=False)[0]
         return x.transpose(0, 1)
 
     def reference(self, input_ids):
