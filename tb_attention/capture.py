@@ -61,6 +61,7 @@ class CapturedGroup:
     sinks: list | None = None
     query: torch.Tensor | None = None
     key: torch.Tensor | None = None
+    max_logit: torch.Tensor | None = None  # [layers, heads]: the largest logit over this input's rows
 
     @property
     def num_layers(self):
@@ -140,6 +141,7 @@ class RecordedCall(typing.NamedTuple):
     scoring: LayerScoring
     causal: bool
     cross: bool
+    row_max_logit: torch.Tensor | None  # float32 [B, H, Nq]: each query row's largest logit
 
 
 class Recorder:
@@ -151,9 +153,10 @@ class Recorder:
     Weights are the softmax before dropout. `groups()` sorts the calls into groups.
     """
 
-    def __init__(self, model, with_qk=False):
+    def __init__(self, model, with_qk=False, with_max_logit=False):
         self.model_name = type(model).__name__
         self.with_qk = with_qk
+        self.with_max_logit = with_max_logit
         self.calls = []
 
     def start(self):
@@ -170,7 +173,8 @@ class Recorder:
             sinks=None if call.sinks is None else call.sinks.detach(),
         )
         qk = (call.query, call.key) if self.with_qk else (None, None)
-        self.calls.append(RecordedCall(call.name, call.weights(), *qk, scoring, call.causal, call.cross))
+        row_max = call.logits().amax(dim=-1) if self.with_max_logit else None
+        self.calls.append(RecordedCall(call.name, call.weights(), *qk, scoring, call.causal, call.cross, row_max))
 
     @property
     def num_layers(self):
@@ -220,14 +224,14 @@ def _group_of(call):
 
 
 @contextlib.contextmanager
-def recording(model, with_qk=False):
+def recording(model, with_qk=False, with_max_logit=False):
     """Records the attention of every forward of `model` inside the block; yields a `Recorder`.
 
     Works on any torch.nn.Module: nothing about the model is changed (see intercept.py), so
     training mode, gradients, inputs and outputs are the caller's: this works inside a training
     step too. The recorder holds the latest forward only.
     """
-    recorder = Recorder(model, with_qk=with_qk)
+    recorder = Recorder(model, with_qk=with_qk, with_max_logit=with_max_logit)
     with intercept.intercepting(model, recorder):
         yield recorder
 
@@ -353,7 +357,7 @@ def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=Fal
         if hf and name not in inputs and _accepts(model, name):
             inputs[name] = value
 
-    with _eval_mode(model), torch.no_grad(), recording(model, with_qk=with_qk) as recorder:
+    with _eval_mode(model), torch.no_grad(), recording(model, with_qk=with_qk, with_max_logit=True) as recorder:
         if forward is not None:
             forward(model, inputs.get("input_ids"), inputs.get("attention_mask"))
         elif hf:
@@ -412,12 +416,13 @@ def _split(recorder, source, target):
         has_qk = recorder.with_qk and all(c.query is not None for c in chosen)
         query = torch.stack([c.query for c in chosen]).to("cpu", torch.float32) if has_qk else None
         key = torch.stack([c.key for c in chosen]).to("cpu", torch.float32) if has_qk else None
-        per_group[name] = (attention, q_side, k_side, scorings, rules, query, key, chosen)
+        row_max = torch.stack([c.row_max_logit for c in chosen]).to("cpu", torch.float32)  # [L, B, H, Nq]
+        per_group[name] = (attention, q_side, k_side, scorings, rules, query, key, chosen, row_max)
 
     captured = []
     for b in range(len(next(iter(per_group.values()))[0][0])):
         result = []
-        for name, (attention, q_side, k_side, scorings, rules, query, key, chosen) in per_group.items():
+        for name, (attention, q_side, k_side, scorings, rules, query, key, chosen, row_max) in per_group.items():
             n, m = q_side.lengths[b], k_side.lengths[b]
             # clone(): each input owns its memory instead of pinning the whole batch.
             result.append(
@@ -432,6 +437,7 @@ def _split(recorder, source, target):
                     **{rule: list(values) for rule, values in rules.items()},
                     query=query[:, b, :, :n].clone() if query is not None else None,
                     key=key[:, b, :, :m].clone() if key is not None else None,
+                    max_logit=row_max[:, b, :, :n].amax(dim=-1),
                 )
             )
         first = result[0]
