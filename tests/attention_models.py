@@ -68,12 +68,12 @@ def _nano_mask(kind, n, device):
 class NanoGPT(torch.nn.Module):
     """Embeddings, `blocks`, a head: called as model(input_ids)."""
 
-    def __init__(self, layers=2, dim=32, heads=4, kv_heads=4, mask="causal", scale=None):
+    def __init__(self, layers=2, dim=32, heads=4, kv_heads=4, mask="causal", scale=None, vocab=VOCAB):
         super().__init__()
-        self.wte = torch.nn.Embedding(VOCAB, dim)
+        self.wte = torch.nn.Embedding(vocab, dim)
         self.wpe = torch.nn.Embedding(64, dim)
         self.blocks = torch.nn.ModuleList(NanoBlock(dim, heads, kv_heads, mask, scale) for _ in range(layers))
-        self.head = torch.nn.Linear(dim, VOCAB)
+        self.head = torch.nn.Linear(dim, vocab)
 
     def forward(self, input_ids):
         x = self.wte(input_ids) + self.wpe(torch.arange(input_ids.shape[1], device=input_ids.device))
