@@ -27,6 +27,7 @@ _STATIC_DIR = pathlib.Path(__file__).resolve().parent / "static"
 _INT_PATTERN = re.compile(r"[0-9]{1,19}")  # non-negative base-10 integer (< 2**63: an event's int64 step)
 _INT_LIMIT = 2**63
 _JOINED_SIZE = 16  # whole-group blobs assembled from per-layer blobs, remembered
+_JOINED_BYTES = 32 << 20  # larger assembled blobs are not remembered
 _JSON = "application/json"
 
 
@@ -202,23 +203,28 @@ class AttentionPlugin(base_plugin.TBPlugin):
         if isinstance(refs, list):  # v2: one blob per layer
             if len(refs) != group.get("num_layers"):
                 raise schema.FormatError(f"the manifest lists {len(refs)} {what} blobs for {group.get('num_layers')} layers")
-            chosen = range(len(refs)) if layer is None else [layer]
-            return [(self._blob(ctx, experiment_id, run, tag, datum, refs[i], f"{what}, layer {i}", check), None)
-                    for i in chosen]
+            chosen = list(range(len(refs))) if layer is None else [layer]
+            blobs = self._reader.step_blobs(ctx, experiment_id, run, tag, datum, [refs[i] for i in chosen],
+                                            lambda n: f"{what}, layer {chosen[n]}", check)
+            return [(blob, None) for blob in blobs]
         blob = self._blob(ctx, experiment_id, run, tag, datum, group.get(f"{kind}_blob"), what, check)  # v1
         return [(blob, layer)]
 
-    def _whole_blob(self, parts, join, key):
-        """One blob for the layers asked: as stored, one layer of a v1 blob, or layers joined."""
+    def _served_blob(self, key, read_parts, join, select):
+        """One blob for the layers asked: as stored, one layer of a v1 blob, or the layers joined
+        (remembered: a dashboard asks again for what it shows)."""
+        joined = self._joined.peek(key)
+        if joined is not None:
+            return joined
+        parts = read_parts()
         if len(parts) == 1:
             blob, layer = parts[0]
-            if layer is None:
-                return blob
-            select = codecs.attention_layer_blob if join is codecs.join_attention_layers else codecs.qk_layer_blob
-            return select(blob, layer)
-        blobs = [blob for blob, _ in parts]
-        joined = join(blobs)
-        return joined[0] if isinstance(joined, tuple) else joined
+            return blob if layer is None else select(blob, layer)
+        joined = join([blob for blob, _ in parts])
+        joined = joined[0] if isinstance(joined, tuple) else joined
+        if len(joined) <= _JOINED_BYTES:
+            self._joined.put(key, joined)
+        return joined
 
     def attention_impl(self, ctx, experiment_id, run, tag, step, example, group=None, layer=None, head=None,
                        as_json=False):
@@ -227,10 +233,11 @@ class AttentionPlugin(base_plugin.TBPlugin):
         _check_index("layer", layer, g.get("num_layers") or 0, f"group {g.get('name')!r}")
         _check_index("head", head, g.get("num_heads") or 0, f"group {g.get('name')!r}")
         what = f"attention of example {example}, group {g.get('name')!r}"
-        parts = self._layer_blobs(ctx, experiment_id, run, tag, datum, g, "attention", layer, what)
+        read = lambda: self._layer_blobs(ctx, experiment_id, run, tag, datum, g, "attention", layer, what)  # noqa: E731
         if not as_json:
-            key = (run, tag, step, datum.wall_time, example, g.get("name"), layer)
-            return self._joined.get(key, lambda: self._whole_blob(parts, codecs.join_attention_layers, key))
+            key = ("attention", experiment_id, run, tag, step, datum.wall_time, example, g.get("name"), layer)
+            return self._served_blob(key, read, codecs.join_attention_layers, codecs.attention_layer_blob)
+        parts = read()
         if len(parts) == 1:
             blob, index = parts[0]
             weights = codecs.decode_attention(blob, layer=index, head=head).attention
@@ -259,10 +266,11 @@ class AttentionPlugin(base_plugin.TBPlugin):
         _check_index("layer", layer, g.get("num_layers") or 0, f"group {g.get('name')!r}")
         _check_index("head", head, g.get("num_heads") or 0, f"group {g.get('name')!r}")
         what = f"query/key of example {example}, group {g.get('name')!r}"
-        parts = self._layer_blobs(ctx, experiment_id, run, tag, datum, g, "qk", layer, what)
+        read = lambda: self._layer_blobs(ctx, experiment_id, run, tag, datum, g, "qk", layer, what)  # noqa: E731
         if not as_json:
-            key = ("qk", run, tag, step, datum.wall_time, example, g.get("name"), layer)
-            return self._joined.get(key, lambda: self._whole_blob(parts, codecs.join_qk_layers, key))
+            key = ("qk", experiment_id, run, tag, step, datum.wall_time, example, g.get("name"), layer)
+            return self._served_blob(key, read, codecs.join_qk_layers, codecs.qk_layer_blob)
+        parts = read()
         decoded = [codecs.decode_qk(blob) for blob, _ in parts]
         header = dict(decoded[0].header)
         query = np.concatenate([d.query for d in decoded])
