@@ -397,3 +397,25 @@ def test_encoder_decoder_gives_encoder_decoder_and_cross_groups(family):
         assert c.decoder_input_ids.tolist() == alone["decoder_input_ids"][0].tolist()
         assert cross.layer_names[0].endswith(("encoder_attn", "EncDecAttention"))
         torch.testing.assert_close(c.attention, encoder.attention, atol=0, rtol=0)
+
+
+def test_a_compiled_model_is_captured_through_the_module_it_wraps():
+    from tests.attention_models import NanoGPT
+
+    torch.manual_seed(0)
+    model = NanoGPT().eval()
+    compiled = torch.compile(model)  # capture runs model itself: nothing is compiled here
+    ids = _ids(1, 6)
+    (c,) = capture.capture_attention(compiled, ids)
+    torch.testing.assert_close(c.attention, torch.stack(model.reference())[:, 0], atol=TOLERANCE, rtol=0)
+
+
+def test_calling_a_submodule_alone_starts_a_new_forward():
+    from tests.attention_models import NanoGPT
+
+    model = NanoGPT().eval()
+    x = torch.randn(1, 5, 32)
+    with torch.no_grad(), capture.recording(model) as recorder:
+        model.blocks[0](x)
+        model.blocks[1](x)
+    assert recorder.names == ["blocks.1"]

@@ -284,13 +284,13 @@ def test_cross_attention_metrics_against_their_definition():
     a /= a.sum(-1, keepdims=True)
     diagonal = np.zeros((1, 1, 4, 10))
     for i in range(4):
-        diagonal[0, 0, i, round((i + 0.5) * 10 / 4 - 0.5)] = 1.0
+        diagonal[0, 0, i, int(i * 10 / 4)] = 1.0  # on the diagonal j = i * Ns / Nt
     values = cross_metrics.cross_metrics([a, diagonal])
-    centre = (np.arange(4)[:, None] + 0.5) * 10 / 4 - 0.5
-    band = np.abs(np.arange(10)[None, :] - centre) <= 1.0
+    # http_api.md: keys |j - i * Ns / Nt| <= w, w = max(1, Ns / Nt) = 2.5
+    band = np.abs(np.arange(10)[None, :] - np.arange(4)[:, None] * 2.5) <= 2.5
     expected = ((a[0, 0] * band).sum() + 4) / 8
     np.testing.assert_allclose(values["diagonal_alignment"][0, 0], expected, rtol=1e-6)
-    np.testing.assert_allclose(values["null_attention"][0, 0], (a[0, 0, :, 0].sum() + 0) / 8, rtol=1e-6)
+    np.testing.assert_allclose(values["null_attention"][0, 0], (a[0, 0, :, 0].sum() + 1) / 8, rtol=1e-6)  # + query 0 of the diagonal
     np.testing.assert_allclose(values["entropy"][0, 0], -(a * np.log(a)).sum() / 8, rtol=1e-6)
 
 
