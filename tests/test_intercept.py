@@ -378,3 +378,29 @@ def test_flex_score_mod_that_cannot_run_densely_is_a_clear_error():
     with torch.no_grad(), pytest.raises(capture.CaptureError, match="score_mod cannot be evaluated densely"):
         with intercept.intercepting(model, lambda call: None):
             model(torch.randn(1, 4, 16))
+
+
+@pytest.mark.parametrize("kind", ["nano_bool", "mha", "bloom", "t5"])
+def test_row_chunks_of_logits_and_weights_make_the_whole(kind):
+    """The monitor reads long sequences in query chunks: rows=slice(a, b) must be those rows exactly."""
+    torch.manual_seed(0)
+    if kind == "nano_bool":
+        model, inputs = NanoGPT(mask="bool").eval(), {"input_ids": IDS}
+    elif kind == "mha":
+        model, inputs = MHAStack().eval(), {"input_ids": IDS}
+    elif kind == "bloom":
+        model, inputs = hf_model("bloom"), {"input_ids": IDS}
+    else:
+        model, inputs = hf_model("t5", "sdpa"), encoder_decoder_inputs("t5")
+    checked = []
+
+    def listener(call):
+        n = call.shape[2]
+        for whole, part in ((call.logits(), call.logits), (call.weights(), call.weights)):
+            chunks = torch.cat([part(slice(a, min(a + 3, n))) for a in range(0, n, 3)], dim=2)
+            torch.testing.assert_close(chunks, whole, atol=1e-6, rtol=0)  # -inf where masked, in both
+        checked.append(call.name)
+
+    with torch.no_grad(), intercept.intercepting(model, listener):
+        model(*inputs.values()) if kind != "t5" else model(**inputs)
+    assert len(checked) >= 2
