@@ -372,3 +372,22 @@ def test_a_real_tensorboard_serves_every_family_as_its_reference(tmp_path, tenso
                 assert np.abs(attention - reference.numpy()).max() <= BOUND, (run, group)
                 if group == "cross":
                     assert body["tokens"] == [str(t) for t in targets[i]] and body["key_tokens"] == TOKENS[i]
+
+
+def test_encoder_decoder_probe_with_a_tokenizer_id_targets_and_qk(tmp_path, gpt2_tokenizer):
+    model = hf_model("t5", "sdpa")
+    model.resize_token_embeddings(len(gpt2_tokenizer))
+    targets = [torch.tensor([0, 464, 3797]), [0, 32, 3290, 4966, 13]]  # as given: start token included
+    probe = Probe(gpt2_tokenizer, TEXTS[:2], targets=targets, with_qk=True, syntax=False)
+    values, provider = _log(tmp_path, probe, model)
+    eager = with_implementation(model, "eager")
+    for i, (text, target) in enumerate(zip(TEXTS[:2], targets)):
+        ids = torch.tensor([gpt2_tokenizer(text)["input_ids"]])
+        with torch.no_grad():
+            out = eager(input_ids=ids, decoder_input_ids=torch.as_tensor(target)[None], output_attentions=True)
+        entry, example, qk = read_examples(provider, "run", "probe", 0, group="cross")[i]
+        assert np.abs(example.attention - torch.stack(out.cross_attentions)[:, 0].numpy()).max() <= BOUND
+        assert qk is not None and qk.query.shape[2] == len(target) and qk.key.shape[2] == ids.shape[1]
+        (decoder,) = [g for g in entry["groups"] if g["name"] == "decoder"]
+        assert decoder["tokens"] == gpt2_tokenizer.convert_ids_to_tokens(torch.as_tensor(target).tolist())
+    assert values["cross/diagonal_alignment"].shape == (2, 4)
