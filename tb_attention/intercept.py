@@ -215,7 +215,7 @@ def _innermost():
 
 
 def _hf_wrapper(function, kind):
-    def intercepted_attention(module, query, key, value, attention_mask, *args, **kwargs):
+    def intercepted_attention(module, query, key, value, attention_mask=None, *args, **kwargs):
         it = _interception_for(module)
         if it is None or it.suppressed:
             return function(module, query, key, value, attention_mask, *args, **kwargs)
@@ -686,7 +686,10 @@ def intercepting(model, listener):
     """Inside the block, every forward of `model` hands each attention computation to listener(call).
 
     Synchronously, on the model's device, in call order; the model computes exactly what it
-    computes without the block (outputs and gradients bit for bit). See AttentionCall.
+    computes without the block (outputs and gradients bit for bit). See AttentionCall. A forward
+    that computes no attention these routes see simply hands over nothing (capture_attention then
+    raises CaptureError saying what it looks for); a FlexAttention score_mod or mask that cannot be
+    evaluated densely raises CaptureError during the forward.
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"intercepting needs a torch.nn.Module, got {type(model).__name__}")
