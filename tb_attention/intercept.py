@@ -562,8 +562,11 @@ def _pre_hook(module, args):
     it = _interception_for(module)
     if it is None:
         return None
-    if not it.stack:
-        it.calls = 0  # a new forward (of the model, or of one of its modules alone): calls numbered from 0
+    if module is it.model and not it.stack:
+        # A new forward of the model: calls numbered from 0. (Not on any module entered with an
+        # empty stack: a block entered from the model's own pre-hook, as the monitor's, never sees
+        # the model's pre-hook, and its children would each restart the numbering.)
+        it.calls = 0
     it.stack.append((module, it.calls))
     if isinstance(module, torch.nn.MultiheadAttention) and not it.suppressed:
         it.suppressed += 1  # its inner softmax / SDPA are this route's call
