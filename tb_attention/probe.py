@@ -407,8 +407,6 @@ def _check_targets(targets, count):
 
 def _as_list(x):
     """A list of sequences: a 2-D tensor's rows, or the items of a list/tuple."""
-    if hasattr(x, "dim") and x.dim() == 2:
-        return list(x)
     return list(x)
 
 
