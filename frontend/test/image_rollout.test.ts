@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import {test} from 'node:test';
 import {addResidual, discardLowest, fuseHeads, rolloutLayer, rolloutMatrix, rolloutRow, type Matrix} from '../src/views/image_view_rollout';
 
-const m = (...values: number[]) => Float32Array.from(values);
+const m = (...values: number[]) => Float64Array.from(values);
 
 /** A random row-stochastic n × n matrix (a head's softmax weights). */
 function softmaxMatrix(n: number, random: () => number): Matrix {
-  const out = new Float32Array(n * n);
+  const out = new Float64Array(n * n);
   for (let i = 0; i < n; i++) {
     let sum = 0;
     for (let j = 0; j < n; j++) sum += out[i * n + j] = Math.exp(3 * random());
@@ -78,4 +80,30 @@ test('rollout rows equal the paper recursion A_L · … · A_1 computed plainly,
 
 test('rollout refuses a query outside the tokens', () => {
   assert.throws(() => rolloutRow([m(1)], 1, 1), /query 1 is not a token of 1/);
+});
+
+interface RolloutFixture {
+  shape: [number, number, number, number];
+  attention: number[][][][];
+  cases: {head_fusion: 'mean' | 'max' | 'min'; discard_ratio: number; heads: number[] | null; discarded: number; rollout: number[][][]}[];
+}
+
+test('rollout equals the Python reference (tb_attention.vision.rollout) through every layer, for every fusion and discard ratio', () => {
+  const file = path.join(process.env.TBA_FIXTURES ?? path.join(process.cwd(), 'test', 'fixtures'), 'rollout.json');
+  const fixture = JSON.parse(fs.readFileSync(file, 'utf8')) as RolloutFixture;
+  const [numLayers, numHeads, n] = fixture.shape;
+  assert.equal(fixture.cases.length, 6);
+  for (const c of fixture.cases) {
+    const heads = c.heads ?? [...Array(numHeads).keys()];
+    const factors = fixture.attention.map((layer) => rolloutLayer(heads.map((h) => Float64Array.from(layer[h].flat())), n, {fusion: c.head_fusion, discard: c.discard_ratio}));
+    for (let l = 0; l < numLayers; l++) {
+      for (let q = 0; q < n; q++) {
+        const row = rolloutRow(factors.slice(0, l + 1), n, q);
+        for (let j = 0; j < n; j++) {
+          const expected = c.rollout[l][q][j];
+          assert.ok(Math.abs(row[j] - expected) < 1e-9, `${c.head_fusion} discard ${c.discard_ratio} heads ${c.heads}: layer ${l} [${q}][${j}] ${row[j]} vs ${expected}`);
+        }
+      }
+    }
+  }
 });

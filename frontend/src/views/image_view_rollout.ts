@@ -4,13 +4,17 @@
 export type Fusion = 'mean' | 'max' | 'min';
 export const FUSIONS: readonly Fusion[] = ['mean', 'max', 'min'];
 
-/** One head's (or a fused layer's) weights: n × n, row-major (query i, key j at i·n + j). */
-export type Matrix = Float32Array;
+/** A fused layer's weights: n × n, row-major (query i, key j at i·n + j), in float64 as the
+ * Python reference (tb_attention.vision.rollout) computes them, so that the two agree to ~1e-12. */
+export type Matrix = Float64Array;
+
+/** One head's weights, laid out as a Matrix (float32 rows read from the attention are fine). */
+export type HeadWeights = ArrayLike<number>;
 
 /** Fuses heads cell by cell: their mean, largest or smallest weight. */
-export function fuseHeads(heads: readonly Matrix[], fusion: Fusion): Matrix {
+export function fuseHeads(heads: readonly HeadWeights[], fusion: Fusion): Matrix {
   if (!heads.length) throw new Error('fuseHeads: no heads to fuse');
-  const out = Float32Array.from(heads[0]);
+  const out = Float64Array.from(heads[0]);
   for (let h = 1; h < heads.length; h++) {
     const m = heads[h];
     if (m.length !== out.length) throw new Error(`fuseHeads: head ${h} has ${m.length} weights, head 0 has ${out.length}`);
@@ -37,7 +41,7 @@ export function discardLowest(matrix: Matrix, ratio: number): Matrix {
 /** The residual as the paper adds it: A = ½·W + ½·I, each row then renormalised to sum 1. */
 export function addResidual(matrix: Matrix, n: number): Matrix {
   if (matrix.length !== n * n) throw new Error(`addResidual: ${matrix.length} weights is not ${n} × ${n}`);
-  const out = new Float32Array(matrix.length);
+  const out = new Float64Array(matrix.length);
   for (let i = 0; i < n; i++) {
     let sum = 0;
     for (let j = 0; j < n; j++) {
@@ -57,7 +61,7 @@ export interface RolloutOptions {
 }
 
 /** One layer's rollout factor: its heads fused, the smallest weights discarded, the residual added. */
-export function rolloutLayer(heads: readonly Matrix[], n: number, options: RolloutOptions): Matrix {
+export function rolloutLayer(heads: readonly HeadWeights[], n: number, options: RolloutOptions): Matrix {
   return addResidual(discardLowest(fuseHeads(heads, options.fusion), options.discard), n);
 }
 
