@@ -3,7 +3,14 @@
 
 import {rgb} from 'd3-color';
 import {interpolateInferno, interpolateRdBu} from 'd3-scale-chromatic';
-import type {Box} from '../painter';
+
+/** A box in CSS pixels (structurally the painter's box). */
+export interface Box {
+  x: number;
+  y: number;
+  w: number;
+  h: number;
+}
 
 /** An image example's layout (`/examples` → `image`): tokens are the prefix tokens (CLS,
  * distillation, registers), then the patches row by row, named `r{row}c{col}`. */

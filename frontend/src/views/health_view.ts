@@ -1,0 +1,268 @@
+// Health panel: the heads whose max logit grew, or whose attention entropy fell, past the user's
+// thresholds during training, most severe first, each with a sparkline of that head in every run;
+// a click opens the head's curves in the Metrics view.
+
+import {format} from 'd3-format';
+import type {MetricSeries, Tags} from '../api';
+import {paintSparkline, type SparkSeries} from '../components/sparkline';
+import {onPointer, type Point} from '../components/pointer';
+import type {AnyRequest, DataReader} from '../data/cache';
+import * as requests from '../data/requests';
+import {el} from '../dom';
+import {textWidth, type Painter} from '../painter';
+import {metricTag} from '../schema';
+import {FONT_LABEL, FONT_SMALL, FONT_TITLE, HIGHLIGHT_FILL, INK, MUTED_INK} from '../theme';
+import {Tooltip} from '../tooltip';
+import {HealthControls, healthThresholds} from './health_controls';
+import {flagHeads, headSeries, healthSources, rankFlags, type FlagReason, type HeadFlag, type HealthMetric, type HealthThresholds} from './health_rank';
+import {ScrollingCanvas} from './scrolling_canvas';
+import type {View, ViewContext, ViewModel, ViewStatus} from './view';
+
+const SIGNALS: readonly HealthMetric[] = ['max_logit', 'attention_entropy'];
+const SIGNAL_NAMES: Record<HealthMetric, string> = {max_logit: 'max logit', attention_entropy: 'entropy'};
+const REASONS: Record<FlagReason, string> = {growth: 'grew', level: 'above level', drop: 'fell', floor: 'below floor'};
+const PAD = 12; // px
+const HEADER = 44; // px: the summary line and the run key
+const COLUMNS = 22; // px: the column titles
+const ROW = 34; // px per flagged head
+const SPARK_MAX = 360; // px: widest sparkline
+const value3 = format('.3~f');
+const ratio = format('.2~f');
+
+/** A flagged head with the series its sparkline draws. */
+interface Row {
+  flag: HeadFlag;
+  series: SparkSeries[];
+  threshold: number | null;
+}
+
+/** Which runs logged a source's health metrics, and their series requests. */
+interface Plan {
+  sources: string[];
+  source: string | null;
+  runs: string[];
+  series: {run: string; metric: HealthMetric; request: ReturnType<typeof requests.metricSeries>}[];
+}
+
+/** Probe → its metrics, over every run. */
+function metricsByProbe(tags: Tags): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const run of Object.values(tags)) {
+    for (const info of Object.values(run)) {
+      if (info.kind !== 'metric' || !info.probe || !info.metric || !info.steps.length) continue;
+      const list = out.get(info.probe) ?? [];
+      if (!list.includes(info.metric)) list.push(info.metric);
+      out.set(info.probe, list);
+    }
+  }
+  return out;
+}
+
+export function healthPlan(tags: Tags, wanted: string | null): Plan {
+  const sources = healthSources(metricsByProbe(tags));
+  const source = wanted !== null && sources.includes(wanted) ? wanted : (sources[0] ?? null);
+  const series: Plan['series'] = [];
+  const runs: string[] = [];
+  if (source !== null) {
+    for (const run of Object.keys(tags).sort()) {
+      for (const metric of SIGNALS) {
+        const info = tags[run][metricTag(source, metric)];
+        if (info?.kind !== 'metric' || !info.steps.length) continue;
+        series.push({run, metric, request: requests.metricSeries(run, metricTag(source, metric), info.steps.join(','))});
+        if (!runs.includes(run)) runs.push(run);
+      }
+    }
+  }
+  return {sources, source, runs, series};
+}
+
+/** The flagged heads of every run, with sparklines of the head in every run. */
+export function healthRows(plan: Plan, data: DataReader, thresholds: HealthThresholds, color: (run: string) => string): Row[] | ViewStatus {
+  const loaded = new Map<string, MetricSeries>();
+  for (const {run, metric, request} of plan.series) {
+    const answer = data.get(request);
+    if (answer.state === 'error') return {kind: 'error', text: answer.error};
+    if (answer.state === 'loading') return {kind: 'loading', text: 'Loading the health metrics…'};
+    loaded.set(`${run}\u0000${metric}`, answer.value);
+  }
+  const flags = rankFlags(plan.series.map(({run, metric}) => flagHeads(run, loaded.get(`${run}\u0000${metric}`)!, metric, thresholds)));
+  return flags.map((flag) => {
+    const series = plan.runs.flatMap((run) => {
+      const s = loaded.get(`${run}\u0000${flag.metric}`);
+      if (!s) return [];
+      const own = run === flag.run;
+      return [{steps: s.steps, values: headSeries(s, flag.layer, flag.head), color: color(run), width: own ? 2 : 1, alpha: own ? 1 : 0.6}];
+    });
+    // Own run last: drawn on top.
+    series.sort((a, b) => a.width - b.width);
+    return {flag, series, threshold: thresholdLine(flag, thresholds)};
+  });
+}
+
+/** Where the sparkline's dashed line goes: the threshold nearest to what flagged the head. */
+function thresholdLine(flag: HeadFlag, t: HealthThresholds): number | null {
+  if (flag.metric === 'max_logit') return flag.reasons.includes('growth') ? t.logitGrowth * flag.first : t.logitLevel || null;
+  return flag.reasons.includes('drop') ? t.entropyDrop * flag.first : t.entropyFloor || null;
+}
+
+export class HealthView implements View {
+  readonly id = 'health' as const;
+  readonly title = 'Health';
+  readonly steps = 'probe' as const;
+  readonly usesExample = false;
+  readonly element: HTMLElement;
+  readonly toolbar: HTMLElement;
+  private readonly controls: HealthControls;
+  private readonly area: ScrollingCanvas;
+  private readonly tooltip: Tooltip;
+  private plan: Plan | null = null;
+  private rows: Row[] = [];
+  private summary = '';
+  private columns = {run: PAD, head: 0, signal: 0, figures: 0, spark: 0, sparkWidth: 0};
+  private hover: number | null = null;
+
+  constructor(private readonly context: ViewContext) {
+    this.controls = new HealthControls(context.store);
+    this.toolbar = this.controls.element;
+    this.area = new ScrollingCanvas('health', () => this.draw());
+    this.element = el('div', {class: 'view view-health'}, [this.area.element]);
+    this.tooltip = new Tooltip(this.element);
+    onPointer(this.area.canvas, {move: (at, event) => this.pointer(at, event), leave: () => this.setHover(null), click: (at) => this.click(at)}, (e) => this.area.point(e));
+  }
+
+  get width(): number {
+    return this.area.width;
+  }
+
+  get height(): number {
+    return this.contentHeight();
+  }
+
+  exportName(): (string | number)[] {
+    return [this.plan?.source ?? ''];
+  }
+
+  needs(model: ViewModel): AnyRequest[] {
+    return healthPlan(model.tags, model.state.hsource).series.map((s) => s.request);
+  }
+
+  update(model: ViewModel): ViewStatus | null {
+    const {state, tags} = model;
+    const plan = healthPlan(tags, state.hsource);
+    this.plan = plan;
+    const thresholds = healthThresholds(state);
+    this.controls.set(plan.sources, plan.source, thresholds);
+    if (plan.source === null) {
+      return {kind: 'empty', text: 'No health metrics were logged: AttentionMonitor writes attention_health/max_logit and attention_entropy during training, and Probe logs max_logit.'};
+    }
+    const rows = healthRows(plan, model.data, thresholds, (run) => this.context.runColors.color(run));
+    if (!Array.isArray(rows)) return rows;
+    this.rows = rows;
+    const runs = plan.runs.length === 1 ? `run ${plan.runs[0]}` : `${plan.runs.length} runs`;
+    this.summary = rows.length
+      ? `${rows.length} head${rows.length > 1 ? 's' : ''} past the thresholds at each run's newest step (${runs}, ${plan.source}) · click a row to open its curves in Metrics`
+      : `No head is past the thresholds at the newest step of ${runs} (${plan.source}).`;
+    this.resize();
+    return null;
+  }
+
+  private contentHeight(): number {
+    return PAD + HEADER + COLUMNS + this.rows.length * ROW + PAD;
+  }
+
+  resize(): void {
+    if (!this.plan) return;
+    const runWidth = Math.max(60, ...this.plan.runs.map((r) => textWidth(r, FONT_LABEL))) + 22;
+    const c = this.columns;
+    c.head = c.run + runWidth;
+    c.signal = c.head + 56;
+    c.figures = c.signal + 74;
+    c.spark = c.figures + 250;
+    this.area.fit(this.contentHeight(), 0);
+    c.sparkWidth = Math.max(80, Math.min(SPARK_MAX, this.area.width - c.spark - PAD));
+    this.draw();
+  }
+
+  paint(painter: Painter): void {
+    const plan = this.plan;
+    if (!plan) return;
+    const c = this.columns;
+    painter.text(this.summary, PAD, PAD + 8, {font: FONT_TITLE, color: INK});
+    let x = PAD;
+    for (const run of plan.runs) {
+      painter.rect(x, PAD + 24, 14, 3, this.context.runColors.color(run));
+      painter.text(run, x + 18, PAD + 26, {font: FONT_SMALL, color: MUTED_INK});
+      x += textWidth(run, FONT_SMALL) + 34;
+    }
+    const top = PAD + HEADER;
+    const titles: [number, string][] = [[c.run, 'Run'], [c.head, 'Head'], [c.signal, 'Signal'], [c.figures, 'First → newest'], [c.spark, 'Over steps: this head in every run (dashed: threshold)']];
+    for (const [at, text] of titles) painter.text(text, at, top + 10, {font: FONT_SMALL, color: MUTED_INK});
+    this.rows.forEach((row, i) => {
+      const y = top + COLUMNS + i * ROW;
+      const mid = y + ROW / 2;
+      const {flag} = row;
+      if (i === this.hover) painter.rect(PAD / 2, y, this.area.width - PAD, ROW, HIGHLIGHT_FILL);
+      painter.rect(c.run, mid - 1.5, 12, 3, this.context.runColors.color(flag.run));
+      painter.text(flag.run, c.run + 16, mid, {font: FONT_LABEL, color: INK});
+      painter.text(`L${flag.layer} H${flag.head}`, c.head, mid, {font: FONT_LABEL, color: INK});
+      painter.text(SIGNAL_NAMES[flag.metric], c.signal, mid, {font: FONT_LABEL, color: INK});
+      painter.text(figures(flag), c.figures, mid - 6, {font: FONT_LABEL, color: INK});
+      painter.text(flag.reasons.map((r) => REASONS[r]).join(', ') + ` · steps ${flag.firstStep} → ${flag.step}`, c.figures, mid + 8, {font: FONT_SMALL, color: MUTED_INK});
+      paintSparkline(painter, {x: c.spark, y: y + 5, w: c.sparkWidth, h: ROW - 10}, row.series, row.threshold);
+    });
+  }
+
+  private draw(): void {
+    const painter = this.area.painter();
+    painter.translate(0, -this.area.scrollTop, () => this.paint(painter));
+    const data = this.area.canvas.dataset;
+    data.rows = JSON.stringify(
+      this.rows.map(({flag: f}) => ({run: f.run, metric: f.metric, layer: f.layer, head: f.head, first: round(f.first), value: round(f.value), reasons: f.reasons})),
+    );
+    data.layout = JSON.stringify({top: PAD + HEADER + COLUMNS, row: ROW});
+  }
+
+  private rowAt(at: Point): number | null {
+    const i = Math.floor((at.y + this.area.scrollTop - PAD - HEADER - COLUMNS) / ROW);
+    return i >= 0 && i < this.rows.length ? i : null;
+  }
+
+  private setHover(index: number | null): void {
+    if (index === null) this.tooltip.hide();
+    if (index === this.hover) return;
+    this.hover = index;
+    this.area.canvas.style.cursor = index === null ? 'default' : 'pointer';
+    this.draw();
+  }
+
+  private pointer(at: Point, event: MouseEvent): void {
+    const index = this.rowAt(at);
+    this.setHover(index);
+    if (index === null) return;
+    const {flag} = this.rows[index];
+    this.tooltip.show(event.clientX, event.clientY, [
+      {label: `${flag.run} · layer ${flag.layer} head ${flag.head}`, strong: true},
+      {label: `${SIGNAL_NAMES[flag.metric]} at step ${flag.firstStep}`, value: value3(flag.first)},
+      {label: `at step ${flag.step}`, value: value3(flag.value)},
+      'click: open its curves in Metrics, every run overlaid',
+    ]);
+  }
+
+  private click(at: Point): void {
+    const index = this.rowAt(at);
+    if (index === null || !this.plan?.source) return;
+    const {flag} = this.rows[index];
+    const others = this.plan.runs.filter((r) => r !== flag.run);
+    this.context.store.update({view: 'metrics', run: flag.run, tag: this.plan.source, metric: flag.metric, picks: [[flag.layer, flag.head]], runs: others, step: null});
+  }
+}
+
+/** "4.0 → 40.1 (10×)": first and newest value, and their ratio when it means something. */
+function figures(flag: HeadFlag): string {
+  const change = flag.ratio !== null ? ` (${ratio(flag.ratio)}×)` : '';
+  return `${value3(flag.first)} → ${value3(flag.value)}${change}`;
+}
+
+function round(v: number): number {
+  return Number(v.toFixed(4));
+}

@@ -1,0 +1,430 @@
+// Image view: a vision transformer's attention over the image it saw. Click a patch (or a prefix
+// token such as CLS) to see where it attends, in the chosen heads or their mean; attention rollout
+// through the layers; each head's mean attention distance by layer; B − A between checkpoints.
+
+import {format} from 'd3-format';
+import {headColors} from '../colors';
+import {imageCanvas, heatCanvas, HEAT_LEGEND_HEIGHT, paintHeatLegend, paintOverlay} from '../components/image_overlay';
+import {LineChart, paintAxisTitles, type Dot} from '../components/line_chart';
+import {onPointer, type Point} from '../components/pointer';
+import type {AnyRequest} from '../data/cache';
+import * as requests from '../data/requests';
+import type {MetricSeries} from '../api';
+import type {Attention} from '../decode';
+import {el} from '../dom';
+import {CanvasPainter, textWidth, type Painter} from '../painter';
+import {compareEndpoints, nearestStep} from '../state';
+import {ACCENT, BORDER, FONT_LABEL, FONT_SMALL, FONT_TITLE, INK, MUTED_INK} from '../theme';
+import {Tooltip} from '../tooltip';
+import {shownHeads} from './controls';
+import {isStatus, ShownExample} from './example';
+import {ImageControls} from './image_view_controls';
+import {
+  distanceRequest,
+  endpointKeys,
+  headHeats,
+  heatDifferences,
+  imageNeeds,
+  imageRequest,
+  imageSettings,
+  meanHeat,
+  queryToken,
+  RolloutFactors,
+  rolloutHeat,
+  shownImage,
+  type ImageSettings,
+} from './image_view_data';
+import {
+  distancePoints,
+  fitImage,
+  heatScale,
+  imageMismatch,
+  patchAt,
+  patchToken,
+  tileBoxes,
+  tokenName,
+  tokenPatch,
+  type Box,
+  type Heat,
+  type HeatScale,
+  type ImageInfo,
+  type Patch,
+} from './image_view_scene';
+import type {View, ViewContext, ViewModel, ViewStatus} from './view';
+
+const PAD = 12; // px around the figure
+const CAPTION = 22; // px: the caption line above the image
+const CHIP_ROW = 26; // px: the prefix tokens' chips below the image
+const TILE_LABEL = 16; // px above each head's overlay
+const TILE_GAP = 10; // px between overlays
+const LEGEND_WIDTH = 220; // px
+const weight = format('.3f');
+const signed = format('+.3f');
+const pixels = format('.1f');
+
+/** What one overlay draws: its heat, and its title in the split grid. */
+interface Tile {
+  box: Box;
+  heat: Heat;
+  canvas: HTMLCanvasElement;
+  label: string;
+  color: string | null;
+}
+
+interface Chip {
+  box: Box;
+  token: number;
+  text: string;
+}
+
+/** Everything drawn over the image, derived from the state and the data. */
+interface Scene {
+  info: ImageInfo;
+  photo: HTMLCanvasElement;
+  query: number;
+  tiles: Tile[];
+  chips: Chip[];
+  scale: HeatScale;
+  caption: string;
+  diff: boolean;
+}
+
+/** The distance scatter. */
+interface Scatter {
+  chart: LineChart;
+  dots: Dot[];
+  step: number;
+}
+
+export class ImageView implements View {
+  readonly id = 'image' as const;
+  readonly title = 'Image';
+  readonly steps = 'attention' as const;
+  readonly usesExample = true;
+  readonly element: HTMLElement;
+  readonly toolbar: HTMLElement;
+  private readonly controls: ImageControls;
+  private readonly canvas: HTMLCanvasElement;
+  private readonly tooltip: Tooltip;
+  private readonly example = new ShownExample();
+  private readonly rollouts = {shown: new RolloutFactors(), a: new RolloutFactors(), b: new RolloutFactors()};
+  private photo: {bitmap: ImageBitmap; canvas: HTMLCanvasElement} | null = null;
+  private model: ViewModel | null = null;
+  private scene: Scene | null = null;
+  private distance: {series: MetricSeries; step: number; info: ImageInfo} | null = null;
+  private scatter: Scatter | null = null;
+  private hover: {patch: Patch; tile: Tile} | null = null;
+  private hoverDot: Dot | null = null;
+  private size = {width: 0, height: 0};
+
+  constructor(private readonly context: ViewContext) {
+    this.controls = new ImageControls(context.store);
+    this.toolbar = this.controls.element;
+    this.canvas = el('canvas', {class: 'figure', attrs: {'data-figure': 'image'}});
+    this.element = el('div', {class: 'view view-image'}, [this.canvas]);
+    this.tooltip = new Tooltip(this.element);
+    onPointer(this.canvas, {move: (at, event) => this.pointer(at, event), leave: () => this.leave(), click: (at) => this.click(at)});
+  }
+
+  get width(): number {
+    return this.size.width;
+  }
+
+  get height(): number {
+    return this.size.height;
+  }
+
+  /** Shown only for examples that carry an image. */
+  available(model: ViewModel): boolean {
+    return shownImage(model) !== null;
+  }
+
+  exportName(): (string | number)[] {
+    const state = this.model?.state;
+    return state ? [...this.example.exportName(state), state.imode, state.idiff ? 'diff' : ''] : [];
+  }
+
+  needs(model: ViewModel): AnyRequest[] {
+    return imageNeeds(model);
+  }
+
+  update(model: ViewModel): ViewStatus | null {
+    this.model = model;
+    const settings = imageSettings(model.state);
+    this.controls.set(settings, settings.diff ? compareEndpoints(model.tags, model.state, model.selection) : null);
+    const shown = this.example.resolve(model);
+    if (isStatus(shown)) return shown;
+    const info = shown.example.image;
+    if (!info) return {kind: 'empty', text: `Example ${shown.key.example} of ${shown.key.run}/${shown.key.tag} has no image: the image view shows examples logged by ImageProbe.`};
+    const mismatch = imageMismatch(info, shown.attention.numTokens);
+    if (mismatch) return {kind: 'error', text: `Cannot lay the attention over the image: ${mismatch}.`};
+    const image = model.data.get(imageRequest(shown.key));
+    if (image.state === 'error') return {kind: 'error', text: image.error};
+    if (image.state === 'ready' && image.value !== this.photo?.bitmap) this.photo = {bitmap: image.value, canvas: imageCanvas(image.value)};
+    if (!this.photo) return {kind: 'loading', text: 'Loading the image…'};
+    const numHeads = shown.attention.numHeads;
+    const layer = Math.min(model.state.layer, shown.attention.numLayers - 1);
+    this.controls.layer.set(shown.attention.numLayers, layer);
+    this.controls.heads.set(headColors(numHeads), shownHeads(model.state, numHeads));
+    this.scene = null;
+    this.distance = null;
+    if (settings.mode === 'distance') {
+      const status = this.planScatter(model, info);
+      if (status) return status;
+    } else {
+      const status = this.planScene(model, settings, info, shown.attention, layer, shown.key.example);
+      if (status) return status;
+    }
+    this.resize();
+    return null;
+  }
+
+  /** The overlays of the attention or rollout modes. */
+  private planScene(model: ViewModel, settings: ImageSettings, info: ImageInfo, attention: Attention, layer: number, example: number): ViewStatus | null {
+    const {state} = model;
+    const heads = shownHeads(state, attention.numHeads);
+    const query = queryToken(state, info, attention.numTokens);
+    const heatsOf = (weights: Attention, which: keyof ImageView['rollouts']): Heat[] => {
+      if (settings.mode === 'rollout') return [rolloutHeat(this.rollouts[which], weights, info, layer, heads, query, settings)];
+      return settings.split ? headHeats(weights, info, layer, heads, query) : [meanHeat(weights, info, layer, heads, query)];
+    };
+    let heats: Heat[];
+    let endpoints = '';
+    if (settings.diff) {
+      const keys = endpointKeys(model, example);
+      const a = model.data.get(requests.attention(keys.a));
+      const b = model.data.get(requests.attention(keys.b));
+      if (a.state === 'error') return {kind: 'error', text: `A: ${a.error}`};
+      if (b.state === 'error') return {kind: 'error', text: `B: ${b.error}`};
+      if (a.state !== 'ready' || b.state !== 'ready') return {kind: 'loading', text: 'Loading A and B…'};
+      for (const [name, w] of [['A', a.value], ['B', b.value]] as const) {
+        if (w.numTokens !== attention.numTokens || w.numLayers !== attention.numLayers || w.numHeads !== attention.numHeads) {
+          return {kind: 'error', text: `${name} has ${w.numLayers} × ${w.numHeads} heads over ${w.numTokens} tokens; this example has ${attention.numLayers} × ${attention.numHeads} over ${attention.numTokens}: they cannot be subtracted.`};
+        }
+      }
+      heats = heatDifferences(heatsOf(a.value, 'a'), heatsOf(b.value, 'b'));
+      endpoints = ` · B − A: ${keys.b.run} step ${keys.b.step} − ${keys.a.run} step ${keys.a.step}`;
+    } else {
+      heats = heatsOf(attention, 'shown');
+    }
+    const scale = heatScale(heats, settings.diff);
+    const colors = headColors(attention.numHeads);
+    const split = settings.mode === 'attention' && settings.split;
+    const tiles = heats.map((heat, i) => ({
+      box: {x: 0, y: 0, w: 0, h: 0},
+      heat,
+      canvas: heatCanvas(heat, scale, settings.opacity),
+      label: split ? `Head ${heads[i]}` : '',
+      color: split ? colors[heads[i]] : null,
+    }));
+    const headText = heads.length === attention.numHeads ? 'all heads' : `head${heads.length > 1 ? 's' : ''} ${heads.join(', ')}`;
+    const what =
+      settings.mode === 'rollout'
+        ? `Rollout through layers 0–${layer} · ${headText} fused by ${settings.fusion} · ${Math.round(settings.discard * 100)}% discarded`
+        : `Layer ${layer} · ${split ? headText : `mean of ${headText}`}`;
+    this.scene = {
+      info,
+      photo: this.photo!.canvas,
+      query,
+      tiles,
+      chips: info.prefix_names.slice(0, info.prefix_tokens).map((name, t) => ({box: {x: 0, y: 0, w: 0, h: 0}, token: t, text: name})),
+      scale,
+      caption: `${what} · query ${tokenName(info, query)}${endpoints}`,
+      diff: settings.diff,
+    };
+    return null;
+  }
+
+  /** The pixel-distance scatter at the step shown. */
+  private planScatter(model: ViewModel, info: ImageInfo): ViewStatus | null {
+    const request = distanceRequest(model);
+    const {selection: sel} = model;
+    if (!request) return {kind: 'empty', text: `${sel.run}/${sel.tag} has no pixel_distance metric: ImageProbe logs it with the attention.`};
+    const loaded = model.data.get(request);
+    if (loaded.state === 'error') return {kind: 'error', text: loaded.error};
+    if (loaded.state !== 'ready') return {kind: 'loading', text: 'Loading pixel_distance…'};
+    this.distance = {series: loaded.value, step: sel.step, info};
+    return null;
+  }
+
+  /** The scatter of the loaded pixel_distance at the step shown, sized to the figure. */
+  private scatterOf({series, step: wanted, info}: {series: MetricSeries; step: number; info: ImageInfo}): Scatter {
+    const step = nearestStep(series.steps, wanted);
+    const grid = series.values[series.steps.indexOf(step)];
+    const points = distancePoints(grid);
+    const colors = headColors(grid[0]?.length ?? 1);
+    const dots = points.map((p) => ({x: p.layer, y: p.value, color: colors[p.head], head: [p.layer, p.head] as [number, number], r: 4}));
+    const top = Math.max(1, ...points.map((p) => p.value)) * 1.08;
+    const box = {x: PAD, y: PAD, w: Math.min(this.size.width - 2 * PAD, 720), h: Math.min(this.size.height - 2 * PAD, 440)};
+    const chart = new LineChart(box, 'Mean attention distance', {domain: [-0.5, grid.length - 0.5], integer: true}, [0, top], `pixels · step ${step} · image ${info.grid[0] * info.patch_size[0]} × ${info.grid[1] * info.patch_size[1]} px`);
+    return {chart, dots, step};
+  }
+
+  private figureSize(): {width: number; height: number} {
+    return {width: Math.max(200, this.element.clientWidth), height: Math.max(200, this.element.clientHeight)};
+  }
+
+  resize(): void {
+    if (!this.model) return;
+    this.size = this.figureSize();
+    this.scatter = this.distance ? this.scatterOf(this.distance) : null;
+    if (this.scene) this.layout(this.scene);
+    this.draw();
+  }
+
+  /** Places the overlays, the prefix chips and the legend in the figure. */
+  private layout(scene: Scene): void {
+    const {width, height} = this.size;
+    const area = {x: PAD, y: PAD + CAPTION, w: width - 2 * PAD, h: height - 2 * PAD - CAPTION - CHIP_ROW - HEAT_LEGEND_HEIGHT - 8};
+    const aspect = scene.photo.width / scene.photo.height;
+    if (scene.tiles.length === 1) {
+      scene.tiles[0].box = fitImage(area, scene.photo.width, scene.photo.height);
+    } else {
+      tileBoxes(area, scene.tiles.length, aspect, TILE_LABEL, TILE_GAP).forEach((box, i) => (scene.tiles[i].box = box));
+    }
+    let x = PAD;
+    const y = height - PAD - HEAT_LEGEND_HEIGHT - CHIP_ROW + 2;
+    for (const chip of scene.chips) {
+      const w = textWidth(this.chipText(scene, chip), FONT_LABEL) + 16;
+      chip.box = {x, y, w, h: CHIP_ROW - 6};
+      x += w + 6;
+    }
+  }
+
+  private chipText(scene: Scene, chip: Chip): string {
+    if (scene.tiles.length !== 1) return chip.text;
+    const v = scene.tiles[0].heat.prefix[chip.token];
+    return `${chip.text} ${scene.diff ? signed(v) : weight(v)}`;
+  }
+
+  paint(painter: Painter): void {
+    if (this.scatter) return this.paintScatter(painter, this.scatter);
+    const scene = this.scene;
+    if (!scene) return;
+    painter.text(scene.caption, PAD, PAD + 8, {font: FONT_TITLE, color: INK});
+    const selected = tokenPatch(scene.info, scene.query);
+    for (const tile of scene.tiles) {
+      if (tile.label) {
+        if (tile.color) painter.rect(tile.box.x, tile.box.y - TILE_LABEL + 3, 9, 9, tile.color);
+        painter.text(tile.label, tile.box.x + (tile.color ? 13 : 0), tile.box.y - TILE_LABEL + 8, {font: FONT_SMALL, color: INK});
+      }
+      const hover = this.hover?.tile === tile ? this.hover.patch : null;
+      paintOverlay(painter, tile.box, scene.info.grid, scene.photo, tile.canvas, {selected, hover});
+    }
+    for (const chip of scene.chips) {
+      const chosen = chip.token === scene.query;
+      painter.rect(chip.box.x, chip.box.y, chip.box.w, chip.box.h, chosen ? ACCENT : '#ffffff');
+      painter.strokeRect(chip.box.x, chip.box.y, chip.box.w, chip.box.h, chosen ? ACCENT : BORDER);
+      painter.text(this.chipText(scene, chip), chip.box.x + 8, chip.box.y + chip.box.h / 2, {font: FONT_LABEL, color: chosen ? '#ffffff' : INK});
+    }
+    const hintX = scene.chips.length ? scene.chips[scene.chips.length - 1].box.x + scene.chips[scene.chips.length - 1].box.w + 12 : PAD;
+    painter.text(
+      `click a patch${scene.chips.length ? ' or a prefix token' : ''} to see its attention`,
+      hintX,
+      this.size.height - PAD - HEAT_LEGEND_HEIGHT - CHIP_ROW / 2 - 1,
+      {font: FONT_SMALL, color: MUTED_INK},
+    );
+    const legendTitle = scene.diff ? 'B − A (red: B attends more)' : this.model?.state.imode === 'rollout' ? 'rollout weight' : 'attention weight';
+    paintHeatLegend(painter, PAD, this.size.height - PAD - HEAT_LEGEND_HEIGHT, Math.min(LEGEND_WIDTH, this.size.width - 2 * PAD), scene.scale, legendTitle, scene.diff ? signed : weight);
+  }
+
+  private paintScatter(painter: Painter, scatter: Scatter): void {
+    scatter.chart.paint(painter, [], scatter.dots, {hoverDot: this.hoverDot});
+    paintAxisTitles(painter, scatter.chart, 'layer', 'pixels');
+  }
+
+  private draw(): void {
+    const painter = new CanvasPainter(this.canvas, this.size.width, this.size.height);
+    this.canvas.style.width = `${this.size.width}px`;
+    this.canvas.style.height = `${this.size.height}px`;
+    this.paint(painter);
+    this.describe();
+  }
+
+  /** What was drawn, as data attributes (read by the browser tests). */
+  private describe(): void {
+    const data = this.canvas.dataset;
+    const scene = this.scene;
+    data.mode = this.model?.state.imode ?? '';
+    if (this.scatter) {
+      data.dots = JSON.stringify(this.scatter.dots.map((d) => [d.head[0], d.head[1], Number(d.y.toFixed(4))]));
+      data.step = String(this.scatter.step);
+      data.query = '';
+      return;
+    }
+    delete data.dots;
+    if (!scene) return;
+    const first = scene.tiles[0];
+    let peak = 0;
+    first.heat.cells.forEach((v, c) => (v > first.heat.cells[peak] ? (peak = c) : null));
+    data.query = tokenName(scene.info, scene.query);
+    data.tiles = String(scene.tiles.length);
+    data.cells = JSON.stringify([...first.heat.cells].map((v) => Number(v.toFixed(4))));
+    data.prefix = JSON.stringify([...first.heat.prefix].map((v) => Number(v.toFixed(4))));
+    data.peak = tokenName(scene.info, scene.info.prefix_tokens + peak);
+    data.layout = JSON.stringify({tiles: scene.tiles.map((t) => t.box), grid: scene.info.grid, chips: scene.chips.map((c) => c.box)});
+  }
+
+  private pointer(at: Point, event: MouseEvent): void {
+    if (this.scatter) return this.pointScatter(at, event);
+    const scene = this.scene;
+    if (!scene) return;
+    let hover: {patch: Patch; tile: Tile} | null = null;
+    for (const tile of scene.tiles) {
+      const patch = patchAt(tile.box, scene.info.grid, at.x, at.y);
+      if (patch) hover = {patch, tile};
+    }
+    const same = hover?.tile === this.hover?.tile && hover?.patch.row === this.hover?.patch.row && hover?.patch.col === this.hover?.patch.col;
+    this.hover = hover;
+    if (!same) this.draw();
+    const chip = scene.chips.find((c) => inBox(c.box, at));
+    this.canvas.style.cursor = hover || chip ? 'pointer' : 'default';
+    if (!hover) return this.tooltip.hide();
+    const value = hover.tile.heat.cells[hover.patch.row * scene.info.grid[1] + hover.patch.col];
+    this.tooltip.show(event.clientX, event.clientY, [
+      {label: `${tokenName(scene.info, scene.query)} → r${hover.patch.row}c${hover.patch.col}`, strong: true},
+      ...(hover.tile.label ? [hover.tile.label] : []),
+      {label: scene.diff ? 'B − A' : 'weight', value: scene.diff ? signed(value) : weight(value)},
+      'click: make this patch the query',
+    ]);
+  }
+
+  private pointScatter(at: Point, event: MouseEvent): void {
+    const scatter = this.scatter!;
+    const dot = scatter.chart.nearestDot(at.x, at.y, scatter.dots);
+    if (dot !== this.hoverDot) {
+      this.hoverDot = dot;
+      this.draw();
+    }
+    if (!dot) return this.tooltip.hide();
+    this.tooltip.show(event.clientX, event.clientY, [{color: dot.color, label: `Layer ${dot.head[0]} head ${dot.head[1]}`, value: `${pixels(dot.y)} px`}]);
+  }
+
+  private leave(): void {
+    this.tooltip.hide();
+    if (this.hover || this.hoverDot) {
+      this.hover = null;
+      this.hoverDot = null;
+      this.draw();
+    }
+  }
+
+  private click(at: Point): void {
+    const scene = this.scene;
+    if (!scene) return;
+    const chip = scene.chips.find((c) => inBox(c.box, at));
+    if (chip) return this.choose(chip.token);
+    for (const tile of scene.tiles) {
+      const patch = patchAt(tile.box, scene.info.grid, at.x, at.y);
+      if (patch) return this.choose(patchToken(scene.info, patch));
+    }
+  }
+
+  private choose(token: number): void {
+    this.context.store.update({tokens: [token], side: 'from'});
+  }
+}
+
+function inBox(box: Box, at: Point): boolean {
+  return at.x >= box.x && at.x < box.x + box.w && at.y >= box.y && at.y < box.y + box.h;
+}

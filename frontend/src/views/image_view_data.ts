@@ -1,0 +1,151 @@
+// What the image view draws from: the panel's example (weights and image), A and B for the
+// difference, the stored pixel_distance metric; and the heats it shows, computed from them.
+
+import type {ExampleInfo, ExampleKey} from '../api';
+import {valueOf, type AnyRequest, type Request} from '../data/cache';
+import * as requests from '../data/requests';
+import {readRow, type Attention} from '../decode';
+import {metricTag} from '../schema';
+import {compareEndpoints, type State} from '../state';
+import {exampleNeeds, panelExample} from './example';
+import {rolloutLayer, rolloutRow, type Fusion, type Matrix} from './image_view_rollout';
+import {heatDifference, meanRows, patchHeat, type Heat, type ImageInfo} from './image_view_scene';
+import type {ViewModel} from './view';
+
+export const PIXEL_DISTANCE = 'pixel_distance'; // the stored metric the scatter reads
+
+/** The image example the panel selects, when its example list has loaded and it has an image. */
+export function shownImage(model: ViewModel): {example: ExampleInfo; key: ExampleKey; info: ImageInfo} | null {
+  const {selection: sel, state, data} = model;
+  const list = valueOf(data, requests.examples(sel.run, sel.tag, sel.exampleStep));
+  if (!list) return null;
+  const index = panelExample(list.examples, state.example);
+  const example = list.examples.find((e) => e.index === index);
+  if (!example?.image) return null;
+  return {example, key: {run: sel.run, tag: sel.tag, step: sel.exampleStep, example: index}, info: example.image};
+}
+
+/** The PNG of an image example, decoded (`/image`). */
+export function imageRequest(key: ExampleKey): Request<ImageBitmap> {
+  return {
+    key: JSON.stringify(['image', key.run, key.tag, key.step, key.example]),
+    what: 'the image',
+    heavy: true,
+    fetch: async (api) => createImageBitmap(await api.image(key)),
+  };
+}
+
+/** The stored pixel_distance of the panel's run and tag over steps (`/metric`); null when it was
+ * not logged. */
+export function distanceRequest(model: ViewModel): ReturnType<typeof requests.metricSeries> | null {
+  const {tags, selection: sel} = model;
+  const tag = metricTag(sel.tag, PIXEL_DISTANCE);
+  const info = tags[sel.run]?.[tag];
+  if (info?.kind !== 'metric' || !info.steps.length) return null;
+  return requests.metricSeries(sel.run, tag, info.steps.join(','));
+}
+
+/** A and B of the difference: the panel's example at the Compare view's endpoints. */
+export function endpointKeys(model: ViewModel, example: number): {a: ExampleKey; b: ExampleKey} {
+  const {a, b} = compareEndpoints(model.tags, model.state, model.selection);
+  const tag = model.selection.tag;
+  return {a: {run: a.run, tag, step: a.step, example}, b: {run: b.run, tag, step: b.step, example}};
+}
+
+/** Everything the view needs for the state: the example (list, weights, image), and per mode the
+ * metric series or A's and B's weights. */
+export function imageNeeds(model: ViewModel): AnyRequest[] {
+  const needs = exampleNeeds(model);
+  const shown = shownImage(model);
+  if (!shown) return needs;
+  const {mode, diff} = imageSettings(model.state);
+  if (mode === 'distance') {
+    const series = distanceRequest(model);
+    return series ? [...needs, imageRequest(shown.key), series] : [...needs, imageRequest(shown.key)];
+  }
+  needs.push(imageRequest(shown.key));
+  if (diff) {
+    const {a, b} = endpointKeys(model, shown.key.example);
+    needs.push(requests.attention(a), requests.attention(b));
+  }
+  return needs;
+}
+
+export type ImageMode = 'attention' | 'rollout' | 'distance';
+export const IMAGE_MODES: readonly ImageMode[] = ['attention', 'rollout', 'distance'];
+
+/** The image view's settings, as the state holds them. */
+export interface ImageSettings {
+  mode: ImageMode;
+  /** each chosen head on its own overlay, rather than their mean */
+  split: boolean;
+  /** of the heat over the image, 0..1 */
+  opacity: number;
+  fusion: Fusion;
+  /** share of each fused layer's smallest weights the rollout drops, 0..1 */
+  discard: number;
+  /** show B − A (the Compare view's endpoints) instead of the panel's step */
+  diff: boolean;
+}
+
+export function imageSettings(state: Readonly<State>): ImageSettings {
+  return {mode: state.imode, split: state.isplit, opacity: state.opacity, fusion: state.fusion, discard: state.discard, diff: state.idiff};
+}
+
+/** The query token the state picks: its first locked token, else the first prefix token (CLS),
+ * else the centre patch. */
+export function queryToken(state: Readonly<State>, info: ImageInfo, numTokens: number): number {
+  const locked = state.tokens[0];
+  if (locked !== undefined && locked < numTokens) return locked;
+  if (info.prefix_tokens > 0) return 0;
+  return info.prefix_tokens + Math.floor(info.grid[0] / 2) * info.grid[1] + Math.floor(info.grid[1] / 2);
+}
+
+/** The query's attention in each of `heads` of `layer`, as heats. */
+export function headHeats(attention: Attention, info: ImageInfo, layer: number, heads: readonly number[], query: number): Heat[] {
+  return heads.map((h) => patchHeat(readRow(attention, layer, h, query), info));
+}
+
+/** The mean over `heads` of the query's attention, as one heat. */
+export function meanHeat(attention: Attention, info: ImageInfo, layer: number, heads: readonly number[], query: number): Heat {
+  return patchHeat(meanRows(heads.map((h) => readRow(attention, layer, h, query))), info);
+}
+
+/** Rollout factors per layer, kept for the last weights and settings: a click on another patch
+ * reuses them (only the row product is redone). */
+export class RolloutFactors {
+  private key = '';
+  private attention: Attention | null = null;
+  private factors: Matrix[] = [];
+
+  /** The factors of layers 0..`through` for `heads` fused by `fusion`, `discard` dropped. */
+  get(attention: Attention, through: number, heads: readonly number[], fusion: Fusion, discard: number): Matrix[] {
+    const key = JSON.stringify([heads, fusion, discard]);
+    if (attention !== this.attention || key !== this.key) {
+      this.attention = attention;
+      this.key = key;
+      this.factors = [];
+    }
+    const n = attention.numTokens;
+    for (let l = this.factors.length; l <= through; l++) {
+      const matrices = heads.map((h) => {
+        const m = new Float32Array(n * n);
+        for (let i = 0; i < n; i++) readRow(attention, l, h, i, m.subarray(i * n, (i + 1) * n));
+        return m;
+      });
+      this.factors.push(rolloutLayer(matrices, n, {fusion, discard}));
+    }
+    return this.factors.slice(0, through + 1);
+  }
+}
+
+/** The rollout of the query through layer `through`, as a heat. */
+export function rolloutHeat(cache: RolloutFactors, attention: Attention, info: ImageInfo, through: number, heads: readonly number[], query: number, settings: ImageSettings): Heat {
+  const factors = cache.get(attention, through, heads, settings.fusion, settings.discard);
+  return patchHeat(rolloutRow(factors, attention.numTokens, query), info);
+}
+
+/** B − A of two lists of heats, one by one. */
+export function heatDifferences(a: readonly Heat[], b: readonly Heat[]): Heat[] {
+  return b.map((heat, i) => heatDifference(a[i], heat));
+}
