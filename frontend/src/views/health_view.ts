@@ -3,22 +3,19 @@
 // a click opens the head's curves in the Metrics view.
 
 import {format} from 'd3-format';
-import type {MetricSeries, Tags} from '../api';
-import {paintSparkline, type SparkSeries} from '../components/sparkline';
+import {paintSparkline} from '../components/sparkline';
 import {onPointer, type Point} from '../components/pointer';
-import type {AnyRequest, DataReader} from '../data/cache';
-import * as requests from '../data/requests';
+import type {AnyRequest} from '../data/cache';
 import {el} from '../dom';
 import {textWidth, type Painter} from '../painter';
-import {metricTag} from '../schema';
 import {FONT_LABEL, FONT_SMALL, FONT_TITLE, HIGHLIGHT_FILL, INK, MUTED_INK} from '../theme';
 import {Tooltip} from '../tooltip';
 import {HealthControls, healthThresholds} from './health_controls';
-import {flagHeads, headSeries, healthSources, rankFlags, type FlagReason, type HeadFlag, type HealthMetric, type HealthThresholds} from './health_rank';
+import {healthPlan, healthRows, type Plan, type Row} from './health_plan';
+import type {FlagReason, HeadFlag, HealthMetric} from './health_rank';
 import {ScrollingCanvas} from './scrolling_canvas';
 import type {View, ViewContext, ViewModel, ViewStatus} from './view';
 
-const SIGNALS: readonly HealthMetric[] = ['max_logit', 'attention_entropy'];
 const SIGNAL_NAMES: Record<HealthMetric, string> = {max_logit: 'max logit', attention_entropy: 'entropy'};
 const REASONS: Record<FlagReason, string> = {growth: 'grew', level: 'above level', drop: 'fell', floor: 'below floor'};
 const PAD = 12; // px
@@ -28,82 +25,6 @@ const ROW = 34; // px per flagged head
 const SPARK_MAX = 360; // px: widest sparkline
 const value3 = format('.3~f');
 const ratio = format('.2~f');
-
-/** A flagged head with the series its sparkline draws. */
-interface Row {
-  flag: HeadFlag;
-  series: SparkSeries[];
-  threshold: number | null;
-}
-
-/** Which runs logged a source's health metrics, and their series requests. */
-interface Plan {
-  sources: string[];
-  source: string | null;
-  runs: string[];
-  series: {run: string; metric: HealthMetric; request: ReturnType<typeof requests.metricSeries>}[];
-}
-
-/** Probe → its metrics, over every run. */
-function metricsByProbe(tags: Tags): Map<string, string[]> {
-  const out = new Map<string, string[]>();
-  for (const run of Object.values(tags)) {
-    for (const info of Object.values(run)) {
-      if (info.kind !== 'metric' || !info.probe || !info.metric || !info.steps.length) continue;
-      const list = out.get(info.probe) ?? [];
-      if (!list.includes(info.metric)) list.push(info.metric);
-      out.set(info.probe, list);
-    }
-  }
-  return out;
-}
-
-export function healthPlan(tags: Tags, wanted: string | null): Plan {
-  const sources = healthSources(metricsByProbe(tags));
-  const source = wanted !== null && sources.includes(wanted) ? wanted : (sources[0] ?? null);
-  const series: Plan['series'] = [];
-  const runs: string[] = [];
-  if (source !== null) {
-    for (const run of Object.keys(tags).sort()) {
-      for (const metric of SIGNALS) {
-        const info = tags[run][metricTag(source, metric)];
-        if (info?.kind !== 'metric' || !info.steps.length) continue;
-        series.push({run, metric, request: requests.metricSeries(run, metricTag(source, metric), info.steps.join(','))});
-        if (!runs.includes(run)) runs.push(run);
-      }
-    }
-  }
-  return {sources, source, runs, series};
-}
-
-/** The flagged heads of every run, with sparklines of the head in every run. */
-export function healthRows(plan: Plan, data: DataReader, thresholds: HealthThresholds, color: (run: string) => string): Row[] | ViewStatus {
-  const loaded = new Map<string, MetricSeries>();
-  for (const {run, metric, request} of plan.series) {
-    const answer = data.get(request);
-    if (answer.state === 'error') return {kind: 'error', text: answer.error};
-    if (answer.state === 'loading') return {kind: 'loading', text: 'Loading the health metrics…'};
-    loaded.set(`${run}\u0000${metric}`, answer.value);
-  }
-  const flags = rankFlags(plan.series.map(({run, metric}) => flagHeads(run, loaded.get(`${run}\u0000${metric}`)!, metric, thresholds)));
-  return flags.map((flag) => {
-    const series = plan.runs.flatMap((run) => {
-      const s = loaded.get(`${run}\u0000${flag.metric}`);
-      if (!s) return [];
-      const own = run === flag.run;
-      return [{steps: s.steps, values: headSeries(s, flag.layer, flag.head), color: color(run), width: own ? 2 : 1, alpha: own ? 1 : 0.6}];
-    });
-    // Own run last: drawn on top.
-    series.sort((a, b) => a.width - b.width);
-    return {flag, series, threshold: thresholdLine(flag, thresholds)};
-  });
-}
-
-/** Where the sparkline's dashed line goes: the threshold nearest to what flagged the head. */
-function thresholdLine(flag: HeadFlag, t: HealthThresholds): number | null {
-  if (flag.metric === 'max_logit') return flag.reasons.includes('growth') ? t.logitGrowth * flag.first : t.logitLevel || null;
-  return flag.reasons.includes('drop') ? t.entropyDrop * flag.first : t.entropyFloor || null;
-}
 
 export class HealthView implements View {
   readonly id = 'health' as const;
