@@ -79,8 +79,8 @@ def write_vision_run(logdir):
             summary.write_examples(writer, "images", [example], step)
             distance = np.array([[PATCH * (1.2 + layer * 1.5 + head * 0.4) * (0.6 + 0.4 * progress) for head in range(HEADS)] for layer in range(LAYERS)], np.float32)
             summary.metrics(writer, "images", {"pixel_distance": distance}, step)
-        text = ["The", "Ġcat", "Ġsat", "."]
-        summary.attention(writer, "text", vit_attention(rng, 0)[:, :, :4, :4] / vit_attention(rng, 0)[:, :, :4, :4].sum(-1, keepdims=True), text, 0)
+        corner = vit_attention(rng, 0.0)[:, :, :4, :4]  # a text probe: no image
+        summary.attention(writer, "text", corner / corner.sum(-1, keepdims=True), ["The", "Ġcat", "Ġsat", "."], 100)
 
 
 def health_values(run, step, rng):
@@ -136,3 +136,141 @@ def served_layer(server, step, layer):
     status, body = server.get("/attention", {"run": "vit", "tag": "images", "step": step, "example": 0, "layer": layer, "format": "json"})
     assert status == 200, body
     return np.asarray(body["attention"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The image view
+
+
+def open_image(dashboard, **state):
+    dashboard.open(wait_for=None, run="vit", tag="images", view="image", **state)
+    return dashboard.wait("image")
+
+
+def click_patch(dashboard, row, col, tile=0):
+    layout = dashboard.layout("image")
+    box = layout["tiles"][tile]
+    rows, cols = layout["grid"]
+    dashboard.click("image", box["x"] + (col + 0.5) * box["w"] / cols, box["y"] + (row + 0.5) * box["h"] / rows)
+
+
+def test_clicking_a_patch_shows_its_attention_over_the_image(dashboard):
+    open_image(dashboard, heads=RIGHT_HEAD)
+    assert dashboard.data("query", "image") == "CLS"  # the first prefix token until a patch is picked
+    click_patch(dashboard, 2, 3)
+    dashboard.wait_url("tokens", str(patch_token(2, 3)))
+    dashboard.frame.wait_for_selector("canvas[data-figure=image][data-query=r2c3]")
+    # The right-neighbour head of layer 0 puts its weight on the patch to the right.
+    assert dashboard.data("peak", "image") == "r2c4"
+    weights = served_layer(dashboard.server, 100, 0)[RIGHT_HEAD, patch_token(2, 3)]
+    cells = np.asarray(dashboard.json("cells", "image"))
+    assert cells.shape == (ROWS * COLS,)
+    np.testing.assert_allclose(cells, weights[len(PREFIX):], atol=2e-3)  # the stored weights are 8-bit
+    np.testing.assert_allclose(dashboard.json("prefix", "image"), weights[: len(PREFIX)], atol=2e-3)
+    dashboard.screenshot("image_view_patch")
+
+
+def test_mean_of_heads_and_one_overlay_per_head(dashboard):
+    open_image(dashboard, tokens=patch_token(4, 1), layer=2)
+    weights = served_layer(dashboard.server, 100, 2)[:, patch_token(4, 1)]
+    np.testing.assert_allclose(dashboard.json("cells", "image"), weights.mean(0)[len(PREFIX):], atol=2e-3)
+    dashboard.frame.click("[data-control=image-split] [data-value=each]")
+    dashboard.wait_url("isplit", "1")
+    dashboard.frame.wait_for_selector(f"canvas[data-figure=image][data-tiles='{HEADS}']")
+    np.testing.assert_allclose(dashboard.json("cells", "image"), weights[0][len(PREFIX):], atol=2e-3)  # tile 0: head 0
+    click_patch(dashboard, 0, 0, tile=3)  # any tile picks the query
+    dashboard.wait_url("tokens", str(patch_token(0, 0)))
+    dashboard.screenshot("image_view_heads")
+
+
+def rollout_reference(attention, through, query, fusion="mean", discard=0.0):
+    """Abnar & Zuidema's rollout of one query in float64, written independently of the dashboard."""
+    n = attention.shape[-1]
+    joint = np.eye(n)
+    for layer in attention[: through + 1]:
+        fused = getattr(np, fusion)(layer.astype(np.float64), axis=0)
+        count = int(np.floor(discard * n * n))
+        if count:
+            flat = fused.reshape(-1)
+            flat[np.argsort(flat, kind="stable")[:count]] = 0
+        step = 0.5 * fused + 0.5 * np.eye(n)
+        joint = (step / step.sum(-1, keepdims=True)) @ joint
+    return joint[query]
+
+
+def test_rollout_with_head_fusion_and_discard_matches_a_reference(dashboard):
+    open_image(dashboard, imode="rollout", layer=LAYERS - 1, fusion="max", discard=0.5)
+    served = np.stack([served_layer(dashboard.server, 100, layer) for layer in range(LAYERS)])
+    expected = rollout_reference(served, LAYERS - 1, 0, "max", 0.5)
+    np.testing.assert_allclose(dashboard.json("cells", "image"), expected[len(PREFIX):], atol=2e-4)
+    dashboard.screenshot("image_view_rollout")
+
+
+def test_pixel_distance_scatter_reads_the_stored_metric(dashboard):
+    open_image(dashboard, imode="distance")
+    dashboard.frame.wait_for_selector("canvas[data-figure=image][data-dots]")
+    status, body = dashboard.server.get("/metric", {"run": "vit", "tag": "images/pixel_distance"})
+    assert status == 200, body
+    stored = np.asarray(body["values"][-1])
+    dots = dashboard.json("dots", "image")
+    assert len(dots) == LAYERS * HEADS
+    for layer, head, value in dots:
+        assert abs(value - stored[layer][head]) < 1e-3
+    dashboard.screenshot("image_view_distance")
+
+
+def test_difference_between_checkpoints_over_the_image(dashboard):
+    query = patch_token(3, 5)
+    open_image(dashboard, tokens=query, layer=1, idiff=1, a_step=0, b_step=100)
+    a = served_layer(dashboard.server, 0, 1)[:, query].mean(0)
+    b = served_layer(dashboard.server, 100, 1)[:, query].mean(0)
+    np.testing.assert_allclose(dashboard.json("cells", "image"), (b - a)[len(PREFIX):], atol=4e-3)
+    dashboard.screenshot("image_view_diff")
+
+
+def test_image_tab_only_for_examples_with_an_image_and_export(dashboard):
+    open_image(dashboard)
+    assert dashboard.frame.locator("[role=tab][data-view=image]").is_visible()
+    name, svg = dashboard.export("svg")
+    assert name.startswith("attention-image-vit-images-step100-ex0") and name.endswith(".svg")
+    assert b"<image" in svg and svg.count(b"<image") >= 2  # the photo and the heat
+    name, png = dashboard.export("png")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    dashboard.open(wait_for="head", run="vit", tag="text")
+    dashboard.frame.wait_for_selector("[role=tab][data-view=image]", state="hidden")
+
+
+# ---------------------------------------------------------------------------------------------
+# The Health panel
+
+
+def test_health_panel_flags_the_growing_and_collapsing_heads_of_the_diverging_run(dashboard):
+    dashboard.open(wait_for=None, view="health")
+    dashboard.wait("health")
+    rows = dashboard.json("rows", "health")
+    flagged = [(r["run"], r["metric"], r["layer"], r["head"]) for r in rows]
+    assert flagged == [("diverging", "max_logit", *GROWING), ("diverging", "attention_entropy", *COLLAPSING)]
+    assert rows[0]["reasons"] == ["growth", "level"]
+    status, body = dashboard.server.get("/metric", {"run": "diverging", "tag": "attention_health/max_logit"})
+    assert abs(rows[0]["value"] - body["values"][-1][GROWING[0]][GROWING[1]]) < 1e-3
+    assert abs(rows[0]["first"] - body["values"][0][GROWING[0]][GROWING[1]]) < 1e-3
+    dashboard.screenshot("health_panel")
+    # A stricter growth threshold (11×) leaves only the entropy collapse (and the level rule: off).
+    dashboard.frame.fill("[data-control=lgrow]", "11")
+    dashboard.frame.dispatch_event("[data-control=lgrow]", "change")
+    dashboard.frame.fill("[data-control=llevel]", "0")
+    dashboard.frame.dispatch_event("[data-control=llevel]", "change")
+    dashboard.wait_url("llevel", "0")
+    dashboard.frame.wait_for_function("JSON.parse(document.querySelector('canvas[data-figure=health]').dataset.rows).length === 1")
+    assert dashboard.json("rows", "health")[0]["metric"] == "attention_entropy"
+
+
+def test_clicking_a_flagged_head_opens_its_curves_with_every_run(dashboard):
+    dashboard.open(wait_for=None, view="health")
+    dashboard.wait("health")
+    layout = dashboard.layout("health")
+    dashboard.click("health", 200, layout["top"] + layout["row"] / 2)
+    dashboard.wait_url("view", "metrics")
+    state = dashboard.url_state()
+    assert state["metric"] == "max_logit" and state["picks"] == f"{GROWING[0]}.{GROWING[1]}"
+    assert state["run"] == "diverging" and state["runs"] == "stable"
