@@ -123,9 +123,20 @@ def metric_values(layers, heads, progress, rng):
     return out
 
 
+def previous_token(examples):
+    """float32 [L, H]: the probe's previous_token metric as tb_attention.metrics defines it (weight on
+    the token just before, over queries i >= 2, pooled over the inputs)."""
+    total, count = 0.0, 0
+    for example in examples:
+        i = np.arange(2, len(example["tokens"]))
+        total = total + example["attention"][:, :, i, i - 1].sum(-1)
+        count += len(i)
+    return (total / count).astype(np.float32)
+
+
 def exemplars_of(examples, top_k=3):
     """The /exemplars table of some examples: per head, the inputs ranked by their largest weight
-    between two tokens after the first (DESIGN.md section 4)."""
+    between two tokens after the first (as tb_attention.metrics ranks them)."""
     layers, heads = examples[0]["attention"].shape[:2]
     table = []
     for layer in range(layers):
@@ -165,6 +176,7 @@ def write_probe_step(writer, rng, layers, heads, step, progress, tag="probe", at
     if not attention:
         return None
     examples = probe_examples(rng, layers, heads)
+    summary.metrics(writer, tag, {"previous_token": previous_token(examples)}, step)
     summary.write_examples(writer, tag, examples, step)  # one write per (tag, step): all examples together
     summary.exemplars(writer, tag, exemplars_of(examples), step)
     return examples

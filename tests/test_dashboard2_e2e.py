@@ -190,14 +190,19 @@ def test_ranking_lists_heads_by_value_and_by_change_since_the_first_step(dashboa
     assert dashboard.url_state().get("layer", "0") == str(l)  # (layer 0 is the default: not in the URL)
 
 
-def test_previous_token_heads_are_ranked_from_the_stored_attention(dashboard):
+def test_previous_token_heads_are_ranked_by_the_stored_metric(dashboard):
     server = dashboard.server
-    share = np.zeros((LAYERS, HEADS))
+    # The reference: the weight on the token just before, over queries i >= 2, pooled over the
+    # probe's inputs (metrics.py), from the served weights (quantised: within 0.004).
+    total, count = np.zeros((LAYERS, HEADS)), 0
     for example in range(3):
-        for layer in range(LAYERS):
-            weights = attention(server, "train", "probe", 100, example, layer)  # [H, N, N]
-            n = weights.shape[-1]
-            share[layer] += weights[:, np.arange(1, n), np.arange(n - 1)].mean(-1) / 3
+        weights = np.stack([attention(server, "train", "probe", 100, example, layer) for layer in range(LAYERS)])  # [L, H, N, N]
+        i = np.arange(2, weights.shape[-1])
+        total += weights[:, :, i, i - 1].sum(-1)
+        count += len(i)
+    stored = np.asarray(metric(server, "train", "probe/previous_token")["values"][-1], dtype=float)
+    assert np.allclose(stored, total / count, atol=0.005)
+    share = stored
     dashboard.open("metric-heatmap", run="train", tag="probe", view="metrics", rank="previous")
     dashboard.frame.wait_for_selector("[data-control=ranking] .rank-row[data-head]")
     rows = dashboard.frame.eval_on_selector_all("[data-control=ranking] .rank-row[data-head]", "rs => rs.map(r => r.dataset.head)")

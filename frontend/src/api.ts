@@ -79,6 +79,25 @@ export interface Exemplars {
   heads: ExemplarArc[][][];
 }
 
+/** `GET /compare`: per head, the attention moved from A to B over the probe inputs they share. */
+export interface CompareMoved {
+  /** moved[layer][head]: mean over shared inputs of the mean over queries of ½·Σ_j |b_ij − a_ij| */
+  moved: (number | null)[][];
+  /** probe inputs compared (same tokens in A and B) */
+  used: number;
+  /** probe inputs left out (their tokens differ) */
+  skipped: number;
+}
+
+/** The two (run, step) endpoints of a comparison of one probe tag. */
+export interface CompareKey {
+  tag: string;
+  runA: string;
+  stepA: number;
+  runB: string;
+  stepB: number;
+}
+
 /** A route answered with an error; `status` is the HTTP status (0 for a network failure). */
 export class ApiError extends Error {
   constructor(
@@ -131,6 +150,11 @@ export class Api {
 
   exemplars(run: string, tag: string, step: number, signal?: AbortSignal): Promise<Exemplars> {
     return this.json('exemplars', {run, tag, step}, signal);
+  }
+
+  compare(key: CompareKey, signal?: AbortSignal): Promise<CompareMoved> {
+    const {tag, runA, stepA, runB, stepB} = key;
+    return this.json('compare', {tag, run_a: runA, step_a: stepA, run_b: runB, step_b: stepB}, signal);
   }
 
   private url(route: string, params: Params): string {

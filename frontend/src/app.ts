@@ -1,9 +1,9 @@
-// The dashboard: the left panel, the view tabs, and the loading of what the state selects.
+// The dashboard: the left panel, the view tabs, and the loading of what the shown view needs.
 
-import type {Api, ExampleInfo, ExampleKey, Examples, Tags} from './api';
+import type {Api, Tags} from './api';
 import {RunColors} from './colors';
-import {DataCache, errorText} from './data';
-import type {Attention} from './decode';
+import {DataCache, type AnyRequest} from './data/cache';
+import * as requests from './data/requests';
 import {el, frameThrottle} from './dom';
 import {exportFigure, exportName} from './export';
 import type {Host} from './host';
@@ -16,7 +16,8 @@ import {HeadView} from './views/head_view';
 import {MetricsView} from './views/metrics_view';
 import {ModelView} from './views/model_view';
 import {NeuronView} from './views/neuron_view';
-import type {View, ViewContext, ViewFactory} from './views/view';
+import {panelExample} from './views/example';
+import type {View, ViewContext, ViewFactory, ViewModel, ViewStatus} from './views/view';
 
 // The views, in tab order.
 const VIEWS: ViewFactory[] = [
@@ -33,11 +34,10 @@ const VIEWS: ViewFactory[] = [
  * without TensorBoard's reload (whose timer is off by default and 30 s when on). */
 export const LIVE_POLL_MS = 10_000;
 
-type Status = {kind: 'loading' | 'empty' | 'error'; text: string} | null;
-
 export class App {
   private readonly store: Store;
   private readonly context: ViewContext;
+  private readonly data: DataCache;
   private readonly views: View[];
   private readonly panel: Panel;
   private readonly tabs: HTMLElement;
@@ -48,24 +48,20 @@ export class App {
   private view: View;
   private tags: Tags | null = null;
   private tagsText = '';
-  private selection: Selection | null = null;
-  private examples: Examples | null = null;
-  /** what an example view draws; kept while the next selection loads */
-  private shown: {key: ExampleKey; example: ExampleInfo; attention: Attention} | null = null;
   /** `/tags` could not be read */
   private tagsError: string | null = null;
-  /** the selected example could not be read */
-  private exampleError: string | null = null;
-  private loads = 0;
+  private selection: Selection | null = null;
 
   constructor(
     root: HTMLElement,
     private readonly host: Host,
-    api: Api,
+    private readonly api: Api,
     initial: State,
   ) {
     this.store = new Store(initial);
-    this.context = {store: this.store, api, data: new DataCache(api), runColors: new RunColors()};
+    this.context = {store: this.store, runColors: new RunColors()};
+    // Answers come in one by one; a frame's worth of them is drawn once.
+    this.data = new DataCache(api, frameThrottle(() => this.render()));
     this.views = VIEWS.map((create) => create(this.context));
     this.view = this.viewOf(initial.view);
     this.panel = new Panel(this.store);
@@ -105,7 +101,8 @@ export class App {
     const writeUrl = frameThrottle(() => host.writeParams(encodeState(this.store.state)));
     this.store.subscribe((state, previous) => {
       writeUrl();
-      this.changed(state, previous);
+      if (state.view !== previous.view) this.showView();
+      else this.render();
     });
     host.onDataReloaded(() => void this.loadTags());
     host.onUrlChanged((params) => this.store.update(decodeState(params)));
@@ -127,43 +124,21 @@ export class App {
     return this.views.find((v) => v.id === id) ?? this.views[0];
   }
 
-  private changed(state: Readonly<State>, previous: Readonly<State>): void {
-    const switched = state.view !== previous.view;
-    if (switched) this.showView();
-    const moved = state.run !== previous.run || state.tag !== previous.tag || state.step !== previous.step || state.example !== previous.example;
-    const kindChanged = switched && this.viewOf(previous.view).needs !== this.view.needs;
-    if (moved || kindChanged || (switched && this.view.needs === 'example' && !this.showsSelection())) void this.load();
-    else if (!switched) this.render();
-  }
-
-  /** True when the example drawn is the one the state selects. */
-  private showsSelection(): boolean {
-    const sel = this.selection;
-    const key = this.shown?.key;
-    return Boolean(sel && key && key.run === sel.run && key.tag === sel.tag && key.step === sel.exampleStep && key.example === this.panelExample());
-  }
-
-  private panelExample(): number {
-    const examples = this.examples?.examples ?? [];
-    const wanted = this.store.state.example;
-    return examples.some((e) => e.index === wanted) ? wanted : (examples[0]?.index ?? 0);
-  }
-
   private showView(): void {
     this.view = this.viewOf(this.store.state.view);
     for (const tab of this.tabs.children) tab.setAttribute('aria-selected', String((tab as HTMLElement).dataset.view === this.view.id));
     this.toolbar.replaceChildren(this.view.toolbar);
     this.body.replaceChildren(this.status, this.view.element);
-    this.panel.setExampleUsed(this.view.needs === 'example' || this.view.id === 'compare');
+    this.panel.setExampleUsed(this.view.usesExample);
     this.render();
   }
 
-  /** Fetches `/tags` (at start, on TensorBoard's reload and every LIVE_POLL_MS), then what the
-   * state selects. Unchanged tags change nothing. */
+  /** Fetches `/tags` (at start, on TensorBoard's reload and every LIVE_POLL_MS); unchanged tags
+   * change nothing. */
   private async loadTags(): Promise<void> {
     let changed: boolean;
     try {
-      const tags = await this.context.api.tags();
+      const tags = await this.api.tags();
       const text = JSON.stringify(tags);
       changed = text !== this.tagsText || this.tagsError !== null;
       this.tags = tags;
@@ -175,79 +150,44 @@ export class App {
     }
     if (!changed) return;
     if (this.tags) this.context.runColors.add(await this.host.runOrder());
-    await this.load();
-  }
-
-  /** Resolves the state against the data, loads the step's example list for the panel and, for an
-   * example view, the selected example's weights. */
-  private async load(): Promise<void> {
-    const load = ++this.loads;
-    const state = this.store.state;
-    this.selection = this.tags ? resolveSelection(this.tags, state, this.view.needs === 'data') : null;
-    const sel = this.selection;
-    if (!sel) return this.render();
-    const {data} = this.context;
-    const sameStep = this.examples && this.examples.run === sel.run && this.examples.tag === sel.tag && this.examples.step === sel.exampleStep;
-    const wantsWeights = this.view.needs === 'example';
-    this.setBusy(true);
-    // The weights of the example the state names are fetched alongside the step's example list
-    // (one round trip instead of two); they are used once the list confirms the example exists.
-    const guess: ExampleKey = {run: sel.run, tag: sel.tag, step: sel.exampleStep, example: state.example};
-    const early = !sameStep && wantsWeights ? data.attention(guess) : null;
-    early?.catch(() => undefined); // a wrong guess is fetched again below
-    try {
-      if (!sameStep) {
-        this.panel.set({...sel, examples: null, example: state.example});
-        if (this.view.needs === 'data') this.render(); // data views need no example list
-        const examples = await data.examples(sel.run, sel.tag, sel.exampleStep);
-        if (load !== this.loads) return;
-        this.examples = examples;
-      }
-      const examples = this.examples!.examples;
-      const index = this.panelExample();
-      this.panel.set({...sel, examples, example: index});
-      if (!examples.length) {
-        this.exampleError = `Step ${sel.exampleStep} of ${sel.run}/${sel.tag} holds no examples.`;
-        return this.render();
-      }
-      if (wantsWeights) {
-        const key: ExampleKey = {...guess, example: index};
-        const attention = await (early && index === guess.example ? early : data.attention(key));
-        if (load !== this.loads) return;
-        this.shown = {key, example: examples.find((e) => e.index === index)!, attention};
-      }
-      this.exampleError = null;
-    } catch (e) {
-      if (load !== this.loads) return;
-      this.exampleError = errorText(e, 'the attention');
-      this.shown = null;
-    } finally {
-      if (load === this.loads) this.setBusy(false);
-    }
     this.render();
   }
 
+  /** Resolves the state against `/tags`, loads what the panel and the view need, and draws what
+   * has arrived. Runs on every change of state and on every answer. */
   private render(): void {
     const state = this.store.state;
-    const exampleView = this.view.needs === 'example';
-    let status: Status = null;
+    this.selection = this.tags ? resolveSelection(this.tags, state, this.view.steps === 'probe') : null;
+    const sel = this.selection;
+    let status: ViewStatus | null = null;
     if (this.tagsError) status = {kind: 'error', text: this.tagsError};
     else if (!this.tags) status = {kind: 'loading', text: 'Loading runs…'};
-    else if (!this.selection) {
-      status = {
-        kind: 'empty',
-        text: 'No attention data was found in this log directory. Log some with tb_attention (see its README), then reload.',
-      };
-    } else if (exampleView && this.exampleError) status = {kind: 'error', text: this.exampleError};
-    else if (exampleView && !this.shown) status = {kind: 'loading', text: 'Loading attention…'};
+    else if (!sel) {
+      status = {kind: 'empty', text: 'No attention data was found in this log directory. Log some with tb_attention (see its README), then reload.'};
+    }
+    let needs: AnyRequest[] = [];
+    if (sel && !status) {
+      const model: ViewModel = {state, tags: this.tags!, selection: sel, data: this.data};
+      const list = requests.examples(sel.run, sel.tag, sel.exampleStep);
+      needs = [list, ...this.view.needs(model)];
+      this.data.load(needs);
+      const examples = this.data.get(list);
+      const index = examples.state === 'ready' ? panelExample(examples.value.examples, state.example) : state.example;
+      this.panel.set({...sel, examples: examples.state === 'ready' ? examples.value.examples : null, example: index});
+      // The view lays itself out as it updates: it must be shown (measurable) by then.
+      this.showStatus(null);
+      status = this.view.update(model);
+    }
+    this.setBusy(this.data.busy(needs));
+    this.showStatus(status);
+  }
+
+  /** Shows a status in place of the view, or (null) the view. */
+  private showStatus(status: ViewStatus | null): void {
     this.status.hidden = status === null;
     this.status.className = `status status-${status?.kind ?? 'none'}`;
     this.status.textContent = status?.text ?? '';
     this.view.element.hidden = status !== null;
-    if (status) return;
-    const model = {state, tags: this.tags!, selection: this.selection!};
-    if (this.view.needs === 'example') this.view.update({...model, ...this.shown!});
-    else this.view.update(model);
   }
 
   private setBusy(busy: boolean): void {
@@ -256,41 +196,26 @@ export class App {
   }
 
   private async export(format: 'svg' | 'png'): Promise<void> {
-    const state = this.store.state;
-    let parts: (string | number)[];
-    if (this.view.exportName) {
-      parts = this.view.exportName();
-    } else {
-      const key = this.shown?.key;
-      parts = [key?.run ?? '', key?.tag ?? '', `step${key?.step ?? 0}`, `ex${key?.example ?? 0}`, `layer${state.layer}`];
-    }
-    await exportFigure(this.view, format, exportName(['attention', this.view.id, ...parts]));
+    await exportFigure(this.view, format, exportName(['attention', this.view.id, ...this.view.exportName()]));
   }
 
-  /** Keys: Esc clears the locked tokens (the picked heads), ↑/↓ move a locked token, ←/→ change
-   * layer (in the metric views: step), S/P export. */
+  /** Keys: Esc clears the locked tokens (the picked heads), ←/→ change step where the slider offers
+   * every step of the probe, S/P export; the view takes the others (e.g. ←/→: layer). */
   private key(event: KeyboardEvent): void {
     const typing = event.target instanceof Element && event.target.closest('input, select, textarea');
     if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
-    const {tokens, layer, picks} = this.store.state;
-    const attention = this.view.needs === 'example' ? this.shown?.attention : undefined;
+    const {tokens, picks} = this.store.state;
     const steps = this.selection?.steps ?? [];
     if (event.key === 'Escape' && tokens.length) {
       this.store.update({tokens: []});
-    } else if (event.key === 'Escape' && this.view.needs === 'data' && picks.length) {
+    } else if (event.key === 'Escape' && this.view.steps === 'probe' && picks.length) {
       this.store.update({picks: []});
-    } else if ((event.key === 'ArrowLeft' || event.key === 'ArrowRight') && this.view.needs === 'data' && steps.length > 1) {
+    } else if ((event.key === 'ArrowLeft' || event.key === 'ArrowRight') && this.view.steps === 'probe' && steps.length > 1) {
       const next = steps.indexOf(this.selection!.step) + (event.key === 'ArrowLeft' ? -1 : 1);
       if (next >= 0 && next < steps.length) this.store.update({step: next === steps.length - 1 ? null : steps[next]});
-    } else if ((event.key === 'ArrowUp' || event.key === 'ArrowDown') && tokens.length === 1 && attention) {
-      const next = tokens[0] + (event.key === 'ArrowUp' ? -1 : 1);
-      if (next >= 0 && next < attention.numTokens) this.store.update({tokens: [next]});
-    } else if ((event.key === 'ArrowLeft' || event.key === 'ArrowRight') && attention) {
-      const next = Math.min(layer, attention.numLayers - 1) + (event.key === 'ArrowLeft' ? -1 : 1);
-      if (next >= 0 && next < attention.numLayers) this.store.update({layer: next});
     } else if (event.key === 's' || event.key === 'p') {
       void this.export(event.key === 's' ? 'svg' : 'png');
-    } else {
+    } else if (!this.view.keydown?.(event.key)) {
       return;
     }
     event.preventDefault();

@@ -48,11 +48,6 @@ export function divergingColor(maxAbs: number): (value: number) => string {
   return (value: number) => ramp[Math.max(0, Math.min(256, Math.round((value / m) * 128) + 128))];
 }
 
-/** Tableau blue-grey used for neutral marks (selection outlines, axes). */
-export const INK = '#212121';
-export const MUTED_INK = '#757575';
-export const ACCENT = '#f57c00'; // TensorBoard's orange
-
 /** TensorBoard's default run palette (2.x, light theme): its runs table and charts colour the run
  * at position i of its run list (`data/runs`, oldest first) with colour i mod 7. */
 export const TENSORBOARD_RUN_PALETTE = ['#425066', '#12b5cb', '#e52592', '#f9ab00', '#9334e6', '#7cb342', '#e8710a'];

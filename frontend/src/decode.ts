@@ -246,12 +246,8 @@ function buildHalfTable(): Float32Array {
   return table;
 }
 
-export function halfToFloat(bits: number): number {
-  halfTable ??= buildHalfTable();
-  return halfTable[bits];
-}
-
-function halvesToFloats(bits: Uint16Array, out = new Float32Array(bits.length)): Float32Array {
+/** float16 bit patterns as float32 values. */
+export function halvesToFloats(bits: Uint16Array, out = new Float32Array(bits.length)): Float32Array {
   halfTable ??= buildHalfTable();
   for (let t = 0; t < bits.length; t++) out[t] = halfTable[bits[t]];
   return out;

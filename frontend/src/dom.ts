@@ -38,12 +38,6 @@ export function frameThrottle<A extends unknown[]>(callback: (...args: A) => voi
   };
 }
 
-/** Where a mouse event falls on an element, in CSS pixels from its top-left corner. */
-export function pointIn(element: Element, event: MouseEvent): {x: number; y: number} {
-  const box = element.getBoundingClientRect();
-  return {x: event.clientX - box.left, y: event.clientY - box.top};
-}
-
 /** Shows `text` in a data view's message element, in place of its drawing (class `view-empty`). */
 export function showViewMessage(view: HTMLElement, message: HTMLElement, text: string): void {
   message.hidden = false;

@@ -5,20 +5,31 @@ import {rgb} from 'd3-color';
 import {format} from 'd3-format';
 import {scaleLinear} from 'd3-scale';
 import {interpolateBlues, interpolatePlasma, interpolateRdBu, interpolateViridis} from 'd3-scale-chromatic';
+import {METRICS} from './schema';
 import type {HeadRef} from './state';
 
 /** [layer][head]; null where the value was NaN (e.g. no token of a part of speech). */
 export type Grid = (number | null)[][];
 
-/** The core metrics in the order the views list them (DESIGN.md section 4). */
+/** The metrics of Vig & Belinkov's analysis, in the order the views list them: the Analysis view's
+ * overview shows these. */
 export const CORE_METRICS = ['distance', 'entropy', 'dependency_alignment', 'variability', 'null_attention'] as const;
 
-const CORE_INFO: Record<string, {label: string; unit: string; about: string}> = {
+/** How the views name and explain each stored metric (every name of the backend's schema:
+ * test/metrics.test.ts fails when one is missing). */
+export const METRIC_INFO: Record<string, {label: string; unit: string; about: string}> = {
   distance: {label: 'Distance', unit: 'tokens', about: 'mean distance between query and key, weighted by attention'},
   entropy: {label: 'Entropy', unit: 'nats', about: 'how spread out a query token’s attention is'},
   dependency_alignment: {label: 'Dependency alignment', unit: 'share', about: 'share of attention between tokens in a dependency relation'},
   variability: {label: 'Variability', unit: 'share', about: 'how much attention changes from input to input (low: positional)'},
-  null_attention: {label: 'Null attention', unit: 'share', about: 'share of attention on the first token'},
+  null_attention: {label: 'Null attention', unit: 'share', about: 'share of attention on the first token (queries after the first)'},
+  previous_token: {label: 'Previous token', unit: 'share', about: 'share of attention each token pays to the token just before it'},
+  attention_entropy: {label: 'Attention entropy', unit: 'nats', about: 'entropy of each query’s weights, nothing left out'},
+  max_weight: {label: 'Max weight', unit: 'share', about: 'a query’s largest weight, on average (sink strength)'},
+  max_logit: {label: 'Max logit', unit: 'logit', about: 'largest pre-softmax logit after scaling, soft cap and masks'},
+  pixel_distance: {label: 'Pixel distance', unit: 'patches', about: 'mean distance between query and key patches on the image grid'},
+  prefix_attention: {label: 'Prefix attention', unit: 'share', about: 'share of attention on the prefix tokens (CLS, registers)'},
+  diagonal_alignment: {label: 'Diagonal alignment', unit: 'share', about: 'share of a target query’s attention near the length-scaled diagonal'},
 };
 
 /** Universal POS tags (spaCy's coarse tags), for labels. */
@@ -51,7 +62,7 @@ export function posParts(metric: string): {direction: 'pos' | 'pos_from'; tag: s
 export function metricLabel(metric: string): string {
   const pos = posParts(metric);
   if (pos) return `${pos.direction === 'pos' ? 'Attention to' : 'Attention from'} ${pos.tag}`;
-  return CORE_INFO[metric]?.label ?? metric;
+  return METRIC_INFO[metric]?.label ?? metric;
 }
 
 export function metricAbout(metric: string): string {
@@ -60,7 +71,7 @@ export function metricAbout(metric: string): string {
     const name = UPOS_NAMES[pos.tag] ?? pos.tag;
     return pos.direction === 'pos' ? `share of attention received by ${name} tokens` : `share of the attention that ${name} tokens pay`;
   }
-  return CORE_INFO[metric]?.about ?? '';
+  return METRIC_INFO[metric]?.about ?? '';
 }
 
 /** What a missing (NaN) value of a metric means, for legends and tooltips. */
@@ -72,14 +83,17 @@ export function missingText(metric: string): string {
 
 /** Shares (0..1) are coloured from 0; distances and entropies from their smallest value. */
 export function isShare(metric: string): boolean {
-  return posParts(metric) !== null || (CORE_INFO[metric]?.unit ?? 'share') === 'share';
+  return posParts(metric) !== null || (METRIC_INFO[metric]?.unit ?? 'share') === 'share';
 }
 
-/** The metrics of a probe in display order: core ones first, then POS received, then POS paid. */
+/** The metrics of a probe in display order: the analysis metrics, the other stored metrics in the
+ * schema's order, then POS received, then POS paid. */
 export function sortMetrics(metrics: readonly string[]): string[] {
   const rank = (m: string) => {
     const core = (CORE_METRICS as readonly string[]).indexOf(m);
     if (core >= 0) return core;
+    const stored = (METRICS as readonly string[]).indexOf(m);
+    if (stored >= 0) return 10 + stored;
     return posParts(m)?.direction === 'pos' ? 100 : posParts(m) ? 200 : 300;
   };
   return [...metrics].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
@@ -95,6 +109,11 @@ export function valueText(value: number | null | undefined, signed = false): str
 }
 
 /** A colour scale with what its legend needs. */
+/** A share as the dashboard writes it: 12.3%. */
+export function percentText(share: number): string {
+  return `${(share * 100).toFixed(1)}%`;
+}
+
 export interface ColorScale {
   domain: [number, number];
   color(value: number): string;

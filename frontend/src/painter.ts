@@ -13,7 +13,8 @@ export interface TextStyle {
   rotate?: number;
 }
 
-export interface Box {
+/** A box in CSS pixels: top-left corner, width and height. */
+export interface Rect {
   x: number;
   y: number;
   w: number;
@@ -50,7 +51,7 @@ export interface Painter {
   lines(xy: ArrayLike<number>, count: number, color: string, alpha: number, width: number): void;
   /** Draws a bitmap (e.g. a heatmap), or the `crop` of it, scaled into a box; `smooth` false keeps
    * pixels crisp. */
-  image(source: HTMLCanvasElement, x: number, y: number, w: number, h: number, smooth: boolean, crop?: Box): void;
+  image(source: HTMLCanvasElement, x: number, y: number, w: number, h: number, smooth: boolean, crop?: Rect): void;
   /** Runs `draw` with drawing restricted to a box. */
   clip(x: number, y: number, w: number, h: number, draw: () => void): void;
   /** One path (lines, curves, circles), built by `build`, then stroked and/or filled. */
@@ -147,7 +148,7 @@ export class CanvasPainter implements Painter {
     ctx.globalAlpha = 1;
   }
 
-  image(source: HTMLCanvasElement, x: number, y: number, w: number, h: number, smooth: boolean, crop?: Box): void {
+  image(source: HTMLCanvasElement, x: number, y: number, w: number, h: number, smooth: boolean, crop?: Rect): void {
     const {ctx} = this;
     ctx.imageSmoothingEnabled = smooth;
     ctx.imageSmoothingQuality = 'high';
@@ -248,7 +249,7 @@ export class SvgPainter implements Painter {
     );
   }
 
-  image(source: HTMLCanvasElement, x: number, y: number, w: number, h: number, smooth: boolean, crop?: Box): void {
+  image(source: HTMLCanvasElement, x: number, y: number, w: number, h: number, smooth: boolean, crop?: Rect): void {
     if (crop) {
       const piece = document.createElement('canvas');
       piece.width = crop.w;

@@ -37,6 +37,8 @@ export class Panel {
   private step: number | null = null;
   private timer: ReturnType<typeof setInterval> | null = null;
   private busy = false;
+  private shownKey = '';
+  private shownExamples: ExampleInfo[] | null = null;
 
   constructor(private readonly store: Store) {
     this.run = el('select', {attrs: {'aria-label': 'Run', 'data-control': 'run'}});
@@ -120,6 +122,11 @@ export class Panel {
   }
 
   set(model: PanelModel): void {
+    // Called on every render: unchanged choices leave the controls alone (a slider being dragged).
+    const key = JSON.stringify([model.runs, model.run, model.tags, model.tag, model.steps, model.step, model.example, model.examples?.map((e) => e.index) ?? null]);
+    if (key === this.shownKey && model.examples === this.shownExamples) return;
+    this.shownKey = key;
+    this.shownExamples = model.examples;
     setOptions(this.run, model.runs, model.run);
     setOptions(this.tag, model.tags, model.tag);
     this.steps = model.steps;

@@ -1,6 +1,7 @@
 // The dashboard's state: what a link or a reload restores, its URL form, and the store views share.
 
 import type {Tags} from './api';
+import {metricTag} from './schema';
 import {PAIRS, type Pair} from './transforms';
 
 export type ViewId = 'head' | 'model' | 'neuron' | 'metrics' | 'analysis' | 'exemplars' | 'compare';
@@ -293,11 +294,6 @@ export function probeMetrics(tags: Tags, run: string, probe: string): string[] {
     .filter((info) => info.kind === 'metric' && info.probe === probe && info.metric && info.steps.length > 0)
     .map((info) => info.metric!)
     .sort();
-}
-
-/** The tag of one metric of a probe (http_api.md: `<probe>/<metric>`). */
-export function metricTag(probe: string, metric: string): string {
-  return `${probe}/${metric}`;
 }
 
 /** The runs that logged `metric` for `probe`, sorted. */

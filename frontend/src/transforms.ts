@@ -45,10 +45,6 @@ export interface RowFilter {
   keys: Range;
 }
 
-export function noFilter(numTokens: number): RowFilter {
-  return {hidden: null, renormalize: false, keys: {start: 0, end: numTokens}};
-}
-
 /** Applies a filter to a dense row in place and returns it. */
 export function filterRow(row: Float32Array, filter: RowFilter): Float32Array {
   const {hidden, renormalize, keys} = filter;
@@ -80,24 +76,6 @@ export function pruneRow(row: Float32Array, prune: Prune, out: Int32Array): numb
   if (prune.topK <= 0 || count <= prune.topK) return count; // drawing needs no order: skip the sort
   out.subarray(0, count).sort((x, y) => row[y] - row[x] || x - y);
   return prune.topK;
-}
-
-/** Multi-token selection: the sum of the filtered rows of `queries` in head (layer, head). */
-export function selectionRow(
-  a: Attention,
-  layer: number,
-  head: number,
-  queries: readonly number[],
-  filter: RowFilter,
-  out = new Float32Array(a.numTokens),
-  scratch = new Float32Array(a.numTokens),
-): Float32Array {
-  out.fill(0);
-  for (const i of queries) {
-    filterRow(readRow(a, layer, head, i, scratch), filter);
-    for (let j = 0; j < out.length; j++) out[j] += scratch[j];
-  }
-  return out;
 }
 
 /** The k largest entries of a row, largest first (ties: lower index first). */
@@ -209,18 +187,42 @@ export function attentionChange(a: Attention, b: Attention, layer: number, head:
   return n ? total / n : 0;
 }
 
-/** Per head, [layer][head]: the share of attention each token pays to the token just before it,
- * averaged over the tokens that have one. A previous-token head scores near 1. */
-export function previousTokenShare(a: Attention): number[][] {
+/** B − A of every head (same tokens), pooled to `size` × `size` cells (at most `maxSize`), each
+ * the largest change it covers: the thumbnails of the Compare view's difference. */
+export interface PooledDifference {
+  numLayers: number;
+  numHeads: number;
+  size: number;
+  /** per head, layer-major */
+  pooled: Float32Array[];
+  maxAbs: number;
+}
+
+export function pooledDifference(a: Attention, b: Attention, maxSize = 48): PooledDifference {
   const n = a.numTokens;
-  const row = new Float32Array(n);
-  return Array.from({length: a.numLayers}, (_, l) =>
-    Array.from({length: a.numHeads}, (_, h) => {
-      let sum = 0;
-      for (let i = 1; i < n; i++) sum += readRow(a, l, h, i, row)[i - 1];
-      return n > 1 ? sum / (n - 1) : 0;
-    }),
-  );
+  const size = Math.min(n, maxSize);
+  const ra = new Float32Array(n);
+  const rb = new Float32Array(n);
+  let maxAbs = 0;
+  const pooled: Float32Array[] = [];
+  for (let l = 0; l < a.numLayers; l++) {
+    for (let h = 0; h < a.numHeads; h++) {
+      const cells = new Float32Array(size * size);
+      for (let i = 0; i < n; i++) {
+        readRow(a, l, h, i, ra);
+        readRow(b, l, h, i, rb);
+        const base = Math.floor((i * size) / n) * size;
+        for (let j = 0; j < n; j++) {
+          const d = rb[j] - ra[j];
+          const cell = base + Math.floor((j * size) / n);
+          if (Math.abs(d) > Math.abs(cells[cell])) cells[cell] = d;
+          if (Math.abs(d) > maxAbs) maxAbs = Math.abs(d);
+        }
+      }
+      pooled.push(cells);
+    }
+  }
+  return {numLayers: a.numLayers, numHeads: a.numHeads, size, pooled, maxAbs};
 }
 
 /** Positions where two token lists differ (a position one list lacks counts, with null). */

@@ -4,7 +4,7 @@ import {
   decodeAttention,
   decodeQueryKey,
   FormatError,
-  halfToFloat,
+  halvesToFloats,
   keyHeadOf,
   keyVectors,
   queryVectors,
@@ -69,12 +69,9 @@ test('decodes /qk: query and key vectors, scaling, and the key head of a grouped
 });
 
 test('converts float16 bit patterns, subnormals and infinities included', () => {
-  assert.equal(halfToFloat(0x3c00), 1);
-  assert.equal(halfToFloat(0xc000), -2);
-  assert.equal(halfToFloat(0x7bff), 65504);
-  assert.equal(halfToFloat(0x0001), 2 ** -24);
-  assert.equal(halfToFloat(0x7c00), Infinity);
-  assert.ok(Number.isNaN(halfToFloat(0x7e00)));
+  const floats = halvesToFloats(new Uint16Array([0x3c00, 0xc000, 0x7bff, 0x0001, 0x7c00, 0x7e00]));
+  assert.deepEqual([...floats.subarray(0, 5)], [1, -2, 65504, 2 ** -24, Infinity]);
+  assert.ok(Number.isNaN(floats[5]));
 });
 
 test('rejects a blob of another kind, a newer format and a short payload with a FormatError', () => {

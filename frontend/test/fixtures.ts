@@ -2,6 +2,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
+import type {Attention} from '../src/decode';
 
 const dir = process.env.TBA_FIXTURES ?? path.join(process.cwd(), 'test', 'fixtures');
 
@@ -13,4 +14,21 @@ export function fixture<T>(name: string): {buffer: ArrayBuffer; expected: T} {
 
 export function close(actual: number, expected: number, tolerance = 1e-6): boolean {
   return Math.abs(actual - expected) <= tolerance;
+}
+
+/** A one-layer, one-head dense attention of 0/1 weights (codes 0 and 255). */
+export function attentionOf(rows: number[][], n: number): Attention {
+  const codes = Uint8Array.from(rows.flat().map((w) => Math.round(Math.sqrt(w) * 255)));
+  const tokens = Array.from({length: n}, (_, i) => `t${i}`);
+  return {
+    header: {tokens, num_layers: 1, num_heads: 1, num_tokens: n, causal: false, quantization: 'sqrt-u8', encoding: 'dense'},
+    tokens,
+    numLayers: 1,
+    numHeads: 1,
+    numTokens: n,
+    encoding: 'dense',
+    codes,
+    keys: null,
+    topK: 0,
+  };
 }

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
 import {decodeAttention, DEQUANTIZE, readRow} from '../src/decode';
-import {noFilter, specialTokenMask} from '../src/transforms';
+import {specialTokenMask, type RowFilter} from '../src/transforms';
+
+const noFilter = (n: number): RowFilter => ({hidden: null, renormalize: false, keys: {start: 0, end: n}});
 import {thumbnailCells} from '../src/views/model_view';
 import {fixture} from './fixtures';
 

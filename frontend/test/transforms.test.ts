@@ -1,23 +1,21 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {decodeAttention, readRow, type Attention} from '../src/decode';
+import {decodeAttention, readRow} from '../src/decode';
 import {
   attentionChange,
   filterRow,
   headMatrix,
-  previousTokenShare,
   isSpecialToken,
   neuronRows,
-  noFilter,
   pairRanges,
+  pooledDifference,
   pruneRow,
   scoringOf,
-  selectionRow,
   specialTokenMask,
   tokenDifferences,
   topEntries,
 } from '../src/transforms';
-import {close, fixture} from './fixtures';
+import {attentionOf, close, fixture} from './fixtures';
 
 const row = (...values: number[]) => Float32Array.from(values);
 
@@ -56,14 +54,6 @@ test('the sentence-pair filter selects queries from one segment and keys from th
   assert.deepEqual(pairRanges(10, null, 'AB'), {queries: {start: 0, end: 10}, keys: {start: 0, end: 10}});
   const filtered = filterRow(row(0.1, 0.2, 0.3, 0.4), {hidden: null, renormalize: false, keys: {start: 2, end: 4}});
   assert.deepEqual([...filtered].map((v) => +v.toFixed(6)), [0, 0, 0.3, 0.4]);
-});
-
-test('a multi-token selection sums the selected tokens\' rows', () => {
-  const a = decodeAttention(fixture('causal').buffer);
-  const sum = selectionRow(a, 1, 0, [2, 4], noFilter(a.numTokens));
-  const r2 = readRow(a, 1, 0, 2);
-  const r4 = readRow(a, 1, 0, 4);
-  for (let j = 0; j < a.numTokens; j++) assert.ok(close(sum[j], r2[j] + r4[j]));
 });
 
 test('topEntries lists the largest weights first', () => {
@@ -138,24 +128,14 @@ test('token differences name each position and what each side has there', () => 
   assert.deepEqual(tokenDifferences(['a'], ['a']), []);
 });
 
-/** A one-layer, one-head dense attention of 0/1 weights (codes 0 and 255). */
-function attentionOf(rows: number[][], n: number): Attention {
-  const codes = Uint8Array.from(rows.flat().map((w) => Math.round(Math.sqrt(w) * 255)));
-  const tokens = Array.from({length: n}, (_, i) => `t${i}`);
-  return {
-    header: {tokens, num_layers: 1, num_heads: 1, num_tokens: n, causal: false, quantization: 'sqrt-u8', encoding: 'dense'},
-    tokens,
-    numLayers: 1,
-    numHeads: 1,
-    numTokens: n,
-    encoding: 'dense',
-    codes,
-    keys: null,
-    topK: 0,
-  };
-}
-
-test('previous-token share: the weight on the token just before, averaged over tokens that have one', () => {
-  const a = attentionOf([[1, 0, 0], [1, 0, 0], [0, 0.25, 0.75]], 3);
-  assert.ok(Math.abs(previousTokenShare(a)[0][0] - (1 + 0.25) / 2) < 0.01);
+test('the pooled difference keeps, per cell, the largest change it covers', () => {
+  const a = attentionOf([[1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], 4);
+  const b = attentionOf([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0]], 4);
+  const d = pooledDifference(a, b, 2);
+  assert.equal(d.size, 2);
+  assert.equal(d.maxAbs, 1);
+  // cell (0, 0) covers rows 0-1 and keys 0-1: row 1 moved from key 0 (-1) to key 1 (+1); of equal
+  // changes the first key's is kept. Cell (1, 1): row 3 moved from key 3 to key 2 (+1 first).
+  assert.deepEqual(Array.from(d.pooled[0]), [-1, 0, 0, 1]);
+  assert.equal(pooledDifference(a, b).size, 4); // never more cells than tokens
 });

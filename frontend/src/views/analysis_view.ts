@@ -5,25 +5,13 @@
 // click opens the head in the head view.
 
 import type {ProbeMetrics} from '../api';
-import {
-  FONT_SMALL,
-  FONT_TITLE,
-  hasMissing,
-  HEATMAP_LEFT,
-  HeatmapGeometry,
-  HEATMAP_TOP,
-  inside,
-  LEGEND_HEIGHT,
-  LineChart,
-  paintAxisTitles,
-  paintHeatmap,
-  paintLegend,
-  type Dot,
-  type Line,
-  type Rect,
-} from '../charts';
-import {headColors, INK, MUTED_INK} from '../colors';
-import {Latest} from '../data';
+import {hasMissing, HEATMAP_LEFT, HeatmapGeometry, HEATMAP_TOP, LEGEND_HEIGHT, paintHeatmap, paintLegend} from '../components/heatmap';
+import {inside, LineChart, paintAxisTitles, type Dot, type Line} from '../components/line_chart';
+import {FONT_SMALL, FONT_TITLE, INK, MUTED_INK} from '../theme';
+import {type Rect} from '../painter';
+import {headColors} from '../colors';
+import {LastAnswer, type AnyRequest} from '../data/cache';
+import * as requests from '../data/requests';
 import {el, frameThrottle, hideViewMessage, showViewMessage} from '../dom';
 import {
   CORE_METRICS,
@@ -41,12 +29,13 @@ import {
   type Grid,
 } from '../metrics';
 import {textWidth, type Painter} from '../painter';
-import {metricTag, nearestStep, plottedHeads, probeMetrics, type HeadRef, type Section, type State} from '../state';
+import {metricTag} from '../schema';
+import {nearestStep, plottedHeads, probeMetrics, type HeadRef, type Section, type State} from '../state';
 import {truncate} from '../tokens';
 import {Tooltip, type TooltipLine} from '../tooltip';
 import {Segmented} from './controls';
 import {ScrollingCanvas} from './scrolling_canvas';
-import type {DataModel, DataView, ViewContext} from './view';
+import type {View, ViewContext, ViewModel, ViewStatus} from './view';
 
 const PAD = 14; // px around the cards
 const GAP = 18; // px between cards
@@ -80,10 +69,11 @@ interface Hover {
   line: string | null;
 }
 
-export class AnalysisView implements DataView {
+export class AnalysisView implements View {
   readonly id = 'analysis' as const;
   readonly title = 'Analysis';
-  readonly needs = 'data' as const;
+  readonly steps = 'probe' as const;
+  readonly usesExample = false;
   readonly element: HTMLElement;
   readonly toolbar: HTMLElement;
   private readonly section: Segmented<Section>;
@@ -93,15 +83,15 @@ export class AnalysisView implements DataView {
   private readonly message: HTMLElement;
   private readonly caption: HTMLElement;
   private readonly tooltip: Tooltip;
-  private readonly metrics = new Latest<ProbeMetrics>();
-  private model: DataModel | null = null;
+  private readonly metrics = new LastAnswer<ProbeMetrics>();
+  private model: ViewModel | null = null;
   private cards: Card[] = [];
   private contentHeight = 0;
   private hover: Hover | null = null;
   private tagsKey = '';
   private shown: {run: string; probe: string; step: number} | null = null;
 
-  constructor(private readonly context: ViewContext) {
+  constructor(context: ViewContext) {
     const {store} = context;
     this.section = new Segmented<Section>('Show', 'section', [
       ['overview', 'Metrics', 'Every metric as a layer × head heatmap with its per-layer curve, and scatters of heads'],
@@ -141,21 +131,34 @@ export class AnalysisView implements DataView {
     return s ? [s.run, s.probe, `step${s.step}`, this.model?.state.section ?? ''] : [];
   }
 
-  update(model: DataModel): void {
+  /** The probe's metrics at the state's step (the newest when none), snapped to the steps they
+   * were logged at; null when the run logged none. */
+  private request(model: ViewModel): ReturnType<typeof requests.probeMetrics> | null {
+    const {state, tags, selection} = model;
+    const names = probeMetrics(tags, selection.run, selection.tag);
+    if (!names.length) return null;
+    const metricSteps = [...tags[selection.run][metricTag(selection.tag, names[0])].steps].sort((a, b) => a - b);
+    const step = state.step === null ? metricSteps[metricSteps.length - 1] : nearestStep(metricSteps, state.step);
+    return requests.probeMetrics(selection.run, selection.tag, step);
+  }
+
+  needs(model: ViewModel): AnyRequest[] {
+    const request = this.request(model);
+    return request ? [request] : [];
+  }
+
+  update(model: ViewModel): ViewStatus | null {
     this.model = model;
     const {state, tags, selection} = model;
     const probe = selection.tag;
     const names = probeMetrics(tags, selection.run, probe);
     this.section.set(state.section);
-    if (!names.length) {
+    const request = this.request(model);
+    if (!request) {
       this.shown = null;
       return this.show(`Run ${JSON.stringify(selection.run)} logged no metrics for ${JSON.stringify(probe)}.`);
     }
-    // The step: the state's (the newest when none), snapped to the steps the metrics were logged at.
-    const metricSteps = [...tags[selection.run][metricTag(probe, names[0])].steps].sort((a, b) => a - b);
-    const step = state.step === null ? metricSteps[metricSteps.length - 1] : nearestStep(metricSteps, state.step);
-    const key = JSON.stringify([selection.run, probe, step]);
-    this.metrics.load(key, () => this.context.data.metrics(selection.run, probe, step, ''), () => this.model && this.update(this.model), 'the metrics');
+    this.metrics.read(model.data, request);
     const posTags = [...new Set(names.flatMap((m) => posParts(m)?.tag ?? []))].sort();
     const tagsKey = posTags.join(',');
     if (tagsKey !== this.tagsKey) {
@@ -177,11 +180,13 @@ export class AnalysisView implements DataView {
       el('span', {class: 'hint', text: ' · hover a head for its value · click it to open its arcs in the head view'}),
     );
     this.resize();
+    return null;
   }
 
-  private show(message: string): void {
+  private show(message: string): null {
     showViewMessage(this.element, this.message, message);
     this.tooltip.hide();
+    return null;
   }
 
   resize(): void {

@@ -4,22 +4,25 @@
 // opens it in the head view, where its attention is stored.
 
 import type {Exemplars} from '../api';
-import {FONT_SMALL, FONT_TITLE, HeatmapGeometry, HEATMAP_LEFT, HEATMAP_TOP, LEGEND_HEIGHT, paintHeatmap, paintLegend} from '../charts';
-import {ACCENT, headColors, INK, MUTED_INK} from '../colors';
-import {Latest} from '../data';
-import {el, frameThrottle, hideViewMessage, pointIn, showViewMessage} from '../dom';
+import {HeatmapGeometry, HEATMAP_LEFT, HEATMAP_TOP, LEGEND_HEIGHT, paintHeatmap, paintLegend} from '../components/heatmap';
+import {ACCENT, font, FONT_SMALL, FONT_TITLE, INK, MUTED_INK} from '../theme';
+import {headColors} from '../colors';
+import {LastAnswer, type AnyRequest} from '../data/cache';
+import * as requests from '../data/requests';
+import {pointIn} from '../components/pointer';
+import {el, frameThrottle, hideViewMessage, showViewMessage} from '../dom';
 import {shareScale, valueText, type Grid} from '../metrics';
 import {CanvasPainter, textWidth, type Painter} from '../painter';
+import {exemplarsTag} from '../schema';
 import {nearestStep, type HeadRef} from '../state';
 import {exactToken, readingPieces, truncate} from '../tokens';
 import {Tooltip} from '../tooltip';
 import {HeadPicker, LayerPicker} from './controls';
-import {FONT_FAMILY} from './head_view';
 import {ScrollingCanvas} from './scrolling_canvas';
-import type {DataModel, DataView, ViewContext} from './view';
+import type {View, ViewContext, ViewModel, ViewStatus} from './view';
 
-const FONT = `13px ${FONT_FAMILY}`;
-const FONT_BOLD = `600 13px ${FONT_FAMILY}`;
+const FONT = font(null, 13);
+const FONT_BOLD = font(600, 13);
 const PAD = 16; // px around the list
 const ROW_HEIGHT = 96; // px per exemplar
 const BOX_PAD = 3; // px around a highlighted token
@@ -50,10 +53,11 @@ interface Row {
   top: number;
 }
 
-export class ExemplarsView implements DataView {
+export class ExemplarsView implements View {
   readonly id = 'exemplars' as const;
   readonly title = 'Exemplars';
-  readonly needs = 'data' as const;
+  readonly steps = 'probe' as const;
+  readonly usesExample = false;
   readonly element: HTMLElement;
   readonly toolbar: HTMLElement;
   private readonly layerPicker: LayerPicker;
@@ -64,8 +68,8 @@ export class ExemplarsView implements DataView {
   private readonly message: HTMLElement;
   private readonly inspector: HTMLElement;
   private readonly tooltip: Tooltip;
-  private readonly table = new Latest<Exemplars>();
-  private model: DataModel | null = null;
+  private readonly table = new LastAnswer<Exemplars>();
+  private model: ViewModel | null = null;
   private head: HeadRef = [0, 0];
   private rows: Row[] = [];
   private best: Grid = [];
@@ -119,17 +123,32 @@ export class ExemplarsView implements DataView {
     return t ? [t.run, t.tag, `step${t.step}`, `layer${this.head[0]}`, `head${this.head[1]}`] : [];
   }
 
-  update(model: DataModel): void {
-    this.model = model;
+  /** The probe's exemplar table at the state's step (snapped to the steps it was logged at); null
+   * when the run logged none. */
+  private request(model: ViewModel): ReturnType<typeof requests.exemplars> | null {
     const {state, tags, selection} = model;
-    const tag = `${selection.tag}/exemplars`;
+    const tag = exemplarsTag(selection.tag);
     const info = tags[selection.run][tag];
-    if (info?.kind !== 'exemplars' || !info.steps.length) {
-      return this.show(`Run ${JSON.stringify(selection.run)} logged no exemplars for ${JSON.stringify(selection.tag)}. A Probe logs them with its metrics; tb-attention analyze logs them for a corpus.`);
-    }
+    if (info?.kind !== 'exemplars' || !info.steps.length) return null;
     const steps = [...info.steps].sort((a, b) => a - b);
     const step = state.step === null ? steps[steps.length - 1] : nearestStep(steps, state.step);
-    this.table.load(JSON.stringify([selection.run, tag, step]), () => this.context.data.exemplars(selection.run, tag, step), () => this.model && this.update(this.model), 'the exemplars');
+    return requests.exemplars(selection.run, tag, step);
+  }
+
+  needs(model: ViewModel): AnyRequest[] {
+    const request = this.request(model);
+    return request ? [request] : [];
+  }
+
+  update(model: ViewModel): ViewStatus | null {
+    this.model = model;
+    const {state, selection} = model;
+    const tag = exemplarsTag(selection.tag);
+    const request = this.request(model);
+    if (!request) {
+      return this.show(`Run ${JSON.stringify(selection.run)} logged no exemplars for ${JSON.stringify(selection.tag)}. A Probe logs them with its metrics; tb-attention analyze logs them for a corpus.`);
+    }
+    this.table.read(model.data, request);
     if (this.table.error) return this.show(this.table.error);
     const table = this.table.value;
     if (!table || table.run !== selection.run || table.tag !== tag) return this.show('Loading the exemplars…');
@@ -166,11 +185,13 @@ export class ExemplarsView implements DataView {
       }),
     );
     this.resize();
+    return null;
   }
 
-  private show(message: string): void {
+  private show(message: string): null {
     showViewMessage(this.element, this.message, message);
     this.tooltip.hide();
+    return null;
   }
 
   resize(): void {

@@ -1,7 +1,8 @@
 // Head view: two token columns joined by one arc per (head, query, key), as bertviz draws it,
 // on one canvas with only the visible rows drawn, so 1024 tokens stay as fluid as 128.
 
-import {headColors, INK, MUTED_INK} from '../colors';
+import {headColors} from '../colors';
+import {INK, MUTED_INK, font} from '../theme';
 import {readColumn, readRow, type Attention} from '../decode';
 import {el} from '../dom';
 import {textWidth, type Painter} from '../painter';
@@ -20,13 +21,13 @@ import {
 import {ArcBatch, computeArcs, type ArcSet} from './arcs';
 import {HeadPicker, HideToggle, LayerPicker, PairFilter, PruneControls, shownHeads} from './controls';
 import {ScrollingCanvas} from './scrolling_canvas';
-import type {ExampleView, Model, ViewContext} from './view';
+import {exampleKey, exampleNeeds, isStatus, ShownExample, type ExampleModel} from './example';
+import type {View, ViewContext, ViewModel, ViewStatus} from './view';
 
-export const FONT_FAMILY = 'Roboto, "Segoe UI", system-ui, -apple-system, "Helvetica Neue", Arial, sans-serif';
-const FONT = `13px ${FONT_FAMILY}`;
-const FONT_FOCUS = `600 13px ${FONT_FAMILY}`;
-const FONT_HEADER = `500 11px ${FONT_FAMILY}`;
-const FONT_INDEX = `10px ${FONT_FAMILY}`; // token positions, left of the query column
+const FONT = font(null, 13);
+const FONT_FOCUS = font(600, 13);
+const FONT_HEADER = font(500, 11);
+const FONT_INDEX = font(null, 10); // token positions, left of the query column
 const ROW_HEIGHT = 20; // px per token
 const HEADER_HEIGHT = 30; // px above the first token: the column titles
 const PAD = 8; // px of padding around the figure
@@ -60,7 +61,7 @@ interface Layout {
 
 /** Everything derived from the model that the frame loop reads. */
 interface Scene {
-  model: Model;
+  model: ExampleModel;
   attention: Attention;
   labels: string[];
   labelWidth: number;
@@ -72,12 +73,14 @@ interface Scene {
   arcs: ArcSet;
 }
 
-export class HeadView implements ExampleView {
+export class HeadView implements View {
   readonly id = 'head' as const;
   readonly title = 'Head';
-  readonly needs = 'example' as const;
+  readonly steps = 'attention' as const;
+  readonly usesExample = true;
   readonly element: HTMLElement;
   readonly toolbar: HTMLElement;
+  private readonly shown = new ShownExample();
   private readonly area: ScrollingCanvas;
   private readonly inspector: HTMLElement;
   private readonly layer: LayerPicker;
@@ -123,7 +126,27 @@ export class HeadView implements ExampleView {
     return this.layout.height;
   }
 
-  update(model: Model): void {
+  needs(model: ViewModel): ReturnType<typeof exampleNeeds> {
+    return exampleNeeds(model);
+  }
+
+  update(model: ViewModel): ViewStatus | null {
+    const example = this.shown.resolve(model);
+    if (isStatus(example)) return example;
+    this.setExample(example);
+    return null;
+  }
+
+  exportName(): (string | number)[] {
+    return this.shown.exportName(this.context.store.state);
+  }
+
+  keydown(key: string): boolean {
+    return exampleKey(this.context.store, this.shown.attention, key);
+  }
+
+  /** Draws one example (the Compare view draws A and B through this). */
+  setExample(model: ExampleModel): void {
     const {state, attention: a} = model;
     const colors = headColors(a.numHeads);
     const heads = shownHeads(state, a.numHeads);

@@ -1,15 +1,16 @@
-// Model view: every layer x head as a thumbnail of its attention matrix, on one canvas.
+// ExampleModel view: every layer x head as a thumbnail of its attention matrix, on one canvas.
 // Click a thumbnail to open that head in the head view.
 
-import {ACCENT, headColors, INK, MUTED_INK, tintTable} from '../colors';
+import {headColors, tintTable} from '../colors';
+import {ACCENT, INK, MUTED_INK, font} from '../theme';
 import {DEQUANTIZE, rowLength, rowStart, TOPK_PAD, type Attention} from '../decode';
 import {el} from '../dom';
 import type {Painter} from '../painter';
 import {pairRanges, specialTokenMask, type Range, type RowFilter} from '../transforms';
 import {HideToggle, PairFilter, shownHeads} from './controls';
-import {FONT_FAMILY} from './head_view';
 import {ScrollingCanvas} from './scrolling_canvas';
-import type {ExampleView, Model, ViewContext} from './view';
+import {exampleKey, exampleNeeds, isStatus, ShownExample, type ExampleModel} from './example';
+import type {View, ViewContext, ViewModel, ViewStatus} from './view';
 
 const LABEL_WIDTH = 40; // px: the layer labels on the left
 const HEADER_HEIGHT = 28; // px: the head labels on top
@@ -17,7 +18,7 @@ const PAD = 12; // px around the grid
 const GAP = 6; // px between thumbnails
 const MIN_THUMB = 24; // px: many heads shrink thumbnails rather than scroll sideways
 const MAX_THUMB = 150; // px
-const FONT_LABEL = `500 11px ${FONT_FAMILY}`;
+const FONT_LABEL = font(500, 11);
 const DIM = 0.72; // opacity of the veil over rows (or columns) other than the locked tokens'
 
 /** A head's attention matrix (queries down, keys across) as weight codes, max-pooled to at most
@@ -111,17 +112,19 @@ interface Grid {
   scrollTop: number;
 }
 
-export class ModelView implements ExampleView {
+export class ModelView implements View {
   readonly id = 'model' as const;
-  readonly title = 'Model';
-  readonly needs = 'example' as const;
+  readonly title = 'ExampleModel';
+  readonly steps = 'attention' as const;
+  readonly usesExample = true;
   readonly element: HTMLElement;
   readonly toolbar: HTMLElement;
+  private readonly shown = new ShownExample();
   private readonly area: ScrollingCanvas;
   private readonly inspector: HTMLElement;
   private readonly pair: PairFilter;
   private readonly hide: HideToggle;
-  private model: Model | null = null;
+  private model: ExampleModel | null = null;
   private grid: Grid = {width: 0, height: 0, thumb: 0, left: 0, scrollTop: 0};
   private thumbs = new Map<number, {canvas: HTMLCanvasElement; rows: number; cols: number}>();
   private thumbsKey = '';
@@ -129,7 +132,7 @@ export class ModelView implements ExampleView {
 
   /** `open`: what clicking a head does (by default: open it in the head view). */
   constructor(
-    context: ViewContext,
+    private readonly context: ViewContext,
     private readonly open = (layer: number, head: number) => context.store.update({view: 'head', layer, heads: [head]}),
   ) {
     this.pair = new PairFilter(context.store);
@@ -154,7 +157,27 @@ export class ModelView implements ExampleView {
     return this.grid.height;
   }
 
-  update(model: Model): void {
+  needs(model: ViewModel): ReturnType<typeof exampleNeeds> {
+    return exampleNeeds(model);
+  }
+
+  update(model: ViewModel): ViewStatus | null {
+    const example = this.shown.resolve(model);
+    if (isStatus(example)) return example;
+    this.setExample(example);
+    return null;
+  }
+
+  exportName(): (string | number)[] {
+    return this.shown.exportName(this.context.store.state);
+  }
+
+  keydown(key: string): boolean {
+    return exampleKey(this.context.store, this.shown.attention, key);
+  }
+
+  /** Draws one example (the Compare view draws A and B through this). */
+  setExample(model: ExampleModel): void {
     this.model = model;
     this.pair.set(Boolean(model.example.segments?.length), model.state.pair);
     this.hide.set(model.state);

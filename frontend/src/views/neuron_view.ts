@@ -1,22 +1,24 @@
 // Neuron view: for one layer, head and query token, the query and key vectors, their elementwise
 // product, the scaled dot products and the softmax, as bertviz's neuron view shows them.
 
-import {ApiError} from '../api';
-import {divergingColor, headColors, INK, MUTED_INK} from '../colors';
+import {divergingColor, headColors} from '../colors';
+import {INK, MUTED_INK, font} from '../theme';
 import {keyHeadOf, keyVectors, queryVectors, readRow, type QueryKey} from '../decode';
+import type {AnyRequest, DataReader} from '../data/cache';
+import * as requests from '../data/requests';
 import {el} from '../dom';
 import {textWidth, type Painter} from '../painter';
 import {displayToken, exactToken, isByteLevel, truncate} from '../tokens';
 import {neuronRows, scoringOf, type NeuronRows, type Scoring} from '../transforms';
 import {HeadPicker, LayerPicker, shownHeads} from './controls';
-import {FONT_FAMILY} from './head_view';
 import {ScrollingCanvas} from './scrolling_canvas';
-import type {ExampleView, Model, ViewContext} from './view';
+import {exampleKey, exampleNeeds, isStatus, ShownExample, type ExampleModel} from './example';
+import type {View, ViewContext, ViewModel, ViewStatus} from './view';
 
-const FONT = `12px ${FONT_FAMILY}`;
-const FONT_FOCUS = `600 12px ${FONT_FAMILY}`;
-const FONT_HEADER = `500 11px ${FONT_FAMILY}`;
-const FONT_NUMBER = `11px ${FONT_FAMILY}`;
+const FONT = font(null, 12);
+const FONT_FOCUS = font(600, 12);
+const FONT_HEADER = font(500, 11);
+const FONT_NUMBER = font(null, 11);
 const ROW_HEIGHT = 18; // px per key token
 const HEADER_HEIGHT = 58; // px: column titles and the query vector
 const PAD = 10;
@@ -26,7 +28,6 @@ const MAX_LABEL = 130; // px
 const BAR = 84; // px: width of the score, softmax and stored-attention columns
 const MAX_CELL = 10; // px per vector component
 const MAX_LABEL_CHARS = 20;
-const QK_CACHE_SIZE = 4; // examples whose q/k stay in memory
 // Recomputed and stored weights agree within this: float16 q/k and the stored weights' 8-bit
 // quantisation (at most 0.0039) leave about a point of difference on peaked rows.
 const AGREEMENT = 0.02;
@@ -60,27 +61,27 @@ interface Computed {
   maxScore: number;
 }
 
-export class NeuronView implements ExampleView {
+export class NeuronView implements View {
   readonly id = 'neuron' as const;
   readonly title = 'Neuron';
-  readonly needs = 'example' as const;
+  readonly steps = 'attention' as const;
+  readonly usesExample = true;
   readonly element: HTMLElement;
   readonly toolbar: HTMLElement;
+  private readonly shown = new ShownExample();
   private readonly area: ScrollingCanvas;
   private readonly message: HTMLElement;
   private readonly inspector: HTMLElement;
   private readonly layer: LayerPicker;
   private readonly heads: HeadPicker;
-  /** q/k of the last few examples, or why they could not be loaded */
-  private readonly loaded = new Map<string, QueryKey | Error>();
+  private data: DataReader | null = null;
   private labelsFor: string[] | null = null;
-  private model: Model | null = null;
+  private model: ExampleModel | null = null;
   private computed: Computed | null = null;
   private labels: string[] = [];
   private labelWidth = 0;
   private hover: number | null = null;
   private size = {width: 0, height: 0, scrollTop: 0};
-  private request = 0;
 
   constructor(private readonly context: ViewContext) {
     this.layer = new LayerPicker(context.store);
@@ -106,7 +107,31 @@ export class NeuronView implements ExampleView {
     return this.size.height;
   }
 
-  update(model: Model): void {
+  /** The example, and its query/key vectors once the example list says they were logged. */
+  needs(model: ViewModel): AnyRequest[] {
+    const example = this.shown.resolve(model);
+    const qk = !isStatus(example) && example.example.has_qk ? [requests.queryKey(example.key)] : [];
+    return [...exampleNeeds(model), ...qk];
+  }
+
+  update(model: ViewModel): ViewStatus | null {
+    this.data = model.data;
+    const example = this.shown.resolve(model);
+    if (isStatus(example)) return example;
+    this.setExample(example);
+    return null;
+  }
+
+  exportName(): (string | number)[] {
+    return this.shown.exportName(this.context.store.state);
+  }
+
+  keydown(key: string): boolean {
+    return exampleKey(this.context.store, this.shown.attention, key);
+  }
+
+  /** Draws one example (the Compare view draws A and B through this). */
+  setExample(model: ExampleModel): void {
     this.model = model;
     const {state, attention: a, example} = model;
     const layer = Math.min(state.layer, a.numLayers - 1);
@@ -120,28 +145,16 @@ export class NeuronView implements ExampleView {
       this.show(null, 'No query/key vectors were logged for this example, so its neuron view cannot be drawn. Log them with the capture option that records queries and keys.');
       return;
     }
-    const key = JSON.stringify(model.key);
-    const loaded = this.loaded.get(key);
-    if (loaded instanceof Error) {
+    const loaded = this.data?.get(requests.queryKey(model.key));
+    if (loaded?.state === 'error') {
       const text =
-        loaded instanceof ApiError && loaded.status === 404
-          ? `No query/key vectors were logged for this example (${loaded.message}).`
-          : `Could not load the query/key vectors: ${loaded.message}`;
+        loaded.status === 404 ? `No query/key vectors were logged for this example (${loaded.error}).` : `Could not load the query/key vectors: ${loaded.error}`;
       this.show(null, text);
-    } else if (loaded) {
-      this.compute(loaded, layer, head);
+    } else if (loaded?.state === 'ready') {
+      this.compute(loaded.value, layer, head);
       this.show(this.computed, null);
     } else {
       this.show(null, 'Loading query and key vectors…');
-      const request = ++this.request;
-      const remember = (value: QueryKey | Error) => {
-        this.loaded.set(key, value);
-        if (this.loaded.size > QK_CACHE_SIZE) this.loaded.delete(this.loaded.keys().next().value!);
-        if (request === this.request && this.model) this.update(this.model);
-      };
-      this.context.api.queryKey(model.key).then(remember, (error: Error) => {
-        if (error.name !== 'AbortError') remember(error);
-      });
     }
   }
 

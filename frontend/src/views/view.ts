@@ -1,61 +1,59 @@
 // What every view is given and offers; the app switches between views through this interface.
+//
+// A view never fetches: `needs` names the requests it draws from, the app loads them through the
+// one DataCache and calls `update` again whenever one of them arrives.
 
-import type {Api, ExampleInfo, ExampleKey, Tags} from '../api';
+import type {Tags} from '../api';
 import type {RunColors} from '../colors';
-import type {DataCache} from '../data';
-import type {Attention} from '../decode';
+import type {AnyRequest, DataReader} from '../data/cache';
 import type {Figure} from '../export';
 import type {Selection, State, Store, ViewId} from '../state';
 
-/** What every view draws from: the state, and the runs and tags it resolves against. */
-export interface DataModel {
+/** What every view draws from: the state, the runs and tags it resolves against, and the data
+ * loaded so far. */
+export interface ViewModel {
   state: Readonly<State>;
   tags: Tags;
   selection: Selection;
+  data: DataReader;
 }
 
-/** An example view's model: the data model and the example the state selects, loaded. */
-export interface Model extends DataModel {
-  key: ExampleKey;
-  example: ExampleInfo;
-  attention: Attention;
+/** A message the app shows in place of a view (nothing to draw yet, or nothing to draw at all). */
+export interface ViewStatus {
+  kind: 'loading' | 'empty' | 'error';
+  text: string;
 }
 
+/** What views are made with: the store they write the user's choices to, and the run colours. */
 export interface ViewContext {
   store: Store;
-  api: Api;
-  data: DataCache;
   runColors: RunColors;
 }
 
-interface ViewBase extends Figure {
+export interface View extends Figure {
   readonly id: ViewId;
   readonly title: string;
   /** the view's drawing area, filling the main panel */
   readonly element: HTMLElement;
   /** the view's own controls, shown above it */
   readonly toolbar: HTMLElement;
+  /** the steps the slider offers: those of the attention tag, or every step of its probe
+   * (attention, metrics, exemplars) */
+  readonly steps: 'attention' | 'probe';
+  /** whether the view draws the panel's example (the others dim the example list) */
+  readonly usesExample: boolean;
+  /** The requests the view draws from, for this state and the data loaded so far (a request may
+   * depend on the answer of another, e.g. an example's weights on the step's example list). */
+  needs(model: ViewModel): AnyRequest[];
+  /** Draws what it can; a status is shown by the app in place of the view. Called on every change
+   * of state and whenever a request arrives, while the view is shown. */
+  update(model: ViewModel): ViewStatus | null;
   /** Called when the view's box changed size. */
   resize(): void;
-  /** Parts of the file name of an export (after `attention-<view>`); example views are named by
-   * the app from their example. */
-  exportName?(): (string | number)[];
+  /** Parts of the file name of an export (after `attention-<view>`). */
+  exportName(): (string | number)[];
+  /** A key pressed over the dashboard (not in a form field); true when the view used it. */
+  keydown?(key: string): boolean;
 }
-
-/** A view of the selected example (head, model, neuron): the app loads its weights first. */
-export interface ExampleView extends ViewBase {
-  readonly needs: 'example';
-  /** Called on every change of state or data while the view is shown. */
-  update(model: Model): void;
-}
-
-/** A view that loads what it draws itself (metrics, analysis, exemplars, compare). */
-export interface DataView extends ViewBase {
-  readonly needs: 'data';
-  /** Called on every change of state or of the runs' data while the view is shown. */
-  update(model: DataModel): void;
-}
-
-export type View = ExampleView | DataView;
 
 export type ViewFactory = (context: ViewContext) => View;

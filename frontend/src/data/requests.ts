@@ -1,0 +1,44 @@
+// The requests views declare: one builder per route, each with its cache key.
+
+import type {Api, CompareKey, CompareMoved, ExampleKey, Examples, Exemplars, MetricSeries, ProbeMetrics} from '../api';
+import type {Attention, QueryKey} from '../decode';
+import type {Request} from './cache';
+
+function request<T>(route: string, parts: unknown[], what: string, heavy: boolean, fetch: (api: Api) => Promise<T>): Request<T> {
+  return {key: JSON.stringify([route, ...parts]), what, heavy, fetch};
+}
+
+/** The examples of one step of an attention tag (`/examples`). */
+export function examples(run: string, tag: string, step: number): Request<Examples> {
+  return request('examples', [run, tag, step], 'the examples', false, (api) => api.examples(run, tag, step));
+}
+
+/** One example's decoded weights (`/attention`). */
+export function attention(key: ExampleKey): Request<Attention> {
+  return request('attention', [key.run, key.tag, key.step, key.example], 'the attention', true, (api) => api.attention(key));
+}
+
+/** One example's query and key vectors (`/qk`; 404 when none were logged). */
+export function queryKey(key: ExampleKey): Request<QueryKey> {
+  return request('qk', [key.run, key.tag, key.step, key.example], 'the query/key vectors', true, (api) => api.queryKey(key));
+}
+
+/** Every step of one metric tag (`/metric`); `version` (the steps `/tags` lists) refetches when it changes. */
+export function metricSeries(run: string, tag: string, version: string): Request<MetricSeries> {
+  return request('metric', [run, tag, version], `${tag} of ${run}`, false, (api) => api.metric(run, tag));
+}
+
+/** Every metric of a probe at one step (`/metrics`). */
+export function probeMetrics(run: string, probe: string, step: number): Request<ProbeMetrics> {
+  return request('metrics', [run, probe, step], 'the metrics', false, (api) => api.metrics(run, probe, step));
+}
+
+/** A probe's exemplar table at one step (`/exemplars`). */
+export function exemplars(run: string, tag: string, step: number): Request<Exemplars> {
+  return request('exemplars', [run, tag, step], 'the exemplars', false, (api) => api.exemplars(run, tag, step));
+}
+
+/** The attention moved per head between two endpoints (`/compare`). */
+export function compareMoved(key: CompareKey): Request<CompareMoved> {
+  return request('compare', [key.tag, key.runA, key.stepA, key.runB, key.stepB], 'the attention of A and B', false, (api) => api.compare(key));
+}

@@ -1,0 +1,23 @@
+// Generated from tb_attention.metadata by frontend/scripts/gen_schema.py; do not edit.
+// Run `python frontend/scripts/gen_schema.py` after changing the backend's schema.
+
+export const PLUGIN_NAME = "attention" as const;
+
+export const METRICS = [
+  "entropy",
+  "distance",
+  "null_attention",
+  "dependency_alignment",
+  "variability",
+  "previous_token"
+] as const;
+
+export const POS_PREFIX = "pos/" as const;
+
+export const POS_FROM_PREFIX = "pos_from/" as const;
+
+export const TAG_FORMS = {
+  "exemplars": "{tag}/exemplars",
+  "metric": "{tag}/{metric}",
+  "groupMetric": "{tag}/{group}/{metric}"
+} as const;

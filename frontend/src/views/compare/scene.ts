@@ -1,0 +1,153 @@
+// What the Compare view draws, as pure functions of the state and the data: the endpoints and
+// their requests, what differs between A and B, and the heads ranked by how much they changed.
+
+import type {CompareMoved, ExampleInfo, Examples, ProbeMetrics} from '../../api';
+import {valueOf, type AnyRequest, type DataReader} from '../../data/cache';
+import * as requests from '../../data/requests';
+import {deltaScale, gridDelta, metricLabel, percentText, rankHeads, shareScale, sortMetrics, valueText, type ColorScale, type Grid} from '../../metrics';
+import type {RankedCell, RankedRow} from '../../components/ranked_list';
+import {compareEndpoints, probeMetrics, type Endpoint} from '../../state';
+import {exactToken} from '../../tokens';
+import {tokenDifferences} from '../../transforms';
+import type {ViewModel} from '../view';
+
+export const MAX_LISTED_DIFFERENCES = 6; // token differences named in the banner
+export const MAX_RANKED = 40; // heads in the ranking of changes
+
+/** A and B, the runs they may take, and the metrics both logged. */
+export interface ComparePlan {
+  runs: string[];
+  a: Endpoint;
+  b: Endpoint;
+  tag: string;
+  example: number;
+  /** metrics logged by both A's and B's runs */
+  common: string[];
+  /** what ranks heads: `attention` or one of `common` */
+  delta: string;
+}
+
+export function comparePlan(model: ViewModel): ComparePlan {
+  const {state, tags, selection} = model;
+  const {runs, a, b} = compareEndpoints(tags, state, selection);
+  const inA = probeMetrics(tags, a.run, selection.tag);
+  const common = sortMetrics(probeMetrics(tags, b.run, selection.tag).filter((m) => inA.includes(m)));
+  const delta = state.delta === 'attention' || common.includes(state.delta) ? state.delta : 'attention';
+  return {runs, a, b, tag: selection.tag, example: state.example, common, delta};
+}
+
+export const examplesOf = (plan: ComparePlan, e: Endpoint) => requests.examples(e.run, plan.tag, e.step);
+export const weightsOf = (plan: ComparePlan, e: Endpoint) => requests.attention({run: e.run, tag: plan.tag, step: e.step, example: plan.example});
+export const metricsOf = (plan: ComparePlan, e: Endpoint) => requests.probeMetrics(e.run, plan.tag, e.step);
+export const movedOf = (plan: ComparePlan) =>
+  requests.compareMoved({tag: plan.tag, runA: plan.a.run, stepA: plan.a.step, runB: plan.b.run, stepB: plan.b.step});
+
+/** The example of an endpoint's list, null while the list loads or when it lacks the example. */
+export function exampleOf(list: Examples | null, index: number): ExampleInfo | null {
+  return list?.examples.find((x) => x.index === index) ?? null;
+}
+
+/** The example lists of A and B, the weights of the panel's example where both lists have it, and
+ * what the Changes mode ranks by. */
+export function compareNeeds(plan: ComparePlan, mode: string, data: DataReader): AnyRequest[] {
+  const wanted: AnyRequest[] = [];
+  for (const e of [plan.a, plan.b]) {
+    wanted.push(examplesOf(plan, e));
+    if (exampleOf(valueOf(data, examplesOf(plan, e)), plan.example)) wanted.push(weightsOf(plan, e));
+  }
+  if (mode === 'changes') wanted.push(...(plan.delta === 'attention' ? [movedOf(plan)] : [metricsOf(plan, plan.a), metricsOf(plan, plan.b)]));
+  return wanted;
+}
+
+/** What differs between A's and B's example, in words, and what that rules out. */
+export interface Banner {
+  /** sentences, then the differing positions */
+  lines: string[];
+  differences: string[];
+  /** why the difference of weights (`diff`) or any pairing of heads (`heads`) is not defined */
+  blocked: {diff: string | null; heads: string | null};
+}
+
+export function bannerOf(ea: ExampleInfo, eb: ExampleInfo, index: number): Banner {
+  const lines: string[] = [];
+  const blocked: Banner['blocked'] = {diff: null, heads: null};
+  if (ea.num_layers !== eb.num_layers || ea.num_heads !== eb.num_heads) {
+    const shapes = `A has ${ea.num_layers} layers × ${ea.num_heads} heads and B ${eb.num_layers} × ${eb.num_heads}`;
+    lines.push(`${shapes}: they are different models.`);
+    blocked.heads = `${shapes}: different models, so their heads do not pair up for a difference or a ranking. See them side by side under Heads or Model.`;
+    blocked.diff = blocked.heads;
+  }
+  const found = tokenDifferences(ea.tokens, eb.tokens);
+  const differences: string[] = [];
+  if (found.length) {
+    const sameLength = ea.tokens.length === eb.tokens.length;
+    lines.push(
+      sameLength
+        ? `The tokens of example #${index} differ at ${found.length} of ${ea.tokens.length} positions. The difference below is taken position by position.`
+        : `The tokens of example #${index} differ: A has ${ea.tokens.length} tokens, B has ${eb.tokens.length}. The difference of weights needs the same tokens; the side-by-side views and metric changes still compare.`,
+    );
+    if (!sameLength) blocked.diff ??= `A has ${ea.tokens.length} tokens and B ${eb.tokens.length}: the difference of their weights is not defined. Compare them side by side (Heads, Model) or by their metrics (Changes).`;
+    for (const d of found.slice(0, MAX_LISTED_DIFFERENCES)) differences.push(`#${d.position}: A ${d.a === null ? '(none)' : exactToken(d.a)} · B ${d.b === null ? '(none)' : exactToken(d.b)}`);
+    if (found.length > MAX_LISTED_DIFFERENCES) differences.push(`… and ${found.length - MAX_LISTED_DIFFERENCES} more`);
+  }
+  return {lines, differences, blocked};
+}
+
+/** The heads' changes from A to B: attention moved (served by `/compare`) or a metric's B − A. */
+export interface ChangeScene {
+  attention: boolean;
+  grid: Grid;
+  scale: ColorScale;
+  label: string;
+  /** what the values are a mean of */
+  note: string;
+  /** the metric at A and at B (metric changes only) */
+  a: Grid | null;
+  b: Grid | null;
+}
+
+/** Changes by attention moved, or why there are none to show. */
+export function movedChanges(moved: CompareMoved): ChangeScene | string {
+  if (!moved.used) return 'No probe input has the same tokens in A and B: rank the heads by a metric instead.';
+  const grid = moved.moved;
+  const note = `mean of ${moved.used} probe input${moved.used > 1 ? 's' : ''}${moved.skipped ? `; ${moved.skipped} whose tokens differ between A and B left out` : ''}`;
+  return {attention: true, grid, scale: shareScale(Math.max(0.05, ...grid.flat().map((v) => v ?? 0))), label: 'Attention moved', note, a: null, b: null};
+}
+
+/** Changes of one stored metric, B − A. */
+export function metricChanges(delta: string, pa: ProbeMetrics, pb: ProbeMetrics): ChangeScene {
+  const a = pa.metrics[delta] ?? [];
+  const b = pb.metrics[delta] ?? [];
+  const grid = gridDelta(a, b);
+  const finite = grid.flat().filter((v): v is number => v !== null && Number.isFinite(v));
+  return {attention: false, grid, scale: deltaScale(Math.max(1e-6, ...finite.map(Math.abs))), label: `${metricLabel(delta)}, B − A`, note: 'all probe inputs', a, b};
+}
+
+/** The ranking's header and rows: largest move first, or largest |B − A| first. */
+export function changeRows(c: ChangeScene): {header: RankedCell[]; rows: RankedRow[]} {
+  const ranked = c.attention ? rankHeads(c.grid, 'high') : rankHeads(c.grid, 'change', c.grid.map((row) => row.map((v) => (v === null ? null : 0))));
+  const top = ranked.slice(0, MAX_RANKED);
+  const max = Math.max(1e-9, ...top.map((r) => Math.abs(r.value)));
+  const value = 'rank-value';
+  const header: RankedCell[] = [
+    {text: 'head'},
+    {text: c.attention ? '' : 'A', class: value},
+    {text: c.attention ? '' : 'B', class: value},
+    {text: c.attention ? 'moved' : 'B − A', class: value},
+    {text: ''},
+  ];
+  const rows = top.map((r): RankedRow => {
+    const [l, h] = r.head;
+    return {
+      head: r.head,
+      title: `Layer ${l}, head ${h}: click to see its difference`,
+      cells: [
+        {text: c.attention ? '' : valueText(c.a?.[l]?.[h]), class: value},
+        {text: c.attention ? '' : valueText(c.b?.[l]?.[h]), class: value},
+        {text: c.attention ? percentText(r.value) : valueText(r.value, true), class: value},
+      ],
+      bar: {fraction: Math.abs(r.value) / max, down: r.value < 0},
+    };
+  });
+  return {header, rows};
+}

@@ -1,0 +1,95 @@
+// What the example views (head, model, neuron) share: the panel's example, its requests and the
+// keys that move through it.
+
+import type {ExampleInfo, ExampleKey} from '../api';
+import {valueOf, type AnyRequest} from '../data/cache';
+import * as requests from '../data/requests';
+import type {Attention} from '../decode';
+import type {State, Store} from '../state';
+import type {ViewModel, ViewStatus} from './view';
+
+/** One loaded example and the state to draw it with. */
+export interface ExampleModel {
+  state: Readonly<State>;
+  key: ExampleKey;
+  example: ExampleInfo;
+  attention: Attention;
+}
+
+/** The example the panel selects: the state's when the step has it, else the step's first. */
+export function panelExample(examples: readonly ExampleInfo[], wanted: number): number {
+  return examples.some((e) => e.index === wanted) ? wanted : (examples[0]?.index ?? 0);
+}
+
+/** The step's example list and the selected example's weights. The weights of the example the
+ * state names are asked for alongside the list (one round trip instead of two); the list then
+ * confirms it, or names the example to fetch instead. */
+export function exampleNeeds(model: ViewModel): AnyRequest[] {
+  const {selection: sel, state, data} = model;
+  const list = requests.examples(sel.run, sel.tag, sel.exampleStep);
+  const examples = valueOf(data, list);
+  if (examples && !examples.examples.length) return [list];
+  const example = examples ? panelExample(examples.examples, state.example) : state.example;
+  return [list, requests.attention({run: sel.run, tag: sel.tag, step: sel.exampleStep, example})];
+}
+
+/** The selected example, loaded; while the next one loads, the last one stays shown (with the
+ * current state) so that moving the slider does not flash. */
+export class ShownExample {
+  private last: Omit<ExampleModel, 'state'> | null = null;
+
+  resolve(model: ViewModel): ExampleModel | ViewStatus {
+    const {selection: sel, state, data} = model;
+    const list = data.get(requests.examples(sel.run, sel.tag, sel.exampleStep));
+    if (list.state === 'error') return this.fail(list.error);
+    if (list.state === 'ready') {
+      if (!list.value.examples.length) return this.fail(`Step ${sel.exampleStep} of ${sel.run}/${sel.tag} holds no examples.`);
+      const index = panelExample(list.value.examples, state.example);
+      const key: ExampleKey = {run: sel.run, tag: sel.tag, step: sel.exampleStep, example: index};
+      const weights = data.get(requests.attention(key));
+      if (weights.state === 'error') return this.fail(weights.error);
+      if (weights.state === 'ready') {
+        this.last = {key, example: list.value.examples.find((e) => e.index === index)!, attention: weights.value};
+      }
+    }
+    return this.last ? {...this.last, state} : {kind: 'loading', text: 'Loading attention…'};
+  }
+
+  /** The weights shown, if any. */
+  get attention(): Attention | null {
+    return this.last?.attention ?? null;
+  }
+
+  /** The file name parts of an export of the example shown. */
+  exportName(state: Readonly<State>): (string | number)[] {
+    const key = this.last?.key;
+    return [key?.run ?? '', key?.tag ?? '', `step${key?.step ?? 0}`, `ex${key?.example ?? 0}`, `layer${state.layer}`];
+  }
+
+  private fail(text: string): ViewStatus {
+    this.last = null;
+    return {kind: 'error', text};
+  }
+}
+
+/** True when `resolve` gave a status rather than an example. */
+export function isStatus(value: ExampleModel | ViewStatus): value is ViewStatus {
+  return 'kind' in value && 'text' in value;
+}
+
+/** ↑/↓ move a single locked token, ←/→ change layer. */
+export function exampleKey(store: Store, attention: Attention | null, key: string): boolean {
+  if (!attention) return false;
+  const {tokens, layer} = store.state;
+  if ((key === 'ArrowUp' || key === 'ArrowDown') && tokens.length === 1) {
+    const next = tokens[0] + (key === 'ArrowUp' ? -1 : 1);
+    if (next >= 0 && next < attention.numTokens) store.update({tokens: [next]});
+    return true;
+  }
+  if (key === 'ArrowLeft' || key === 'ArrowRight') {
+    const next = Math.min(layer, attention.numLayers - 1) + (key === 'ArrowLeft' ? -1 : 1);
+    if (next >= 0 && next < attention.numLayers) store.update({layer: next});
+    return true;
+  }
+  return false;
+}
