@@ -3,7 +3,7 @@
 // Weights stay as their one-byte codes (1 byte per weight instead of 4) and are decoded per row
 // on demand: 12 x 12 heads of 1024 tokens would take 600 MB as float32.
 
-export const FORMAT_VERSION = 1; // the newest storage format this dashboard reads
+export const FORMAT_VERSION = 2; // the newest storage format this dashboard reads
 export const TOPK_PAD = 0xffff; // key index of an unused slot of a sparse row
 
 /** code -> weight: b = round(255 sqrt(a)), so a = (b / 255)^2 (quantization "sqrt-u8"). */

@@ -4,6 +4,7 @@ import {
   decodeAttention,
   decodeQueryKey,
   FormatError,
+  FORMAT_VERSION,
   halvesToFloats,
   keyHeadOf,
   keyVectors,
@@ -78,7 +79,7 @@ test('rejects a blob of another kind, a newer format and a short payload with a 
   const {buffer} = fixture('dense');
   assert.throws(() => decodeQueryKey(buffer), FormatError);
   const newer = buffer.slice(0);
-  new DataView(newer).setUint32(4, 2, true);
+  new DataView(newer).setUint32(4, FORMAT_VERSION + 1, true);
   assert.throws(() => decodeAttention(newer), /upgrade tb-attention/);
   assert.throws(() => decodeAttention(buffer.slice(0, buffer.byteLength - 1)), FormatError);
 });
