@@ -13,6 +13,8 @@ import {AnalysisView} from './views/analysis_view';
 import {CompareView} from './views/compare_view';
 import {ExemplarsView} from './views/exemplars_view';
 import {HeadView} from './views/head_view';
+import {HealthView} from './views/health_view';
+import {ImageView} from './views/image_view';
 import {MetricsView} from './views/metrics_view';
 import {ModelView} from './views/model_view';
 import {NeuronView} from './views/neuron_view';
@@ -24,10 +26,12 @@ const VIEWS: ViewFactory[] = [
   (c) => new HeadView(c),
   (c) => new ModelView(c),
   (c) => new NeuronView(c),
+  (c) => new ImageView(c),
   (c) => new MetricsView(c),
   (c) => new AnalysisView(c),
   (c) => new ExemplarsView(c),
   (c) => new CompareView(c),
+  (c) => new HealthView(c),
 ];
 
 /** ms between polls of `/tags` while the page is visible: a run being written shows its new steps
@@ -174,12 +178,21 @@ export class App {
       const examples = this.data.get(list);
       const index = examples.state === 'ready' ? panelExample(examples.value.examples, state.example) : state.example;
       this.panel.set({...sel, examples: examples.state === 'ready' ? examples.value.examples : null, example: index});
+      this.showTabs(model);
       // The view lays itself out as it updates: it must be shown (measurable) by then.
       this.showStatus(null);
       status = this.view.update(model);
     }
     this.setBusy(this.data.busy(needs));
     this.showStatus(status);
+  }
+
+  /** Hides the tabs of views that have nothing to show for the panel's choice (`available`). */
+  private showTabs(model: ViewModel): void {
+    for (const tab of this.tabs.children) {
+      const view = this.viewOf((tab as HTMLElement).dataset.view as ViewId);
+      (tab as HTMLElement).hidden = view !== this.view && view.available !== undefined && !view.available(model);
+    }
   }
 
   /** Shows a status in place of the view, or (null) the view. */

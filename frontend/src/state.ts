@@ -3,9 +3,12 @@
 import type {Tags} from './api';
 import {metricTag} from './schema';
 import {PAIRS, type Pair} from './transforms';
+import {HEALTH_DEFAULTS} from './views/health_rank';
+import {FUSIONS, MAX_DISCARD, type Fusion} from './views/image_view_rollout';
+import {IMAGE_MODES, type ImageMode} from './views/image_view_scene';
 
-export type ViewId = 'head' | 'model' | 'neuron' | 'metrics' | 'analysis' | 'exemplars' | 'compare';
-export const VIEW_IDS: readonly ViewId[] = ['head', 'model', 'neuron', 'metrics', 'analysis', 'exemplars', 'compare'];
+export type ViewId = 'head' | 'model' | 'neuron' | 'image' | 'metrics' | 'analysis' | 'exemplars' | 'compare' | 'health';
+export const VIEW_IDS: readonly ViewId[] = ['head', 'model', 'neuron', 'image', 'metrics', 'analysis', 'exemplars', 'compare', 'health'];
 
 /** How the Metrics view ranks heads at the chosen step. */
 export type Rank = 'low' | 'high' | 'change' | 'previous';
@@ -73,6 +76,20 @@ export interface State {
   compare: CompareMode;
   /** what the Compare view ranks heads by: `attention` (how much their weights moved) or a metric */
   delta: string;
+  /** the image view: what it shows, heads as their mean or each, heat opacity, the rollout's head
+   * fusion and discard ratio, B − A */
+  imode: ImageMode;
+  isplit: boolean;
+  opacity: number;
+  fusion: Fusion;
+  discard: number;
+  idiff: boolean;
+  /** the Health panel: its source (null: the first), and its thresholds (health_rank.ts) */
+  hsource: string | null;
+  lgrow: number;
+  llevel: number;
+  edrop: number;
+  efloor: number;
 }
 
 export const DEFAULT_STATE: Readonly<State> = Object.freeze({
@@ -102,7 +119,25 @@ export const DEFAULT_STATE: Readonly<State> = Object.freeze({
   b: Object.freeze({run: null, step: null}),
   compare: 'diff',
   delta: 'attention',
+  imode: 'attention',
+  isplit: false,
+  opacity: 0.6,
+  fusion: 'mean',
+  discard: 0,
+  idiff: false,
+  hsource: null,
+  lgrow: HEALTH_DEFAULTS.logitGrowth,
+  llevel: HEALTH_DEFAULTS.logitLevel,
+  edrop: HEALTH_DEFAULTS.entropyDrop,
+  efloor: HEALTH_DEFAULTS.entropyFloor,
 });
+
+/** A number in [0, max] from the URL, or null. */
+function parseShare(text: string | undefined, max: number): number | null {
+  if (text === undefined || text === '') return null;
+  const value = Number(text);
+  return Number.isFinite(value) && value >= 0 && value <= max ? value : null;
+}
 
 function parseIndex(text: string | undefined): number | null {
   return text !== undefined && /^\d{1,9}$/.test(text) ? Number(text) : null;
@@ -168,6 +203,17 @@ export function decodeState(params: Readonly<Record<string, string>>): State {
   state.b = {run: params.b_run ?? null, step: parseIndex(params.b_step)};
   if (COMPARE_MODES.includes(params.compare as CompareMode)) state.compare = params.compare as CompareMode;
   if (params.delta) state.delta = params.delta;
+  if (IMAGE_MODES.includes(params.imode as ImageMode)) state.imode = params.imode as ImageMode;
+  state.isplit = params.isplit === '1';
+  state.opacity = parseShare(params.opacity, 1) ?? DEFAULT_STATE.opacity;
+  if (FUSIONS.includes(params.fusion as Fusion)) state.fusion = params.fusion as Fusion;
+  state.discard = parseShare(params.discard, MAX_DISCARD) ?? 0;
+  state.idiff = params.idiff === '1';
+  if (params.hsource) state.hsource = params.hsource;
+  state.lgrow = parseShare(params.lgrow, Infinity) ?? DEFAULT_STATE.lgrow;
+  state.llevel = parseShare(params.llevel, Infinity) ?? DEFAULT_STATE.llevel;
+  state.edrop = parseShare(params.edrop, 1) ?? DEFAULT_STATE.edrop;
+  state.efloor = parseShare(params.efloor, Infinity) ?? DEFAULT_STATE.efloor;
   return state;
 }
 
@@ -204,6 +250,14 @@ export function encodeState(state: Readonly<State>): Record<string, string> {
   if (state.b.step !== null) params.b_step = String(state.b.step);
   if (state.compare !== DEFAULT_STATE.compare) params.compare = state.compare;
   if (state.delta !== DEFAULT_STATE.delta) params.delta = state.delta;
+  if (state.imode !== DEFAULT_STATE.imode) params.imode = state.imode;
+  if (state.isplit) params.isplit = '1';
+  if (state.opacity !== DEFAULT_STATE.opacity) params.opacity = String(state.opacity);
+  if (state.fusion !== DEFAULT_STATE.fusion) params.fusion = state.fusion;
+  if (state.discard !== DEFAULT_STATE.discard) params.discard = String(state.discard);
+  if (state.idiff) params.idiff = '1';
+  if (state.hsource !== null) params.hsource = state.hsource;
+  for (const key of ['lgrow', 'llevel', 'edrop', 'efloor'] as const) if (state[key] !== DEFAULT_STATE[key]) params[key] = String(state[key]);
   return params;
 }
 

@@ -1,9 +1,9 @@
 // An image with a heat overlay, one cell per patch, drawn through a Painter (so exports match the
 // screen); and the overlay's colour legend.
 
-import type {Painter} from '../painter';
+import type {Painter, Rect} from '../painter';
 import {ACCENT, FONT_SMALL, INK, MUTED_INK} from '../theme';
-import {heatColor, heatPixels, patchBox, type Box, type Heat, type HeatScale, type Patch} from '../views/image_view_scene';
+import {heatColor, heatPixels, patchBox, type Heat, type HeatScale, type Patch} from '../views/image_view_scene';
 
 /** A canvas holding a decoded image (the Painter draws canvases). */
 export function imageCanvas(image: ImageBitmap): HTMLCanvasElement {
@@ -33,7 +33,7 @@ export interface OverlayMarks {
 }
 
 /** Draws the image in `box`, the heat over it with crisp patch edges, and the marks. */
-export function paintOverlay(painter: Painter, box: Box, grid: [number, number], photo: HTMLCanvasElement, heat: HTMLCanvasElement | null, marks: OverlayMarks = {}): void {
+export function paintOverlay(painter: Painter, box: Rect, grid: [number, number], photo: HTMLCanvasElement, heat: HTMLCanvasElement | null, marks: OverlayMarks = {}): void {
   painter.image(photo, box.x, box.y, box.w, box.h, true);
   if (heat) painter.image(heat, box.x, box.y, box.w, box.h, false);
   painter.strokeRect(box.x, box.y, box.w, box.h, MUTED_INK, 1, 0.6);

@@ -2,9 +2,8 @@
 
 import {line} from 'd3-shape';
 import {scaleLinear} from 'd3-scale';
-import type {Painter} from '../painter';
+import type {Painter, Rect} from '../painter';
 import {AXIS_LINE} from '../theme';
-import type {Box} from '../views/image_view_scene';
 
 export interface SparkSeries {
   steps: readonly number[];
@@ -15,7 +14,7 @@ export interface SparkSeries {
 }
 
 /** Draws `series` in `box` on shared scales (steps and values of all series, plus `threshold`). */
-export function paintSparkline(painter: Painter, box: Box, series: readonly SparkSeries[], threshold: number | null = null): void {
+export function paintSparkline(painter: Painter, box: Rect, series: readonly SparkSeries[], threshold: number | null = null): void {
   let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity];
   for (const s of series) {
     s.steps.forEach((step, i) => {

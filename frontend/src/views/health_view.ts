@@ -12,16 +12,17 @@ import {FONT_LABEL, FONT_SMALL, FONT_TITLE, HIGHLIGHT_FILL, INK, MUTED_INK} from
 import {Tooltip} from '../tooltip';
 import {HealthControls, healthThresholds} from './health_controls';
 import {healthPlan, healthRows, type Plan, type Row} from './health_plan';
-import type {FlagReason, HeadFlag, HealthMetric} from './health_rank';
+import {HEALTH_DEFAULTS, type FlagReason, type HeadFlag, type HealthMetric, type HealthThresholds} from './health_rank';
 import {ScrollingCanvas} from './scrolling_canvas';
 import type {View, ViewContext, ViewModel, ViewStatus} from './view';
 
 const SIGNAL_NAMES: Record<HealthMetric, string> = {max_logit: 'max logit', attention_entropy: 'entropy'};
 const REASONS: Record<FlagReason, string> = {growth: 'grew', level: 'above level', drop: 'fell', floor: 'below floor'};
 const PAD = 12; // px
-const HEADER = 44; // px: the summary line and the run key
+const HEADER = 74; // px: the summary line, the run key and the thresholds (two lines)
 const COLUMNS = 22; // px: the column titles
-const ROW = 34; // px per flagged head
+const ROW = 40; // px per flagged head
+const SPARK_LABEL = 48; // px right of a sparkline: the newest value
 const SPARK_MAX = 360; // px: widest sparkline
 const value3 = format('.3~f');
 const ratio = format('.2~f');
@@ -39,6 +40,7 @@ export class HealthView implements View {
   private plan: Plan | null = null;
   private rows: Row[] = [];
   private summary = '';
+  private rule: string[] = [];
   private columns = {run: PAD, head: 0, signal: 0, figures: 0, spark: 0, sparkWidth: 0};
   private hover: number | null = null;
 
@@ -83,6 +85,7 @@ export class HealthView implements View {
     this.summary = rows.length
       ? `${rows.length} head${rows.length > 1 ? 's' : ''} past the thresholds at each run's newest step (${runs}, ${plan.source}) · click a row to open its curves in Metrics`
       : `No head is past the thresholds at the newest step of ${runs} (${plan.source}).`;
+    this.rule = ruleText(thresholds);
     this.resize();
     return null;
   }
@@ -100,7 +103,7 @@ export class HealthView implements View {
     c.figures = c.signal + 74;
     c.spark = c.figures + 250;
     this.area.fit(this.contentHeight(), 0);
-    c.sparkWidth = Math.max(80, Math.min(SPARK_MAX, this.area.width - c.spark - PAD));
+    c.sparkWidth = Math.max(80, Math.min(SPARK_MAX, this.area.width - c.spark - PAD - SPARK_LABEL));
     this.draw();
   }
 
@@ -115,6 +118,7 @@ export class HealthView implements View {
       painter.text(run, x + 18, PAD + 26, {font: FONT_SMALL, color: MUTED_INK});
       x += textWidth(run, FONT_SMALL) + 34;
     }
+    this.rule.forEach((line, i) => painter.text(line, PAD, PAD + 44 + 14 * i, {font: FONT_SMALL, color: MUTED_INK}));
     const top = PAD + HEADER;
     const titles: [number, string][] = [[c.run, 'Run'], [c.head, 'Head'], [c.signal, 'Signal'], [c.figures, 'First → newest'], [c.spark, 'Over steps: this head in every run (dashed: threshold)']];
     for (const [at, text] of titles) painter.text(text, at, top + 10, {font: FONT_SMALL, color: MUTED_INK});
@@ -129,7 +133,8 @@ export class HealthView implements View {
       painter.text(SIGNAL_NAMES[flag.metric], c.signal, mid, {font: FONT_LABEL, color: INK});
       painter.text(figures(flag), c.figures, mid - 6, {font: FONT_LABEL, color: INK});
       painter.text(flag.reasons.map((r) => REASONS[r]).join(', ') + ` · steps ${flag.firstStep} → ${flag.step}`, c.figures, mid + 8, {font: FONT_SMALL, color: MUTED_INK});
-      paintSparkline(painter, {x: c.spark, y: y + 5, w: c.sparkWidth, h: ROW - 10}, row.series, row.threshold);
+      paintSparkline(painter, {x: c.spark, y: y + 6, w: c.sparkWidth, h: ROW - 12}, row.series, row.threshold);
+      painter.text(value3(flag.value), c.spark + c.sparkWidth + 6, mid, {font: FONT_SMALL, color: this.context.runColors.color(flag.run)});
     });
   }
 
@@ -176,6 +181,18 @@ export class HealthView implements View {
     const others = this.plan.runs.filter((r) => r !== flag.run);
     this.context.store.update({view: 'metrics', run: flag.run, tag: this.plan.source, metric: flag.metric, picks: [[flag.layer, flag.head]], runs: others, step: null});
   }
+}
+
+/** The thresholds in force, with the defaults and why they are what they are (in short). */
+function ruleText(t: HealthThresholds): string[] {
+  const d = HEALTH_DEFAULTS;
+  const rule = (value: number, text: string) => (value > 0 ? text : 'off');
+  return [
+    `Flagged: max logit > ${rule(t.logitGrowth, `${t.logitGrowth}× its first value`)} or > ${rule(t.logitLevel, String(t.logitLevel))}; ` +
+      `entropy < ${rule(t.entropyDrop, `${t.entropyDrop}× its first value`)} or < ${rule(t.entropyFloor, `${t.entropyFloor} nats`)}.`,
+    `Defaults — ${d.logitGrowth}×: the softmax at half its temperature · ${d.logitLevel}: a saturated softmax · ` +
+      `${d.entropyDrop}×: e^H falls from K attended keys to √K · ${d.entropyFloor} nats: one-hot (hover a threshold for the reasoning).`,
+  ];
 }
 
 /** "4.0 → 40.1 (10×)": first and newest value, and their ratio when it means something. */

@@ -12,7 +12,7 @@ import * as requests from '../data/requests';
 import type {MetricSeries} from '../api';
 import type {Attention} from '../decode';
 import {el} from '../dom';
-import {CanvasPainter, textWidth, type Painter} from '../painter';
+import {CanvasPainter, textWidth, type Painter, type Rect} from '../painter';
 import {compareEndpoints, nearestStep} from '../state';
 import {ACCENT, BORDER, FONT_LABEL, FONT_SMALL, FONT_TITLE, INK, MUTED_INK} from '../theme';
 import {Tooltip} from '../tooltip';
@@ -25,7 +25,6 @@ import {
   headHeats,
   heatDifferences,
   imageNeeds,
-  imageRequest,
   imageSettings,
   meanHeat,
   queryToken,
@@ -44,7 +43,6 @@ import {
   tileBoxes,
   tokenName,
   tokenPatch,
-  type Box,
   type Heat,
   type HeatScale,
   type ImageInfo,
@@ -64,7 +62,7 @@ const pixels = format('.1f');
 
 /** What one overlay draws: its heat, and its title in the split grid. */
 interface Tile {
-  box: Box;
+  box: Rect;
   heat: Heat;
   canvas: HTMLCanvasElement;
   label: string;
@@ -72,7 +70,7 @@ interface Tile {
 }
 
 interface Chip {
-  box: Box;
+  box: Rect;
   token: number;
   text: string;
 }
@@ -94,6 +92,8 @@ interface Scatter {
   chart: LineChart;
   dots: Dot[];
   step: number;
+  /** per head */
+  colors: string[];
 }
 
 export class ImageView implements View {
@@ -158,7 +158,7 @@ export class ImageView implements View {
     if (!info) return {kind: 'empty', text: `Example ${shown.key.example} of ${shown.key.run}/${shown.key.tag} has no image: the image view shows examples logged by ImageProbe.`};
     const mismatch = imageMismatch(info, shown.attention.numTokens);
     if (mismatch) return {kind: 'error', text: `Cannot lay the attention over the image: ${mismatch}.`};
-    const image = model.data.get(imageRequest(shown.key));
+    const image = model.data.get(requests.image(shown.key));
     if (image.state === 'error') return {kind: 'error', text: image.error};
     if (image.state === 'ready' && image.value !== this.photo?.bitmap) this.photo = {bitmap: image.value, canvas: imageCanvas(image.value)};
     if (!this.photo) return {kind: 'loading', text: 'Loading the image…'};
@@ -255,9 +255,10 @@ export class ImageView implements View {
     const colors = headColors(grid[0]?.length ?? 1);
     const dots = points.map((p) => ({x: p.layer, y: p.value, color: colors[p.head], head: [p.layer, p.head] as [number, number], r: 4}));
     const top = Math.max(1, ...points.map((p) => p.value)) * 1.08;
-    const box = {x: PAD, y: PAD, w: Math.min(this.size.width - 2 * PAD, 720), h: Math.min(this.size.height - 2 * PAD, 440)};
-    const chart = new LineChart(box, 'Mean attention distance', {domain: [-0.5, grid.length - 0.5], integer: true}, [0, top], `pixels · step ${step} · image ${info.grid[0] * info.patch_size[0]} × ${info.grid[1] * info.patch_size[1]} px`);
-    return {chart, dots, step};
+    const box = {x: PAD, y: PAD, w: Math.min(this.size.width - 2 * PAD, 720), h: Math.min(this.size.height - 2 * PAD - 24, 440)};
+    const input = `${info.grid[1] * info.patch_size[1]} × ${info.grid[0] * info.patch_size[0]} px`;
+    const chart = new LineChart(box, 'Mean attention distance', {domain: [-0.5, grid.length - 0.5], integer: true}, [0, top], `each head, by layer (ViT paper, fig. 7) · step ${step} · input ${input}`);
+    return {chart, dots, step, colors};
   }
 
   private figureSize(): {width: number; height: number} {
@@ -331,6 +332,14 @@ export class ImageView implements View {
   private paintScatter(painter: Painter, scatter: Scatter): void {
     scatter.chart.paint(painter, [], scatter.dots, {hoverDot: this.hoverDot});
     paintAxisTitles(painter, scatter.chart, 'layer', 'pixels');
+    // The heads' key, under the chart.
+    let x = scatter.chart.plot.x;
+    const y = scatter.chart.box.y + scatter.chart.box.h + 10;
+    scatter.colors.forEach((color, h) => {
+      painter.path((c) => c.arc(x + 4, y, 4, 0, 2 * Math.PI), {fill: color});
+      painter.text(`head ${h}`, x + 12, y, {font: FONT_SMALL, color: INK});
+      x += textWidth(`head ${h}`, FONT_SMALL) + 26;
+    });
   }
 
   private draw(): void {
@@ -425,6 +434,6 @@ export class ImageView implements View {
   }
 }
 
-function inBox(box: Box, at: Point): boolean {
+function inBox(box: Rect, at: Point): boolean {
   return at.x >= box.x && at.x < box.x + box.w && at.y >= box.y && at.y < box.y + box.h;
 }

@@ -5,10 +5,9 @@ import {el} from '../dom';
 import type {Endpoint, Store} from '../state';
 import {EndpointPicker} from './compare/endpoint_picker';
 import {HeadPicker, LayerPicker, Segmented} from './controls';
-import {IMAGE_MODES, type ImageMode, type ImageSettings} from './image_view_data';
-import {FUSIONS, type Fusion} from './image_view_rollout';
-
-export const MAX_DISCARD = 0.95; // the rollout keeps at least 5 % of each fused layer's weights
+import type {ImageSettings} from './image_view_data';
+import {FUSIONS, MAX_DISCARD, type Fusion} from './image_view_rollout';
+import {IMAGE_MODES, type ImageMode} from './image_view_scene';
 
 /** A labelled range input with its value beside it. */
 class Slider {

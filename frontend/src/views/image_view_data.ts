@@ -2,14 +2,14 @@
 // difference, the stored pixel_distance metric; and the heats it shows, computed from them.
 
 import type {ExampleInfo, ExampleKey} from '../api';
-import {valueOf, type AnyRequest, type Request} from '../data/cache';
+import {valueOf, type AnyRequest} from '../data/cache';
 import * as requests from '../data/requests';
 import {readRow, type Attention} from '../decode';
 import {metricTag} from '../schema';
 import {compareEndpoints, type State} from '../state';
 import {exampleNeeds, panelExample} from './example';
 import {rolloutLayer, rolloutRow, type Fusion, type Matrix} from './image_view_rollout';
-import {heatDifference, meanRows, patchHeat, type Heat, type ImageInfo} from './image_view_scene';
+import {heatDifference, meanRows, patchHeat, type Heat, type ImageInfo, type ImageMode} from './image_view_scene';
 import type {ViewModel} from './view';
 
 export const PIXEL_DISTANCE = 'pixel_distance'; // the stored metric the scatter reads
@@ -23,16 +23,6 @@ export function shownImage(model: ViewModel): {example: ExampleInfo; key: Exampl
   const example = list.examples.find((e) => e.index === index);
   if (!example?.image) return null;
   return {example, key: {run: sel.run, tag: sel.tag, step: sel.exampleStep, example: index}, info: example.image};
-}
-
-/** The PNG of an image example, decoded (`/image`). */
-export function imageRequest(key: ExampleKey): Request<ImageBitmap> {
-  return {
-    key: JSON.stringify(['image', key.run, key.tag, key.step, key.example]),
-    what: 'the image',
-    heavy: true,
-    fetch: async (api) => createImageBitmap(await api.image(key)),
-  };
 }
 
 /** The stored pixel_distance of the panel's run and tag over steps (`/metric`); null when it was
@@ -61,18 +51,15 @@ export function imageNeeds(model: ViewModel): AnyRequest[] {
   const {mode, diff} = imageSettings(model.state);
   if (mode === 'distance') {
     const series = distanceRequest(model);
-    return series ? [...needs, imageRequest(shown.key), series] : [...needs, imageRequest(shown.key)];
+    return series ? [...needs, requests.image(shown.key), series] : [...needs, requests.image(shown.key)];
   }
-  needs.push(imageRequest(shown.key));
+  needs.push(requests.image(shown.key));
   if (diff) {
     const {a, b} = endpointKeys(model, shown.key.example);
     needs.push(requests.attention(a), requests.attention(b));
   }
   return needs;
 }
-
-export type ImageMode = 'attention' | 'rollout' | 'distance';
-export const IMAGE_MODES: readonly ImageMode[] = ['attention', 'rollout', 'distance'];
 
 /** The image view's settings, as the state holds them. */
 export interface ImageSettings {

@@ -3,6 +3,7 @@
 /** How one layer's heads are fused into one matrix before the rollout. */
 export type Fusion = 'mean' | 'max' | 'min';
 export const FUSIONS: readonly Fusion[] = ['mean', 'max', 'min'];
+export const MAX_DISCARD = 0.95; // the view keeps at least 5 % of each fused layer's weights
 
 /** A fused layer's weights: n × n, row-major (query i, key j at i·n + j), in float64 as the
  * Python reference (tb_attention.vision.rollout) computes them, so that the two agree to ~1e-12. */

@@ -3,25 +3,15 @@
 
 import {rgb} from 'd3-color';
 import {interpolateInferno, interpolateRdBu} from 'd3-scale-chromatic';
+import type {ImageLayout} from '../api';
+import type {Rect} from '../painter';
 
-/** A box in CSS pixels (structurally the painter's box). */
-export interface Box {
-  x: number;
-  y: number;
-  w: number;
-  h: number;
-}
+/** An image example's layout (`/examples` → `image`): the prefix tokens, then the patches. */
+export type ImageInfo = ImageLayout;
 
-/** An image example's layout (`/examples` → `image`): tokens are the prefix tokens (CLS,
- * distillation, registers), then the patches row by row, named `r{row}c{col}`. */
-export interface ImageInfo {
-  /** [rows, cols] of patches */
-  grid: [number, number];
-  /** [height, width] of a patch in input pixels */
-  patch_size: [number, number];
-  prefix_tokens: number;
-  prefix_names: string[];
-}
+/** What the image view shows: attention of one query, its rollout, or heads' pixel distances. */
+export type ImageMode = 'attention' | 'rollout' | 'distance';
+export const IMAGE_MODES: readonly ImageMode[] = ['attention', 'rollout', 'distance'];
 
 export interface Patch {
   row: number;
@@ -142,7 +132,7 @@ export function heatPixels(heat: Heat, scale: HeatScale, opacity: number): Uint8
 }
 
 /** The largest box of the image's aspect ratio that fits in `box`, centred. */
-export function fitImage(box: Box, width: number, height: number): Box {
+export function fitImage(box: Rect, width: number, height: number): Rect {
   if (!(width > 0 && height > 0) || box.w <= 0 || box.h <= 0) return {x: box.x, y: box.y, w: 0, h: 0};
   const scale = Math.min(box.w / width, box.h / height);
   const w = width * scale;
@@ -151,14 +141,14 @@ export function fitImage(box: Box, width: number, height: number): Box {
 }
 
 /** The box of one patch of an image drawn in `image`. */
-export function patchBox(image: Box, grid: [number, number], patch: Patch): Box {
+export function patchBox(image: Rect, grid: [number, number], patch: Patch): Rect {
   const w = image.w / grid[1];
   const h = image.h / grid[0];
   return {x: image.x + patch.col * w, y: image.y + patch.row * h, w, h};
 }
 
 /** The patch under a point of an image drawn in `image`, or null outside it. */
-export function patchAt(image: Box, grid: [number, number], x: number, y: number): Patch | null {
+export function patchAt(image: Rect, grid: [number, number], x: number, y: number): Patch | null {
   if (x < image.x || y < image.y || x >= image.x + image.w || y >= image.y + image.h) return null;
   const col = Math.min(grid[1] - 1, Math.floor(((x - image.x) / image.w) * grid[1]));
   const row = Math.min(grid[0] - 1, Math.floor(((y - image.y) / image.h) * grid[0]));
@@ -167,7 +157,7 @@ export function patchAt(image: Box, grid: [number, number], x: number, y: number
 
 /** A grid of `count` boxes of aspect `aspect` (w / h) in `box`, as large as fit, each with `label`
  * px of room above it and `gap` px between; returns the boxes for the images (without labels). */
-export function tileBoxes(box: Box, count: number, aspect: number, label: number, gap: number): Box[] {
+export function tileBoxes(box: Rect, count: number, aspect: number, label: number, gap: number): Rect[] {
   let best: {cols: number; w: number} = {cols: 1, w: 0};
   for (let cols = 1; cols <= count; cols++) {
     const rows = Math.ceil(count / cols);
