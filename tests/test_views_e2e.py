@@ -273,4 +273,13 @@ def test_clicking_a_flagged_head_opens_its_curves_with_every_run(dashboard):
     dashboard.wait_url("view", "metrics")
     state = dashboard.url_state()
     assert state["metric"] == "max_logit" and state["picks"] == f"{GROWING[0]}.{GROWING[1]}"
-    assert state["run"] == "diverging" and state["runs"] == "stable"
+    assert state["run"] == "diverging" and state["runs"] == "stable" and state["tag"] == "attention_health"
+    # The Metrics view shows the monitor's max logit (a probe without attention examples): the
+    # heatmap at the newest step, and the head's chart with a line per run.
+    dashboard.wait("metric-curves")
+    dashboard.wait("metric-heatmap")
+    status, body = dashboard.server.get("/metric", {"run": "diverging", "tag": "attention_health/max_logit"})
+    np.testing.assert_allclose(np.asarray(dashboard.json("values", "metric-heatmap"), float), body["values"][-1], atol=1e-4)
+    head_chart = [c for c in dashboard.json("charts", "metric-curves") if c["head"] == list(GROWING)]
+    assert len(head_chart) == 1 and head_chart[0]["lines"] == 2
+    dashboard.screenshot("health_opens_metrics")

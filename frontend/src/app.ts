@@ -172,12 +172,14 @@ export class App {
     let needs: AnyRequest[] = [];
     if (sel && !status) {
       const model: ViewModel = {state, tags: this.tags!, selection: sel, data: this.data};
-      const list = requests.examples(sel.run, sel.tag, sel.exampleStep);
-      needs = [list, ...this.view.needs(model)];
+      const list = sel.hasExamples ? requests.examples(sel.run, sel.tag, sel.exampleStep) : null;
+      needs = [...(list ? [list] : []), ...this.view.needs(model)];
       this.data.load(needs);
-      const examples = this.data.get(list);
-      const index = examples.state === 'ready' ? panelExample(examples.value.examples, state.example) : state.example;
-      this.panel.set({...sel, examples: examples.state === 'ready' ? examples.value.examples : null, example: index});
+      // A probe without attention (metrics alone) has no examples to list.
+      const examples = list ? this.data.get(list) : null;
+      const listed = examples === null ? [] : examples.state === 'ready' ? examples.value.examples : null;
+      const index = listed ? panelExample(listed, state.example) : state.example;
+      this.panel.set({...sel, examples: listed, example: index});
       this.showTabs(model);
       // The view lays itself out as it updates: it must be shown (measurable) by then.
       this.showStatus(null);
