@@ -168,6 +168,10 @@ def test_clicking_a_patch_shows_its_attention_over_the_image(dashboard):
     np.testing.assert_allclose(cells, weights[len(PREFIX):], atol=2e-3)  # the stored weights are 8-bit
     np.testing.assert_allclose(dashboard.json("prefix", "image"), weights[: len(PREFIX)], atol=2e-3)
     dashboard.screenshot("image_view_patch")
+    dashboard.page.mouse.move(5, 5)
+    dashboard.page.keyboard.press("ArrowDown")  # the arrow keys move the query patch
+    dashboard.wait_url("tokens", str(patch_token(3, 3)))
+    dashboard.frame.wait_for_selector("canvas[data-figure=image][data-peak=r3c4]")
 
 
 def test_mean_of_heads_and_one_overlay_per_head(dashboard):

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import {test} from 'node:test';
-import {addResidual, discardLowest, fuseHeads, rolloutLayer, rolloutMatrix, rolloutRow, type Matrix} from '../src/views/image_view_rollout';
+import {addResidual, discardLowest, fuseHeads, kthSmallest, rolloutLayer, rolloutMatrix, rolloutRow, type Matrix} from '../src/views/image_view_rollout';
 
 const m = (...values: number[]) => Float64Array.from(values);
 
@@ -44,6 +44,16 @@ test('discarding zeroes the given share of the smallest weights, earliest first 
   assert.deepEqual([...discardLowest(m(0.4, 0.1, 0.3, 0.2), 0.5)].map((v) => +v.toFixed(6)), [0.4, 0, 0.3, 0]);
   assert.deepEqual([...discardLowest(m(0.5, 0.5, 0.5, 0.5), 0.25)].map((v) => +v.toFixed(6)), [0, 0.5, 0.5, 0.5]);
   assert.deepEqual([...discardLowest(m(0.4, 0.1), 0)].map((v) => +v.toFixed(6)), [0.4, 0.1]);
+});
+
+test('selection finds the k-th smallest value as a sort would, ties included', () => {
+  const random = seeded(3);
+  for (const size of [1, 2, 7, 100, 1001]) {
+    // Values from a few levels: many ties.
+    const values = Float64Array.from({length: size}, () => Math.floor(random() * 5) / 4);
+    const sorted = Float64Array.from(values).sort();
+    for (const k of [0, Math.floor(size / 3), size - 1]) assert.equal(kthSmallest(Float64Array.from(values), k), sorted[k], `${size} ${k}`);
+  }
 });
 
 test('the residual is added as ½·W + ½·I and each row renormalised', () => {

@@ -320,7 +320,7 @@ export class ImageView implements View {
     }
     const hintX = scene.chips.length ? scene.chips[scene.chips.length - 1].box.x + scene.chips[scene.chips.length - 1].box.w + 12 : PAD;
     painter.text(
-      `click a patch${scene.chips.length ? ' or a prefix token' : ''} to see its attention`,
+      `click a patch${scene.chips.length ? ' or a prefix token' : ''} to see its attention · arrow keys move it`,
       hintX,
       this.size.height - PAD - HEAT_LEGEND_HEIGHT - CHIP_ROW / 2 - 1,
       {font: FONT_SMALL, color: MUTED_INK},
@@ -427,6 +427,18 @@ export class ImageView implements View {
       const patch = patchAt(tile.box, scene.info.grid, at.x, at.y);
       if (patch) return this.choose(patchToken(scene.info, patch));
     }
+  }
+
+  /** Arrow keys move the query to the neighbouring patch (from a prefix token: the first patch). */
+  keydown(key: string): boolean {
+    const scene = this.scene;
+    const step = {ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1]}[key];
+    if (!scene || !step) return false;
+    const [rows, cols] = scene.info.grid;
+    const at = tokenPatch(scene.info, scene.query);
+    const next = at ? {row: Math.min(rows - 1, Math.max(0, at.row + step[0])), col: Math.min(cols - 1, Math.max(0, at.col + step[1]))} : {row: 0, col: 0};
+    this.choose(patchToken(scene.info, next));
+    return true;
   }
 
   private choose(token: number): void {

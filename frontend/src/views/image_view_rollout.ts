@@ -32,11 +32,46 @@ export function fuseHeads(heads: readonly HeadWeights[], fusion: Fusion): Matrix
 export function discardLowest(matrix: Matrix, ratio: number): Matrix {
   const count = Math.floor(matrix.length * Math.min(Math.max(ratio, 0), 1));
   if (count <= 0) return matrix;
-  const order = new Uint32Array(matrix.length);
-  for (let c = 0; c < order.length; c++) order[c] = c;
-  order.sort((a, b) => matrix[a] - matrix[b] || a - b);
-  for (let t = 0; t < count; t++) matrix[order[t]] = 0;
+  // The count-th smallest value (selection, linear time: a 1370-token ViT has 1.9·10⁶ weights per
+  // layer); every weight below it goes, then as many equal to it as are still due, earliest first.
+  const cut = kthSmallest(Float64Array.from(matrix), count - 1);
+  let below = 0;
+  for (let c = 0; c < matrix.length; c++) if (matrix[c] < cut) below++;
+  let ties = count - below;
+  for (let c = 0; c < matrix.length; c++) {
+    if (matrix[c] < cut) matrix[c] = 0;
+    else if (matrix[c] === cut && ties > 0) {
+      matrix[c] = 0;
+      ties--;
+    }
+  }
   return matrix;
+}
+
+/** The k-th smallest value (0-based) of `values`, which it reorders (Hoare's selection). */
+export function kthSmallest(values: Float64Array, k: number): number {
+  let lo = 0;
+  let hi = values.length - 1;
+  while (lo < hi) {
+    const pivot = values[(lo + hi) >> 1];
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (values[i] < pivot) i++;
+      while (values[j] > pivot) j--;
+      if (i <= j) {
+        const t = values[i];
+        values[i] = values[j];
+        values[j] = t;
+        i++;
+        j--;
+      }
+    }
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else return values[k];
+  }
+  return values[k];
 }
 
 /** The residual as the paper adds it: A = ½·W + ½·I, each row then renormalised to sum 1. */
