@@ -5,36 +5,30 @@
 import {format} from 'd3-format';
 import {headColors} from '../colors';
 import {imageCanvas, heatCanvas, HEAT_LEGEND_HEIGHT, paintHeatLegend, paintOverlay} from '../components/image_overlay';
-import {LineChart, paintAxisTitles, type Dot} from '../components/line_chart';
+import type {Dot} from '../components/line_chart';
 import {onPointer, type Point} from '../components/pointer';
 import type {AnyRequest} from '../data/cache';
 import * as requests from '../data/requests';
-import type {MetricSeries} from '../api';
 import type {Attention} from '../decode';
 import {el} from '../dom';
 import {CanvasPainter, textWidth, type Painter, type Rect} from '../painter';
-import {compareEndpoints, nearestStep} from '../state';
+import {compareEndpoints} from '../state';
 import {ACCENT, BORDER, FONT_LABEL, FONT_SMALL, FONT_TITLE, INK, MUTED_INK} from '../theme';
 import {Tooltip} from '../tooltip';
 import {shownHeads} from './controls';
 import {isStatus, ShownExample} from './example';
 import {ImageControls} from './image_view_controls';
+import {distanceScatter, paintDistance, type DistanceData, type Scatter} from './image_view_distance';
 import {
   distanceRequest,
-  endpointKeys,
-  headHeats,
-  heatDifferences,
   imageNeeds,
   imageSettings,
-  meanHeat,
-  queryToken,
+  overlayHeats,
   RolloutFactors,
-  rolloutHeat,
   shownImage,
   type ImageSettings,
 } from './image_view_data';
 import {
-  distancePoints,
   fitImage,
   heatScale,
   imageMismatch,
@@ -87,15 +81,6 @@ interface Scene {
   diff: boolean;
 }
 
-/** The distance scatter. */
-interface Scatter {
-  chart: LineChart;
-  dots: Dot[];
-  step: number;
-  /** per head */
-  colors: string[];
-}
-
 export class ImageView implements View {
   readonly id = 'image' as const;
   readonly title = 'Image';
@@ -111,7 +96,7 @@ export class ImageView implements View {
   private photo: {bitmap: ImageBitmap; canvas: HTMLCanvasElement} | null = null;
   private model: ViewModel | null = null;
   private scene: Scene | null = null;
-  private distance: {series: MetricSeries; step: number; info: ImageInfo} | null = null;
+  private distance: DistanceData | null = null;
   private scatter: Scatter | null = null;
   private hover: {patch: Patch; tile: Tile} | null = null;
   private hoverDot: Dot | null = null;
@@ -181,55 +166,25 @@ export class ImageView implements View {
 
   /** The overlays of the attention or rollout modes. */
   private planScene(model: ViewModel, settings: ImageSettings, info: ImageInfo, attention: Attention, layer: number, example: number): ViewStatus | null {
-    const {state} = model;
-    const heads = shownHeads(state, attention.numHeads);
-    const query = queryToken(state, info, attention.numTokens);
-    const heatsOf = (weights: Attention, which: keyof ImageView['rollouts']): Heat[] => {
-      if (settings.mode === 'rollout') return [rolloutHeat(this.rollouts[which], weights, info, layer, heads, query, settings)];
-      return settings.split ? headHeats(weights, info, layer, heads, query) : [meanHeat(weights, info, layer, heads, query)];
-    };
-    let heats: Heat[];
-    let endpoints = '';
-    if (settings.diff) {
-      const keys = endpointKeys(model, example);
-      const a = model.data.get(requests.attention(keys.a));
-      const b = model.data.get(requests.attention(keys.b));
-      if (a.state === 'error') return {kind: 'error', text: `A: ${a.error}`};
-      if (b.state === 'error') return {kind: 'error', text: `B: ${b.error}`};
-      if (a.state !== 'ready' || b.state !== 'ready') return {kind: 'loading', text: 'Loading A and B…'};
-      for (const [name, w] of [['A', a.value], ['B', b.value]] as const) {
-        if (w.numTokens !== attention.numTokens || w.numLayers !== attention.numLayers || w.numHeads !== attention.numHeads) {
-          return {kind: 'error', text: `${name} has ${w.numLayers} × ${w.numHeads} heads over ${w.numTokens} tokens; this example has ${attention.numLayers} × ${attention.numHeads} over ${attention.numTokens}: they cannot be subtracted.`};
-        }
-      }
-      heats = heatDifferences(heatsOf(a.value, 'a'), heatsOf(b.value, 'b'));
-      endpoints = ` · B − A: ${keys.b.run} step ${keys.b.step} − ${keys.a.run} step ${keys.a.step}`;
-    } else {
-      heats = heatsOf(attention, 'shown');
-    }
-    const scale = heatScale(heats, settings.diff);
+    const planned = overlayHeats(model, settings, info, attention, layer, example, this.rollouts);
+    if ('kind' in planned) return planned;
+    const scale = heatScale(planned.heats, settings.diff);
     const colors = headColors(attention.numHeads);
-    const split = settings.mode === 'attention' && settings.split;
-    const tiles = heats.map((heat, i) => ({
+    const tiles = planned.heats.map((heat, i) => ({
       box: {x: 0, y: 0, w: 0, h: 0},
       heat,
       canvas: heatCanvas(heat, scale, settings.opacity),
-      label: split ? `Head ${heads[i]}` : '',
-      color: split ? colors[heads[i]] : null,
+      label: planned.split ? `Head ${planned.heads[i]}` : '',
+      color: planned.split ? colors[planned.heads[i]] : null,
     }));
-    const headText = heads.length === attention.numHeads ? 'all heads' : `head${heads.length > 1 ? 's' : ''} ${heads.join(', ')}`;
-    const what =
-      settings.mode === 'rollout'
-        ? `Rollout through layers 0–${layer} · ${headText} fused by ${settings.fusion} · ${Math.round(settings.discard * 100)}% discarded`
-        : `Layer ${layer} · ${split ? headText : `mean of ${headText}`}`;
     this.scene = {
       info,
       photo: this.photo!.canvas,
-      query,
+      query: planned.query,
       tiles,
       chips: info.prefix_names.slice(0, info.prefix_tokens).map((name, t) => ({box: {x: 0, y: 0, w: 0, h: 0}, token: t, text: name})),
       scale,
-      caption: `${what} · query ${tokenName(info, query)}${endpoints}`,
+      caption: planned.caption,
       diff: settings.diff,
     };
     return null;
@@ -247,20 +202,6 @@ export class ImageView implements View {
     return null;
   }
 
-  /** The scatter of the loaded pixel_distance at the step shown, sized to the figure. */
-  private scatterOf({series, step: wanted, info}: {series: MetricSeries; step: number; info: ImageInfo}): Scatter {
-    const step = nearestStep(series.steps, wanted);
-    const grid = series.values[series.steps.indexOf(step)];
-    const points = distancePoints(grid);
-    const colors = headColors(grid[0]?.length ?? 1);
-    const dots = points.map((p) => ({x: p.layer, y: p.value, color: colors[p.head], head: [p.layer, p.head] as [number, number], r: 4}));
-    const top = Math.max(1, ...points.map((p) => p.value)) * 1.08;
-    const box = {x: PAD, y: PAD, w: Math.min(this.size.width - 2 * PAD, 720), h: Math.min(this.size.height - 2 * PAD - 24, 440)};
-    const input = `${info.grid[1] * info.patch_size[1]} × ${info.grid[0] * info.patch_size[0]} px`;
-    const chart = new LineChart(box, 'Mean attention distance', {domain: [-0.5, grid.length - 0.5], integer: true}, [0, top], `each head, by layer (ViT paper, fig. 7) · step ${step} · input ${input}`);
-    return {chart, dots, step, colors};
-  }
-
   private figureSize(): {width: number; height: number} {
     return {width: Math.max(200, this.element.clientWidth), height: Math.max(200, this.element.clientHeight)};
   }
@@ -268,7 +209,7 @@ export class ImageView implements View {
   resize(): void {
     if (!this.model) return;
     this.size = this.figureSize();
-    this.scatter = this.distance ? this.scatterOf(this.distance) : null;
+    this.scatter = this.distance ? distanceScatter(this.distance, {x: PAD, y: PAD, w: this.size.width - 2 * PAD, h: this.size.height - 2 * PAD}) : null;
     if (this.scene) this.layout(this.scene);
     this.draw();
   }
@@ -299,7 +240,7 @@ export class ImageView implements View {
   }
 
   paint(painter: Painter): void {
-    if (this.scatter) return this.paintScatter(painter, this.scatter);
+    if (this.scatter) return paintDistance(painter, this.scatter, this.hoverDot);
     const scene = this.scene;
     if (!scene) return;
     painter.text(scene.caption, PAD, PAD + 8, {font: FONT_TITLE, color: INK});
@@ -327,19 +268,6 @@ export class ImageView implements View {
     );
     const legendTitle = scene.diff ? 'B − A (red: B attends more)' : this.model?.state.imode === 'rollout' ? 'rollout weight' : 'attention weight';
     paintHeatLegend(painter, PAD, this.size.height - PAD - HEAT_LEGEND_HEIGHT, Math.min(LEGEND_WIDTH, this.size.width - 2 * PAD), scene.scale, legendTitle, scene.diff ? signed : weight);
-  }
-
-  private paintScatter(painter: Painter, scatter: Scatter): void {
-    scatter.chart.paint(painter, [], scatter.dots, {hoverDot: this.hoverDot});
-    paintAxisTitles(painter, scatter.chart, 'layer', 'pixels');
-    // The heads' key, under the chart.
-    let x = scatter.chart.plot.x;
-    const y = scatter.chart.box.y + scatter.chart.box.h + 10;
-    scatter.colors.forEach((color, h) => {
-      painter.path((c) => c.arc(x + 4, y, 4, 0, 2 * Math.PI), {fill: color});
-      painter.text(`head ${h}`, x + 12, y, {font: FONT_SMALL, color: INK});
-      x += textWidth(`head ${h}`, FONT_SMALL) + 26;
-    });
   }
 
   private draw(): void {

@@ -9,8 +9,9 @@ import {metricTag} from '../schema';
 import {compareEndpoints, type State} from '../state';
 import {exampleNeeds, panelExample} from './example';
 import {rolloutLayer, rolloutRow, type Fusion, type Matrix} from './image_view_rollout';
-import {heatDifference, meanRows, patchHeat, type Heat, type ImageInfo, type ImageMode} from './image_view_scene';
-import type {ViewModel} from './view';
+import {shownHeads} from './controls';
+import {heatDifference, meanRows, patchHeat, tokenName, type Heat, type ImageInfo, type ImageMode} from './image_view_scene';
+import type {ViewModel, ViewStatus} from './view';
 
 export const PIXEL_DISTANCE = 'pixel_distance'; // the stored metric the scatter reads
 
@@ -130,6 +131,61 @@ export class RolloutFactors {
 export function rolloutHeat(cache: RolloutFactors, attention: Attention, info: ImageInfo, through: number, heads: readonly number[], query: number, settings: ImageSettings): Heat {
   const factors = cache.get(attention, through, heads, settings.fusion, settings.discard);
   return patchHeat(rolloutRow(factors, attention.numTokens, query), info);
+}
+
+/** What the attention and rollout modes draw: one heat per overlay (the mean or each chosen head,
+ * or the rollout; B − A when asked), the heads, the query, and a caption saying what it is. */
+export interface Overlays {
+  heats: Heat[];
+  heads: number[];
+  query: number;
+  /** one overlay per head */
+  split: boolean;
+  caption: string;
+}
+
+/** The rollout factors kept for the shown example and for A and B. */
+export interface RolloutCaches {
+  shown: RolloutFactors;
+  a: RolloutFactors;
+  b: RolloutFactors;
+}
+
+/** The overlays for the state, or why there are none yet (A and B loading, or not comparable). */
+export function overlayHeats(model: ViewModel, settings: ImageSettings, info: ImageInfo, attention: Attention, layer: number, example: number, caches: RolloutCaches): Overlays | ViewStatus {
+  const heads = shownHeads(model.state, attention.numHeads);
+  const query = queryToken(model.state, info, attention.numTokens);
+  const split = settings.mode === 'attention' && settings.split;
+  const heatsOf = (weights: Attention, cache: RolloutFactors): Heat[] => {
+    if (settings.mode === 'rollout') return [rolloutHeat(cache, weights, info, layer, heads, query, settings)];
+    return split ? headHeats(weights, info, layer, heads, query) : [meanHeat(weights, info, layer, heads, query)];
+  };
+  let heats: Heat[];
+  let endpoints = '';
+  if (settings.diff) {
+    const keys = endpointKeys(model, example);
+    const a = model.data.get(requests.attention(keys.a));
+    const b = model.data.get(requests.attention(keys.b));
+    if (a.state === 'error') return {kind: 'error', text: `A: ${a.error}`};
+    if (b.state === 'error') return {kind: 'error', text: `B: ${b.error}`};
+    if (a.state !== 'ready' || b.state !== 'ready') return {kind: 'loading', text: 'Loading A and B…'};
+    for (const [name, w] of [['A', a.value], ['B', b.value]] as const) {
+      if (w.numTokens !== attention.numTokens || w.numLayers !== attention.numLayers || w.numHeads !== attention.numHeads) {
+        const shape = (x: Attention) => `${x.numLayers} × ${x.numHeads} heads over ${x.numTokens} tokens`;
+        return {kind: 'error', text: `${name} has ${shape(w)}, this example ${shape(attention)}: they cannot be subtracted.`};
+      }
+    }
+    heats = heatDifferences(heatsOf(a.value, caches.a), heatsOf(b.value, caches.b));
+    endpoints = ` · B − A: ${keys.b.run} step ${keys.b.step} − ${keys.a.run} step ${keys.a.step}`;
+  } else {
+    heats = heatsOf(attention, caches.shown);
+  }
+  const headText = heads.length === attention.numHeads ? 'all heads' : `head${heads.length > 1 ? 's' : ''} ${heads.join(', ')}`;
+  const what =
+    settings.mode === 'rollout'
+      ? `Rollout through layers 0–${layer} · ${headText} fused by ${settings.fusion} · ${Math.round(settings.discard * 100)}% discarded`
+      : `Layer ${layer} · ${split ? headText : `mean of ${headText}`}`;
+  return {heats, heads, query, split, caption: `${what} · query ${tokenName(info, query)}${endpoints}`};
 }
 
 /** B − A of two lists of heats, one by one. */
