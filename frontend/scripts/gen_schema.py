@@ -24,16 +24,21 @@ def schema_module():
         return importlib.import_module("tb_attention.metadata")
 
 
+# Placeholders valid wherever a name is checked (group names are [a-z_]+), swapped for {tag},
+# {metric} and {group} in the templates.
+PLACEHOLDERS = {"tag": "tba_tag_placeholder", "metric": "tba_metric_placeholder", "group": "tba_group_placeholder"}
+
+
 def templates(schema):
     """Tag forms as templates, read off the schema's own functions by calling them on placeholders."""
-    forms = {
-        "exemplars": schema.exemplars_tag("{tag}"),
-        "metric": schema.metric_tag("{tag}", "{metric}"),
-    }
+    tag, metric, group = PLACEHOLDERS["tag"], PLACEHOLDERS["metric"], PLACEHOLDERS["group"]
+    forms = {"exemplars": schema.exemplars_tag(tag), "metric": schema.metric_tag(tag, metric)}
     if "group" in inspect.signature(schema.metric_tag).parameters:
-        forms["groupMetric"] = schema.metric_tag("{tag}", "{metric}", group="{group}")
+        forms["groupMetric"] = schema.metric_tag(tag, metric, group=group)
     else:  # the contract's form (CONTRACTS.md C) until the schema names groups
-        forms["groupMetric"] = schema.metric_tag(schema.metric_tag("{tag}", "{group}"), "{metric}")
+        forms["groupMetric"] = schema.metric_tag(schema.metric_tag(tag, group), metric)
+    for name, placeholder in PLACEHOLDERS.items():
+        forms = {k: v.replace(placeholder, "{" + name + "}") for k, v in forms.items()}
     return forms
 
 

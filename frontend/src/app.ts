@@ -8,7 +8,10 @@ import {el, frameThrottle} from './dom';
 import {exportFigure, exportName} from './export';
 import type {Host} from './host';
 import {Panel} from './panel';
-import {decodeState, encodeState, resolveSelection, Store, type Selection, type State, type ViewId} from './state';
+import {resolveSelection, type Selection} from './selection';
+import type {State, ViewId} from './state';
+import {Store} from './store';
+import {decodeState, encodeState} from './url_state';
 import {AnalysisView} from './views/analysis_view';
 import {CompareView} from './views/compare_view';
 import {ExemplarsView} from './views/exemplars_view';
@@ -178,7 +181,7 @@ export class App {
       // A probe without attention (metrics alone) has no examples to list.
       const examples = list ? this.data.get(list) : null;
       const listed = examples === null ? [] : examples.state === 'ready' ? examples.value.examples : null;
-      const index = listed ? panelExample(listed, state.example) : state.example;
+      const index = listed ? panelExample(listed, state.panel.example) : state.panel.example;
       this.panel.set({...sel, examples: listed, example: index});
       this.showTabs(model);
       // The view lays itself out as it updates: it must be shown (measurable) by then.
@@ -219,15 +222,16 @@ export class App {
   private key(event: KeyboardEvent): void {
     const typing = event.target instanceof Element && event.target.closest('input, select, textarea');
     if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
-    const {tokens, picks} = this.store.state;
+    const {tokens} = this.store.state.focus;
+    const {picks} = this.store.state.metrics;
     const steps = this.selection?.steps ?? [];
     if (event.key === 'Escape' && tokens.length) {
-      this.store.update({tokens: []});
+      this.store.update({focus: {tokens: []}});
     } else if (event.key === 'Escape' && this.view.steps === 'probe' && picks.length) {
-      this.store.update({picks: []});
+      this.store.update({metrics: {picks: []}});
     } else if ((event.key === 'ArrowLeft' || event.key === 'ArrowRight') && this.view.steps === 'probe' && steps.length > 1) {
       const next = steps.indexOf(this.selection!.step) + (event.key === 'ArrowLeft' ? -1 : 1);
-      if (next >= 0 && next < steps.length) this.store.update({step: next === steps.length - 1 ? null : steps[next]});
+      if (next >= 0 && next < steps.length) this.store.update({panel: {step: next === steps.length - 1 ? null : steps[next]}});
     } else if (event.key === 's' || event.key === 'p') {
       void this.export(event.key === 's' ? 'svg' : 'png');
     } else if (!this.view.keydown?.(event.key)) {

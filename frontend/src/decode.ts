@@ -3,7 +3,7 @@
 // Weights stay as their one-byte codes (1 byte per weight instead of 4) and are decoded per row
 // on demand: 12 x 12 heads of 1024 tokens would take 600 MB as float32.
 
-export const FORMAT_VERSION = 2; // the newest storage format this dashboard reads
+export const FORMAT_VERSION = 2; // the newest storage format this dashboard reads (v2: groups with their own key tokens)
 export const TOPK_PAD = 0xffff; // key index of an unused slot of a sparse row
 
 /** code -> weight: b = round(255 sqrt(a)), so a = (b / 255)^2 (quantization "sqrt-u8"). */
@@ -13,9 +13,13 @@ export type Encoding = 'dense' | 'causal' | 'topk';
 
 export interface AttentionHeader {
   tokens: string[];
+  /** v2: the key tokens (v1: the tokens) */
+  key_tokens?: string[];
   num_layers: number;
   num_heads: number;
   num_tokens: number;
+  /** v2: keys per query row (v1: num_tokens) */
+  num_key_tokens?: number;
   causal: boolean;
   quantization: string;
   encoding: Encoding;
@@ -28,10 +32,16 @@ export interface AttentionHeader {
 
 export interface Attention {
   header: AttentionHeader;
+  /** the query tokens */
   tokens: string[];
+  /** the key tokens: the query tokens but for cross attention */
+  keyTokens: string[];
   numLayers: number;
   numHeads: number;
+  /** query rows */
   numTokens: number;
+  /** keys per row */
+  numKeyTokens: number;
   encoding: Encoding;
   /** weight codes, laid out by `encoding` (layer, head, query row) */
   codes: Uint8Array;
@@ -46,6 +56,8 @@ export interface QueryKeyHeader {
   num_heads: number;
   num_kv_heads: number;
   num_tokens: number;
+  /** v2: key vectors per head (v1: num_tokens) */
+  num_key_tokens?: number;
   head_dim: number;
   dtype: string;
   scaling: number[];
@@ -57,7 +69,10 @@ export interface QueryKey {
   numLayers: number;
   numHeads: number;
   numKvHeads: number;
+  /** query vectors per head */
   numTokens: number;
+  /** key vectors per head */
+  numKeyTokens: number;
   headDim: number;
   /** per layer, the factor on q·k before the softmax */
   scaling: number[];
@@ -69,7 +84,7 @@ export interface QueryKey {
   sinks: (number[] | null)[];
   /** float16 bits: [L, H, N, d] */
   query: Uint16Array;
-  /** float16 bits: [L, K, N, d] */
+  /** float16 bits: [L, K, Nk, d] */
   key: Uint16Array;
 }
 
@@ -124,17 +139,21 @@ export function decodeAttention(buffer: ArrayBuffer): Attention {
   const numLayers = positiveInt(header, 'num_layers');
   const numHeads = positiveInt(header, 'num_heads');
   const numTokens = positiveInt(header, 'num_tokens');
+  const numKeyTokens = header.num_key_tokens === undefined ? numTokens : positiveInt(header, 'num_key_tokens');
   const tokens = header.tokens;
   if (!Array.isArray(tokens) || tokens.length !== numTokens) throw new FormatError('header tokens do not match num_tokens');
+  const keyTokens = header.key_tokens ?? tokens;
+  if (!Array.isArray(keyTokens) || keyTokens.length !== numKeyTokens) throw new FormatError('header key_tokens do not match num_key_tokens');
   const heads = numLayers * numHeads;
   const encoding = header.encoding as Encoding;
   let codes: Uint8Array;
   let keys: Uint16Array | null = null;
   let topK = 0;
   if (encoding === 'dense') {
-    checkPayload(buffer, payload, heads * numTokens * numTokens);
-    codes = new Uint8Array(buffer, payload, heads * numTokens * numTokens);
+    checkPayload(buffer, payload, heads * numTokens * numKeyTokens);
+    codes = new Uint8Array(buffer, payload, heads * numTokens * numKeyTokens);
   } else if (encoding === 'causal') {
+    if (numKeyTokens !== numTokens) throw new FormatError(`causal attention over ${numTokens} queries x ${numKeyTokens} keys: it must be square`);
     const perHead = (numTokens * (numTokens + 1)) / 2;
     checkPayload(buffer, payload, heads * perHead);
     codes = new Uint8Array(buffer, payload, heads * perHead);
@@ -152,9 +171,11 @@ export function decodeAttention(buffer: ArrayBuffer): Attention {
   return {
     header: header as AttentionHeader,
     tokens: tokens.map(String),
+    keyTokens: keyTokens.map(String),
     numLayers,
     numHeads,
     numTokens,
+    numKeyTokens,
     encoding,
     codes,
     keys,
@@ -168,7 +189,7 @@ export function rowStart(a: Attention, layer: number, head: number, i: number): 
   const h = layer * a.numHeads + head;
   switch (a.encoding) {
     case 'dense':
-      return (h * n + i) * n;
+      return (h * n + i) * a.numKeyTokens;
     case 'causal':
       return (h * n * (n + 1)) / 2 + (i * (i + 1)) / 2;
     case 'topk':
@@ -178,11 +199,11 @@ export function rowStart(a: Attention, layer: number, head: number, i: number): 
 
 /** Number of code slots of query row i: its keys are `keys[start + t]`, or `t` where keys is null. */
 export function rowLength(a: Attention, i: number): number {
-  return a.encoding === 'dense' ? a.numTokens : a.encoding === 'causal' ? i + 1 : a.topK;
+  return a.encoding === 'dense' ? a.numKeyTokens : a.encoding === 'causal' ? i + 1 : a.topK;
 }
 
-/** The weights of query i over every key, as a dense row (missing weights are 0). */
-export function readRow(a: Attention, layer: number, head: number, i: number, out = new Float32Array(a.numTokens)): Float32Array {
+/** The weights of query i over every key, as a dense row of numKeyTokens (missing weights are 0). */
+export function readRow(a: Attention, layer: number, head: number, i: number, out = new Float32Array(a.numKeyTokens)): Float32Array {
   out.fill(0);
   const start = rowStart(a, layer, head, i);
   const length = rowLength(a, i);
@@ -198,14 +219,14 @@ export function readRow(a: Attention, layer: number, head: number, i: number, ou
   return out;
 }
 
-/** The weights of every query to key j (column j of the head). */
+/** The weights of every query to key j (column j of the head, numTokens long). */
 export function readColumn(a: Attention, layer: number, head: number, j: number, out = new Float32Array(a.numTokens)): Float32Array {
   out.fill(0);
   const n = a.numTokens;
   const {codes, keys} = a;
   if (a.encoding === 'dense') {
     const base = rowStart(a, layer, head, 0) + j;
-    for (let i = 0; i < n; i++) out[i] = DEQUANTIZE[codes[base + i * n]];
+    for (let i = 0; i < n; i++) out[i] = DEQUANTIZE[codes[base + i * a.numKeyTokens]];
   } else if (a.encoding === 'causal') {
     const base = rowStart(a, layer, head, 0);
     for (let i = j; i < n; i++) out[i] = DEQUANTIZE[codes[base + (i * (i + 1)) / 2 + j]];
@@ -270,6 +291,7 @@ export function decodeQueryKey(buffer: ArrayBuffer): QueryKey {
   const numHeads = positiveInt(header, 'num_heads');
   const numKvHeads = positiveInt(header, 'num_kv_heads');
   const numTokens = positiveInt(header, 'num_tokens');
+  const numKeyTokens = header.num_key_tokens === undefined ? numTokens : positiveInt(header, 'num_key_tokens');
   const headDim = positiveInt(header, 'head_dim');
   if (header.dtype !== 'float16') throw new FormatError(`unknown query/key dtype ${JSON.stringify(header.dtype)}`);
   if (numKvHeads === 0 || numHeads % numKvHeads !== 0) {
@@ -282,7 +304,7 @@ export function decodeQueryKey(buffer: ArrayBuffer): QueryKey {
   const slidingWindow = scoringRule(header, 'sliding_window', numLayers, (v) => positive(v) && Number.isInteger(v)) as (number | null)[];
   const sinks = scoringRule(header, 'sinks', numLayers, (v) => Array.isArray(v) && v.length === numHeads && v.every(Number.isFinite)) as (number[] | null)[];
   const queryCount = numLayers * numHeads * numTokens * headDim;
-  const keyCount = numLayers * numKvHeads * numTokens * headDim;
+  const keyCount = numLayers * numKvHeads * numKeyTokens * headDim;
   checkPayload(buffer, payload, 2 * (queryCount + keyCount));
   return {
     header: header as QueryKeyHeader,
@@ -290,6 +312,7 @@ export function decodeQueryKey(buffer: ArrayBuffer): QueryKey {
     numHeads,
     numKvHeads,
     numTokens,
+    numKeyTokens,
     headDim,
     scaling: scaling.map(Number),
     softcap,
@@ -312,9 +335,9 @@ export function queryVectors(qk: QueryKey, layer: number, head: number): Float32
   return halvesToFloats(qk.query.subarray(start, start + size));
 }
 
-/** Key vectors used by query head `head`, as float32 [N, d]. */
+/** Key vectors used by query head `head`, as float32 [Nk, d]. */
 export function keyVectors(qk: QueryKey, layer: number, head: number): Float32Array {
-  const size = qk.numTokens * qk.headDim;
+  const size = qk.numKeyTokens * qk.headDim;
   const start = (layer * qk.numKvHeads + keyHeadOf(qk, head)) * size;
   return halvesToFloats(qk.key.subarray(start, start + size));
 }

@@ -1,5 +1,6 @@
 // Saves the current view, as drawn (hover and locked tokens included), as SVG or PNG.
 
+import {PAPER} from './theme';
 import {CanvasPainter, SvgPainter, type Painter} from './painter';
 
 /** What a view offers to export: its visible figure, drawn through a painter. */
@@ -13,7 +14,7 @@ const PNG_SCALE = 2; // device pixels per CSS pixel in exported PNGs
 
 export function figureSvg(figure: Figure): string {
   const painter = new SvgPainter(figure.width, figure.height);
-  painter.rect(0, 0, figure.width, figure.height, '#ffffff');
+  painter.rect(0, 0, figure.width, figure.height, PAPER);
   figure.paint(painter);
   return painter.toString();
 }
@@ -21,7 +22,7 @@ export function figureSvg(figure: Figure): string {
 export function figurePng(figure: Figure): Promise<Blob> {
   const canvas = document.createElement('canvas');
   const painter = new CanvasPainter(canvas, figure.width, figure.height, PNG_SCALE);
-  painter.rect(0, 0, figure.width, figure.height, '#ffffff');
+  painter.rect(0, 0, figure.width, figure.height, PAPER);
   figure.paint(painter);
   return new Promise((resolve, reject) =>
     canvas.toBlob((blob) => (blob ? resolve(blob) : reject(new Error('the browser could not encode the PNG'))), 'image/png'),

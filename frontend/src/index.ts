@@ -4,7 +4,7 @@ import {Api} from './api';
 import {App} from './app';
 import {el} from './dom';
 import {Host} from './host';
-import {decodeState} from './state';
+import {decodeState} from './url_state';
 import css from './style.css';
 
 export async function render(): Promise<void> {

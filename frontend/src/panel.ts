@@ -3,7 +3,8 @@
 import {select} from 'd3-selection';
 import type {ExampleInfo} from './api';
 import {el} from './dom';
-import type {Selection, Store} from './state';
+import type {Selection} from './selection';
+import type {Store} from './store';
 import {decodeByteLevel, isByteLevel, truncate} from './tokens';
 
 const PREVIEW_CHARS = 90; // characters of an example's text shown in the list
@@ -56,15 +57,15 @@ export class Panel {
       on: {click: () => this.togglePlay()},
     });
 
-    this.run.addEventListener('change', () => store.update({run: this.run.value, tag: null, step: null, example: 0, tokens: []}));
-    this.tag.addEventListener('change', () => store.update({tag: this.tag.value, step: null, example: 0, tokens: []}));
+    this.run.addEventListener('change', () => store.update({panel: {run: this.run.value, tag: null, step: null, example: 0}, focus: {tokens: []}}));
+    this.tag.addEventListener('change', () => store.update({panel: {tag: this.tag.value, step: null, example: 0}, focus: {tokens: []}}));
     // The label follows the thumb while dragging; the data loads when it is let go.
     this.slider.addEventListener('input', () => this.showStep(this.steps[Number(this.slider.value)]));
     this.slider.addEventListener('change', () => {
       const index = Number(this.slider.value);
       // The newest step stays "follow the newest" so that a live run keeps updating.
       this.stopPlaying();
-      store.update({step: index === this.steps.length - 1 ? null : this.steps[index]});
+      store.update({panel: {step: index === this.steps.length - 1 ? null : this.steps[index]}});
     });
 
     this.element = el('aside', {class: 'panel'}, [
@@ -94,7 +95,7 @@ export class Panel {
     if (this.timer !== null) return this.stopPlaying();
     if (this.steps.length < 2) return;
     // From the start when at the newest step, else from where the slider is.
-    if (this.step === null || this.steps.indexOf(this.step) >= this.steps.length - 1) this.store.update({step: this.steps[0]});
+    if (this.step === null || this.steps.indexOf(this.step) >= this.steps.length - 1) this.store.update({panel: {step: this.steps[0]}});
     this.timer = setInterval(() => this.advance(), PLAY_INTERVAL_MS);
     this.play.textContent = '❚❚';
     this.play.setAttribute('aria-pressed', 'true');
@@ -107,9 +108,9 @@ export class Panel {
     if (index >= this.steps.length - 2) {
       // The last step: follow the newest again, as a live run goes on logging.
       this.stopPlaying();
-      this.store.update({step: null});
+      this.store.update({panel: {step: null}});
     } else {
-      this.store.update({step: this.steps[index + 1]});
+      this.store.update({panel: {step: this.steps[index + 1]}});
     }
   }
 
@@ -157,9 +158,9 @@ export class Panel {
           .attr('class', 'example')
           .attr('role', 'option')
           .attr('tabindex', '0')
-          .on('click', (_event: MouseEvent, d: ExampleInfo) => store.update({example: d.index, tokens: []}))
+          .on('click', (_event: MouseEvent, d: ExampleInfo) => store.update({panel: {example: d.index}, focus: {tokens: []}}))
           .on('keydown', (event: KeyboardEvent, d: ExampleInfo) => {
-            if (event.key === 'Enter' || event.key === ' ') store.update({example: d.index, tokens: []});
+            if (event.key === 'Enter' || event.key === ' ') store.update({panel: {example: d.index}, focus: {tokens: []}});
           });
         item.append('span').attr('class', 'example-index');
         item.append('span').attr('class', 'example-text');

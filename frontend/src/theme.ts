@@ -23,3 +23,6 @@ export const AXIS_LINE = '#bdbdbd';
 export const MISSING_FILL = '#f1f1f1'; // a cell without a value
 export const MISSING_MARK = '#bdbdbd'; // its slash
 export const HIGHLIGHT_FILL = '#e8eaed'; // behind a focused token
+export const HOVER_FILL = '#f5f5f5'; // behind a hovered row
+export const NEUTRAL_MARK = '#9e9e9e'; // marks without a colour of their own (dots, bars)
+export const PAPER = '#ffffff'; // the figures' background

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import {test} from 'node:test';
 import {decodeAttention, readRow} from '../src/decode';
 import {filterRow, pruneRow, specialTokenMask, type Prune, type RowFilter} from '../src/transforms';
-import {computeArcs} from '../src/views/arcs';
+import {computeArcs} from '../src/views/head/arcs';
 import {fixture} from './fixtures';
 
 /** The arcs by definition: each shown head's filtered rows, pruned. */

@@ -84,6 +84,23 @@ test('rejects a blob of another kind, a newer format and a short payload with a 
   assert.throws(() => decodeAttention(buffer.slice(0, buffer.byteLength - 1)), FormatError);
 });
 
+test('reads attention whose keys are other tokens than its queries (v2 groups, e.g. cross attention)', () => {
+  const {buffer} = fixture('dense');
+  const square = decodeAttention(buffer);
+  const n = square.numTokens;
+  // The same bytes read as 1 query over n² keys: that row is every row of the square head in turn.
+  const keys = Array.from({length: n * n}, (_, j) => `k${j}`);
+  const rect = decodeAttention(withHeader(buffer, (h) => Object.assign(h, {tokens: square.tokens.slice(0, 1), num_tokens: 1, key_tokens: keys, num_key_tokens: n * n})));
+  assert.deepEqual([rect.numTokens, rect.numKeyTokens, rect.keyTokens[3]], [1, n * n, 'k3']);
+  for (const [l, h] of [[0, 0], [square.numLayers - 1, square.numHeads - 1]]) {
+    const rows = Array.from({length: n}, (_, i) => [...readRow(square, l, h, i)]);
+    assert.deepEqual([...readRow(rect, l, h, 0)], rows.flat());
+    for (const j of [0, n + 1]) assert.deepEqual([...readColumn(rect, l, h, j)], [rows.flat()[j]]);
+  }
+  assert.equal(square.numKeyTokens, n); // v1: square
+  assert.throws(() => decodeAttention(withHeader(buffer, (h) => Object.assign(h, {key_tokens: keys.slice(0, 3)}))), /key_tokens/);
+});
+
 /** The blob with its JSON header changed by `edit` (the payload kept). */
 function withHeader(buffer: ArrayBuffer, edit: (header: Record<string, unknown>) => void): ArrayBuffer {
   const view = new DataView(buffer);

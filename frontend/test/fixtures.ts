@@ -23,9 +23,11 @@ export function attentionOf(rows: number[][], n: number): Attention {
   return {
     header: {tokens, num_layers: 1, num_heads: 1, num_tokens: n, causal: false, quantization: 'sqrt-u8', encoding: 'dense'},
     tokens,
+    keyTokens: tokens,
     numLayers: 1,
     numHeads: 1,
     numTokens: n,
+    numKeyTokens: n,
     encoding: 'dense',
     codes,
     keys: null,

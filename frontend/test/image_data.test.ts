@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
 import {DEQUANTIZE, type Attention} from '../src/decode';
-import {DEFAULT_STATE} from '../src/state';
+import {applyPatch, DEFAULT_STATE} from '../src/state';
 import {headHeats, meanHeat, queryToken, RolloutFactors, rolloutHeat} from '../src/views/image_view_data';
 import {rolloutLayer, rolloutRow} from '../src/views/image_view_rollout';
 import type {ImageInfo} from '../src/views/image_view_scene';
@@ -11,17 +11,18 @@ const info: ImageInfo = {grid: [2, 2], patch_size: [16, 16], prefix_tokens: 1, p
 const n = 5;
 
 function attention(): Attention {
+  const tokens = ['CLS', 'r0c0', 'r0c1', 'r1c0', 'r1c1'];
   const codes = new Uint8Array(2 * 2 * n * n);
   for (let c = 0; c < codes.length; c++) codes[c] = (c * 37) % 256;
-  return {header: {} as Attention['header'], tokens: ['CLS', 'r0c0', 'r0c1', 'r1c0', 'r1c1'], numLayers: 2, numHeads: 2, numTokens: n, encoding: 'dense', codes, keys: null, topK: 0};
+  return {header: {} as Attention['header'], tokens, keyTokens: tokens, numLayers: 2, numHeads: 2, numTokens: n, numKeyTokens: n, encoding: 'dense', codes, keys: null, topK: 0};
 }
 
 const weight = (a: Attention, l: number, h: number, i: number, j: number) => DEQUANTIZE[a.codes[((l * 2 + h) * n + i) * n + j]];
 
 test('the query is the locked token, else CLS, else the centre patch', () => {
-  assert.equal(queryToken({...DEFAULT_STATE, tokens: [3]}, info, n), 3);
+  assert.equal(queryToken(applyPatch(DEFAULT_STATE, {focus: {tokens: [3]}}), info, n), 3);
   assert.equal(queryToken(DEFAULT_STATE, info, n), 0);
-  assert.equal(queryToken({...DEFAULT_STATE, tokens: [9]}, info, n), 0); // not a token of this example
+  assert.equal(queryToken(applyPatch(DEFAULT_STATE, {focus: {tokens: [9]}}), info, n), 0); // not a token of this example
   assert.equal(queryToken(DEFAULT_STATE, {...info, prefix_tokens: 0, prefix_names: [], grid: [3, 3]}, 9), 4);
 });
 

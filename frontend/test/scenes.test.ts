@@ -5,7 +5,8 @@ import {test} from 'node:test';
 import type {ExampleInfo, MetricSeries, ProbeMetrics, Tags} from '../src/api';
 import type {DataReader, Loaded, Request} from '../src/data/cache';
 import * as requests from '../src/data/requests';
-import {DEFAULT_STATE, resolveSelection, type State} from '../src/state';
+import {resolveSelection} from '../src/selection';
+import {applyPatch, DEFAULT_STATE, type StatePatch} from '../src/state';
 import {bannerOf, changeRows, compareNeeds, comparePlan, metricChanges, movedChanges} from '../src/views/compare/scene';
 import {exampleNeeds, panelExample} from '../src/views/example';
 import {metricRanking, metricsPlan, metricsScene, previousRanking, seriesStats} from '../src/views/metrics/scene';
@@ -30,8 +31,8 @@ function reader(answers: [Request<unknown>, unknown][]): DataReader {
   return {get: <T>(r: Request<T>): Loaded<T> => (ready.has(r.key) ? {state: 'ready', value: ready.get(r.key) as T} : {state: 'loading'})};
 }
 
-function model(patch: Partial<State>, data: DataReader = reader([])): ViewModel {
-  const state = {...DEFAULT_STATE, run: 'train', ...patch};
+function model(patch: StatePatch, data: DataReader = reader([])): ViewModel {
+  const state = applyPatch(applyPatch(DEFAULT_STATE, {panel: {run: 'train'}}), patch);
   return {state, tags: TAGS, selection: resolveSelection(TAGS, state, true)!, data};
 }
 
@@ -42,18 +43,18 @@ function example(index: number, tokens = ['a', 'b', 'c']): ExampleInfo {
 const series = (steps: number[], values: number[][][]): MetricSeries => ({run: 'train', tag: 'probe/distance', steps, wall_times: steps, values});
 
 test('an example view asks for the step’s list and, alongside it, the example the state names', () => {
-  const m = model({example: 7});
+  const m = model({panel: {example: 7}});
   const [list, weights] = exampleNeeds(m);
   assert.equal(list.key, requests.examples('train', 'probe', 100).key);
   assert.equal(weights.key, requests.attention({run: 'train', tag: 'probe', step: 100, example: 7}).key);
   // Once the list says example 7 does not exist, the first example is fetched instead.
-  const listed = model({example: 7}, reader([[list, {run: 'train', tag: 'probe', step: 100, wall_time: 0, examples: [example(2), example(3)]}]]));
+  const listed = model({panel: {example: 7}}, reader([[list, {run: 'train', tag: 'probe', step: 100, wall_time: 0, examples: [example(2), example(3)]}]]));
   assert.equal(exampleNeeds(listed)[1].key, requests.attention({run: 'train', tag: 'probe', step: 100, example: 2}).key);
   assert.equal(panelExample([example(2), example(3)], 3), 3);
 });
 
 test('the Metrics view plots the state’s metric for the panel’s run and the overlaid runs that logged it', () => {
-  const state = {...DEFAULT_STATE, run: 'train', metric: 'nonsense', runs: ['ckpt', 'missing']};
+  const state = applyPatch(DEFAULT_STATE, {panel: {run: 'train'}, metrics: {metric: 'nonsense', runs: ['ckpt', 'missing']}});
   const plan = metricsPlan(TAGS, state, resolveSelection(TAGS, state, true)!)!;
   assert.equal(plan.metric, 'distance'); // unknown metric: the default
   assert.deepEqual(plan.metrics, ['distance', 'previous_token', 'pos/NOUN']);
@@ -63,7 +64,7 @@ test('the Metrics view plots the state’s metric for the panel’s run and the 
 
 test('the Metrics scene takes the step nearest the state’s and ranks heads by value or change', () => {
   const s = series([0, 50, 100], [[[1, 2]], [[1, 5]], [[0.5, 9]]]);
-  const scene = metricsScene({...DEFAULT_STATE, step: 60}, 'probe', 'distance', [{run: 'train', series: s}], (x) => seriesStats(x, 'distance'));
+  const scene = metricsScene(applyPatch(DEFAULT_STATE, {panel: {step: 60}}), 'probe', 'distance', [{run: 'train', series: s}], (x) => seriesStats(x, 'distance'));
   assert.equal(scene.step, 50);
   assert.deepEqual(scene.grid, [[1, 5]]);
   assert.deepEqual(scene.runs[0].stats.all, [1.5, 3, 4.75]);
@@ -77,7 +78,7 @@ test('the Metrics scene takes the step nearest the state’s and ranks heads by 
 
 test('the previous-token ranking reads the stored metric at the nearest step it was logged', () => {
   const s = series([0, 50, 100], [[[1, 2]], [[1, 5]], [[0.5, 9]]]);
-  const scene = metricsScene({...DEFAULT_STATE, step: 50}, 'probe', 'distance', [{run: 'train', series: s}], (x) => seriesStats(x, 'distance'));
+  const scene = metricsScene(applyPatch(DEFAULT_STATE, {panel: {step: 50}}), 'probe', 'distance', [{run: 'train', series: s}], (x) => seriesStats(x, 'distance'));
   assert.equal(previousRanking(scene, null).message, 'Reading the stored previous_token metric…');
   const stored = {...series([0, 100], [[[0.1, 0.2]], [[0.9, 0.3]]]), tag: 'probe/previous_token'};
   const ranking = previousRanking(scene, stored);
@@ -86,7 +87,7 @@ test('the previous-token ranking reads the stored metric at the nearest step it 
 });
 
 test('Compare asks for A’s and B’s lists, their weights once both list the example, and what Changes ranks by', () => {
-  const plan = comparePlan(model({a: {run: null, step: 0}, b: {run: 'ckpt', step: null}, compare: 'changes'}));
+  const plan = comparePlan(model({compare: {a: {run: null, step: 0}, b: {run: 'ckpt', step: null}, mode: 'changes'}}));
   assert.deepEqual([plan.a.run, plan.a.step, plan.b.run, plan.b.step], ['train', 0, 'ckpt', 100]);
   assert.deepEqual(plan.common, ['distance']);
   const lists = [requests.examples('train', 'probe', 0), requests.examples('ckpt', 'probe', 100)];
@@ -95,7 +96,7 @@ test('Compare asks for A’s and B’s lists, their weights once both list the e
   const both = reader(lists.map((l) => [l, {examples: [example(0)]}]));
   const keys = compareNeeds(plan, 'diff', both).map((r) => r.key);
   assert.ok(keys.includes(requests.attention({run: 'ckpt', tag: 'probe', step: 100, example: 0}).key));
-  const byMetric = comparePlan(model({a: {run: null, step: 0}, b: {run: 'ckpt', step: null}, compare: 'changes', delta: 'distance'}));
+  const byMetric = comparePlan(model({compare: {a: {run: null, step: 0}, b: {run: 'ckpt', step: null}, mode: 'changes', delta: 'distance'}}));
   assert.ok(compareNeeds(byMetric, 'changes', reader([])).some((r) => r.key === requests.probeMetrics('ckpt', 'probe', 100).key));
 });
 

@@ -2,49 +2,30 @@ import assert from 'node:assert/strict';
 import {test} from 'node:test';
 import type {Tags} from '../src/api';
 import {pluginParams, withPluginParams} from '../src/host';
-import {
-  compareEndpoints,
-  DEFAULT_STATE,
-  decodeState,
-  encodeState,
-  plottedHeads,
-  probeMetrics,
-  resolveSelection,
-  runsWithMetric,
-  type State,
-} from '../src/state';
+import {compareEndpoints, probeMetrics, resolveSelection, runsWithMetric} from '../src/selection';
+import {applyPatch, DEFAULT_STATE, plottedHeads, type State} from '../src/state';
+import {decodeState, encodeState} from '../src/url_state';
 
 test('a state survives its URL form', () => {
-  const state: State = {
-    ...DEFAULT_STATE,
-    run: 'train/a b&c',
-    tag: 'probe',
-    step: 100,
-    example: 2,
+  const state: State = applyPatch(DEFAULT_STATE, {
     view: 'neuron',
-    layer: 3,
-    heads: [0, 5],
-    tokens: [4, 7],
-    side: 'to',
-    pair: 'AB',
-    hide: true,
-    renorm: true,
-    threshold: 0.05,
-    topk: 3,
-  };
+    panel: {run: 'train/a b&c', tag: 'probe', step: 100, example: 2},
+    focus: {layer: 3, heads: [0, 5], tokens: [4, 7], side: 'to'},
+    filters: {pair: 'AB', hide: true, renorm: true, threshold: 0.05, topk: 3},
+  });
   assert.deepEqual(decodeState(encodeState(state)), state);
 });
 
 test('the default state has an empty URL form, and malformed parameters fall back to defaults', () => {
   assert.deepEqual(encodeState(DEFAULT_STATE), {});
   const state = decodeState({step: '-1', layer: 'x', heads: '1,a', view: 'nope', pair: 'AC', min: '7', tokens: '3,3,1'});
-  assert.equal(state.step, null);
-  assert.equal(state.layer, 0);
-  assert.equal(state.heads, null);
+  assert.equal(state.panel.step, null);
+  assert.equal(state.focus.layer, 0);
+  assert.equal(state.focus.heads, null);
   assert.equal(state.view, 'head');
-  assert.equal(state.pair, 'all');
-  assert.equal(state.threshold, DEFAULT_STATE.threshold);
-  assert.deepEqual(state.tokens, [1, 3]);
+  assert.equal(state.filters.pair, 'all');
+  assert.equal(state.filters.threshold, DEFAULT_STATE.filters.threshold);
+  assert.deepEqual(state.focus.tokens, [1, 3]);
 });
 
 test('the state lives in TensorBoard\'s hash under p.attention.*, next to TensorBoard\'s own keys', () => {
@@ -69,30 +50,20 @@ test('selection: runs without attention are skipped; defaults are the first run,
 });
 
 test('selection: a step that is not stored snaps to the nearest one; an unknown tag to the first', () => {
-  const sel = resolveSelection(tags, {...DEFAULT_STATE, run: 'c', tag: 'nope', step: 2})!;
+  const sel = resolveSelection(tags, applyPatch(DEFAULT_STATE, {panel: {run: 'c', tag: 'nope', step: 2}}))!;
   assert.equal(sel.tag, 'y');
   assert.equal(sel.step, 2);
-  assert.equal(resolveSelection(tags, {...DEFAULT_STATE, run: 'b', step: 70})!.step, 50);
+  assert.equal(resolveSelection(tags, applyPatch(DEFAULT_STATE, {panel: {run: 'b', step: 70}}))!.step, 50);
   assert.equal(resolveSelection({}, DEFAULT_STATE), null);
 });
 
 test('the new views\' state survives its URL form: metric, runs, smoothing, axis, picks, rank, analysis and compare', () => {
-  const state: State = {
-    ...DEFAULT_STATE,
+  const state: State = applyPatch(DEFAULT_STATE, {
     view: 'compare',
-    metric: 'pos_from/NOUN',
-    runs: ['run,with,commas', 'b/c'],
-    smoothing: 0.85,
-    xlog: true,
-    picks: [[3, 1], [0, 7]],
-    rank: 'previous',
-    pos: 'VERB',
-    section: 'pos_from',
-    a: {run: 'checkpoint-0', step: 0},
-    b: {run: 'checkpoint-800', step: null},
-    compare: 'changes',
-    delta: 'entropy',
-  };
+    metrics: {metric: 'pos_from/NOUN', runs: ['run,with,commas', 'b/c'], smoothing: 0.85, xlog: true, picks: [[3, 1], [0, 7]], rank: 'previous'},
+    analysis: {pos: 'VERB', section: 'pos_from'},
+    compare: {a: {run: 'checkpoint-0', step: 0}, b: {run: 'checkpoint-800', step: null}, mode: 'changes', delta: 'entropy'},
+  });
   const params = encodeState(state);
   assert.equal(params.picks, '3.1,0.7');
   assert.equal(params.a_run, 'checkpoint-0');
@@ -100,18 +71,27 @@ test('the new views\' state survives its URL form: metric, runs, smoothing, axis
   assert.equal(params.b_step, undefined);
   assert.deepEqual(decodeState(params), state);
   const bad = decodeState({smooth: '2', picks: '1.x,2.3,2.3', rank: 'zzz', section: 'nope', compare: 'x', xaxis: 'lin', pos: 'a<b'});
-  assert.equal(bad.smoothing, DEFAULT_STATE.smoothing);
-  assert.deepEqual(bad.picks, [[2, 3]]);
-  assert.equal(bad.rank, 'low');
-  assert.equal(bad.section, 'overview');
-  assert.equal(bad.compare, 'diff');
-  assert.equal(bad.xlog, false);
-  assert.equal(bad.pos, 'NOUN');
+  assert.equal(bad.metrics.smoothing, DEFAULT_STATE.metrics.smoothing);
+  assert.deepEqual(bad.metrics.picks, [[2, 3]]);
+  assert.equal(bad.metrics.rank, 'low');
+  assert.equal(bad.analysis.section, 'overview');
+  assert.equal(bad.compare.mode, 'diff');
+  assert.equal(bad.metrics.xlog, false);
+  assert.equal(bad.analysis.pos, 'NOUN');
+});
+
+test('a change of state merges into the groups it names and leaves the others as they were', () => {
+  const state = applyPatch(DEFAULT_STATE, {focus: {layer: 2}, compare: {mode: 'changes'}});
+  assert.deepEqual(state.focus, {...DEFAULT_STATE.focus, layer: 2});
+  assert.equal(state.compare.mode, 'changes');
+  assert.equal(state.compare.a, DEFAULT_STATE.compare.a);
+  assert.equal(state.filters, DEFAULT_STATE.filters);
+  assert.equal(DEFAULT_STATE.focus.layer, 0);
 });
 
 test('plotted heads: the picks, else the shown heads of the selected layer', () => {
-  assert.deepEqual(plottedHeads({...DEFAULT_STATE, picks: [[1, 2]], layer: 3, heads: [0]}), [[1, 2]]);
-  assert.deepEqual(plottedHeads({...DEFAULT_STATE, layer: 3, heads: [0, 4]}), [[3, 0], [3, 4]]);
+  assert.deepEqual(plottedHeads(applyPatch(DEFAULT_STATE, {metrics: {picks: [[1, 2]]}, focus: {layer: 3, heads: [0]}})), [[1, 2]]);
+  assert.deepEqual(plottedHeads(applyPatch(DEFAULT_STATE, {focus: {layer: 3, heads: [0, 4]}})), [[3, 0], [3, 4]]);
   assert.deepEqual(plottedHeads(DEFAULT_STATE), []);
 });
 
@@ -132,14 +112,14 @@ test('metrics of a probe and the runs that logged one', () => {
 });
 
 test('compare: A defaults to the panel run\'s first step, B to the panel\'s step; a chosen run starts at its first (A) or newest (B) step', () => {
-  const selection = resolveSelection(runsTags, {...DEFAULT_STATE, run: 'train', step: 25})!;
-  let {runs, a, b} = compareEndpoints(runsTags, {...DEFAULT_STATE, run: 'train', step: 25}, selection);
+  const panel = applyPatch(DEFAULT_STATE, {panel: {run: 'train', step: 25}});
+  let {runs, a, b} = compareEndpoints(runsTags, panel, resolveSelection(runsTags, panel)!);
   assert.deepEqual(runs, ['checkpoint-0', 'checkpoint-800', 'train']); // runs with the panel's tag
   assert.deepEqual([a.run, a.step, b.run, b.step], ['train', 0, 'train', 25]);
-  const state = {...DEFAULT_STATE, run: 'train', a: {run: 'checkpoint-0', step: null}, b: {run: 'checkpoint-800', step: null}};
+  const state = applyPatch(DEFAULT_STATE, {panel: {run: 'train'}, compare: {a: {run: 'checkpoint-0', step: null}, b: {run: 'checkpoint-800', step: null}}});
   ({a, b} = compareEndpoints(runsTags, state, resolveSelection(runsTags, state)!));
   assert.deepEqual([a.run, a.step, b.run, b.step], ['checkpoint-0', 0, 'checkpoint-800', 800]);
-  const unknown = {...DEFAULT_STATE, run: 'train', b: {run: 'other', step: 7}};
+  const unknown = applyPatch(DEFAULT_STATE, {panel: {run: 'train'}, compare: {b: {run: 'other', step: 7}}});
   ({b} = compareEndpoints(runsTags, unknown, resolveSelection(runsTags, unknown)!));
   assert.deepEqual([b.run, b.step], ['train', 0]); // `other` lacks the tag: the panel's run, nearest step
 });
@@ -152,7 +132,7 @@ test('selection: the metric views offer every step of the probe; the examples co
       'probe/exemplars': {kind: 'exemplars', probe: 'probe', steps: [0, 100]},
     },
   };
-  const state = {...DEFAULT_STATE, step: 60};
+  const state = applyPatch(DEFAULT_STATE, {panel: {step: 60}});
   const forExamples = resolveSelection(tags, state)!;
   assert.deepEqual([forExamples.steps, forExamples.step, forExamples.exampleStep], [[0, 100], 100, 100]);
   const forMetrics = resolveSelection(tags, state, true)!;
@@ -167,7 +147,7 @@ test('selection: the metric views also offer a probe that logged metrics alone (
     probed: {probe: {kind: 'attention', steps: [0, 100]}},
   };
   assert.equal(resolveSelection({monitored: tags.monitored}, DEFAULT_STATE), null); // no attention: nothing for the head view
-  const state = {...DEFAULT_STATE, run: 'monitored', tag: 'attention_health', step: 12};
+  const state = applyPatch(DEFAULT_STATE, {panel: {run: 'monitored', tag: 'attention_health', step: 12}});
   const sel = resolveSelection(tags, state, true)!;
   assert.deepEqual([sel.runs, sel.run, sel.tags, sel.tag, sel.steps, sel.step, sel.hasExamples], [['monitored', 'probed'], 'monitored', ['attention_health'], 'attention_health', [0, 10, 20], 10, false]);
   // The example views fall back to a run with attention.

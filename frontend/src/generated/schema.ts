@@ -1,4 +1,4 @@
-// Generated from tb_attention.metadata by frontend/scripts/gen_schema.py; do not edit.
+// Generated from tb_attention.schema by frontend/scripts/gen_schema.py; do not edit.
 // Run `python frontend/scripts/gen_schema.py` after changing the backend's schema.
 
 export const PLUGIN_NAME = "attention" as const;
@@ -9,7 +9,13 @@ export const METRICS = [
   "null_attention",
   "dependency_alignment",
   "variability",
-  "previous_token"
+  "previous_token",
+  "max_logit",
+  "attention_entropy",
+  "max_weight",
+  "pixel_distance",
+  "prefix_attention",
+  "diagonal_alignment"
 ] as const;
 
 export const POS_PREFIX = "pos/" as const;

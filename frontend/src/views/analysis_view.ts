@@ -5,63 +5,24 @@
 // click opens the head in the head view.
 
 import type {ProbeMetrics} from '../api';
-import {hasMissing, HEATMAP_LEFT, HeatmapGeometry, HEATMAP_TOP, LEGEND_HEIGHT, paintHeatmap, paintLegend} from '../components/heatmap';
-import {inside, LineChart, paintAxisTitles, type Dot, type Line} from '../components/line_chart';
-import {FONT_SMALL, FONT_TITLE, INK, MUTED_INK} from '../theme';
-import {type Rect} from '../painter';
-import {headColors} from '../colors';
+import {hasMissing, HEATMAP_LEFT, paintHeatmap, paintLegend} from '../components/heatmap';
+import {inside, paintAxisTitles, type Dot} from '../components/line_chart';
+import {onPointer, type Point} from '../components/pointer';
 import {LastAnswer, type AnyRequest} from '../data/cache';
 import * as requests from '../data/requests';
-import {el, frameThrottle, hideViewMessage, showViewMessage} from '../dom';
-import {
-  CORE_METRICS,
-  layerColor,
-  layerMeans,
-  metricAbout,
-  metricLabel,
-  metricScale,
-  missingText,
-  pearson,
-  posParts,
-  UPOS_NAMES,
-  valueText,
-  type ColorScale,
-  type Grid,
-} from '../metrics';
-import {textWidth, type Painter} from '../painter';
+import {el, hideViewMessage, showViewMessage} from '../dom';
+import {layerColor, metricLabel, missingText, posParts, UPOS_NAMES, valueText} from '../metrics';
+import {textWidth, type Painter, type Rect} from '../painter';
 import {metricTag} from '../schema';
-import {nearestStep, plottedHeads, probeMetrics, type HeadRef, type Section, type State} from '../state';
+import {nearestStep, probeMetrics} from '../selection';
+import {plottedHeads, type HeadRef, type Section} from '../state';
+import {ACCENT, FONT_SMALL, FONT_TITLE, INK, MUTED_INK} from '../theme';
 import {truncate} from '../tokens';
 import {Tooltip, type TooltipLine} from '../tooltip';
+import {analysisCards, type Card} from './analysis/scene';
 import {Segmented} from './controls';
 import {ScrollingCanvas} from './scrolling_canvas';
 import type {View, ViewContext, ViewModel, ViewStatus} from './view';
-
-const PAD = 14; // px around the cards
-const GAP = 18; // px between cards
-const MIN_CARD = 250; // px: narrowest card
-const CARD_TITLE = 34; // px: title and description above a heatmap
-const MAX_HEATMAP = 210; // px: tallest heatmap
-const LAYER_CHART = 130; // px: the per-layer chart under a heatmap
-const MAX_CELL = 30; // px
-
-interface Card {
-  kind: 'metric' | 'scatter' | 'tags';
-  box: Rect;
-  title: string;
-  subtitle: string;
-  /** metric cards */
-  metric?: string;
-  grid?: Grid;
-  scale?: ColorScale;
-  geometry?: HeatmapGeometry;
-  /** per-layer chart (metric cards), scatter, or curves of every tag */
-  chart?: LineChart;
-  dots?: Dot[];
-  lines?: Line[];
-  /** scatter cards: the metrics on x and y */
-  axes?: [string, string];
-}
 
 interface Hover {
   card: number;
@@ -97,9 +58,9 @@ export class AnalysisView implements View {
       ['overview', 'Metrics', 'Every metric as a layer × head heatmap with its per-layer curve, and scatters of heads'],
       ['pos', 'POS received', 'For each part of speech, the share of attention its tokens receive'],
       ['pos_from', 'POS paid', 'For each part of speech, the share of attention its tokens pay'],
-    ], (section) => store.update({section}));
+    ], (section) => store.update({analysis: {section}}));
     this.posSelect = el('select', {attrs: {'aria-label': 'Part of speech', 'data-control': 'pos'}});
-    this.posSelect.addEventListener('change', () => store.update({pos: this.posSelect.value}));
+    this.posSelect.addEventListener('change', () => store.update({analysis: {pos: this.posSelect.value}}));
     this.posControl = el('label', {class: 'control', title: 'The part of speech of the two POS heatmaps (attention to and from its tokens)'}, [
       el('span', {class: 'control-label', text: 'Part of speech'}),
       this.posSelect,
@@ -110,12 +71,21 @@ export class AnalysisView implements View {
     this.caption = el('div', {class: 'inspector'});
     this.element = el('div', {class: 'view view-analysis'}, [this.message, this.area.element, this.caption]);
     this.tooltip = new Tooltip(this.element);
-    this.area.canvas.addEventListener('mousemove', frameThrottle((event: MouseEvent) => this.pointer(event)));
-    this.area.canvas.addEventListener('mouseleave', () => this.setHover(null, null));
-    this.area.canvas.addEventListener('click', (event) => {
-      const hover = this.hit(event);
-      if (hover?.head) store.update({view: 'head', layer: hover.head[0], heads: [hover.head[1]], picks: []});
-    });
+    onPointer(
+      this.area.canvas,
+      {
+        move: (at, event) => this.pointer(at, event),
+        leave: () => this.setHover(null, null),
+        click: (at) => {
+          const hover = this.hit(at);
+          if (hover?.head) store.update({view: 'head', focus: {layer: hover.head[0], heads: [hover.head[1]]}, metrics: {picks: []}});
+        },
+      },
+      (event) => {
+        const {x, y} = this.area.point(event);
+        return {x, y: y + this.area.scrollTop};
+      },
+    );
   }
 
   get width(): number {
@@ -128,7 +98,7 @@ export class AnalysisView implements View {
 
   exportName(): (string | number)[] {
     const s = this.shown;
-    return s ? [s.run, s.probe, `step${s.step}`, this.model?.state.section ?? ''] : [];
+    return s ? [s.run, s.probe, `step${s.step}`, this.model?.state.analysis.section ?? ''] : [];
   }
 
   /** The probe's metrics at the state's step (the newest when none), snapped to the steps they
@@ -138,7 +108,7 @@ export class AnalysisView implements View {
     const names = probeMetrics(tags, selection.run, selection.tag);
     if (!names.length) return null;
     const metricSteps = [...tags[selection.run][metricTag(selection.tag, names[0])].steps].sort((a, b) => a - b);
-    const step = state.step === null ? metricSteps[metricSteps.length - 1] : nearestStep(metricSteps, state.step);
+    const step = state.panel.step === null ? metricSteps[metricSteps.length - 1] : nearestStep(metricSteps, state.panel.step);
     return requests.probeMetrics(selection.run, selection.tag, step);
   }
 
@@ -152,7 +122,7 @@ export class AnalysisView implements View {
     const {state, tags, selection} = model;
     const probe = selection.tag;
     const names = probeMetrics(tags, selection.run, probe);
-    this.section.set(state.section);
+    this.section.set(state.analysis.section);
     const request = this.request(model);
     if (!request) {
       this.shown = null;
@@ -165,12 +135,12 @@ export class AnalysisView implements View {
       this.tagsKey = tagsKey;
       this.posSelect.replaceChildren(...posTags.map((t) => el('option', {text: `${t} (${UPOS_NAMES[t] ?? t})`, attrs: {value: t}})));
     }
-    this.posControl.hidden = !posTags.length || state.section !== 'overview';
-    if (posTags.length) this.posSelect.value = posTags.includes(state.pos) ? state.pos : posTags.includes('NOUN') ? 'NOUN' : posTags[0];
+    this.posControl.hidden = !posTags.length || state.analysis.section !== 'overview';
+    if (posTags.length) this.posSelect.value = posTags.includes(state.analysis.pos) ? state.analysis.pos : posTags.includes('NOUN') ? 'NOUN' : posTags[0];
     const loaded = this.metrics.value;
     if (this.metrics.error) return this.show(this.metrics.error);
     if (!loaded || loaded.run !== selection.run || loaded.probe !== probe) return this.show('Loading the metrics…');
-    if (state.section !== 'overview' && !Object.keys(loaded.metrics).some((m) => posParts(m)?.direction === state.section)) {
+    if (state.analysis.section !== 'overview' && !Object.keys(loaded.metrics).some((m) => posParts(m)?.direction === state.analysis.section)) {
       return this.show(`${loaded.run} logged no part-of-speech metrics for ${JSON.stringify(probe)}: they need spaCy and an English pipeline where the probe or analysis ran.`);
     }
     this.shown = {run: loaded.run, probe, step: loaded.step};
@@ -192,126 +162,9 @@ export class AnalysisView implements View {
   resize(): void {
     const loaded = this.metrics.value;
     if (!this.model || !loaded || this.element.classList.contains('view-empty')) return;
-    this.layout(loaded, this.model.state, this.area.element.clientWidth);
+    ({cards: this.cards, height: this.contentHeight} = analysisCards(loaded.metrics, this.model.state.analysis.section, this.posSelect.value, this.area.element.clientWidth));
     this.area.fit(this.contentHeight, 0);
     this.draw();
-  }
-
-  /** The cards of the section, placed in a grid as wide as the view allows. */
-  private layout(loaded: ProbeMetrics, state: Readonly<State>, areaWidth: number): void {
-    const metrics = loaded.metrics;
-    const first = Object.values(metrics)[0] ?? [];
-    const numLayers = first.length;
-    const numHeads = first[0]?.length ?? 0;
-    const width = areaWidth - 2 * PAD;
-    const columns = Math.max(1, Math.floor((width + GAP) / (MIN_CARD + GAP)));
-    const cardW = Math.floor((width - (columns - 1) * GAP) / columns);
-    const cell = Math.max(4, Math.min(MAX_CELL, Math.floor((cardW - HEATMAP_LEFT - 8) / Math.max(1, numHeads))));
-    const cellH = Math.max(3, Math.min(cell, Math.floor(MAX_HEATMAP / Math.max(1, numLayers))));
-    const heatH = HEATMAP_TOP + numLayers * cellH;
-    const cardH = CARD_TITLE + heatH + 12 + LEGEND_HEIGHT + LAYER_CHART;
-    const specs: Omit<Card, 'box'>[] = [];
-    const metricCard = (metric: string, title = metricLabel(metric), subtitle = metricAbout(metric)): Omit<Card, 'box'> | null => {
-      const grid = metrics[metric];
-      return grid ? {kind: 'metric', metric, grid, title, subtitle, scale: metricScale(metric, grid.flat())} : null;
-    };
-    if (state.section === 'overview') {
-      for (const m of CORE_METRICS) {
-        const card = metricCard(m);
-        if (card) specs.push(card);
-      }
-      const pos = this.posSelect.value;
-      for (const direction of ['pos', 'pos_from'] as const) {
-        const card = metricCard(`${direction}/${pos}`);
-        if (card) specs.push(card);
-      }
-      for (const y of ['entropy', 'dependency_alignment']) {
-        if (!metrics.distance || !metrics[y]) continue;
-        const {r, n} = pearson(metrics.distance.flat(), metrics[y].flat());
-        specs.push({
-          kind: 'scatter',
-          axes: ['distance', y],
-          title: `Distance vs ${metricLabel(y).toLowerCase()}`,
-          subtitle: r === null ? `${n} heads` : `r = ${r.toFixed(2)} over ${n} heads`,
-        });
-      }
-    } else {
-      const direction = state.section;
-      const names = Object.keys(metrics)
-        .filter((m) => posParts(m)?.direction === direction)
-        .sort();
-      const colors = headColors(names.length);
-      specs.push({
-        kind: 'tags',
-        title: direction === 'pos' ? 'Attention received, per layer' : 'Attention paid, per layer',
-        subtitle: 'mean over heads, one line per part of speech',
-        lines: names.map((m, i) => ({
-          key: m,
-          label: posParts(m)!.tag,
-          color: colors[i],
-          xs: Array.from({length: numLayers}, (_, l) => l),
-          ys: layerMeans(metrics[m]),
-          width: 1.5,
-        })),
-      });
-      for (const m of names) {
-        const tag = posParts(m)!.tag;
-        const card = metricCard(m, `${tag}`, `${UPOS_NAMES[tag] ?? tag}: ${direction === 'pos' ? 'attention received' : 'attention paid'}`);
-        if (card) specs.push(card);
-      }
-    }
-    // Layers on x, half a layer of room at each end so that the first and last heads' dots show whole.
-    const layerAxis = {domain: [-0.4, Math.max(1, numLayers - 1) + 0.4] as [number, number], integer: true};
-    this.cards = specs.map((spec, i) => {
-      const box: Rect = {x: PAD + (i % columns) * (cardW + GAP), y: PAD + Math.floor(i / columns) * (cardH + GAP), w: cardW, h: cardH};
-      const card: Card = {...spec, box};
-      if (card.kind === 'metric') {
-        const g = new HeatmapGeometry(box.x + HEATMAP_LEFT, box.y + CARD_TITLE + HEATMAP_TOP, numLayers, numHeads, cell, cellH);
-        card.geometry = g;
-        const chartBox = {x: box.x - 6, y: box.y + cardH - LAYER_CHART, w: box.w + 6, h: LAYER_CHART};
-        const grid = card.grid!;
-        card.dots = grid.flatMap((row, l) =>
-          row.flatMap((v, h) => (v === null || !Number.isFinite(v) ? [] : [{x: l, y: v, head: [l, h] as HeadRef, color: '#9e9e9e', r: 2}])),
-        );
-        card.lines = [{key: 'mean', label: 'mean over heads', color: INK, xs: grid.map((_, l) => l), ys: layerMeans(grid), width: 1.75}];
-        const ys = card.dots.map((d) => d.y);
-        card.chart = new LineChart(chartBox, 'per layer', layerAxis, ys.length ? [Math.min(...ys), Math.max(...ys)] : [0, 1], 'heads · mean');
-      } else if (card.kind === 'scatter') {
-        const [xm, ym] = card.axes!;
-        const xs = metrics[xm];
-        const ysGrid = metrics[ym];
-        card.dots = xs.flatMap((row, l) =>
-          row.flatMap((x, h) => {
-            const y = ysGrid[l]?.[h];
-            return x === null || y === null || y === undefined || !Number.isFinite(x) || !Number.isFinite(y)
-              ? []
-              : [{x, y, head: [l, h] as HeadRef, color: layerColor(l, numLayers), r: 3}];
-          }),
-        );
-        const xv = card.dots.map((d) => d.x);
-        const yv = card.dots.map((d) => d.y);
-        const pad = (lo: number, hi: number): [number, number] => [lo - (hi - lo) * 0.05 || lo - 0.5, hi + (hi - lo) * 0.05 || hi + 0.5];
-        card.chart = new LineChart(
-          {x: box.x - 6, y: box.y + 4, w: box.w + 6, h: box.h - 4},
-          card.title,
-          {domain: xv.length ? pad(Math.min(...xv), Math.max(...xv)) : [0, 1]},
-          yv.length ? pad(Math.min(...yv), Math.max(...yv)) : [0, 1],
-          card.subtitle,
-        );
-      } else {
-        const ys = card.lines!.flatMap((l) => l.ys).filter((v): v is number => v !== null && Number.isFinite(v));
-        card.chart = new LineChart(
-          {x: box.x - 6, y: box.y + 4, w: box.w + 6, h: box.h - 4},
-          card.title,
-          layerAxis,
-          ys.length ? [0, Math.max(...ys) * 1.05] : [0, 1],
-          '',
-        );
-      }
-      return card;
-    });
-    const rows = Math.ceil(this.cards.length / columns);
-    this.contentHeight = PAD + rows * (cardH + GAP) - GAP + PAD;
   }
 
   paint(painter: Painter): void {
@@ -328,7 +181,7 @@ export class AnalysisView implements View {
         paintHeatmap(painter, g, card.grid!, card.scale!, {picked, hover: hoverHead});
         paintLegend(painter, g.x, g.y + g.height + 10, Math.min(card.box.w - HEATMAP_LEFT, 240), card.scale!, hasMissing(card.grid!), missingText(card.metric!));
         const hoverDot = hoverHead ? (card.dots!.find((d) => d.head[0] === hoverHead[0] && d.head[1] === hoverHead[1]) ?? null) : null;
-        const dots = card.dots!.map((d) => (picked.some(([l, h]) => l === d.head[0] && h === d.head[1]) ? {...d, color: '#f57c00', r: 3} : d));
+        const dots = card.dots!.map((d) => (picked.some(([l, h]) => l === d.head[0] && h === d.head[1]) ? {...d, color: ACCENT, r: 3} : d));
         card.chart!.paint(painter, card.lines!, dots, {hoverDot});
         paintAxisTitles(painter, card.chart!, 'layer', '');
       } else if (card.kind === 'scatter') {
@@ -393,9 +246,8 @@ export class AnalysisView implements View {
     data.scrollTop = String(this.area.scrollTop);
   }
 
-  private hit(event: MouseEvent): Hover | null {
-    const {x, y: sy} = this.area.point(event);
-    const y = sy + this.area.scrollTop;
+  /** What lies under a point of the content (scroll included). */
+  private hit({x, y}: Point): Hover | null {
     const index = this.cards.findIndex((c) => inside(c.box, x, y));
     if (index < 0) return null;
     const card = this.cards[index];
@@ -414,8 +266,8 @@ export class AnalysisView implements View {
     return null;
   }
 
-  private pointer(event: MouseEvent): void {
-    const hover = this.hit(event);
+  private pointer(at: Point, event: MouseEvent): void {
+    const hover = this.hit(at);
     this.area.canvas.style.cursor = hover?.head ? 'pointer' : 'default';
     this.setHover(hover, event);
   }

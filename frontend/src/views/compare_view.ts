@@ -60,7 +60,7 @@ export class CompareView implements View {
 
   constructor(private readonly context: ViewContext) {
     const {store} = context;
-    const choose = (side: 'a' | 'b') => (run: string, step: number | null) => store.update({[side]: {run, step}});
+    const choose = (side: 'a' | 'b') => (run: string, step: number | null) => store.update({compare: {[side]: {run, step}}});
     this.pickers = [new EndpointPicker('A', choose('a')), new EndpointPicker('B', choose('b'))];
     const swap = el('button', {
       class: 'button swap-button',
@@ -70,7 +70,7 @@ export class CompareView implements View {
       on: {
         click: () => {
           const plan = this.plan;
-          if (plan) store.update({a: {run: plan.b.run, step: plan.b.step}, b: {run: plan.a.run, step: plan.a.step}});
+          if (plan) store.update({compare: {a: {run: plan.b.run, step: plan.b.step}, b: {run: plan.a.run, step: plan.a.step}}});
         },
       },
     });
@@ -79,10 +79,10 @@ export class CompareView implements View {
       ['model', 'Model', 'A and B in the model view, side by side'],
       ['diff', 'Difference', 'B − A of every head’s weights; the selected head in detail'],
       ['changes', 'Changes', 'Heads ranked by how much they changed from A to B'],
-    ], (compare) => store.update({compare}));
+    ], (compare) => store.update({compare: {mode: compare}}));
     this.layerPicker = new LayerPicker(store);
     this.deltaSelect = el('select', {attrs: {'aria-label': 'Rank heads by', 'data-control': 'delta'}});
-    this.deltaSelect.addEventListener('change', () => store.update({delta: this.deltaSelect.value}));
+    this.deltaSelect.addEventListener('change', () => store.update({compare: {delta: this.deltaSelect.value}}));
     this.deltaControl = el('label', {class: 'control'}, [el('span', {class: 'control-label', text: 'Rank by'}), this.deltaSelect]);
     this.modeTools = el('div', {class: 'toolbar-group'});
     this.toolbar = el('div', {class: 'toolbar-group compare-toolbar'}, [
@@ -92,7 +92,7 @@ export class CompareView implements View {
     ]);
 
     this.heads = [new HeadView(context), new HeadView(context)];
-    const open = (layer: number, head: number) => store.update({compare: 'head', layer, heads: [head]});
+    const open = (layer: number, head: number) => store.update({compare: {mode: 'head'}, focus: {layer, heads: [head]}});
     this.models = [new ModelView(context, open), new ModelView(context, open)];
     this.paneLabels = [el('div', {class: 'compare-label'}), el('div', {class: 'compare-label'})];
     this.paneSlots = [el('div', {class: 'compare-slot'}), el('div', {class: 'compare-slot'})];
@@ -106,7 +106,7 @@ export class CompareView implements View {
     this.inspector = el('div', {class: 'inspector'});
     this.element = el('div', {class: 'view view-compare'}, [this.banner, this.body, this.inspector]);
     this.tooltip = new Tooltip(this.element);
-    this.difference = new DifferencePane(this.tooltip, ([layer, head]) => store.update({layer, heads: [head]}));
+    this.difference = new DifferencePane(this.tooltip, ([layer, head]) => store.update({focus: {layer, heads: [head]}}));
     this.changes = new ChangesPane(this.tooltip, (head) => this.openHead(head));
   }
 
@@ -128,7 +128,7 @@ export class CompareView implements View {
   }
 
   needs(model: ViewModel): AnyRequest[] {
-    return compareNeeds(comparePlan(model), model.state.compare, model.data);
+    return compareNeeds(comparePlan(model), model.state.compare.mode, model.data);
   }
 
   update(model: ViewModel): ViewStatus | null {
@@ -136,8 +136,8 @@ export class CompareView implements View {
     const plan = (this.plan = comparePlan(model));
     const endpoints = [plan.a, plan.b] as const;
     this.pickers.forEach((picker, s) => picker.set(plan.runs, endpoints[s]));
-    this.mode.set(state.compare);
-    this.modeShown = state.compare;
+    this.mode.set(state.compare.mode);
+    this.modeShown = state.compare.mode;
     this.setDeltaChoices(plan);
     this.paneLabels.forEach((label, s) => {
       label.replaceChildren(el('span', {class: `endpoint-key endpoint-${s ? 'b' : 'a'}`, text: s ? 'B' : 'A'}), el('span', {text: this.label(s)}));
@@ -148,7 +148,7 @@ export class CompareView implements View {
     const banner = ea && eb ? bannerOf(ea, eb, plan.example) : null;
     this.setBanner(banner);
     this.blockedDiff = banner?.blocked.diff ?? null;
-    this.modeTools.replaceChildren(...this.tools(state.compare, banner));
+    this.modeTools.replaceChildren(...this.tools(state.compare.mode, banner));
     const weights = endpoints.map((e, s) => (exampleOf(valueOf(data, examplesOf(plan, e)), plan.example) ? this.weights[s].read(data, weightsOf(plan, e)) : null));
     const error = lists.map((l) => (l.state === 'error' ? l.error : null)).find((e) => e) ?? this.weights.map((w) => w.error).find((e) => e);
     if (error) return this.show(error);
@@ -163,8 +163,8 @@ export class CompareView implements View {
       {state, key: {run: plan.b.run, tag: plan.tag, step: plan.b.step, example: plan.example}, example: eb, attention: wb},
     ];
     this.message.hidden = true;
-    if (state.compare === 'head' || state.compare === 'model') return this.sideBySide(models);
-    if (state.compare === 'diff') return banner?.blocked.diff ? this.show(banner.blocked.diff) : this.showDifference(models);
+    if (state.compare.mode === 'head' || state.compare.mode === 'model') return this.sideBySide(models);
+    if (state.compare.mode === 'diff') return banner?.blocked.diff ? this.show(banner.blocked.diff) : this.showDifference(models);
     return banner?.blocked.heads ? this.show(banner.blocked.heads) : this.showChanges(model, plan);
   }
 
@@ -214,7 +214,7 @@ export class CompareView implements View {
   }
 
   private sideBySide(models: [ExampleModel, ExampleModel]): null {
-    const views = models[0].state.compare === 'head' ? this.heads : this.models;
+    const views = models[0].state.compare.mode === 'head' ? this.heads : this.models;
     this.paneSlots.forEach((slot, s) => {
       if (slot.firstChild !== views[s].element) slot.replaceChildren(views[s].element);
     });
@@ -229,8 +229,8 @@ export class CompareView implements View {
     const {state} = ma;
     const [a, b] = [ma.attention, mb.attention];
     if (this.diff?.a !== a || this.diff.b !== b) this.diff = {a, b, pooled: pooledDifference(a, b)};
-    this.layerPicker.set(a.numLayers, state.layer);
-    const selected: HeadRef = [Math.min(state.layer, a.numLayers - 1), Math.min(state.heads?.[0] ?? 0, a.numHeads - 1)];
+    this.layerPicker.set(a.numLayers, state.focus.layer);
+    const selected: HeadRef = [Math.min(state.focus.layer, a.numLayers - 1), Math.min(state.focus.heads?.[0] ?? 0, a.numHeads - 1)];
     this.difference.set({a, b, diff: this.diff.pooled, labels: [this.label(0), this.label(1)], selected});
     this.place(this.difference.canvas);
     this.inspector.replaceChildren(
@@ -257,7 +257,7 @@ export class CompareView implements View {
       scene = metricChanges(plan.delta, pa.value, pb.value);
     }
     const {header, rows} = changeRows(scene);
-    this.changes.set({...scene, labels: [this.label(0), this.label(1)], selected: [state.layer, state.heads?.[0] ?? 0], header, rows});
+    this.changes.set({...scene, labels: [this.label(0), this.label(1)], selected: [state.focus.layer, state.focus.heads?.[0] ?? 0], header, rows});
     this.place(this.changes.element);
     this.inspector.replaceChildren(
       el('span', {
@@ -274,7 +274,7 @@ export class CompareView implements View {
   /** A head of the ranking or the map, in the difference view (or side by side when the tokens
    * differ). */
   private openHead([layer, head]: HeadRef): void {
-    this.context.store.update({layer, heads: [head], compare: this.blockedDiff ? 'head' : 'diff'});
+    this.context.store.update({focus: {layer, heads: [head]}, compare: {mode: this.blockedDiff ? 'head' : 'diff'}});
   }
 
   resize(): void {

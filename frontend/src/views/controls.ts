@@ -2,15 +2,15 @@
 
 import {select} from 'd3-selection';
 import {el} from '../dom';
-import {metricAbout, metricLabel, posParts, UPOS_NAMES} from '../metrics';
-import {MAX_SMOOTHING, type State, type Store} from '../state';
+import type {State} from '../state';
+import type {Store} from '../store';
 import type {Pair} from '../transforms';
 
 /** The heads a state shows, as a set (null in the state means all). */
 export function shownHeads(state: Readonly<State>, numHeads: number): number[] {
   const all = Array.from({length: numHeads}, (_, h) => h);
-  if (state.heads === null) return all;
-  const shown = state.heads.filter((h) => h < numHeads);
+  if (state.focus.heads === null) return all;
+  const shown = state.focus.heads.filter((h) => h < numHeads);
   return shown.length ? shown : all;
 }
 
@@ -21,7 +21,7 @@ export class LayerPicker {
 
   constructor(store: Store) {
     this.select = el('select', {attrs: {'aria-label': 'Layer', 'data-control': 'layer'}});
-    this.select.addEventListener('change', () => store.update({layer: Number(this.select.value)}));
+    this.select.addEventListener('change', () => store.update({focus: {layer: Number(this.select.value)}}));
     this.element = el('label', {class: 'control'}, [el('span', {class: 'control-label', text: 'Layer'}), this.select]);
   }
 
@@ -47,7 +47,7 @@ export class HeadPicker {
     this.swatches = el('div', {class: 'swatches', attrs: {role: 'group', 'aria-label': 'Heads', 'data-control': 'heads'}});
     const all = single
       ? null
-      : el('button', {class: 'link-button', text: 'all', title: 'Show every head', on: {click: () => store.update({heads: null})}});
+      : el('button', {class: 'link-button', text: 'all', title: 'Show every head', on: {click: () => store.update({focus: {heads: null}})}});
     this.element = el('div', {class: 'control'}, [el('span', {class: 'control-label', text: single ? 'Head' : 'Heads'}), this.swatches, all]);
   }
 
@@ -71,7 +71,7 @@ export class HeadPicker {
   }
 
   private click(head: number): void {
-    if (this.single) return this.store.update({heads: [head]});
+    if (this.single) return this.store.update({focus: {heads: [head]}});
     const heads = new Set(shownHeads(this.store.state, this.numHeads));
     if (heads.has(head)) {
       if (heads.size === 1) return; // keep at least one head
@@ -79,14 +79,14 @@ export class HeadPicker {
     } else {
       heads.add(head);
     }
-    this.store.update({heads: heads.size === this.numHeads ? null : [...heads].sort((a, b) => a - b)});
+    this.store.update({focus: {heads: heads.size === this.numHeads ? null : [...heads].sort((a, b) => a - b)}});
   }
 
   private solo(head: number): void {
     if (this.single) return;
-    const heads = this.store.state.heads;
+    const heads = this.store.state.focus.heads;
     const alone = heads !== null && heads.length === 1 && heads[0] === head;
-    this.store.update({heads: alone ? null : [head]});
+    this.store.update({focus: {heads: alone ? null : [head]}});
   }
 }
 
@@ -109,7 +109,7 @@ export class PairFilter {
         text: label,
         title: pair === 'all' ? 'Every query and key' : `Queries in sentence ${pair[0]}, keys in sentence ${pair[1]}`,
         attrs: {'data-pair': pair},
-        on: {click: () => store.update({pair})},
+        on: {click: () => store.update({filters: {pair}})},
       }),
     );
     this.element = el('div', {class: 'control'}, [
@@ -133,8 +133,8 @@ export class HideToggle {
   constructor(store: Store) {
     this.hide = el('input', {attrs: {type: 'checkbox', 'data-control': 'hide'}});
     this.renorm = el('input', {attrs: {type: 'checkbox', 'data-control': 'renorm'}});
-    this.hide.addEventListener('change', () => store.update({hide: this.hide.checked}));
-    this.renorm.addEventListener('change', () => store.update({renorm: this.renorm.checked}));
+    this.hide.addEventListener('change', () => store.update({filters: {hide: this.hide.checked}}));
+    this.renorm.addEventListener('change', () => store.update({filters: {renorm: this.renorm.checked}}));
     this.element = el('div', {class: 'control'}, [
       el('label', {class: 'check', title: 'Hide attention to the first token and to special tokens such as [CLS], [SEP], <|endoftext|>'}, [
         this.hide,
@@ -148,9 +148,9 @@ export class HideToggle {
   }
 
   set(state: Readonly<State>): void {
-    this.hide.checked = state.hide;
-    this.renorm.checked = state.renorm;
-    this.renorm.disabled = !state.hide;
+    this.hide.checked = state.filters.hide;
+    this.renorm.checked = state.filters.renorm;
+    this.renorm.disabled = !state.filters.hide;
   }
 }
 
@@ -172,11 +172,11 @@ export class PruneControls {
     this.topk = el('input', {attrs: {type: 'number', min: '0', max: '999', step: '1', 'data-control': 'topk', 'aria-label': 'Top k arcs per token'}});
     this.threshold.addEventListener('input', () => {
       this.value.textContent = Number(this.threshold.value).toFixed(3);
-      store.update({threshold: Number(this.threshold.value)});
+      store.update({filters: {threshold: Number(this.threshold.value)}});
     });
     this.topk.addEventListener('change', () => {
       const k = Math.max(0, Math.min(999, Math.floor(Number(this.topk.value) || 0)));
-      store.update({topk: k});
+      store.update({filters: {topk: k}});
     });
     this.element = el('div', {class: 'control'}, [
       el('label', {class: 'control', title: 'Arcs of a smaller weight are not drawn'}, [
@@ -192,9 +192,9 @@ export class PruneControls {
   }
 
   set(state: Readonly<State>): void {
-    if (document.activeElement !== this.threshold) this.threshold.value = String(state.threshold);
-    this.value.textContent = state.threshold.toFixed(3);
-    if (document.activeElement !== this.topk) this.topk.value = String(state.topk);
+    if (document.activeElement !== this.threshold) this.threshold.value = String(state.filters.threshold);
+    this.value.textContent = state.filters.threshold.toFixed(3);
+    if (document.activeElement !== this.topk) this.topk.value = String(state.filters.topk);
   }
 }
 
@@ -215,124 +215,5 @@ export class Segmented<T extends string> {
 
   set(value: T): void {
     for (const button of this.buttons) button.setAttribute('aria-pressed', String(button.dataset.value === value));
-  }
-}
-
-/** The metric to plot: the core metrics, then parts of speech received and paid, as the probe logged them. */
-export class MetricPicker {
-  readonly element: HTMLElement;
-  private readonly select: HTMLSelectElement;
-  private key = '';
-
-  constructor(store: Store, label = 'Metric', field: 'metric' = 'metric') {
-    this.select = el('select', {attrs: {'aria-label': label, 'data-control': field}});
-    this.select.addEventListener('change', () => store.update({[field]: this.select.value}));
-    this.element = el('label', {class: 'control'}, [el('span', {class: 'control-label', text: label}), this.select]);
-  }
-
-  set(metrics: readonly string[], metric: string): void {
-    const key = metrics.join('\n');
-    if (key !== this.key) {
-      this.key = key;
-      const groups: [string, string[]][] = [
-        ['Per head', metrics.filter((m) => !posParts(m))],
-        ['Attention to a part of speech', metrics.filter((m) => posParts(m)?.direction === 'pos')],
-        ['Attention from a part of speech', metrics.filter((m) => posParts(m)?.direction === 'pos_from')],
-      ];
-      this.select.replaceChildren(
-        ...groups
-          .filter(([, ms]) => ms.length)
-          .map(([name, ms]) => {
-            const group = el('optgroup');
-            group.label = name;
-            group.append(...ms.map((m) => el('option', {text: optionText(m), attrs: {value: m}})));
-            return group;
-          }),
-      );
-    }
-    this.select.value = metric;
-    this.select.title = metricAbout(metric);
-  }
-}
-
-function optionText(metric: string): string {
-  const pos = posParts(metric);
-  return pos ? `${pos.direction === 'pos' ? 'to' : 'from'} ${pos.tag} (${UPOS_NAMES[pos.tag] ?? pos.tag})` : metricLabel(metric);
-}
-
-/** Runs overlaid on the panel's run, as chips in TensorBoard's run colours. */
-export class RunsPicker {
-  readonly element: HTMLElement;
-  private readonly chips: HTMLElement;
-
-  constructor(private readonly store: Store) {
-    this.chips = el('div', {class: 'chips', attrs: {role: 'group', 'aria-label': 'Runs', 'data-control': 'runs'}});
-    this.element = el('div', {class: 'control'}, [el('span', {class: 'control-label', text: 'Runs'}), this.chips]);
-  }
-
-  /** `runs`: every run with the data; `primary`: the panel's run (always shown). */
-  set(runs: readonly string[], primary: string, shown: readonly string[], color: (run: string) => string): void {
-    const on = new Set([primary, ...shown]);
-    select(this.chips)
-      .selectAll<HTMLButtonElement, string>('button')
-      .data(runs, (run) => run)
-      .join((enter) => {
-        const chip = enter
-          .append('button')
-          .attr('class', 'chip')
-          .on('click', (_event: MouseEvent, run: string) => this.toggle(run));
-        chip.append('span').attr('class', 'chip-key');
-        chip.append('span').attr('class', 'chip-text');
-        return chip;
-      })
-      .attr('data-run', (run) => run)
-      .attr('aria-pressed', (run) => String(on.has(run)))
-      .property('disabled', (run) => run === primary)
-      .attr('title', (run) => (run === primary ? `${run}: the run chosen in the panel` : `${run}: click to overlay or remove`))
-      .style('--chip', (run) => color(run))
-      .call((chip) => chip.select('.chip-text').text((run) => run));
-    this.element.hidden = runs.length < 2;
-  }
-
-  private toggle(run: string): void {
-    const runs = this.store.state.runs;
-    this.store.update({runs: runs.includes(run) ? runs.filter((r) => r !== run) : [...runs, run]});
-  }
-}
-
-/** TensorBoard's smoothing slider and the linear/log step axis. */
-export class CurveControls {
-  readonly element: HTMLElement;
-  private readonly slider: HTMLInputElement;
-  private readonly value: HTMLElement;
-  private readonly axis: Segmented<'linear' | 'log'>;
-
-  constructor(store: Store) {
-    this.slider = el('input', {
-      attrs: {type: 'range', min: '0', max: String(MAX_SMOOTHING), step: '0.01', 'data-control': 'smoothing', 'aria-label': 'Smoothing'},
-    });
-    this.value = el('span', {class: 'control-value'});
-    this.slider.addEventListener('input', () => {
-      this.value.textContent = Number(this.slider.value).toFixed(2);
-      store.update({smoothing: Number(this.slider.value)});
-    });
-    this.axis = new Segmented('Steps', 'xaxis', [
-      ['linear', 'Linear', 'A linear step axis'],
-      ['log', 'Log', 'A logarithmic step axis (step 0 at its left end)'],
-    ], (value) => store.update({xlog: value === 'log'}));
-    this.element = el('div', {class: 'control'}, [
-      el('label', {class: 'control', title: 'Exponential moving average of the curves, as in TensorBoard’s scalars (the raw curve stays faint)'}, [
-        el('span', {class: 'control-label', text: 'Smoothing'}),
-        this.slider,
-        this.value,
-      ]),
-      this.axis.element,
-    ]);
-  }
-
-  set(state: Readonly<State>): void {
-    if (document.activeElement !== this.slider) this.slider.value = String(state.smoothing);
-    this.value.textContent = state.smoothing.toFixed(2);
-    this.axis.set(state.xlog ? 'log' : 'linear');
   }
 }

@@ -5,7 +5,8 @@ import type {ExampleInfo, ExampleKey} from '../api';
 import {valueOf, type AnyRequest} from '../data/cache';
 import * as requests from '../data/requests';
 import type {Attention} from '../decode';
-import type {State, Store} from '../state';
+import type {State} from '../state';
+import type {Store} from '../store';
 import type {ViewModel, ViewStatus} from './view';
 
 /** One loaded example and the state to draw it with. */
@@ -29,7 +30,7 @@ export function exampleNeeds(model: ViewModel): AnyRequest[] {
   const list = requests.examples(sel.run, sel.tag, sel.exampleStep);
   const examples = valueOf(data, list);
   if (examples && !examples.examples.length) return [list];
-  const example = examples ? panelExample(examples.examples, state.example) : state.example;
+  const example = examples ? panelExample(examples.examples, state.panel.example) : state.panel.example;
   return [list, requests.attention({run: sel.run, tag: sel.tag, step: sel.exampleStep, example})];
 }
 
@@ -44,7 +45,7 @@ export class ShownExample {
     if (list.state === 'error') return this.fail(list.error);
     if (list.state === 'ready') {
       if (!list.value.examples.length) return this.fail(`Step ${sel.exampleStep} of ${sel.run}/${sel.tag} holds no examples.`);
-      const index = panelExample(list.value.examples, state.example);
+      const index = panelExample(list.value.examples, state.panel.example);
       const key: ExampleKey = {run: sel.run, tag: sel.tag, step: sel.exampleStep, example: index};
       const weights = data.get(requests.attention(key));
       if (weights.state === 'error') return this.fail(weights.error);
@@ -63,7 +64,7 @@ export class ShownExample {
   /** The file name parts of an export of the example shown. */
   exportName(state: Readonly<State>): (string | number)[] {
     const key = this.last?.key;
-    return [key?.run ?? '', key?.tag ?? '', `step${key?.step ?? 0}`, `ex${key?.example ?? 0}`, `layer${state.layer}`];
+    return [key?.run ?? '', key?.tag ?? '', `step${key?.step ?? 0}`, `ex${key?.example ?? 0}`, `layer${state.focus.layer}`];
   }
 
   private fail(text: string): ViewStatus {
@@ -80,15 +81,15 @@ export function isStatus(value: ExampleModel | ViewStatus): value is ViewStatus 
 /** ↑/↓ move a single locked token, ←/→ change layer. */
 export function exampleKey(store: Store, attention: Attention | null, key: string): boolean {
   if (!attention) return false;
-  const {tokens, layer} = store.state;
+  const {tokens, layer} = store.state.focus;
   if ((key === 'ArrowUp' || key === 'ArrowDown') && tokens.length === 1) {
     const next = tokens[0] + (key === 'ArrowUp' ? -1 : 1);
-    if (next >= 0 && next < attention.numTokens) store.update({tokens: [next]});
+    if (next >= 0 && next < attention.numTokens) store.update({focus: {tokens: [next]}});
     return true;
   }
   if (key === 'ArrowLeft' || key === 'ArrowRight') {
     const next = Math.min(layer, attention.numLayers - 1) + (key === 'ArrowLeft' ? -1 : 1);
-    if (next >= 0 && next < attention.numLayers) store.update({layer: next});
+    if (next >= 0 && next < attention.numLayers) store.update({focus: {layer: next}});
     return true;
   }
   return false;

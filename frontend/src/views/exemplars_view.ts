@@ -5,19 +5,21 @@
 
 import type {Exemplars} from '../api';
 import {HeatmapGeometry, HEATMAP_LEFT, HEATMAP_TOP, LEGEND_HEIGHT, paintHeatmap, paintLegend} from '../components/heatmap';
-import {ACCENT, font, FONT_SMALL, FONT_TITLE, INK, MUTED_INK} from '../theme';
+import {ACCENT, BORDER, FAINT_INK, font, FONT_SMALL, FONT_TITLE, HOVER_FILL, INK, MUTED_INK} from '../theme';
 import {headColors} from '../colors';
 import {LastAnswer, type AnyRequest} from '../data/cache';
 import * as requests from '../data/requests';
-import {pointIn} from '../components/pointer';
-import {el, frameThrottle, hideViewMessage, showViewMessage} from '../dom';
+import {onPointer, type Point} from '../components/pointer';
+import {el, hideViewMessage, showViewMessage} from '../dom';
 import {shareScale, valueText, type Grid} from '../metrics';
 import {CanvasPainter, textWidth, type Painter} from '../painter';
 import {exemplarsTag} from '../schema';
-import {nearestStep, type HeadRef} from '../state';
+import {nearestStep} from '../selection';
+import type {HeadRef} from '../state';
 import {exactToken, readingPieces, truncate} from '../tokens';
 import {Tooltip} from '../tooltip';
 import {HeadPicker, LayerPicker} from './controls';
+import {BOX_PAD, bestScores, exemplarRows, layoutTokens, type Row} from './exemplars/scene';
 import {ScrollingCanvas} from './scrolling_canvas';
 import type {View, ViewContext, ViewModel, ViewStatus} from './view';
 
@@ -25,33 +27,9 @@ const FONT = font(null, 13);
 const FONT_BOLD = font(600, 13);
 const PAD = 16; // px around the list
 const ROW_HEIGHT = 96; // px per exemplar
-const BOX_PAD = 3; // px around a highlighted token
 const TOKEN_LINE = 70; // px from a row's top to its tokens' baseline middle
-const MAX_TOKEN_CHARS = 24;
 const SIDE_WIDTH = 250; // px: the head map
 const MAP_CELL = 22; // px, at most
-const ELLIPSIS = '…';
-
-/** One drawn token or an elision mark, at x (left edge) with its width. */
-interface Item {
-  index: number | null;
-  label: string;
-  x: number;
-  w: number;
-}
-
-interface Row {
-  rank: number;
-  input: number;
-  score: number;
-  from: number;
-  to: number;
-  tokens: string[];
-  text: string | null;
-  example: number | null;
-  items: Item[];
-  top: number;
-}
 
 export class ExemplarsView implements View {
   readonly id = 'exemplars' as const;
@@ -91,22 +69,33 @@ export class ExemplarsView implements View {
     this.inspector = el('div', {class: 'inspector'});
     this.element = el('div', {class: 'view view-exemplars'}, [this.message, el('div', {class: 'metrics-layout'}, [this.side, this.area.element]), this.inspector]);
     this.tooltip = new Tooltip(this.element);
-    this.area.canvas.addEventListener('mousemove', frameThrottle((event: MouseEvent) => this.pointer(event)));
-    this.area.canvas.addEventListener('mouseleave', () => {
-      this.hoverRow = null;
-      this.tooltip.hide();
-      this.draw();
-    });
-    this.area.canvas.addEventListener('click', (event) => this.open(this.rowAt(event)));
-    this.mapCanvas.addEventListener('mousemove', frameThrottle((event: MouseEvent) => this.mapPointer(event)));
-    this.mapCanvas.addEventListener('mouseleave', () => {
-      this.hoverHead = null;
-      this.tooltip.hide();
-      this.drawMap();
-    });
-    this.mapCanvas.addEventListener('click', (event) => {
-      const head = this.mapHit(event);
-      if (head) store.update({layer: head[0], heads: [head[1]]});
+    onPointer(
+      this.area.canvas,
+      {
+        move: (at, event) => this.pointer(at, event),
+        leave: () => {
+          this.hoverRow = null;
+          this.tooltip.hide();
+          this.draw();
+        },
+        click: (at) => this.open(this.rowAt(at)),
+      },
+      (event) => {
+        const {x, y} = this.area.point(event);
+        return {x, y: y + this.area.scrollTop};
+      },
+    );
+    onPointer(this.mapCanvas, {
+      move: (at, event) => this.mapPointer(at, event),
+      leave: () => {
+        this.hoverHead = null;
+        this.tooltip.hide();
+        this.drawMap();
+      },
+      click: (at) => {
+        const head = this.map?.hit(at.x, at.y);
+        if (head) store.update({focus: {layer: head[0], heads: [head[1]]}});
+      },
     });
   }
 
@@ -131,7 +120,7 @@ export class ExemplarsView implements View {
     const info = tags[selection.run][tag];
     if (info?.kind !== 'exemplars' || !info.steps.length) return null;
     const steps = [...info.steps].sort((a, b) => a - b);
-    const step = state.step === null ? steps[steps.length - 1] : nearestStep(steps, state.step);
+    const step = state.panel.step === null ? steps[steps.length - 1] : nearestStep(steps, state.panel.step);
     return requests.exemplars(selection.run, tag, step);
   }
 
@@ -152,28 +141,14 @@ export class ExemplarsView implements View {
     if (this.table.error) return this.show(this.table.error);
     const table = this.table.value;
     if (!table || table.run !== selection.run || table.tag !== tag) return this.show('Loading the exemplars…');
-    const layer = Math.min(state.layer, table.num_layers - 1);
-    const head = Math.min(state.heads?.[0] ?? 0, table.num_heads - 1);
+    const layer = Math.min(state.focus.layer, table.num_layers - 1);
+    const head = Math.min(state.focus.heads?.[0] ?? 0, table.num_heads - 1);
     this.head = [layer, head];
     this.layerPicker.set(table.num_layers, layer);
     this.headPicker.set(headColors(table.num_heads), [head]);
-    this.best = table.heads.map((row) => row.map((list) => list[0]?.score ?? null));
+    this.best = bestScores(table);
     const list = table.heads[layer]?.[head] ?? [];
-    this.rows = list.map((e, rank) => {
-      const input = table.inputs[e.input];
-      return {
-        rank,
-        input: e.input,
-        score: e.score,
-        from: e.from,
-        to: e.to,
-        tokens: input?.tokens ?? [],
-        text: input?.text ?? null,
-        example: input?.example ?? null,
-        items: [],
-        top: PAD + rank * ROW_HEIGHT,
-      };
-    });
+    this.rows = exemplarRows(table, layer, head, PAD, ROW_HEIGHT);
     hideViewMessage(this.element, this.message);
     this.inspector.replaceChildren(
       el('span', {class: 'inspector-token', text: `${table.run} · ${selection.tag} · step ${table.step} · layer ${layer}, head ${head}`}),
@@ -205,61 +180,10 @@ export class ExemplarsView implements View {
     this.mapCanvas.style.height = `${this.mapHeight}px`;
     this.contentHeight = PAD + this.rows.length * ROW_HEIGHT + PAD;
     this.area.fit(this.contentHeight, 0);
-    for (const row of this.rows) row.items = this.layoutTokens(row, this.area.width - 2 * PAD - 16);
+    const measure = (text: string, bold: boolean) => textWidth(text, bold ? FONT_BOLD : FONT);
+    for (const row of this.rows) row.items = layoutTokens(row, this.area.width - 2 * PAD - 16, PAD + 10, measure);
     this.drawMap();
     this.draw();
-  }
-
-  /** The tokens of one input on one line, as running text: all of them when they fit, else a
-   * window around the arc (and when the arc itself is too long, its two ends, the middle elided). */
-  private layoutTokens(row: Row, width: number): Item[] {
-    const pieces = readingPieces(row.tokens).map((p) => ({...p, text: truncate(p.text, MAX_TOKEN_CHARS)}));
-    const space = textWidth(' ', FONT);
-    const bold = (i: number) => i === row.from || i === row.to;
-    // Highlighted tokens get a little room on each side for their box.
-    const w = pieces.map((p, i) => textWidth(p.text, bold(i) ? FONT_BOLD : FONT) + (p.space ? space : 0) + (bold(i) ? 2 * BOX_PAD : 0));
-    const ellipsis = textWidth(ELLIPSIS, FONT) + 2 * space;
-    const sum = (a: number, b: number) => w.slice(a, b + 1).reduce((s, x) => s + x, 0);
-    const n = row.tokens.length;
-    const lo = Math.max(0, Math.min(row.from, row.to, n - 1));
-    const hi = Math.max(0, Math.min(Math.max(row.from, row.to), n - 1));
-    let indices: (number | null)[];
-    if (sum(0, n - 1) <= width) {
-      indices = Array.from({length: n}, (_, i) => i);
-    } else if (sum(lo, hi) + 2 * ellipsis <= width) {
-      let a = lo;
-      let b = hi;
-      for (let grew = true; grew; ) {
-        grew = false;
-        if (a > 0 && sum(a - 1, b) + 2 * ellipsis <= width) [a, grew] = [a - 1, true];
-        if (b < n - 1 && sum(a, b + 1) + 2 * ellipsis <= width) [b, grew] = [b + 1, true];
-      }
-      indices = [...(a > 0 ? [null] : []), ...Array.from({length: b - a + 1}, (_, i) => a + i), ...(b < n - 1 ? [null] : [])];
-    } else {
-      let k = 0;
-      while (lo + k + 1 < hi - k - 1 && sum(lo, lo + k + 1) + sum(hi - k - 1, hi) + 3 * ellipsis <= width) k++;
-      indices = [
-        ...(lo > 0 ? [null] : []),
-        ...Array.from({length: k + 1}, (_, i) => lo + i),
-        null,
-        ...Array.from({length: k + 1}, (_, i) => hi - k + i),
-        ...(hi < n - 1 ? [null] : []),
-      ];
-    }
-    let x = PAD + 10;
-    return indices.map((index, t) => {
-      if (index === null) {
-        const item = {index, label: ELLIPSIS, x: x + space, w: ellipsis - 2 * space};
-        x += ellipsis;
-        return item;
-      }
-      const piece = pieces[index];
-      if (piece.space && t > 0) x += space;
-      if (bold(index)) x += BOX_PAD;
-      const item = {index, label: piece.text, x, w: textWidth(piece.text, bold(index) ? FONT_BOLD : FONT)};
-      x += item.w + (bold(index) ? BOX_PAD : 0);
-      return item;
-    });
   }
 
   // -------------------------------------------------------------------------------------------
@@ -299,8 +223,8 @@ export class ExemplarsView implements View {
     }
     for (const row of this.rows) {
       const top = row.top;
-      if (this.hoverRow === row.rank) painter.rect(PAD, top, width - 2 * PAD, ROW_HEIGHT - 8, '#f5f5f5');
-      painter.strokeRect(PAD + 0.5, top + 0.5, width - 2 * PAD - 1, ROW_HEIGHT - 9, '#e0e0e0', 1);
+      if (this.hoverRow === row.rank) painter.rect(PAD, top, width - 2 * PAD, ROW_HEIGHT - 8, HOVER_FILL);
+      painter.strokeRect(PAD + 0.5, top + 0.5, width - 2 * PAD - 1, ROW_HEIGHT - 9, BORDER, 1);
       const pieces = readingPieces(row.tokens);
       const q = truncate(pieces[row.from]?.text ?? '', 20);
       const k = truncate(pieces[row.to]?.text ?? '', 20);
@@ -310,7 +234,7 @@ export class ExemplarsView implements View {
       painter.text(headline, PAD + 8 + textWidth(head, FONT_TITLE) + 8, top + 14, {font: FONT_SMALL, color: MUTED_INK});
       painter.text(row.example === null ? 'weights not stored' : 'open in the head view ›', width - PAD - 10, top + 14, {
         font: FONT_SMALL,
-        color: row.example === null ? '#bdbdbd' : this.hoverRow === row.rank ? ACCENT : MUTED_INK,
+        color: row.example === null ? FAINT_INK : this.hoverRow === row.rank ? ACCENT : MUTED_INK,
         align: 'right',
       });
       const y = top + TOKEN_LINE;
@@ -362,19 +286,17 @@ export class ExemplarsView implements View {
     data.rows = JSON.stringify(this.rows.map((r) => ({input: r.input, score: r.score, from: r.from, to: r.to, example: r.example, top: r.top - this.area.scrollTop, height: ROW_HEIGHT})));
   }
 
-  private rowAt(event: MouseEvent): Row | null {
-    const {x, y} = this.area.point(event);
-    const cy = y + this.area.scrollTop;
+  /** The row under a point of the content (scroll included). */
+  private rowAt({x, y: cy}: Point): Row | null {
     return this.rows.find((r) => cy >= r.top && cy < r.top + ROW_HEIGHT - 8 && x >= PAD && x <= this.area.width - PAD) ?? null;
   }
 
-  private pointer(event: MouseEvent): void {
-    const row = this.rowAt(event);
+  private pointer(at: Point, event: MouseEvent): void {
+    const row = this.rowAt(at);
     const rank = row?.rank ?? null;
     this.area.canvas.style.cursor = row && row.example !== null ? 'pointer' : 'default';
     if (row) {
-      const {x, y} = this.area.point(event);
-      const cy = y + this.area.scrollTop;
+      const {x, y: cy} = at;
       const item = Math.abs(cy - (row.top + TOKEN_LINE)) < 12 ? row.items.find((it) => it.index !== null && x >= it.x && x < it.x + it.w) : undefined;
       const lines = item
         ? [{label: `token ${item.index}`, strong: true}, exactToken(row.tokens[item.index!])]
@@ -398,25 +320,11 @@ export class ExemplarsView implements View {
     const table = this.table.value;
     if (!row || row.example === null || !table) return;
     const [layer, head] = this.head;
-    this.context.store.update({
-      view: 'head',
-      step: this.model?.state.step === null ? null : table.step,
-      example: row.example,
-      layer,
-      heads: [head],
-      tokens: [row.from],
-      side: 'from',
-    });
+    this.context.store.update({view: 'head', panel: {step: this.model?.state.panel.step === null ? null : table.step, example: row.example}, focus: {layer, heads: [head], tokens: [row.from], side: 'from'}});
   }
 
-  private mapHit(event: MouseEvent): HeadRef | null {
-    if (!this.map) return null;
-    const {x, y} = pointIn(this.mapCanvas, event);
-    return this.map.hit(x, y);
-  }
-
-  private mapPointer(event: MouseEvent): void {
-    const head = this.mapHit(event);
+  private mapPointer(at: Point, event: MouseEvent): void {
+    const head = this.map?.hit(at.x, at.y) ?? null;
     this.mapCanvas.style.cursor = head ? 'pointer' : 'default';
     if (head) {
       const value = this.best[head[0]]?.[head[1]];

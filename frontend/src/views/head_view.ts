@@ -2,24 +2,17 @@
 // on one canvas with only the visible rows drawn, so 1024 tokens stay as fluid as 128.
 
 import {headColors} from '../colors';
-import {INK, MUTED_INK, font} from '../theme';
-import {readColumn, readRow, type Attention} from '../decode';
+import {isAdditive, onPointer, type Point} from '../components/pointer';
+import {tokenLabels, type TokenLabels} from '../components/token_labels';
+import type {Attention} from '../decode';
 import {el} from '../dom';
 import {textWidth, type Painter} from '../painter';
-import type {Side, State} from '../state';
-import {displayToken, exactToken, isByteLevel, truncate} from '../tokens';
-import {
-  filterRow,
-  pairRanges,
-  pruneRow,
-  specialTokenMask,
-  topEntries,
-  type Prune,
-  type Range,
-  type RowFilter,
-} from '../transforms';
-import {ArcBatch, computeArcs, type ArcSet} from './arcs';
-import {HeadPicker, HideToggle, LayerPicker, PairFilter, PruneControls, shownHeads} from './controls';
+import type {Side} from '../state';
+import {FAINT_INK, font, HIGHLIGHT_FILL, INK, MUTED_INK} from '../theme';
+import {truncate} from '../tokens';
+import {HeadPicker, HideToggle, LayerPicker, PairFilter, PruneControls} from './controls';
+import {ArcBatch, computeArcs, type ArcSet} from './head/arcs';
+import {clickTokens, focusedTokens, focusedWeights, inspection, weightFilter, type FocusedTokens, type WeightFilter} from './head/scene';
 import {ScrollingCanvas} from './scrolling_canvas';
 import {exampleKey, exampleNeeds, isStatus, ShownExample, type ExampleModel} from './example';
 import type {View, ViewContext, ViewModel, ViewStatus} from './view';
@@ -41,13 +34,6 @@ const MAX_GAP = 460;
 const MAX_LABEL_CHARS = 28;
 const FOCUS_ARC_WIDTH = 2; // px
 const ARC_WIDTH = 1.5; // px
-const TOP_ENTRIES = 5; // keys listed by the inspector
-
-interface Focus {
-  side: Side;
-  tokens: number[];
-  locked: boolean;
-}
 
 interface Layout {
   width: number;
@@ -66,10 +52,7 @@ interface Scene {
   labels: string[];
   labelWidth: number;
   colors: string[];
-  heads: number[];
-  filter: RowFilter;
-  queries: Range;
-  prune: Prune;
+  weights: WeightFilter;
   arcs: ArcSet;
 }
 
@@ -91,10 +74,9 @@ export class HeadView implements View {
   private scene: Scene | null = null;
   private sceneKey = '';
   private labelsKey: Attention | null = null;
-  private labelCache: {labels: string[]; width: number} = {labels: [], width: 0};
+  private labelCache: TokenLabels = {labels: [], width: 0};
   private hover: {side: Side; index: number} | null = null;
   private layout: Layout = {width: 0, height: 0, column: 0, strip: 0, leftX: 0, rightX: 0, scrollTop: 0};
-  private row = new Float32Array(0);
 
   constructor(private readonly context: ViewContext) {
     const {store} = context;
@@ -113,9 +95,18 @@ export class HeadView implements View {
     this.area = new ScrollingCanvas('head', () => this.draw());
     this.inspector = el('div', {class: 'inspector', attrs: {'aria-live': 'polite'}});
     this.element = el('div', {class: 'view view-head'}, [this.area.element, this.inspector]);
-    this.area.canvas.addEventListener('mousemove', (event) => this.pointer(event));
-    this.area.canvas.addEventListener('mouseleave', () => this.setHover(null));
-    this.area.canvas.addEventListener('click', (event) => this.click(event));
+    onPointer(
+      this.area.canvas,
+      {
+        move: (at) => this.pointer(at),
+        leave: () => this.setHover(null),
+        click: (at, event) => {
+          const patch = this.scene && clickTokens(this.context.store.state.focus, this.hit(at), isAdditive(event));
+          if (patch) this.context.store.update({focus: patch});
+        },
+      },
+      (event) => this.area.point(event),
+    );
   }
 
   get width(): number {
@@ -149,44 +140,24 @@ export class HeadView implements View {
   setExample(model: ExampleModel): void {
     const {state, attention: a} = model;
     const colors = headColors(a.numHeads);
-    const heads = shownHeads(state, a.numHeads);
-    const layer = Math.min(state.layer, a.numLayers - 1);
-    this.layer.set(a.numLayers, layer);
-    this.heads.set(colors, heads);
-    const segments = model.example.segments;
-    this.pair.set(Boolean(segments?.length), state.pair);
+    const weights = weightFilter(state, a, model.example);
+    this.layer.set(a.numLayers, weights.layer);
+    this.heads.set(colors, weights.heads);
+    this.pair.set(Boolean(model.example.segments?.length), state.filters.pair);
     this.hide.set(state);
     this.prune.set(state);
-
-    const ranges = pairRanges(a.numTokens, segments, state.pair);
-    const filter: RowFilter = {
-      hidden: state.hide ? specialTokenMask(a.tokens) : null,
-      renormalize: state.hide && state.renorm,
-      keys: ranges.keys,
-    };
-    const prune = {threshold: state.threshold, topK: state.topk};
-    const key = JSON.stringify([model.key, layer, heads, ranges, state.hide, state.renorm, prune]);
+    const {layer, heads, filter, queries, prune} = weights;
+    const key = JSON.stringify([model.key, layer, heads, queries, filter.keys, state.filters.hide, state.filters.renorm, prune]);
     if (key !== this.sceneKey || this.scene?.attention !== a) {
       this.sceneKey = key;
       const {labels, width} = this.labels(a);
-      this.scene = {
-        model,
-        attention: a,
-        labels,
-        labelWidth: width,
-        colors,
-        heads,
-        filter,
-        queries: ranges.queries,
-        prune,
-        arcs: computeArcs(a, layer, heads, filter, ranges.queries, prune),
-      };
+      this.scene = {model, attention: a, labels, labelWidth: width, colors, weights, arcs: computeArcs(a, layer, heads, filter, queries, prune)};
     } else {
       this.scene!.model = model;
     }
     if (this.hover && this.hover.index >= a.numTokens) this.hover = null;
-    const first = state.tokens.length ? state.tokens[0] * ROW_HEIGHT : null;
-    this.area.revealOnChange(`${state.side}:${state.tokens}`, first, ROW_HEIGHT);
+    const first = state.focus.tokens.length ? state.focus.tokens[0] * ROW_HEIGHT : null;
+    this.area.revealOnChange(`${state.focus.side}:${state.focus.tokens}`, first, ROW_HEIGHT);
     this.resize();
   }
 
@@ -210,18 +181,20 @@ export class HeadView implements View {
     const scene = this.scene;
     const {layout} = this;
     const a = scene.attention;
-    const state = scene.model.state;
     const first = Math.max(0, Math.floor((layout.scrollTop - PAD) / ROW_HEIGHT));
     const last = Math.min(a.numTokens - 1, Math.floor((layout.scrollTop + layout.height - HEADER_HEIGHT - PAD) / ROW_HEIGHT));
     const y = (i: number) => HEADER_HEIGHT + PAD + i * ROW_HEIGHT + ROW_HEIGHT / 2 - layout.scrollTop;
     const leftEdge = layout.leftX + layout.column;
     const rightEdge = layout.rightX;
-    const focus = this.focus(state);
-    const batch = new ArcBatch(scene.heads.length);
-    const stripes: Float32Array[] = [];
+    const focus = this.focus();
+    const {heads} = scene.weights;
+    const batch = new ArcBatch(heads.length);
+    let stripes: Float32Array[] = [];
 
     if (focus) {
-      this.focusArcs(scene, focus, batch, stripes, y, leftEdge, rightEdge);
+      const focused = focusedWeights(a, scene.weights, focus, scene.arcs.kept);
+      stripes = focused.stripes;
+      for (const arc of focused.arcs) batch.add(arc.slot, arc.weight, leftEdge, y(arc.from), rightEdge, y(arc.to));
     } else {
       const {arcs} = scene;
       for (let t = 0; t < arcs.count; t++) {
@@ -240,22 +213,22 @@ export class HeadView implements View {
       const labelBoxWidth = layout.column - layout.strip;
       if (focus) {
         for (const i of focus.tokens) {
-          if (i >= first && i <= last) painter.rect(labelBox(focus.side), y(i) - ROW_HEIGHT / 2 + 1, labelBoxWidth, ROW_HEIGHT - 2, '#e8eaed');
+          if (i >= first && i <= last) painter.rect(labelBox(focus.side), y(i) - ROW_HEIGHT / 2 + 1, labelBoxWidth, ROW_HEIGHT - 2, HIGHLIGHT_FILL);
         }
         const stripX = focus.side === 'from' ? layout.rightX : leftEdge - layout.strip;
-        const cell = layout.strip / scene.heads.length;
+        const cell = layout.strip / heads.length;
         for (let j = first; j <= last; j++) {
-          for (let s = 0; s < scene.heads.length; s++) {
+          for (let s = 0; s < heads.length; s++) {
             const w = stripes[s][j];
-            if (w > 0) painter.rect(stripX + s * cell, y(j) - ROW_HEIGHT / 2 + 2, cell, ROW_HEIGHT - 4, scene.colors[scene.heads[s]], Math.min(1, w));
+            if (w > 0) painter.rect(stripX + s * cell, y(j) - ROW_HEIGHT / 2 + 2, cell, ROW_HEIGHT - 4, scene.colors[heads[s]], Math.min(1, w));
           }
         }
       }
       batch.flush((slot, alpha, xy, count) =>
-        painter.lines(xy, count, scene.colors[scene.heads[slot]], alpha, focus ? FOCUS_ARC_WIDTH : ARC_WIDTH),
+        painter.lines(xy, count, scene.colors[heads[slot]], alpha, focus ? FOCUS_ARC_WIDTH : ARC_WIDTH),
       );
-      const {queries} = scene;
-      const keys = scene.filter.keys;
+      const {queries, filter} = scene.weights;
+      const keys = filter.keys;
       const focused = new Set(focus?.tokens ?? []);
       for (let i = first; i <= last; i++) {
         const label = scene.labels[i];
@@ -263,18 +236,18 @@ export class HeadView implements View {
         const rightFocus = focus?.side === 'to' && focused.has(i);
         const hoverLeft = this.hover?.side === 'from' && this.hover.index === i;
         const hoverRight = this.hover?.side === 'to' && this.hover.index === i;
-        if (hoverLeft && !leftFocus) painter.strokeRect(labelBox('from') + 0.5, y(i) - ROW_HEIGHT / 2 + 1.5, labelBoxWidth - 1, ROW_HEIGHT - 3, '#bdbdbd');
-        if (hoverRight && !rightFocus) painter.strokeRect(labelBox('to') + 0.5, y(i) - ROW_HEIGHT / 2 + 1.5, labelBoxWidth - 1, ROW_HEIGHT - 3, '#bdbdbd');
-        painter.text(String(i), layout.leftX - LABEL_PAD, y(i), {font: FONT_INDEX, color: '#bdbdbd', align: 'right'});
-        const hidden = scene.filter.hidden?.[i] === 1;
+        if (hoverLeft && !leftFocus) painter.strokeRect(labelBox('from') + 0.5, y(i) - ROW_HEIGHT / 2 + 1.5, labelBoxWidth - 1, ROW_HEIGHT - 3, FAINT_INK);
+        if (hoverRight && !rightFocus) painter.strokeRect(labelBox('to') + 0.5, y(i) - ROW_HEIGHT / 2 + 1.5, labelBoxWidth - 1, ROW_HEIGHT - 3, FAINT_INK);
+        painter.text(String(i), layout.leftX - LABEL_PAD, y(i), {font: FONT_INDEX, color: FAINT_INK, align: 'right'});
+        const hidden = filter.hidden?.[i] === 1;
         painter.text(label, leftEdge - layout.strip - LABEL_PAD, y(i), {
           font: leftFocus ? FONT_FOCUS : FONT,
-          color: i >= queries.start && i < queries.end ? INK : '#bdbdbd',
+          color: i >= queries.start && i < queries.end ? INK : FAINT_INK,
           align: 'right',
         });
         painter.text(label, rightEdge + layout.strip + LABEL_PAD, y(i), {
           font: rightFocus ? FONT_FOCUS : FONT,
-          color: hidden || i < keys.start || i >= keys.end ? '#bdbdbd' : INK,
+          color: hidden || i < keys.start || i >= keys.end ? FAINT_INK : INK,
           align: 'left',
         });
       }
@@ -302,67 +275,20 @@ export class HeadView implements View {
     this.inspect();
   }
 
-  /** Arcs and per-head stripes of the focused tokens (locked, else hovered). */
-  private focusArcs(
-    scene: Scene,
-    focus: Focus,
-    batch: ArcBatch,
-    stripes: Float32Array[],
-    y: (i: number) => number,
-    leftEdge: number,
-    rightEdge: number,
-  ): void {
-    const a = scene.attention;
-    const n = a.numTokens;
-    const layer = Math.min(scene.model.state.layer, a.numLayers - 1);
-    const {filter, queries, prune} = scene;
-    if (this.row.length !== n) this.row = new Float32Array(n);
-    const {row} = this;
-    const order = new Int32Array(n);
-    scene.heads.forEach((head, s) => {
-      const sum = new Float32Array(n);
-      stripes.push(sum);
-      for (const t of focus.tokens) {
-        if (focus.side === 'from') {
-          if (t < queries.start || t >= queries.end) continue;
-          filterRow(readRow(a, layer, head, t, row), filter);
-        } else {
-          if (t < filter.keys.start || t >= filter.keys.end || filter.hidden?.[t]) continue;
-          readColumn(a, layer, head, t, row);
-          const kept = scene.arcs.kept[s];
-          for (let i = 0; i < n; i++) {
-            if (i < queries.start || i >= queries.end) row[i] = 0;
-            else if (filter.renormalize && kept[i] > 0) row[i] /= kept[i];
-          }
-        }
-        for (let j = 0; j < n; j++) sum[j] += row[j];
-        const count = pruneRow(row, prune, order);
-        for (let u = 0; u < count; u++) {
-          const other = order[u];
-          const [i, j] = focus.side === 'from' ? [t, other] : [other, t];
-          batch.add(s, row[other], leftEdge, y(i), rightEdge, y(j));
-        }
-      }
-    });
-  }
-
-  private focus(state: Readonly<State>): Focus | null {
-    const n = this.scene!.attention.numTokens;
-    const locked = state.tokens.filter((t) => t < n);
-    if (locked.length) return {side: state.side, tokens: locked, locked: true};
-    if (this.hover) return {side: this.hover.side, tokens: [this.hover.index], locked: false};
-    return null;
+  private focus(): FocusedTokens | null {
+    const scene = this.scene;
+    return scene ? focusedTokens(scene.model.state.focus, this.hover, scene.attention.numTokens) : null;
   }
 
   private focusLabel(): string {
-    const focus = this.scene && this.focus(this.scene.model.state);
+    const focus = this.focus();
     return focus ? `${focus.locked ? 'locked' : 'hover'}:${focus.side}:${focus.tokens.join(',')}` : '';
   }
 
   /** The text line under the figure: the focused tokens, exactly as logged, and what they attend to. */
   private inspect(): void {
     const scene = this.scene!;
-    const focus = this.focus(scene.model.state);
+    const focus = this.focus();
     if (!focus) {
       this.inspector.replaceChildren(
         el('span', {
@@ -372,31 +298,16 @@ export class HeadView implements View {
       );
       return;
     }
-    const a = scene.attention;
-    const layer = Math.min(scene.model.state.layer, a.numLayers - 1);
-    const mean = new Float32Array(a.numTokens);
-    const row = new Float32Array(a.numTokens);
-    for (const head of scene.heads) {
-      for (const t of focus.tokens) {
-        if (focus.side === 'from') filterRow(readRow(a, layer, head, t, row), scene.filter);
-        else readColumn(a, layer, head, t, row);
-        for (let j = 0; j < row.length; j++) mean[j] += row[j] / scene.heads.length;
-      }
-    }
-    const tokens = focus.tokens.map((t) => `#${t} ${exactToken(a.tokens[t])}`).join(' + ');
-    const verb = focus.side === 'from' ? 'attends to' : 'is attended by';
-    const top = topEntries(mean, TOP_ENTRIES);
+    const {tokens, verb, top} = inspection(scene.attention, scene.weights, focus);
+    const count = scene.weights.heads.length;
     this.inspector.replaceChildren(
       el('span', {class: 'inspector-token', attrs: {'data-inspector': 'tokens'}, text: tokens}),
-      el('span', {class: 'hint', text: ` ${verb} (mean of ${scene.heads.length} head${scene.heads.length > 1 ? 's' : ''}): `}),
-      ...top.map(({index, weight}) =>
-        el('span', {class: 'inspector-entry', text: `${truncate(scene.labels[index], 16)} ${(weight * 100).toFixed(1)}%`}),
-      ),
+      el('span', {class: 'hint', text: ` ${verb} (mean of ${count} head${count > 1 ? 's' : ''}): `}),
+      ...top.map(({index, weight}) => el('span', {class: 'inspector-entry', text: `${truncate(scene.labels[index], 16)} ${(weight * 100).toFixed(1)}%`})),
     );
   }
 
-  private hit(event: MouseEvent): {side: Side; index: number} | null {
-    const {x, y: yy} = this.area.point(event);
+  private hit({x, y: yy}: Point): {side: Side; index: number} | null {
     const {layout} = this;
     const index = Math.floor((yy - HEADER_HEIGHT - PAD + layout.scrollTop) / ROW_HEIGHT);
     if (yy < HEADER_HEIGHT || index < 0 || index >= this.scene!.attention.numTokens) return null;
@@ -405,9 +316,9 @@ export class HeadView implements View {
     return null;
   }
 
-  private pointer(event: MouseEvent): void {
+  private pointer(at: Point): void {
     if (!this.scene) return;
-    const hit = this.hit(event);
+    const hit = this.hit(at);
     this.area.canvas.style.cursor = hit ? 'pointer' : 'default';
     this.setHover(hit);
   }
@@ -418,39 +329,10 @@ export class HeadView implements View {
     this.draw();
   }
 
-  private click(event: MouseEvent): void {
-    if (!this.scene) return;
-    const hit = this.hit(event);
-    const {store} = this.context;
-    const {tokens, side} = store.state;
-    if (!hit) {
-      if (tokens.length) store.update({tokens: []});
-      return;
-    }
-    if (event.shiftKey || event.metaKey || event.ctrlKey) {
-      const current = side === hit.side ? tokens : [];
-      const next = current.includes(hit.index) ? current.filter((t) => t !== hit.index) : [...current, hit.index].sort((x, y) => x - y);
-      store.update({tokens: next, side: hit.side});
-    } else if (tokens.length === 1 && tokens[0] === hit.index && side === hit.side) {
-      store.update({tokens: []});
-    } else {
-      store.update({tokens: [hit.index], side: hit.side});
-    }
-  }
-
-  private labels(a: Attention): {labels: string[]; width: number} {
+  private labels(a: Attention): TokenLabels {
     if (this.labelsKey !== a) {
-      const byteLevel = isByteLevel(a.tokens);
-      const labels = a.tokens.map((t) => {
-        let label = truncate(displayToken(t, byteLevel), MAX_LABEL_CHARS);
-        for (let max = MAX_LABEL_CHARS - 1; max > 1 && textWidth(label, FONT_FOCUS) > MAX_LABEL; max--) {
-          label = truncate(label, max);
-        }
-        return label;
-      });
-      const width = labels.reduce((max, label) => Math.max(max, textWidth(label, FONT_FOCUS)), 0);
       this.labelsKey = a;
-      this.labelCache = {labels, width};
+      this.labelCache = tokenLabels(a.tokens, FONT_FOCUS, MAX_LABEL_CHARS, MAX_LABEL);
     }
     return this.labelCache;
   }

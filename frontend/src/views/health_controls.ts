@@ -2,16 +2,9 @@
 // thresholds, each with its default and the reason for it in its tooltip.
 
 import {el} from '../dom';
-import type {State, Store} from '../state';
+import type {State} from '../state';
+import type {Store} from '../store';
 import {HEALTH_DEFAULTS, type HealthThresholds} from './health_rank';
-
-/** The state field of each threshold. */
-const FIELDS: Record<keyof HealthThresholds, 'lgrow' | 'llevel' | 'edrop' | 'efloor'> = {
-  logitGrowth: 'lgrow',
-  logitLevel: 'llevel',
-  entropyDrop: 'edrop',
-  entropyFloor: 'efloor',
-};
 
 /** Labels, units and the reasons for the defaults (README: "The Health panel"). */
 const THRESHOLDS: [keyof HealthThresholds, string, string, string][] = [
@@ -21,9 +14,13 @@ const THRESHOLDS: [keyof HealthThresholds, string, string, string][] = [
   ['entropyFloor', 'or <', 'nats', `A head is flagged when its attention entropy falls below this many nats (0: off). Default ${HEALTH_DEFAULTS.entropyFloor}: the query's largest weight is then about 0.98–0.99, its attention one-hot.`],
 ];
 
+/** The URL key of each threshold (url_state.ts), named on its input for tests and links. */
+const KEYS: Record<keyof HealthThresholds, string> = {logitGrowth: 'lgrow', logitLevel: 'llevel', entropyDrop: 'edrop', entropyFloor: 'efloor'};
+
 /** The thresholds a state sets. */
 export function healthThresholds(state: Readonly<State>): HealthThresholds {
-  return {logitGrowth: state.lgrow, logitLevel: state.llevel, entropyDrop: state.edrop, entropyFloor: state.efloor};
+  const {logitGrowth, logitLevel, entropyDrop, entropyFloor} = state.health;
+  return {logitGrowth, logitLevel, entropyDrop, entropyFloor};
 }
 
 export class HealthControls {
@@ -35,16 +32,16 @@ export class HealthControls {
 
   constructor(store: Store) {
     this.source = el('select', {attrs: {'aria-label': 'Health source', 'data-control': 'health-source'}});
-    this.source.addEventListener('change', () => store.update({hsource: this.source.value}));
+    this.source.addEventListener('change', () => store.update({health: {source: this.source.value}}));
     this.sourceControl = el('label', {class: 'control', title: 'attention_health: the AttentionMonitor on training batches; a probe: its max_logit on the probe inputs'}, [
       el('span', {class: 'control-label', text: 'Source'}),
       this.source,
     ]);
     const thresholds = THRESHOLDS.map(([key, label, unit, title]) => {
-      const input = el('input', {attrs: {type: 'number', min: '0', step: 'any', 'data-control': FIELDS[key], 'aria-label': `${label} ${unit}`.trim()}});
+      const input = el('input', {attrs: {type: 'number', min: '0', step: 'any', 'data-control': KEYS[key], 'aria-label': `${label} ${unit}`.trim()}});
       input.addEventListener('change', () => {
         const value = Number(input.value);
-        store.update({[FIELDS[key]]: Number.isFinite(value) && value >= 0 ? value : HEALTH_DEFAULTS[key]});
+        store.update({health: {[key]: Number.isFinite(value) && value >= 0 ? value : HEALTH_DEFAULTS[key]}});
       });
       this.inputs.set(key, input);
       return el('label', {class: 'control threshold', title}, [el('span', {class: 'control-label', text: label}), input, unit ? el('span', {class: 'control-label', text: unit}) : null]);
@@ -53,7 +50,7 @@ export class HealthControls {
       class: 'link-button',
       text: 'defaults',
       title: 'Back to the default thresholds (hover a threshold for the reason behind its default)',
-      on: {click: () => store.update({lgrow: HEALTH_DEFAULTS.logitGrowth, llevel: HEALTH_DEFAULTS.logitLevel, edrop: HEALTH_DEFAULTS.entropyDrop, efloor: HEALTH_DEFAULTS.entropyFloor})},
+      on: {click: () => store.update({health: {...HEALTH_DEFAULTS}})},
     });
     this.element = el('div', {class: 'toolbar-group'}, [this.sourceControl, ...thresholds, reset]);
   }

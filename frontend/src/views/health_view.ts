@@ -66,12 +66,12 @@ export class HealthView implements View {
   }
 
   needs(model: ViewModel): AnyRequest[] {
-    return healthPlan(model.tags, model.state.hsource).series.map((s) => s.request);
+    return healthPlan(model.tags, model.state.health.source).series.map((s) => s.request);
   }
 
   update(model: ViewModel): ViewStatus | null {
     const {state, tags} = model;
-    const plan = healthPlan(tags, state.hsource);
+    const plan = healthPlan(tags, state.health.source);
     this.plan = plan;
     const thresholds = healthThresholds(state);
     this.controls.set(plan.sources, plan.source, thresholds);
@@ -179,7 +179,7 @@ export class HealthView implements View {
     if (index === null || !this.plan?.source) return;
     const {flag} = this.rows[index];
     const others = this.plan.runs.filter((r) => r !== flag.run);
-    this.context.store.update({view: 'metrics', run: flag.run, tag: this.plan.source, metric: flag.metric, picks: [[flag.layer, flag.head]], runs: others, step: null});
+    this.context.store.update({view: 'metrics', panel: {run: flag.run, tag: this.plan.source, step: null}, metrics: {metric: flag.metric, picks: [[flag.layer, flag.head]], runs: others}});
   }
 }
 

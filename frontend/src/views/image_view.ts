@@ -12,7 +12,8 @@ import * as requests from '../data/requests';
 import type {Attention} from '../decode';
 import {el} from '../dom';
 import {CanvasPainter, textWidth, type Painter, type Rect} from '../painter';
-import {compareEndpoints} from '../state';
+import {compareEndpoints} from '../selection';
+import type {ImageChoice} from '../state';
 import {ACCENT, BORDER, FONT_LABEL, FONT_SMALL, FONT_TITLE, INK, MUTED_INK} from '../theme';
 import {Tooltip} from '../tooltip';
 import {shownHeads} from './controls';
@@ -22,11 +23,9 @@ import {distanceScatter, paintDistance, type DistanceData, type Scatter} from '.
 import {
   distanceRequest,
   imageNeeds,
-  imageSettings,
   overlayHeats,
   RolloutFactors,
   shownImage,
-  type ImageSettings,
 } from './image_view_data';
 import {
   fitImage,
@@ -126,7 +125,7 @@ export class ImageView implements View {
 
   exportName(): (string | number)[] {
     const state = this.model?.state;
-    return state ? [...this.example.exportName(state), state.imode, state.idiff ? 'diff' : ''] : [];
+    return state ? [...this.example.exportName(state), state.image.mode, state.image.diff ? 'diff' : ''] : [];
   }
 
   needs(model: ViewModel): AnyRequest[] {
@@ -135,20 +134,20 @@ export class ImageView implements View {
 
   update(model: ViewModel): ViewStatus | null {
     this.model = model;
-    const settings = imageSettings(model.state);
+    const settings = model.state.image;
     this.controls.set(settings, settings.diff ? compareEndpoints(model.tags, model.state, model.selection) : null);
     const shown = this.example.resolve(model);
     if (isStatus(shown)) return shown;
     const info = shown.example.image;
     if (!info) return {kind: 'empty', text: `Example ${shown.key.example} of ${shown.key.run}/${shown.key.tag} has no image: the image view shows examples logged by ImageProbe.`};
-    const mismatch = imageMismatch(info, shown.attention.numTokens);
+    const mismatch = shown.attention.numKeyTokens !== shown.attention.numTokens ? 'its queries and keys are different tokens' : imageMismatch(info, shown.attention.numTokens);
     if (mismatch) return {kind: 'error', text: `Cannot lay the attention over the image: ${mismatch}.`};
     const image = model.data.get(requests.image(shown.key));
     if (image.state === 'error') return {kind: 'error', text: image.error};
     if (image.state === 'ready' && image.value !== this.photo?.bitmap) this.photo = {bitmap: image.value, canvas: imageCanvas(image.value)};
     if (!this.photo) return {kind: 'loading', text: 'Loading the image…'};
     const numHeads = shown.attention.numHeads;
-    const layer = Math.min(model.state.layer, shown.attention.numLayers - 1);
+    const layer = Math.min(model.state.focus.layer, shown.attention.numLayers - 1);
     this.controls.layer.set(shown.attention.numLayers, layer);
     this.controls.heads.set(headColors(numHeads), shownHeads(model.state, numHeads));
     this.scene = null;
@@ -165,7 +164,7 @@ export class ImageView implements View {
   }
 
   /** The overlays of the attention or rollout modes. */
-  private planScene(model: ViewModel, settings: ImageSettings, info: ImageInfo, attention: Attention, layer: number, example: number): ViewStatus | null {
+  private planScene(model: ViewModel, settings: ImageChoice, info: ImageInfo, attention: Attention, layer: number, example: number): ViewStatus | null {
     const planned = overlayHeats(model, settings, info, attention, layer, example, this.rollouts);
     if ('kind' in planned) return planned;
     const scale = heatScale(planned.heats, settings.diff);
@@ -266,7 +265,7 @@ export class ImageView implements View {
       this.size.height - PAD - HEAT_LEGEND_HEIGHT - CHIP_ROW / 2 - 1,
       {font: FONT_SMALL, color: MUTED_INK},
     );
-    const legendTitle = scene.diff ? 'B − A (red: B attends more)' : this.model?.state.imode === 'rollout' ? 'rollout weight' : 'attention weight';
+    const legendTitle = scene.diff ? 'B − A (red: B attends more)' : this.model?.state.image.mode === 'rollout' ? 'rollout weight' : 'attention weight';
     paintHeatLegend(painter, PAD, this.size.height - PAD - HEAT_LEGEND_HEIGHT, Math.min(LEGEND_WIDTH, this.size.width - 2 * PAD), scene.scale, legendTitle, scene.diff ? signed : weight);
   }
 
@@ -282,7 +281,7 @@ export class ImageView implements View {
   private describe(): void {
     const data = this.canvas.dataset;
     const scene = this.scene;
-    data.mode = this.model?.state.imode ?? '';
+    data.mode = this.model?.state.image.mode ?? '';
     if (this.scatter) {
       data.dots = JSON.stringify(this.scatter.dots.map((d) => [d.head[0], d.head[1], Number(d.y.toFixed(4))]));
       data.step = String(this.scatter.step);
@@ -370,7 +369,7 @@ export class ImageView implements View {
   }
 
   private choose(token: number): void {
-    this.context.store.update({tokens: [token], side: 'from'});
+    this.context.store.update({focus: {tokens: [token], side: 'from'}});
   }
 }
 

@@ -2,10 +2,11 @@
 // and B − A with its endpoints. Each control writes the store.
 
 import {el} from '../dom';
-import type {Endpoint, Store} from '../state';
+import type {Endpoint} from '../selection';
+import type {ImageChoice} from '../state';
+import type {Store} from '../store';
 import {EndpointPicker} from './compare/endpoint_picker';
 import {HeadPicker, LayerPicker, Segmented} from './controls';
-import type {ImageSettings} from './image_view_data';
 import {FUSIONS, MAX_DISCARD, type Fusion} from './image_view_rollout';
 import {IMAGE_MODES, type ImageMode} from './image_view_scene';
 
@@ -55,19 +56,19 @@ export class ImageControls {
       rollout: ['Rollout', 'Attention rollout (Abnar & Zuidema 2020): attention multiplied through the layers up to the chosen one, residual added'],
       distance: ['Distance', 'Each head’s mean attention distance in pixels, by layer (the ViT paper’s figure 7): the stored pixel_distance metric'],
     };
-    this.mode = new Segmented<ImageMode>('Show', 'image-mode', IMAGE_MODES.map((m) => [m, ...labels[m]] as [ImageMode, string, string]), (imode) => store.update({imode}));
+    this.mode = new Segmented<ImageMode>('Show', 'image-mode', IMAGE_MODES.map((m) => [m, ...labels[m]] as [ImageMode, string, string]), (mode) => store.update({image: {mode}}));
     this.layer = new LayerPicker(store);
     this.heads = new HeadPicker(store);
     this.split = new Segmented<'mean' | 'each'>('Heads as', 'image-split', [
       ['mean', 'Mean', 'One overlay: the mean of the chosen heads'],
       ['each', 'Each', 'One overlay per chosen head, on a common scale'],
-    ], (v) => store.update({isplit: v === 'each'}));
-    this.fusion = new Segmented<Fusion>('Fuse heads', 'fusion', FUSIONS.map((f) => [f, f, `Fuse each layer’s chosen heads by their ${f} weight before the rollout`] as [Fusion, string, string]), (fusion) => store.update({fusion}));
-    this.discard = new Slider('Discard', 'discard', 'Share of each fused layer’s smallest weights set to 0 before the residual is added (vit-explain’s discard ratio): the rollout follows the strong paths', MAX_DISCARD, 0.05, (discard) => store.update({discard}));
-    this.opacity = new Slider('Opacity', 'opacity', 'Opacity of the heat over the image', 1, 0.05, (opacity) => store.update({opacity}));
+    ], (v) => store.update({image: {split: v === 'each'}}));
+    this.fusion = new Segmented<Fusion>('Fuse heads', 'fusion', FUSIONS.map((f) => [f, f, `Fuse each layer’s chosen heads by their ${f} weight before the rollout`] as [Fusion, string, string]), (fusion) => store.update({image: {fusion}}));
+    this.discard = new Slider('Discard', 'discard', 'Share of each fused layer’s smallest weights set to 0 before the residual is added (vit-explain’s discard ratio): the rollout follows the strong paths', MAX_DISCARD, 0.05, (discard) => store.update({image: {discard}}));
+    this.opacity = new Slider('Opacity', 'opacity', 'Opacity of the heat over the image', 1, 0.05, (opacity) => store.update({image: {opacity}}));
     this.diff = el('input', {attrs: {type: 'checkbox', 'data-control': 'image-diff'}});
-    this.diff.addEventListener('change', () => store.update({idiff: this.diff.checked}));
-    const choose = (side: 'a' | 'b') => (run: string, step: number | null) => store.update({[side]: {run, step}});
+    this.diff.addEventListener('change', () => store.update({image: {diff: this.diff.checked}}));
+    const choose = (side: 'a' | 'b') => (run: string, step: number | null) => store.update({compare: {[side]: {run, step}}});
     this.a = new EndpointPicker('A', choose('a'));
     this.b = new EndpointPicker('B', choose('b'));
     this.diffControl = el('label', {class: 'control check', title: 'Show B − A over the image: this example at the Compare view’s A and B (red: B attends more)'}, [this.diff, el('span', {text: 'B − A'})]);
@@ -86,7 +87,7 @@ export class ImageControls {
   }
 
   /** Shows the controls of the mode, set to the state. */
-  set(settings: ImageSettings, endpoints: {runs: string[]; a: Endpoint; b: Endpoint} | null): void {
+  set(settings: ImageChoice, endpoints: {runs: string[]; a: Endpoint; b: Endpoint} | null): void {
     const {mode} = settings;
     const overImage = mode !== 'distance';
     this.mode.set(mode);

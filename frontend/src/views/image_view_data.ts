@@ -6,11 +6,12 @@ import {valueOf, type AnyRequest} from '../data/cache';
 import * as requests from '../data/requests';
 import {readRow, type Attention} from '../decode';
 import {metricTag} from '../schema';
-import {compareEndpoints, type State} from '../state';
+import {compareEndpoints} from '../selection';
+import type {ImageChoice, State} from '../state';
 import {exampleNeeds, panelExample} from './example';
 import {rolloutLayer, rolloutRow, type Fusion, type Matrix} from './image_view_rollout';
 import {shownHeads} from './controls';
-import {heatDifference, meanRows, patchHeat, tokenName, type Heat, type ImageInfo, type ImageMode} from './image_view_scene';
+import {heatDifference, meanRows, patchHeat, tokenName, type Heat, type ImageInfo} from './image_view_scene';
 import type {ViewModel, ViewStatus} from './view';
 
 export const PIXEL_DISTANCE = 'pixel_distance'; // the stored metric the scatter reads
@@ -20,7 +21,7 @@ export function shownImage(model: ViewModel): {example: ExampleInfo; key: Exampl
   const {selection: sel, state, data} = model;
   const list = valueOf(data, requests.examples(sel.run, sel.tag, sel.exampleStep));
   if (!list) return null;
-  const index = panelExample(list.examples, state.example);
+  const index = panelExample(list.examples, state.panel.example);
   const example = list.examples.find((e) => e.index === index);
   if (!example?.image) return null;
   return {example, key: {run: sel.run, tag: sel.tag, step: sel.exampleStep, example: index}, info: example.image};
@@ -49,7 +50,7 @@ export function imageNeeds(model: ViewModel): AnyRequest[] {
   const needs = exampleNeeds(model);
   const shown = shownImage(model);
   if (!shown) return needs;
-  const {mode, diff} = imageSettings(model.state);
+  const {mode, diff} = model.state.image;
   if (mode === 'distance') {
     const series = distanceRequest(model);
     return series ? [...needs, requests.image(shown.key), series] : [...needs, requests.image(shown.key)];
@@ -62,28 +63,10 @@ export function imageNeeds(model: ViewModel): AnyRequest[] {
   return needs;
 }
 
-/** The image view's settings, as the state holds them. */
-export interface ImageSettings {
-  mode: ImageMode;
-  /** each chosen head on its own overlay, rather than their mean */
-  split: boolean;
-  /** of the heat over the image, 0..1 */
-  opacity: number;
-  fusion: Fusion;
-  /** share of each fused layer's smallest weights the rollout drops, 0..1 */
-  discard: number;
-  /** show B − A (the Compare view's endpoints) instead of the panel's step */
-  diff: boolean;
-}
-
-export function imageSettings(state: Readonly<State>): ImageSettings {
-  return {mode: state.imode, split: state.isplit, opacity: state.opacity, fusion: state.fusion, discard: state.discard, diff: state.idiff};
-}
-
 /** The query token the state picks: its first locked token, else the first prefix token (CLS),
  * else the centre patch. */
 export function queryToken(state: Readonly<State>, info: ImageInfo, numTokens: number): number {
-  const locked = state.tokens[0];
+  const locked = state.focus.tokens[0];
   if (locked !== undefined && locked < numTokens) return locked;
   if (info.prefix_tokens > 0) return 0;
   return info.prefix_tokens + Math.floor(info.grid[0] / 2) * info.grid[1] + Math.floor(info.grid[1] / 2);
@@ -128,7 +111,7 @@ export class RolloutFactors {
 }
 
 /** The rollout of the query through layer `through`, as a heat. */
-export function rolloutHeat(cache: RolloutFactors, attention: Attention, info: ImageInfo, through: number, heads: readonly number[], query: number, settings: ImageSettings): Heat {
+export function rolloutHeat(cache: RolloutFactors, attention: Attention, info: ImageInfo, through: number, heads: readonly number[], query: number, settings: ImageChoice): Heat {
   const factors = cache.get(attention, through, heads, settings.fusion, settings.discard);
   return patchHeat(rolloutRow(factors, attention.numTokens, query), info);
 }
@@ -152,7 +135,7 @@ export interface RolloutCaches {
 }
 
 /** The overlays for the state, or why there are none yet (A and B loading, or not comparable). */
-export function overlayHeats(model: ViewModel, settings: ImageSettings, info: ImageInfo, attention: Attention, layer: number, example: number, caches: RolloutCaches): Overlays | ViewStatus {
+export function overlayHeats(model: ViewModel, settings: ImageChoice, info: ImageInfo, attention: Attention, layer: number, example: number, caches: RolloutCaches): Overlays | ViewStatus {
   const heads = shownHeads(model.state, attention.numHeads);
   const query = queryToken(model.state, info, attention.numTokens);
   const split = settings.mode === 'attention' && settings.split;

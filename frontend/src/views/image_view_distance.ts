@@ -5,7 +5,7 @@ import type {MetricSeries} from '../api';
 import {headColors} from '../colors';
 import {LineChart, paintAxisTitles, type Dot} from '../components/line_chart';
 import {textWidth, type Painter, type Rect} from '../painter';
-import {nearestStep} from '../state';
+import {nearestStep} from '../selection';
 import {FONT_SMALL, INK} from '../theme';
 import {distancePoints, type ImageInfo} from './image_view_scene';
 

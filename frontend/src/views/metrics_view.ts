@@ -12,7 +12,8 @@ import type {Painter} from '../painter';
 import {metricTag} from '../schema';
 import {plottedHeads, type HeadRef, type Rank} from '../state';
 import {Tooltip} from '../tooltip';
-import {CurveControls, MetricPicker, RunsPicker, Segmented} from './controls';
+import {Segmented} from './controls';
+import {CurveControls, MetricPicker, RunsPicker} from './metric_controls';
 import {CurvesPane} from './metrics/curves_pane';
 import {HeatmapPane} from './metrics/heatmap_pane';
 import {metricRanking, metricsPlan, metricsScene, PREVIOUS_TOKEN, previousRanking, seriesRequest, seriesStats, type MetricsScene, type SeriesStats} from './metrics/scene';
@@ -54,7 +55,7 @@ export class MetricsView implements View {
       ['high', 'Highest', 'Heads with the highest value at this step first'],
       ['change', 'Changed', 'Heads whose value changed most since the first step first'],
       ['previous', 'Prev. token', 'Heads by the stored previous_token metric at this step: the share of attention each token pays to the token just before it; a previous-token head scores near 100 %'],
-    ], (rank) => store.update({rank}));
+    ], (rank) => store.update({metrics: {rank}}));
     this.message = el('div', {class: 'message', attrs: {'data-message': 'metrics'}});
     const inspector = el('div', {class: 'inspector'}, [
       el('span', {
@@ -65,7 +66,7 @@ export class MetricsView implements View {
     const layout = el('div', {class: 'metrics-layout'});
     this.element = el('div', {class: 'view view-metrics'}, [this.message, layout, inspector]);
     this.tooltip = new Tooltip(this.element);
-    const open = ([layer, head]: HeadRef) => store.update({view: 'head', layer, heads: [head], picks: []});
+    const open = ([layer, head]: HeadRef) => store.update({view: 'head', focus: {layer, heads: [head]}, metrics: {picks: []}});
     const hover = (head: HeadRef | null) => {
       this.heatmap.setHover(head);
       this.curves.setHoverLayer(head?.[0] ?? null);
@@ -87,7 +88,7 @@ export class MetricsView implements View {
     this.curves = new CurvesPane(this.tooltip, {
       choose: (step, layer) => {
         const steps = this.scene?.steps ?? [];
-        store.update({step: step === steps[steps.length - 1] ? null : step, ...(layer === null ? {} : {layer})});
+        store.update({...(layer === null ? {} : {layer}), panel: {step: step === steps[steps.length - 1] ? null : step}});
       },
     });
     layout.append(this.side, this.curves.area.element);
@@ -111,7 +112,7 @@ export class MetricsView implements View {
     const plan = metricsPlan(tags, state, selection);
     if (!plan) return [];
     const wanted = plan.runs.map((run) => seriesRequest(tags, run, plan.tag));
-    if (state.rank === 'previous') wanted.push(seriesRequest(tags, selection.run, metricTag(selection.tag, PREVIOUS_TOKEN)));
+    if (state.metrics.rank === 'previous') wanted.push(seriesRequest(tags, selection.run, metricTag(selection.tag, PREVIOUS_TOKEN)));
     return wanted.filter((r) => r !== null);
   }
 
@@ -125,9 +126,9 @@ export class MetricsView implements View {
     }
     const {metric, tag} = plan;
     this.metricPicker.set(plan.metrics, metric);
-    this.runsPicker.set(plan.available, selection.run, state.runs, (run) => this.context.runColors.color(run));
+    this.runsPicker.set(plan.available, selection.run, state.metrics.runs, (run) => this.context.runColors.color(run));
     this.curveControls.set(state);
-    this.rankControl.set(state.rank);
+    this.rankControl.set(state.metrics.rank);
     const ready: {run: string; series: MetricSeries}[] = [];
     for (const run of plan.runs) {
       const loaded = data.get(seriesRequest(tags, run, tag)!);
@@ -143,7 +144,7 @@ export class MetricsView implements View {
     if (!ready[0].series.steps.length) return this.show(`${tag} of ${selection.run} holds no steps yet.`);
     this.scene = metricsScene(state, probe, metric, ready, (series) => this.statsOf(series, metric));
     this.previous = null;
-    if (state.rank === 'previous') {
+    if (state.metrics.rank === 'previous') {
       const request = seriesRequest(tags, selection.run, metricTag(probe, PREVIOUS_TOKEN));
       const loaded = request ? data.get(request) : null;
       if (!loaded) this.previous = `${selection.run} logged no ${PREVIOUS_TOKEN} metric for ${JSON.stringify(probe)}.`;
@@ -176,7 +177,7 @@ export class MetricsView implements View {
   }
 
   private drawRanking(scene: MetricsScene): void {
-    const rank = scene.state.rank;
+    const rank = scene.state.metrics.rank;
     if (rank === 'previous' && typeof this.previous === 'string') {
       this.rankTitle.textContent = 'Previous-token heads';
       return this.ranking.message(this.previous);
@@ -192,11 +193,11 @@ export class MetricsView implements View {
   private pick(head: HeadRef, add: boolean): void {
     const {store} = this.context;
     const [l, h] = head;
-    if (!add) return store.update({picks: [], layer: l, heads: [h]});
+    if (!add) return store.update({metrics: {picks: []}, focus: {layer: l, heads: [h]}});
     const current = plottedHeads(store.state);
     const has = current.some(([a, b]) => a === l && b === h);
     const picks = has ? current.filter(([a, b]) => a !== l || b !== h) : [...current, head];
-    store.update(has ? {picks} : {picks, layer: l, heads: [h]});
+    store.update(has ? {metrics: {picks}} : {metrics: {picks}, focus: {layer: l, heads: [h]}});
   }
 
   /** The export: the heatmap with its legend on the left, every chart on the right. */

@@ -1,9 +1,10 @@
-// ExampleModel view: every layer x head as a thumbnail of its attention matrix, on one canvas.
+// Model view: every layer x head as a thumbnail of its attention matrix, on one canvas.
 // Click a thumbnail to open that head in the head view.
 
 import {headColors, tintTable} from '../colors';
-import {ACCENT, INK, MUTED_INK, font} from '../theme';
+import {ACCENT, BORDER, font, INK, MUTED_INK, PAPER} from '../theme';
 import {DEQUANTIZE, rowLength, rowStart, TOPK_PAD, type Attention} from '../decode';
+import {onPointer, type Point} from '../components/pointer';
 import {el} from '../dom';
 import type {Painter} from '../painter';
 import {pairRanges, specialTokenMask, type Range, type RowFilter} from '../transforms';
@@ -114,7 +115,7 @@ interface Grid {
 
 export class ModelView implements View {
   readonly id = 'model' as const;
-  readonly title = 'ExampleModel';
+  readonly title = 'Model';
   readonly steps = 'attention' as const;
   readonly usesExample = true;
   readonly element: HTMLElement;
@@ -133,7 +134,7 @@ export class ModelView implements View {
   /** `open`: what clicking a head does (by default: open it in the head view). */
   constructor(
     private readonly context: ViewContext,
-    private readonly open = (layer: number, head: number) => context.store.update({view: 'head', layer, heads: [head]}),
+    private readonly open = (layer: number, head: number) => context.store.update({view: 'head', focus: {layer, heads: [head]}}),
   ) {
     this.pair = new PairFilter(context.store);
     this.hide = new HideToggle(context.store);
@@ -141,12 +142,18 @@ export class ModelView implements View {
     this.area = new ScrollingCanvas('model', () => this.draw());
     this.inspector = el('div', {class: 'inspector'});
     this.element = el('div', {class: 'view view-model'}, [this.area.element, this.inspector]);
-    this.area.canvas.addEventListener('mousemove', (event) => this.pointer(event));
-    this.area.canvas.addEventListener('mouseleave', () => this.setHover(null));
-    this.area.canvas.addEventListener('click', (event) => {
-      const hit = this.hit(event);
-      if (hit) this.open(hit.layer, hit.head);
-    });
+    onPointer(
+      this.area.canvas,
+      {
+        move: (at) => this.pointer(at),
+        leave: () => this.setHover(null),
+        click: (at) => {
+          const hit = this.hit(at);
+          if (hit) this.open(hit.layer, hit.head);
+        },
+      },
+      (event) => this.area.point(event),
+    );
   }
 
   get width(): number {
@@ -179,7 +186,7 @@ export class ModelView implements View {
   /** Draws one example (the Compare view draws A and B through this). */
   setExample(model: ExampleModel): void {
     this.model = model;
-    this.pair.set(Boolean(model.example.segments?.length), model.state.pair);
+    this.pair.set(Boolean(model.example.segments?.length), model.state.filters.pair);
     this.hide.set(model.state);
     this.resize();
   }
@@ -203,14 +210,14 @@ export class ModelView implements View {
     const {state, attention: a} = model;
     const {thumb, left, scrollTop, height} = this.grid;
     const colors = headColors(a.numHeads);
-    const ranges = pairRanges(a.numTokens, model.example.segments, state.pair);
+    const ranges = pairRanges(a.numTokens, model.example.segments, state.filters.pair);
     const filter: RowFilter = {
-      hidden: state.hide ? specialTokenMask(a.tokens) : null,
-      renormalize: state.hide && state.renorm,
+      hidden: state.filters.hide ? specialTokenMask(a.tokens) : null,
+      renormalize: state.filters.hide && state.filters.renorm,
       keys: ranges.keys,
     };
     const resolution = Math.ceil(thumb * (window.devicePixelRatio || 1));
-    const key = JSON.stringify([model.key, ranges, state.hide, state.renorm, resolution]);
+    const key = JSON.stringify([model.key, ranges, state.filters.hide, state.filters.renorm, resolution]);
     if (key !== this.thumbsKey) {
       this.thumbsKey = key;
       this.thumbs = new Map();
@@ -223,7 +230,7 @@ export class ModelView implements View {
     const lastLayer = Math.min(a.numLayers - 1, Math.floor((scrollTop + height - HEADER_HEIGHT - PAD) / cell));
     const x = (h: number) => left + LABEL_WIDTH + h * cell;
     const y = (l: number) => top + l * cell;
-    const locked = state.tokens.filter((t) => t < a.numTokens);
+    const locked = state.focus.tokens.filter((t) => t < a.numTokens);
     let drawn = 0;
     painter.clip(0, HEADER_HEIGHT, this.grid.width, height - HEADER_HEIGHT, () => {
       for (let l = firstLayer; l <= lastLayer; l++) {
@@ -235,12 +242,12 @@ export class ModelView implements View {
         }
         for (let h = 0; h < a.numHeads; h++) {
           painter.image(strip.canvas, x(h), y(l), thumb, thumb, false, {x: h * strip.cols, y: 0, w: strip.cols, h: strip.rows});
-          if (locked.length) this.veil(painter, x(h), y(l), thumb, locked, state.side === 'from' ? ranges.queries : ranges.keys, state.side);
+          if (locked.length) this.veil(painter, x(h), y(l), thumb, locked, state.focus.side === 'from' ? ranges.queries : ranges.keys, state.focus.side);
           drawn++;
-          const selected = l === state.layer && shown.has(h);
+          const selected = l === state.focus.layer && shown.has(h);
           const hovered = this.hover?.layer === l && this.hover.head === h;
           if (selected || hovered) painter.strokeRect(x(h) - 1, y(l) - 1, thumb + 2, thumb + 2, hovered ? INK : ACCENT, 2);
-          else painter.strokeRect(x(h) - 0.5, y(l) - 0.5, thumb + 1, thumb + 1, '#e0e0e0', 1);
+          else painter.strokeRect(x(h) - 0.5, y(l) - 0.5, thumb + 1, thumb + 1, BORDER, 1);
         }
       }
     });
@@ -263,8 +270,8 @@ export class ModelView implements View {
     let at = 0;
     const gap = (from: number, to: number) => {
       if (to <= from) return;
-      if (side === 'from') painter.rect(x, y + from, size, to - from, '#ffffff', DIM);
-      else painter.rect(x + from, y, to - from, size, '#ffffff', DIM);
+      if (side === 'from') painter.rect(x, y + from, size, to - from, PAPER, DIM);
+      else painter.rect(x + from, y, to - from, size, PAPER, DIM);
     };
     for (const [start, end] of bands) {
       gap(at, start);
@@ -287,10 +294,9 @@ export class ModelView implements View {
     this.inspector.replaceChildren(el('span', {class: 'hint', text}));
   }
 
-  private hit(event: MouseEvent): {layer: number; head: number} | null {
+  private hit(point: Point): {layer: number; head: number} | null {
     if (!this.model) return null;
     const a = this.model.attention;
-    const point = this.area.point(event);
     const {thumb, left, scrollTop} = this.grid;
     const cell = thumb + GAP;
     const x = point.x - left - LABEL_WIDTH;
@@ -302,8 +308,8 @@ export class ModelView implements View {
     return {layer, head};
   }
 
-  private pointer(event: MouseEvent): void {
-    const hit = this.hit(event);
+  private pointer(at: Point): void {
+    const hit = this.hit(at);
     this.area.canvas.style.cursor = hit ? 'pointer' : 'default';
     this.setHover(hit);
   }

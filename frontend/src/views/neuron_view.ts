@@ -2,14 +2,16 @@
 // product, the scaled dot products and the softmax, as bertviz's neuron view shows them.
 
 import {divergingColor, headColors} from '../colors';
-import {INK, MUTED_INK, font} from '../theme';
-import {keyHeadOf, keyVectors, queryVectors, readRow, type QueryKey} from '../decode';
+import {FAINT_INK, font, HIGHLIGHT_FILL, INK, MUTED_INK, NEUTRAL_MARK} from '../theme';
+import type {QueryKey} from '../decode';
 import type {AnyRequest, DataReader} from '../data/cache';
 import * as requests from '../data/requests';
+import {onPointer, type Point} from '../components/pointer';
+import {tokenLabels} from '../components/token_labels';
 import {el} from '../dom';
-import {textWidth, type Painter} from '../painter';
-import {displayToken, exactToken, isByteLevel, truncate} from '../tokens';
-import {neuronRows, scoringOf, type NeuronRows, type Scoring} from '../transforms';
+import type {Painter} from '../painter';
+import {exactToken} from '../tokens';
+import {neuronCaption, neuronScene, type NeuronScene} from './neuron/scene';
 import {HeadPicker, LayerPicker, shownHeads} from './controls';
 import {ScrollingCanvas} from './scrolling_canvas';
 import {exampleKey, exampleNeeds, isStatus, ShownExample, type ExampleModel} from './example';
@@ -28,9 +30,6 @@ const MAX_LABEL = 130; // px
 const BAR = 84; // px: width of the score, softmax and stored-attention columns
 const MAX_CELL = 10; // px per vector component
 const MAX_LABEL_CHARS = 20;
-// Recomputed and stored weights agree within this: float16 q/k and the stored weights' 8-bit
-// quantisation (at most 0.0039) leave about a point of difference on peaked rows.
-const AGREEMENT = 0.02;
 
 interface Columns {
   query: number; // left edge of the query-token column
@@ -45,21 +44,6 @@ interface Columns {
   end: number;
 }
 
-interface Computed {
-  qk: QueryKey;
-  layer: number;
-  head: number;
-  query: number;
-  scoring: Scoring;
-  rows: NeuronRows;
-  stored: Float32Array;
-  /** the largest |recomputed − stored| weight of the row (stored entries only, for top-k examples) */
-  difference: number;
-  maxKey: number;
-  maxQuery: number;
-  maxProduct: number;
-  maxScore: number;
-}
 
 export class NeuronView implements View {
   readonly id = 'neuron' as const;
@@ -77,7 +61,7 @@ export class NeuronView implements View {
   private data: DataReader | null = null;
   private labelsFor: string[] | null = null;
   private model: ExampleModel | null = null;
-  private computed: Computed | null = null;
+  private computed: NeuronScene | null = null;
   private labels: string[] = [];
   private labelWidth = 0;
   private hover: number | null = null;
@@ -91,12 +75,18 @@ export class NeuronView implements View {
     this.message = el('div', {class: 'message', attrs: {'data-message': 'neuron'}});
     this.inspector = el('div', {class: 'inspector'});
     this.element = el('div', {class: 'view view-neuron'}, [this.message, this.area.element, this.inspector]);
-    this.area.canvas.addEventListener('mousemove', (event) => this.pointer(event));
-    this.area.canvas.addEventListener('mouseleave', () => this.setHover(null));
-    this.area.canvas.addEventListener('click', (event) => {
-      const i = this.hit(event);
-      if (i !== null) context.store.update({tokens: [i], side: 'from'});
-    });
+    onPointer(
+      this.area.canvas,
+      {
+        move: (at) => this.pointer(at),
+        leave: () => this.setHover(null),
+        click: (at) => {
+          const i = this.hit(at);
+          if (i !== null) context.store.update({focus: {tokens: [i], side: 'from'}});
+        },
+      },
+      (event) => this.area.point(event),
+    );
   }
 
   get width(): number {
@@ -134,12 +124,12 @@ export class NeuronView implements View {
   setExample(model: ExampleModel): void {
     this.model = model;
     const {state, attention: a, example} = model;
-    const layer = Math.min(state.layer, a.numLayers - 1);
+    const layer = Math.min(state.focus.layer, a.numLayers - 1);
     const head = shownHeads(state, a.numHeads)[0];
     this.layer.set(a.numLayers, layer);
     this.heads.set(headColors(a.numHeads), [head]);
-    const first = state.tokens.length ? state.tokens[0] * ROW_HEIGHT : null;
-    this.area.revealOnChange(`${state.side}:${state.tokens}`, first, ROW_HEIGHT);
+    const first = state.focus.tokens.length ? state.focus.tokens[0] * ROW_HEIGHT : null;
+    this.area.revealOnChange(`${state.focus.side}:${state.focus.tokens}`, first, ROW_HEIGHT);
     if (this.labelsFor !== a.tokens) this.setLabels(a.tokens);
     if (!example.has_qk) {
       this.show(null, 'No query/key vectors were logged for this example, so its neuron view cannot be drawn. Log them with the capture option that records queries and keys.');
@@ -187,14 +177,14 @@ export class NeuronView implements View {
       for (let j = first; j <= last; j++) {
         const top = y(j) - cellHeight / 2;
         const isQuery = j === c.query;
-        if (isQuery) painter.rect(col.query, y(j) - ROW_HEIGHT / 2 + 1, col.label, ROW_HEIGHT - 2, '#e8eaed');
-        else if (this.hover === j) painter.strokeRect(col.query + 0.5, y(j) - ROW_HEIGHT / 2 + 1.5, col.label - 1, ROW_HEIGHT - 3, '#bdbdbd');
+        if (isQuery) painter.rect(col.query, y(j) - ROW_HEIGHT / 2 + 1, col.label, ROW_HEIGHT - 2, HIGHLIGHT_FILL);
+        else if (this.hover === j) painter.strokeRect(col.query + 0.5, y(j) - ROW_HEIGHT / 2 + 1.5, col.label - 1, ROW_HEIGHT - 3, FAINT_INK);
         painter.text(this.labels[j], col.query + col.label - LABEL_PAD, y(j), {font: isQuery ? FONT_FOCUS : FONT, color: INK, align: 'right'});
         const mask = rows.masks[j];
-        painter.text(this.labels[j], col.key + col.label - LABEL_PAD, y(j), {font: FONT, color: mask ? '#bdbdbd' : INK, align: 'right'});
+        painter.text(this.labels[j], col.key + col.label - LABEL_PAD, y(j), {font: FONT, color: mask ? FAINT_INK : INK, align: 'right'});
         if (mask) {
           const why = mask === 'window' ? `outside the sliding window of ${c.scoring.window}` : 'causal';
-          painter.text(`masked (${why})`, col.vector, y(j), {font: FONT_NUMBER, color: '#bdbdbd'});
+          painter.text(`masked (${why})`, col.vector, y(j), {font: FONT_NUMBER, color: FAINT_INK});
           continue;
         }
         for (let t = 0; t < d; t++) {
@@ -205,11 +195,11 @@ export class NeuronView implements View {
         const half = BAR / 2;
         const length = (Math.abs(score) / c.maxScore) * half;
         painter.rect(score >= 0 ? col.score + half : col.score + half - length, top + 2, length, cellHeight - 4, scoreColor(score));
-        painter.rect(col.score + half, top, 1, cellHeight, '#9e9e9e');
+        painter.rect(col.score + half, top, 1, cellHeight, NEUTRAL_MARK);
         painter.text(score.toFixed(2), col.score + BAR + 4, y(j), {font: FONT_NUMBER, color: MUTED_INK});
         painter.rect(col.softmax, top + 2, rows.softmax[j] * BAR, cellHeight - 4, headColor);
         painter.text(`${(rows.softmax[j] * 100).toFixed(1)}%`, col.softmax + BAR + 4, y(j), {font: FONT_NUMBER, color: MUTED_INK});
-        painter.rect(col.stored, top + 2, stored[j] * BAR, cellHeight - 4, '#9e9e9e');
+        painter.rect(col.stored, top + 2, stored[j] * BAR, cellHeight - 4, NEUTRAL_MARK);
         painter.text(`${(stored[j] * 100).toFixed(1)}%`, col.stored + BAR + 4, y(j), {font: FONT_NUMBER, color: MUTED_INK});
       }
     });
@@ -253,40 +243,15 @@ export class NeuronView implements View {
   }
 
   private compute(qk: QueryKey, layer: number, head: number): void {
-    const state = this.model!.state;
-    const a = this.model!.attention;
-    const n = qk.numTokens;
-    const preferred = this.hover ?? state.tokens[0];
-    const query = preferred !== undefined && preferred < n ? preferred : a.header.causal ? n - 1 : 0;
+    const {state, attention: a} = this.model!;
+    const preferred = this.hover ?? state.focus.tokens[0];
+    const query = preferred !== undefined && preferred < qk.numTokens ? preferred : a.header.causal ? qk.numTokens - 1 : 0;
     const prior = this.computed;
     if (prior && prior.qk === qk && prior.layer === layer && prior.head === head && prior.query === query) return;
-    const queries = queryVectors(qk, layer, head);
-    const keys = keyVectors(qk, layer, head);
-    const scoring = scoringOf(qk, layer, head, a.header.causal);
-    const rows = neuronRows(queries, keys, qk.headDim, query, scoring);
-    const maxAbs = (values: Float32Array) => values.reduce((m, v) => (Number.isFinite(v) ? Math.max(m, Math.abs(v)) : m), 0);
-    const stored = readRow(a, layer, head, query);
-    let difference = 0;
-    for (let j = 0; j < n; j++) {
-      if (a.encoding !== 'topk' || stored[j] > 0) difference = Math.max(difference, Math.abs(rows.softmax[j] - stored[j]));
-    }
-    this.computed = {
-      qk,
-      layer,
-      head,
-      query,
-      scoring,
-      rows,
-      stored,
-      difference,
-      maxKey: maxAbs(keys),
-      maxQuery: maxAbs(rows.query),
-      maxProduct: maxAbs(rows.products),
-      maxScore: Math.max(1e-6, maxAbs(rows.scores)),
-    };
+    this.computed = neuronScene(qk, a, layer, head, query);
   }
 
-  private show(computed: Computed | null, message: string | null): void {
+  private show(computed: NeuronScene | null, message: string | null): void {
     this.message.hidden = message === null;
     this.message.textContent = message ?? '';
     this.area.element.hidden = computed === null;
@@ -304,50 +269,28 @@ export class NeuronView implements View {
 
   private inspect(): void {
     const c = this.computed!;
-    const a = this.model!.attention;
-    const kvHead = keyHeadOf(c.qk, c.head);
-    const grouped = c.qk.numKvHeads < c.qk.numHeads ? ` (key head ${kvHead} of ${c.qk.numKvHeads}, grouped-query attention)` : '';
-    const {softcap, window, sink} = c.scoring;
-    const rules = [
-      softcap ? `logits soft-capped at ±${softcap}` : '',
-      window ? `sliding window of ${window} tokens` : '',
-      sink !== null ? `a sink logit of ${sink.toPrecision(3)} takes ${(c.rows.sinkShare * 100).toFixed(1)}% of the softmax` : '',
-    ].filter((rule) => rule).map((rule) => ` · ${rule}`).join('');
-    const points = (c.difference * 100).toFixed(1);
-    const agreement =
-      c.difference <= AGREEMENT
-        ? ` · softmax = stored (±${points} pt)`
-        : ` · softmax differs from stored by up to ${points} pt: the model scores in a way this view does not recompute (e.g. a position bias); stored is what it used`;
     this.inspector.replaceChildren(
-      el('span', {class: 'inspector-token', text: `#${c.query} ${exactToken(a.tokens[c.query])}`}),
-      el('span', {
-        class: 'hint',
-        text: ` · layer ${c.layer}, head ${c.head}${grouped} · d = ${c.qk.headDim}${rules}${agreement} · hover or click a query token on the left`,
-      }),
+      el('span', {class: 'inspector-token', text: `#${c.query} ${exactToken(this.model!.attention.tokens[c.query])}`}),
+      el('span', {class: 'hint', text: ` · ${neuronCaption(c)} · hover or click a query token on the left`}),
     );
   }
 
   private setLabels(tokens: string[]): void {
     this.labelsFor = tokens;
-    const byteLevel = isByteLevel(tokens);
-    this.labels = tokens.map((t) => truncate(displayToken(t, byteLevel), MAX_LABEL_CHARS));
-    this.labelWidth = this.labels.reduce((max, label) => Math.max(max, textWidth(label, FONT_FOCUS)), 0);
+    ({labels: this.labels, width: this.labelWidth} = tokenLabels(tokens, FONT_FOCUS, MAX_LABEL_CHARS));
   }
 
-  private hit(event: MouseEvent): number | null {
+  private hit({x, y}: Point): number | null {
     const c = this.computed;
     if (!c) return null;
-    const point = this.area.point(event);
     const col = this.columns(c.qk.headDim);
-    const x = point.x;
-    const y = point.y;
     const j = Math.floor((y - HEADER_HEIGHT - PAD + this.size.scrollTop) / ROW_HEIGHT);
     if (y < HEADER_HEIGHT || j < 0 || j >= c.qk.numTokens || x < col.query || x > col.query + col.label) return null;
     return j;
   }
 
-  private pointer(event: MouseEvent): void {
-    const j = this.hit(event);
+  private pointer(at: Point): void {
+    const j = this.hit(at);
     this.area.canvas.style.cursor = j === null ? 'default' : 'pointer';
     this.setHover(j);
   }

@@ -7,7 +7,9 @@ import type {Tags} from '../api';
 import type {RunColors} from '../colors';
 import type {AnyRequest, DataReader} from '../data/cache';
 import type {Figure} from '../export';
-import type {Selection, State, Store, ViewId} from '../state';
+import type {Selection} from '../selection';
+import type {State, ViewId} from '../state';
+import type {Store} from '../store';
 
 /** What every view draws from: the state, the runs and tags it resolves against, and the data
  * loaded so far. */

@@ -1,7 +1,7 @@
 // A run and a step for A or B of the Compare view.
 
 import {el} from '../../dom';
-import type {Endpoint} from '../../state';
+import type {Endpoint} from '../../selection';
 
 /** A run and a step for A or B. */
 export class EndpointPicker {

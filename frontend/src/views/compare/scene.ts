@@ -6,7 +6,7 @@ import {valueOf, type AnyRequest, type DataReader} from '../../data/cache';
 import * as requests from '../../data/requests';
 import {deltaScale, gridDelta, metricLabel, percentText, rankHeads, shareScale, sortMetrics, valueText, type ColorScale, type Grid} from '../../metrics';
 import type {RankedCell, RankedRow} from '../../components/ranked_list';
-import {compareEndpoints, probeMetrics, type Endpoint} from '../../state';
+import {compareEndpoints, probeMetrics, type Endpoint} from '../../selection';
 import {exactToken} from '../../tokens';
 import {tokenDifferences} from '../../transforms';
 import type {ViewModel} from '../view';
@@ -32,8 +32,8 @@ export function comparePlan(model: ViewModel): ComparePlan {
   const {runs, a, b} = compareEndpoints(tags, state, selection);
   const inA = probeMetrics(tags, a.run, selection.tag);
   const common = sortMetrics(probeMetrics(tags, b.run, selection.tag).filter((m) => inA.includes(m)));
-  const delta = state.delta === 'attention' || common.includes(state.delta) ? state.delta : 'attention';
-  return {runs, a, b, tag: selection.tag, example: state.example, common, delta};
+  const delta = state.compare.delta === 'attention' || common.includes(state.compare.delta) ? state.compare.delta : 'attention';
+  return {runs, a, b, tag: selection.tag, example: state.panel.example, common, delta};
 }
 
 export const examplesOf = (plan: ComparePlan, e: Endpoint) => requests.examples(e.run, plan.tag, e.step);

@@ -102,8 +102,8 @@ export class CurvesPane {
     const allSteps = [...new Set(scene.runs.flatMap((r) => r.series.steps))].sort((a, b) => a - b);
     const xDomain: [number, number] = [allSteps[0] ?? 0, allSteps[allSteps.length - 1] ?? 1];
     const positiveMin = allSteps.find((s) => s > 0) ?? 1;
-    const x = {domain: xDomain, log: state.xlog};
-    const smoothing = state.smoothing;
+    const x = {domain: xDomain, log: state.metrics.xlog};
+    const smoothing = state.metrics.smoothing;
     const runLine = (run: string, xs: number[], values: (number | null)[]): Line => ({
       key: run,
       label: run,

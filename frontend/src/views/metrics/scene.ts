@@ -6,7 +6,8 @@ import type {RankedCell, RankedRow} from '../../components/ranked_list';
 import * as requests from '../../data/requests';
 import {mean, metricLabel, metricScale, percentText, rankHeads, sortMetrics, valueText, type ColorScale, type Grid} from '../../metrics';
 import {metricTag} from '../../schema';
-import {nearestStep, plottedHeads, probeMetrics, runsWithMetric, type HeadRef, type Rank, type Selection, type State} from '../../state';
+import {nearestStep, probeMetrics, runsWithMetric, type Selection} from '../../selection';
+import {plottedHeads, type HeadRef, type Rank, type State} from '../../state';
 
 export const PREVIOUS_TOKEN = 'previous_token'; // the stored metric the `previous` ranking reads
 export const MAX_RANKED = 60; // heads listed in the ranking
@@ -27,9 +28,9 @@ export function metricsPlan(tags: Tags, state: Readonly<State>, selection: Selec
   const probe = selection.tag;
   const metrics = sortMetrics(probeMetrics(tags, selection.run, probe));
   if (!metrics.length) return null;
-  const metric = metrics.includes(state.metric) ? state.metric : metrics.includes('distance') ? 'distance' : metrics[0];
+  const metric = metrics.includes(state.metrics.metric) ? state.metrics.metric : metrics.includes('distance') ? 'distance' : metrics[0];
   const available = runsWithMetric(tags, probe, metric);
-  const runs = [selection.run, ...state.runs.filter((r) => r !== selection.run && available.includes(r))];
+  const runs = [selection.run, ...state.metrics.runs.filter((r) => r !== selection.run && available.includes(r))];
   return {metrics, metric, tag: metricTag(probe, metric), available, runs};
 }
 
@@ -86,7 +87,7 @@ export function metricsScene(
 ): MetricsScene {
   const series = runs[0].series;
   const steps = series.steps;
-  const step = state.step === null ? steps[steps.length - 1] : nearestStep(steps, state.step);
+  const step = state.panel.step === null ? steps[steps.length - 1] : nearestStep(steps, state.panel.step);
   const grid = series.values[steps.indexOf(step)];
   const numHeads = grid[0]?.length ?? 0;
   return {

@@ -1,0 +1,106 @@
+// The pure parts of the head, neuron, analysis and exemplars views.
+
+import assert from 'node:assert/strict';
+import {test} from 'node:test';
+import type {ExampleInfo, Exemplars} from '../src/api';
+import {applyPatch, DEFAULT_STATE} from '../src/state';
+import {analysisCards} from '../src/views/analysis/scene';
+import {bestScores, exemplarRows, layoutTokens} from '../src/views/exemplars/scene';
+import {computeArcs} from '../src/views/head/arcs';
+import {clickTokens, focusedTokens, focusedWeights, inspection, weightFilter} from '../src/views/head/scene';
+import {attentionOf} from './fixtures';
+
+const info = (n: number, segments: number[] | null = null): ExampleInfo => ({
+  index: 0,
+  tokens: Array.from({length: n}, (_, i) => `t${i}`),
+  num_layers: 1,
+  num_heads: 1,
+  num_tokens: n,
+  causal: false,
+  encoding: 'dense',
+  has_qk: false,
+  segments,
+});
+
+test('the head view’s filters come from the state, clamped to the example', () => {
+  const a = attentionOf([[1, 0, 0], [0, 1, 0], [0, 0, 1]], 3);
+  const f = weightFilter(applyPatch(DEFAULT_STATE, {focus: {layer: 5, heads: [0]}, filters: {pair: 'AB', hide: true, threshold: 0.2}}), a, info(3, [1]));
+  assert.equal(f.layer, 0);
+  assert.deepEqual(f.heads, [0]);
+  assert.deepEqual(f.queries, {start: 0, end: 1});
+  assert.deepEqual(f.filter.keys, {start: 1, end: 3});
+  assert.deepEqual([...f.filter.hidden!], [1, 0, 0]); // the first token
+  assert.deepEqual(f.prune, {threshold: 0.2, topK: 0});
+});
+
+test('locked tokens win over the hovered one; the focused weights and the inspector follow them', () => {
+  const a = attentionOf([[1, 0, 0], [0.25, 0.75, 0], [0, 0.5, 0.5]], 3);
+  const f = weightFilter(DEFAULT_STATE, a, info(3));
+  assert.deepEqual(focusedTokens({...DEFAULT_STATE.focus, tokens: [2, 9]}, {side: 'to', index: 0}, 3), {side: 'from', tokens: [2], locked: true});
+  const hovered = focusedTokens(DEFAULT_STATE.focus, {side: 'to', index: 1}, 3)!;
+  assert.deepEqual(hovered, {side: 'to', tokens: [1], locked: false});
+  const arcs = computeArcs(a, 0, f.heads, f.filter, f.queries, f.prune);
+  const {stripes, arcs: focused} = focusedWeights(a, f, hovered, arcs.kept);
+  assert.deepEqual([...stripes[0]].map((v) => +v.toFixed(2)), [0, 0.75, 0.5]); // who attends to token 1
+  assert.deepEqual(focused.map((x) => [x.from, x.to]), [[1, 1], [2, 1]]);
+  const said = inspection(a, f, {side: 'from', tokens: [1], locked: true});
+  assert.equal(said.tokens, '#1 "t1"');
+  assert.equal(said.verb, 'attends to');
+  assert.deepEqual(said.top.map((e) => e.index), [1, 0]);
+});
+
+test('a click locks a token, again unlocks it, shift adds or removes one, off the tokens clears', () => {
+  const none = DEFAULT_STATE.focus;
+  assert.deepEqual(clickTokens(none, {side: 'from', index: 3}, false), {tokens: [3], side: 'from'});
+  const one = {...none, tokens: [3]};
+  assert.deepEqual(clickTokens(one, {side: 'from', index: 3}, false), {tokens: []});
+  assert.deepEqual(clickTokens(one, {side: 'from', index: 1}, true), {tokens: [1, 3], side: 'from'});
+  assert.deepEqual(clickTokens({...none, tokens: [1, 3]}, {side: 'from', index: 3}, true), {tokens: [1], side: 'from'});
+  assert.deepEqual(clickTokens(one, {side: 'to', index: 1}, true), {tokens: [1], side: 'to'});
+  assert.deepEqual(clickTokens(one, null, false), {tokens: []});
+  assert.equal(clickTokens(none, null, false), null);
+});
+
+test('the analysis overview shows the paper’s metrics, the part of speech chosen, then the scatters', () => {
+  const grid = [[1, 2], [3, 4]];
+  const metrics = {distance: grid, entropy: [[1, 1], [2, 2.5]], null_attention: grid, previous_token: grid, 'pos/NOUN': grid, 'pos_from/NOUN': grid, 'pos/VERB': grid};
+  const {cards, height} = analysisCards(metrics, 'overview', 'NOUN', 900);
+  assert.deepEqual(cards.map((c) => c.metric ?? c.kind), ['distance', 'entropy', 'null_attention', 'pos/NOUN', 'pos_from/NOUN', 'scatter']);
+  assert.equal(cards[5].subtitle, 'r = 0.95 over 4 heads');
+  assert.equal(cards[0].box.y, cards[1].box.y); // side by side at 900 px
+  assert.ok(height > cards[cards.length - 1].box.y);
+  const pos = analysisCards(metrics, 'pos', 'NOUN', 900).cards;
+  assert.deepEqual(pos.map((c) => c.metric ?? c.kind), ['tags', 'pos/NOUN', 'pos/VERB']);
+});
+
+const table: Exemplars = {
+  run: 'r',
+  tag: 'probe/exemplars',
+  step: 0,
+  num_layers: 1,
+  num_heads: 2,
+  top_k: 2,
+  inputs: [{tokens: ['a', 'b'], example: 0}, {tokens: ['c', 'd', 'e'], text: 'c d e', example: null}],
+  heads: [[[{input: 1, score: 0.9, from: 2, to: 1}, {input: 0, score: 0.5, from: 1, to: 0}], []]],
+};
+
+test('exemplar rows list a head’s inputs best first; the head map holds each head’s best score', () => {
+  assert.deepEqual(bestScores(table), [[0.9, null]]);
+  const rows = exemplarRows(table, 0, 0, 16, 96);
+  assert.deepEqual(rows.map((r) => [r.input, r.tokens.join(' '), r.example, r.top]), [[1, 'c d e', null, 16], [0, 'a b', 0, 112]]);
+  assert.deepEqual(exemplarRows(table, 0, 1, 16, 96), []);
+});
+
+test('an input too long for its row keeps a window around its arc, the rest elided', () => {
+  const tokens = Array.from({length: 40}, (_, i) => `w${i}`);
+  const row = {...exemplarRows(table, 0, 0, 0, 96)[0], tokens, from: 20, to: 18};
+  const measure = (text: string) => text.length * 10; // px
+  const all = layoutTokens({...row, tokens: tokens.slice(0, 5), from: 3, to: 1}, 1000, 0, measure);
+  assert.deepEqual(all.map((it) => it.index), [0, 1, 2, 3, 4]);
+  const window = layoutTokens(row, 200, 0, measure);
+  const shown = window.map((it) => it.index);
+  assert.equal(shown[0], null); // elided before
+  assert.equal(shown[shown.length - 1], null); // and after
+  assert.ok(shown.includes(18) && shown.includes(19) && shown.includes(20));
+  assert.ok(window[window.length - 1].x + window[window.length - 1].w <= 200 + 1e-9);
+});
