@@ -60,7 +60,10 @@ test('heat colours: sequential up to the largest cell, diverging around no chang
   assert.equal(seq.max, 0.5);
   assert.equal(heatPosition(seq, 0.25), 0.5);
   const div = heatScale([heatDifference(heat, patchHeat([0, 0, 0.2, 0, 0.5, 0, 0, 0], info))], true);
-  assert.equal(div.max, 0.25);
+  assert.deepEqual([div.min, div.max], [-0.25, 0.25]);
+  // A rollout's scale starts at its smallest cell: its weights all sit well above 0.
+  const rollout = heatScale([patchHeat([0, 0, 0.1, 0.2, 0.3, 0.1, 0.1, 0.1], info)], false, false);
+  assert.deepEqual([rollout.min, rollout.max, heatPosition(rollout, 0.2)].map((v) => +v.toFixed(6)), [0.1, 0.3, 0.5]);
   assert.equal(heatPosition(div, -0.25), 0);
   assert.equal(heatPosition(div, 0), 0.5);
   // One RGBA pixel per patch, at the chosen opacity; the hottest patch is the brightest.

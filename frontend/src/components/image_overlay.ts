@@ -58,7 +58,7 @@ export function paintHeatLegend(painter: Painter, x: number, y: number, w: numbe
   const step = w / LEGEND_STEPS;
   for (let s = 0; s < LEGEND_STEPS; s++) painter.rect(x + s * step, barY, step + 0.5, 8, heatColor(scale, (s + 0.5) / LEGEND_STEPS));
   painter.strokeRect(x, barY, w, 8, MUTED_INK, 0.5, 0.5);
-  const ticks = scale.diverging ? [-scale.max, 0, scale.max] : [0, scale.max];
+  const ticks = scale.diverging ? [scale.min, 0, scale.max] : [scale.min, scale.max];
   ticks.forEach((t, i) => {
     const at = x + (w * i) / (ticks.length - 1);
     const align = i === 0 ? 'left' : i === ticks.length - 1 ? 'right' : 'center';

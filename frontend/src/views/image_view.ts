@@ -167,7 +167,7 @@ export class ImageView implements View {
   private planScene(model: ViewModel, settings: ImageChoice, info: ImageInfo, attention: Attention, layer: number, example: number): ViewStatus | null {
     const planned = overlayHeats(model, settings, info, attention, layer, example, this.rollouts);
     if ('kind' in planned) return planned;
-    const scale = heatScale(planned.heats, settings.diff);
+    const scale = heatScale(planned.heats, settings.diff, settings.mode !== 'rollout');
     const colors = headColors(attention.numHeads);
     const tiles = planned.heats.map((heat, i) => ({
       box: {x: 0, y: 0, w: 0, h: 0},

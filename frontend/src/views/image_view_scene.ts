@@ -92,24 +92,29 @@ export function heatDifference(a: Heat, b: Heat): Heat {
   };
 }
 
-/** How heat maps to colour: a sequential ramp from 0 to `max` (weights), or a diverging one over
- * [−max, max] (B − A). */
+/** How heat maps to colour: a sequential ramp from `min` to `max` (weights), or a diverging one
+ * over [−max, max] (B − A; `min` is −max). */
 export interface HeatScale {
   diverging: boolean;
+  min: number;
   max: number;
 }
 
-/** The scale of some heats: sequential up to their largest cell, or diverging up to the largest
- * |value|; `max` is never 0. */
-export function heatScale(heats: readonly Heat[], diverging: boolean): HeatScale {
-  let max = 0;
-  for (const heat of heats) for (const v of heat.cells) max = Math.max(max, diverging ? Math.abs(v) : v);
-  return {diverging, max: max > 0 ? max : 1};
+/** The scale of some heats: diverging up to the largest |value|; sequential from 0 (`fromZero`:
+ * attention weights) or from the smallest cell (a rollout, whose weights all sit well above 0)
+ * up to the largest. The range is never empty. */
+export function heatScale(heats: readonly Heat[], diverging: boolean, fromZero = true): HeatScale {
+  let [lo, hi] = [Infinity, -Infinity];
+  for (const heat of heats) for (const v of heat.cells) [lo, hi] = [Math.min(lo, diverging ? -Math.abs(v) : v), Math.max(hi, diverging ? Math.abs(v) : v)];
+  if (!(lo <= hi)) [lo, hi] = [0, 0];
+  if (diverging) return {diverging, min: -(hi > 0 ? hi : 1), max: hi > 0 ? hi : 1};
+  const min = fromZero ? 0 : lo;
+  return {diverging, min, max: hi > min ? hi : min + 1};
 }
 
 /** Where a value sits on the scale, 0..1 (diverging: 0.5 is no change). */
 export function heatPosition(scale: HeatScale, value: number): number {
-  const t = scale.diverging ? 0.5 + value / (2 * scale.max) : value / scale.max;
+  const t = (value - scale.min) / (scale.max - scale.min);
   return Math.min(1, Math.max(0, t));
 }
 
