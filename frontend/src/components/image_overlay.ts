@@ -2,7 +2,7 @@
 // screen); and the overlay's colour legend.
 
 import type {Painter, Rect} from '../painter';
-import {ACCENT, FONT_SMALL, INK, MUTED_INK} from '../theme';
+import {FONT_SMALL, INK, MUTED_INK} from '../theme';
 import {heatColor, heatPixels, patchBox, type Heat, type HeatScale, type Patch} from '../views/image_view_scene';
 
 /** A canvas holding a decoded image (the Painter draws canvases). */
@@ -42,9 +42,10 @@ export function paintOverlay(painter: Painter, box: Rect, grid: [number, number]
     painter.strokeRect(p.x, p.y, p.w, p.h, '#ffffff', 1.5, 0.9);
   }
   if (marks.selected) {
+    // Dark and white rings: the accent orange would vanish into inferno's oranges.
     const p = patchBox(box, grid, marks.selected);
-    painter.strokeRect(p.x - 1, p.y - 1, p.w + 2, p.h + 2, '#ffffff', 3);
-    painter.strokeRect(p.x, p.y, p.w, p.h, ACCENT, 2);
+    painter.strokeRect(p.x + 1, p.y + 1, p.w - 2, p.h - 2, INK, 3);
+    painter.strokeRect(p.x + 1, p.y + 1, p.w - 2, p.h - 2, '#ffffff', 1.5);
   }
 }
 
