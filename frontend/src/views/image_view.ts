@@ -49,8 +49,9 @@ const CHIP_ROW = 26; // px: the prefix tokens' chips below the image
 const TILE_LABEL = 16; // px above each head's overlay
 const TILE_GAP = 10; // px between overlays
 const LEGEND_WIDTH = 220; // px
-const weight = format('.3f');
-const signed = format('+.3f');
+const weight = format('.3~r'); // significant digits: B − A of a rollout is often below 0.001
+const signedFormat = format('+.3~r');
+const signed = (v: number) => (v === 0 ? '0' : signedFormat(v));
 const pixels = format('.1f');
 
 /** What one overlay draws: its heat, and its title in the split grid. */
