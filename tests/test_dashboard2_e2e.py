@@ -556,3 +556,63 @@ def test_metric_views_stay_fluid_at_smollm2_size(browser, smollm_size_server):
         assert not board.problems, board.problems
     finally:
         context.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention groups (storage format v2): encoder, decoder and cross attention of one example
+
+@pytest.fixture(scope="module")
+def groups_server(tmp_path_factory):
+    from conftest import TensorBoard
+    from dashboard_logdir import write_groups_logdir
+
+    logdir = tmp_path_factory.mktemp("groups") / "logs"
+    written = write_groups_logdir(logdir)
+    tb = TensorBoard(logdir)
+    tb.written = written
+    try:
+        tb.wait_for(lambda tags: "probe" in tags.get("translate", {}))
+        yield tb
+    finally:
+        tb.close()
+
+
+def test_cross_attention_draws_decoder_queries_left_and_encoder_keys_right(browser, groups_server):
+    from dashboard_page import VIEWPORT, Dashboard
+
+    context = browser.new_context(viewport=VIEWPORT)
+    board = Dashboard(context.new_page(), groups_server)
+    try:
+        source, target = groups_server.written["source"], groups_server.written["target"]
+        layers, heads = groups_server.written["layers"], groups_server.written["heads"]
+        assert len(source) > len(target)  # the encoder's tokens outnumber the decoder's
+        board.open(run="translate", tag="probe", group="cross", layer=1, heads=2)
+        frame = board.frame
+        assert frame.eval_on_selector_all("[data-control=group] option", "os => os.map(o => o.value)") == ["encoder", "decoder", "cross"]
+        assert frame.input_value("[data-control=group]") == "cross"
+        step = groups_server.written["steps"][-1]
+        status, body = groups_server.get("/attention", {"run": "translate", "tag": "probe", "step": step, "example": 0, "group": "cross",
+                                                       "layer": 1, "head": 2, "format": "json"})
+        assert status == 200 and body["shape"] == [len(target), len(source)] and body["key_tokens"] == source
+        weights = np.asarray(body["attention"])  # [queries, keys]
+        key = len(target)  # a key past the last query
+        board.click_token("to", key)
+        board.page.mouse.move(5, 5)
+        assert board.data("focus") == f"locked:to:{key}"
+        assert f"#{key} {json.dumps(source[key], ensure_ascii=False)}" in frame.text_content("[data-inspector=tokens]")
+        # The inspector lists the queries that attend to it most: first the largest weight of its column.
+        first = frame.text_content(".inspector-entry >> nth=0")
+        assert first.endswith(f"{weights[:, key].max() * 100:.1f}%"), first
+        board.screenshot("head_view_cross_attention")
+        frame.select_option("[data-control=group]", "decoder")
+        board.wait_url("group", "decoder")
+        board.wait("head")
+        assert board.data("tokens") == str(len(target))
+        frame.click("button[data-view=model]")
+        board.wait("model")
+        assert board.data("thumbnails", "model") == str(layers * heads)
+        frame.click("button[data-view=neuron]")
+        frame.wait_for_selector("[data-message=neuron]:not([hidden])")
+        assert not board.problems, board.problems
+    finally:
+        context.close()

@@ -1,6 +1,7 @@
 // The one typed client of the plugin's routes; mirrors tb_attention/http_api.md.
 
-import {decodeAttention, decodeQueryKey, type Attention, type QueryKey} from './decode';
+import {decodeAttention, type Attention} from './decode';
+import {decodeQueryKey, type QueryKey} from './decode_qk';
 
 export type TagKind = 'attention' | 'metric' | 'exemplars' | 'unsupported';
 
@@ -21,6 +22,22 @@ export interface TagInfo {
 /** `GET /tags`: run -> tag -> info. */
 export type Tags = Record<string, Record<string, TagInfo>>;
 
+/** One attention group of an example (v2): its own query and key tokens. */
+export interface GroupInfo {
+  name: string;
+  num_layers: number;
+  num_heads: number;
+  /** queries */
+  num_tokens: number;
+  num_key_tokens: number;
+  tokens: string[];
+  key_tokens: string[];
+  causal: boolean;
+  encoding: 'dense' | 'causal' | 'topk';
+  has_qk: boolean;
+  layer_names?: string[];
+}
+
 export interface ExampleInfo {
   index: number;
   tokens: string[];
@@ -34,6 +51,8 @@ export interface ExampleInfo {
   /** null for one text; `[a_end]` for a sentence pair (tokens [0, a_end) are segment A) */
   segments: number[] | null;
   pos?: (string | null)[];
+  /** v2: the example's attention groups, the first being what the fields above describe */
+  groups?: GroupInfo[];
   /** an image example's patch layout (`/image` gives its PNG); null or absent for text */
   image?: ImageLayout | null;
 }
@@ -130,6 +149,13 @@ export interface ExampleKey {
   tag: string;
   step: number;
   example: number;
+  /** an attention group other than the example's first */
+  group?: string;
+}
+
+/** The route parameters of an example: `group` only when one is named. */
+function exampleParams({run, tag, step, example, group}: ExampleKey): Params {
+  return group === undefined ? {run, tag, step, example} : {run, tag, step, example, group};
 }
 
 export class Api {
@@ -145,12 +171,12 @@ export class Api {
   }
 
   async attention(key: ExampleKey, signal?: AbortSignal): Promise<Attention> {
-    return decodeAttention(await this.binary('attention', {...key}, signal));
+    return decodeAttention(await this.binary('attention', exampleParams(key), signal));
   }
 
   /** Rejects with an ApiError of status 404 when no query/key vectors were logged. */
   async queryKey(key: ExampleKey, signal?: AbortSignal): Promise<QueryKey> {
-    return decodeQueryKey(await this.binary('qk', {...key}, signal));
+    return decodeQueryKey(await this.binary('qk', exampleParams(key), signal));
   }
 
   metric(run: string, tag: string, signal?: AbortSignal): Promise<MetricSeries> {

@@ -1,4 +1,5 @@
-// Decoders of the binary bodies of `/attention` (TBAT) and `/qk` (TBQK); see http_api.md.
+// The decoder of the binary body of `/attention` (TBAT), and what every blob shares; see
+// http_api.md (q/k: decode_qk.ts).
 
 // Weights stay as their one-byte codes (1 byte per weight instead of 4) and are decoded per row
 // on demand: 12 x 12 heads of 1024 tokens would take 600 MB as float32.
@@ -51,43 +52,6 @@ export interface Attention {
   topK: number;
 }
 
-export interface QueryKeyHeader {
-  num_layers: number;
-  num_heads: number;
-  num_kv_heads: number;
-  num_tokens: number;
-  /** v2: key vectors per head (v1: num_tokens) */
-  num_key_tokens?: number;
-  head_dim: number;
-  dtype: string;
-  scaling: number[];
-  [field: string]: unknown;
-}
-
-export interface QueryKey {
-  header: QueryKeyHeader;
-  numLayers: number;
-  numHeads: number;
-  numKvHeads: number;
-  /** query vectors per head */
-  numTokens: number;
-  /** key vectors per head */
-  numKeyTokens: number;
-  headDim: number;
-  /** per layer, the factor on q·k before the softmax */
-  scaling: number[];
-  /** per layer, the soft cap c of the logits (c · tanh(x / c)), or null */
-  softcap: (number | null)[];
-  /** per layer, the window: keys |i − j| ≥ window away are masked; or null */
-  slidingWindow: (number | null)[];
-  /** per layer, one sink logit per head that takes part in the softmax; or null */
-  sinks: (number[] | null)[];
-  /** float16 bits: [L, H, N, d] */
-  query: Uint16Array;
-  /** float16 bits: [L, K, Nk, d] */
-  key: Uint16Array;
-}
-
 export class FormatError extends Error {
   constructor(message: string) {
     super(message);
@@ -97,7 +61,7 @@ export class FormatError extends Error {
 
 const PREAMBLE_BYTES = 12; // magic, version, header length
 
-function unpack(buffer: ArrayBuffer, magic: string): {header: Record<string, unknown>; payload: number} {
+export function unpack(buffer: ArrayBuffer, magic: string): {header: Record<string, unknown>; payload: number} {
   if (buffer.byteLength < PREAMBLE_BYTES) throw new FormatError('blob is shorter than its header');
   const view = new DataView(buffer);
   const found = String.fromCharCode(...new Uint8Array(buffer, 0, 4));
@@ -119,7 +83,7 @@ function unpack(buffer: ArrayBuffer, magic: string): {header: Record<string, unk
   return {header: header as Record<string, unknown>, payload};
 }
 
-function positiveInt(header: Record<string, unknown>, field: string): number {
+export function positiveInt(header: Record<string, unknown>, field: string): number {
   const value = header[field];
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
     throw new FormatError(`header field ${field} is not a non-negative integer`);
@@ -127,7 +91,7 @@ function positiveInt(header: Record<string, unknown>, field: string): number {
   return value;
 }
 
-function checkPayload(buffer: ArrayBuffer, offset: number, bytes: number): void {
+export function checkPayload(buffer: ArrayBuffer, offset: number, bytes: number): void {
   if (offset + bytes > buffer.byteLength) {
     throw new FormatError(`payload of ${buffer.byteLength - offset} bytes, expected ${bytes}`);
   }
@@ -244,100 +208,4 @@ export function readColumn(a: Attention, layer: number, head: number, j: number,
     }
   }
   return out;
-}
-
-// float16 -> float32 through a table of all 65536 bit patterns (256 KiB, built on first use).
-let halfTable: Float32Array | null = null;
-
-function buildHalfTable(): Float32Array {
-  const table = new Float32Array(65536);
-  for (let bits = 0; bits < 65536; bits++) {
-    const sign = bits & 0x8000 ? -1 : 1;
-    const exponent = (bits >> 10) & 0x1f;
-    const fraction = bits & 0x3ff;
-    table[bits] =
-      exponent === 0
-        ? sign * 2 ** -14 * (fraction / 1024)
-        : exponent === 31
-          ? fraction
-            ? NaN
-            : sign * Infinity
-          : sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
-  }
-  return table;
-}
-
-/** float16 bit patterns as float32 values. */
-export function halvesToFloats(bits: Uint16Array, out = new Float32Array(bits.length)): Float32Array {
-  halfTable ??= buildHalfTable();
-  for (let t = 0; t < bits.length; t++) out[t] = halfTable[bits[t]];
-  return out;
-}
-
-/** One of the optional per-layer scoring rules of a q/k header (see http_api.md): all null when absent. */
-function scoringRule(header: Record<string, unknown>, field: string, numLayers: number, valid: (v: unknown) => boolean): unknown[] {
-  const values = header[field];
-  if (values === undefined || values === null) return new Array<null>(numLayers).fill(null);
-  if (!Array.isArray(values) || values.length !== numLayers || !values.every((v) => v === null || valid(v))) {
-    throw new FormatError(`header ${field} is not one valid entry (or null) per layer`);
-  }
-  return values;
-}
-
-/** Decodes the body of `GET /qk`. */
-export function decodeQueryKey(buffer: ArrayBuffer): QueryKey {
-  const {header, payload} = unpack(buffer, 'TBQK');
-  const numLayers = positiveInt(header, 'num_layers');
-  const numHeads = positiveInt(header, 'num_heads');
-  const numKvHeads = positiveInt(header, 'num_kv_heads');
-  const numTokens = positiveInt(header, 'num_tokens');
-  const numKeyTokens = header.num_key_tokens === undefined ? numTokens : positiveInt(header, 'num_key_tokens');
-  const headDim = positiveInt(header, 'head_dim');
-  if (header.dtype !== 'float16') throw new FormatError(`unknown query/key dtype ${JSON.stringify(header.dtype)}`);
-  if (numKvHeads === 0 || numHeads % numKvHeads !== 0) {
-    throw new FormatError(`${numHeads} query heads are not a multiple of ${numKvHeads} key heads`);
-  }
-  const scaling = header.scaling;
-  if (!Array.isArray(scaling) || scaling.length !== numLayers) throw new FormatError('header scaling is not one number per layer');
-  const positive = (v: unknown) => typeof v === 'number' && v > 0 && Number.isFinite(v);
-  const softcap = scoringRule(header, 'softcap', numLayers, positive) as (number | null)[];
-  const slidingWindow = scoringRule(header, 'sliding_window', numLayers, (v) => positive(v) && Number.isInteger(v)) as (number | null)[];
-  const sinks = scoringRule(header, 'sinks', numLayers, (v) => Array.isArray(v) && v.length === numHeads && v.every(Number.isFinite)) as (number[] | null)[];
-  const queryCount = numLayers * numHeads * numTokens * headDim;
-  const keyCount = numLayers * numKvHeads * numKeyTokens * headDim;
-  checkPayload(buffer, payload, 2 * (queryCount + keyCount));
-  return {
-    header: header as QueryKeyHeader,
-    numLayers,
-    numHeads,
-    numKvHeads,
-    numTokens,
-    numKeyTokens,
-    headDim,
-    scaling: scaling.map(Number),
-    softcap,
-    slidingWindow,
-    sinks,
-    query: new Uint16Array(buffer, payload, queryCount),
-    key: new Uint16Array(buffer, payload + 2 * queryCount, keyCount),
-  };
-}
-
-/** The key head that query head `head` reads (grouped-query attention: h // (H / K)). */
-export function keyHeadOf(qk: QueryKey, head: number): number {
-  return Math.floor(head / (qk.numHeads / qk.numKvHeads));
-}
-
-/** Query vectors of one head as float32 [N, d]. */
-export function queryVectors(qk: QueryKey, layer: number, head: number): Float32Array {
-  const size = qk.numTokens * qk.headDim;
-  const start = (layer * qk.numHeads + head) * size;
-  return halvesToFloats(qk.query.subarray(start, start + size));
-}
-
-/** Key vectors used by query head `head`, as float32 [Nk, d]. */
-export function keyVectors(qk: QueryKey, layer: number, head: number): Float32Array {
-  const size = qk.numKeyTokens * qk.headDim;
-  const start = (layer * qk.numKvHeads + keyHeadOf(qk, head)) * size;
-  return halvesToFloats(qk.key.subarray(start, start + size));
 }

@@ -60,11 +60,12 @@ export function nearestStep(steps: readonly number[], step: number): number {
   return steps.reduce((best, s) => (Math.abs(s - step) < Math.abs(best - step) ? s : best), steps[0]);
 }
 
-/** The metrics (`distance`, `pos/NOUN`, ...) that `run` logged for attention tag `probe`, sorted. */
+/** The metrics (`distance`, `pos/NOUN`, ...) that `run` logged for attention tag `probe` (of its
+ * first attention group: other groups' tags are `<probe>/<group>/<metric>`), sorted. */
 export function probeMetrics(tags: Tags, run: string, probe: string): string[] {
-  return Object.values(tags[run] ?? {})
-    .filter((info) => info.kind === 'metric' && info.probe === probe && info.metric && info.steps.length > 0)
-    .map((info) => info.metric!)
+  return Object.entries(tags[run] ?? {})
+    .filter(([tag, info]) => info.kind === 'metric' && info.probe === probe && info.metric && info.steps.length > 0 && tag === metricTag(probe, info.metric))
+    .map(([, info]) => info.metric!)
     .sort();
 }
 

@@ -39,6 +39,8 @@ export interface PanelChoice {
   /** null: follow the newest step as training logs more */
   step: number | null;
   example: number;
+  /** the example's attention group (`encoder`, `decoder`, `cross`, ...); null: its first */
+  group: string | null;
 }
 
 /** What is selected in the model, shared by every view (owner: the view the user clicks in). */
@@ -154,7 +156,7 @@ export function applyPatch(state: Readonly<State>, patch: StatePatch): State {
 
 export const DEFAULT_STATE: Readonly<State> = Object.freeze({
   view: 'head',
-  panel: Object.freeze({run: null, tag: null, step: null, example: 0}),
+  panel: Object.freeze({run: null, tag: null, step: null, example: 0, group: null}),
   focus: Object.freeze({layer: 0, heads: null, tokens: [], side: 'from'}),
   filters: Object.freeze({pair: 'all', hide: false, renorm: false, threshold: 0.01, topk: 0}),
   metrics: Object.freeze({metric: 'distance', runs: [], smoothing: 0, xlog: false, picks: [], rank: 'low'}),

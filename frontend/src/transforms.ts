@@ -1,6 +1,7 @@
 // Pure maths on attention rows and query/key vectors: what the views draw, without drawing.
 
-import {readRow, type Attention, type QueryKey} from './decode';
+import {readRow, type Attention} from './decode';
+import {type QueryKey} from './decode_qk';
 
 /** Half-open range of token positions. */
 export interface Range {

@@ -65,7 +65,7 @@ export function decodeState(params: Readonly<Record<string, string>>): State {
   const smoothing = Number(params.smooth);
   return {
     view: VIEW_IDS.includes(params.view as ViewId) ? (params.view as ViewId) : d.view,
-    panel: {run: params.run ?? null, tag: params.tag ?? null, step: parseIndex(params.step), example: parseIndex(params.example) ?? 0},
+    panel: {run: params.run ?? null, tag: params.tag ?? null, step: parseIndex(params.step), example: parseIndex(params.example) ?? 0, group: params.group && /^[a-z_]{1,64}$/.test(params.group) ? params.group : null},
     focus: {
       layer: parseIndex(params.layer) ?? 0,
       heads: params.heads === 'all' ? null : parseIndexList(params.heads),
@@ -124,6 +124,7 @@ export function encodeState(state: Readonly<State>): Record<string, string> {
   if (panel.tag !== null) params.tag = panel.tag;
   if (panel.step !== null) params.step = String(panel.step);
   if (panel.example !== 0) params.example = String(panel.example);
+  if (panel.group !== null) params.group = panel.group;
   if (state.view !== d.view) params.view = state.view;
   if (focus.layer !== 0) params.layer = String(focus.layer);
   if (focus.heads !== null) params.heads = focus.heads.join(',');

@@ -1,17 +1,7 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {
-  decodeAttention,
-  decodeQueryKey,
-  FormatError,
-  FORMAT_VERSION,
-  halvesToFloats,
-  keyHeadOf,
-  keyVectors,
-  queryVectors,
-  readColumn,
-  readRow,
-} from '../src/decode';
+import {decodeAttention, FormatError, FORMAT_VERSION, readColumn, readRow} from '../src/decode';
+import {decodeQueryKey, halvesToFloats, keyHeadOf, keyVectors, queryVectors} from '../src/decode_qk';
 import {close, fixture} from './fixtures';
 
 type Expected = {header: Record<string, unknown>; attention: number[][][][]};
@@ -21,15 +11,16 @@ function assertDecodesLikeTheWriter(name: string): void {
   const a = decodeAttention(buffer);
   assert.equal(a.encoding, expected.header.encoding);
   assert.deepEqual(a.tokens, expected.header.tokens);
-  const [L, H, N] = [expected.attention.length, expected.attention[0].length, expected.attention[0][0].length];
-  assert.deepEqual([a.numLayers, a.numHeads, a.numTokens], [L, H, N]);
+  assert.deepEqual(a.keyTokens, expected.header.key_tokens ?? expected.header.tokens);
+  const [L, H, N, K] = [expected.attention.length, expected.attention[0].length, expected.attention[0][0].length, expected.attention[0][0][0].length];
+  assert.deepEqual([a.numLayers, a.numHeads, a.numTokens, a.numKeyTokens], [L, H, N, K]);
   for (let l = 0; l < L; l++) {
     for (let h = 0; h < H; h++) {
       for (let i = 0; i < N; i++) {
         const row = readRow(a, l, h, i);
-        for (let j = 0; j < N; j++) assert.ok(close(row[j], expected.attention[l][h][i][j]), `${name} [${l},${h},${i},${j}]`);
+        for (let j = 0; j < K; j++) assert.ok(close(row[j], expected.attention[l][h][i][j]), `${name} [${l},${h},${i},${j}]`);
       }
-      for (let j = 0; j < N; j++) {
+      for (let j = 0; j < K; j++) {
         const column = readColumn(a, l, h, j);
         for (let i = 0; i < N; i++) assert.ok(close(column[i], expected.attention[l][h][i][j]), `${name} column [${l},${h},${i},${j}]`);
       }
@@ -38,6 +29,10 @@ function assertDecodesLikeTheWriter(name: string): void {
 }
 
 test('decodes the dense encoding like the writer', () => assertDecodesLikeTheWriter('dense'));
+test('decodes cross attention (queries over other tokens), dense and top-k, like the writer', () => {
+  assertDecodesLikeTheWriter('cross');
+  assertDecodesLikeTheWriter('cross_topk');
+});
 test('decodes the causal encoding like the writer', () => assertDecodesLikeTheWriter('causal'));
 test('decodes the topk encoding like the writer', () => assertDecodesLikeTheWriter('topk'));
 test('decodes a causal topk example (padded slots) like the writer', () => assertDecodesLikeTheWriter('topk_causal'));

@@ -16,18 +16,21 @@ export function close(actual: number, expected: number, tolerance = 1e-6): boole
   return Math.abs(actual - expected) <= tolerance;
 }
 
-/** A one-layer, one-head dense attention of 0/1 weights (codes 0 and 255). */
+/** A one-layer, one-head dense attention of the given weights (rows: queries; as many keys as a
+ * row has, named k0, k1, ... when they are not the queries). */
 export function attentionOf(rows: number[][], n: number): Attention {
   const codes = Uint8Array.from(rows.flat().map((w) => Math.round(Math.sqrt(w) * 255)));
   const tokens = Array.from({length: n}, (_, i) => `t${i}`);
+  const nk = rows[0]?.length ?? n;
+  const keyTokens = nk === n ? tokens : Array.from({length: nk}, (_, j) => `k${j}`);
   return {
-    header: {tokens, num_layers: 1, num_heads: 1, num_tokens: n, causal: false, quantization: 'sqrt-u8', encoding: 'dense'},
+    header: {tokens, num_layers: 1, num_heads: 1, num_tokens: n, num_key_tokens: nk, causal: false, quantization: 'sqrt-u8', encoding: 'dense'},
     tokens,
-    keyTokens: tokens,
+    keyTokens,
     numLayers: 1,
     numHeads: 1,
     numTokens: n,
-    numKeyTokens: n,
+    numKeyTokens: nk,
     encoding: 'dense',
     codes,
     keys: null,

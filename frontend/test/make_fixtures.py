@@ -1,7 +1,7 @@
 """Writes the decoder fixtures of the frontend unit tests with the writer's own encoder."""
 
 # Run from the repository root: python frontend/test/make_fixtures.py. Each fixture is a blob as
-# the routes serve it (after the browser undoes the gzip), plus what tb_attention.metadata decodes
+# the routes serve it (after the browser undoes the gzip), plus what tb_attention.codecs decodes
 # it to, so the TypeScript decoders are checked against the Python encoder, not against themselves.
 
 import gzip
@@ -12,13 +12,13 @@ import sys
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
-from tb_attention import metadata  # noqa: E402
+from tb_attention import codecs  # noqa: E402
 
 OUT = pathlib.Path(__file__).resolve().parent / "fixtures"
 
 
-def softmax_rows(rng, layers, heads, n, causal):
-    scores = rng.normal(size=(layers, heads, n, n)) * 2.5
+def softmax_rows(rng, layers, heads, n, causal, keys=None):
+    scores = rng.normal(size=(layers, heads, n, n if keys is None else keys)) * 2.5
     if causal:
         scores = np.where(np.triu(np.ones((n, n), dtype=bool), 1), -np.inf, scores)
     e = np.exp(scores - scores.max(-1, keepdims=True))
@@ -39,19 +39,23 @@ def main():
         "causal": dict(attention=softmax_rows(rng, 2, 2, 6, True), tokens=tokens[:6]),
         "topk": dict(attention=softmax_rows(rng, 2, 2, 9, False), tokens=tokens, max_dense_tokens=8, top_k=3),
         "topk_causal": dict(attention=softmax_rows(rng, 1, 2, 9, True), tokens=tokens, max_dense_tokens=8, top_k=4),
+        # Cross attention (v2 groups): 4 queries over 9 other tokens, dense and sparse.
+        "cross": dict(attention=softmax_rows(rng, 2, 3, 4, False, keys=9), tokens=tokens[5:], key_tokens=tokens),
+        "cross_topk": dict(attention=softmax_rows(rng, 1, 2, 4, False, keys=9), tokens=tokens[5:], key_tokens=tokens,
+                           max_dense_tokens=3, top_k=3),
     }
     for name, case in cases.items():
         attention = case.pop("attention")
-        blob = metadata.encode_attention(attention, **case)
-        decoded = metadata.decode_attention(blob)
+        blob = codecs.encode_attention(attention, **case)
+        decoded = codecs.decode_attention(blob)
         write(name, blob, {"header": decoded.header, "attention": decoded.attention.tolist()})
 
     layers, heads, kv_heads, n, d = 2, 4, 2, 5, 3
     query = rng.normal(size=(layers, heads, n, d)).astype(np.float32)
     key = rng.normal(size=(layers, kv_heads, n, d)).astype(np.float32)
     scaling = [d**-0.5, 0.25]
-    blob = metadata.encode_qk(query, key, scaling)
-    qk = metadata.decode_qk(blob)
+    blob = codecs.encode_qk(query, key, scaling)
+    qk = codecs.decode_qk(blob)
     # What the neuron view must compute: softmax(scaling · q_h · k_{h // (H/K)}^T) with a causal mask.
     group = heads // kv_heads
     scores = np.einsum("lhnd,lhmd->lhnm", qk.query, np.repeat(qk.key, group, axis=1)) * np.array(scaling)[:, None, None, None]
@@ -66,13 +70,13 @@ def main():
 
     # The scoring rules (Gemma 2's soft cap, sliding windows, gpt-oss sinks), each on one layer of
     # three; large vectors so that the cap bites. tests/test_capture.py checks that these rules, as
-    # metadata.SCORING_RULES defines them, reproduce real models' weights.
+    # schema.SCORING_RULES defines them, reproduce real models' weights.
     layers, n = 3, 6
     query = 3 * rng.normal(size=(layers, heads, n, d)).astype(np.float32)
     key = 3 * rng.normal(size=(layers, kv_heads, n, d)).astype(np.float32)
     rules = {"softcap": [2.0, None, None], "sliding_window": [None, 2, None], "sinks": [None, None, [0.5, -1.0, 2.0, 0.0]]}
-    blob = metadata.encode_qk(query, key, [0.5] * layers, **rules)
-    qk = metadata.decode_qk(blob)
+    blob = codecs.encode_qk(query, key, [0.5] * layers, **rules)
+    qk = codecs.decode_qk(blob)
     expected = {"causal": [], "bidirectional": []}
     for name, causal in (("causal", True), ("bidirectional", False)):
         for layer in range(layers):

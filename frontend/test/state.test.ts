@@ -9,7 +9,7 @@ import {decodeState, encodeState} from '../src/url_state';
 test('a state survives its URL form', () => {
   const state: State = applyPatch(DEFAULT_STATE, {
     view: 'neuron',
-    panel: {run: 'train/a b&c', tag: 'probe', step: 100, example: 2},
+    panel: {run: 'train/a b&c', tag: 'probe', step: 100, example: 2, group: 'cross'},
     focus: {layer: 3, heads: [0, 5], tokens: [4, 7], side: 'to'},
     filters: {pair: 'AB', hide: true, renorm: true, threshold: 0.05, topk: 3},
   });
@@ -108,6 +108,8 @@ const runsTags: Tags = {
 
 test('metrics of a probe and the runs that logged one', () => {
   assert.deepEqual(probeMetrics(runsTags, 'train', 'probe'), ['distance', 'pos/NOUN']);
+  const grouped: Tags = {t5: {probe: {kind: 'attention', steps: [0]}, 'probe/entropy': {kind: 'metric', probe: 'probe', metric: 'entropy', steps: [0]}, 'probe/cross/diagonal_alignment': {kind: 'metric', probe: 'probe', metric: 'diagonal_alignment', steps: [0]}}};
+  assert.deepEqual(probeMetrics(grouped, 't5', 'probe'), ['entropy']); // the first group's only
   assert.deepEqual(runsWithMetric(runsTags, 'probe', 'distance'), ['checkpoint-0', 'train']);
 });
 

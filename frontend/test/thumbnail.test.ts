@@ -3,7 +3,7 @@ import {test} from 'node:test';
 import {decodeAttention, DEQUANTIZE, readRow} from '../src/decode';
 import {specialTokenMask, type RowFilter} from '../src/transforms';
 
-const noFilter = (n: number): RowFilter => ({hidden: null, renormalize: false, keys: {start: 0, end: n}});
+const unfiltered = (n: number): RowFilter => ({hidden: null, renormalize: false, keys: {start: 0, end: n}});
 import {thumbnailCells} from '../src/views/model_view';
 import {fixture} from './fixtures';
 
@@ -13,7 +13,7 @@ for (const name of ['dense', 'causal', 'topk']) {
   test(`a model-view thumbnail holds every weight of the head when it has room (${name})`, () => {
     const a = decodeAttention(fixture(name).buffer);
     const n = a.numTokens;
-    const {rows, cols, cells} = thumbnailCells(a, 1, 1, noFilter(n), {start: 0, end: n}, 64);
+    const {rows, cols, cells} = thumbnailCells(a, 1, 1, unfiltered(n), {start: 0, end: n}, 64);
     assert.deepEqual([rows, cols], [n, n]);
     for (let i = 0; i < n; i++) {
       const row = readRow(a, 1, 1, i);
@@ -24,7 +24,7 @@ for (const name of ['dense', 'causal', 'topk']) {
 
 test('a smaller thumbnail keeps the largest weight of each pooled cell', () => {
   const a = decodeAttention(fixture('topk').buffer); // 9 tokens
-  const {rows, cols, cells} = thumbnailCells(a, 0, 1, noFilter(9), {start: 0, end: 9}, 3);
+  const {rows, cols, cells} = thumbnailCells(a, 0, 1, unfiltered(9), {start: 0, end: 9}, 3);
   assert.deepEqual([rows, cols], [3, 3]);
   for (let r = 0; r < 3; r++) {
     for (let c = 0; c < 3; c++) {

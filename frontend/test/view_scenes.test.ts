@@ -8,7 +8,7 @@ import {analysisCards} from '../src/views/analysis/scene';
 import {bestScores, exemplarRows, layoutTokens} from '../src/views/exemplars/scene';
 import {computeArcs} from '../src/views/head/arcs';
 import {clickTokens, focusedTokens, focusedWeights, inspection, weightFilter} from '../src/views/head/scene';
-import {attentionOf} from './fixtures';
+import {attentionOf, fixture} from './fixtures';
 
 const info = (n: number, segments: number[] | null = null): ExampleInfo => ({
   index: 0,
@@ -24,7 +24,7 @@ const info = (n: number, segments: number[] | null = null): ExampleInfo => ({
 
 test('the head view’s filters come from the state, clamped to the example', () => {
   const a = attentionOf([[1, 0, 0], [0, 1, 0], [0, 0, 1]], 3);
-  const f = weightFilter(applyPatch(DEFAULT_STATE, {focus: {layer: 5, heads: [0]}, filters: {pair: 'AB', hide: true, threshold: 0.2}}), a, info(3, [1]));
+  const f = weightFilter(applyPatch(DEFAULT_STATE, {focus: {layer: 5, heads: [0]}, filters: {pair: 'AB', hide: true, threshold: 0.2}}), a, info(3, [1]).segments);
   assert.equal(f.layer, 0);
   assert.deepEqual(f.heads, [0]);
   assert.deepEqual(f.queries, {start: 0, end: 1});
@@ -35,9 +35,9 @@ test('the head view’s filters come from the state, clamped to the example', ()
 
 test('locked tokens win over the hovered one; the focused weights and the inspector follow them', () => {
   const a = attentionOf([[1, 0, 0], [0.25, 0.75, 0], [0, 0.5, 0.5]], 3);
-  const f = weightFilter(DEFAULT_STATE, a, info(3));
-  assert.deepEqual(focusedTokens({...DEFAULT_STATE.focus, tokens: [2, 9]}, {side: 'to', index: 0}, 3), {side: 'from', tokens: [2], locked: true});
-  const hovered = focusedTokens(DEFAULT_STATE.focus, {side: 'to', index: 1}, 3)!;
+  const f = weightFilter(DEFAULT_STATE, a, null);
+  assert.deepEqual(focusedTokens({...DEFAULT_STATE.focus, tokens: [2, 9]}, {side: 'to', index: 0}, a), {side: 'from', tokens: [2], locked: true});
+  const hovered = focusedTokens(DEFAULT_STATE.focus, {side: 'to', index: 1}, a)!;
   assert.deepEqual(hovered, {side: 'to', tokens: [1], locked: false});
   const arcs = computeArcs(a, 0, f.heads, f.filter, f.queries, f.prune);
   const {stripes, arcs: focused} = focusedWeights(a, f, hovered, arcs.kept);
@@ -47,6 +47,27 @@ test('locked tokens win over the hovered one; the focused weights and the inspec
   assert.equal(said.tokens, '#1 "t1"');
   assert.equal(said.verb, 'attends to');
   assert.deepEqual(said.top.map((e) => e.index), [1, 0]);
+});
+
+test('cross attention: decoder queries on the left, encoder keys on the right, each column its own length', () => {
+  // 2 decoder queries over 4 encoder keys
+  const a = attentionOf([[0.5, 0.5, 0, 0], [0, 0, 0.25, 0.75]], 2);
+  const f = weightFilter(applyPatch(DEFAULT_STATE, {filters: {pair: 'AB', hide: true}}), a, [1]);
+  assert.deepEqual([f.queries, f.filter.keys], [{start: 0, end: 2}, {start: 0, end: 4}]); // no sentence pair
+  assert.deepEqual([...f.filter.hidden!], [1, 0, 0, 0]); // the first key
+  // Key 3 can be locked though there are only 2 queries; query 3 cannot.
+  assert.deepEqual(focusedTokens({...DEFAULT_STATE.focus, side: 'to', tokens: [3]}, null, a), {side: 'to', tokens: [3], locked: true});
+  assert.equal(focusedTokens({...DEFAULT_STATE.focus, side: 'from', tokens: [3]}, null, a), null);
+  const plain = weightFilter(DEFAULT_STATE, a, null);
+  const arcs = computeArcs(a, 0, plain.heads, plain.filter, plain.queries, plain.prune);
+  assert.deepEqual([...arcs.from].map((i, t) => [i, arcs.to[t]]), [[0, 0], [0, 1], [1, 2], [1, 3]]);
+  const fromQuery = focusedWeights(a, plain, {side: 'from', tokens: [1], locked: true}, arcs.kept);
+  assert.deepEqual([...fromQuery.stripes[0]].map((w) => +w.toFixed(2)), [0, 0, 0.25, 0.75]); // over the 4 keys (quantised)
+  const toKey = focusedWeights(a, plain, {side: 'to', tokens: [1], locked: true}, arcs.kept);
+  assert.deepEqual([...toKey.stripes[0]].map((w) => +w.toFixed(2)), [0.5, 0]); // over the 2 queries
+  const said = inspection(a, plain, {side: 'to', tokens: [3], locked: true});
+  assert.equal(said.tokens, '#3 "k3"');
+  assert.deepEqual(said.top.map((e) => e.index), [1]);
 });
 
 test('a click locks a token, again unlocks it, shift adds or removes one, off the tokens clears', () => {
@@ -103,4 +124,22 @@ test('an input too long for its row keeps a window around its arc, the rest elid
   assert.equal(shown[shown.length - 1], null); // and after
   assert.ok(shown.includes(18) && shown.includes(19) && shown.includes(20));
   assert.ok(window[window.length - 1].x + window[window.length - 1].w <= 200 + 1e-9);
+});
+
+test('the neuron scene recomputes a query’s softmax and says whether it matches the stored weights', async () => {
+  const {decodeQueryKey} = await import('../src/decode_qk');
+  const {neuronScene, neuronCaption, AGREEMENT} = await import('../src/views/neuron/scene');
+  const {buffer, expected} = fixture<{causal_softmax: number[][][][]}>('qk');
+  const qk = decodeQueryKey(buffer);
+  const n = qk.numTokens;
+  const stored = attentionOf(expected.causal_softmax[0][0], n);
+  const causal = {...stored, header: {...stored.header, causal: true}};
+  const scene = neuronScene(qk, causal, 0, 0, n - 1);
+  assert.equal(scene.query, n - 1);
+  assert.ok(scene.difference <= 0.004, `${scene.difference}`); // the stored weights' quantisation
+  assert.match(neuronCaption(scene), /softmax = stored/);
+  const uniform = attentionOf(Array.from({length: n}, (_, i) => Array.from({length: n}, (_, j) => (j <= i ? 1 / (i + 1) : 0))), n);
+  const off = neuronScene(qk, {...uniform, header: {...uniform.header, causal: true}}, 0, 0, n - 1);
+  assert.ok(off.difference > AGREEMENT);
+  assert.match(neuronCaption(off), /differs from stored/);
 });

@@ -1,5 +1,5 @@
 // The one pointer helper: mouse events on a figure, in the figure's own coordinates, moves
-// throttled to one per frame.
+// throttled to one per frame (unless asked otherwise).
 
 import {frameThrottle} from '../dom';
 
@@ -10,6 +10,9 @@ export interface Point {
 }
 
 export interface PointerHandlers {
+  /** moves come at most once per frame, unless `immediate` (figures whose hover is cheap and
+   * that tests read right after a move: the head, model and neuron views) */
+  immediate?: boolean;
   move?(at: Point, event: MouseEvent): void;
   leave?(): void;
   click?(at: Point, event: MouseEvent): void;
@@ -25,8 +28,9 @@ export function pointIn(element: Element, event: MouseEvent): Point {
 /** Listens to the pointer on `element`; `locate` maps an event to figure coordinates (default: the
  * element's own; a scrolling figure adds its scroll offset). */
 export function onPointer(element: HTMLElement, handlers: PointerHandlers, locate: (event: MouseEvent) => Point = (e) => pointIn(element, e)): void {
-  const {move, leave, click, dblclick} = handlers;
-  if (move) element.addEventListener('mousemove', frameThrottle((event: MouseEvent) => move(locate(event), event)));
+  const {move, leave, click, dblclick, immediate} = handlers;
+  const onMove = (event: MouseEvent) => move!(locate(event), event);
+  if (move) element.addEventListener('mousemove', immediate ? onMove : frameThrottle(onMove));
   if (leave) element.addEventListener('mouseleave', () => leave());
   if (click) element.addEventListener('click', (event) => click(locate(event), event));
   if (dblclick) element.addEventListener('dblclick', (event) => dblclick(locate(event), event));

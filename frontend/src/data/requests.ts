@@ -1,7 +1,8 @@
 // The requests views declare: one builder per route, each with its cache key.
 
 import type {Api, CompareKey, CompareMoved, ExampleKey, Examples, Exemplars, MetricSeries, ProbeMetrics} from '../api';
-import type {Attention, QueryKey} from '../decode';
+import type {Attention} from '../decode';
+import type {QueryKey} from '../decode_qk';
 import type {Request} from './cache';
 
 function request<T>(route: string, parts: unknown[], what: string, heavy: boolean, fetch: (api: Api) => Promise<T>): Request<T> {
@@ -15,12 +16,12 @@ export function examples(run: string, tag: string, step: number): Request<Exampl
 
 /** One example's decoded weights (`/attention`). */
 export function attention(key: ExampleKey): Request<Attention> {
-  return request('attention', [key.run, key.tag, key.step, key.example], 'the attention', true, (api) => api.attention(key));
+  return request('attention', [key.run, key.tag, key.step, key.example, key.group ?? null], 'the attention', true, (api) => api.attention(key));
 }
 
 /** One example's query and key vectors (`/qk`; 404 when none were logged). */
 export function queryKey(key: ExampleKey): Request<QueryKey> {
-  return request('qk', [key.run, key.tag, key.step, key.example], 'the query/key vectors', true, (api) => api.queryKey(key));
+  return request('qk', [key.run, key.tag, key.step, key.example, key.group ?? null], 'the query/key vectors', true, (api) => api.queryKey(key));
 }
 
 /** Every step of one metric tag (`/metric`); `version` (the steps `/tags` lists) refetches when it changes. */

@@ -159,8 +159,8 @@ export class CompareView implements View {
     const [wa, wb] = weights;
     if (!wa || !wb) return this.show('Loading the attention of A and B…');
     const models: [ExampleModel, ExampleModel] = [
-      {state, key: {run: plan.a.run, tag: plan.tag, step: plan.a.step, example: plan.example}, example: ea, attention: wa},
-      {state, key: {run: plan.b.run, tag: plan.tag, step: plan.b.step, example: plan.example}, example: eb, attention: wb},
+      {state, key: {run: plan.a.run, tag: plan.tag, step: plan.a.step, example: plan.example}, example: ea, group: null, attention: wa},
+      {state, key: {run: plan.b.run, tag: plan.tag, step: plan.b.step, example: plan.example}, example: eb, group: null, attention: wb},
     ];
     this.message.hidden = true;
     if (state.compare.mode === 'head' || state.compare.mode === 'model') return this.sideBySide(models);

@@ -217,3 +217,32 @@ export class Segmented<T extends string> {
     for (const button of this.buttons) button.setAttribute('aria-pressed', String(button.dataset.value === value));
   }
 }
+
+/** The attention group of the example (encoder, decoder, cross, ...): hidden for one group. */
+export class GroupPicker {
+  readonly element: HTMLElement;
+  private readonly select: HTMLSelectElement;
+  private key = '';
+
+  constructor(store: Store) {
+    this.select = el('select', {attrs: {'aria-label': 'Attention group', 'data-control': 'group'}});
+    this.select.addEventListener('change', () => store.update({panel: {group: this.select.selectedIndex === 0 ? null : this.select.value}, focus: {tokens: []}}));
+    this.element = el('label', {class: 'control', title: 'Which attention of the example: self, encoder, decoder, or cross (decoder queries over encoder keys)'}, [
+      el('span', {class: 'control-label', text: 'Attention'}),
+      this.select,
+    ]);
+  }
+
+  /** `groups`: the example's groups in order (none or one: the picker hides); `current`: the one drawn. */
+  set(groups: readonly {name: string; num_tokens: number; num_key_tokens: number}[], current: string | null): void {
+    this.element.hidden = groups.length < 2;
+    const key = groups.map((g) => g.name).join(',');
+    if (key !== this.key) {
+      this.key = key;
+      this.select.replaceChildren(
+        ...groups.map((g) => el('option', {text: `${g.name} (${g.num_tokens} × ${g.num_key_tokens})`, attrs: {value: g.name}})),
+      );
+    }
+    this.select.value = current ?? groups[0]?.name ?? '';
+  }
+}

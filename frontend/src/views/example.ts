@@ -1,7 +1,7 @@
 // What the example views (head, model, neuron) share: the panel's example, its requests and the
 // keys that move through it.
 
-import type {ExampleInfo, ExampleKey} from '../api';
+import type {ExampleInfo, ExampleKey, GroupInfo} from '../api';
 import {valueOf, type AnyRequest} from '../data/cache';
 import * as requests from '../data/requests';
 import type {Attention} from '../decode';
@@ -14,7 +14,24 @@ export interface ExampleModel {
   state: Readonly<State>;
   key: ExampleKey;
   example: ExampleInfo;
+  /** the attention group drawn, when not the example's first (whose fields `example` holds) */
+  group: GroupInfo | null;
   attention: Attention;
+}
+
+/** The group the state names, when the example has it and it is not the first; null: the first. */
+export function groupOf(example: ExampleInfo, wanted: string | null): GroupInfo | null {
+  const groups = example.groups ?? [];
+  const index = wanted === null ? -1 : groups.findIndex((g) => g.name === wanted);
+  return index > 0 ? groups[index] : null;
+}
+
+/** The key of one example of the panel's step, in the group the state names. */
+function keyOf(model: ViewModel, example: ExampleInfo | null, index: number): ExampleKey {
+  const {selection: sel, state} = model;
+  const named = example ? groupOf(example, state.panel.group)?.name : (state.panel.group ?? undefined);
+  const key: ExampleKey = {run: sel.run, tag: sel.tag, step: sel.exampleStep, example: index};
+  return named === undefined ? key : {...key, group: named};
 }
 
 /** The example the panel selects: the state's when the step has it, else the step's first. */
@@ -30,8 +47,9 @@ export function exampleNeeds(model: ViewModel): AnyRequest[] {
   const list = requests.examples(sel.run, sel.tag, sel.exampleStep);
   const examples = valueOf(data, list);
   if (examples && !examples.examples.length) return [list];
-  const example = examples ? panelExample(examples.examples, state.panel.example) : state.panel.example;
-  return [list, requests.attention({run: sel.run, tag: sel.tag, step: sel.exampleStep, example})];
+  const index = examples ? panelExample(examples.examples, state.panel.example) : state.panel.example;
+  const example = examples?.examples.find((e) => e.index === index) ?? null;
+  return [list, requests.attention(keyOf(model, example, index))];
 }
 
 /** The selected example, loaded; while the next one loads, the last one stays shown (with the
@@ -46,12 +64,11 @@ export class ShownExample {
     if (list.state === 'ready') {
       if (!list.value.examples.length) return this.fail(`Step ${sel.exampleStep} of ${sel.run}/${sel.tag} holds no examples.`);
       const index = panelExample(list.value.examples, state.panel.example);
-      const key: ExampleKey = {run: sel.run, tag: sel.tag, step: sel.exampleStep, example: index};
+      const example = list.value.examples.find((e) => e.index === index)!;
+      const key = keyOf(model, example, index);
       const weights = data.get(requests.attention(key));
       if (weights.state === 'error') return this.fail(weights.error);
-      if (weights.state === 'ready') {
-        this.last = {key, example: list.value.examples.find((e) => e.index === index)!, attention: weights.value};
-      }
+      if (weights.state === 'ready') this.last = {key, example, group: groupOf(example, state.panel.group), attention: weights.value};
     }
     return this.last ? {...this.last, state} : {kind: 'loading', text: 'Loading attention…'};
   }

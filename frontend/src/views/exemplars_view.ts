@@ -5,7 +5,7 @@
 
 import type {Exemplars} from '../api';
 import {HeatmapGeometry, HEATMAP_LEFT, HEATMAP_TOP, LEGEND_HEIGHT, paintHeatmap, paintLegend} from '../components/heatmap';
-import {ACCENT, BORDER, FAINT_INK, font, FONT_SMALL, FONT_TITLE, HOVER_FILL, INK, MUTED_INK} from '../theme';
+import {ACCENT, FONT_SMALL, FONT_TITLE, INK, MUTED_INK} from '../theme';
 import {headColors} from '../colors';
 import {LastAnswer, type AnyRequest} from '../data/cache';
 import * as requests from '../data/requests';
@@ -16,18 +16,16 @@ import {CanvasPainter, textWidth, type Painter} from '../painter';
 import {exemplarsTag} from '../schema';
 import {nearestStep} from '../selection';
 import type {HeadRef} from '../state';
-import {exactToken, readingPieces, truncate} from '../tokens';
+import {exactToken, truncate} from '../tokens';
 import {Tooltip} from '../tooltip';
 import {HeadPicker, LayerPicker} from './controls';
-import {BOX_PAD, bestScores, exemplarRows, layoutTokens, type Row} from './exemplars/scene';
+import {FONT, FONT_BOLD, paintExemplar, TOKEN_LINE} from './exemplars/paint';
+import {bestScores, exemplarRows, layoutTokens, type Row} from './exemplars/scene';
 import {ScrollingCanvas} from './scrolling_canvas';
 import type {View, ViewContext, ViewModel, ViewStatus} from './view';
 
-const FONT = font(null, 13);
-const FONT_BOLD = font(600, 13);
 const PAD = 16; // px around the list
 const ROW_HEIGHT = 96; // px per exemplar
-const TOKEN_LINE = 70; // px from a row's top to its tokens' baseline middle
 const SIDE_WIDTH = 250; // px: the head map
 const MAP_CELL = 22; // px, at most
 
@@ -221,60 +219,9 @@ export class ExemplarsView implements View {
     if (!this.rows.length) {
       painter.text(`Layer ${layer}, head ${head} has no exemplars at this step.`, PAD, PAD + 10, {font: FONT, color: MUTED_INK});
     }
-    for (const row of this.rows) {
-      const top = row.top;
-      if (this.hoverRow === row.rank) painter.rect(PAD, top, width - 2 * PAD, ROW_HEIGHT - 8, HOVER_FILL);
-      painter.strokeRect(PAD + 0.5, top + 0.5, width - 2 * PAD - 1, ROW_HEIGHT - 9, BORDER, 1);
-      const pieces = readingPieces(row.tokens);
-      const q = truncate(pieces[row.from]?.text ?? '', 20);
-      const k = truncate(pieces[row.to]?.text ?? '', 20);
-      const head = `#${row.rank + 1}`;
-      painter.text(head, PAD + 8, top + 14, {font: FONT_TITLE, color: INK});
-      const headline = `weight ${valueText(row.score)} · from “${q}” (token ${row.from}) to “${k}” (token ${row.to})`;
-      painter.text(headline, PAD + 8 + textWidth(head, FONT_TITLE) + 8, top + 14, {font: FONT_SMALL, color: MUTED_INK});
-      painter.text(row.example === null ? 'weights not stored' : 'open in the head view ›', width - PAD - 10, top + 14, {
-        font: FONT_SMALL,
-        color: row.example === null ? FAINT_INK : this.hoverRow === row.rank ? ACCENT : MUTED_INK,
-        align: 'right',
-      });
-      const y = top + TOKEN_LINE;
-      const center = (index: number) => {
-        const item = row.items.find((it) => it.index === index);
-        return item ? item.x + item.w / 2 : null;
-      };
-      for (const item of row.items) {
-        const isQuery = item.index === row.from;
-        const isKey = item.index === row.to;
-        if (isKey || isQuery) painter.rect(item.x - BOX_PAD, y - 10, item.w + 2 * BOX_PAD, 20, color, isKey ? 0.22 : 0.08);
-        painter.text(item.label, item.x, y, {font: isQuery || isKey ? FONT_BOLD : FONT, color: item.index === null ? MUTED_INK : INK});
-      }
-      const x1 = center(row.from);
-      const x2 = center(row.to);
-      if (x1 !== null && x2 !== null) this.paintArc(painter, x1, x2, y - 12, color);
-    }
+    for (const row of this.rows) paintExemplar(painter, row, {left: PAD, width: width - 2 * PAD, height: ROW_HEIGHT - 8, color, hovered: this.hoverRow === row.rank});
   }
 
-  /** The arc of maximum attention, from the query token up and over to the key, arrow at the key. */
-  private paintArc(painter: Painter, x1: number, x2: number, base: number, color: string): void {
-    if (Math.abs(x1 - x2) < 1) {
-      painter.path((c) => {
-        c.moveTo(x1 - 4, base);
-        c.bezierCurveTo(x1 - 14, base - 26, x1 + 14, base - 26, x1 + 4, base);
-      }, {stroke: color, width: 2.25});
-    } else {
-      const height = Math.min(36, 12 + Math.abs(x2 - x1) * 0.18);
-      painter.path((c) => {
-        c.moveTo(x1, base);
-        c.bezierCurveTo(x1, base - height, x2, base - height, x2, base);
-      }, {stroke: color, width: 2.25});
-    }
-    painter.path((c) => {
-      c.moveTo(x2 - 4, base - 6);
-      c.lineTo(x2, base);
-      c.lineTo(x2 + 4, base - 6);
-    }, {stroke: color, width: 2.25});
-    painter.path((c) => c.arc(x1, base, 2.5, 0, 2 * Math.PI), {fill: color});
-  }
 
   private draw(): void {
     if (!this.table.value) return;

@@ -10,8 +10,9 @@ import {textWidth, type Painter} from '../painter';
 import type {Side} from '../state';
 import {FAINT_INK, font, HIGHLIGHT_FILL, INK, MUTED_INK} from '../theme';
 import {truncate} from '../tokens';
-import {HeadPicker, HideToggle, LayerPicker, PairFilter, PruneControls} from './controls';
+import {GroupPicker, HeadPicker, HideToggle, LayerPicker, PairFilter, PruneControls} from './controls';
 import {ArcBatch, computeArcs, type ArcSet} from './head/arcs';
+import {HEADER_HEIGHT, headLayout, PAD, ROW_HEIGHT, tokenAt, type Layout} from './head/layout';
 import {clickTokens, focusedTokens, focusedWeights, inspection, weightFilter, type FocusedTokens, type WeightFilter} from './head/scene';
 import {ScrollingCanvas} from './scrolling_canvas';
 import {exampleKey, exampleNeeds, isStatus, ShownExample, type ExampleModel} from './example';
@@ -21,36 +22,25 @@ const FONT = font(null, 13);
 const FONT_FOCUS = font(600, 13);
 const FONT_HEADER = font(500, 11);
 const FONT_INDEX = font(null, 10); // token positions, left of the query column
-const ROW_HEIGHT = 20; // px per token
-const HEADER_HEIGHT = 30; // px above the first token: the column titles
-const PAD = 8; // px of padding around the figure
 const LABEL_PAD = 6; // px between a token's box edge and its text
 const MIN_LABEL = 36; // px: narrowest token label
 const MAX_LABEL = 170; // px: widest token label (longer tokens are shortened)
-const STRIP_PER_HEAD = 6; // px per head in the heat strip beside the focused tokens' targets
-const MAX_STRIP = 72; // px
-const MIN_GAP = 140; // px between the columns, where the arcs run
-const MAX_GAP = 460;
 const MAX_LABEL_CHARS = 28;
 const FOCUS_ARC_WIDTH = 2; // px
 const ARC_WIDTH = 1.5; // px
 
-interface Layout {
-  width: number;
-  height: number;
-  column: number; // a token column: label, then a heat strip on the side of the arcs
-  strip: number; // heat strip width: one cell per shown head, the weight as its opacity
-  leftX: number; // left edge of the query column
-  rightX: number; // left edge of the key column
-  scrollTop: number;
-}
 
 /** Everything derived from the model that the frame loop reads. */
 interface Scene {
   model: ExampleModel;
   attention: Attention;
+  /** query labels */
   labels: string[];
+  /** key labels (the query labels but for cross attention) */
+  keyLabels: string[];
   labelWidth: number;
+  /** rows drawn: the longer of the two columns */
+  rows: number;
   colors: string[];
   weights: WeightFilter;
   arcs: ArcSet;
@@ -66,6 +56,7 @@ export class HeadView implements View {
   private readonly shown = new ShownExample();
   private readonly area: ScrollingCanvas;
   private readonly inspector: HTMLElement;
+  private readonly group: GroupPicker;
   private readonly layer: LayerPicker;
   private readonly heads: HeadPicker;
   private readonly pair: PairFilter;
@@ -74,18 +65,20 @@ export class HeadView implements View {
   private scene: Scene | null = null;
   private sceneKey = '';
   private labelsKey: Attention | null = null;
-  private labelCache: TokenLabels = {labels: [], width: 0};
+  private labelCache: {queries: TokenLabels; keys: TokenLabels} = {queries: {labels: [], width: 0}, keys: {labels: [], width: 0}};
   private hover: {side: Side; index: number} | null = null;
   private layout: Layout = {width: 0, height: 0, column: 0, strip: 0, leftX: 0, rightX: 0, scrollTop: 0};
 
   constructor(private readonly context: ViewContext) {
     const {store} = context;
+    this.group = new GroupPicker(store);
     this.layer = new LayerPicker(store);
     this.heads = new HeadPicker(store);
     this.pair = new PairFilter(store);
     this.hide = new HideToggle(store);
     this.prune = new PruneControls(store);
     this.toolbar = el('div', {class: 'toolbar-group'}, [
+      this.group.element,
       this.layer.element,
       this.heads.element,
       this.pair.element,
@@ -98,6 +91,7 @@ export class HeadView implements View {
     onPointer(
       this.area.canvas,
       {
+        immediate: true,
         move: (at) => this.pointer(at),
         leave: () => this.setHover(null),
         click: (at, event) => {
@@ -140,22 +134,25 @@ export class HeadView implements View {
   setExample(model: ExampleModel): void {
     const {state, attention: a} = model;
     const colors = headColors(a.numHeads);
-    const weights = weightFilter(state, a, model.example);
+    const weights = weightFilter(state, a, model.group ? null : model.example.segments);
+    this.group.set(model.example.groups ?? [], model.group?.name ?? null);
     this.layer.set(a.numLayers, weights.layer);
     this.heads.set(colors, weights.heads);
-    this.pair.set(Boolean(model.example.segments?.length), state.filters.pair);
+    this.pair.set(!model.group && Boolean(model.example.segments?.length), state.filters.pair);
     this.hide.set(state);
     this.prune.set(state);
     const {layer, heads, filter, queries, prune} = weights;
     const key = JSON.stringify([model.key, layer, heads, queries, filter.keys, state.filters.hide, state.filters.renorm, prune]);
     if (key !== this.sceneKey || this.scene?.attention !== a) {
       this.sceneKey = key;
-      const {labels, width} = this.labels(a);
-      this.scene = {model, attention: a, labels, labelWidth: width, colors, weights, arcs: computeArcs(a, layer, heads, filter, queries, prune)};
+      const {queries: q, keys: k} = this.labels(a);
+      const arcs = computeArcs(a, layer, heads, filter, queries, prune);
+      const rows = Math.max(a.numTokens, a.numKeyTokens);
+      this.scene = {model, attention: a, labels: q.labels, keyLabels: k.labels, labelWidth: Math.max(q.width, k.width), rows, colors, weights, arcs};
     } else {
       this.scene!.model = model;
     }
-    if (this.hover && this.hover.index >= a.numTokens) this.hover = null;
+    if (this.hover && this.hover.index >= (this.hover.side === 'from' ? a.numTokens : a.numKeyTokens)) this.hover = null;
     const first = state.focus.tokens.length ? state.focus.tokens[0] * ROW_HEIGHT : null;
     this.area.revealOnChange(`${state.focus.side}:${state.focus.tokens}`, first, ROW_HEIGHT);
     this.resize();
@@ -163,15 +160,10 @@ export class HeadView implements View {
 
   resize(): void {
     if (!this.scene) return;
-    const n = this.scene.attention.numTokens;
+    const n = this.scene.rows;
     this.area.fit(HEADER_HEIGHT + n * ROW_HEIGHT + 2 * PAD, HEADER_HEIGHT + 2 * PAD);
-    const {width, height} = this.area;
-    const strip = Math.min(MAX_STRIP, STRIP_PER_HEAD * this.scene.attention.numHeads);
-    const column = Math.max(MIN_LABEL, Math.min(MAX_LABEL, this.scene.labelWidth)) + 2 * LABEL_PAD + strip;
     const gutter = textWidth(String(n - 1), FONT_INDEX) + 2 * LABEL_PAD;
-    const gap = Math.max(MIN_GAP, Math.min(MAX_GAP, width - 2 * column - 2 * PAD - 2 * gutter));
-    const leftX = Math.max(PAD + gutter, Math.round((width - 2 * column - gap) / 2));
-    this.layout = {width, height, column, strip, leftX, rightX: leftX + column + gap, scrollTop: this.area.scrollTop};
+    this.layout = headLayout(this.area, this.scene.attention.numHeads, Math.max(MIN_LABEL, Math.min(MAX_LABEL, this.scene.labelWidth)) + 2 * LABEL_PAD, gutter);
     this.draw();
   }
 
@@ -182,7 +174,7 @@ export class HeadView implements View {
     const {layout} = this;
     const a = scene.attention;
     const first = Math.max(0, Math.floor((layout.scrollTop - PAD) / ROW_HEIGHT));
-    const last = Math.min(a.numTokens - 1, Math.floor((layout.scrollTop + layout.height - HEADER_HEIGHT - PAD) / ROW_HEIGHT));
+    const last = Math.min(scene.rows - 1, Math.floor((layout.scrollTop + layout.height - HEADER_HEIGHT - PAD) / ROW_HEIGHT));
     const y = (i: number) => HEADER_HEIGHT + PAD + i * ROW_HEIGHT + ROW_HEIGHT / 2 - layout.scrollTop;
     const leftEdge = layout.leftX + layout.column;
     const rightEdge = layout.rightX;
@@ -217,7 +209,7 @@ export class HeadView implements View {
         }
         const stripX = focus.side === 'from' ? layout.rightX : leftEdge - layout.strip;
         const cell = layout.strip / heads.length;
-        for (let j = first; j <= last; j++) {
+        for (let j = first; j <= Math.min(last, (stripes[0]?.length ?? 0) - 1); j++) {
           for (let s = 0; s < heads.length; s++) {
             const w = stripes[s][j];
             if (w > 0) painter.rect(stripX + s * cell, y(j) - ROW_HEIGHT / 2 + 2, cell, ROW_HEIGHT - 4, scene.colors[heads[s]], Math.min(1, w));
@@ -231,25 +223,28 @@ export class HeadView implements View {
       const keys = filter.keys;
       const focused = new Set(focus?.tokens ?? []);
       for (let i = first; i <= last; i++) {
-        const label = scene.labels[i];
         const leftFocus = focus?.side === 'from' && focused.has(i);
         const rightFocus = focus?.side === 'to' && focused.has(i);
         const hoverLeft = this.hover?.side === 'from' && this.hover.index === i;
         const hoverRight = this.hover?.side === 'to' && this.hover.index === i;
         if (hoverLeft && !leftFocus) painter.strokeRect(labelBox('from') + 0.5, y(i) - ROW_HEIGHT / 2 + 1.5, labelBoxWidth - 1, ROW_HEIGHT - 3, FAINT_INK);
         if (hoverRight && !rightFocus) painter.strokeRect(labelBox('to') + 0.5, y(i) - ROW_HEIGHT / 2 + 1.5, labelBoxWidth - 1, ROW_HEIGHT - 3, FAINT_INK);
-        painter.text(String(i), layout.leftX - LABEL_PAD, y(i), {font: FONT_INDEX, color: FAINT_INK, align: 'right'});
         const hidden = filter.hidden?.[i] === 1;
-        painter.text(label, leftEdge - layout.strip - LABEL_PAD, y(i), {
-          font: leftFocus ? FONT_FOCUS : FONT,
-          color: i >= queries.start && i < queries.end ? INK : FAINT_INK,
-          align: 'right',
-        });
-        painter.text(label, rightEdge + layout.strip + LABEL_PAD, y(i), {
-          font: rightFocus ? FONT_FOCUS : FONT,
-          color: hidden || i < keys.start || i >= keys.end ? FAINT_INK : INK,
-          align: 'left',
-        });
+        if (i < a.numTokens) {
+          painter.text(String(i), layout.leftX - LABEL_PAD, y(i), {font: FONT_INDEX, color: FAINT_INK, align: 'right'});
+          painter.text(scene.labels[i], leftEdge - layout.strip - LABEL_PAD, y(i), {
+            font: leftFocus ? FONT_FOCUS : FONT,
+            color: i >= queries.start && i < queries.end ? INK : FAINT_INK,
+            align: 'right',
+          });
+        }
+        if (i < a.numKeyTokens) {
+          painter.text(scene.keyLabels[i], rightEdge + layout.strip + LABEL_PAD, y(i), {
+            font: rightFocus ? FONT_FOCUS : FONT,
+            color: hidden || i < keys.start || i >= keys.end ? FAINT_INK : INK,
+            align: 'left',
+          });
+        }
       }
     });
     const header = {font: FONT_HEADER, color: MUTED_INK, baseline: 'middle' as const};
@@ -277,7 +272,7 @@ export class HeadView implements View {
 
   private focus(): FocusedTokens | null {
     const scene = this.scene;
-    return scene ? focusedTokens(scene.model.state.focus, this.hover, scene.attention.numTokens) : null;
+    return scene ? focusedTokens(scene.model.state.focus, this.hover, scene.attention) : null;
   }
 
   private focusLabel(): string {
@@ -303,17 +298,14 @@ export class HeadView implements View {
     this.inspector.replaceChildren(
       el('span', {class: 'inspector-token', attrs: {'data-inspector': 'tokens'}, text: tokens}),
       el('span', {class: 'hint', text: ` ${verb} (mean of ${count} head${count > 1 ? 's' : ''}): `}),
-      ...top.map(({index, weight}) => el('span', {class: 'inspector-entry', text: `${truncate(scene.labels[index], 16)} ${(weight * 100).toFixed(1)}%`})),
+      ...top.map(({index, weight}) =>
+        el('span', {class: 'inspector-entry', text: `${truncate((focus.side === 'from' ? scene.keyLabels : scene.labels)[index], 16)} ${(weight * 100).toFixed(1)}%`}),
+      ),
     );
   }
 
-  private hit({x, y: yy}: Point): {side: Side; index: number} | null {
-    const {layout} = this;
-    const index = Math.floor((yy - HEADER_HEIGHT - PAD + layout.scrollTop) / ROW_HEIGHT);
-    if (yy < HEADER_HEIGHT || index < 0 || index >= this.scene!.attention.numTokens) return null;
-    if (x >= layout.leftX && x <= layout.leftX + layout.column) return {side: 'from', index};
-    if (x >= layout.rightX && x <= layout.rightX + layout.column) return {side: 'to', index};
-    return null;
+  private hit(at: Point): {side: Side; index: number} | null {
+    return tokenAt(this.layout, at, this.scene!.attention);
   }
 
   private pointer(at: Point): void {
@@ -329,10 +321,11 @@ export class HeadView implements View {
     this.draw();
   }
 
-  private labels(a: Attention): TokenLabels {
+  private labels(a: Attention): {queries: TokenLabels; keys: TokenLabels} {
     if (this.labelsKey !== a) {
       this.labelsKey = a;
-      this.labelCache = tokenLabels(a.tokens, FONT_FOCUS, MAX_LABEL_CHARS, MAX_LABEL);
+      const queries = tokenLabels(a.tokens, FONT_FOCUS, MAX_LABEL_CHARS, MAX_LABEL);
+      this.labelCache = {queries, keys: a.keyTokens === a.tokens ? queries : tokenLabels(a.keyTokens, FONT_FOCUS, MAX_LABEL_CHARS, MAX_LABEL)};
     }
     return this.labelCache;
   }

@@ -7,8 +7,9 @@ import {DEQUANTIZE, rowLength, rowStart, TOPK_PAD, type Attention} from '../deco
 import {onPointer, type Point} from '../components/pointer';
 import {el} from '../dom';
 import type {Painter} from '../painter';
-import {pairRanges, specialTokenMask, type Range, type RowFilter} from '../transforms';
-import {HideToggle, PairFilter, shownHeads} from './controls';
+import type {Range, RowFilter} from '../transforms';
+import {GroupPicker, HideToggle, PairFilter, shownHeads} from './controls';
+import {weightFilter} from './head/scene';
 import {ScrollingCanvas} from './scrolling_canvas';
 import {exampleKey, exampleNeeds, isStatus, ShownExample, type ExampleModel} from './example';
 import type {View, ViewContext, ViewModel, ViewStatus} from './view';
@@ -37,7 +38,7 @@ export function thumbnailCells(
   const nk = Math.max(1, keys.end - keys.start);
   const rows = Math.min(nq, size);
   const cols = Math.min(nk, size);
-  const column = new Int32Array(a.numTokens).fill(-1); // key -> pixel column (-1: filtered out)
+  const column = new Int32Array(a.numKeyTokens).fill(-1); // key -> pixel column (-1: filtered out)
   for (let j = keys.start; j < keys.end; j++) column[j] = Math.floor(((j - keys.start) * cols) / nk);
   const cells = new Uint8Array(rows * cols);
   const {codes, keys: slots} = a;
@@ -123,6 +124,7 @@ export class ModelView implements View {
   private readonly shown = new ShownExample();
   private readonly area: ScrollingCanvas;
   private readonly inspector: HTMLElement;
+  private readonly group: GroupPicker;
   private readonly pair: PairFilter;
   private readonly hide: HideToggle;
   private model: ExampleModel | null = null;
@@ -136,15 +138,17 @@ export class ModelView implements View {
     private readonly context: ViewContext,
     private readonly open = (layer: number, head: number) => context.store.update({view: 'head', focus: {layer, heads: [head]}}),
   ) {
+    this.group = new GroupPicker(context.store);
     this.pair = new PairFilter(context.store);
     this.hide = new HideToggle(context.store);
-    this.toolbar = el('div', {class: 'toolbar-group'}, [this.pair.element, this.hide.element]);
+    this.toolbar = el('div', {class: 'toolbar-group'}, [this.group.element, this.pair.element, this.hide.element]);
     this.area = new ScrollingCanvas('model', () => this.draw());
     this.inspector = el('div', {class: 'inspector'});
     this.element = el('div', {class: 'view view-model'}, [this.area.element, this.inspector]);
     onPointer(
       this.area.canvas,
       {
+        immediate: true,
         move: (at) => this.pointer(at),
         leave: () => this.setHover(null),
         click: (at) => {
@@ -186,7 +190,8 @@ export class ModelView implements View {
   /** Draws one example (the Compare view draws A and B through this). */
   setExample(model: ExampleModel): void {
     this.model = model;
-    this.pair.set(Boolean(model.example.segments?.length), model.state.filters.pair);
+    this.group.set(model.example.groups ?? [], model.group?.name ?? null);
+    this.pair.set(!model.group && Boolean(model.example.segments?.length), model.state.filters.pair);
     this.hide.set(model.state);
     this.resize();
   }
@@ -210,12 +215,8 @@ export class ModelView implements View {
     const {state, attention: a} = model;
     const {thumb, left, scrollTop, height} = this.grid;
     const colors = headColors(a.numHeads);
-    const ranges = pairRanges(a.numTokens, model.example.segments, state.filters.pair);
-    const filter: RowFilter = {
-      hidden: state.filters.hide ? specialTokenMask(a.tokens) : null,
-      renormalize: state.filters.hide && state.filters.renorm,
-      keys: ranges.keys,
-    };
+    const {filter, queries} = weightFilter(state, a, model.group ? null : model.example.segments);
+    const ranges = {queries, keys: filter.keys};
     const resolution = Math.ceil(thumb * (window.devicePixelRatio || 1));
     const key = JSON.stringify([model.key, ranges, state.filters.hide, state.filters.renorm, resolution]);
     if (key !== this.thumbsKey) {
@@ -230,7 +231,7 @@ export class ModelView implements View {
     const lastLayer = Math.min(a.numLayers - 1, Math.floor((scrollTop + height - HEADER_HEIGHT - PAD) / cell));
     const x = (h: number) => left + LABEL_WIDTH + h * cell;
     const y = (l: number) => top + l * cell;
-    const locked = state.focus.tokens.filter((t) => t < a.numTokens);
+    const locked = state.focus.tokens.filter((t) => t < (state.focus.side === 'from' ? a.numTokens : a.numKeyTokens));
     let drawn = 0;
     painter.clip(0, HEADER_HEIGHT, this.grid.width, height - HEADER_HEIGHT, () => {
       for (let l = firstLayer; l <= lastLayer; l++) {

@@ -3,7 +3,7 @@
 
 import {divergingColor, headColors} from '../colors';
 import {FAINT_INK, font, HIGHLIGHT_FILL, INK, MUTED_INK, NEUTRAL_MARK} from '../theme';
-import type {QueryKey} from '../decode';
+import type {QueryKey} from '../decode_qk';
 import type {AnyRequest, DataReader} from '../data/cache';
 import * as requests from '../data/requests';
 import {onPointer, type Point} from '../components/pointer';
@@ -12,7 +12,7 @@ import {el} from '../dom';
 import type {Painter} from '../painter';
 import {exactToken} from '../tokens';
 import {neuronCaption, neuronScene, type NeuronScene} from './neuron/scene';
-import {HeadPicker, LayerPicker, shownHeads} from './controls';
+import {GroupPicker, HeadPicker, LayerPicker, shownHeads} from './controls';
 import {ScrollingCanvas} from './scrolling_canvas';
 import {exampleKey, exampleNeeds, isStatus, ShownExample, type ExampleModel} from './example';
 import type {View, ViewContext, ViewModel, ViewStatus} from './view';
@@ -56,6 +56,7 @@ export class NeuronView implements View {
   private readonly area: ScrollingCanvas;
   private readonly message: HTMLElement;
   private readonly inspector: HTMLElement;
+  private readonly group: GroupPicker;
   private readonly layer: LayerPicker;
   private readonly heads: HeadPicker;
   private data: DataReader | null = null;
@@ -68,9 +69,10 @@ export class NeuronView implements View {
   private size = {width: 0, height: 0, scrollTop: 0};
 
   constructor(private readonly context: ViewContext) {
+    this.group = new GroupPicker(context.store);
     this.layer = new LayerPicker(context.store);
     this.heads = new HeadPicker(context.store, true);
-    this.toolbar = el('div', {class: 'toolbar-group'}, [this.layer.element, this.heads.element]);
+    this.toolbar = el('div', {class: 'toolbar-group'}, [this.group.element, this.layer.element, this.heads.element]);
     this.area = new ScrollingCanvas('neuron', () => this.draw());
     this.message = el('div', {class: 'message', attrs: {'data-message': 'neuron'}});
     this.inspector = el('div', {class: 'inspector'});
@@ -78,6 +80,7 @@ export class NeuronView implements View {
     onPointer(
       this.area.canvas,
       {
+        immediate: true,
         move: (at) => this.pointer(at),
         leave: () => this.setHover(null),
         click: (at) => {
@@ -100,7 +103,7 @@ export class NeuronView implements View {
   /** The example, and its query/key vectors once the example list says they were logged. */
   needs(model: ViewModel): AnyRequest[] {
     const example = this.shown.resolve(model);
-    const qk = !isStatus(example) && example.example.has_qk ? [requests.queryKey(example.key)] : [];
+    const qk = !isStatus(example) && hasQueryKey(example) ? [requests.queryKey(example.key)] : [];
     return [...exampleNeeds(model), ...qk];
   }
 
@@ -123,7 +126,8 @@ export class NeuronView implements View {
   /** Draws one example (the Compare view draws A and B through this). */
   setExample(model: ExampleModel): void {
     this.model = model;
-    const {state, attention: a, example} = model;
+    const {state, attention: a} = model;
+    this.group.set(model.example.groups ?? [], model.group?.name ?? null);
     const layer = Math.min(state.focus.layer, a.numLayers - 1);
     const head = shownHeads(state, a.numHeads)[0];
     this.layer.set(a.numLayers, layer);
@@ -131,7 +135,11 @@ export class NeuronView implements View {
     const first = state.focus.tokens.length ? state.focus.tokens[0] * ROW_HEIGHT : null;
     this.area.revealOnChange(`${state.focus.side}:${state.focus.tokens}`, first, ROW_HEIGHT);
     if (this.labelsFor !== a.tokens) this.setLabels(a.tokens);
-    if (!example.has_qk) {
+    if (a.numKeyTokens !== a.numTokens) {
+      this.show(null, `The ${model.group?.name ?? 'first'} attention of this example has other tokens as keys (${a.numTokens} queries × ${a.numKeyTokens} keys): the neuron view recomputes self-attention. See it in the head or model view.`);
+      return;
+    }
+    if (!hasQueryKey(model)) {
       this.show(null, 'No query/key vectors were logged for this example, so its neuron view cannot be drawn. Log them with the capture option that records queries and keys.');
       return;
     }
@@ -302,4 +310,9 @@ export class NeuronView implements View {
     this.draw();
     this.inspect();
   }
+}
+
+/** Whether q/k vectors were logged for the group drawn. */
+function hasQueryKey(model: ExampleModel): boolean {
+  return model.group ? model.group.has_qk : model.example.has_qk;
 }

@@ -24,13 +24,14 @@ export function computeArcs(
   prune: Prune,
 ): ArcSet {
   const n = a.numTokens;
-  const row = new Float32Array(n);
-  const order = new Int32Array(n);
+  const nk = a.numKeyTokens;
+  const row = new Float32Array(nk);
+  const order = new Int32Array(nk);
   const slot: number[] = [];
   const from: number[] = [];
   const to: number[] = [];
   const weight: number[] = [];
-  const unfiltered: RowFilter = {hidden: filter.hidden, renormalize: false, keys: {start: 0, end: n}};
+  const unfiltered: RowFilter = {hidden: filter.hidden, renormalize: false, keys: {start: 0, end: nk}};
   const push = (s: number, i: number, count: number) => {
     for (let t = 0; t < count; t++) {
       slot.push(s);
@@ -73,9 +74,9 @@ export function computeArcs(
       readRow(a, layer, head, i, row);
       filterRow(row, unfiltered);
       let sum = 0;
-      for (let j = 0; j < n; j++) sum += row[j];
+      for (let j = 0; j < nk; j++) sum += row[j];
       sums[i] = sum;
-      if (filter.renormalize && sum > 0) for (let j = 0; j < n; j++) row[j] /= sum;
+      if (filter.renormalize && sum > 0) for (let j = 0; j < nk; j++) row[j] /= sum;
       if (!shown) continue;
       row.fill(0, 0, filter.keys.start);
       row.fill(0, filter.keys.end);

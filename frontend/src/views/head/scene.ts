@@ -1,7 +1,6 @@
 // What the head view draws, as pure functions of the state and the weights: the filters, the
 // focused tokens and their arcs, what the inspector says, and what a click on a token selects.
 
-import type {ExampleInfo} from '../../api';
 import {readColumn, readRow, type Attention} from '../../decode';
 import type {Focus, Side, State} from '../../state';
 import {exactToken} from '../../tokens';
@@ -19,14 +18,16 @@ export interface WeightFilter {
   prune: Prune;
 }
 
-export function weightFilter(state: Readonly<State>, a: Attention, example: ExampleInfo): WeightFilter {
+/** `segments`: the sentence pair of the example's first group (other groups have none). */
+export function weightFilter(state: Readonly<State>, a: Attention, segments: readonly number[] | null | undefined): WeightFilter {
   const {filters} = state;
-  const ranges = pairRanges(a.numTokens, example.segments, filters.pair);
+  const square = a.numKeyTokens === a.numTokens;
+  const ranges = square ? pairRanges(a.numTokens, segments, filters.pair) : {queries: {start: 0, end: a.numTokens}, keys: {start: 0, end: a.numKeyTokens}};
   return {
     layer: Math.min(state.focus.layer, a.numLayers - 1),
     heads: shownHeads(state, a.numHeads),
     queries: ranges.queries,
-    filter: {hidden: filters.hide ? specialTokenMask(a.tokens) : null, renormalize: filters.hide && filters.renorm, keys: ranges.keys},
+    filter: {hidden: filters.hide ? specialTokenMask(a.keyTokens) : null, renormalize: filters.hide && filters.renorm, keys: ranges.keys},
     prune: {threshold: filters.threshold, topK: filters.topk},
   };
 }
@@ -38,18 +39,19 @@ export interface FocusedTokens {
   locked: boolean;
 }
 
-export function focusedTokens(focus: Readonly<Focus>, hover: {side: Side; index: number} | null, numTokens: number): FocusedTokens | null {
-  const locked = focus.tokens.filter((t) => t < numTokens);
+export function focusedTokens(focus: Readonly<Focus>, hover: {side: Side; index: number} | null, a: Pick<Attention, 'numTokens' | 'numKeyTokens'>): FocusedTokens | null {
+  const count = focus.side === 'from' ? a.numTokens : a.numKeyTokens;
+  const locked = focus.tokens.filter((t) => t < count);
   if (locked.length) return {side: focus.side, tokens: locked, locked: true};
   if (hover) return {side: hover.side, tokens: [hover.index], locked: false};
   return null;
 }
 
-/** The focused tokens' weights, per shown head: a stripe (each token's summed weight given or
- * received, for the heat strip) and the arcs that survive pruning. `kept`: per shown head, each
- * query row's weight left after hiding (computeArcs), to renormalise columns. */
+/** The focused tokens' weights, per shown head: a stripe over the other column (each token's summed
+ * weight given or received, for the heat strip) and the arcs that survive pruning. `kept`: per
+ * shown head, each query row's weight left after hiding (computeArcs), to renormalise columns. */
 export function focusedWeights(a: Attention, f: WeightFilter, focus: FocusedTokens, kept: readonly Float32Array[]): {stripes: Float32Array[]; arcs: {slot: number; from: number; to: number; weight: number}[]} {
-  const n = a.numTokens;
+  const n = focus.side === 'from' ? a.numKeyTokens : a.numTokens; // the other column's tokens
   const {filter, queries, prune, layer} = f;
   const row = new Float32Array(n);
   const order = new Int32Array(n);
@@ -84,8 +86,9 @@ export function focusedWeights(a: Attention, f: WeightFilter, focus: FocusedToke
 /** What the inspector says of the focused tokens: their text, and the keys (queries) they attend
  * to (are attended by) most, averaged over the shown heads. */
 export function inspection(a: Attention, f: WeightFilter, focus: FocusedTokens): {tokens: string; verb: string; top: {index: number; weight: number}[]} {
-  const mean = new Float32Array(a.numTokens);
-  const row = new Float32Array(a.numTokens);
+  const n = focus.side === 'from' ? a.numKeyTokens : a.numTokens; // the other column's tokens
+  const mean = new Float32Array(n);
+  const row = new Float32Array(n);
   for (const head of f.heads) {
     for (const t of focus.tokens) {
       if (focus.side === 'from') filterRow(readRow(a, f.layer, head, t, row), f.filter);
@@ -94,7 +97,7 @@ export function inspection(a: Attention, f: WeightFilter, focus: FocusedTokens):
     }
   }
   return {
-    tokens: focus.tokens.map((t) => `#${t} ${exactToken(a.tokens[t])}`).join(' + '),
+    tokens: focus.tokens.map((t) => `#${t} ${exactToken((focus.side === 'from' ? a.tokens : a.keyTokens)[t])}`).join(' + '),
     verb: focus.side === 'from' ? 'attends to' : 'is attended by',
     top: topEntries(mean, TOP_ENTRIES),
   };

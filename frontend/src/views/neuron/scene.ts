@@ -1,7 +1,8 @@
 // What the neuron view draws, as pure functions: one query's vectors, products, scores and softmax
 // recomputed from q/k with the model's scoring rules, and how well they match the stored weights.
 
-import {keyHeadOf, keyVectors, queryVectors, readRow, type Attention, type QueryKey} from '../../decode';
+import {readRow, type Attention} from '../../decode';
+import {keyHeadOf, keyVectors, queryVectors, type QueryKey} from '../../decode_qk';
 import {neuronRows, scoringOf, type NeuronRows, type Scoring} from '../../transforms';
 
 // Recomputed and stored weights agree within this: float16 q/k and the stored weights' 8-bit
