@@ -53,6 +53,19 @@ export interface ExampleInfo {
   pos?: (string | null)[];
   /** v2: the example's attention groups, the first being what the fields above describe */
   groups?: GroupInfo[];
+  /** an image example's patch layout (`/image` gives its PNG); null or absent for text */
+  image?: ImageLayout | null;
+}
+
+/** An image example's layout: its tokens are the prefix tokens (CLS, distillation, registers),
+ * then the patches row by row, named `r{row}c{col}`. */
+export interface ImageLayout {
+  /** [rows, cols] of patches */
+  grid: [number, number];
+  /** [height, width] of a patch in input pixels */
+  patch_size: [number, number];
+  prefix_tokens: number;
+  prefix_names: string[];
 }
 
 export interface Examples {
@@ -176,6 +189,11 @@ export class Api {
 
   exemplars(run: string, tag: string, step: number, signal?: AbortSignal): Promise<Exemplars> {
     return this.json('exemplars', {run, tag, step}, signal);
+  }
+
+  /** The PNG an image example was made from; rejects with an ApiError of status 404 when it has none. */
+  async image(key: ExampleKey, signal?: AbortSignal): Promise<Blob> {
+    return (await this.fetch('image', {...key}, signal)).blob();
   }
 
   compare(key: CompareKey, signal?: AbortSignal): Promise<CompareMoved> {

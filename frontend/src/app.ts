@@ -16,6 +16,8 @@ import {AnalysisView} from './views/analysis_view';
 import {CompareView} from './views/compare_view';
 import {ExemplarsView} from './views/exemplars_view';
 import {HeadView} from './views/head_view';
+import {HealthView} from './views/health_view';
+import {ImageView} from './views/image_view';
 import {MetricsView} from './views/metrics_view';
 import {ModelView} from './views/model_view';
 import {NeuronView} from './views/neuron_view';
@@ -27,10 +29,12 @@ const VIEWS: ViewFactory[] = [
   (c) => new HeadView(c),
   (c) => new ModelView(c),
   (c) => new NeuronView(c),
+  (c) => new ImageView(c),
   (c) => new MetricsView(c),
   (c) => new AnalysisView(c),
   (c) => new ExemplarsView(c),
   (c) => new CompareView(c),
+  (c) => new HealthView(c),
 ];
 
 /** ms between polls of `/tags` while the page is visible: a run being written shows its new steps
@@ -171,18 +175,29 @@ export class App {
     let needs: AnyRequest[] = [];
     if (sel && !status) {
       const model: ViewModel = {state, tags: this.tags!, selection: sel, data: this.data};
-      const list = requests.examples(sel.run, sel.tag, sel.exampleStep);
-      needs = [list, ...this.view.needs(model)];
+      const list = sel.hasExamples ? requests.examples(sel.run, sel.tag, sel.exampleStep) : null;
+      needs = [...(list ? [list] : []), ...this.view.needs(model)];
       this.data.load(needs);
-      const examples = this.data.get(list);
-      const index = examples.state === 'ready' ? panelExample(examples.value.examples, state.panel.example) : state.panel.example;
-      this.panel.set({...sel, examples: examples.state === 'ready' ? examples.value.examples : null, example: index});
+      // A probe without attention (metrics alone) has no examples to list.
+      const examples = list ? this.data.get(list) : null;
+      const listed = examples === null ? [] : examples.state === 'ready' ? examples.value.examples : null;
+      const index = listed ? panelExample(listed, state.panel.example) : state.panel.example;
+      this.panel.set({...sel, examples: listed, example: index});
+      this.showTabs(model);
       // The view lays itself out as it updates: it must be shown (measurable) by then.
       this.showStatus(null);
       status = this.view.update(model);
     }
     this.setBusy(this.data.busy(needs));
     this.showStatus(status);
+  }
+
+  /** Hides the tabs of views that have nothing to show for the panel's choice (`available`). */
+  private showTabs(model: ViewModel): void {
+    for (const tab of this.tabs.children) {
+      const view = this.viewOf((tab as HTMLElement).dataset.view as ViewId);
+      (tab as HTMLElement).hidden = view !== this.view && view.available !== undefined && !view.available(model);
+    }
   }
 
   /** Shows a status in place of the view, or (null) the view. */

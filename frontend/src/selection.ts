@@ -17,26 +17,33 @@ export interface Selection {
   step: number;
   /** the stored attention step nearest to `step`: the examples the panel lists */
   exampleStep: number;
+  /** false for a probe that logged metrics but no attention (the training monitor's
+   * `attention_health`): there are no examples to list */
+  hasExamples: boolean;
 }
 
 /** Resolves a state against `/tags`: unknown or missing choices fall back to the first run, its
  * first attention tag and the newest step; a step that is not stored snaps to the nearest one.
- * `probeSteps`: offer every step of the probe (the metric views), not only its attention's.
- * Null when no run has an attention tag. */
+ * `probeSteps` (the metric views): offer every step of the probe, not only its attention's, and
+ * offer probes that logged metrics alone (e.g. `attention_health`) among the tags.
+ * Null when no run has a tag to offer. */
 export function resolveSelection(tags: Tags, state: Readonly<State>, probeSteps = false): Selection | null {
-  const attentionTags = (run: string) =>
-    Object.keys(tags[run] ?? {})
-      .filter((tag) => tags[run][tag].kind === 'attention' && tags[run][tag].steps.length > 0)
-      .sort();
+  const tagsOf = (run: string) => {
+    const infos = Object.entries(tags[run] ?? {});
+    const names = new Set(infos.filter(([, info]) => info.kind === 'attention' && info.steps.length > 0).map(([tag]) => tag));
+    if (probeSteps) for (const [, info] of infos) if (info.kind === 'metric' && info.probe && info.steps.length > 0) names.add(info.probe);
+    return [...names].sort();
+  };
   const runs = Object.keys(tags)
-    .filter((run) => attentionTags(run).length > 0)
+    .filter((run) => tagsOf(run).length > 0)
     .sort();
   if (runs.length === 0) return null;
   const {panel} = state;
   const run = panel.run !== null && runs.includes(panel.run) ? panel.run : runs[0];
-  const tagNames = attentionTags(run);
+  const tagNames = tagsOf(run);
   const tag = panel.tag !== null && tagNames.includes(panel.tag) ? panel.tag : tagNames[0];
-  const attentionSteps = [...tags[run][tag].steps].sort((a, b) => a - b);
+  const info = tags[run][tag];
+  const attentionSteps = info?.kind === 'attention' ? [...info.steps].sort((a, b) => a - b) : [];
   let steps = attentionSteps;
   if (probeSteps) {
     const all = new Set(attentionSteps);
@@ -44,7 +51,8 @@ export function resolveSelection(tags: Tags, state: Readonly<State>, probeSteps 
     steps = [...all].sort((a, b) => a - b);
   }
   const step = panel.step === null ? steps[steps.length - 1] : nearestStep(steps, panel.step);
-  return {runs, run, tags: tagNames, tag, steps, step, exampleStep: nearestStep(attentionSteps, step)};
+  const hasExamples = attentionSteps.length > 0;
+  return {runs, run, tags: tagNames, tag, steps, step, exampleStep: hasExamples ? nearestStep(attentionSteps, step) : step, hasExamples};
 }
 
 /** The stored step nearest to `step` (steps sorted, not empty). */

@@ -1,9 +1,12 @@
 // The dashboard's state: what a link or a reload restores, grouped by the part that owns each choice.
 
 import type {Pair} from './transforms';
+import {HEALTH_DEFAULTS, type HealthThresholds} from './views/health_rank';
+import type {Fusion} from './views/image_view_rollout';
+import type {ImageMode} from './views/image_view_scene';
 
-export type ViewId = 'head' | 'model' | 'neuron' | 'metrics' | 'analysis' | 'exemplars' | 'compare';
-export const VIEW_IDS: readonly ViewId[] = ['head', 'model', 'neuron', 'metrics', 'analysis', 'exemplars', 'compare'];
+export type ViewId = 'head' | 'model' | 'neuron' | 'image' | 'metrics' | 'analysis' | 'exemplars' | 'compare' | 'health';
+export const VIEW_IDS: readonly ViewId[] = ['head', 'model', 'neuron', 'image', 'metrics', 'analysis', 'exemplars', 'compare', 'health'];
 
 /** How the Metrics view ranks heads at the chosen step. */
 export type Rank = 'low' | 'high' | 'change' | 'previous';
@@ -95,6 +98,27 @@ export interface CompareChoice {
   delta: string;
 }
 
+/** The image view's choices (the query patch is the focus's locked token). */
+export interface ImageChoice {
+  mode: ImageMode;
+  /** each chosen head on its own overlay, rather than their mean */
+  split: boolean;
+  /** of the heat over the image, 0..1 */
+  opacity: number;
+  /** how the rollout fuses a layer's heads */
+  fusion: Fusion;
+  /** share of each fused layer's smallest weights the rollout drops, 0..MAX_DISCARD */
+  discard: number;
+  /** B − A (the Compare view's endpoints) instead of the panel's step */
+  diff: boolean;
+}
+
+/** The Health panel's choices: its source (null: the first that logged health metrics) and its
+ * thresholds (health_rank.ts says why the defaults are what they are). */
+export interface HealthChoice extends HealthThresholds {
+  source: string | null;
+}
+
 /** The dashboard's state, grouped by the part of it that owns each choice. */
 export interface State {
   view: ViewId;
@@ -104,6 +128,8 @@ export interface State {
   metrics: MetricsChoice;
   analysis: AnalysisChoice;
   compare: CompareChoice;
+  image: ImageChoice;
+  health: HealthChoice;
 }
 
 /** A change of state: any groups, each in part. */
@@ -115,9 +141,11 @@ export interface StatePatch {
   metrics?: Partial<MetricsChoice>;
   analysis?: Partial<AnalysisChoice>;
   compare?: Partial<CompareChoice>;
+  image?: Partial<ImageChoice>;
+  health?: Partial<HealthChoice>;
 }
 
-const GROUPS = ['panel', 'focus', 'filters', 'metrics', 'analysis', 'compare'] as const;
+const GROUPS = ['panel', 'focus', 'filters', 'metrics', 'analysis', 'compare', 'image', 'health'] as const;
 
 /** `state` with `patch` applied. */
 export function applyPatch(state: Readonly<State>, patch: StatePatch): State {
@@ -134,6 +162,8 @@ export const DEFAULT_STATE: Readonly<State> = Object.freeze({
   metrics: Object.freeze({metric: 'distance', runs: [], smoothing: 0, xlog: false, picks: [], rank: 'low'}),
   analysis: Object.freeze({section: 'overview', pos: 'NOUN'}),
   compare: Object.freeze({a: Object.freeze({run: null, step: null}), b: Object.freeze({run: null, step: null}), mode: 'diff', delta: 'attention'}),
+  image: Object.freeze({mode: 'attention', split: false, opacity: 0.6, fusion: 'mean', discard: 0, diff: false}),
+  health: Object.freeze({source: null, ...HEALTH_DEFAULTS}),
 } as State);
 
 export const MAX_SMOOTHING = 0.99;

@@ -1,6 +1,8 @@
 // The state's URL form: the keys a link or a reload restores (BUILD.md, "Where the URL state lives").
 
 import {PAIRS, type Pair} from './transforms';
+import {FUSIONS, MAX_DISCARD, type Fusion} from './views/image_view_rollout';
+import {IMAGE_MODES, type ImageMode} from './views/image_view_scene';
 import {
   COMPARE_MODES,
   DEFAULT_STATE,
@@ -15,6 +17,13 @@ import {
   type State,
   type ViewId,
 } from './state';
+
+/** A number in [0, max] from the URL, or null. */
+function parseBounded(text: string | undefined, max: number): number | null {
+  if (text === undefined || text === '') return null;
+  const value = Number(text);
+  return Number.isFinite(value) && value >= 0 && value <= max ? value : null;
+}
 
 function parseIndex(text: string | undefined): number | null {
   return text !== undefined && /^\d{1,9}$/.test(text) ? Number(text) : null;
@@ -88,13 +97,28 @@ export function decodeState(params: Readonly<Record<string, string>>): State {
       mode: COMPARE_MODES.includes(params.compare as CompareMode) ? (params.compare as CompareMode) : d.compare.mode,
       delta: params.delta || d.compare.delta,
     },
+    image: {
+      mode: IMAGE_MODES.includes(params.imode as ImageMode) ? (params.imode as ImageMode) : d.image.mode,
+      split: params.isplit === '1',
+      opacity: parseBounded(params.opacity, 1) ?? d.image.opacity,
+      fusion: FUSIONS.includes(params.fusion as Fusion) ? (params.fusion as Fusion) : d.image.fusion,
+      discard: parseBounded(params.discard, MAX_DISCARD) ?? d.image.discard,
+      diff: params.idiff === '1',
+    },
+    health: {
+      source: params.hsource || null,
+      logitGrowth: parseBounded(params.lgrow, Infinity) ?? d.health.logitGrowth,
+      logitLevel: parseBounded(params.llevel, Infinity) ?? d.health.logitLevel,
+      entropyDrop: parseBounded(params.edrop, 1) ?? d.health.entropyDrop,
+      entropyFloor: parseBounded(params.efloor, Infinity) ?? d.health.entropyFloor,
+    },
   };
 }
 
 /** URL parameters for a state: only what differs from the defaults, in a fixed order. */
 export function encodeState(state: Readonly<State>): Record<string, string> {
   const d = DEFAULT_STATE;
-  const {panel, focus, filters, metrics, analysis, compare} = state;
+  const {panel, focus, filters, metrics, analysis, compare, image, health} = state;
   const params: Record<string, string> = {};
   if (panel.run !== null) params.run = panel.run;
   if (panel.tag !== null) params.tag = panel.tag;
@@ -125,6 +149,17 @@ export function encodeState(state: Readonly<State>): Record<string, string> {
   if (compare.b.step !== null) params.b_step = String(compare.b.step);
   if (compare.mode !== d.compare.mode) params.compare = compare.mode;
   if (compare.delta !== d.compare.delta) params.delta = compare.delta;
+  if (image.mode !== d.image.mode) params.imode = image.mode;
+  if (image.split) params.isplit = '1';
+  if (image.opacity !== d.image.opacity) params.opacity = String(image.opacity);
+  if (image.fusion !== d.image.fusion) params.fusion = image.fusion;
+  if (image.discard !== d.image.discard) params.discard = String(image.discard);
+  if (image.diff) params.idiff = '1';
+  if (health.source !== null) params.hsource = health.source;
+  if (health.logitGrowth !== d.health.logitGrowth) params.lgrow = String(health.logitGrowth);
+  if (health.logitLevel !== d.health.logitLevel) params.llevel = String(health.logitLevel);
+  if (health.entropyDrop !== d.health.entropyDrop) params.edrop = String(health.entropyDrop);
+  if (health.entropyFloor !== d.health.entropyFloor) params.efloor = String(health.entropyFloor);
   return params;
 }
 

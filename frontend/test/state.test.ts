@@ -141,3 +141,18 @@ test('selection: the metric views offer every step of the probe; the examples co
   assert.deepEqual([forMetrics.steps, forMetrics.step, forMetrics.exampleStep], [[0, 50, 100, 150], 50, 0]);
   assert.equal(resolveSelection(tags, DEFAULT_STATE, true)!.step, 150);
 });
+
+test('selection: the metric views also offer a probe that logged metrics alone (the training monitor); it has no examples', () => {
+  const health = (metric: string) => ({kind: 'metric' as const, probe: 'attention_health', metric, steps: [0, 10, 20]});
+  const tags: Tags = {
+    monitored: {'attention_health/max_logit': health('max_logit'), 'attention_health/attention_entropy': health('attention_entropy')},
+    probed: {probe: {kind: 'attention', steps: [0, 100]}},
+  };
+  assert.equal(resolveSelection({monitored: tags.monitored}, DEFAULT_STATE), null); // no attention: nothing for the head view
+  const state = applyPatch(DEFAULT_STATE, {panel: {run: 'monitored', tag: 'attention_health', step: 12}});
+  const sel = resolveSelection(tags, state, true)!;
+  assert.deepEqual([sel.runs, sel.run, sel.tags, sel.tag, sel.steps, sel.step, sel.hasExamples], [['monitored', 'probed'], 'monitored', ['attention_health'], 'attention_health', [0, 10, 20], 10, false]);
+  // The example views fall back to a run with attention.
+  const forExamples = resolveSelection(tags, state)!;
+  assert.deepEqual([forExamples.run, forExamples.tag, forExamples.hasExamples], ['probed', 'probe', true]);
+});

@@ -43,3 +43,8 @@ export function exemplars(run: string, tag: string, step: number): Request<Exemp
 export function compareMoved(key: CompareKey): Request<CompareMoved> {
   return request('compare', [key.tag, key.runA, key.stepA, key.runB, key.stepB], 'the attention of A and B', false, (api) => api.compare(key));
 }
+
+/** An image example's PNG, decoded (`/image`). */
+export function image(key: ExampleKey): Request<ImageBitmap> {
+  return request('image', [key.run, key.tag, key.step, key.example], 'the image', true, async (api) => createImageBitmap(await api.image(key)));
+}

@@ -54,6 +54,9 @@ export interface View extends Figure {
   resize(): void;
   /** Parts of the file name of an export (after `attention-<view>`). */
   exportName(): (string | number)[];
+  /** Whether the view has anything to show for the panel's choice; its tab is hidden when not
+   * (e.g. the image view for an example without an image). Absent: always. */
+  available?(model: ViewModel): boolean;
   /** A key pressed over the dashboard (not in a form field); true when the view used it. */
   keydown?(key: string): boolean;
 }
