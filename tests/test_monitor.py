@@ -1,0 +1,118 @@
+"""Attention health: the chunked statistics against full-matrix references, and the training monitor."""
+
+import math
+
+import pytest
+import torch
+
+from tb_attention import health
+
+
+def reference(query, key, *, scale, causal=False, softcap=None, window=None, sinks=None, real=None):
+    """The four statistics by hand, one query row at a time, from full float64 q·kᵀ matrices."""
+    b_size, h_size, nq, _ = query.shape
+    nk, groups = key.shape[2], query.shape[1] // key.shape[1]
+    real = torch.ones(b_size, nk, dtype=torch.bool) if real is None else real
+    out = {m: [] for m in health.METRICS}
+    for h in range(h_size):
+        top, entropies, nulls, weights = -math.inf, [], [], []
+        for b in range(b_size):
+            x = scale * query[b, h].double() @ key[b, h // groups].double().T  # [Nq, Nk]
+            if softcap:
+                x = softcap * torch.tanh(x / softcap)
+            positions = [j for j in range(nk) if real[b, j]]
+            first = positions[0]
+            for i in range(nq):
+                pos = i + nk - nq
+                if not real[b, pos]:
+                    continue
+                allowed = [j for j in positions if (not causal or j <= pos) and (not window or abs(pos - j) < window)]
+                row = x[i, allowed]
+                top = max(top, row.max().item())
+                extra = [] if sinks is None else [float(sinks[h])]
+                p = torch.softmax(torch.cat([row, torch.tensor(extra, dtype=torch.float64)]), 0)[: len(allowed)]
+                entropies.append(-(p * p.log()).sum().item())
+                weights.append(p.max().item())
+                if pos > first:
+                    nulls.append(p[allowed.index(first)].item() if first in allowed else 0.0)
+        out["max_logit"].append(top)
+        out["attention_entropy"].append(sum(entropies) / len(entropies))
+        out["null_attention"].append(sum(nulls) / len(nulls))
+        out["max_weight"].append(sum(weights) / len(weights))
+    return {m: torch.tensor(v, dtype=torch.float64) for m, v in out.items()}
+
+
+def assert_matches(got, want, tol=1e-4):
+    for metric in health.METRICS:
+        assert torch.allclose(got[metric].double(), want[metric], atol=tol, rtol=tol), (metric, got[metric], want[metric])
+
+
+def qk(b, h, h_kv, nq, nk, d, seed=0, spread=3.0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, h, nq, d, generator=g) * spread, torch.randn(b, h_kv, nk, d, generator=g)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 256])
+def test_causal_grouped_query_statistics_equal_the_full_matrix_reference(chunk_size):
+    query, key = qk(2, 6, 2, 13, 13, 8)
+    got = health.statistics(query, key, scale=8**-0.5, causal=True, chunk_size=chunk_size)
+    assert_matches(got, reference(query, key, scale=8**-0.5, causal=True))
+
+
+def test_bidirectional_statistics_with_soft_cap_window_and_sinks():
+    query, key = qk(2, 4, 4, 11, 11, 16, seed=1, spread=6.0)
+    sinks = torch.tensor([0.0, 2.0, -1.0, 5.0])
+    got = health.statistics(query, key, scale=0.25, softcap=3.0, sliding_window=4, sinks=sinks, chunk_size=3)
+    want = reference(query, key, scale=0.25, softcap=3.0, window=4, sinks=sinks)
+    assert_matches(got, want)
+    assert (got["max_logit"] <= 3.0).all()  # the soft cap bounds what the model actually used
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_padding_is_neither_a_query_nor_a_key_and_null_means_the_first_real_key(side):
+    query, key = qk(3, 2, 2, 10, 10, 4, seed=2)
+    lengths = [10, 7, 4]
+    real = torch.zeros(3, 10, dtype=torch.bool)
+    for b, n in enumerate(lengths):
+        if side == "right":
+            real[b, :n] = True
+        else:
+            real[b, 10 - n :] = True
+    got = health.statistics(query, key, scale=0.5, causal=True, key_mask=real, chunk_size=4)
+    assert_matches(got, reference(query, key, scale=0.5, causal=True, real=real))
+
+
+def test_a_bool_or_additive_mask_equals_the_same_mask_given_as_rules():
+    query, key = qk(2, 3, 3, 9, 9, 4, seed=3)
+    allowed = torch.ones(9, 9, dtype=torch.bool).tril()
+    want = reference(query, key, scale=0.5, causal=True)
+    assert_matches(health.statistics(query, key, scale=0.5, attn_mask=allowed[None, None], chunk_size=2), want)
+    additive = torch.zeros(2, 1, 9, 9).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    assert_matches(health.statistics(query, key, scale=0.5, attn_mask=additive, chunk_size=4), want)
+
+
+def test_queries_after_a_cache_see_every_earlier_key():
+    query, key = qk(1, 2, 1, 4, 12, 8, seed=4)
+    got = health.statistics(query, key, scale=0.3, causal=True, chunk_size=3)
+    assert_matches(got, reference(query, key, scale=0.3, causal=True))
+
+
+def test_max_logit_is_the_probe_entry_point_and_matches_statistics():
+    query, key = qk(1, 4, 4, 7, 7, 8, seed=5)
+    assert torch.equal(health.max_logit(query, key, scale=0.2, causal=True),
+                       health.statistics(query, key, scale=0.2, causal=True)["max_logit"])
+
+
+def test_a_nan_logit_shows_in_the_statistics_instead_of_vanishing():
+    query, key = qk(1, 2, 2, 5, 5, 4, seed=6)
+    query[0, 1, 3, 0] = math.nan
+    got = health.statistics(query, key, causal=True)
+    assert math.isnan(got["attention_entropy"][1]) and not math.isnan(got["attention_entropy"][0])
+
+
+def test_bad_arguments_are_named():
+    query, key = qk(1, 3, 2, 4, 4, 4)
+    with pytest.raises(ValueError, match="multiple of the key heads"):
+        health.statistics(query, key)
+    with pytest.raises(ValueError, match="chunk_size"):
+        health.statistics(*qk(1, 2, 2, 4, 4, 4), chunk_size=0)
