@@ -49,11 +49,10 @@ def scores(query, key, rows, *, scale=None, causal=False, attn_mask=None, key_ma
         if causal or sliding_window:
             i = torch.arange(rows.start or 0, (rows.start or 0) + c, device=logits.device)[:, None] + (nk - nq)
             j = torch.arange(nk, device=logits.device)[None, :]
-            masked = torch.zeros(c, nk, dtype=torch.bool, device=logits.device)
-            if causal:
-                masked |= j > i
+            masked = j > i if causal else None
             if sliding_window:
-                masked |= (i - j).abs() >= sliding_window
+                outside = (i - j).abs() >= sliding_window
+                masked = outside if masked is None else masked | outside
             logits.masked_fill_(masked, -math.inf)
         if attn_mask is not None:
             mask = attn_mask[..., rows, :] if attn_mask.shape[-2] != 1 else attn_mask
@@ -89,26 +88,32 @@ class HeadSums:
         if query_mask is not None:
             real &= query_mask.bool()[:, None, :]
         self.max_logit = torch.maximum(self.max_logit, row_max.masked_fill(~real, -math.inf).amax(dim=(0, 2)))
-        norm = torch.logsumexp(logits, dim=-1)
+        # One exp per logit: p = exp(x - shift) / total, log p = x - shift - log total, max p = exp(max - shift) / total.
+        shift = torch.where(row_max == -math.inf, 0.0, row_max)
         if sinks is not None:
-            norm = torch.logaddexp(norm, sinks.float().view(1, h, 1))
-        norm = norm.masked_fill(~real, 0.0)  # empty rows: exp(-inf - 0) = 0 instead of NaN
-        log_p = logits.sub_(norm[..., None])  # in place: the chunk's logits are not needed any more
-        p = log_p.exp()
-        log_p.clamp_(min=torch.finfo(log_p.dtype).min)  # 0 · log 0 = 0, not NaN
+            sink = sinks.float().view(1, h, 1)
+            shift = torch.maximum(shift, sink)
+        logits.sub_(shift[..., None])  # in place: the chunk's logits are not needed any more
+        p = logits.exp()
+        total = p.sum(dim=-1)
+        if sinks is not None:
+            total += (sink - shift).exp()
+        total = torch.where(total > 0, total, 1.0)  # rows with every key masked: p = 0
+        p.div_(total[..., None])
+        log_p = logits.sub_(total.log()[..., None]).clamp_(min=torch.finfo(logits.dtype).min)  # 0 · log 0 = 0
         entropy = -torch.matmul(p.unsqueeze(-2), log_p.unsqueeze(-1)).view(b, h, c)
-        max_weight = (row_max - norm).exp()
+        max_weight = (row_max - shift).exp() / total
         if first_key is None:
             null = p[..., 0]
         else:
             null = p.gather(-1, first_key.view(b, 1, 1, 1).expand(b, h, c, 1)).view(b, h, c)
         start = torch.zeros(b, dtype=torch.long, device=p.device) if first_query is None else first_query
         after_first = real & (positions.view(1, 1, c) > start.view(b, 1, 1))
-        real64 = real.double()
-        self.entropy += (entropy.double() * real64).sum(dim=(0, 2))
-        self.max_weight += (max_weight.double() * real64).sum(dim=(0, 2))
-        self.queries += real64.sum(dim=(0, 2))
-        self.null += (null.double() * after_first).sum(dim=(0, 2))
+        # where(), not a product: a padding row's NaN must not reach the sums.
+        self.entropy += torch.where(real, entropy, 0.0).double().sum(dim=(0, 2))
+        self.max_weight += torch.where(real, max_weight, 0.0).double().sum(dim=(0, 2))
+        self.queries += real.double().sum(dim=(0, 2))
+        self.null += torch.where(after_first, null, 0.0).double().sum(dim=(0, 2))
         self.null_queries += after_first.double().sum(dim=(0, 2))
 
     def tensors(self):

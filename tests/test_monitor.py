@@ -116,3 +116,43 @@ def test_bad_arguments_are_named():
         health.statistics(query, key)
     with pytest.raises(ValueError, match="chunk_size"):
         health.statistics(*qk(1, 2, 2, 4, 4, 4), chunk_size=0)
+
+
+def _peak_extra_bytes(fn):
+    """Peak resident memory `fn` adds (Linux: clear_refs 5 resets the high-water mark VmHWM)."""
+    import re
+
+    def field(name):
+        return int(re.search(rf"{name}:\s+(\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = field("VmRSS")
+    fn()
+    return field("VmHWM") - before
+
+
+def _can_measure_peak_memory():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return "VmHWM" in open("/proc/self/status").read()
+    except OSError:
+        return False
+
+
+needs_peak_memory = pytest.mark.skipif(not _can_measure_peak_memory(), reason="needs Linux's /proc/self/clear_refs")
+
+N_LONG = 4096  # tokens of the memory-bound test
+
+
+@needs_peak_memory
+def test_statistics_at_4096_tokens_stay_far_below_one_full_attention_matrix():
+    heads, full = 4, 4 * N_LONG * N_LONG * 4  # bytes of one float32 [H, N, N]
+    query, key = qk(1, heads, heads, N_LONG, N_LONG, 32)
+    health.statistics(query[:, :, :64], key[:, :, :64], causal=True)  # kernels loaded before measuring
+    chunked = _peak_extra_bytes(lambda: health.statistics(query, key, causal=True, chunk_size=128))
+    assert chunked < full / 4, f"{chunked / 2**20:.0f} MiB extra for a {full / 2**20:.0f} MiB [H, N, N]"
+    # The measurement itself is sound: one chunk of all N rows does hold full matrices.
+    unchunked = _peak_extra_bytes(lambda: health.statistics(query, key, causal=True, chunk_size=N_LONG))
+    assert unchunked >= full
