@@ -139,6 +139,11 @@ def finish(sums):
     }
 
 
+def rows_per_chunk(batch, heads, keys, max_bytes):
+    """Query rows per chunk so that a chunk's float32 logits [batch, heads, rows, keys] fit in max_bytes."""
+    return max(1, int(max_bytes) // (4 * max(1, batch * heads * keys)))
+
+
 def _first_true(mask):
     """[B] index of each row's first True (0 when none)."""
     return mask.int().argmax(dim=-1)
