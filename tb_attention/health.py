@@ -88,26 +88,26 @@ class HeadSums:
         if query_mask is not None:
             real &= query_mask.bool()[:, None, :]
         self.max_logit = torch.maximum(self.max_logit, row_max.masked_fill(~real, -math.inf).amax(dim=(0, 2)))
-        # One exp per logit: p = exp(x - shift) / total, log p = x - shift - log total, max p = exp(max - shift) / total.
+        # One exp per logit, with e = exp(x - shift) and total = Σ e (+ the sink's share): p = e / total,
+        # max p = exp(max - shift) / total, and -Σ p log p = (Σ e · log total - Σ e (x - shift)) / total.
         shift = torch.where(row_max == -math.inf, 0.0, row_max)
         if sinks is not None:
             sink = sinks.float().view(1, h, 1)
             shift = torch.maximum(shift, sink)
-        logits.sub_(shift[..., None])  # in place: the chunk's logits are not needed any more
-        p = logits.exp()
-        total = p.sum(dim=-1)
-        if sinks is not None:
-            total += (sink - shift).exp()
+        shifted = logits.sub_(shift[..., None])  # in place: the chunk's logits are not needed any more
+        e = shifted.exp()
+        kept = e.sum(dim=-1)
+        total = kept + (sink - shift).exp() if sinks is not None else kept
         total = torch.where(total > 0, total, 1.0)  # rows with every key masked: p = 0
-        p.div_(total[..., None])
-        log_p = logits.sub_(total.log()[..., None]).clamp_(min=torch.finfo(logits.dtype).min)  # 0 · log 0 = 0
-        entropy = -torch.matmul(p.unsqueeze(-2), log_p.unsqueeze(-1)).view(b, h, c)
+        shifted.clamp_(min=torch.finfo(shifted.dtype).min)  # masked keys: e · x = 0 · finite, not 0 · -inf
+        dot = torch.matmul(e.unsqueeze(-2), shifted.unsqueeze(-1)).view(b, h, c)
+        entropy = (kept * total.log() - dot) / total
         max_weight = (row_max - shift).exp() / total
         if first_key is None:
-            null = p[..., 0]
+            null = e[..., 0] / total
         else:
-            null = p.gather(-1, first_key.view(b, 1, 1, 1).expand(b, h, c, 1)).view(b, h, c)
-        start = torch.zeros(b, dtype=torch.long, device=p.device) if first_query is None else first_query
+            null = e.gather(-1, first_key.view(b, 1, 1, 1).expand(b, h, c, 1)).view(b, h, c) / total
+        start = torch.zeros(b, dtype=torch.long, device=e.device) if first_query is None else first_query
         after_first = real & (positions.view(1, 1, c) > start.view(b, 1, 1))
         # where(), not a product: a padding row's NaN must not reach the sums.
         self.entropy += torch.where(real, entropy, 0.0).double().sum(dim=(0, 2))

@@ -26,7 +26,9 @@ except ImportError:  # the writers and the plugin need no torch; monitoring does
 from tb_attention import health, intercept
 
 DEFAULT_TAG = "attention_health"
-CHUNK_BYTES = 16 * 2**20  # float32 logits per query chunk (the batch's heads × chunk rows × keys)
+# Float32 logits per query chunk (the batch's heads × chunk rows × keys). On a GPU larger chunks,
+# because each chunk costs a dozen kernel launches; a few of these buffers are alive at once.
+CHUNK_BYTES = {"cpu": 8 * 2**20, "accelerator": 128 * 2**20}
 
 
 class AttentionMonitor:
@@ -38,7 +40,8 @@ class AttentionMonitor:
             monitor.log(writer, step)   # every step: writes on monitored ones, costs nothing on others
 
     every_n_steps: steps `step % every_n_steps == 0` are monitored. tag: metrics go to
-    `<tag>/<metric>`. chunk_size: query rows per chunk; None sizes chunks to CHUNK_BYTES of logits.
+    `<tag>/<metric>`. chunk_size: query rows per chunk; None sizes chunks to CHUNK_BYTES of logits
+    (8 MiB on a CPU, 128 MiB on an accelerator).
     Layers are the model's attention computations in the order of a forward (named by module).
     Under torch.distributed every rank must call `log`; the values are reduced over the ranks
     (max for max_logit, means over all ranks' queries for the others) and rank 0 writes.
@@ -166,8 +169,10 @@ class AttentionMonitor:
         padding = self._padding
         if padding is not None and not call.cross and padding.shape == (b, nk):
             key_mask, query_mask = padding, padding[:, nk - nq :]
-        rows = self.chunk_size or health.rows_per_chunk(b, h, nk, CHUNK_BYTES)
-        sums = health.HeadSums(h, padding.device if padding is not None else _device_of(call))
+        device = _device_of(call)
+        budget = CHUNK_BYTES["cpu" if device.type == "cpu" else "accelerator"]
+        rows = self.chunk_size or health.rows_per_chunk(b, h, nk, budget)
+        sums = health.HeadSums(h, device)
         health.accumulate(sums, call.logits, nq, chunk_size=rows, sinks=call.sinks, query_mask=query_mask,
                           key_mask=key_mask)
         slot = (call.name, occurrence)

@@ -1,6 +1,8 @@
 """Attention health: the chunked statistics against full-matrix references, and the training monitor."""
 
 import math
+import os
+import tempfile
 
 import pytest
 import torch
@@ -458,3 +460,72 @@ def test_the_monitor_refuses_bad_arguments_and_needs_a_writer_on_rank_zero():
     model.loss(batch()).backward()
     with pytest.warns(RuntimeWarning, match="no training forward"):
         assert monitor.log(_NullWriter(), 1) == {}
+
+
+@needs_peak_memory
+def test_a_monitored_forward_at_4096_tokens_adds_far_less_than_one_full_attention_matrix():
+    from tb_attention import AttentionMonitor
+
+    heads = 16
+    full = heads * N_LONG * N_LONG * 4  # bytes of one float32 [H, N, N]: 1 GiB
+    model = SdpaModel(layers=1, dim=128, heads=heads)
+    ids = batch(size=1, n=N_LONG)
+    model(ids[:, :64]).sum().backward()  # kernels loaded before measuring
+    unmonitored = _peak_extra_bytes(lambda: model(ids).sum().backward())
+    monitor = AttentionMonitor(model)
+    monitored = _peak_extra_bytes(lambda: model(ids).sum().backward())
+    assert monitor.log(_NullWriter(), 0)["max_logit"].shape == (1, heads)
+    extra = monitored - unmonitored  # chunks of 32 rows, and the interception's [N, N] bool masks
+    assert extra < full / 8, f"the listener added {extra / 2**20:.0f} MiB; one [H, N, N] is {full / 2**20:.0f} MiB"
+
+
+def _ddp_worker(rank, world, init_file, out_dir):
+    import torch.distributed as dist
+
+    from tb_attention import AttentionMonitor
+
+    torch.set_num_threads(1)  # a forked child: no OpenMP pool of the parent's
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    model = torch.nn.parallel.DistributedDataParallel(SdpaModel())
+    monitor = AttentionMonitor(model)
+    writer = _NullWriter() if rank == 0 else None  # only rank 0 has a writer, as under the Trainer
+    _ddp_loss(model, rank).backward()
+    values = monitor.log(writer, 0)
+    torch.save({"values": values, "written": 0 if writer is None else len(writer.summaries)},
+               os.path.join(out_dir, f"{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def _ddp_loss(model, rank):
+    ids = batch(size=2, seed=10 + rank)  # each rank its own shard
+    logits = model(ids)
+    return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 97), ids[:, 1:].reshape(-1))
+
+
+def test_two_gloo_ranks_reduce_to_the_statistics_of_their_whole_batch():
+    import numpy as np
+
+    from tb_attention import AttentionMonitor
+
+    model = SdpaModel()
+    monitor = AttentionMonitor(model)
+    model.loss(torch.cat([batch(size=2, seed=10), batch(size=2, seed=11)])).backward()
+    whole = monitor.log(_NullWriter(), 0)
+    shards = {}
+    for rank in range(2):
+        model.zero_grad()
+        model.loss(batch(size=2, seed=10 + rank)).backward()
+        shards[rank] = monitor.log(_NullWriter(), rank + 1)
+    assert not np.allclose(shards[0]["max_logit"], shards[1]["max_logit"])  # the ranks do differ
+    with tempfile.TemporaryDirectory() as tmp:
+        # fork: a spawned child would spend seconds importing torch again
+        torch.multiprocessing.start_processes(
+            _ddp_worker, args=(2, os.path.join(tmp, "init"), tmp), nprocs=2, start_method="fork"
+        )
+        got = [torch.load(os.path.join(tmp, f"{rank}.pt"), weights_only=False) for rank in range(2)]
+    assert [g["written"] for g in got] == [4, 0]  # four metrics, written by rank 0 only
+    for g in got:  # every rank gets the reduced values back
+        for metric in health.METRICS:
+            np.testing.assert_allclose(g["values"][metric], whole[metric], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[0]["values"]["max_logit"],
+                                  np.maximum(shards[0]["max_logit"], shards[1]["max_logit"]))
