@@ -144,6 +144,22 @@ def rows_per_chunk(batch, heads, keys, max_bytes):
     return max(1, int(max_bytes) // (4 * max(1, batch * heads * keys)))
 
 
+def _chunks(num_queries, chunk_size):
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive number of query rows, got {chunk_size}")
+    return [slice(start, min(start + chunk_size, num_queries)) for start in range(0, num_queries, chunk_size)]
+
+
+def row_max_logits(logits_of, num_queries, *, chunk_size=DEFAULT_CHUNK_SIZE):
+    """float32 [B, H, Nq]: each query row's largest logit, -inf where every key is masked, in chunks.
+
+    logits_of(rows) -> [B, H, c, Nk] masked logits, e.g. `intercept.AttentionCall.logits`. The max
+    over a head's real rows is its max_logit (what `HeadSums` keeps; what a Probe logs per input).
+    """
+    with torch.no_grad():
+        return torch.cat([logits_of(rows).amax(dim=-1) for rows in _chunks(num_queries, chunk_size)], dim=2)
+
+
 def _first_true(mask):
     """[B] index of each row's first True (0 when none)."""
     return mask.int().argmax(dim=-1)
@@ -155,13 +171,10 @@ def accumulate(sums, logits_of, num_queries, *, chunk_size=DEFAULT_CHUNK_SIZE, s
 
     query_mask [B, Nq] / key_mask [B, Nk] (bool, True = real) place each input's first real query and key.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive number of query rows, got {chunk_size}")
     first_query = None if query_mask is None else _first_true(query_mask)
     first_key = None if key_mask is None else _first_true(key_mask)
     with torch.no_grad():
-        for start in range(0, num_queries, chunk_size):
-            rows = slice(start, min(start + chunk_size, num_queries))
+        for rows in _chunks(num_queries, chunk_size):
             logits = logits_of(rows)
             offset = logits.shape[-1] - num_queries  # queries are the last Nq of Nk positions (a cache)
             positions = torch.arange(rows.start + offset, rows.stop + offset, device=logits.device)

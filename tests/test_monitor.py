@@ -105,6 +105,15 @@ def test_max_logit_is_the_probe_entry_point_and_matches_statistics():
                        health.statistics(query, key, scale=0.2, causal=True)["max_logit"])
 
 
+def test_row_max_logits_are_each_rows_largest_masked_logit_and_their_max_is_max_logit():
+    query, key = qk(2, 3, 3, 10, 10, 8, seed=7)
+    rows = health.row_max_logits(lambda r: health.scores(query, key, r, scale=0.4, causal=True), 10, chunk_size=3)
+    full = (0.4 * query.double() @ key.double().transpose(-1, -2)).masked_fill(
+        torch.ones(10, 10, dtype=torch.bool).triu(1), -math.inf)
+    assert torch.allclose(rows.double(), full.amax(dim=-1), atol=1e-5)
+    assert torch.equal(rows.amax(dim=(0, 2)), health.max_logit(query, key, scale=0.4, causal=True, chunk_size=3))
+
+
 def test_a_nan_logit_shows_in_the_statistics_instead_of_vanishing():
     query, key = qk(1, 2, 2, 5, 5, 4, seed=6)
     query[0, 1, 3, 0] = math.nan
