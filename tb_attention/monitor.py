@@ -62,6 +62,7 @@ class AttentionMonitor:
         self.chunk_size = chunk_size
         self.layer_names = []  # of the latest logged values, one per row
         self._next_step = None  # the step the coming forwards belong to (None: not known yet)
+        self._written_step = None
         self._pending = {}  # (module name, occurrence) -> float64 [6, H] sums of this step's forwards
         self._active = None  # the open interception of the running forward
         self._depth = 0  # nested forwards of the model inside the monitored one
@@ -97,8 +98,9 @@ class AttentionMonitor:
         step = summary.check_step(step)
         pending, self._pending = self._pending, {}
         self._next_step = step + 1
-        if not self.is_monitored(step):
-            return {}
+        if not self.is_monitored(step) or step == self._written_step:
+            return {}  # a step written twice would be dropped by TensorBoard's loader
+        self._written_step = step
         sums = _stack(pending)
         sums = _reduce_over_ranks(sums)
         if sums is None or sums.shape[1] == 0:

@@ -447,6 +447,9 @@ def test_explicit_steps_and_a_missed_step_are_explained():
     monitor.step(10)
     model.loss(batch()).backward()
     assert monitor.log(_NullWriter(), 10)
+    monitor.step(10)
+    model.loss(batch()).backward()
+    assert monitor.log(_NullWriter(), 10) == {}  # written once: TensorBoard drops a step written twice
     model.loss(batch()).backward()  # step 11: not monitored
     assert monitor.log(_NullWriter(), 11) == {}
     with pytest.warns(RuntimeWarning, match="after every step"):
