@@ -1,8 +1,9 @@
 """Attention-health statistics per head (max logit, entropy, null attention, sink strength), in query chunks."""
 
 # Definitions (CONTRACTS.md C, issue 15), per head, over the real query tokens of a batch:
-# - max_logit: the largest pre-softmax logit x_ij = scale·q_i·k_j after the soft cap and the masks
-#   (max over the batch). A learned sink logit is not a q·k logit and is left out.
+# - max_logit: the largest pre-softmax logit x_ij = scale·q_i·k_j after the soft cap, any additive
+#   bias the model adds (T5's position bias) and the masks (max over the batch). A learned sink logit
+#   is not a q·k logit and is left out.
 # - attention_entropy: mean of -Σ_j p_ij log p_ij (natural log, no key excluded), Zhai et al. (2023).
 # - null_attention: mean of p_i0 over queries i >= 1 (the first real query attends to itself by
 #   construction in a causal model), where key 0 is the first real key.
