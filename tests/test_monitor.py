@@ -541,3 +541,34 @@ def test_two_gloo_ranks_reduce_to_the_statistics_of_their_whole_batch():
             np.testing.assert_allclose(g["values"][metric], whole[metric], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(got[0]["values"]["max_logit"],
                                   np.maximum(shards[0]["max_logit"], shards[1]["max_logit"]))
+
+
+def test_the_trainer_callback_needs_only_monitor_log_and_a_probe_logs_max_logit_beside_it(
+    tmp_path, monkeypatch, gpt2_tokenizer
+):
+    from transformers import Trainer, TrainingArguments
+
+    from tb_attention import AttentionCallback, AttentionMonitor, Probe
+    from tests.conftest import tiny_gpt2
+
+    class Texts(torch.utils.data.Dataset):
+        ids = torch.tensor(gpt2_tokenizer("The cat sat on the mat and looked at the dog.")["input_ids"])
+
+        def __len__(self):
+            return 16
+
+        def __getitem__(self, i):
+            return {"input_ids": self.ids, "labels": self.ids}
+
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "runs" / "exp"))
+    model = tiny_gpt2(layers=2, heads=2, embed=16, attn_implementation="sdpa").train()
+    monitor = AttentionMonitor(model, every_n_steps=2)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=4, per_device_train_batch_size=4,
+                             report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True)
+    probe = Probe(gpt2_tokenizer, ["The cat sat.", "A dog ran."], syntax=False)
+    callback = AttentionCallback(probe, every_n_steps=2, monitor=monitor)
+    Trainer(model=model, args=args, train_dataset=Texts(), callbacks=[callback]).train()
+    served = read_metrics(tmp_path / "runs", run="exp")
+    assert sorted(served) == sorted(health.METRICS)
+    assert sorted(served["max_logit"]) == [2, 4] and served["max_logit"][2].shape == (2, 2)
+    assert sorted(read_metrics(tmp_path / "runs", run="exp", tag="probe")["max_logit"]) == [2, 4]
