@@ -82,6 +82,7 @@ class AttentionMonitor:
         self._pending.clear()
 
     def is_monitored(self, step):
+        """Whether `step` is one whose statistics are computed and written."""
         return summary.check_step(step) % self.every_n_steps == 0
 
     @property
