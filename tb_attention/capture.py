@@ -323,6 +323,7 @@ def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=Fal
     keyword and any other module is called as model(input_ids), which then takes no padding.
     The forward runs in eval mode under torch.no_grad(); the model's modes are restored after.
     """
+    model = intercept.unwrap(model)  # torch.compile'd or DataParallel: the module that really runs
     if isinstance(input_ids, collections.abc.Mapping):  # a tokenizer's batch, tensors or lists
         batch = {name: torch.as_tensor(v) if isinstance(v, list) else v for name, v in input_ids.items()}
         model_kwargs = {**batch, **model_kwargs}
@@ -344,7 +345,7 @@ def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=Fal
 
     source = _right_pad(inputs, "input_ids", "attention_mask", "", device)
     target = _right_pad(inputs, "decoder_input_ids", "decoder_attention_mask", "decoder_", device)
-    hf = _is_hf(intercept.unwrap(model))
+    hf = _is_hf(model)
     if forward is None and not hf:
         padded = source is not None and min(source.lengths) < inputs["input_ids" if "input_ids" in inputs else "inputs_embeds"].shape[1]
         if padded or set(inputs) - {"input_ids", "attention_mask"}:

@@ -5,24 +5,23 @@
 # mean over all target queries of all inputs (each query counts once):
 # - entropy: -sum_j a_ij ln a_ij (natural log, nothing excluded).
 # - null_attention: a_i0, the weight on the first source token.
-# - diagonal_alignment: the share of a_i. on keys within `window` of the length-scaled diagonal,
-#   |j - c_i| <= window with c_i = (i + 0.5) * Ns / Nt - 0.5 (the centre of query i's stretch of
-#   the source when the source is laid evenly over the target) and window = max(1, 0.1 * Ns).
-#   A monotonic, evenly paced alignment (translation of similar-length sentences, speech at an
-#   even rate) scores near 1; uniform attention scores about (2 * window + 1) / Ns.
+# - diagonal_alignment (http_api.md, the storage helper's definition): the share of a_i. on keys
+#   within w of the length-scaled diagonal, |j - i * Ns / Nt| <= w, w = max(1, Ns / Nt) (one target
+#   token's share of the source; schema.diagonal_window). A monotonic, evenly paced alignment
+#   (translation of similar-length sentences, speech at an even rate) scores near 1.
 
 import numpy as np
 import torch
 
+from tb_attention import schema
+
 CROSS_METRICS = ("entropy", "null_attention", "diagonal_alignment")
-WINDOW_SHARE = 0.1  # the diagonal band's half-width, as a share of the source length (at least 1 token)
 
 
 def diagonal_band(nt, ns):
     """[Nt, Ns] bool: the keys within the window of each target query's diagonal position."""
-    centre = (torch.arange(nt, dtype=torch.float64)[:, None] + 0.5) * ns / nt - 0.5
-    window = max(1.0, WINDOW_SHARE * ns)
-    return (torch.arange(ns, dtype=torch.float64)[None, :] - centre).abs() <= window
+    centre = torch.arange(nt, dtype=torch.float64)[:, None] * ns / nt
+    return (torch.arange(ns, dtype=torch.float64)[None, :] - centre).abs() <= schema.diagonal_window(ns, nt)
 
 
 def cross_metrics(attentions):

@@ -216,9 +216,9 @@ class Probe:
 
         from tb_attention import capture, intercept
 
-        model = _unwrap(model)
+        model = intercept.unwrap(model)  # DistributedDataParallel's forward would wait for the other ranks
         targets = self._targets(model) if self.has_targets else None
-        hf = capture._is_hf(intercept.unwrap(model))
+        hf = capture._is_hf(model)
         if not hf and self.forward is None:  # a plain module: one [1, N] input at a time, no padding
             captured = []
             for i, encoding in enumerate(self.encodings):
@@ -380,12 +380,6 @@ def _segment_a_end(encoding, length):
     return next((i for i, s in enumerate(sequence_ids) if s == 1), length)
 
 
-def _unwrap(model):
-    """The module inside DistributedDataParallel: its forward would wait for the other ranks."""
-    while type(model).__name__ in ("DistributedDataParallel", "DataParallel") and hasattr(model, "module"):
-        model = model.module
-    return model
-
 
 def _check_texts(texts):
     if isinstance(texts, (str, tuple)):
@@ -413,8 +407,6 @@ def _check_targets(targets, count):
 
 def _as_list(x):
     """A list of sequences: a 2-D tensor's rows, or the items of a list/tuple."""
-    if hasattr(x, "dim") and x.dim() == 2:
-        return list(x)
     return list(x)
 
 

@@ -205,3 +205,41 @@ def encoder_decoder_inputs(family, batch=2, source=7, target=5, seed=1):
         inputs = {"input_ids": torch.randint(3, VOCAB, (batch, source), generator=g)}
     inputs["decoder_input_ids"] = torch.randint(3, VOCAB, (batch, target), generator=g)
     return inputs
+
+
+class FlexModel(torch.nn.Module):
+    """Blocks on FlexAttention, imported by name as users do; a causal block mask and an ALiBi-like score_mod."""
+
+    def __init__(self, layers=2, dim=16, heads=2, score_mod=None):
+        super().__init__()
+        self.heads, self.dim = heads, dim
+        self.qkv = torch.nn.ModuleList(torch.nn.Linear(dim, 3 * dim) for _ in range(layers))
+        self.score_mod = score_mod if score_mod is not None else (lambda score, b, h, q, kv: score - 0.3 * (q - kv))
+        self.last = []
+
+    def forward(self, x):
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        b, n, _ = x.shape
+        mask = create_block_mask(lambda b, h, q, kv: q >= kv, None, None, n, n, device=x.device)
+        self.last = []
+        for qkv in self.qkv:
+            q, k, v = qkv(x).view(b, n, 3, self.heads, self.dim // self.heads).permute(2, 0, 3, 1, 4)
+            self.last.append((q.detach(), k.detach()))
+            x = x + flex_attention(q, k, v, score_mod=self.score_mod, block_mask=mask).transpose(1, 2).reshape(b, n, -1)
+        return x
+
+    def reference(self):
+        out = []
+        for q, k in self.last:
+            n = q.shape[2]
+            i = torch.arange(n)
+            logits = (q.double() @ k.double().transpose(-1, -2)) * q.shape[-1] ** -0.5 - 0.3 * (i[:, None] - i[None, :])
+            out.append(logits.masked_fill(i[:, None] < i[None, :], float("-inf")).softmax(-1).float())
+        return out
+
+
+try:
+    from torch.nn.attention.flex_attention import flex_attention  # noqa: E402  (bound by name, as users do)
+except ImportError:  # torch < 2.5: the FlexAttention tests skip
+    flex_attention = None

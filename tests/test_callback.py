@@ -56,7 +56,8 @@ def test_monitor_is_logged_after_every_optimizer_step_with_the_callbacks_writer(
 
     class Monitor:  # what AttentionCallback needs of tb_attention.monitor.AttentionMonitor
         def log(self, writer, step):
-            writers.append((writer, step))
+            sibling = callback._sibling
+            writers.append((writer, step, sibling.tb_writer if sibling is not None else callback.tb_writer))
 
     args = TrainingArguments(
         output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=4, report_to=report_to,
@@ -67,10 +68,8 @@ def test_monitor_is_logged_after_every_optimizer_step_with_the_callbacks_writer(
     trainer = Trainer(model=tiny_gpt2(layers=1, heads=2, embed=16).train(), args=args,
                       train_dataset=Sentences(gpt2_tokenizer), callbacks=[callback])
     trainer.train()
-    assert [step for _, step in writers] == [1, 2, 3]
-    assert writers[0][0] is not None and all(writer is writers[0][0] for writer, _ in writers)  # one writer
-    if report_to == "tensorboard":
-        assert writers[0][0] is callback._sibling.tb_writer
+    assert [step for _, step, _ in writers] == [1, 2, 3]
+    assert all(writer is not None and writer is expected for writer, _, expected in writers)
     siblings = [c for c in trainer.callback_handler.callbacks if type(c).__name__ == "TensorBoardCallback"]
     assert (callback._sibling is not None) == (report_to == "tensorboard") == bool(siblings)
     with pytest.raises(TypeError, match="log\\(writer, step\\)"):

@@ -397,3 +397,48 @@ def test_encoder_decoder_gives_encoder_decoder_and_cross_groups(family):
         assert c.decoder_input_ids.tolist() == alone["decoder_input_ids"][0].tolist()
         assert cross.layer_names[0].endswith(("encoder_attn", "EncDecAttention"))
         torch.testing.assert_close(c.attention, encoder.attention, atol=0, rtol=0)
+
+
+def test_a_compiled_model_is_captured_through_the_module_it_wraps():
+    from tests.attention_models import NanoGPT
+
+    torch.manual_seed(0)
+    model = NanoGPT().eval()
+    compiled = torch.compile(model)  # capture runs model itself: nothing is compiled here
+    ids = _ids(1, 6)
+    (c,) = capture.capture_attention(compiled, ids)
+    torch.testing.assert_close(c.attention, torch.stack(model.reference())[:, 0], atol=TOLERANCE, rtol=0)
+
+
+def test_calls_are_numbered_from_each_forward_of_the_model_and_its_modules_alone_add_up():
+    from tests.attention_models import NanoGPT
+
+    model = NanoGPT().eval()
+    x = torch.randn(1, 5, 32)
+    with torch.no_grad(), capture.recording(model) as recorder:
+        model(_ids(1, 5))
+        model(_ids(1, 4))
+        assert recorder.names == ["blocks.0", "blocks.1"] and recorder.attentions[0].shape[-1] == 4
+        model.blocks[0](x)
+    assert recorder.names == ["blocks.0", "blocks.1", "blocks.0"]
+
+
+def test_an_interception_entered_inside_the_models_forward_numbers_its_calls_in_order():
+    """As the training-health monitor does: enter in the model's forward pre-hook, leave in its forward hook."""
+    from tests.attention_models import MHAStack
+
+    model = MHAStack().eval()  # its attention modules are the model's direct children
+    seen, blocks = [], []
+
+    def enter(module, args):
+        blocks.append(capture.intercept.intercepting(model, lambda call: seen.append((call.index, call.name))))
+        blocks[-1].__enter__()
+
+    def leave(module, args, output):
+        blocks.pop().__exit__(None, None, None)
+
+    model.register_forward_pre_hook(enter)
+    model.register_forward_hook(leave)
+    with torch.no_grad():
+        model(_ids(1, 5))
+    assert seen == [(0, "attn.0"), (1, "attn.1")]

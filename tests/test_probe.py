@@ -284,13 +284,13 @@ def test_cross_attention_metrics_against_their_definition():
     a /= a.sum(-1, keepdims=True)
     diagonal = np.zeros((1, 1, 4, 10))
     for i in range(4):
-        diagonal[0, 0, i, round((i + 0.5) * 10 / 4 - 0.5)] = 1.0
+        diagonal[0, 0, i, int(i * 10 / 4)] = 1.0  # on the diagonal j = i * Ns / Nt
     values = cross_metrics.cross_metrics([a, diagonal])
-    centre = (np.arange(4)[:, None] + 0.5) * 10 / 4 - 0.5
-    band = np.abs(np.arange(10)[None, :] - centre) <= 1.0
+    # http_api.md: keys |j - i * Ns / Nt| <= w, w = max(1, Ns / Nt) = 2.5
+    band = np.abs(np.arange(10)[None, :] - np.arange(4)[:, None] * 2.5) <= 2.5
     expected = ((a[0, 0] * band).sum() + 4) / 8
     np.testing.assert_allclose(values["diagonal_alignment"][0, 0], expected, rtol=1e-6)
-    np.testing.assert_allclose(values["null_attention"][0, 0], (a[0, 0, :, 0].sum() + 0) / 8, rtol=1e-6)
+    np.testing.assert_allclose(values["null_attention"][0, 0], (a[0, 0, :, 0].sum() + 1) / 8, rtol=1e-6)  # + query 0 of the diagonal
     np.testing.assert_allclose(values["entropy"][0, 0], -(a * np.log(a)).sum() / 8, rtol=1e-6)
 
 
@@ -372,3 +372,22 @@ def test_a_real_tensorboard_serves_every_family_as_its_reference(tmp_path, tenso
                 assert np.abs(attention - reference.numpy()).max() <= BOUND, (run, group)
                 if group == "cross":
                     assert body["tokens"] == [str(t) for t in targets[i]] and body["key_tokens"] == TOKENS[i]
+
+
+def test_encoder_decoder_probe_with_a_tokenizer_id_targets_and_qk(tmp_path, gpt2_tokenizer):
+    model = hf_model("t5", "sdpa")
+    model.resize_token_embeddings(len(gpt2_tokenizer))
+    targets = [torch.tensor([0, 464, 3797]), [0, 32, 3290, 4966, 13]]  # as given: start token included
+    probe = Probe(gpt2_tokenizer, TEXTS[:2], targets=targets, with_qk=True, syntax=False)
+    values, provider = _log(tmp_path, probe, model)
+    eager = with_implementation(model, "eager")
+    for i, (text, target) in enumerate(zip(TEXTS[:2], targets)):
+        ids = torch.tensor([gpt2_tokenizer(text)["input_ids"]])
+        with torch.no_grad():
+            out = eager(input_ids=ids, decoder_input_ids=torch.as_tensor(target)[None], output_attentions=True)
+        entry, example, qk = read_examples(provider, "run", "probe", 0, group="cross")[i]
+        assert np.abs(example.attention - torch.stack(out.cross_attentions)[:, 0].numpy()).max() <= BOUND
+        assert qk is not None and qk.query.shape[2] == len(target) and qk.key.shape[2] == ids.shape[1]
+        (decoder,) = [g for g in entry["groups"] if g["name"] == "decoder"]
+        assert decoder["tokens"] == gpt2_tokenizer.convert_ids_to_tokens(torch.as_tensor(target).tolist())
+    assert values["cross/diagonal_alignment"].shape == (2, 4)
