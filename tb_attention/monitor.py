@@ -177,7 +177,7 @@ class AttentionMonitor:
         rows = self.chunk_size or health.rows_per_chunk(b, h, nk, budget)
         sums = health.HeadSums(h, device)
         health.accumulate(sums, call.logits, nq, chunk_size=rows, sinks=call.sinks, query_mask=query_mask,
-                          key_mask=key_mask)
+                          key_mask=key_mask, causal=call.causal)
         slot = (call.name, occurrence)
         new = sums.tensors()
         self._pending[slot] = new if slot not in self._pending else health.combine(self._pending[slot], new)
