@@ -1,4 +1,4 @@
-"""The demo: train a small GPT-2 with a probe, compare checkpoints, analyse SmolLM2 and MiniLM, serve.
+"""The demo: train a small GPT-2 with a probe, an unstable twin, compare checkpoints, analyse SmolLM2 and MiniLM, serve.
 
     python -m demo [--out demo_output] [--no-serve] [--full] [--port 6006]
 """
@@ -12,6 +12,14 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+# The unstable twin: 10x the demo's learning rate from the first step. Measured on this GPT-2 (same
+# data, 3e-2 held constant): by step 20 its largest logits pass 350 (layers 0 and 2) and heads'
+# entropy falls below 0.1 nats with ~99 % of each query's weight on one key; by step 60 max logits
+# reach ~1,500 and the loss stalls near 6.5. The main run at step 90: max logits 3-20, no head's
+# entropy below 1.3 nats, loss 5.5.
+UNSTABLE_RUN = "train-high-lr"
+UNSTABLE_LEARNING_RATE = 3e-2
+UNSTABLE_STEPS = 150
 
 
 def stage(number, total, text):
@@ -40,22 +48,29 @@ def main(argv=None):
     logdir.mkdir(parents=True)
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    total = 4 if args.no_serve else 5
+    total = 5 if args.no_serve else 6
 
-    stage(1, total, f"training a small GPT-2 on Wikipedia for {args.steps} steps, logging a probe every 25 steps")
+    stage(1, total, f"training a small GPT-2 on Wikipedia for {args.steps} steps, logging a probe every 25 steps "
+                    "and attention health every 10")
     checkpoints = train.train(logdir, workdir, steps=args.steps, checkpoints=(0, args.steps // 4))
 
-    stage(2, total, "re-evaluating the saved checkpoints on the same probe, as runs of their own (tb-attention probe)")
+    unstable_steps = min(UNSTABLE_STEPS, args.steps)
+    stage(2, total, f"the same GPT-2 at {UNSTABLE_LEARNING_RATE:g} (10x) without warm-up for {unstable_steps} steps "
+                    f"(run {UNSTABLE_RUN}): its attention logits grow and entropy collapses (Health panel)")
+    train.train(logdir, workdir, steps=unstable_steps, learning_rate=UNSTABLE_LEARNING_RATE, warmup=False,
+                health_every=5, checkpoints=None, run=UNSTABLE_RUN)
+
+    stage(3, total, "re-evaluating the saved checkpoints on the same probe, as runs of their own (tb-attention probe)")
     for step, folder in sorted(checkpoints.items()):
         cli.main(["probe", "--model", str(folder), "--texts", str(workdir / "probe.txt"), "--logdir", str(logdir),
                   "--run", f"checkpoint-{step}", "--step", str(step), "--with-qk"])
 
     count = 10_000 if args.full else args.sentences
-    stage(3, total, f"analysing SmolLM2-135M over {count} Wikipedia sentences (tb-attention analyze)")
+    stage(4, total, f"analysing SmolLM2-135M over {count} Wikipedia sentences (tb-attention analyze)")
     cli.main(["analyze", "--model", str(assets.smollm2_dir()), "--corpus", "wikipedia", "--limit", str(count),
               "--logdir", str(logdir), "--run", "smollm2-135m", "--overwrite"])
 
-    stage(4, total, f"analysing all-MiniLM-L6-v2 (BERT) over {count} Wikipedia sentences")
+    stage(5, total, f"analysing all-MiniLM-L6-v2 (BERT) over {count} Wikipedia sentences")
     cli.main(["analyze", "--model", str(assets.minilm_dir()), "--corpus", "wikipedia", "--limit", str(count),
               "--logdir", str(logdir), "--run", "minilm-l6", "--overwrite"])
 
@@ -64,7 +79,7 @@ def main(argv=None):
     if args.no_serve:
         print(logdir)
         return 0
-    stage(5, total, "serving TensorBoard")
+    stage(6, total, "serving TensorBoard")
     print(f"Open http://{args.host}:{args.port}/#attention  (Ctrl+C stops)", flush=True)
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", args.host,
                "--port", str(args.port)]

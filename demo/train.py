@@ -86,13 +86,19 @@ def train(
     probe_every=25,
     checkpoints=(0, 300),
     learning_rate=3e-3,
+    warmup=True,
+    health_every=10,
+    run="train",
     seed=0,
 ):
-    """Trains, logging loss and the probe to `logdir/train`; returns {step: checkpoint folder}.
+    """Trains, logging loss, the probe and attention health to `logdir/<run>`; returns {step: checkpoint folder}.
 
     The defaults were chosen on this project's 2-core CPU machine: in ~5 minutes a previous-token
     head forms (the most common attention head of small language models), along with heads of
     falling entropy; a larger vocabulary or more heads per layer trained slower per step.
+    warmup: the learning rate rises linearly over the first 5 % of the steps (else it starts at its
+    peak); health_every: steps between attention-health logs (tb_attention.AttentionMonitor);
+    checkpoints: steps whose weights are saved (None: none, not even the last).
     """
     workdir = pathlib.Path(workdir)
     sentences = [s for s in assets.wikipedia_sentences() if s not in PROBE_TEXTS]
@@ -100,18 +106,19 @@ def train(
     data = training_sequences(tokenizer, sentences)
     model = build_model(tokenizer, layers, heads, width, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
-    warmup = max(1, steps // 20)
+    warmup = max(1, steps // 20) if warmup else 1
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
     probe = tb_attention.Probe(tokenizer, PROBE_TEXTS, name="probe", with_qk=True)
-    writer = SummaryWriter(str(pathlib.Path(logdir) / "train"))
+    monitor = tb_attention.AttentionMonitor(model, every_n_steps=health_every)
+    writer = SummaryWriter(str(pathlib.Path(logdir) / run))
     generator = torch.Generator().manual_seed(seed)
     saved = {}
-    checkpoints = set(checkpoints) | {steps}
+    checkpoints = set() if checkpoints is None else set(checkpoints) | {steps}
     model.train()
     started = time.time()
-    progress = tqdm(range(steps + 1), desc="training GPT-2", unit="step")
+    progress = tqdm(range(steps + 1), desc=f"training GPT-2 ({run})", unit="step")
     for step in progress:
         if step % probe_every == 0 or step == steps:
             probe.log(writer, model, step)
@@ -129,6 +136,7 @@ def train(
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
+        monitor.log(writer, step)  # every step: it computes on the monitored ones only
         if step % 10 == 0:
             writer.add_scalar("loss", loss.item(), step)
             writer.add_scalar("learning_rate", schedule.get_last_lr()[0], step)

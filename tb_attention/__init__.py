@@ -10,6 +10,7 @@ _EXPORTS = {
     "Writer": "tb_attention.summary",
     "Probe": "tb_attention.probe",
     "AttentionCallback": "tb_attention.callback",
+    "AttentionMonitor": "tb_attention.monitor",
     "capture_attention": "tb_attention.capture",
     "summary": "tb_attention.summary",
 }
