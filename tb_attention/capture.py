@@ -31,7 +31,7 @@ class CaptureError(RuntimeError):
     """The model's attention cannot be captured; the message says why and what to do."""
 
 
-from tb_attention import intercept  # noqa: E402  (after CaptureError, which it raises)
+from tb_attention import health, intercept  # noqa: E402  (after CaptureError, which it raises)
 
 GROUPS = ("encoder", "decoder", "cross")  # an encoder-decoder's groups, in this order
 
@@ -173,7 +173,8 @@ class Recorder:
             sinks=None if call.sinks is None else call.sinks.detach(),
         )
         qk = (call.query, call.key) if self.with_qk else (None, None)
-        row_max = call.logits().amax(dim=-1) if self.with_max_logit else None
+        # The one max-logit definition (health.py), in query chunks: no second full [B, H, N, N].
+        row_max = health.row_max_logits(call.logits, call.shape[2]) if self.with_max_logit else None
         self.calls.append(RecordedCall(call.name, call.weights(), *qk, scoring, call.causal, call.cross, row_max))
 
     @property
