@@ -106,10 +106,13 @@ class AudioProbe(probe.Probe):
         eos = model.generation_config.eos_token_id
         eos = eos[0] if isinstance(eos, (list, tuple)) else eos
         room = model.config.max_target_positions - len(prompt) - 1
+        limit = model.generation_config.max_length
+        # Whisper refuses a prompt plus new tokens beyond its positions; its own max_length fits already.
+        options = {} if limit and limit <= model.config.max_target_positions else {"max_new_tokens": room}
         with capture._eval_mode(model), torch.no_grad():
             for encoding in self.encodings:
                 features = encoding["input_features"][None].to(device, next(model.parameters()).dtype)
-                ids = model.generate(features, do_sample=False, num_beams=1, max_new_tokens=min(room, 440))[0].tolist()
+                ids = model.generate(features, do_sample=False, num_beams=1, **options)[0].tolist()
                 if ids[: len(prompt)] == prompt:  # older transformers return the prompt too
                     ids = ids[len(prompt):]
                 ids = [i for i in ids if i != eos]
