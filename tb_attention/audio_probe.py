@@ -34,7 +34,9 @@ class AudioProbe(probe.Probe):
     trim: store only the frames of the real audio plus `margin` seconds (a 3 s clip keeps ~155
         of the 1,500 frames); False stores the whole 30 s window.
     names: display names of the clips (the example's text starts with it).
-    Other options as for Probe (name, with_qk, metrics, include_first, top_k_exemplars, batch_size,
+    batch_size: clips per forward, 1 by default (Whisper's full encoder attention is captured before
+        it is trimmed: ~0.2 GB per clip for tiny, more for larger models).
+    Other options as for Probe (name, with_qk, metrics, include_first, top_k_exemplars,
     max_dense_tokens, all_ranks); no syntax metrics. The model runs in eval mode without gradients,
     its modes restored after; only the writing rank logs.
     """
@@ -43,8 +45,11 @@ class AudioProbe(probe.Probe):
                  trim=True, margin=TRIM_MARGIN_SECONDS, names=None, **options):
         if options.get("syntax"):
             raise ValueError("an audio probe has no text to parse: syntax metrics are not available")
+        if "forward" in options:
+            raise TypeError("AudioProbe calls the model itself (input_features, decoder_input_ids): it takes no forward=")
         options["syntax"] = False
-        options.pop("forward", None)
+        # Whisper's encoder attention is 1,500 x 1,500 per head before trimming: one clip per forward.
+        options.setdefault("batch_size", 1)
         audios = list(audios) if not hasattr(audios, "ndim") or audios.ndim != 1 else [audios]
         if not audios:
             raise ValueError("an audio probe needs at least one clip")

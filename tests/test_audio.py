@@ -65,7 +65,7 @@ def _eager(model, features, target):
 def test_a_real_tensorboard_serves_whisper_groups_as_eager_attention_sliced_to_the_audio(tmp_path, tensorboard):
     model, processor = tiny_whisper(), tiny_processor()
     targets = [[2, 10, 11, 12], torch.tensor([2, 40, 41])]
-    probe = AudioProbe(processor, clips(), targets=targets, names=["short", "long"])
+    probe = AudioProbe(processor, clips(), targets=targets, names=["short", "long"], batch_size=2)  # padded targets
     model.train()
     with Writer(tmp_path / "run") as writer:
         values = probe.log(writer, model, 3)
