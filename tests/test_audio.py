@@ -203,3 +203,12 @@ def test_real_whisper_cross_attention_follows_the_words_through_the_clip(tmp_pat
     peaks = np.mean(cross, axis=0)[1:5].argmax(-1)  # the queries that predict Go, forward, 10, meters
     # Measured on the eager model over the whole window: 1.00 s, 1.00 s, 1.40 s, 1.74 s.
     assert (np.diff(peaks) >= 0).all() and 40 <= peaks[0] and peaks[-1] < frames, peaks
+
+
+def test_demo_logs_whisper_transcriptions(tmp_path, whisper_tiny_en, monkeypatch):
+    from demo import whisper as demo
+
+    monkeypatch.setattr(demo, "CLIPS", ("goforward",))  # one clip keeps the test short; the demo logs three
+    assert demo.main(tmp_path) == ["Go forward 10 meters."]
+    entries = read_examples(python_provider(tmp_path), demo.RUN, demo.TAG, 0, group="cross")
+    assert len(entries) == 1 and entries[0][0]["text"].startswith("goforward: 2.79 s of audio")
