@@ -129,8 +129,8 @@ def test_max_logit_is_over_the_kept_frames(tmp_path):
             source = kwargs.get("key_value_states")
             source = hidden if source is None else source
             b, n, _ = hidden.shape
-            q = module.q_proj(hidden).view(b, n, module.num_heads if hasattr(module, "num_heads") else 4, -1).transpose(1, 2)
-            k = module.k_proj(source).view(b, source.shape[1], q.shape[1], -1).transpose(1, 2)
+            q = module.q_proj(hidden).view(b, n, 4, -1).transpose(1, 2)  # 4 heads; Whisper's q·k scale: d^-0.5
+            k = module.k_proj(source).view(b, source.shape[1], 4, -1).transpose(1, 2)
             logits[name] = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
         return hook
 
