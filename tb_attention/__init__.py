@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Writer": "tb_attention.summary",
     "Probe": "tb_attention.probe",
+    "AudioProbe": "tb_attention.audio_probe",
     "AttentionCallback": "tb_attention.callback",
     "AttentionMonitor": "tb_attention.monitor",
     "capture_attention": "tb_attention.capture",

@@ -20,14 +20,14 @@ def frame_labels(num_frames, frame_seconds=WHISPER_FRAME_SECONDS):
 
 
 def whisper_example(processor, audio, sampling_rate):
-    """(input_features [1, mels, 3000], frame_labels) for one clip: the encoder's 1,500 frames labelled by start time."""
+    """(input_features [1, mels, 3000], frame_labels) for one clip (processor: has a feature_extractor): the 1,500 encoder frames labelled by start time."""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1:
         raise ValueError(f"whisper_example takes one mono clip (a 1-D array); got shape {audio.shape}")
     expected = processor.feature_extractor.sampling_rate
     if sampling_rate != expected:
         raise ValueError(f"audio at {sampling_rate} Hz; Whisper's feature extractor wants {expected} Hz: resample first")
-    features = processor(audio, sampling_rate=sampling_rate, return_tensors="pt").input_features
+    features = processor.feature_extractor(audio, sampling_rate=sampling_rate, return_tensors="pt").input_features
     # The encoder pads every clip to 30 s and halves the mel frames with its stride-2 convolution.
     seconds_per_mel = processor.feature_extractor.hop_length / sampling_rate
     frame_seconds = 2 * seconds_per_mel

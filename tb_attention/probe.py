@@ -266,9 +266,7 @@ class Probe:
             self._example(encoding, result, parse, targets[i][1] if targets else None)
             for i, (encoding, result, parse) in enumerate(zip(self.encodings, captured, syntax))
         ]
-        summary.write_examples(
-            writer, self.name, examples, step, walltime=walltime, max_dense_tokens=self.max_dense_tokens
-        )
+        summary.write_examples(writer, self.name, examples, step, walltime=walltime, **self._write_options())
         values = {}
         if self.compute_metrics:
             for index, (group, group_values, table) in enumerate(self._analyse(captured, syntax)):
@@ -279,6 +277,10 @@ class Probe:
                 prefix = "" if index == 0 else f"{group}/"
                 values.update({prefix + metric: value for metric, value in group_values.items()})
         return values
+
+    def _write_options(self):
+        """Encoding options of summary.write_examples (AudioProbe: sliced rows that do not sum to 1)."""
+        return {"max_dense_tokens": self.max_dense_tokens}
 
     def _example(self, encoding, result, parse, target_tokens):
         """One example in the writer's v2 form: a group per attention group, each with its tokens."""
