@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Writer": "tb_attention.summary",
     "Probe": "tb_attention.probe",
+    "ImageProbe": "tb_attention.vision",
     "AttentionCallback": "tb_attention.callback",
     "capture_attention": "tb_attention.capture",
     "summary": "tb_attention.summary",
