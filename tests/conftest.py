@@ -202,17 +202,31 @@ def read_blob_steps(provider, run, tag, experiment_id=""):
     return data.get(run, {}).get(tag, [])
 
 
-def read_examples(provider, run, tag, step):
-    """Decoded examples of one step, read through a data provider like the plugin does."""
-    from tb_attention import metadata
+def read_step_blob(provider, run, tag, step, manifest, ref):
+    """Blob `ref` of an attention step, from its main record or a part tag's."""
+    from tb_attention import schema
+
+    part, index = schema.blob_location(manifest, ref, "blob")
+    datum = next(d for d in read_blob_steps(provider, run, tag if not part else schema.part_tag(tag, part)) if d.step == step)
+    return provider.read_blob(request_context(), blob_key=datum.values[index].blob_key)
+
+
+def read_examples(provider, run, tag, step, group=None):
+    """Decoded examples of one step, read through a data provider like the plugin does:
+    (the /examples entry, the group's AttentionExample over all layers, its QueryKey or None)."""
+    from tb_attention import codecs, schema
 
     datum = next(d for d in read_blob_steps(provider, run, tag) if d.step == step)
-    manifest = metadata.parse_manifest(provider.read_blob(request_context(), blob_key=datum.values[0].blob_key))
+    manifest = schema.parse_manifest(provider.read_blob(request_context(), blob_key=datum.values[0].blob_key))
+    read = lambda ref: read_step_blob(provider, run, tag, step, manifest, ref)  # noqa: E731
     out = []
     for entry in manifest["examples"]:
-        example = metadata.decode_attention(provider.read_blob(request_context(), blob_key=datum.values[entry["attention_blob"]].blob_key))
-        qk = None
-        if entry.get("qk_blob") is not None:
-            qk = metadata.decode_qk(provider.read_blob(request_context(), blob_key=datum.values[entry["qk_blob"]].blob_key))
-        out.append((entry, example, qk))
+        g = schema.find_group(entry, group)
+        if "attention_blobs" in g:
+            example = codecs.decode_attention(codecs.join_attention_layers([read(r) for r in g["attention_blobs"]])[0])
+            qk = None if not g.get("qk_blobs") else codecs.decode_qk(codecs.join_qk_layers([read(r) for r in g["qk_blobs"]]))
+        else:  # v1
+            example = codecs.decode_attention(read(g["attention_blob"]))
+            qk = None if g.get("qk_blob") is None else codecs.decode_qk(read(g["qk_blob"]))
+        out.append((schema.example_payload(entry), example, qk))
     return out
