@@ -33,10 +33,11 @@ setup(
         "capture": CAPTURE,
         "syntax": SYNTAX,
         "all": CAPTURE + SYNTAX,
-        "demo": CAPTURE + SYNTAX + ["accelerate>=1.0", "gguf>=0.10", "safetensors>=0.4", "matplotlib>=3.7"],
+        "demo": CAPTURE + SYNTAX + ["accelerate>=1.0", "gguf>=0.10", "safetensors>=0.4", "matplotlib>=3.7", "onnx>=1.15"],
         "test": CAPTURE + SYNTAX + [
             "accelerate>=1.0", "gguf>=0.10", "safetensors>=0.4", "matplotlib>=3.7",
             "pytest>=8", "pytest-timeout>=2.3", "playwright>=1.45", "scipy>=1.10",
+            "onnx>=1.15", "onnxruntime>=1.17", "scikit-image>=0.22",  # converters (tb_attention/convert), tested
         ],
     },
     entry_points={

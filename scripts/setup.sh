@@ -39,6 +39,11 @@ if [ "$purpose" = test ]; then
     if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null
     else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi
   fi
+  if [ ! -d /usr/share/pocketsphinx/test/data ]; then
+    step "installing Debian's pocketsphinx-testdata (real speech clips for the Whisper tests)"
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq pocketsphinx-testdata >/dev/null
+    else sudo apt-get update -qq && sudo apt-get install -y -qq pocketsphinx-testdata >/dev/null; fi
+  fi
   if [ -f frontend/package-lock.json ]; then
     step "installing the frontend's build tools (npm ci)"
     (cd frontend && npm ci --silent --no-audit --no-fund)
