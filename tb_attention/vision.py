@@ -316,19 +316,36 @@ def _ratio(numerator, denominator):
     return torch.where(denominator > 0, numerator / denominator.clamp_min(1e-300), torch.nan).to(torch.float32).cpu().numpy()
 
 
+def row_sums(attention):
+    """Per layer and head, float64 [L, H] each: Σ over queries of the row entropy −Σ p log p
+    (natural log, nothing left out), Σ over queries of the row's largest weight, and the query count."""
+    import torch
+
+    a = torch.as_tensor(attention).to(torch.float64)
+    entropy = -(a * torch.log(a.clamp_min(torch.finfo(torch.float64).tiny))).sum(-1).sum(-1)
+    return entropy, a.amax(-1).sum(-1), torch.full(a.shape[:2], float(a.shape[-2]), dtype=torch.float64)
+
+
 def image_metrics(attentions, layouts):
     """The metrics of a set of images ({name: float32 [L, H]}): ratios of sums over all images.
 
     pixel_distance; with prefix tokens, prefix_attention and null_attention (attention to the
     first token, CLS); entropy (the paper's rule: the first token left out and rows renormalised
-    when it is a prefix token, every token counted when there is none).
+    when it is a prefix token, every token counted when there is none); attention_entropy and
+    max_weight (means over every query of its entropy and of its largest weight: CONTRACTS.md C).
     """
     from tb_attention import metrics
 
-    sums = {"pixel_distance": [0, 0], "prefix_attention": [0, 0]}
+    sums = {"pixel_distance": [0, 0], "prefix_attention": [0, 0], "attention_entropy": [0, 0], "max_weight": [0, 0]}
     for attention, layout in zip(attentions, layouts):
-        for name, function in (("pixel_distance", pixel_distance_sums), ("prefix_attention", prefix_attention_sums)):
-            numerator, denominator = function(attention, layout)
+        entropy, largest, queries = row_sums(attention)
+        parts = {
+            "pixel_distance": pixel_distance_sums(attention, layout),
+            "prefix_attention": prefix_attention_sums(attention, layout),
+            "attention_entropy": (entropy, queries),
+            "max_weight": (largest, queries),
+        }
+        for name, (numerator, denominator) in parts.items():
             sums[name][0] = sums[name][0] + numerator
             sums[name][1] = sums[name][1] + denominator
     values = {name: _ratio(*pair) for name, pair in sums.items()}

@@ -178,14 +178,14 @@ def test_log_hands_the_writer_v2_image_examples_and_metrics(monkeypatch):
         assert image["png"].startswith(b"\x89PNG")
     (tag, written, step), = recorded.metrics
     assert (tag, step) == ("photos", 7) and written is values
-    assert set(values) == {"pixel_distance", "prefix_attention", "entropy", "null_attention"}
+    assert set(values) == {"pixel_distance", "prefix_attention", "entropy", "null_attention", "attention_entropy", "max_weight"}
     assert all(v.shape == (2, 4) and v.dtype == np.float32 for v in values.values())
 
 
 def test_siglip_has_no_prefix_metrics(monkeypatch):
     recorded = Recorded(monkeypatch)
     values = vision.ImageProbe(processor(), images()).log(None, build("siglip"), 0)
-    assert set(values) == {"pixel_distance", "entropy"} and recorded.examples[0][1][0]["image"]["prefix_tokens"] == 0
+    assert set(values) == {"pixel_distance", "entropy", "attention_entropy", "max_weight"} and recorded.examples[0][1][0]["image"]["prefix_tokens"] == 0
 
 
 def test_the_png_is_the_image_the_model_saw():
@@ -279,6 +279,17 @@ def test_metrics_over_several_images_are_ratios_of_sums():
     np.testing.assert_allclose(values["pixel_distance"], num / den, rtol=1e-6)
     to_prefix = sum(a[:, :, 1:, 0].sum(2) for a in attentions) / sum(a.shape[-1] - 1 for a in attentions)
     np.testing.assert_allclose(values["prefix_attention"], to_prefix, rtol=1e-6)
+
+
+def test_attention_entropy_and_max_weight_are_means_over_every_query():
+    rng = np.random.default_rng(5)
+    layouts = [vision.PatchLayout((2, 2), (4, 4), ("[CLS]",)), vision.PatchLayout((1, 3), (4, 4), ("[CLS]",))]
+    attentions = [random_attention(rng, 2, 3, layout.num_tokens) for layout in layouts]
+    values = vision.image_metrics(attentions, layouts)
+    entropy = [[np.mean([-(r * np.log(r)).sum() for a in attentions for r in a[l, h]]) for h in range(3)] for l in range(2)]
+    largest = [[np.mean([r.max() for a in attentions for r in a[l, h]]) for h in range(3)] for l in range(2)]
+    np.testing.assert_allclose(values["attention_entropy"], entropy, rtol=1e-6)
+    np.testing.assert_allclose(values["max_weight"], largest, rtol=1e-6)
 
 
 def test_prefix_attention_counts_every_prefix_token():
@@ -424,3 +435,39 @@ def test_a_plain_pytorch_vit_is_captured_and_equals_a_hand_recompute():
         assert layout.grid == (4, 4) and layout.prefix_names == ("[CLS]", "[REG0]", "[REG1]")
         assert names == ["blocks.0.attn", "blocks.1.attn"]
         torch.testing.assert_close(attention, expected[b], rtol=0, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Through a real TensorBoard
+
+
+@pytest.mark.server
+def test_tensorboard_serves_the_models_attention_image_grid_and_pixel_distance(tmp_path, tensorboard):
+    from tb_attention import Writer, codecs
+
+    model = build("deit")
+    probe = vision.ImageProbe(processor(), images(), name="probe")
+    with Writer(tmp_path / "deit") as writer:
+        values = probe.log(writer, model, 0)
+    expected = eager_attention(model, torch.stack(probe.pixel_values)).numpy()
+    server = tensorboard(tmp_path)
+    server.wait_for(lambda tags: tags.get("deit", {}).get("probe", {}).get("steps") == [0]
+                    and tags["deit"].get("probe/pixel_distance", {}).get("steps") == [0])
+    status, body = server.get("/examples", {"run": "deit", "tag": "probe", "step": 0})
+    assert status == 200 and len(body["examples"]) == 3
+    names = ["[CLS]", "[DIST]"] + [f"r{r}c{c}" for r in range(4) for c in range(4)]
+    for b, example in enumerate(body["examples"]):
+        assert example["tokens"] == names
+        assert example["image"] == {"grid": [4, 4], "patch_size": [8, 8], "prefix_tokens": 2, "prefix_names": ["[CLS]", "[DIST]"]}
+        status, served = server.get("/attention", {"run": "deit", "tag": "probe", "step": 0, "example": b, "format": "json"})
+        assert status == 200 and served["shape"] == [2, 4, 18, 18]
+        assert np.abs(np.array(served["attention"]) - expected[b]).max() <= codecs.MAX_QUANTIZATION_ERROR
+        status, png, headers = server.get("/image", {"run": "deit", "tag": "probe", "step": 0, "example": b}, raw=True)
+        assert status == 200 and headers["Content-Type"] == "image/png"
+        assert np.array_equal(np.asarray(PIL.open(io.BytesIO(png))), np.asarray(probe.pictures[b]))  # 32 x 32, as seen
+    reference = sum(loop_pixel_distance(a, (4, 4), (8, 8), 2) * a[:, :, 2:, 2:].sum((2, 3)) for a in expected.astype(np.float64))
+    reference /= sum(a[:, :, 2:, 2:].sum((2, 3)) for a in expected.astype(np.float64))
+    status, metric = server.get("/metric", {"run": "deit", "tag": "probe/pixel_distance"})
+    assert status == 200 and metric["steps"] == [0]
+    np.testing.assert_allclose(metric["values"][0], reference, rtol=1e-5)
+    np.testing.assert_allclose(metric["values"][0], values["pixel_distance"], rtol=1e-6)
