@@ -329,8 +329,8 @@ def row_sums(attention):
 def image_metrics(attentions, layouts):
     """The metrics of a set of images ({name: float32 [L, H]}): ratios of sums over all images.
 
-    pixel_distance; with prefix tokens, prefix_attention and null_attention (attention to the
-    first token, CLS); entropy (the paper's rule: the first token left out and rows renormalised
+    pixel_distance; with prefix tokens, prefix_attention (the image form of null_attention: every
+    prefix token counts as a sink); entropy (the paper's rule: the first token left out and rows renormalised
     when it is a prefix token, every token counted when there is none); attention_entropy and
     max_weight (means over every query of its entropy and of its largest weight: CONTRACTS.md C).
     """
@@ -355,9 +355,7 @@ def image_metrics(attentions, layouts):
     stats.update(list(attentions))
     result = stats.result()
     values["entropy"] = result["entropy"]
-    if has_prefix:
-        values["null_attention"] = result["null_attention"]
-    else:
+    if not has_prefix:
         del values["prefix_attention"]  # SigLIP: no prefix token to attend to
     return values
 
@@ -509,7 +507,7 @@ class ImageProbe:
         resized to the input, as de-normalising needs the processor's mean and std).
     images: PIL images, arrays ([H, W], [H, W, 3], [3, H, W]; uint8 or floats in [0, 1]) or paths.
     name: the tag of the attention; metrics go to `<name>/<metric>`.
-    metrics: compute and log pixel_distance, prefix_attention, entropy and null_attention.
+    metrics: compute and log pixel_distance, prefix_attention, entropy, attention_entropy and max_weight.
     patch_size / prefix_names: override what the model's config says (models of other kinds).
     batch_size: images per forward pass.
     """

@@ -178,7 +178,7 @@ def test_log_hands_the_writer_v2_image_examples_and_metrics(monkeypatch):
         assert image["png"].startswith(b"\x89PNG")
     (tag, written, step), = recorded.metrics
     assert (tag, step) == ("photos", 7) and written is values
-    assert set(values) == {"pixel_distance", "prefix_attention", "entropy", "null_attention", "attention_entropy", "max_weight"}
+    assert set(values) == {"pixel_distance", "prefix_attention", "entropy", "attention_entropy", "max_weight"}
     assert all(v.shape == (2, 4) and v.dtype == np.float32 for v in values.values())
 
 
