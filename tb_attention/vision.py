@@ -534,6 +534,8 @@ class ImageProbe:
             raise ValueError("an image probe needs at least one image")
         if "/" in name and name.split("/", 1)[1] in metadata.METRICS:
             raise ValueError(f"probe name {name!r} would collide with its metric tags")
+        # A CLIPProcessor-style bundle: its image processor knows the mean and std to undo.
+        processor = getattr(processor, "image_processor", None) or processor
         self.processor = processor
         self.name = name
         self.compute_metrics = metrics
