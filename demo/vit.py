@@ -77,7 +77,7 @@ def probe_images(images, labels):
     return [images[int(np.flatnonzero(labels == c)[0])] for c in range(8)]
 
 
-def train_vit(logdir, *, steps=1500, run="vit-fashion-mnist", seed=0, log=print):
+def train_vit(logdir, *, steps=1500, run="vit-fashion-mnist", seed=0, evaluate_on=2000, log=print):
     """Trains the small ViT, logging the probe every PROBE_EVERY steps; returns its last metrics."""
     from torch.utils.tensorboard import SummaryWriter
 
@@ -94,7 +94,7 @@ def train_vit(logdir, *, steps=1500, run="vit-fashion-mnist", seed=0, log=print)
         for step in range(steps + 1):
             if step % PROBE_EVERY == 0 or step == steps:
                 values = probe.log(writer, model, step)
-                accuracy = evaluate(model, test_images[:2000], test_labels[:2000])
+                accuracy = evaluate(model, test_images[:evaluate_on], test_labels[:evaluate_on])
                 writer.add_scalar("test/accuracy", accuracy, step)
                 by_layer = " ".join(f"{v:5.1f}" for v in np.nanmean(values["pixel_distance"], 1))
                 log(f"  step {step:5d}  test accuracy {accuracy:.3f}  pixel_distance by layer {by_layer}  "

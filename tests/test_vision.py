@@ -495,3 +495,27 @@ def test_dinov2_small_converted_from_onnx_is_probed_on_a_real_photo():
     assert png_size(probe.png(0, layout)) == (224, 224)
     distance = vision.pixel_distance(attention, layout)
     assert np.all((distance > 0) & (distance < 224 * 2**0.5))
+
+
+# ---------------------------------------------------------------------------------------------
+# The demo's ViT on Fashion-MNIST
+
+
+@pytest.mark.skipif(not (ROOT / "demo").exists() or not pathlib.Path("/usr/share/datasets/fashion-mnist").exists(),
+                    reason="needs Debian's dataset-fashion-mnist")
+def test_demo_vit_trains_on_fashion_mnist_and_logs_its_probe(tmp_path, monkeypatch):
+    from demo import vit
+
+    images, labels = vit.fashion_mnist("test")
+    assert images.shape == (10000, 28, 28) and images.dtype == np.uint8 and sorted(set(labels.tolist())) == list(range(10))
+    probe_images = vit.probe_images(images, labels)
+    assert [int(labels[np.flatnonzero((images == im).all((1, 2)))[0]]) for im in probe_images] == list(range(8))
+    # the training loop's fast preprocessing is the probe's processor, without PIL
+    pixels = vision.ImageProbe(vit.processor(), probe_images[:2]).pixel_values
+    torch.testing.assert_close(torch.stack(pixels), vit.to_pixels(np.stack(probe_images[:2])), rtol=0, atol=1e-6)
+    recorded = Recorded(monkeypatch)
+    values = vit.train_vit(tmp_path, steps=2, evaluate_on=100, log=lambda line: None)
+    assert [step for _, _, step in recorded.examples] == [0, 2]
+    example = recorded.examples[0][1][0]
+    assert example["image"]["grid"] == [7, 7] and example["image"]["patch_size"] == [4, 4] and len(example["tokens"]) == 50
+    assert values["pixel_distance"].shape == (4, 4)
