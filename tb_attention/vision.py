@@ -14,7 +14,6 @@ import dataclasses
 import io
 import math
 import pathlib
-import warnings
 
 import numpy as np
 
@@ -33,7 +32,6 @@ _PREFIX_NAMES = {
     "siglip": (),
     "dinov2": ("[CLS]",),
     "vit_msn": ("[CLS]",),
-    "vit_mae": ("[CLS]",),
     "beit": ("[CLS]",),
     "data2vec-vision": ("[CLS]",),
 }
