@@ -508,6 +508,8 @@ class ImageProbe:
     metrics: compute and log pixel_distance, prefix_attention, entropy, attention_entropy and max_weight.
     patch_size / prefix_names: override what the model's config says (models of other kinds).
     batch_size: images per forward pass.
+    max_image_side: the stored PNG's long side at most (pixels).
+    max_dense_tokens: longer sequences keep only each row's top weights (see `summary.write_examples`).
     """
 
     def __init__(
@@ -521,6 +523,7 @@ class ImageProbe:
         prefix_names=None,
         batch_size=8,
         max_image_side=MAX_IMAGE_SIDE,
+        max_dense_tokens=metadata.DEFAULT_MAX_DENSE_TOKENS,
         all_ranks=False,
     ):
         if isinstance(images, (str, pathlib.Path)) or hasattr(images, "convert") or (
@@ -541,6 +544,7 @@ class ImageProbe:
         self.prefix_names = prefix_names
         self.batch_size = int(batch_size)
         self.max_image_side = int(max_image_side)
+        self.max_dense_tokens = max_dense_tokens
         self.all_ranks = all_ranks
         self.pixel_values, self.pictures = [], []
         for i, image in enumerate(images):
@@ -620,7 +624,9 @@ class ImageProbe:
         if not summary.is_writing_rank(self.all_ranks):
             return {}
         captured = self.capture(model)
-        summary.write_examples(writer, self.name, self.examples(captured), step, walltime=walltime)
+        summary.write_examples(
+            writer, self.name, self.examples(captured), step, walltime=walltime, max_dense_tokens=self.max_dense_tokens
+        )
         values = {}
         if self.compute_metrics:
             values = image_metrics([a for a, _, _ in captured], [layout for _, layout, _ in captured])
