@@ -56,7 +56,27 @@ def build_vit(seed=0):
         initializer_range=0.1,
         id2label=dict(enumerate(CLASSES)), label2id={c: i for i, c in enumerate(CLASSES)},
     )
-    return ViTForImageClassification(config)
+    model = ViTForImageClassification(config)
+    # The learned position embeddings start from a 2D sin-cos table (as MAE's fixed ones), so that
+    # neighbouring patches start out alike and heads can find locality within a short CPU run.
+    grid = IMAGE_SIZE // PATCH_SIZE
+    with torch.no_grad():
+        table = model.vit.embeddings.position_embeddings
+        table[0, 0] = 0
+        table[0, 1:] = torch.from_numpy(sincos_table(grid, grid, config.hidden_size)).to(table.dtype)
+    return model
+
+
+def sincos_table(rows, cols, dim):
+    """float [rows * cols, dim]: half the channels encode the row, half the column, as sin/cos pairs."""
+
+    def encode(positions, width):
+        frequencies = 1.0 / 10000 ** (np.arange(width // 2) / (width / 2))
+        angles = np.outer(positions, frequencies)
+        return np.concatenate([np.sin(angles), np.cos(angles)], 1)
+
+    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    return np.concatenate([encode(r.reshape(-1), dim // 2), encode(c.reshape(-1), dim // 2)], 1)
 
 
 def processor():
