@@ -1,6 +1,6 @@
 """The demo's vision runs: a small ViT learns Fashion-MNIST on the CPU; DINOv2-small looks at photos.
 
-    python -m demo.vit [--logdir demo_output/logdir] [--steps 1500]
+    python -m demo.vit [--logdir demo_output/logdir] [--steps 1200]
 
 `main(logdir)` writes two runs: `vit-fashion-mnist` (an ImageProbe of 8 fixed test images every
 PROBE_EVERY steps: watch pixel_distance fall in the early layers as local heads form) and
@@ -97,7 +97,7 @@ def probe_images(images, labels):
     return [images[int(np.flatnonzero(labels == c)[0])] for c in range(8)]
 
 
-def train_vit(logdir, *, steps=1500, run="vit-fashion-mnist", seed=0, evaluate_on=2000, log=print):
+def train_vit(logdir, *, steps=1200, run="vit-fashion-mnist", seed=0, evaluate_on=2000, log=print):
     """Trains the small ViT, logging the probe every PROBE_EVERY steps; returns its last metrics."""
     from torch.utils.tensorboard import SummaryWriter
 
@@ -162,7 +162,7 @@ def log_dinov2(logdir, *, run="dinov2-small"):
         return probe.log(writer, model, 0)
 
 
-def main(logdir, *, steps=1500, log=print):
+def main(logdir, *, steps=1200, log=print):
     """Writes the demo's vision runs (vit-fashion-mnist, dinov2-small) under `logdir`."""
     logdir = pathlib.Path(logdir)
     log(f"training a 4-layer ViT on Fashion-MNIST for {steps} steps, probing 8 test images every {PROBE_EVERY}")
@@ -170,13 +170,14 @@ def main(logdir, *, steps=1500, log=print):
     log(f"  final pixel_distance (input pixels) per layer x head:\n{np.round(values['pixel_distance'], 1)}")
     log("logging DINOv2-small (converted from ONNX) on scikit-image's photos")
     values = log_dinov2(logdir)
-    log(f"  pixel_distance per layer (mean over heads): {np.round(np.nanmean(values['pixel_distance'], 1), 1).tolist()}")
+    by_layer = " ".join(f"{v:.0f}" for v in np.nanmean(values["pixel_distance"], 1))
+    log(f"  pixel_distance per layer (input pixels, mean over heads): {by_layer}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m demo.vit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--logdir", default="demo_output/logdir")
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=1200)
     args = parser.parse_args()
     main(args.logdir, steps=args.steps)
