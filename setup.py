@@ -32,6 +32,7 @@ setup(
     extras_require={
         "capture": CAPTURE,
         "syntax": SYNTAX,
+        "lightning": CAPTURE + ["lightning>=2.1"],
         "all": CAPTURE + SYNTAX,
         "demo": CAPTURE + SYNTAX + ["accelerate>=1.0", "gguf>=0.10", "safetensors>=0.4", "matplotlib>=3.7", "onnx>=1.15",
                  "scikit-image>=0.22"],  # the photos DINOv2 looks at in demo/vit.py
@@ -39,6 +40,7 @@ setup(
             "accelerate>=1.0", "gguf>=0.10", "safetensors>=0.4", "matplotlib>=3.7",
             "pytest>=8", "pytest-timeout>=2.3", "playwright>=1.45", "scipy>=1.10",
             "onnx>=1.15", "onnxruntime>=1.17", "scikit-image>=0.22",  # converters (tb_attention/convert), tested
+            "lightning>=2.1",  # tb_attention.integrations.lightning's tests (CPU torch: install torch first)
         ],
     },
     entry_points={

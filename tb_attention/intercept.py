@@ -11,6 +11,8 @@
 #     calls its MultiheadAttention): q and k recomputed from the in-projection.
 #   - eager code outside AttentionInterface (BLOOM, DeBERTa-v2, eager Falcon): the
 #     `torch.nn.functional.softmax` of a 4-D tensor inside a module whose class is an *Attention.
+#   - FlexAttention called by the model's code: `flex_attention` wherever the model's code files
+#     bound it, its score_mod and block mask evaluated densely.
 # The routes nest: a call seen by one route (e.g. an HF eager function, which calls softmax) is
 # not seen again by the routes inside it.
 #
@@ -71,7 +73,7 @@ class AttentionCall:
     sinks: torch.Tensor | None = None
     cross: bool = False
     bias: torch.Tensor | None = None
-    route: str = "hf"  # "hf", "sdpa", "mha", "softmax"
+    route: str = "hf"  # "hf", "sdpa", "mha", "softmax", "flex"
     _keep: torch.Tensor | None = None  # bool, broadcastable to [B, H, Nq, Nk]: True = may attend
     _logits: torch.Tensor | None = None  # read directly (softmax route)
     _weights: torch.Tensor | None = None
@@ -174,6 +176,8 @@ class _Interception:
         return None
 
     def emit(self, module, **fields):
+        if torch._C._current_graph_task_id() != -1:
+            return  # a forward recomputed during backward (activation checkpointing): seen already
         name = self.names.get(id(module), "") if module is not None else ""
         cross = fields.pop("cross", None)
         if cross is None:
@@ -211,7 +215,7 @@ def _innermost():
 
 
 def _hf_wrapper(function, kind):
-    def intercepted_attention(module, query, key, value, attention_mask, *args, **kwargs):
+    def intercepted_attention(module, query, key, value, attention_mask=None, *args, **kwargs):
         it = _interception_for(module)
         if it is None or it.suppressed:
             return function(module, query, key, value, attention_mask, *args, **kwargs)
@@ -484,6 +488,73 @@ def _fast_path_encoder_layer(layer, args, kwargs):
 
 
 # -------------------------------------------------------------------------------------------------
+# Route 5: FlexAttention called by the model's own code (transformers' flex implementation is route 1)
+
+_FLEX_PARAMETERS = ("query", "key", "value", "score_mod", "block_mask", "scale", "enable_gqa")
+_original_flex = None
+
+
+def _flex(*args, **kwargs):
+    output = _original_flex(*args, **kwargs)
+    it = _innermost()
+    if it is not None:
+        bound = _bind(_FLEX_PARAMETERS, args, kwargs)
+        query, key = bound["query"], bound["key"]
+        with torch.no_grad():
+            logits = _dense_flex_logits(query.detach(), key.detach(), bound.get("score_mod"), bound.get("block_mask"),
+                                        bound.get("scale"))
+        nq, nk = logits.shape[2], logits.shape[3]
+        it.emit(
+            it.current_module(),
+            query=query.detach(),
+            key=key.detach(),
+            scale=float(bound["scale"]) if bound.get("scale") is not None else query.shape[-1] ** -0.5,
+            causal=_is_causal(~torch.isinf(logits), nq, nk),
+            route="flex",
+            _logits=logits,
+        )
+    return output
+
+
+def _dense_flex_logits(query, key, score_mod, block_mask, scale):
+    """float32 [B, H, Nq, Nk]: FlexAttention's scores, score_mod and mask_mod evaluated densely."""
+    b, h, nq, _ = query.shape
+    nk = key.shape[2]
+    scale = scale if scale is not None else query.shape[-1] ** -0.5
+    k = _repeat_kv(key.float(), h // key.shape[1])
+    scores = torch.matmul(query.float(), k.transpose(-1, -2)) * scale
+    index = [torch.arange(n, device=query.device).reshape([-1 if d == i else 1 for d in range(4)])
+             for i, n in enumerate((b, h, nq, nk))]
+    if score_mod is not None:
+        try:
+            scores = torch.as_tensor(score_mod(scores, *index)).float().expand(b, h, nq, nk)
+        except Exception as e:
+            raise _capture_error(
+                f"this FlexAttention score_mod cannot be evaluated densely on the probe ({type(e).__name__}: {e}); "
+                "write it with broadcasting tensor operations, or compute this attention with "
+                "F.scaled_dot_product_attention to capture it"
+            ) from e
+    if block_mask is not None:
+        scores = scores.masked_fill(~_dense_block_mask(block_mask, b, h, nq, nk, query.device), float("-inf"))
+    return scores
+
+
+def _flex_bindings(model):
+    """(python module, attribute) of every global bound to FlexAttention in the model's code files."""
+    flex_module = sys.modules.get("torch.nn.attention.flex_attention")
+    if flex_module is None:
+        return []
+    original = _original_flex or flex_module.flex_attention
+    found = {("torch.nn.attention.flex_attention", "flex_attention")}
+    for module in model.modules():
+        code = sys.modules.get(type(module).__module__)
+        for name, value in vars(code).items() if code is not None else ():
+            if value is original:
+                found.add((code.__name__, name))
+    return sorted(found)
+
+
+# -------------------------------------------------------------------------------------------------
 # Global hooks: the running-module stack, and route 4
 
 
@@ -492,7 +563,10 @@ def _pre_hook(module, args):
     if it is None:
         return None
     if module is it.model and not it.stack:
-        it.calls = 0  # a new forward of the model: calls numbered from 0
+        # A new forward of the model: calls numbered from 0. (Not on any module entered with an
+        # empty stack: a block entered from the model's own pre-hook, as the monitor's, never sees
+        # the model's pre-hook, and its children would each restart the numbering.)
+        it.calls = 0
     it.stack.append((module, it.calls))
     if isinstance(module, torch.nn.MultiheadAttention) and not it.suppressed:
         it.suppressed += 1  # its inner softmax / SDPA are this route's call
@@ -500,7 +574,7 @@ def _pre_hook(module, args):
     return None
 
 
-def _post_hook(module, args, kwargs, output):
+def _post_hook(module, args, kwargs, output=None):  # no output: the forward raised
     it = _interception_for(module)
     if it is None or not it.stack:
         return None
@@ -532,6 +606,30 @@ _install_lock = threading.Lock()
 _install_count = 0
 _handles = []
 _patched = []  # the AttentionInterface class whose get_interface is ours
+
+
+_flex_counts = {}  # (module name, attribute) -> interceptions that patched it
+
+
+def _install_flex(bindings):
+    global _original_flex
+    with _install_lock:
+        for module_name, attribute in bindings:
+            code = sys.modules[module_name]
+            if _original_flex is None:
+                _original_flex = getattr(code, attribute)
+            if not _flex_counts.get((module_name, attribute)):
+                setattr(code, attribute, _flex)
+            _flex_counts[(module_name, attribute)] = _flex_counts.get((module_name, attribute), 0) + 1
+
+
+def _uninstall_flex(bindings):
+    with _install_lock:
+        for binding in bindings:
+            _flex_counts[binding] -= 1
+            if not _flex_counts[binding]:
+                del _flex_counts[binding]
+                setattr(sys.modules[binding[0]], binding[1], _original_flex)
 
 
 def _install():
@@ -591,15 +689,21 @@ def intercepting(model, listener):
     """Inside the block, every forward of `model` hands each attention computation to listener(call).
 
     Synchronously, on the model's device, in call order; the model computes exactly what it
-    computes without the block (outputs and gradients bit for bit). See AttentionCall.
+    computes without the block (outputs and gradients bit for bit). See AttentionCall. A forward
+    that computes no attention these routes see simply hands over nothing (capture_attention then
+    raises CaptureError saying what it looks for); a FlexAttention score_mod or mask that cannot be
+    evaluated densely raises CaptureError during the forward.
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"intercepting needs a torch.nn.Module, got {type(model).__name__}")
     it = _Interception(unwrap(model), listener)
+    flex = _flex_bindings(it.model)
     _install()
+    _install_flex(flex)
     token = _active.set(_active.get() + (it,))
     try:
         yield it
     finally:
         _active.reset(token)
+        _uninstall_flex(flex)
         _uninstall()

@@ -1,4 +1,4 @@
-"""The storage format, in one import: the schema (schema.py) and the blob encodings (codecs.py)."""
+"""The storage format, in one import: the schema (schema.py) and the blob encodings (tb_attention/codecs/)."""
 
 # Kept so that `from tb_attention import metadata; metadata.X` keeps working everywhere; new code
 # may import tb_attention.schema or tb_attention.codecs directly. Both are torch-free.

@@ -1,106 +1,26 @@
 """HTTP routes of the attention plugin, served from TensorBoard's data provider only."""
 
 # Every route parses its request, calls an `*_impl` method and answers through
-# `http_util.Respond` (which adds `X-Content-Type-Options: nosniff`). Errors are JSON
-# `{"error": ...}`: 400 for a malformed or missing parameter, 404 for what does not exist,
-# 422 for stored data this version cannot read. The routes are documented in http_api.md; the
-# reads and their caches are in reader.py, the payloads' fields in schema.py.
-
-import logging
-import mimetypes
-import pathlib
-import re
+# `http_util.Respond` (which adds `X-Content-Type-Options: nosniff`); errors are JSON 4xx (route_util.py).
+# The routes are documented in http_api.md; the reads and their caches are in reader.py, the
+# payloads' fields in schema.py.
 
 import numpy as np
-import werkzeug.wrappers
-from tensorboard import errors as tb_errors
 from tensorboard import plugin_util
 from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 
 from tb_attention import codecs, compare, schema
-from tb_attention.reader import LRU, NotFound, Reader
+from tb_attention.route_util import JSON, bad_request, int_param, json_floats, not_found, param, route, static_file
+from tb_attention.reader import LRU, Reader
 
-logger = logging.getLogger(__name__)
-
-_STATIC_DIR = pathlib.Path(__file__).resolve().parent / "static"
-_INT_PATTERN = re.compile(r"[0-9]{1,19}")  # non-negative base-10 integer (< 2**63: an event's int64 step)
-_INT_LIMIT = 2**63
 _JOINED_SIZE = 16  # whole-group blobs assembled from per-layer blobs, remembered
-_JSON = "application/json"
-
-
-class _HttpError(Exception):
-    def __init__(self, code, message):
-        super().__init__(message)
-        self.code = code
-
-
-def _bad_request(message):
-    return _HttpError(400, message)
-
-
-def _not_found(message):
-    return _HttpError(404, message)
-
-
-def _route(handler):
-    """Wraps a handler(self, request) so that every failure answers JSON 4xx, never 500."""
-
-    @werkzeug.wrappers.Request.application
-    def wrapper(self, request):
-        try:
-            if request.method not in ("GET", "HEAD"):
-                raise _HttpError(405, f"{request.method} is not allowed; use GET")
-            return handler(self, request)
-        except _HttpError as e:
-            return _error(request, e.code, str(e))
-        except NotFound as e:
-            return _error(request, 404, str(e))
-        except schema.FormatError as e:
-            return _error(request, 422, f"cannot read stored data: {e}")
-        except tb_errors.PublicError as e:
-            return _error(request, e.http_code if 400 <= e.http_code < 500 else 422, str(e))
-        except Exception as e:  # a bug or a provider failure: say so, keep TensorBoard serving
-            logger.exception("attention plugin: %s %s failed", request.path, request.query_string)
-            return _error(request, 422, f"cannot serve this request: {type(e).__name__}: {e}")
-
-    wrapper.__name__ = handler.__name__
-    return wrapper
-
-
-def _error(request, code, message):
-    headers = [("Allow", "GET, HEAD")] if code == 405 else None  # a 405 must say what is allowed
-    return http_util.Respond(request, {"error": message}, _JSON, code=code, headers=headers)
-
-
-def _param(request, name, required=True):
-    value = request.args.get(name)
-    if value is None and required:
-        raise _bad_request(f"missing parameter {name!r}")
-    return value
-
-
-def _int_param(request, name, required=True):
-    value = _param(request, name, required)
-    if value is None:
-        return None
-    if not _INT_PATTERN.fullmatch(value) or int(value) >= _INT_LIMIT:
-        raise _bad_request(f"parameter {name!r} must be a non-negative integer, got {value!r}")
-    return int(value)
-
-
-def _json_floats(array):
-    """Nested lists with NaN/inf as null (JSON has no NaN)."""
-    array = np.asarray(array, dtype=np.float64)
-    if np.all(np.isfinite(array)):
-        return array.tolist()
-    return np.where(np.isfinite(array), array, None).tolist()
+_JOINED_BYTES = 32 << 20  # larger assembled blobs are not remembered
 
 
 def _check_index(name, index, size, owner="the example"):
     if index is not None and index >= size:
-        raise _not_found(f"{name} {index} does not exist: {owner} has {size} {name}s")
+        raise not_found(f"{name} {index} does not exist: {owner} has {size} {name}s")
 
 
 class AttentionPlugin(base_plugin.TBPlugin):
@@ -136,32 +56,15 @@ class AttentionPlugin(base_plugin.TBPlugin):
     # -----------------------------------------------------------------------------------------
     # Static files
 
-    @_route
+    @route
     def _serve_index(self, request):
-        return self._static_file(request, "index.js")
+        return static_file(request, "index.js")
 
-    @_route
+    @route
     def _serve_static(self, request):
         prefix = "/static/"
         path = request.path
-        relative = path[path.index(prefix) + len(prefix) :] if prefix in path else ""
-        return self._static_file(request, relative)
-
-    def _static_file(self, request, relative):
-        parts = relative.split("/")
-        if not relative or "\\" in relative or "\0" in relative or any(p in ("", ".", "..") for p in parts):
-            raise _not_found(f"no static file {relative!r}")
-        try:
-            path = (_STATIC_DIR / relative).resolve()
-            if _STATIC_DIR not in path.parents or not path.is_file():
-                raise _not_found(f"no static file {relative!r}")
-            content = path.read_bytes()
-        except OSError:  # e.g. a name too long for the file system
-            raise _not_found(f"no static file {relative!r}") from None
-        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        if path.suffix in (".js", ".mjs"):
-            content_type = "text/javascript"
-        return http_util.Respond(request, content, content_type)
+        return static_file(request, path[path.index(prefix) + len(prefix) :] if prefix in path else "")
 
     # -----------------------------------------------------------------------------------------
     # Attention examples
@@ -179,12 +82,12 @@ class AttentionPlugin(base_plugin.TBPlugin):
         datum, manifest = self._step(ctx, experiment_id, run, tag, step)
         examples = manifest["examples"]
         if example >= len(examples):
-            raise _not_found(f"step {step} has {len(examples)} examples; no example {example}")
+            raise not_found(f"step {step} has {len(examples)} examples; no example {example}")
         entry = examples[example]
         try:
             return datum, entry, schema.find_group(entry, group)
         except KeyError as e:
-            raise _not_found(e.args[0]) from None
+            raise not_found(e.args[0]) from None
 
     def examples_impl(self, ctx, experiment_id, run, tag, step):
         datum, manifest = self._step(ctx, experiment_id, run, tag, step)
@@ -202,23 +105,28 @@ class AttentionPlugin(base_plugin.TBPlugin):
         if isinstance(refs, list):  # v2: one blob per layer
             if len(refs) != group.get("num_layers"):
                 raise schema.FormatError(f"the manifest lists {len(refs)} {what} blobs for {group.get('num_layers')} layers")
-            chosen = range(len(refs)) if layer is None else [layer]
-            return [(self._blob(ctx, experiment_id, run, tag, datum, refs[i], f"{what}, layer {i}", check), None)
-                    for i in chosen]
+            chosen = list(range(len(refs))) if layer is None else [layer]
+            blobs = self._reader.step_blobs(ctx, experiment_id, run, tag, datum, [refs[i] for i in chosen],
+                                            lambda n: f"{what}, layer {chosen[n]}", check)
+            return [(blob, None) for blob in blobs]
         blob = self._blob(ctx, experiment_id, run, tag, datum, group.get(f"{kind}_blob"), what, check)  # v1
         return [(blob, layer)]
 
-    def _whole_blob(self, parts, join, key):
-        """One blob for the layers asked: as stored, one layer of a v1 blob, or layers joined."""
+    def _served_blob(self, key, read_parts, join, select):
+        """One blob for the layers asked: as stored, one layer of a v1 blob, or the layers joined
+        (remembered: a dashboard asks again for what it shows)."""
+        joined = self._joined.peek(key)
+        if joined is not None:
+            return joined
+        parts = read_parts()
         if len(parts) == 1:
             blob, layer = parts[0]
-            if layer is None:
-                return blob
-            select = codecs.attention_layer_blob if join is codecs.join_attention_layers else codecs.qk_layer_blob
-            return select(blob, layer)
-        blobs = [blob for blob, _ in parts]
-        joined = join(blobs)
-        return joined[0] if isinstance(joined, tuple) else joined
+            return blob if layer is None else select(blob, layer)
+        joined = join([blob for blob, _ in parts])
+        joined = joined[0] if isinstance(joined, tuple) else joined
+        if len(joined) <= _JOINED_BYTES:
+            self._joined.put(key, joined)
+        return joined
 
     def attention_impl(self, ctx, experiment_id, run, tag, step, example, group=None, layer=None, head=None,
                        as_json=False):
@@ -227,10 +135,11 @@ class AttentionPlugin(base_plugin.TBPlugin):
         _check_index("layer", layer, g.get("num_layers") or 0, f"group {g.get('name')!r}")
         _check_index("head", head, g.get("num_heads") or 0, f"group {g.get('name')!r}")
         what = f"attention of example {example}, group {g.get('name')!r}"
-        parts = self._layer_blobs(ctx, experiment_id, run, tag, datum, g, "attention", layer, what)
+        read = lambda: self._layer_blobs(ctx, experiment_id, run, tag, datum, g, "attention", layer, what)  # noqa: E731
         if not as_json:
-            key = (run, tag, step, datum.wall_time, example, g.get("name"), layer)
-            return self._joined.get(key, lambda: self._whole_blob(parts, codecs.join_attention_layers, key))
+            key = ("attention", experiment_id, run, tag, step, datum.wall_time, example, g.get("name"), layer)
+            return self._served_blob(key, read, codecs.join_attention_layers, codecs.attention_layer_blob)
+        parts = read()
         if len(parts) == 1:
             blob, index = parts[0]
             weights = codecs.decode_attention(blob, layer=index, head=head).attention
@@ -252,17 +161,18 @@ class AttentionPlugin(base_plugin.TBPlugin):
         """The binary blob (bytes) or the JSON body (dict) of /qk."""
         datum, _, g = self._group(ctx, experiment_id, run, tag, step, example, group)
         if g.get("qk_blobs") is None and g.get("qk_blob") is None:
-            raise _not_found(
+            raise not_found(
                 f"no query/key vectors were logged for example {example} (group {g.get('name')!r}) of "
                 f"{run!r}/{tag!r} at step {step} (log with with_qk=True to see the neuron view)"
             )
         _check_index("layer", layer, g.get("num_layers") or 0, f"group {g.get('name')!r}")
         _check_index("head", head, g.get("num_heads") or 0, f"group {g.get('name')!r}")
         what = f"query/key of example {example}, group {g.get('name')!r}"
-        parts = self._layer_blobs(ctx, experiment_id, run, tag, datum, g, "qk", layer, what)
+        read = lambda: self._layer_blobs(ctx, experiment_id, run, tag, datum, g, "qk", layer, what)  # noqa: E731
         if not as_json:
-            key = ("qk", run, tag, step, datum.wall_time, example, g.get("name"), layer)
-            return self._joined.get(key, lambda: self._whole_blob(parts, codecs.join_qk_layers, key))
+            key = ("qk", experiment_id, run, tag, step, datum.wall_time, example, g.get("name"), layer)
+            return self._served_blob(key, read, codecs.join_qk_layers, codecs.qk_layer_blob)
+        parts = read()
         decoded = [codecs.decode_qk(blob) for blob, _ in parts]
         header = dict(decoded[0].header)
         query = np.concatenate([d.query for d in decoded])
@@ -300,10 +210,10 @@ class AttentionPlugin(base_plugin.TBPlugin):
         datum, manifest = self._step(ctx, experiment_id, run, tag, step)
         examples = manifest["examples"]
         if example >= len(examples):
-            raise _not_found(f"step {step} has {len(examples)} examples; no example {example}")
+            raise not_found(f"step {step} has {len(examples)} examples; no example {example}")
         ref = examples[example].get("image_blob")
         if ref is None:
-            raise _not_found(f"example {example} of {run!r}/{tag!r} at step {step} has no image")
+            raise not_found(f"example {example} of {run!r}/{tag!r} at step {step} has no image")
         png = self._blob(ctx, experiment_id, run, tag, datum, ref, f"image of example {example}", None)
         if png[:8] != schema.PNG_MAGIC:
             raise schema.FormatError(f"the image of example {example} is not PNG data")
@@ -321,7 +231,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
                 ga, gb = schema.find_group(entry_a, group), schema.find_group(entry_b, group)
             except KeyError as e:
                 if group is not None and entry_a is examples_a[0]:
-                    raise _not_found(e.args[0]) from None
+                    raise not_found(e.args[0]) from None
                 skipped += 1
                 continue
             same = all(ga.get(k) == gb.get(k) for k in ("tokens", "key_tokens", "num_layers", "num_heads"))
@@ -356,7 +266,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
         listing, data = self._reader.tensor_data(ctx, experiment_id, run, [tag])
         ts = listing.get(tag)
         if ts is None:
-            raise _not_found(f"run {run!r} has no metric tag {tag!r}")
+            raise not_found(f"run {run!r} has no metric tag {tag!r}")
         schema.parse_plugin_data(ts.plugin_content)  # a newer format answers 422, as /tags says
         series = data[tag]
         return {
@@ -364,7 +274,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
             "tag": tag,
             "steps": [d.step for d in series],
             "wall_times": [d.wall_time for d in series],
-            "values": [_json_floats(d.numpy) for d in series],
+            "values": [json_floats(d.numpy) for d in series],
         }
 
     def metrics_impl(self, ctx, experiment_id, run, probe, step, group=None):
@@ -382,14 +292,14 @@ class AttentionPlugin(base_plugin.TBPlugin):
                 names[tag] = content.get("metric")
         if not names:
             which = "" if group is None else f" for group {group!r}"
-            raise _not_found(f"run {run!r} has no metrics of probe {probe!r}{which}")
+            raise not_found(f"run {run!r} has no metrics of probe {probe!r}{which}")
         metrics = {}
         for tag in sorted(names):
             for datum in data[tag]:
                 if datum.step == step:
-                    metrics[names[tag]] = _json_floats(datum.numpy)
+                    metrics[names[tag]] = json_floats(datum.numpy)
         if not metrics:
-            raise _not_found(f"probe {probe!r} of run {run!r} has no metrics at step {step}")
+            raise not_found(f"probe {probe!r} of run {run!r} has no metrics at step {step}")
         body = {"run": run, "probe": probe, "step": step, "metrics": dict(sorted(metrics.items()))}
         if group is not None:
             body["group"] = group
@@ -407,72 +317,72 @@ class AttentionPlugin(base_plugin.TBPlugin):
     def _context(request):
         return plugin_util.context(request.environ), plugin_util.experiment_id(request.environ)
 
-    @_route
+    @route
     def _serve_tags(self, request):
-        return http_util.Respond(request, self.tags_impl(*self._context(request)), _JSON)
+        return http_util.Respond(request, self.tags_impl(*self._context(request)), JSON)
 
-    @_route
+    @route
     def _serve_examples(self, request):
-        run, tag = _param(request, "run"), _param(request, "tag")
-        step = _int_param(request, "step")
-        return http_util.Respond(request, self.examples_impl(*self._context(request), run, tag, step), _JSON)
+        run, tag = param(request, "run"), param(request, "tag")
+        step = int_param(request, "step")
+        return http_util.Respond(request, self.examples_impl(*self._context(request), run, tag, step), JSON)
 
     def _example_params(self, request):
-        run, tag = _param(request, "run"), _param(request, "tag")
-        step, example = _int_param(request, "step"), _int_param(request, "example")
-        fmt = _param(request, "format", required=False)
+        run, tag = param(request, "run"), param(request, "tag")
+        step, example = int_param(request, "step"), int_param(request, "example")
+        fmt = param(request, "format", required=False)
         if fmt not in (None, "binary", "json"):
-            raise _bad_request(f"parameter 'format' must be 'json' or 'binary', got {fmt!r}")
+            raise bad_request(f"parameter 'format' must be 'json' or 'binary', got {fmt!r}")
         return dict(
-            run=run, tag=tag, step=step, example=example, group=_param(request, "group", required=False),
-            layer=_int_param(request, "layer", False), head=_int_param(request, "head", False), as_json=fmt == "json",
+            run=run, tag=tag, step=step, example=example, group=param(request, "group", required=False),
+            layer=int_param(request, "layer", False), head=int_param(request, "head", False), as_json=fmt == "json",
         )
 
     def _respond_blob_or_json(self, request, answer):
         if isinstance(answer, dict):
-            return http_util.Respond(request, answer, _JSON)
+            return http_util.Respond(request, answer, JSON)
         return http_util.Respond(request, answer, "application/octet-stream", content_encoding="gzip")
 
-    @_route
+    @route
     def _serve_attention(self, request):
         params = self._example_params(request)
         return self._respond_blob_or_json(request, self.attention_impl(*self._context(request), **params))
 
-    @_route
+    @route
     def _serve_qk(self, request):
         params = self._example_params(request)
         return self._respond_blob_or_json(request, self.qk_impl(*self._context(request), **params))
 
-    @_route
+    @route
     def _serve_image(self, request):
-        run, tag = _param(request, "run"), _param(request, "tag")
-        step, example = _int_param(request, "step"), _int_param(request, "example")
+        run, tag = param(request, "run"), param(request, "tag")
+        step, example = int_param(request, "step"), int_param(request, "example")
         png = self.image_impl(*self._context(request), run, tag, step, example)
         return http_util.Respond(request, png, "image/png")
 
-    @_route
+    @route
     def _serve_compare(self, request):
-        tag = _param(request, "tag")
-        run_a, run_b = _param(request, "run_a"), _param(request, "run_b")
-        step_a, step_b = _int_param(request, "step_a"), _int_param(request, "step_b")
-        group = _param(request, "group", required=False)
+        tag = param(request, "tag")
+        run_a, run_b = param(request, "run_a"), param(request, "run_b")
+        step_a, step_b = int_param(request, "step_a"), int_param(request, "step_b")
+        group = param(request, "group", required=False)
         body = self.compare_impl(*self._context(request), tag, run_a, step_a, run_b, step_b, group)
-        return http_util.Respond(request, body, _JSON)
+        return http_util.Respond(request, body, JSON)
 
-    @_route
+    @route
     def _serve_metric(self, request):
-        run, tag = _param(request, "run"), _param(request, "tag")
-        return http_util.Respond(request, self.metric_impl(*self._context(request), run, tag), _JSON)
+        run, tag = param(request, "run"), param(request, "tag")
+        return http_util.Respond(request, self.metric_impl(*self._context(request), run, tag), JSON)
 
-    @_route
+    @route
     def _serve_metrics(self, request):
-        run, probe = _param(request, "run"), _param(request, "probe")
-        step = _int_param(request, "step")
-        group = _param(request, "group", required=False)
-        return http_util.Respond(request, self.metrics_impl(*self._context(request), run, probe, step, group), _JSON)
+        run, probe = param(request, "run"), param(request, "probe")
+        step = int_param(request, "step")
+        group = param(request, "group", required=False)
+        return http_util.Respond(request, self.metrics_impl(*self._context(request), run, probe, step, group), JSON)
 
-    @_route
+    @route
     def _serve_exemplars(self, request):
-        run, tag = _param(request, "run"), _param(request, "tag")
-        step = _int_param(request, "step")
-        return http_util.Respond(request, self.exemplars_impl(*self._context(request), run, tag, step), _JSON)
+        run, tag = param(request, "run"), param(request, "tag")
+        step = int_param(request, "step")
+        return http_util.Respond(request, self.exemplars_impl(*self._context(request), run, tag, step), JSON)

@@ -171,6 +171,15 @@ class Reader:
             self._checked.get((datum.values[index].blob_key, datum.wall_time), lambda: check(blob) and True)
         return blob
 
+    def step_blobs(self, ctx, experiment_id, run, tag, datum, refs, what, check=None):
+        """Several blobs of a step (e.g. a group's layers), read concurrently: each read is a round
+        trip to the data server."""
+        if len(refs) == 1:
+            return [self.step_blob(ctx, experiment_id, run, tag, datum, refs[0], what(0), check)]
+        reads = [self._pool.submit(self.step_blob, ctx, experiment_id, run, tag, datum, ref, what(i), check)
+                 for i, ref in enumerate(refs)]
+        return [r.result() for r in reads]
+
     def exemplar_table(self, ctx, datum):
         key = ("exemplars", datum.values[0].blob_key if datum.values else None, datum.wall_time)
         return self._cache.get(key, lambda: codecs.decode_json(self.read_blob(ctx, datum, 0, "exemplars")))

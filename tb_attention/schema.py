@@ -1,6 +1,6 @@
 """The storage schema: plugin data, tag names, metric names, the manifest and the exemplar table."""
 
-# What tb-attention writes into event files, besides the blob encodings (codecs.py): the JSON that
+# What tb-attention writes into event files, besides the blob encodings (tb_attention/codecs/): the JSON that
 # describes each tag and each step, and the HTTP payloads built from it. Standard library only.
 
 import re
@@ -45,6 +45,13 @@ SCORING_RULES = ("softcap", "sliding_window", "sinks")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+def diagonal_window(num_sources, num_targets):
+    """diagonal_alignment's half-width in source tokens: one target token's share of the source, at
+    least 1 (http_api.md): ±1 token for translation of equal lengths, ±75 frames for Whisper's 1500
+    audio frames under 20 text tokens."""
+    return max(1.0, num_sources / num_targets)
+
+
 class FormatError(ValueError):
     """Stored data that this version of tb-attention cannot read."""
 
@@ -66,7 +73,7 @@ def check_group_name(name):
 def metric_tag(tag, metric, group=None):
     """The tag of `metric` of probe `tag`: `probe/entropy`, or `probe/cross/entropy` for a group
     other than the probe's first (pass group=None for the first)."""
-    return f"{tag}/{metric}" if group is None else f"{tag}/{check_group_name(group)}/{metric}"
+    return f"{tag}/{metric}" if group is None else f"{tag}/{group}/{metric}"
 
 
 def exemplars_tag(tag):

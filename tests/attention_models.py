@@ -68,12 +68,12 @@ def _nano_mask(kind, n, device):
 class NanoGPT(torch.nn.Module):
     """Embeddings, `blocks`, a head: called as model(input_ids)."""
 
-    def __init__(self, layers=2, dim=32, heads=4, kv_heads=4, mask="causal", scale=None):
+    def __init__(self, layers=2, dim=32, heads=4, kv_heads=4, mask="causal", scale=None, vocab=VOCAB):
         super().__init__()
-        self.wte = torch.nn.Embedding(VOCAB, dim)
+        self.wte = torch.nn.Embedding(vocab, dim)
         self.wpe = torch.nn.Embedding(64, dim)
         self.blocks = torch.nn.ModuleList(NanoBlock(dim, heads, kv_heads, mask, scale) for _ in range(layers))
-        self.head = torch.nn.Linear(dim, VOCAB)
+        self.head = torch.nn.Linear(dim, vocab)
 
     def forward(self, input_ids):
         x = self.wte(input_ids) + self.wpe(torch.arange(input_ids.shape[1], device=input_ids.device))
@@ -97,10 +97,11 @@ class MHAStack(torch.nn.Module):
     def _mask(self, n):
         return torch.ones(n, n, dtype=torch.bool).triu(1) if self.causal else None
 
-    def forward(self, input_ids):
+    def forward(self, input_ids, key_padding_mask=None):
         x = self.emb(input_ids).transpose(0, 1)  # [N, B, E]
         for attn in self.attn:
-            x = x + attn(x, x, x, attn_mask=self._mask(x.shape[0]), need_weights=False)[0]
+            mask = self._mask(x.shape[0])
+            x = x + attn(x, x, x, attn_mask=mask, key_padding_mask=key_padding_mask, need_weights=False)[0]
         return x.transpose(0, 1)
 
     def reference(self, input_ids):
@@ -204,3 +205,41 @@ def encoder_decoder_inputs(family, batch=2, source=7, target=5, seed=1):
         inputs = {"input_ids": torch.randint(3, VOCAB, (batch, source), generator=g)}
     inputs["decoder_input_ids"] = torch.randint(3, VOCAB, (batch, target), generator=g)
     return inputs
+
+
+class FlexModel(torch.nn.Module):
+    """Blocks on FlexAttention, imported by name as users do; a causal block mask and an ALiBi-like score_mod."""
+
+    def __init__(self, layers=2, dim=16, heads=2, score_mod=None):
+        super().__init__()
+        self.heads, self.dim = heads, dim
+        self.qkv = torch.nn.ModuleList(torch.nn.Linear(dim, 3 * dim) for _ in range(layers))
+        self.score_mod = score_mod if score_mod is not None else (lambda score, b, h, q, kv: score - 0.3 * (q - kv))
+        self.last = []
+
+    def forward(self, x):
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        b, n, _ = x.shape
+        mask = create_block_mask(lambda b, h, q, kv: q >= kv, None, None, n, n, device=x.device)
+        self.last = []
+        for qkv in self.qkv:
+            q, k, v = qkv(x).view(b, n, 3, self.heads, self.dim // self.heads).permute(2, 0, 3, 1, 4)
+            self.last.append((q.detach(), k.detach()))
+            x = x + flex_attention(q, k, v, score_mod=self.score_mod, block_mask=mask).transpose(1, 2).reshape(b, n, -1)
+        return x
+
+    def reference(self):
+        out = []
+        for q, k in self.last:
+            n = q.shape[2]
+            i = torch.arange(n)
+            logits = (q.double() @ k.double().transpose(-1, -2)) * q.shape[-1] ** -0.5 - 0.3 * (i[:, None] - i[None, :])
+            out.append(logits.masked_fill(i[:, None] < i[None, :], float("-inf")).softmax(-1).float())
+        return out
+
+
+try:
+    from torch.nn.attention.flex_attention import flex_attention  # noqa: E402  (bound by name, as users do)
+except ImportError:  # torch < 2.5: the FlexAttention tests skip
+    flex_attention = None

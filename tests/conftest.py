@@ -1,12 +1,15 @@
 """Shared fixtures: a real `tensorboard` process, attention arrays, tiny models."""
 
 import contextlib
+import functools
+import inspect
 import json
 import os
 import pathlib
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.parse
@@ -18,6 +21,56 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 PLUGIN_ROUTE = "/data/plugin/attention"
+
+
+# ---------------------------------------------------------------------------------------------
+# Markers: `pytest -m "not browser and not server"` is the fast subset (pytest.ini registers them).
+# A test is marked by what it starts, found in its own source, its fixtures' and the test-suite
+# helpers they call (transitively), so a new test that starts a TensorBoard, a Chromium or another
+# process is marked without anyone remembering to.
+
+_SERVER_SIGNS = ("TensorBoard(", "tensorboard(", "rust_provider(", "subprocess.")
+_BROWSER_SIGNS = ("playwright", "chromium", "dashboard_page")
+
+
+@functools.lru_cache(maxsize=None)
+def _source(function):
+    """The source of a test-suite function and of the test-suite functions it calls."""
+    import ast
+
+    try:
+        text = inspect.getsource(function)
+        tree = ast.parse(textwrap.dedent(text))
+    except (OSError, TypeError, SyntaxError):
+        return ""
+    called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    scope = getattr(function, "__globals__", {})
+    for name in sorted(called):
+        helper = scope.get(name)
+        if inspect.isfunction(helper) and helper is not function and _in_tests(helper):
+            text += _source(helper)
+    return text
+
+
+def _in_tests(function):
+    try:
+        return pathlib.Path(inspect.getsourcefile(function)).resolve().is_relative_to(ROOT / "tests")
+    except TypeError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        functions = [getattr(item, "function", None)]
+        fixtures = getattr(item, "_fixtureinfo", None)
+        if fixtures is not None:
+            functions += [d.func for defs in fixtures.name2fixturedefs.values() for d in defs]
+        text = "\n".join(_source(f) for f in functions if f is not None)
+        names = set(getattr(item, "fixturenames", ()))
+        if any(sign in text for sign in _BROWSER_SIGNS) or item.module.__name__.endswith("_e2e"):
+            item.add_marker(pytest.mark.browser)
+        if "tensorboard" in names or any(sign in text for sign in _SERVER_SIGNS):
+            item.add_marker(pytest.mark.server)
 
 
 def request_context():

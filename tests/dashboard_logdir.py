@@ -197,3 +197,78 @@ def write_training_logdir(logdir, *, layers=4, heads=8, steps=range(0, 1201, 50)
             for step in steps:
                 with_attention = attention_steps is None or step in attention_steps
                 write_probe_step(writer, rng, layers, heads, step, step / steps[-1], attention=with_attention)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention groups and images (storage format v2): an encoder–decoder probe and a vision probe
+
+SOURCE = ["▁Le", "▁chat", "▁est", "▁assis", "▁sur", "▁le", "▁tapis", ".", "</s>"]
+TARGET = ["<pad>", "▁The", "▁cat", "▁sat", "▁on", "▁the", "▁mat", "."]
+
+
+def png_bytes(pixels):
+    """A greyscale PNG of uint8 pixels [rows, cols], built with zlib (chunks: length, type, data, CRC)."""
+    import struct
+    import zlib
+
+    rows, cols = pixels.shape
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = b"".join(b"\x00" + pixels[r].astype(np.uint8).tobytes() for r in range(rows))
+    header = struct.pack(">IIBBBBB", cols, rows, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def cross_attention(rng, layers, heads, targets, sources):
+    """float32 [layers, heads, targets, sources]: each target token near its length-scaled source position."""
+    i = np.arange(targets)[:, None] * sources / targets
+    j = np.arange(sources)[None, :]
+    out = np.empty((layers, heads, targets, sources), dtype=np.float32)
+    for layer in range(layers):
+        for head in range(heads):
+            sharp = 0.3 + 1.5 * (layer + head) / (layers + heads)  # later heads align more
+            scores = -sharp * np.abs(j - i) + rng.normal(scale=0.5, size=(targets, sources))
+            e = np.exp(scores - scores.max(-1, keepdims=True))
+            out[layer, head] = e / e.sum(-1, keepdims=True)
+    return out
+
+
+def write_groups_logdir(logdir, *, layers=3, heads=4, steps=(0, 100)):
+    """Runs `translate` (an encoder–decoder probe: groups encoder, decoder, cross, with q/k for cross,
+    metrics per group) and `vision` (a ViT-style probe: CLS + a 4 x 6 grid of patches and its image)."""
+    rng = np.random.default_rng(7)
+    with summary.Writer(str(logdir / "translate")) as writer:
+        for step in steps:
+            q = rng.normal(size=(layers, heads, len(TARGET), 8))
+            k = rng.normal(size=(layers, heads, len(SOURCE), 8))
+            groups = [
+                {"name": "encoder", "attention": structured_attention(rng, layers, heads, len(SOURCE), causal=False),
+                 "layer_names": [f"encoder.block.{n}" for n in range(layers)]},
+                {"name": "decoder", "tokens": TARGET, "attention": structured_attention(rng, layers, heads, len(TARGET), causal=True)},
+                {"name": "cross", "tokens": TARGET, "key_tokens": SOURCE, "query": q, "key": k, "scaling": 8**-0.5,
+                 "attention": cross_attention(rng, layers, heads, len(TARGET), len(SOURCE))},
+            ]
+            summary.write_examples(writer, "probe", [{"tokens": SOURCE, "text": "Le chat est assis sur le tapis.",
+                                                      "groups": groups}], step)
+            values = metric_values(layers, heads, step / steps[-1], rng)
+            summary.metrics(writer, "probe", {m: values[m] for m in ("entropy", "distance")}, step, group="encoder",
+                            first_group=True)
+            summary.metrics(writer, "probe", {m: values[m] for m in ("entropy", "distance")}, step, group="decoder")
+            summary.metrics(writer, "probe", {"entropy": values["entropy"],
+                                              "diagonal_alignment": np.clip(values["variability"], 0, 1)}, step, group="cross")
+    grid, patch = (4, 6), (16, 16)
+    yy, xx = np.mgrid[: grid[0] * patch[0], : grid[1] * patch[1]]
+    pixels = (127 + 100 * np.sin(xx / 9.0) * np.cos(yy / 7.0)).astype(np.uint8)
+    tokens = ["[CLS]"] + [f"r{r}c{c}" for r in range(grid[0]) for c in range(grid[1])]
+    with summary.Writer(str(logdir / "vision")) as writer:
+        for step in steps:
+            attention = structured_attention(rng, layers, heads, len(tokens), causal=False)
+            image = {"png": png_bytes(pixels), "grid": list(grid), "patch_size": list(patch), "prefix_tokens": 1,
+                     "prefix_names": ["CLS"]}
+            summary.write_examples(writer, "probe", [{"tokens": tokens, "attention": attention, "image": image}], step)
+            summary.metrics(writer, "probe", {"pixel_distance": rng.uniform(8, 40, (layers, heads)),
+                                              "prefix_attention": rng.uniform(0, 0.6, (layers, heads))}, step)
+    return {"layers": layers, "heads": heads, "steps": list(steps), "source": SOURCE, "target": TARGET,
+            "grid": list(grid), "patch_size": list(patch)}

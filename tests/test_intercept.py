@@ -141,7 +141,9 @@ def test_gpt_oss_sinks_and_gemma2_softcap_are_recorded_and_reproduce_eager():
         assert [r[1] for r in records] == [4 if t == "sliding_attention" else None for t in model.config.layer_types]
 
 
-def test_flex_attention_implementation_is_evaluated_densely():
+def test_flex_attention_implementation_is_evaluated_densely(monkeypatch):
+    # transformers compiles flex_attention (a minute on a small CPU); uncompiled it computes the same.
+    monkeypatch.setattr(torch, "compile", lambda function, *args, **kwargs: function)
     model = _llama_or_gpt2("llama", "flex_attention").float()
     mask = torch.ones(2, 7, dtype=torch.long)
     mask[1, :2] = 0  # left padding: the block mask's padding part
@@ -345,3 +347,64 @@ def test_listener_errors_propagate_and_capture_error_is_the_capture_modules():
         with torch.no_grad(), intercept.intercepting(model, fail):
             model(IDS)
     assert F.scaled_dot_product_attention.__name__ == "scaled_dot_product_attention"
+
+
+def test_flex_attention_called_by_the_models_code_is_evaluated_densely():
+    from tests.attention_models import FlexModel, flex_attention
+
+    if flex_attention is None:
+        pytest.skip("this torch has no FlexAttention")
+    torch.manual_seed(0)
+    model = FlexModel().eval()
+    x = torch.randn(2, 6, 16)
+    with torch.no_grad():
+        plain = model(x)
+        output, calls = _intercept(model, x)
+    assert torch.equal(plain, output)
+    assert [(c["route"], c["causal"]) for c in calls] == [("flex", True), ("flex", True)]
+    for call, reference in zip(calls, model.reference(), strict=True):
+        torch.testing.assert_close(call["weights"], reference, atol=TOLERANCE, rtol=0)
+    import tests.attention_models as models
+
+    assert models.flex_attention.__name__ == "flex_attention" and models.flex_attention is not intercept._flex
+
+
+def test_flex_score_mod_that_cannot_run_densely_is_a_clear_error():
+    from tests.attention_models import FlexModel, flex_attention
+
+    if flex_attention is None:
+        pytest.skip("this torch has no FlexAttention")
+    def branching(score, b, h, q, kv):
+        assert q.dim() == 0  # one score at a time, as under FlexAttention's vmap: not dense-evaluable
+        return score
+
+    model = FlexModel(score_mod=branching).eval()
+    with torch.no_grad(), pytest.raises(capture.CaptureError, match="score_mod cannot be evaluated densely"):
+        with intercept.intercepting(model, lambda call: None):
+            model(torch.randn(1, 4, 16))
+
+
+@pytest.mark.parametrize("kind", ["nano_bool", "mha", "bloom", "t5"])
+def test_row_chunks_of_logits_and_weights_make_the_whole(kind):
+    """The monitor reads long sequences in query chunks: rows=slice(a, b) must be those rows exactly."""
+    torch.manual_seed(0)
+    if kind == "nano_bool":
+        model, inputs = NanoGPT(mask="bool").eval(), {"input_ids": IDS}
+    elif kind == "mha":
+        model, inputs = MHAStack().eval(), {"input_ids": IDS}
+    elif kind == "bloom":
+        model, inputs = hf_model("bloom"), {"input_ids": IDS}
+    else:
+        model, inputs = hf_model("t5", "sdpa"), encoder_decoder_inputs("t5")
+    checked = []
+
+    def listener(call):
+        n = call.shape[2]
+        for whole, part in ((call.logits(), call.logits), (call.weights(), call.weights)):
+            chunks = torch.cat([part(slice(a, min(a + 3, n))) for a in range(0, n, 3)], dim=2)
+            torch.testing.assert_close(chunks, whole, atol=1e-6, rtol=0)  # -inf where masked, in both
+        checked.append(call.name)
+
+    with torch.no_grad(), intercept.intercepting(model, listener):
+        model(*inputs.values()) if kind != "t5" else model(**inputs)
+    assert len(checked) >= 2

@@ -238,7 +238,7 @@ def test_metric_names_of_the_contract_are_known():
     assert not metadata.is_known_metric("pos/") and not metadata.is_known_metric("loss")
     assert schema.metric_tag("probe", "entropy", "cross") == "probe/cross/entropy"
     with pytest.raises(ValueError, match="group name"):
-        schema.metric_tag("probe", "entropy", "Cross/x")
+        schema.check_group_name("Cross/x")
 
 
 def test_a_v1_manifest_reads_as_one_group_named_self():
@@ -250,3 +250,13 @@ def test_a_v1_manifest_reads_as_one_group_named_self():
     assert (group["name"], group["key_tokens"], group["attention_blob"], group["qk_blob"]) == ("self", ["a", "b"], 1, 2)
     payload = schema.example_payload(example)
     assert payload["text"] == "a b" and payload["groups"][0]["num_key_tokens"] == 2 and payload["image"] is None
+
+
+def test_tags_entries_name_their_fields_rather_than_copy_stored_plugin_data():
+    content = metadata.parse_plugin_data(metadata.create_plugin_data(
+        metadata.KIND_METRIC, probe="probe", metric="entropy", group="cross", internal={"x": 1}))
+    entry = schema.tag_payload(content, [0, 5], [1.0, 2.0], description="d")
+    assert entry == {"kind": "metric", "probe": "probe", "metric": "entropy", "group": "cross", "description": "d",
+                     "steps": [0, 5], "wall_times": [1.0, 2.0]}
+    part = metadata.parse_plugin_data(metadata.create_plugin_data(metadata.KIND_ATTENTION_PART, part=1))
+    assert schema.tag_payload(part, [], [])["kind"] == "unsupported"  # /tags never lists parts anyway

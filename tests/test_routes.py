@@ -3,13 +3,13 @@
 import json
 import shutil
 import struct
-import zlib
 
 import numpy as np
 import pytest
 
 from tb_attention import Writer, codecs, summary
 from tests.conftest import ROOT, TensorBoard, random_attention
+from tests.dashboard_logdir import png_bytes, write_groups_logdir
 
 pytestmark = pytest.mark.server
 
@@ -20,14 +20,7 @@ ERROR = codecs.MAX_QUANTIZATION_ERROR
 
 
 def tiny_png(rows=2, cols=3):
-    """A valid grey PNG, built by hand (chunks: length, type, data, CRC-32)."""
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    raw = b"".join(b"\x00" + bytes(range(c * 40, c * 40 + cols)) for c in range(rows))
-    ihdr = struct.pack(">IIBBBBB", cols, rows, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return png_bytes(np.arange(rows * cols, dtype=np.uint8).reshape(rows, cols) * 40)
 
 
 def rectangular(rng, layers, heads, nq, nk):
@@ -81,6 +74,13 @@ def logdir(tmp_path_factory):
         summary.write_examples(writer, "probe", [{"attention": big, "tokens": [str(i) for i in range(30)]}], 2,
                                record_bytes=600)
     written["parts"] = big
+    # Metrics as Probe computes them, to serve: inputs of 5, 3 and 1 tokens.
+    from tb_attention.metrics import compute_metrics
+
+    inputs = [random_attention(rng, 2, 3, n) for n in (5, 3, 1)]
+    with Writer(root / "metrics") as writer:
+        summary.metrics(writer, "probe", compute_metrics(inputs), 4)
+    written["metrics"] = inputs
     shutil.copytree(V1 / "train", root / "v1")
     return root, written
 
@@ -90,7 +90,8 @@ def server(request, logdir):
     tb = TensorBoard(logdir[0], load_fast=request.param)
     try:
         tb.wait_for(lambda t: all(t.get(run, {}).get("probe", {}).get("steps") for run in
-                                  ("seq2seq", "ckpt_a", "ckpt_b", "parts", "v1")))
+                                  ("seq2seq", "ckpt_a", "ckpt_b", "parts", "v1"))
+                    and "probe/null_attention" in t.get("metrics", {}))
         yield tb
     finally:
         tb.close()
@@ -212,6 +213,20 @@ def test_compare_equals_an_independent_computation(server, logdir):
     assert np.abs(moved - exact).max() <= 2 * ERROR
 
 
+def test_null_attention_and_previous_token_as_served_equal_their_definitions(server, logdir):
+    _, body = server.get("/metrics", {"run": "metrics", "probe": "probe", "step": 4})
+    inputs = logdir[1]["metrics"]
+    null = np.zeros((2, 3))
+    previous = np.zeros((2, 3))
+    for layer in range(2):
+        for head in range(3):
+            # null_attention: a_i0 over queries i >= 1; previous_token: a_i,i-1 over queries i >= 2.
+            null[layer, head] = np.mean([a[layer, head, i, 0] for a in inputs for i in range(1, a.shape[-1])])
+            previous[layer, head] = np.mean([a[layer, head, i, i - 1] for a in inputs for i in range(2, a.shape[-1])])
+    assert np.allclose(body["metrics"]["null_attention"], null, atol=1e-6)
+    assert np.allclose(body["metrics"]["previous_token"], previous, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "params, code, message",
     [
@@ -268,3 +283,17 @@ def test_v1_data_still_reads(server):
 def test_bad_group_layer_and_image_requests(server, route, params, code, message):
     status, body = server.get(route, {"run": "seq2seq", "tag": "probe", "step": 0, "example": 0, **params})
     assert status == code and message in body["error"]
+
+
+def test_the_dashboards_groups_logdir_is_served(tmp_path, tensorboard):
+    info = write_groups_logdir(tmp_path)
+    server = tensorboard(tmp_path, load_fast="true")
+    server.wait_for(lambda t: t.get("vision", {}).get("probe", {}).get("steps") == info["steps"]
+                    and t.get("translate", {}).get("probe", {}).get("steps") == info["steps"])
+    _, body = server.get("/examples", {"run": "translate", "tag": "probe", "step": 100})
+    assert [g["name"] for g in body["examples"][0]["groups"]] == ["encoder", "decoder", "cross"]
+    _, cross = server.get("/attention", {"run": "translate", "tag": "probe", "step": 100, "example": 0, "group": "cross",
+                                         "format": "json", "layer": 0, "head": 0})
+    assert cross["shape"] == [len(info["target"]), len(info["source"])]
+    status, png, headers = server.get("/image", {"run": "vision", "tag": "probe", "step": 0, "example": 0}, raw=True)
+    assert status == 200 and png.startswith(b"\x89PNG") and headers["Content-Type"] == "image/png"

@@ -187,6 +187,7 @@ def test_writer_must_be_a_summary_writer(rng):
 # Format v2 through the writer
 
 from tb_attention import codecs  # noqa: E402
+from tb_attention import examples as tb_examples  # noqa: E402
 
 
 def test_encoded_layers_are_stored_as_the_writer_would_store_the_weights(rng):
@@ -215,7 +216,7 @@ def test_a_large_step_is_spread_over_records_within_the_budget(rng):
 
 
 def test_a_layer_too_large_for_a_blob_is_refused(rng, monkeypatch):
-    monkeypatch.setattr(summary, "MAX_BLOB_BYTES", 100)
+    monkeypatch.setattr(tb_examples, "MAX_BLOB_BYTES", 100)
     with pytest.raises(ValueError, match="layer 0 takes 0 MiB, more than the 0 MiB a blob may hold"):
         summary.encode_step([{"attention": random_attention(rng, 1, 2, 30), "tokens": [str(i) for i in range(30)]}])
 
