@@ -241,9 +241,8 @@ def example_payload(example):
     out = {"index": example["index"], "tokens": example.get("tokens") or first.get("tokens")}
     for k in ("num_layers", "num_heads", "num_tokens", "causal", "encoding", "has_qk"):
         out[k] = first.get(k)
-    for k in _EXAMPLE_FIELDS:
-        if k in example:
-            out[k] = example[k]
+    for k in _EXAMPLE_FIELDS:  # null when the writer did not have it
+        out[k] = example.get(k)
     image = example.get("image")
     out["image"] = {k: image.get(k) for k in IMAGE_FIELDS} if isinstance(image, dict) else None
     out["groups"] = groups
