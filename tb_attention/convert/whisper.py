@@ -112,17 +112,20 @@ def state_dict(model):
     return state
 
 
-def _config(model, ct2_config, state):
+def _num_layers(state, side):
+    return len({name.split(".")[3] for name in state if name.startswith(f"model.{side}.layers.")})
+
+
+def _config(model, state):
     from transformers import WhisperConfig
 
     vocab, d_model = state["model.decoder.embed_tokens.weight"].shape
-    count = lambda side: len({k.split(".")[3] for k in state if k.startswith(f"model.{side}.layers.")})  # noqa: E731
     return WhisperConfig(
         vocab_size=vocab,
         num_mel_bins=state["model.encoder.conv1.weight"].shape[1],
         d_model=d_model,
-        encoder_layers=count("encoder"),
-        decoder_layers=count("decoder"),
+        encoder_layers=_num_layers(state, "encoder"),
+        decoder_layers=_num_layers(state, "decoder"),
         encoder_attention_heads=model.scalar("encoder/num_heads"),
         decoder_attention_heads=model.scalar("decoder/num_heads"),
         encoder_ffn_dim=state["model.encoder.layers.0.fc1.weight"].shape[0],
@@ -199,7 +202,7 @@ def convert(package=PACKAGE, out_dir=None):
     model_bin = ctranslate2_bin.read(source / "model.bin")
     ct2_config = json.loads((source / "config.json").read_text(encoding="utf-8"))
     state = state_dict(model_bin)
-    config = _config(model_bin, ct2_config, state)
+    config = _config(model_bin, state)
     tokenizer = _tokenizer(source / "tokenizer.json", config.vocab_size)
 
     model = WhisperForConditionalGeneration(config)
