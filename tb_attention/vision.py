@@ -432,10 +432,9 @@ def rollout_fixture(seed=0, layers=3, heads=4, grid=(3, 3), prefix=1):
 
 def _tower(model):
     """The module to run: the model inside DDP / torch.compile, a CLIP/SigLIP model's vision tower."""
-    from tb_attention import probe
+    from tb_attention import intercept
 
-    model = probe._unwrap(model)
-    model = getattr(model, "_orig_mod", model)  # torch.compile: capture through the module it wraps
+    model = intercept.unwrap(model)
     config = getattr(model, "config", None)
     if getattr(config, "vision_config", None) is not None and hasattr(model, "vision_model"):
         return model.vision_model
@@ -451,43 +450,30 @@ def _is_hf(model):
 
 
 def capture_images(model, pixel_values):
-    """One forward over a batch of images: (per layer float32 CPU [B, H, N, N], layer names or None).
+    """One forward over a batch of images: (per layer float32 CPU [B, H, N, N], per layer its module name).
 
-    Hugging Face models are recorded through AttentionInterface (capture.recording); any other
-    module through `tb_attention.intercept` (its F.scaled_dot_product_attention calls). The caller
-    sets eval mode and no_grad.
+    Every self-attention computation of the forward is seen through `tb_attention.intercept`
+    (Hugging Face AttentionInterface under any implementation, bare F.scaled_dot_product_attention
+    calls, nn.MultiheadAttention). The caller sets eval mode and no_grad.
     """
     import torch
 
-    from tb_attention import capture
+    from tb_attention import capture, intercept
 
     device, dtype = capture._device_of(model), next((p.dtype for p in model.parameters()), torch.float32)
     pixels = pixel_values.to(device, dtype if dtype.is_floating_point else torch.float32)
-    if _is_hf(model):
-        with capture.recording(model) as recorder:
-            model(pixel_values=pixels)
-        if recorder.num_layers == 0:
-            raise capture.CaptureError(
-                f"{type(model).__name__} never called transformers' attention functions, so its attention "
-                "cannot be recorded"
-            )
-        return [a.to("cpu", torch.float32) for a in recorder.attentions], None
-    try:
-        from tb_attention import intercept
-    except ImportError:
-        raise capture.CaptureError(
-            f"{type(model).__name__} is a plain PyTorch module: capturing it needs tb_attention.intercept"
-        ) from None
     layers, names = [], []
 
     def listener(call):
-        if call.cross:
-            return
-        layers.append(call.weights().to("cpu", torch.float32))
-        names.append(call.name)
+        if not call.cross:
+            layers.append(call.weights().to("cpu", torch.float32))
+            names.append(call.name)
 
     with intercept.intercepting(model, listener):
-        model(pixels)
+        if _is_hf(model):
+            model(pixel_values=pixels)
+        else:
+            model(pixels)
     if not layers:
         raise capture.CaptureError(f"{type(model).__name__} computed no attention that could be intercepted")
     return layers, names

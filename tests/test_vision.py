@@ -170,6 +170,7 @@ def test_log_hands_the_writer_v2_image_examples_and_metrics(monkeypatch):
     for b, example in enumerate(examples):
         (group,) = example["groups"]
         assert group["name"] == "self" and group["causal"] is False
+        assert group["layer_names"] == ["encoder.layer.0.attention", "encoder.layer.1.attention"]
         torch.testing.assert_close(group["attention"], expected[b], rtol=0, atol=1e-6)
         image = example["image"]
         assert image["grid"] == [4, 4] and image["patch_size"] == [8, 8]
