@@ -34,7 +34,8 @@ setup(
         "syntax": SYNTAX,
         "lightning": CAPTURE + ["lightning>=2.1"],
         "all": CAPTURE + SYNTAX,
-        "demo": CAPTURE + SYNTAX + ["accelerate>=1.0", "gguf>=0.10", "safetensors>=0.4", "matplotlib>=3.7", "onnx>=1.15"],
+        "demo": CAPTURE + SYNTAX + ["accelerate>=1.0", "gguf>=0.10", "safetensors>=0.4", "matplotlib>=3.7", "onnx>=1.15",
+                 "scikit-image>=0.22"],  # the photos DINOv2 looks at in demo/vit.py
         "test": CAPTURE + SYNTAX + [
             "accelerate>=1.0", "gguf>=0.10", "safetensors>=0.4", "matplotlib>=3.7",
             "pytest>=8", "pytest-timeout>=2.3", "playwright>=1.45", "scipy>=1.10",

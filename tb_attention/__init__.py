@@ -10,6 +10,7 @@ _EXPORTS = {
     "Writer": "tb_attention.summary",
     "Probe": "tb_attention.probe",
     "AudioProbe": "tb_attention.audio_probe",
+    "ImageProbe": "tb_attention.vision",
     "AttentionCallback": "tb_attention.callback",
     "AttentionMonitor": "tb_attention.monitor",
     "capture_attention": "tb_attention.capture",
