@@ -1,4 +1,5 @@
-"""The demo: train a small GPT-2 with a probe, an unstable twin, compare checkpoints, analyse SmolLM2 and MiniLM, serve.
+"""The demo: a small GPT-2 with a probe and an unstable twin, checkpoints, SmolLM2 and MiniLM analysed, a ViT and
+DINOv2 on images, Whisper on speech; then TensorBoard serves it all.
 
     python -m demo [--out demo_output] [--no-serve] [--full] [--port 6006]
 """
@@ -20,6 +21,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 UNSTABLE_RUN = "train-high-lr"
 UNSTABLE_LEARNING_RATE = 3e-2
 UNSTABLE_STEPS = 150
+VIT_STEPS = 600  # ~0.4 s a step on one free core: the ViT's share of the demo stays near 4 minutes
 
 
 def stage(number, total, text):
@@ -34,11 +36,13 @@ def main(argv=None):
     parser.add_argument("--full", action="store_true", help="analyse 10,000 sentences, as in the paper (slow on a CPU)")
     parser.add_argument("--sentences", type=int, default=200, help="sentences per pretrained analysis (default 200)")
     parser.add_argument("--steps", type=int, default=1200, help="training steps (default 1200)")
+    parser.add_argument("--vit-steps", type=int, default=VIT_STEPS,
+                        help=f"training steps of the demo's ViT (default {VIT_STEPS})")
     parser.add_argument("--port", type=int, default=6006)
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
 
-    from demo import train
+    from demo import train, vit, whisper
     from tb_attention import assets, cli
 
     out = pathlib.Path(args.out).resolve()
@@ -48,38 +52,54 @@ def main(argv=None):
     logdir.mkdir(parents=True)
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    total = 5 if args.no_serve else 6
-
-    stage(1, total, f"training a small GPT-2 on Wikipedia for {args.steps} steps, logging a probe every 25 steps "
-                    "and attention health every 10")
-    checkpoints = train.train(logdir, workdir, steps=args.steps, checkpoints=(0, args.steps // 4))
-
-    unstable_steps = min(UNSTABLE_STEPS, args.steps)
-    stage(2, total, f"the same GPT-2 at {UNSTABLE_LEARNING_RATE:g} (10x) without warm-up for {unstable_steps} steps "
-                    f"(run {UNSTABLE_RUN}): its attention logits grow and entropy collapses (Health panel)")
-    train.train(logdir, workdir, steps=unstable_steps, learning_rate=UNSTABLE_LEARNING_RATE, warmup=False,
-                health_every=5, checkpoints=None, run=UNSTABLE_RUN)
-
-    stage(3, total, "re-evaluating the saved checkpoints on the same probe, as runs of their own (tb-attention probe)")
-    for step, folder in sorted(checkpoints.items()):
-        cli.main(["probe", "--model", str(folder), "--texts", str(workdir / "probe.txt"), "--logdir", str(logdir),
-                  "--run", f"checkpoint-{step}", "--step", str(step), "--with-qk"])
-
     count = 10_000 if args.full else args.sentences
-    stage(4, total, f"analysing SmolLM2-135M over {count} Wikipedia sentences (tb-attention analyze)")
-    cli.main(["analyze", "--model", str(assets.smollm2_dir()), "--corpus", "wikipedia", "--limit", str(count),
-              "--logdir", str(logdir), "--run", "smollm2-135m", "--overwrite"])
+    unstable_steps = min(UNSTABLE_STEPS, args.steps)
+    checkpoints = {}
 
-    stage(5, total, f"analysing all-MiniLM-L6-v2 (BERT) over {count} Wikipedia sentences")
-    cli.main(["analyze", "--model", str(assets.minilm_dir()), "--corpus", "wikipedia", "--limit", str(count),
-              "--logdir", str(logdir), "--run", "minilm-l6", "--overwrite"])
+    def train_main():
+        checkpoints.update(train.train(logdir, workdir, steps=args.steps, checkpoints=(0, args.steps // 4)))
+
+    def train_unstable():
+        train.train(logdir, workdir, steps=unstable_steps, learning_rate=UNSTABLE_LEARNING_RATE, warmup=False,
+                    health_every=5, checkpoints=None, run=UNSTABLE_RUN)
+
+    def probe_checkpoints():
+        for step, folder in sorted(checkpoints.items()):
+            cli.main(["probe", "--model", str(folder), "--texts", str(workdir / "probe.txt"), "--logdir",
+                      str(logdir), "--run", f"checkpoint-{step}", "--step", str(step), "--with-qk"])
+
+    def analyze(model_dir, run):
+        cli.main(["analyze", "--model", str(model_dir), "--corpus", "wikipedia", "--limit", str(count),
+                  "--logdir", str(logdir), "--run", run, "--overwrite"])
+
+    stages = [
+        (f"training a small GPT-2 on Wikipedia for {args.steps} steps, logging a probe every 25 steps "
+         "and attention health every 10", train_main),
+        (f"the same GPT-2 at {UNSTABLE_LEARNING_RATE:g} (10x) without warm-up for {unstable_steps} steps "
+         f"(run {UNSTABLE_RUN}): its attention logits grow and entropy collapses (Health panel)", train_unstable),
+        ("re-evaluating the saved checkpoints on the same probe, as runs of their own (tb-attention probe)",
+         probe_checkpoints),
+        (f"analysing SmolLM2-135M over {count} Wikipedia sentences (tb-attention analyze)",
+         lambda: analyze(assets.smollm2_dir(), "smollm2-135m")),
+        (f"analysing all-MiniLM-L6-v2 (BERT) over {count} Wikipedia sentences",
+         lambda: analyze(assets.minilm_dir(), "minilm-l6")),
+        (f"a small ViT learning Fashion-MNIST for {args.vit_steps} steps (an ImageProbe every "
+         f"{vit.PROBE_EVERY}), and DINOv2-small on four photos (Image view)",
+         lambda: vit.main(logdir, steps=args.vit_steps)),
+        ("Whisper tiny.en transcribing real speech: its cross attention aligns the words with the audio",
+         lambda: whisper.main(logdir)),
+    ]
+    total = len(stages) + (0 if args.no_serve else 1)
+    for number, (text, run) in enumerate(stages, 1):
+        stage(number, total, text)
+        run()
 
     minutes = (time.time() - started) / 60
     print(f"\nDemo logdir built in {minutes:.1f} min. Wikipedia text: CC BY-SA 4.0, Wikipedia contributors.")
     if args.no_serve:
         print(logdir)
         return 0
-    stage(6, total, "serving TensorBoard")
+    stage(total, total, "serving TensorBoard")
     print(f"Open http://{args.host}:{args.port}/#attention  (Ctrl+C stops)", flush=True)
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", args.host,
                "--port", str(args.port)]
