@@ -5,12 +5,14 @@
 
 import json
 import re
+import time
 
 import numpy as np
 import pytest
 
 from dashboard_logdir import PAIR_A, SENTENCE, XSS_TOKEN, structured_attention
-from dashboard_page import HEADS, LAYERS, attention, browser, dashboard, needs_chromium, server  # noqa: F401 (fixtures)
+from conftest import TensorBoard
+from dashboard_page import HEADS, LAYERS, VIEWPORT, Dashboard, attention, browser, dashboard, needs_chromium, server  # noqa: F401 (fixtures)
 
 pytestmark = needs_chromium
 
@@ -242,6 +244,113 @@ def test_1024_token_example_stays_interactive(dashboard):
     first, last = map(int, dashboard.data("rows").split("-"))
     assert first < 900 < last and dashboard.data("focus") == "locked:from:900"
     dashboard.screenshot("head_view_1024_tokens_locked")
+
+
+@pytest.fixture(scope="module")
+def long_server(tmp_path_factory):
+    """A TensorBoard with one 32-layer × 32-head, 4,096-token example (top-k 8, 40 MB stored)."""
+    import long_example
+    from tb_attention import summary
+
+    logdir = tmp_path_factory.mktemp("long") / "logs"
+    example = long_example.long_example()
+    with summary.Writer(str(logdir / "train")) as writer, pytest.warns(UserWarning, match="top 8 weights"):
+        summary.write_examples(writer, "long4k", [example], 1, top_k=8)
+    tb = TensorBoard(logdir)
+    tb.layer_bytes = [len(layer.blob) for layer in example["groups"][0]["attention"]]  # as served (gzip)
+    try:
+        tb.wait_for(lambda tags: "long4k" in tags.get("train", {}))
+        yield tb
+    finally:
+        tb.close()
+
+
+@pytest.fixture
+def long_dashboard(browser, long_server):
+    context = browser.new_context(viewport=VIEWPORT)
+    board = Dashboard(context.new_page(), long_server)
+    yield board
+    context.close()
+    assert not board.problems, board.problems
+
+
+ATTENTION_FETCHES = """() => performance.getEntriesByType('resource')
+    .filter((e) => new URL(e.name).pathname.endsWith('/attention'))
+    .map((e) => ({url: e.name, bytes: e.encodedBodySize}))"""
+
+
+def _hover_ms(board, figure, points):
+    """Longest synchronous handling (ms) of a mousemove at each canvas point."""
+    return board.frame.evaluate(
+        """([figure, points]) => {
+            const canvas = document.querySelector(`canvas[data-figure=${figure}]`);
+            const box = canvas.getBoundingClientRect();
+            let worst = 0;
+            for (const [x, y] of points) {
+              const at = {clientX: box.x + x, clientY: box.y + y, bubbles: true};
+              const t0 = performance.now();
+              canvas.dispatchEvent(new MouseEvent('mousemove', at));
+              worst = Math.max(worst, performance.now() - t0);
+            }
+            return worst;
+        }""",
+        [figure, points],
+    )
+
+
+def test_4096_token_example_of_32_by_32_heads_stays_interactive(long_dashboard):
+    # Time limits: measured on this 2-core shared machine (headless Chromium, software rendering):
+    # the head view's first layer ~1 s, the model view's first paint ~2 s, a scroll to the end ~1 s,
+    # a hover < 5 ms, a click to the head view ~0.3 s. The limits are several times that, so a busy
+    # machine passes, and far below what fetching and pooling the whole 40 MB example takes.
+    board = long_dashboard
+    total = sum(board.server.layer_bytes)
+    board.open(run="train", tag="long4k")
+    assert board.data("tokens") == "4096"
+    fetched = board.frame.evaluate(ATTENTION_FETCHES)
+    assert len(fetched) == 1 and "layer=0" in fetched[0]["url"]  # the head view fetches one layer
+    assert fetched[0]["bytes"] == board.server.layer_bytes[0]
+    # The model view: first paint of every visible thumbnail.
+    started = time.perf_counter()
+    board.frame.click("button[data-view=model]")
+    board.wait("model")
+    paint = time.perf_counter() - started
+    first, last = map(int, board.data("layers", "model").split("-"))
+    assert first == 0 and last < 31
+    assert int(board.data("thumbnails", "model")) == (last + 1) * 32
+    board.screenshot("model_view_4096_tokens")
+    # A scroll to the last layer fetches and draws it.
+    started = time.perf_counter()
+    board.frame.evaluate("document.querySelector('.view-model .scroller').scrollTop = 1e6")
+    board.frame.wait_for_function(
+        "() => { const c = document.querySelector('canvas[data-figure=model]');"
+        " return c.dataset.layers.endsWith('-31') && c.dataset.thumbnails !== undefined; }"
+    )
+    scroll = time.perf_counter() - started
+    board.screenshot("model_view_4096_tokens_end")
+    layout = board.layout("model")
+    centre = lambda layer, head: [layout["left"] + head * layout["step"] + layout["thumb"] / 2,  # noqa: E731
+                                  layout["top"] + layer * layout["step"] + layout["thumb"] / 2]
+    hover = _hover_ms(board, "model", [centre(31, h) for h in range(0, 32, 3)] + [centre(25, h) for h in range(1, 32, 3)])
+    started = time.perf_counter()
+    board.click("model", *centre(30, 17))
+    board.frame.wait_for_function("document.querySelector('[data-control=layer]')?.value === '30'")
+    board.wait("head")
+    click = time.perf_counter() - started
+    assert board.url_state()["layer"] == "30" and board.url_state()["heads"] == "17"
+    fetched = board.frame.evaluate(ATTENTION_FETCHES)
+    urls = [f["url"] for f in fetched]
+    assert all("layer=" in url for url in urls), urls
+    assert len(set(urls)) == len(urls)  # no layer fetched twice
+    moved = sum(f["bytes"] for f in fetched)
+    print(f"\n4096 tokens, 32 x 32 heads: model view first paint {paint:.2f} s, scroll to the end {scroll:.2f} s, "
+          f"hover {hover:.1f} ms, click to the head view {click:.2f} s; fetched {len(urls)} layers, {moved / 1e6:.1f} MB "
+          f"of the example's {total / 1e6:.1f} MB")
+    assert paint < 10, f"the model view's first paint took {paint:.2f} s"
+    assert scroll < 5, f"scrolling to the last layer took {scroll:.2f} s"
+    assert hover < 30, f"a hover took {hover:.1f} ms"
+    assert click < 5, f"opening a head took {click:.2f} s"
+    assert moved <= total
 
 
 def test_export_saves_the_view_with_its_locked_tokens_as_svg_and_png(dashboard):

@@ -1,6 +1,6 @@
 // The one typed client of the plugin's routes; mirrors tb_attention/http_api.md.
 
-import {decodeAttention, type Attention} from './decode';
+import {decodeAttention, decodeLayer, type Attention} from './decode';
 import {decodeQueryKey, type QueryKey} from './decode_qk';
 
 export type TagKind = 'attention' | 'metric' | 'exemplars' | 'unsupported';
@@ -159,6 +159,11 @@ export class Api {
 
   async attention(key: ExampleKey, signal?: AbortSignal): Promise<Attention> {
     return decodeAttention(await this.binary('attention', exampleParams(key), signal));
+  }
+
+  /** One layer of a group (`layer=`: the stored per-layer blob); `numLayers`: the group's count. */
+  async attentionLayer(key: ExampleKey, layer: number, numLayers: number, signal?: AbortSignal): Promise<Attention> {
+    return decodeLayer(await this.binary('attention', {...exampleParams(key), layer}, signal), layer, numLayers);
   }
 
   /** Rejects with an ApiError of status 404 when no query/key vectors were logged. */

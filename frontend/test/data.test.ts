@@ -4,12 +4,13 @@ import {ApiError, type Api} from '../src/api';
 import {DataCache, LastAnswer, type Request} from '../src/data/cache';
 
 /** A request whose answer the test gives by hand; counts its fetches. */
-function manual<T>(key: string, heavy = false) {
+function manual<T>(key: string, heavy = false, cost?: number) {
   const calls: {resolve: (v: T) => void; reject: (e: unknown) => void}[] = [];
   const request: Request<T> = {
     key,
     what: `the ${key}`,
     heavy,
+    cost,
     fetch: () => new Promise<T>((resolve, reject) => calls.push({resolve, reject})),
   };
   return {request, calls};
@@ -62,6 +63,23 @@ test('decoded examples are evicted least recently used first, never one that is 
   assert.equal(cache.get(requests[0].request).state, 'ready'); // wanted by every load
   assert.equal(cache.get(requests[1].request).state, 'loading'); // evicted: asked for again
   assert.equal(cache.get(requests[11].request).state, 'ready');
+});
+
+test('layers count as their share of an example: 32 layers cached cost one example', async () => {
+  const cache = new DataCache(api, () => undefined);
+  const layers = Array.from({length: 32}, (_, l) => manual<number>(`layer ${l}`, true, 1 / 32));
+  const examples = Array.from({length: 7}, (_, i) => manual<number>(`example ${i}`, true));
+  for (const r of [...layers, ...examples]) cache.load([r.request]);
+  for (const r of [...layers, ...examples]) r.calls[0].resolve(1);
+  await tick();
+  // 7 examples + 32 layers of 1/32 = a budget of 8: every one is kept.
+  assert.ok([...layers, ...examples].every((r) => cache.get(r.request).state === 'ready'));
+  const more = manual<number>('example 7', true);
+  cache.load([more.request]);
+  // One more example evicts the least recently used one's worth: the first 32 layers' room.
+  assert.equal(cache.get(layers[0].request).state, 'loading');
+  assert.equal(cache.get(layers[31].request).state, 'loading');
+  assert.equal(cache.get(examples[0].request).state, 'ready');
 });
 
 test('the last answer stays readable while the next request loads', async () => {
