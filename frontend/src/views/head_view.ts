@@ -137,7 +137,7 @@ export class HeadView implements View {
     const colors = headColors(a.numHeads);
     const weights = weightFilter(state, a, model.group ? null : model.example.segments);
     this.group.set(model.example.groups ?? [], model.group?.name ?? null);
-    this.layer.set(a.numLayers, weights.layer);
+    this.layer.set(a.numLayers, Math.min(state.focus.layer, a.numLayers - 1)); // the layer asked for, even while it loads
     this.heads.set(colors, weights.heads);
     this.pair.set(!model.group && Boolean(model.example.segments?.length), state.filters.pair);
     this.hide.set(state);

@@ -136,7 +136,7 @@ export class NeuronView implements View {
     const wanted = Math.min(state.focus.layer, a.numLayers - 1);
     const layer = holdsLayer(a, wanted) ? wanted : a.firstLayer;
     const head = shownHeads(state, a.numHeads)[0];
-    this.layer.set(a.numLayers, layer);
+    this.layer.set(a.numLayers, wanted);
     this.heads.set(headColors(a.numHeads), [head]);
     const first = state.focus.tokens.length ? state.focus.tokens[0] * ROW_HEIGHT : null;
     this.area.revealOnChange(`${state.focus.side}:${state.focus.tokens}`, first, ROW_HEIGHT);
