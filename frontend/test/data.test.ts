@@ -98,3 +98,29 @@ test('the last answer stays readable while the next request loads', async () => 
   assert.equal(last.read(cache, second.request), 'one');
   assert.equal(last.error, 'Could not read the step 2: gone');
 });
+
+test('an example view asks for the list, then one request per layer it shows, named by layer', async () => {
+  const {layerNeeds, ShownExample} = await import('../src/views/example');
+  const {DEFAULT_STATE} = await import('../src/state');
+  const requests = await import('../src/data/requests');
+  const selection = {runs: ['r'], run: 'r', tags: ['t'], tag: 't', steps: [5], step: 5, exampleStep: 5};
+  const info = {index: 0, tokens: ['a', 'b'], num_layers: 32, num_heads: 4, num_tokens: 2, causal: true, encoding: 'topk' as const, has_qk: false, segments: null};
+  const answers = new Map<string, unknown>();
+  const data = {get: (r: {key: string}) => (answers.has(r.key) ? {state: 'ready', value: answers.get(r.key)} : {state: 'loading'})} as never;
+  const state = {...DEFAULT_STATE, focus: {...DEFAULT_STATE.focus, layer: 40}};
+  const model = {state, tags: {}, selection, data};
+  assert.deepEqual(layerNeeds(model, () => [0]).map((r) => r.key), [requests.examples('r', 't', 5).key]); // the list first
+  answers.set(requests.examples('r', 't', 5).key, {run: 'r', tag: 't', step: 5, wall_time: 0, examples: [info]});
+  const needs = layerNeeds(model, (n) => [n - 1, 3]);
+  const key = {run: 'r', tag: 't', step: 5, example: 0};
+  assert.deepEqual(needs.slice(1).map((r) => r.key), [requests.attentionLayer(key, 31, 32).key, requests.attentionLayer(key, 3, 32).key]);
+  assert.equal(needs[1].cost, 1 / 32);
+  // In 'layers' mode the view has the example's shape at once, and each layer as it arrives.
+  const shown = new ShownExample('layers').resolve(model);
+  assert.ok(!('kind' in shown));
+  if ('kind' in shown) return;
+  assert.deepEqual([shown.attention.numLayers, shown.attention.numHeads, shown.attention.heldLayers], [32, 4, 0]);
+  assert.equal(shown.layer?.(3), null);
+  answers.set(requests.attentionLayer(key, 3, 32).key, 'layer 3');
+  assert.equal(shown.layer?.(3), 'layer 3');
+});
