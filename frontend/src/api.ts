@@ -166,9 +166,10 @@ export class Api {
     return decodeLayer(await this.binary('attention', {...exampleParams(key), layer}, signal), layer, numLayers);
   }
 
-  /** Rejects with an ApiError of status 404 when no query/key vectors were logged. */
-  async queryKey(key: ExampleKey, signal?: AbortSignal): Promise<QueryKey> {
-    return decodeQueryKey(await this.binary('qk', exampleParams(key), signal));
+  /** Rejects with an ApiError of status 404 when no query/key vectors were logged. `layer`: that
+   * layer's blob only (a 32-layer, 4,096-token model's q/k would be a gigabyte). */
+  async queryKey(key: ExampleKey, layer?: number, signal?: AbortSignal): Promise<QueryKey> {
+    return decodeQueryKey(await this.binary('qk', layer === undefined ? exampleParams(key) : {...exampleParams(key), layer}, signal));
   }
 
   metric(run: string, tag: string, signal?: AbortSignal): Promise<MetricSeries> {

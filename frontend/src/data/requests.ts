@@ -27,9 +27,10 @@ export function attentionLayer(key: ExampleKey, layer: number, numLayers: number
   return request('attention-layer', parts, `the attention of layer ${layer}`, true, (api) => api.attentionLayer(key, layer, numLayers), 1 / numLayers);
 }
 
-/** One example's query and key vectors (`/qk`; 404 when none were logged). */
-export function queryKey(key: ExampleKey): Request<QueryKey> {
-  return request('qk', [key.run, key.tag, key.step, key.example, key.group ?? null], 'the query/key vectors', true, (api) => api.queryKey(key));
+/** One example's query and key vectors (`/qk`; 404 when none were logged); `layer`: one layer's. */
+export function queryKey(key: ExampleKey, layer?: number, numLayers = 1): Request<QueryKey> {
+  const parts = [key.run, key.tag, key.step, key.example, key.group ?? null, layer ?? null];
+  return request('qk', parts, 'the query/key vectors', true, (api) => api.queryKey(key, layer), layer === undefined ? 1 : 1 / numLayers);
 }
 
 /** Every step of one metric tag (`/metric`); `version` (the steps `/tags` lists) refetches when it changes. */

@@ -106,7 +106,8 @@ export class NeuronView implements View {
   /** The layer shown, and the example's query/key vectors once the example list says they were logged. */
   needs(model: ViewModel): AnyRequest[] {
     const example = this.shown.resolve(model);
-    const qk = !isStatus(example) && hasQueryKey(example) ? [requests.queryKey(example.key)] : [];
+    const n = isStatus(example) ? 0 : example.attention.numLayers;
+    const qk = !isStatus(example) && hasQueryKey(example) ? [requests.queryKey(example.key, focusLayer(model.state, n), n)] : [];
     return [...layerNeeds(model, (n) => [focusLayer(model.state, n)]), ...qk];
   }
 
@@ -145,7 +146,7 @@ export class NeuronView implements View {
       this.show(null, 'No query/key vectors were logged for this example, so its neuron view cannot be drawn. Log them with the capture option that records queries and keys.');
       return;
     }
-    const loaded = this.data?.get(requests.queryKey(model.key));
+    const loaded = this.data?.get(requests.queryKey(model.key, layer, a.numLayers));
     if (loaded?.state === 'error') {
       const text =
         loaded.status === 404 ? `No query/key vectors were logged for this example (${loaded.error}).` : `Could not load the query/key vectors: ${loaded.error}`;
