@@ -618,6 +618,9 @@ def test_cross_attention_draws_decoder_queries_left_and_encoder_keys_right(brows
         board.wait("neuron")
         first, last = map(int, board.data("rows", "neuron").split("-"))
         assert first == 0 and last >= len(source) - 1  # one row per source key (more than the queries)
+        fetched = frame.evaluate("performance.getEntriesByType('resource').map((e) => e.name)"
+                                 ".filter((u) => /[/](attention|qk)[?]/.test(u))")
+        assert fetched and all("layer=" in url for url in fetched), fetched  # every view fetches its layers only
         board.screenshot("neuron_view_cross_attention")
         assert not board.problems, board.problems
     finally:
