@@ -613,6 +613,15 @@ def test_cross_attention_draws_decoder_queries_left_and_encoder_keys_right(brows
         assert board.data("thumbnails", "model") == str(layers * heads)
         frame.click("button[data-view=neuron]")
         frame.wait_for_selector("[data-message=neuron]:not([hidden])")
+        # The cross group has q/k: the neuron view recomputes its decoder queries over encoder keys.
+        frame.select_option("[data-control=group]", "cross")
+        board.wait("neuron")
+        first, last = map(int, board.data("rows", "neuron").split("-"))
+        assert first == 0 and last >= len(source) - 1  # one row per source key (more than the queries)
+        fetched = frame.evaluate("performance.getEntriesByType('resource').map((e) => e.name)"
+                                 ".filter((u) => /[/](attention|qk)[?]/.test(u))")
+        assert fetched and all("layer=" in url for url in fetched), fetched  # every view fetches its layers only
+        board.screenshot("neuron_view_cross_attention")
         assert not board.problems, board.problems
     finally:
         context.close()

@@ -1,6 +1,6 @@
 // The one typed client of the plugin's routes; mirrors tb_attention/http_api.md.
 
-import {decodeAttention, type Attention} from './decode';
+import {decodeAttention, decodeLayer, type Attention} from './decode';
 import {decodeQueryKey, type QueryKey} from './decode_qk';
 
 export type TagKind = 'attention' | 'metric' | 'exemplars' | 'unsupported';
@@ -174,9 +174,15 @@ export class Api {
     return decodeAttention(await this.binary('attention', exampleParams(key), signal));
   }
 
-  /** Rejects with an ApiError of status 404 when no query/key vectors were logged. */
-  async queryKey(key: ExampleKey, signal?: AbortSignal): Promise<QueryKey> {
-    return decodeQueryKey(await this.binary('qk', exampleParams(key), signal));
+  /** One layer of a group (`layer=`: the stored per-layer blob); `numLayers`: the group's count. */
+  async attentionLayer(key: ExampleKey, layer: number, numLayers: number, signal?: AbortSignal): Promise<Attention> {
+    return decodeLayer(await this.binary('attention', {...exampleParams(key), layer}, signal), layer, numLayers);
+  }
+
+  /** Rejects with an ApiError of status 404 when no query/key vectors were logged. `layer`: that
+   * layer's blob only (a 32-layer, 4,096-token model's q/k would be a gigabyte). */
+  async queryKey(key: ExampleKey, layer?: number, signal?: AbortSignal): Promise<QueryKey> {
+    return decodeQueryKey(await this.binary('qk', layer === undefined ? exampleParams(key) : {...exampleParams(key), layer}, signal));
   }
 
   metric(run: string, tag: string, signal?: AbortSignal): Promise<MetricSeries> {

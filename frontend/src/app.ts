@@ -66,9 +66,10 @@ export class App {
     initial: State,
   ) {
     this.store = new Store(initial);
-    this.context = {store: this.store, runColors: new RunColors()};
     // Answers come in one by one; a frame's worth of them is drawn once.
-    this.data = new DataCache(api, frameThrottle(() => this.render()));
+    const rerender = frameThrottle(() => this.render());
+    this.context = {store: this.store, runColors: new RunColors(), needsChanged: rerender};
+    this.data = new DataCache(api, rerender);
     this.views = VIEWS.map((create) => create(this.context));
     this.view = this.viewOf(initial.view);
     this.panel = new Panel(this.store);

@@ -50,6 +50,10 @@ export interface Attention {
   keys: Uint16Array | null;
   /** topk only: slots per row */
   topK: number;
+  /** the group's layer of `codes`' first layer (a one-layer blob of `/attention?layer=L` holds L) */
+  firstLayer: number;
+  /** layers `codes` holds: [firstLayer, firstLayer + heldLayers); `numLayers` counts the group's */
+  heldLayers: number;
 }
 
 export class FormatError extends Error {
@@ -101,6 +105,7 @@ export function checkPayload(buffer: ArrayBuffer, offset: number, bytes: number)
 export function decodeAttention(buffer: ArrayBuffer): Attention {
   const {header, payload} = unpack(buffer, 'TBAT');
   const numLayers = positiveInt(header, 'num_layers');
+  const firstLayer = header.first_layer === undefined ? 0 : positiveInt(header, 'first_layer');
   const numHeads = positiveInt(header, 'num_heads');
   const numTokens = positiveInt(header, 'num_tokens');
   const numKeyTokens = header.num_key_tokens === undefined ? numTokens : positiveInt(header, 'num_key_tokens');
@@ -144,13 +149,31 @@ export function decodeAttention(buffer: ArrayBuffer): Attention {
     codes,
     keys,
     topK,
+    firstLayer,
+    heldLayers: numLayers,
   };
+}
+
+/** One layer of a group, decoded from the body of `/attention?layer=L`: `numLayers` says the
+ * group's count (the blob's header counts its own), so views size their pickers and grids by it. */
+export function decodeLayer(buffer: ArrayBuffer, layer: number, numLayers: number): Attention {
+  const a = decodeAttention(buffer);
+  if (a.heldLayers !== 1 || a.firstLayer !== layer) {
+    throw new FormatError(`asked for layer ${layer}, got layers ${a.firstLayer}..${a.firstLayer + a.heldLayers - 1}`);
+  }
+  if (layer >= numLayers) throw new FormatError(`layer ${layer} of a group of ${numLayers} layers`);
+  return {...a, numLayers};
+}
+
+/** True when `a` holds the weights of `layer` (a per-layer blob holds one). */
+export function holdsLayer(a: Attention, layer: number): boolean {
+  return layer >= a.firstLayer && layer < a.firstLayer + a.heldLayers;
 }
 
 /** Offset in `codes` (and `keys`) of query row i of head (layer, head). */
 export function rowStart(a: Attention, layer: number, head: number, i: number): number {
   const n = a.numTokens;
-  const h = layer * a.numHeads + head;
+  const h = (layer - a.firstLayer) * a.numHeads + head;
   switch (a.encoding) {
     case 'dense':
       return (h * n + i) * a.numKeyTokens;

@@ -18,7 +18,9 @@ export interface QueryKeyHeader {
 
 export interface QueryKey {
   header: QueryKeyHeader;
+  /** layers held: [firstLayer, firstLayer + numLayers) of the group (`/qk?layer=L`: one, L) */
   numLayers: number;
+  firstLayer: number;
   numHeads: number;
   numKvHeads: number;
   /** query vectors per head */
@@ -82,6 +84,7 @@ function scoringRule(header: Record<string, unknown>, field: string, numLayers: 
 export function decodeQueryKey(buffer: ArrayBuffer): QueryKey {
   const {header, payload} = unpack(buffer, 'TBQK');
   const numLayers = positiveInt(header, 'num_layers');
+  const firstLayer = header.first_layer === undefined ? 0 : positiveInt(header, 'first_layer');
   const numHeads = positiveInt(header, 'num_heads');
   const numKvHeads = positiveInt(header, 'num_kv_heads');
   const numTokens = positiveInt(header, 'num_tokens');
@@ -103,6 +106,7 @@ export function decodeQueryKey(buffer: ArrayBuffer): QueryKey {
   return {
     header: header as QueryKeyHeader,
     numLayers,
+    firstLayer,
     numHeads,
     numKvHeads,
     numTokens,
@@ -125,13 +129,13 @@ export function keyHeadOf(qk: QueryKey, head: number): number {
 /** Query vectors of one head as float32 [N, d]. */
 export function queryVectors(qk: QueryKey, layer: number, head: number): Float32Array {
   const size = qk.numTokens * qk.headDim;
-  const start = (layer * qk.numHeads + head) * size;
+  const start = ((layer - qk.firstLayer) * qk.numHeads + head) * size;
   return halvesToFloats(qk.query.subarray(start, start + size));
 }
 
 /** Key vectors used by query head `head`, as float32 [Nk, d]. */
 export function keyVectors(qk: QueryKey, layer: number, head: number): Float32Array {
   const size = qk.numKeyTokens * qk.headDim;
-  const start = (layer * qk.numKvHeads + keyHeadOf(qk, head)) * size;
+  const start = ((layer - qk.firstLayer) * qk.numKvHeads + keyHeadOf(qk, head)) * size;
   return halvesToFloats(qk.key.subarray(start, start + size));
 }

@@ -103,9 +103,10 @@ export interface Scoring {
 }
 
 /** The scoring of head `head` of `layer`, from a /qk header's per-layer rules. */
-export function scoringOf(qk: Pick<QueryKey, 'scaling' | 'softcap' | 'slidingWindow' | 'sinks'>, layer: number, head: number, causal: boolean): Scoring {
-  const sinks = qk.sinks[layer];
-  return {scaling: qk.scaling[layer], causal, softcap: qk.softcap[layer], window: qk.slidingWindow[layer], sink: sinks ? sinks[head] : null};
+export function scoringOf(qk: Pick<QueryKey, 'scaling' | 'softcap' | 'slidingWindow' | 'sinks'> & {firstLayer?: number}, layer: number, head: number, causal: boolean): Scoring {
+  const l = layer - (qk.firstLayer ?? 0); // the rules list the layers the blob holds
+  const sinks = qk.sinks[l];
+  return {scaling: qk.scaling[l], causal, softcap: qk.softcap[l], window: qk.slidingWindow[l], sink: sinks ? sinks[head] : null};
 }
 
 /** What bertviz's neuron view shows for query i of one head. */

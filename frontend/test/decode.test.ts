@@ -128,3 +128,27 @@ test('reads the optional scoring rules of /qk (all null when absent) and rejects
     assert.throws(() => decodeQueryKey(withHeader(buffer, (h) => (h[field] = value))), new RegExp(`header ${field} is not one valid entry`));
   }
 });
+
+test('a one-layer /qk blob (as `/qk?layer=` serves) reads as that layer of the whole, rules included', async () => {
+  const {scoringOf} = await import('../src/transforms');
+  const qk = decodeQueryKey(fixture('qk_rules').buffer);
+  const l = qk.numLayers - 1;
+  const q = qk.numHeads * qk.numTokens * qk.headDim;
+  const k = qk.numKvHeads * qk.numKeyTokens * qk.headDim;
+  const one = {
+    ...qk,
+    numLayers: 1,
+    firstLayer: l,
+    query: qk.query.subarray(l * q, (l + 1) * q),
+    key: qk.key.subarray(l * k, (l + 1) * k),
+    scaling: [qk.scaling[l]],
+    softcap: [qk.softcap[l]],
+    slidingWindow: [qk.slidingWindow[l]],
+    sinks: [qk.sinks[l]],
+  };
+  for (let h = 0; h < qk.numHeads; h++) {
+    assert.deepEqual(queryVectors(one, l, h), queryVectors(qk, l, h));
+    assert.deepEqual(keyVectors(one, l, h), keyVectors(qk, l, h));
+    assert.deepEqual(scoringOf(one, l, h, true), scoringOf(qk, l, h, true));
+  }
+});

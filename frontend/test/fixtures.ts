@@ -35,5 +35,7 @@ export function attentionOf(rows: number[][], n: number): Attention {
     codes,
     keys: null,
     topK: 0,
+    firstLayer: 0,
+    heldLayers: 1,
   };
 }

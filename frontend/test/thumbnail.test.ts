@@ -50,3 +50,22 @@ test('thumbnails follow the hide/renormalise filter and the sentence-pair ranges
     }
   }
 });
+
+test('a one-layer blob (as `/attention?layer=` serves) reads as that layer of the whole', () => {
+  for (const name of ['dense', 'causal', 'topk']) {
+    const a = decodeAttention(fixture(name).buffer);
+    const perLayer = a.codes.length / a.numLayers;
+    const one = {
+      ...a,
+      codes: a.codes.subarray(perLayer, 2 * perLayer),
+      keys: a.keys ? a.keys.subarray(perLayer, 2 * perLayer) : null,
+      firstLayer: 1,
+      heldLayers: 1,
+    };
+    for (let h = 0; h < a.numHeads; h++) {
+      for (let i = 0; i < a.numTokens; i++) assert.deepEqual(readRow(one, 1, h, i), readRow(a, 1, h, i));
+    }
+    const n = a.numTokens;
+    assert.deepEqual(thumbnailCells(one, 1, 0, unfiltered(n), {start: 0, end: n}, 4), thumbnailCells(a, 1, 0, unfiltered(n), {start: 0, end: n}, 4));
+  }
+});

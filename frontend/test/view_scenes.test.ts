@@ -143,3 +143,32 @@ test('the neuron scene recomputes a query’s softmax and says whether it matche
   assert.ok(off.difference > AGREEMENT);
   assert.match(neuronCaption(off), /differs from stored/);
 });
+
+test('the neuron scene recomputes cross attention: queries of one sequence over the keys of another', async () => {
+  const {decodeQueryKey, keyVectors, queryVectors} = await import('../src/decode_qk');
+  const {neuronScene, neuronCaption} = await import('../src/views/neuron/scene');
+  const qk = decodeQueryKey(fixture('qk').buffer);
+  const {numTokens: nq, headDim: d, numKvHeads: kv} = qk;
+  const m = nq - 3; // fewer keys than queries, as a source sentence of another length
+  const key = new Uint16Array(kv * m * d);
+  for (let k = 0; k < kv; k++) key.set(qk.key.subarray(k * nq * d, k * nq * d + m * d), k * m * d); // layer 0's first m keys
+  const cross: typeof qk = {...qk, numLayers: 1, numKeyTokens: m, key};
+  // The reference: softmax over the m keys of scaling * q . k, no causal mask (another sequence).
+  const q = queryVectors(qk, 0, 0);
+  const keys = keyVectors(qk, 0, 0);
+  const reference = Array.from({length: nq}, (_, i) => {
+    const scores = Array.from({length: m}, (_, j) => qk.scaling[0] * Array.from({length: d}, (_, t) => q[i * d + t] * keys[j * d + t]).reduce((a, b) => a + b));
+    const max = Math.max(...scores);
+    const e = scores.map((s) => Math.exp(s - max));
+    const sum = e.reduce((a, b) => a + b);
+    return e.map((v) => v / sum);
+  });
+  const stored = attentionOf(reference, nq); // nq queries x m keys
+  assert.equal(stored.numKeyTokens, m);
+  const scene = neuronScene(cross, stored, 0, 0, 2);
+  assert.equal(scene.rows.softmax.length, m);
+  assert.ok(scene.rows.masks.every((mask) => mask === null)); // query 2 sees every key, even those after it
+  for (let j = 0; j < m; j++) assert.ok(Math.abs(scene.rows.softmax[j] - reference[2][j]) < 1e-5);
+  assert.ok(scene.difference <= 0.004, `${scene.difference}`);
+  assert.match(neuronCaption(scene), /softmax = stored/);
+});

@@ -10,6 +10,8 @@ export interface Request<T> {
   readonly what: string;
   /** decoded attention and q/k: few are kept (see HEAVY_ENTRIES) */
   readonly heavy: boolean;
+  /** heavy requests: the share of an example's weights it holds (1: a whole example, 1/L: a layer) */
+  readonly cost?: number;
   fetch(api: Api): Promise<T>;
 }
 
@@ -26,12 +28,13 @@ export interface DataReader {
   get<T>(request: Request<T>): Loaded<T>;
 }
 
-const HEAVY_ENTRIES = 8; // decoded examples kept: flipping steps, examples, A and B
+const HEAVY_ENTRIES = 8; // decoded examples kept (layers count as their share): flipping steps, examples, A and B
 const LIGHT_ENTRIES = 96; // answers of the JSON routes kept (metric series, exemplar tables, ...)
 const LOADING: Loaded<never> = Object.freeze({state: 'loading'});
 
 interface Entry {
   heavy: boolean;
+  cost: number;
   loaded: Loaded<unknown>;
 }
 
@@ -76,7 +79,7 @@ export class DataCache implements DataReader {
   }
 
   private start(request: AnyRequest): void {
-    const entry: Entry = {heavy: request.heavy, loaded: LOADING};
+    const entry: Entry = {heavy: request.heavy, cost: request.cost ?? 1, loaded: LOADING};
     this.touch(request.key, entry);
     request.fetch(this.api).then(
       (value) => this.settle(request.key, entry, {state: 'ready', value}),
@@ -99,12 +102,20 @@ export class DataCache implements DataReader {
     this.entries.set(key, entry);
   }
 
+  /** Drops the least recently used entries not wanted now until each kind fits its budget (light
+   * entries count 1 each, heavy ones their cost). */
   private evict(): void {
     for (const heavy of [true, false]) {
-      const keys = [...this.entries].filter(([k, e]) => e.heavy === heavy && !this.wanted.has(k)).map(([k]) => k);
-      const wanted = [...this.entries].filter(([k, e]) => e.heavy === heavy && this.wanted.has(k)).length;
-      const limit = Math.max(0, (heavy ? HEAVY_ENTRIES : LIGHT_ENTRIES) - wanted);
-      for (const key of keys.slice(0, Math.max(0, keys.length - limit))) this.entries.delete(key);
+      const cost = (e: Entry) => (heavy ? e.cost : 1);
+      let total = 0;
+      for (const e of this.entries.values()) if (e.heavy === heavy) total += cost(e);
+      const limit = heavy ? HEAVY_ENTRIES : LIGHT_ENTRIES;
+      for (const [key, e] of [...this.entries]) {
+        if (total <= limit + 1e-9) break;
+        if (e.heavy !== heavy || this.wanted.has(key)) continue;
+        this.entries.delete(key);
+        total -= cost(e);
+      }
     }
   }
 }

@@ -5,8 +5,8 @@ import type {Attention} from '../decode';
 import type {QueryKey} from '../decode_qk';
 import type {Request} from './cache';
 
-function request<T>(route: string, parts: unknown[], what: string, heavy: boolean, fetch: (api: Api) => Promise<T>): Request<T> {
-  return {key: JSON.stringify([route, ...parts]), what, heavy, fetch};
+function request<T>(route: string, parts: unknown[], what: string, heavy: boolean, fetch: (api: Api) => Promise<T>, cost = 1): Request<T> {
+  return {key: JSON.stringify([route, ...parts]), what, heavy, cost, fetch};
 }
 
 /** The examples of one step of an attention tag (`/examples`). */
@@ -19,9 +19,18 @@ export function attention(key: ExampleKey): Request<Attention> {
   return request('attention', [key.run, key.tag, key.step, key.example, key.group ?? null], 'the attention', true, (api) => api.attention(key));
 }
 
-/** One example's query and key vectors (`/qk`; 404 when none were logged). */
-export function queryKey(key: ExampleKey): Request<QueryKey> {
-  return request('qk', [key.run, key.tag, key.step, key.example, key.group ?? null], 'the query/key vectors', true, (api) => api.queryKey(key));
+/** One layer of an example's weights (`/attention?layer=`): what the head and model views fetch,
+ * so a 32-layer, 4,096-token example never travels whole. It costs 1/numLayers of an example in
+ * the cache, so a model view's layers stay cached as a few examples would. */
+export function attentionLayer(key: ExampleKey, layer: number, numLayers: number): Request<Attention> {
+  const parts = [key.run, key.tag, key.step, key.example, key.group ?? null, layer, numLayers];
+  return request('attention-layer', parts, `the attention of layer ${layer}`, true, (api) => api.attentionLayer(key, layer, numLayers), 1 / numLayers);
+}
+
+/** One example's query and key vectors (`/qk`; 404 when none were logged); `layer`: one layer's. */
+export function queryKey(key: ExampleKey, layer?: number, numLayers = 1): Request<QueryKey> {
+  const parts = [key.run, key.tag, key.step, key.example, key.group ?? null, layer ?? null];
+  return request('qk', parts, 'the query/key vectors', true, (api) => api.queryKey(key, layer), layer === undefined ? 1 : 1 / numLayers);
 }
 
 /** Every step of one metric tag (`/metric`); `version` (the steps `/tags` lists) refetches when it changes. */

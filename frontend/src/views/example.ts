@@ -17,7 +17,14 @@ export interface ExampleModel {
   /** the attention group drawn, when not the example's first (whose fields `example` holds) */
   group: GroupInfo | null;
   attention: Attention;
+  /** where the example is fetched per layer (`ShownExample` in mode 'layers'): layer l's weights
+   * once they arrived, else null; absent: `attention` holds every layer */
+  layer?: (layer: number) => Attention | null;
 }
+
+/** How a view fetches the example's weights: whole (`/attention`), only the focused layer, or
+ * per layer as the view asks (`layers`: `attention` then only gives the shape). */
+export type FetchMode = 'example' | 'focus' | 'layers';
 
 /** The group the state names, when the example has it and it is not the first; null: the first. */
 export function groupOf(example: ExampleInfo, wanted: string | null): GroupInfo | null {
@@ -52,10 +59,70 @@ export function exampleNeeds(model: ViewModel): AnyRequest[] {
   return [list, requests.attention(keyOf(model, example, index))];
 }
 
+/** The shape of a group as the example list describes it: an Attention with no weights (held
+ * layers 0), so a view can lay out the example before any layer arrives. */
+export function shapeOf(example: ExampleInfo, group: GroupInfo | null): Attention {
+  const g = group ?? example.groups?.[0] ?? null;
+  const tokens = g?.tokens ?? example.tokens;
+  const keyTokens = g?.key_tokens ?? tokens;
+  const encoding = g?.encoding ?? example.encoding;
+  const numLayers = g?.num_layers ?? example.num_layers;
+  const numHeads = g?.num_heads ?? example.num_heads;
+  const causal = g?.causal ?? example.causal;
+  return {
+    header: {tokens, key_tokens: keyTokens, num_layers: numLayers, num_heads: numHeads, num_tokens: tokens.length, num_key_tokens: keyTokens.length, causal, quantization: 'sqrt-u8', encoding},
+    tokens,
+    keyTokens,
+    numLayers,
+    numHeads,
+    numTokens: tokens.length,
+    numKeyTokens: keyTokens.length,
+    encoding,
+    codes: new Uint8Array(0),
+    keys: null,
+    topK: 0,
+    firstLayer: 0,
+    heldLayers: 0,
+  };
+}
+
+/** The layer the focus names, within the group's layers. */
+export function focusLayer(state: Readonly<State>, numLayers: number): number {
+  return Math.max(0, Math.min(state.focus.layer, numLayers - 1));
+}
+
+/** The step's example list and, once it arrived, the selected example's layers that `layers`
+ * picks (given the group's layer count): each layer is its own request (`/attention?layer=`). */
+export function layerNeeds(model: ViewModel, layers: (numLayers: number) => number[]): AnyRequest[] {
+  const {selection: sel, state, data} = model;
+  const list = requests.examples(sel.run, sel.tag, sel.exampleStep);
+  const examples = valueOf(data, list);
+  if (!examples?.examples.length) return [list];
+  const index = panelExample(examples.examples, state.panel.example);
+  const example = examples.examples.find((e) => e.index === index)!;
+  const key = keyOf(model, example, index);
+  const n = shapeOfCached(example, groupOf(example, state.panel.group)).numLayers;
+  return [list, ...layers(n).map((l) => requests.attentionLayer(key, l, n))];
+}
+
+const shapes = new WeakMap<ExampleInfo, Map<string, Attention>>();
+
+/** `shapeOf`, one object per example and group (views key their caches on it). */
+function shapeOfCached(example: ExampleInfo, group: GroupInfo | null): Attention {
+  let byGroup = shapes.get(example);
+  if (!byGroup) shapes.set(example, (byGroup = new Map()));
+  const name = group?.name ?? '';
+  let shape = byGroup.get(name);
+  if (!shape) byGroup.set(name, (shape = shapeOf(example, group)));
+  return shape;
+}
+
 /** The selected example, loaded; while the next one loads, the last one stays shown (with the
  * current state) so that moving the slider does not flash. */
 export class ShownExample {
   private last: Omit<ExampleModel, 'state'> | null = null;
+
+  constructor(private readonly mode: FetchMode = 'example') {}
 
   resolve(model: ViewModel): ExampleModel | ViewStatus {
     const {selection: sel, state, data} = model;
@@ -66,14 +133,26 @@ export class ShownExample {
       const index = panelExample(list.value.examples, state.panel.example);
       const example = list.value.examples.find((e) => e.index === index)!;
       const key = keyOf(model, example, index);
-      const weights = data.get(requests.attention(key));
-      if (weights.state === 'error') return this.fail(weights.error);
-      if (weights.state === 'ready') this.last = {key, example, group: groupOf(example, state.panel.group), attention: weights.value};
+      const group = groupOf(example, state.panel.group);
+      if (this.mode === 'layers') {
+        const shape = shapeOfCached(example, group);
+        const n = shape.numLayers;
+        const layer = (l: number) => valueOf(data, requests.attentionLayer(key, l, n));
+        // A layer that failed fails the view: the others would fail alike.
+        const failed = data.get(requests.attentionLayer(key, focusLayer(state, n), n));
+        if (failed.state === 'error') return this.fail(failed.error);
+        this.last = {key, example, group, attention: shape, layer};
+      } else {
+        const n = shapeOfCached(example, group).numLayers;
+        const weights = data.get(this.mode === 'focus' ? requests.attentionLayer(key, focusLayer(state, n), n) : requests.attention(key));
+        if (weights.state === 'error') return this.fail(weights.error);
+        if (weights.state === 'ready') this.last = {key, example, group, attention: weights.value};
+      }
     }
     return this.last ? {...this.last, state} : {kind: 'loading', text: 'Loading attention…'};
   }
 
-  /** The weights shown, if any. */
+  /** The weights shown (in mode 'layers': the shape only), if any. */
   get attention(): Attention | null {
     return this.last?.attention ?? null;
   }

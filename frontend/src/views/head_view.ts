@@ -15,7 +15,7 @@ import {ArcBatch, computeArcs, type ArcSet} from './head/arcs';
 import {HEADER_HEIGHT, headLayout, PAD, ROW_HEIGHT, tokenAt, type Layout} from './head/layout';
 import {clickTokens, focusedTokens, focusedWeights, inspection, weightFilter, type FocusedTokens, type WeightFilter} from './head/scene';
 import {ScrollingCanvas} from './scrolling_canvas';
-import {exampleKey, exampleNeeds, isStatus, ShownExample, type ExampleModel} from './example';
+import {exampleKey, focusLayer, isStatus, layerNeeds, ShownExample, type ExampleModel} from './example';
 import type {View, ViewContext, ViewModel, ViewStatus} from './view';
 
 const FONT = font(null, 13);
@@ -53,7 +53,7 @@ export class HeadView implements View {
   readonly usesExample = true;
   readonly element: HTMLElement;
   readonly toolbar: HTMLElement;
-  private readonly shown = new ShownExample();
+  private readonly shown = new ShownExample('focus');
   private readonly area: ScrollingCanvas;
   private readonly inspector: HTMLElement;
   private readonly group: GroupPicker;
@@ -111,8 +111,9 @@ export class HeadView implements View {
     return this.layout.height;
   }
 
-  needs(model: ViewModel): ReturnType<typeof exampleNeeds> {
-    return exampleNeeds(model);
+  /** The example list and the one layer shown. */
+  needs(model: ViewModel): ReturnType<typeof layerNeeds> {
+    return layerNeeds(model, (n) => [focusLayer(model.state, n)]);
   }
 
   update(model: ViewModel): ViewStatus | null {
@@ -136,7 +137,7 @@ export class HeadView implements View {
     const colors = headColors(a.numHeads);
     const weights = weightFilter(state, a, model.group ? null : model.example.segments);
     this.group.set(model.example.groups ?? [], model.group?.name ?? null);
-    this.layer.set(a.numLayers, weights.layer);
+    this.layer.set(a.numLayers, Math.min(state.focus.layer, a.numLayers - 1)); // the layer asked for, even while it loads
     this.heads.set(colors, weights.heads);
     this.pair.set(!model.group && Boolean(model.example.segments?.length), state.filters.pair);
     this.hide.set(state);

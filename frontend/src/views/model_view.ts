@@ -11,15 +11,12 @@ import type {Range, RowFilter} from '../transforms';
 import {GroupPicker, HideToggle, PairFilter, shownHeads} from './controls';
 import {weightFilter} from './head/scene';
 import {ScrollingCanvas} from './scrolling_canvas';
-import {exampleKey, exampleNeeds, isStatus, ShownExample, type ExampleModel} from './example';
+import {exampleKey, isStatus, layerNeeds, ShownExample, type ExampleModel} from './example';
+import {contentHeight, GAP, HEADER_HEIGHT, LABEL_WIDTH, layerRange, modelGrid, PAD, visibleLayers} from './model/layout';
 import type {View, ViewContext, ViewModel, ViewStatus} from './view';
 
-const LABEL_WIDTH = 40; // px: the layer labels on the left
-const HEADER_HEIGHT = 28; // px: the head labels on top
-const PAD = 12; // px around the grid
-const GAP = 6; // px between thumbnails
-const MIN_THUMB = 24; // px: many heads shrink thumbnails rather than scroll sideways
-const MAX_THUMB = 150; // px
+const AHEAD = 1; // layers fetched beyond the visible ones, each way, so a scroll finds them loaded
+const LOADING_FILL = '#f1f1f1'; // a thumbnail whose layer has not arrived yet
 const FONT_LABEL = font(500, 11);
 const DIM = 0.72; // opacity of the veil over rows (or columns) other than the locked tokens'
 
@@ -121,7 +118,7 @@ export class ModelView implements View {
   readonly usesExample = true;
   readonly element: HTMLElement;
   readonly toolbar: HTMLElement;
-  private readonly shown = new ShownExample();
+  private readonly shown = new ShownExample('layers');
   private readonly area: ScrollingCanvas;
   private readonly inspector: HTMLElement;
   private readonly group: GroupPicker;
@@ -132,6 +129,8 @@ export class ModelView implements View {
   private thumbs = new Map<number, {canvas: HTMLCanvasElement; rows: number; cols: number}>();
   private thumbsKey = '';
   private hover: {layer: number; head: number} | null = null;
+  /** the layers the last `needs` asked for, as "first-last" */
+  private asked = '';
 
   /** `open`: what clicking a head does (by default: open it in the head view). */
   constructor(
@@ -168,8 +167,22 @@ export class ModelView implements View {
     return this.grid.height;
   }
 
-  needs(model: ViewModel): ReturnType<typeof exampleNeeds> {
-    return exampleNeeds(model);
+  /** The example list and the layers the scroll area shows, one ahead each way. */
+  needs(model: ViewModel): ReturnType<typeof layerNeeds> {
+    return layerNeeds(model, (n) => {
+      const range = this.wanted(n);
+      this.asked = `${range.first}-${range.last}`;
+      return layerRange(range);
+    });
+  }
+
+  /** The layers to have loaded: those visible at the current scroll and size, and AHEAD more. */
+  private wanted(numLayers: number): {first: number; last: number} {
+    // Before the first layout the grid is not known: measure the area as resize will.
+    const width = this.area.element.clientWidth || window.innerWidth;
+    const height = this.area.element.clientHeight || window.innerHeight;
+    const thumb = this.grid.thumb || modelGrid(width, this.model?.attention.numHeads ?? 1).thumb;
+    return visibleLayers(this.area.scrollTop, height, thumb, numLayers, AHEAD, AHEAD);
   }
 
   update(model: ViewModel): ViewStatus | null {
@@ -200,11 +213,8 @@ export class ModelView implements View {
     if (!this.model) return;
     const a = this.model.attention;
     const width = this.area.element.clientWidth;
-    const fit = Math.floor((width - LABEL_WIDTH - 2 * PAD) / a.numHeads) - GAP;
-    const thumb = Math.max(MIN_THUMB, Math.min(MAX_THUMB, fit));
-    const gridWidth = LABEL_WIDTH + a.numHeads * (thumb + GAP);
-    const left = Math.max(PAD, Math.floor((width - gridWidth) / 2));
-    this.area.fit(HEADER_HEIGHT + a.numLayers * (thumb + GAP) + 2 * PAD, HEADER_HEIGHT + PAD);
+    const {thumb, left} = modelGrid(width, a.numHeads);
+    this.area.fit(contentHeight(a.numLayers, thumb), HEADER_HEIGHT + PAD);
     this.grid = {width, height: this.area.height, thumb, left, scrollTop: this.area.scrollTop};
     this.draw();
   }
@@ -227,24 +237,33 @@ export class ModelView implements View {
     const shown = new Set(shownHeads(state, a.numHeads));
     const cell = thumb + GAP;
     const top = HEADER_HEIGHT + PAD - scrollTop;
-    const firstLayer = Math.max(0, Math.floor((scrollTop - PAD) / cell));
-    const lastLayer = Math.min(a.numLayers - 1, Math.floor((scrollTop + height - HEADER_HEIGHT - PAD) / cell));
+    const {first: firstLayer, last: lastLayer} = visibleLayers(scrollTop, height, thumb, a.numLayers);
+    const layerOf = model.layer ?? (() => a);
     const x = (h: number) => left + LABEL_WIDTH + h * cell;
     const y = (l: number) => top + l * cell;
     const locked = state.focus.tokens.filter((t) => t < (state.focus.side === 'from' ? a.numTokens : a.numKeyTokens));
     let drawn = 0;
+    let missing = 0;
     painter.clip(0, HEADER_HEIGHT, this.grid.width, height - HEADER_HEIGHT, () => {
       for (let l = firstLayer; l <= lastLayer; l++) {
         painter.text(`L${l}`, left + LABEL_WIDTH - 10, y(l) + thumb / 2, {font: FONT_LABEL, color: MUTED_INK, align: 'right'});
+        // A layer's thumbnails are pooled once (O(stored weights)) and kept as one bitmap, so a
+        // hover or a scroll only copies pixels.
         let strip = this.thumbs.get(l);
-        if (!strip) {
-          strip = layerThumbnails(a, l, filter, ranges.queries, resolution, tints);
+        const weights = strip ? null : layerOf(l);
+        if (!strip && weights) {
+          strip = layerThumbnails(weights, l, filter, ranges.queries, resolution, tints);
           this.thumbs.set(l, strip);
         }
+        if (!strip) missing++;
         for (let h = 0; h < a.numHeads; h++) {
-          painter.image(strip.canvas, x(h), y(l), thumb, thumb, false, {x: h * strip.cols, y: 0, w: strip.cols, h: strip.rows});
-          if (locked.length) this.veil(painter, x(h), y(l), thumb, locked, state.focus.side === 'from' ? ranges.queries : ranges.keys, state.focus.side);
-          drawn++;
+          if (strip) {
+            painter.image(strip.canvas, x(h), y(l), thumb, thumb, false, {x: h * strip.cols, y: 0, w: strip.cols, h: strip.rows});
+            if (locked.length) this.veil(painter, x(h), y(l), thumb, locked, state.focus.side === 'from' ? ranges.queries : ranges.keys, state.focus.side);
+            drawn++;
+          } else {
+            painter.rect(x(h), y(l), thumb, thumb, LOADING_FILL);
+          }
           const selected = l === state.focus.layer && shown.has(h);
           const hovered = this.hover?.layer === l && this.hover.head === h;
           if (selected || hovered) painter.strokeRect(x(h) - 1, y(l) - 1, thumb + 2, thumb + 2, hovered ? INK : ACCENT, 2);
@@ -257,7 +276,9 @@ export class ModelView implements View {
       painter.text(String(h), x(h) + thumb / 2 - 2, HEADER_HEIGHT / 2, {font: FONT_LABEL, color: MUTED_INK, align: 'left'});
     }
     painter.text('HEAD →', left + LABEL_WIDTH - 10, HEADER_HEIGHT / 2, {font: FONT_LABEL, color: MUTED_INK, align: 'right'});
-    this.area.canvas.dataset.thumbnails = String(drawn);
+    // Set once every visible thumbnail is drawn (tests and tools wait for it).
+    if (missing) delete this.area.canvas.dataset.thumbnails;
+    else this.area.canvas.dataset.thumbnails = String(drawn);
     this.area.canvas.dataset.layout = JSON.stringify({left: x(0), top: y(0), thumb, step: cell});
     this.area.canvas.dataset.layers = `${firstLayer}-${lastLayer}`;
   }
@@ -286,6 +307,11 @@ export class ModelView implements View {
     this.grid.scrollTop = this.area.scrollTop;
     this.paint(this.area.painter());
     this.inspect();
+    // Scrolled (or resized) to layers not asked for: the app asks `needs` again.
+    if (this.model.layer) {
+      const range = this.wanted(this.model.attention.numLayers);
+      if (`${range.first}-${range.last}` !== this.asked) this.context.needsChanged?.();
+    }
   }
 
   private inspect(): void {

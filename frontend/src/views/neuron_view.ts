@@ -14,7 +14,8 @@ import {exactToken} from '../tokens';
 import {neuronCaption, neuronScene, type NeuronScene} from './neuron/scene';
 import {GroupPicker, HeadPicker, LayerPicker, shownHeads} from './controls';
 import {ScrollingCanvas} from './scrolling_canvas';
-import {exampleKey, exampleNeeds, isStatus, ShownExample, type ExampleModel} from './example';
+import {holdsLayer} from '../decode';
+import {exampleKey, focusLayer, isStatus, layerNeeds, ShownExample, type ExampleModel} from './example';
 import type {View, ViewContext, ViewModel, ViewStatus} from './view';
 
 const FONT = font(null, 12);
@@ -52,7 +53,7 @@ export class NeuronView implements View {
   readonly usesExample = true;
   readonly element: HTMLElement;
   readonly toolbar: HTMLElement;
-  private readonly shown = new ShownExample();
+  private readonly shown = new ShownExample('focus');
   private readonly area: ScrollingCanvas;
   private readonly message: HTMLElement;
   private readonly inspector: HTMLElement;
@@ -60,10 +61,12 @@ export class NeuronView implements View {
   private readonly layer: LayerPicker;
   private readonly heads: HeadPicker;
   private data: DataReader | null = null;
-  private labelsFor: string[] | null = null;
+  private labelsFor: [string[], string[]] | null = null;
   private model: ExampleModel | null = null;
   private computed: NeuronScene | null = null;
   private labels: string[] = [];
+  /** the key labels: the query labels but for cross attention */
+  private keyLabels: string[] = [];
   private labelWidth = 0;
   private hover: number | null = null;
   private size = {width: 0, height: 0, scrollTop: 0};
@@ -100,11 +103,12 @@ export class NeuronView implements View {
     return this.size.height;
   }
 
-  /** The example, and its query/key vectors once the example list says they were logged. */
+  /** The layer shown, and the example's query/key vectors once the example list says they were logged. */
   needs(model: ViewModel): AnyRequest[] {
     const example = this.shown.resolve(model);
-    const qk = !isStatus(example) && hasQueryKey(example) ? [requests.queryKey(example.key)] : [];
-    return [...exampleNeeds(model), ...qk];
+    const n = isStatus(example) ? 0 : example.attention.numLayers;
+    const qk = !isStatus(example) && hasQueryKey(example) ? [requests.queryKey(example.key, focusLayer(model.state, n), n)] : [];
+    return [...layerNeeds(model, (n) => [focusLayer(model.state, n)]), ...qk];
   }
 
   update(model: ViewModel): ViewStatus | null {
@@ -128,22 +132,21 @@ export class NeuronView implements View {
     this.model = model;
     const {state, attention: a} = model;
     this.group.set(model.example.groups ?? [], model.group?.name ?? null);
-    const layer = Math.min(state.focus.layer, a.numLayers - 1);
+    // While the next layer loads, the one fetched before stays shown (its stored weights are the
+    // only ones at hand).
+    const wanted = Math.min(state.focus.layer, a.numLayers - 1);
+    const layer = holdsLayer(a, wanted) ? wanted : a.firstLayer;
     const head = shownHeads(state, a.numHeads)[0];
-    this.layer.set(a.numLayers, layer);
+    this.layer.set(a.numLayers, wanted);
     this.heads.set(headColors(a.numHeads), [head]);
     const first = state.focus.tokens.length ? state.focus.tokens[0] * ROW_HEIGHT : null;
     this.area.revealOnChange(`${state.focus.side}:${state.focus.tokens}`, first, ROW_HEIGHT);
-    if (this.labelsFor !== a.tokens) this.setLabels(a.tokens);
-    if (a.numKeyTokens !== a.numTokens) {
-      this.show(null, `The ${model.group?.name ?? 'first'} attention of this example has other tokens as keys (${a.numTokens} queries × ${a.numKeyTokens} keys): the neuron view recomputes self-attention. See it in the head or model view.`);
-      return;
-    }
+    if (this.labelsFor?.[0] !== a.tokens || this.labelsFor[1] !== a.keyTokens) this.setLabels(a.tokens, a.keyTokens);
     if (!hasQueryKey(model)) {
       this.show(null, 'No query/key vectors were logged for this example, so its neuron view cannot be drawn. Log them with the capture option that records queries and keys.');
       return;
     }
-    const loaded = this.data?.get(requests.queryKey(model.key));
+    const loaded = this.data?.get(requests.queryKey(model.key, layer, a.numLayers));
     if (loaded?.state === 'error') {
       const text =
         loaded.status === 404 ? `No query/key vectors were logged for this example (${loaded.error}).` : `Could not load the query/key vectors: ${loaded.error}`;
@@ -157,7 +160,9 @@ export class NeuronView implements View {
   }
 
   resize(): void {
-    const n = this.model?.attention.numTokens ?? 0;
+    // Queries and keys share the rows (cross attention: as many rows as the longer of the two).
+    const a = this.model?.attention;
+    const n = a ? Math.max(a.numTokens, a.numKeyTokens) : 0;
     this.area.fit(HEADER_HEIGHT + n * ROW_HEIGHT + 2 * PAD, HEADER_HEIGHT + 2 * PAD);
     this.size = {width: this.area.width, height: this.area.height, scrollTop: this.area.scrollTop};
     this.draw();
@@ -167,7 +172,7 @@ export class NeuronView implements View {
     const c = this.computed;
     if (!c || !this.model) return;
     const {rows, qk, stored} = c;
-    const n = qk.numTokens;
+    const n = Math.max(qk.numTokens, qk.numKeyTokens);
     const d = qk.headDim;
     const col = this.columns(d);
     const {scrollTop, height} = this.size;
@@ -187,9 +192,10 @@ export class NeuronView implements View {
         const isQuery = j === c.query;
         if (isQuery) painter.rect(col.query, y(j) - ROW_HEIGHT / 2 + 1, col.label, ROW_HEIGHT - 2, HIGHLIGHT_FILL);
         else if (this.hover === j) painter.strokeRect(col.query + 0.5, y(j) - ROW_HEIGHT / 2 + 1.5, col.label - 1, ROW_HEIGHT - 3, FAINT_INK);
-        painter.text(this.labels[j], col.query + col.label - LABEL_PAD, y(j), {font: isQuery ? FONT_FOCUS : FONT, color: INK, align: 'right'});
+        if (j < qk.numTokens) painter.text(this.labels[j], col.query + col.label - LABEL_PAD, y(j), {font: isQuery ? FONT_FOCUS : FONT, color: INK, align: 'right'});
+        if (j >= qk.numKeyTokens) continue;
         const mask = rows.masks[j];
-        painter.text(this.labels[j], col.key + col.label - LABEL_PAD, y(j), {font: FONT, color: mask ? FAINT_INK : INK, align: 'right'});
+        painter.text(this.keyLabels[j], col.key + col.label - LABEL_PAD, y(j), {font: FONT, color: mask ? FAINT_INK : INK, align: 'right'});
         if (mask) {
           const why = mask === 'window' ? `outside the sliding window of ${c.scoring.window}` : 'causal';
           painter.text(`masked (${why})`, col.vector, y(j), {font: FONT_NUMBER, color: FAINT_INK});
@@ -283,9 +289,13 @@ export class NeuronView implements View {
     );
   }
 
-  private setLabels(tokens: string[]): void {
-    this.labelsFor = tokens;
-    ({labels: this.labels, width: this.labelWidth} = tokenLabels(tokens, FONT_FOCUS, MAX_LABEL_CHARS));
+  private setLabels(tokens: string[], keyTokens: string[]): void {
+    this.labelsFor = [tokens, keyTokens];
+    const queries = tokenLabels(tokens, FONT_FOCUS, MAX_LABEL_CHARS);
+    const keys = keyTokens === tokens ? queries : tokenLabels(keyTokens, FONT_FOCUS, MAX_LABEL_CHARS);
+    this.labels = queries.labels;
+    this.keyLabels = keys.labels;
+    this.labelWidth = Math.max(queries.width, keys.width);
   }
 
   private hit({x, y}: Point): number | null {

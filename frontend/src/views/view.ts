@@ -30,6 +30,9 @@ export interface ViewStatus {
 export interface ViewContext {
   store: Store;
   runColors: RunColors;
+  /** A view whose needs changed without a change of state (the model view scrolled to layers it
+   * has not loaded) asks the app to load them and draw again, at the next frame. */
+  needsChanged?: () => void;
 }
 
 export interface View extends Figure {

@@ -1,7 +1,7 @@
 // What the head view draws, as pure functions of the state and the weights: the filters, the
 // focused tokens and their arcs, what the inspector says, and what a click on a token selects.
 
-import {readColumn, readRow, type Attention} from '../../decode';
+import {holdsLayer, readColumn, readRow, type Attention} from '../../decode';
 import type {Focus, Side, State} from '../../state';
 import {exactToken} from '../../tokens';
 import {filterRow, pairRanges, pruneRow, specialTokenMask, topEntries, type Prune, type Range, type RowFilter} from '../../transforms';
@@ -18,13 +18,16 @@ export interface WeightFilter {
   prune: Prune;
 }
 
-/** `segments`: the sentence pair of the example's first group (other groups have none). */
+/** `segments`: the sentence pair of the example's first group (other groups have none). The layer
+ * is the focus's when `a` holds it, else the one `a` holds (a per-layer fetch keeps the last layer
+ * shown while the next loads). */
 export function weightFilter(state: Readonly<State>, a: Attention, segments: readonly number[] | null | undefined): WeightFilter {
   const {filters} = state;
+  const wanted = Math.min(state.focus.layer, a.numLayers - 1);
   const square = a.numKeyTokens === a.numTokens;
   const ranges = square ? pairRanges(a.numTokens, segments, filters.pair) : {queries: {start: 0, end: a.numTokens}, keys: {start: 0, end: a.numKeyTokens}};
   return {
-    layer: Math.min(state.focus.layer, a.numLayers - 1),
+    layer: holdsLayer(a, wanted) || a.heldLayers === 0 ? wanted : a.firstLayer,
     heads: shownHeads(state, a.numHeads),
     queries: ranges.queries,
     filter: {hidden: filters.hide ? specialTokenMask(a.keyTokens) : null, renormalize: filters.hide && filters.renorm, keys: ranges.keys},

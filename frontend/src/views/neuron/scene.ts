@@ -25,9 +25,9 @@ export interface NeuronScene {
   maxScore: number;
 }
 
-/** The scene of query token `query` of one head. */
+/** The scene of query token `query` of one head (self or cross attention: the keys are the q/k's). */
 export function neuronScene(qk: QueryKey, a: Attention, layer: number, head: number, query: number): NeuronScene {
-  const n = qk.numTokens;
+  const n = qk.numKeyTokens; // cross attention: keys from another sequence than the queries
   const keys = keyVectors(qk, layer, head);
   const scoring = scoringOf(qk, layer, head, a.header.causal);
   const rows = neuronRows(queryVectors(qk, layer, head), keys, qk.headDim, query, scoring);
