@@ -14,7 +14,7 @@ function attention(): Attention {
   const tokens = ['CLS', 'r0c0', 'r0c1', 'r1c0', 'r1c1'];
   const codes = new Uint8Array(2 * 2 * n * n);
   for (let c = 0; c < codes.length; c++) codes[c] = (c * 37) % 256;
-  return {header: {} as Attention['header'], tokens, keyTokens: tokens, numLayers: 2, numHeads: 2, numTokens: n, numKeyTokens: n, encoding: 'dense', codes, keys: null, topK: 0};
+  return {header: {} as Attention['header'], tokens, keyTokens: tokens, numLayers: 2, firstLayer: 0, heldLayers: 2, numHeads: 2, numTokens: n, numKeyTokens: n, encoding: 'dense', codes, keys: null, topK: 0};
 }
 
 const weight = (a: Attention, l: number, h: number, i: number, j: number) => DEQUANTIZE[a.codes[((l * 2 + h) * n + i) * n + j]];
