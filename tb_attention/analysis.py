@@ -10,7 +10,7 @@ import numpy as np
 from tb_attention import capture  # first: it explains a missing torch
 from tb_attention import defaults, metadata, metrics, summary
 from tb_attention import syntax as syntax_lib
-from tb_attention.probe import exemplar_table
+from tb_attention.schema import exemplar_table
 
 import torch  # noqa: E402  (after capture, whose import error says how to install it)
 

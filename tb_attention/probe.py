@@ -3,6 +3,7 @@
 import warnings
 
 from tb_attention import defaults, metadata, summary
+from tb_attention.schema import exemplar_table
 
 
 class Probe:
@@ -349,25 +350,6 @@ class Probe:
                 values["max_logit"] = top
             out.append((name, values, table))
         return out
-
-
-def exemplar_table(exemplars, inputs, top_k):
-    """The /exemplars table from per-head lists of (input, score, from, to); `inputs` lists
-    every input those indices refer to (tokens, text, and the stored example index or None)."""
-    num_layers, num_heads = len(exemplars), len(exemplars[0]) if exemplars else 0
-    return {
-        "num_layers": num_layers,
-        "num_heads": num_heads,
-        "top_k": top_k,
-        "inputs": inputs,
-        "heads": [
-            [
-                [{"input": int(i), "score": float(s), "from": int(q), "to": int(k)} for i, s, q, k in head]
-                for head in layer
-            ]
-            for layer in exemplars
-        ],
-    }
 
 
 def _segment_a_end(encoding, length):
