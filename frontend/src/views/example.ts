@@ -7,7 +7,7 @@ import * as requests from '../data/requests';
 import type {Attention} from '../decode';
 import type {State} from '../state';
 import type {Store} from '../store';
-import type {ViewModel, ViewStatus} from './view';
+import type {ViewContext, ViewModel, ViewStatus} from './view';
 
 /** One loaded example and the state to draw it with. */
 export interface ExampleModel {
@@ -189,4 +189,29 @@ export function exampleKey(store: Store, attention: Attention | null, key: strin
     return true;
   }
   return false;
+}
+
+/** What the head, model and neuron views share: each draws one example (`setExample`, which the
+ * Compare view also calls for A and B) that a ShownExample resolves, exports under its name, and lets
+ * the keyboard move the locked token and the layer. */
+export abstract class ExampleFigure {
+  protected abstract readonly shown: ShownExample;
+  protected abstract readonly context: ViewContext;
+
+  abstract setExample(model: ExampleModel): void;
+
+  update(model: ViewModel): ViewStatus | null {
+    const example = this.shown.resolve(model);
+    if (isStatus(example)) return example;
+    this.setExample(example);
+    return null;
+  }
+
+  exportName(): (string | number)[] {
+    return this.shown.exportName(this.context.store.state);
+  }
+
+  keydown(key: string): boolean {
+    return exampleKey(this.context.store, this.shown.attention, key);
+  }
 }

@@ -15,8 +15,8 @@ import {ArcBatch, computeArcs, type ArcSet} from './head/arcs';
 import {HEADER_HEIGHT, headLayout, PAD, ROW_HEIGHT, tokenAt, type Layout} from './head/layout';
 import {clickTokens, focusedTokens, focusedWeights, inspection, weightFilter, type FocusedTokens, type WeightFilter} from './head/scene';
 import {ScrollingCanvas} from './scrolling_canvas';
-import {exampleKey, focusLayer, isStatus, layerNeeds, ShownExample, type ExampleModel} from './example';
-import type {View, ViewContext, ViewModel, ViewStatus} from './view';
+import {ExampleFigure, focusLayer, layerNeeds, ShownExample, type ExampleModel} from './example';
+import type {View, ViewContext, ViewModel} from './view';
 
 const FONT = font(null, 13);
 const FONT_FOCUS = font(600, 13);
@@ -46,14 +46,14 @@ interface Scene {
   arcs: ArcSet;
 }
 
-export class HeadView implements View {
+export class HeadView extends ExampleFigure implements View {
   readonly id = 'head' as const;
   readonly title = 'Head';
   readonly steps = 'attention' as const;
   readonly usesExample = true;
   readonly element: HTMLElement;
   readonly toolbar: HTMLElement;
-  private readonly shown = new ShownExample('focus');
+  protected readonly shown = new ShownExample('focus');
   private readonly area: ScrollingCanvas;
   private readonly inspector: HTMLElement;
   private readonly group: GroupPicker;
@@ -69,7 +69,8 @@ export class HeadView implements View {
   private hover: {side: Side; index: number} | null = null;
   private layout: Layout = {width: 0, height: 0, column: 0, strip: 0, leftX: 0, rightX: 0, scrollTop: 0};
 
-  constructor(private readonly context: ViewContext) {
+  constructor(protected readonly context: ViewContext) {
+    super();
     const {store} = context;
     this.group = new GroupPicker(store);
     this.layer = new LayerPicker(store);
@@ -114,21 +115,6 @@ export class HeadView implements View {
   /** The example list and the one layer shown. */
   needs(model: ViewModel): ReturnType<typeof layerNeeds> {
     return layerNeeds(model, (n) => [focusLayer(model.state, n)]);
-  }
-
-  update(model: ViewModel): ViewStatus | null {
-    const example = this.shown.resolve(model);
-    if (isStatus(example)) return example;
-    this.setExample(example);
-    return null;
-  }
-
-  exportName(): (string | number)[] {
-    return this.shown.exportName(this.context.store.state);
-  }
-
-  keydown(key: string): boolean {
-    return exampleKey(this.context.store, this.shown.attention, key);
   }
 
   /** Draws one example (the Compare view draws A and B through this). */

@@ -11,9 +11,9 @@ import type {Range, RowFilter} from '../transforms';
 import {GroupPicker, HideToggle, PairFilter, shownHeads} from './controls';
 import {weightFilter} from './head/scene';
 import {ScrollingCanvas} from './scrolling_canvas';
-import {exampleKey, isStatus, layerNeeds, ShownExample, type ExampleModel} from './example';
+import {ExampleFigure, layerNeeds, ShownExample, type ExampleModel} from './example';
 import {contentHeight, GAP, HEADER_HEIGHT, LABEL_WIDTH, layerRange, modelGrid, PAD, visibleLayers} from './model/layout';
-import type {View, ViewContext, ViewModel, ViewStatus} from './view';
+import type {View, ViewContext, ViewModel} from './view';
 
 const AHEAD = 1; // layers fetched beyond the visible ones, each way, so a scroll finds them loaded
 const LOADING_FILL = '#f1f1f1'; // a thumbnail whose layer has not arrived yet
@@ -111,14 +111,14 @@ interface Grid {
   scrollTop: number;
 }
 
-export class ModelView implements View {
+export class ModelView extends ExampleFigure implements View {
   readonly id = 'model' as const;
   readonly title = 'Model';
   readonly steps = 'attention' as const;
   readonly usesExample = true;
   readonly element: HTMLElement;
   readonly toolbar: HTMLElement;
-  private readonly shown = new ShownExample('layers');
+  protected readonly shown = new ShownExample('layers');
   private readonly area: ScrollingCanvas;
   private readonly inspector: HTMLElement;
   private readonly group: GroupPicker;
@@ -134,9 +134,10 @@ export class ModelView implements View {
 
   /** `open`: what clicking a head does (by default: open it in the head view). */
   constructor(
-    private readonly context: ViewContext,
+    protected readonly context: ViewContext,
     private readonly open = (layer: number, head: number) => context.store.update({view: 'head', focus: {layer, heads: [head]}}),
   ) {
+    super();
     this.group = new GroupPicker(context.store);
     this.pair = new PairFilter(context.store);
     this.hide = new HideToggle(context.store);
@@ -183,21 +184,6 @@ export class ModelView implements View {
     const height = this.area.element.clientHeight || window.innerHeight;
     const thumb = this.grid.thumb || modelGrid(width, this.model?.attention.numHeads ?? 1).thumb;
     return visibleLayers(this.area.scrollTop, height, thumb, numLayers, AHEAD, AHEAD);
-  }
-
-  update(model: ViewModel): ViewStatus | null {
-    const example = this.shown.resolve(model);
-    if (isStatus(example)) return example;
-    this.setExample(example);
-    return null;
-  }
-
-  exportName(): (string | number)[] {
-    return this.shown.exportName(this.context.store.state);
-  }
-
-  keydown(key: string): boolean {
-    return exampleKey(this.context.store, this.shown.attention, key);
   }
 
   /** Draws one example (the Compare view draws A and B through this). */

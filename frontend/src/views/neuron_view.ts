@@ -15,7 +15,7 @@ import {neuronCaption, neuronScene, type NeuronScene} from './neuron/scene';
 import {GroupPicker, HeadPicker, LayerPicker, shownHeads} from './controls';
 import {ScrollingCanvas} from './scrolling_canvas';
 import {holdsLayer} from '../decode';
-import {exampleKey, focusLayer, isStatus, layerNeeds, ShownExample, type ExampleModel} from './example';
+import {ExampleFigure, focusLayer, isStatus, layerNeeds, ShownExample, type ExampleModel} from './example';
 import type {View, ViewContext, ViewModel, ViewStatus} from './view';
 
 const FONT = font(null, 12);
@@ -46,14 +46,14 @@ interface Columns {
 }
 
 
-export class NeuronView implements View {
+export class NeuronView extends ExampleFigure implements View {
   readonly id = 'neuron' as const;
   readonly title = 'Neuron';
   readonly steps = 'attention' as const;
   readonly usesExample = true;
   readonly element: HTMLElement;
   readonly toolbar: HTMLElement;
-  private readonly shown = new ShownExample('focus');
+  protected readonly shown = new ShownExample('focus');
   private readonly area: ScrollingCanvas;
   private readonly message: HTMLElement;
   private readonly inspector: HTMLElement;
@@ -71,7 +71,8 @@ export class NeuronView implements View {
   private hover: number | null = null;
   private size = {width: 0, height: 0, scrollTop: 0};
 
-  constructor(private readonly context: ViewContext) {
+  constructor(protected readonly context: ViewContext) {
+    super();
     this.group = new GroupPicker(context.store);
     this.layer = new LayerPicker(context.store);
     this.heads = new HeadPicker(context.store, true);
@@ -113,18 +114,7 @@ export class NeuronView implements View {
 
   update(model: ViewModel): ViewStatus | null {
     this.data = model.data;
-    const example = this.shown.resolve(model);
-    if (isStatus(example)) return example;
-    this.setExample(example);
-    return null;
-  }
-
-  exportName(): (string | number)[] {
-    return this.shown.exportName(this.context.store.state);
-  }
-
-  keydown(key: string): boolean {
-    return exampleKey(this.context.store, this.shown.attention, key);
+    return super.update(model);
   }
 
   /** Draws one example (the Compare view draws A and B through this). */
