@@ -32,11 +32,13 @@ setup(
     extras_require={
         "capture": CAPTURE,
         "syntax": SYNTAX,
+        "lightning": CAPTURE + ["lightning>=2.1"],
         "all": CAPTURE + SYNTAX,
         "demo": CAPTURE + SYNTAX + ["accelerate>=1.0", "gguf>=0.10", "safetensors>=0.4", "matplotlib>=3.7"],
         "test": CAPTURE + SYNTAX + [
             "accelerate>=1.0", "gguf>=0.10", "safetensors>=0.4", "matplotlib>=3.7",
             "pytest>=8", "pytest-timeout>=2.3", "playwright>=1.45", "scipy>=1.10",
+            "lightning>=2.1",  # tb_attention.integrations.lightning's tests (CPU torch: install torch first)
         ],
     },
     entry_points={

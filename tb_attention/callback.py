@@ -1,8 +1,9 @@
 """A Hugging Face Trainer callback: the Trainer's TensorBoard logging plus an attention probe."""
 
-import gc
+import sys
 
 from transformers.integrations import TensorBoardCallback
+from transformers.trainer_callback import CallbackHandler
 
 
 class AttentionCallback(TensorBoardCallback):
@@ -13,12 +14,19 @@ class AttentionCallback(TensorBoardCallback):
     already reports to TensorBoard (report_to="tensorboard"), the probe goes through that
     callback's writer instead, so the run still has one event file (TensorBoard's Python loader
     reads only the newest event file of a directory).
+
+    monitor: an optional training-health monitor (`tb_attention.monitor.AttentionMonitor`, or any
+    object with a `log(writer, step)` method), logged after every optimizer step on every rank
+    (writer None on the ranks that do not write).
     """
 
-    def __init__(self, probe, every_n_steps=100, *, log_on_evaluate=True, tb_writer=None):
+    def __init__(self, probe, every_n_steps=100, *, log_on_evaluate=True, tb_writer=None, monitor=None):
         super().__init__(tb_writer=tb_writer)
         if every_n_steps is not None and every_n_steps < 1:
             raise ValueError(f"every_n_steps must be a positive number of steps, got {every_n_steps}")
+        if monitor is not None and not callable(getattr(monitor, "log", None)):
+            raise TypeError(f"monitor must have a log(writer, step) method, got {type(monitor).__name__}")
+        self.monitor = monitor
         self.probe = probe
         self.every_n_steps = every_n_steps
         self.log_on_evaluate = log_on_evaluate
@@ -26,7 +34,7 @@ class AttentionCallback(TensorBoardCallback):
         self._logged_steps = set()
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._sibling = _sibling_tensorboard_callback(self)
+        self._sibling = _sibling_tensorboard_callback(self, _calling_handler())
         if self._sibling is None:
             super().on_train_begin(args, state, control, **kwargs)
 
@@ -48,6 +56,8 @@ class AttentionCallback(TensorBoardCallback):
         self._logged_steps.add(state.global_step)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.monitor is not None:
+            self.monitor.log(self.writer if state.is_world_process_zero else None, state.global_step)
         if self.every_n_steps and state.global_step % self.every_n_steps == 0:
             self._log_probe(state, model)
 
@@ -62,15 +72,26 @@ class AttentionCallback(TensorBoardCallback):
             self.writer.flush()
 
 
-def _sibling_tensorboard_callback(callback):
-    """The Trainer's own TensorBoardCallback, if it has one besides `callback`.
+def _calling_handler():
+    """The Trainer's CallbackHandler calling the current event: the `self` of CallbackHandler.call_event.
 
-    Callbacks get no reference to the Trainer; the list that holds `callback` (the callback
-    handler's) also holds its siblings, so we look for it among the objects referring to `callback`.
+    Events get no reference to the Trainer or its handler (only model, optimizer, dataloaders...);
+    the handler is the caller of every event, a few frames up.
     """
-    for holder in gc.get_referrers(callback):
-        if isinstance(holder, list) and any(c is callback for c in holder):
-            for other in holder:
-                if other is not callback and type(other) is TensorBoardCallback:
-                    return other
+    frame = sys._getframe(1)
+    for _ in range(8):
+        if frame is None:
+            return None
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, CallbackHandler):
+            return candidate
+        frame = frame.f_back
+    return None
+
+
+def _sibling_tensorboard_callback(callback, handler):
+    """The Trainer's own TensorBoardCallback (report_to="tensorboard"), if it has one besides `callback`."""
+    for other in getattr(handler, "callbacks", ()):
+        if other is not callback and type(other) is TensorBoardCallback:
+            return other
     return None

@@ -1,24 +1,22 @@
-"""Attention weights (and post-rotary query/key) from any Hugging Face model that uses AttentionInterface."""
+"""Attention weights (and query/key) of any PyTorch model: Hugging Face transformers of every kind,
+encoder-decoders, and plain modules on F.scaled_dot_product_attention or nn.MultiheadAttention."""
 
-# How: transformers 5 models look their attention function up by name in a registry
-# (`AttentionInterface`), under `config._attn_implementation`. We register one more name,
-# ATTN_IMPLEMENTATION, whose function computes exactly what eager attention computes and hands
-# the weights to the active `Recorder`. `recording(model)` points the model's configs at that
-# name for the length of a `with` block; no model code is forked or patched.
+# How: `intercept.intercepting` hands every attention computation of a forward to a listener
+# without changing what the model computes (see intercept.py); a `Recorder` keeps, per call, the
+# float32 weights the model computed, and q/k when asked. Calls are numbered in call order and
+# named after their module. An encoder-decoder's calls form three groups: `encoder` (source x
+# source), `decoder` (target x target, causal) and `cross` (target x source); any other model's
+# calls form one group, `self`.
 #
-# Threads: the active recorders live in a context variable, so captures of different models in
-# different threads do not see each other. Captures of the SAME model are serialised by a
-# per-model lock, because the implementation name lives in the model's (shared) config; a plain
-# forward of that model in another thread during a capture computes the same values, unrecorded.
+# Threads: interception state lives in a context variable, so captures in different threads
+# (of different models, or of the same one) do not see each other, and a plain forward in
+# another thread during a capture is not recorded.
 
 import collections.abc
 import contextlib
-import contextvars
 import dataclasses
 import inspect
-import threading
 import typing
-import weakref
 
 try:
     import torch
@@ -27,21 +25,55 @@ except ImportError:  # the writers and the plugin need no torch; capturing does
         "capturing attention needs PyTorch: install it first, e.g. `pip install torch` "
         "(CPU build: `pip install torch --index-url https://download.pytorch.org/whl/cpu`)"
     ) from None
-import transformers
-from transformers import masking_utils
-
-ATTN_IMPLEMENTATION = "tb_attention"
 
 
 class CaptureError(RuntimeError):
     """The model's attention cannot be captured; the message says why and what to do."""
 
 
+from tb_attention import intercept  # noqa: E402  (after CaptureError, which it raises)
+
+GROUPS = ("encoder", "decoder", "cross")  # an encoder-decoder's groups, in this order
+
+
+@dataclasses.dataclass
+class CapturedGroup:
+    """One group of an input's attention (`self`, or `encoder` / `decoder` / `cross`), float32 CPU tensors.
+
+    attention: [layers, heads, n_queries, n_keys], row i = how query token i attends to the keys.
+    query_positions / key_positions: where the kept query / key tokens were in the padded rows.
+    scaling, softcap, sliding_window, sinks: per layer, as in `Captured`.
+    query / key: [layers, heads, n_queries, d] / [layers, kv_heads, n_keys, d], or None (not asked
+        for, or a layer whose code gives no q/k, e.g. BLOOM's and DeBERTa-v2's eager attention).
+    layer_names: per layer, the qualified name of its attention module (e.g. "blocks.3.attn").
+    causal: whether every layer's mask is causal.
+    """
+
+    name: str
+    attention: torch.Tensor
+    query_positions: torch.Tensor
+    key_positions: torch.Tensor
+    scaling: list
+    layer_names: list
+    causal: bool
+    softcap: list | None = None
+    sliding_window: list | None = None
+    sinks: list | None = None
+    query: torch.Tensor | None = None
+    key: torch.Tensor | None = None
+    max_logit: torch.Tensor | None = None  # [layers, heads]: the largest logit over this input's rows
+
+    @property
+    def num_layers(self):
+        return self.attention.shape[0]
+
+
 @dataclasses.dataclass
 class Captured:
     """One input's attention over its own (non-pad) tokens, as float32 CPU tensors.
 
-    attention: [layers, heads, n, n], row i = how token i attends to tokens 0..n-1.
+    attention: [layers, heads, n, n], row i = how token i attends to tokens 0..n-1 (the first
+        group's: the model's self attention, or an encoder-decoder's encoder attention).
     positions: [n] int64, where the kept tokens were in the padded row.
     scaling: per layer, the factor on q·k before the softmax.
     softcap / sliding_window / sinks: per layer, the rest of how the model turns q·k into weights
@@ -50,7 +82,9 @@ class Captured:
         takes part in the softmax and is then dropped (gpt-oss). See `metadata.encode_qk`.
     query / key: [layers, heads, n, head_dim] / [layers, kv_heads, n, head_dim], after rotary
         embeddings, key heads not repeated for grouped-query attention; None unless asked for.
-    input_ids: [n], the kept tokens' ids (None when the model was fed inputs_embeds).
+    input_ids: [n], the kept tokens' ids (None when the model was fed no input_ids).
+    groups: every group, the first being the one above (`CapturedGroup`); an encoder-decoder has
+        `encoder`, `decoder` and `cross`. decoder_input_ids: [n_target] for an encoder-decoder.
     """
 
     attention: torch.Tensor
@@ -62,6 +96,10 @@ class Captured:
     query: torch.Tensor | None = None
     key: torch.Tensor | None = None
     input_ids: torch.Tensor | None = None
+    layer_names: list | None = None
+    causal: bool | None = None
+    groups: list = dataclasses.field(default_factory=list)
+    decoder_input_ids: torch.Tensor | None = None
 
     @property
     def num_layers(self):
@@ -75,6 +113,13 @@ class Captured:
     def num_tokens(self):
         return self.attention.shape[2]
 
+    def group(self, name):
+        """The group called `name`; KeyError listing the groups there are."""
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise KeyError(f"no attention group {name!r}; this capture has {[g.name for g in self.groups]}")
+
 
 class LayerScoring(typing.NamedTuple):
     """How one attention layer turned q·k into weights: scaling, then the optional soft cap, window
@@ -86,212 +131,109 @@ class LayerScoring(typing.NamedTuple):
     sinks: torch.Tensor | None = None  # [heads]
 
 
-class Recorder:
-    """What the latest forward of a model under `recording` computed, per attention layer.
+class RecordedCall(typing.NamedTuple):
+    """What a Recorder keeps of one attention call (tensors on the model's device, no grad)."""
 
-    Tensors stay on the model's device, as the forward made them (no copies): `attentions` is a
-    list of float32 [batch, heads, N, N] tensors, in layer order; `queries` [batch, heads, N, d]
-    and `keys` [batch, kv_heads, N, d] likewise when recorded with `with_qk=True`. Weights are
-    the softmax before dropout.
+    name: str
+    weights: torch.Tensor  # float32 [B, H, Nq, Nk]
+    query: torch.Tensor | None
+    key: torch.Tensor | None
+    scoring: LayerScoring
+    causal: bool
+    cross: bool
+    row_max_logit: torch.Tensor | None  # float32 [B, H, Nq]: each query row's largest logit
+
+
+class Recorder:
+    """What the latest forward of a model under `recording` computed, per attention call.
+
+    Tensors stay on the model's device: `attentions` is a list of float32 [batch, heads, Nq, Nk]
+    tensors in call order; `queries` [batch, heads, Nq, d] and `keys` [batch, kv_heads, Nk, d]
+    likewise when recorded with `with_qk=True` (None for a call whose code gives no q/k).
+    Weights are the softmax before dropout. `groups()` sorts the calls into groups.
     """
 
-    def __init__(self, model, with_qk=False):
+    def __init__(self, model, with_qk=False, with_max_logit=False):
         self.model_name = type(model).__name__
         self.with_qk = with_qk
-        self._module_ids = frozenset(id(m) for m in model.modules())
-        self.start()
+        self.with_max_logit = with_max_logit
+        self.calls = []
 
     def start(self):
-        """Forgets what was recorded; called before each forward of the model."""
-        self._layers = {}  # (0, layer_idx) or (1, call number) -> (weights, query, key, LayerScoring)
-        self._calls = 0
-        self.repeated_layers = set()  # layer indices called more than once in one forward
+        """Forgets what was recorded; called when a forward of the model starts."""
+        self.calls = []
 
-    def _record(self, module, weights, query, key, scoring):
-        layer_idx = getattr(module, "layer_idx", None)
-        # Layers that know their index keep it (robust to layers being skipped or recomputed);
-        # others (e.g. ALBERT's one shared layer) are numbered in call order.
-        slot = (0, layer_idx) if isinstance(layer_idx, int) else (1, self._calls)
-        self._calls += 1
-        if slot in self._layers:
-            self.repeated_layers.add(layer_idx)
-        if self.with_qk:
-            self._layers[slot] = (weights, query.detach(), key.detach(), scoring)
-        else:
-            self._layers[slot] = (weights, None, None, scoring)
-
-    def _column(self, i):
-        return [self._layers[slot][i] for slot in sorted(self._layers)]
+    def __call__(self, call):
+        if call.index == 0:
+            self.start()
+        scoring = LayerScoring(
+            scaling=float(call.scale),
+            softcap=call.softcap,
+            sliding_window=call.sliding_window,
+            sinks=None if call.sinks is None else call.sinks.detach(),
+        )
+        qk = (call.query, call.key) if self.with_qk else (None, None)
+        row_max = call.logits().amax(dim=-1) if self.with_max_logit else None
+        self.calls.append(RecordedCall(call.name, call.weights(), *qk, scoring, call.causal, call.cross, row_max))
 
     @property
     def num_layers(self):
-        return len(self._layers)
+        return len(self.calls)
 
     @property
     def attentions(self):
-        return self._column(0)
+        return [c.weights for c in self.calls]
 
     @property
     def queries(self):
-        return self._column(1) if self.with_qk else None
+        return [c.query for c in self.calls] if self.with_qk else None
 
     @property
     def keys(self):
-        return self._column(2) if self.with_qk else None
+        return [c.key for c in self.calls] if self.with_qk else None
 
     @property
     def scorings(self):
-        """Per layer, how q·k became the weights (`LayerScoring`)."""
-        return self._column(3)
+        """Per call, how q·k became the weights (`LayerScoring`)."""
+        return [c.scoring for c in self.calls]
+
+    @property
+    def names(self):
+        return [c.name for c in self.calls]
+
+    def groups(self):
+        """{group name: [call indices]}: `self`, or an encoder-decoder's `encoder`, `decoder`, `cross`."""
+        if not any(c.cross for c in self.calls):
+            return {"self": list(range(len(self.calls)))} if self.calls else {}
+        groups = {name: [] for name in GROUPS}
+        for i, call in enumerate(self.calls):
+            groups[_group_of(call)].append(i)
+        return {name: calls for name, calls in groups.items() if calls}
 
 
-_active_recorders = contextvars.ContextVar("tb_attention_recorders", default=())
-
-
-def _recorder_for(module):
-    for recorder in reversed(_active_recorders.get()):  # innermost first
-        if id(module) in recorder._module_ids:
-            return recorder
-    return None
-
-
-def _repeat_kv(x, groups):
-    """[B, H_kv, N, d] -> [B, H_kv * groups, N, d], each key/value head serving `groups` query heads."""
-    if groups == 1:
-        return x
-    b, h_kv, n, d = x.shape
-    return x[:, :, None].expand(b, h_kv, groups, n, d).reshape(b, h_kv * groups, n, d)
-
-
-def recording_attention_forward(
-    module,
-    query,
-    key,
-    value,
-    attention_mask,
-    scaling=None,
-    dropout=0.0,
-    softcap=None,
-    position_bias=None,
-    s_aux=None,
-    **kwargs,
-):
-    """Eager attention (as in transformers' Llama, Gemma 2, T5 and gpt-oss), recording its weights.
-
-    query [B, H, N, d], key/value [B, H_kv, M, d]; returns (output [B, N, H, d], weights [B, H, N, M]).
-    Other keyword arguments (sliding_window, is_causal, position_ids...) only matter to kernels
-    that build their own masks: here the mask carries them, as in eager attention.
-    """
-    if kwargs.get("sinks") is not None:
-        raise CaptureError(
-            f"{type(module).__name__} passes attention sinks as `sinks`, which tb-attention does not model yet"
-        )
-    if scaling is None:
-        scaling = query.shape[-1] ** -0.5
-    groups = query.shape[1] // key.shape[1]
-    key_states = _repeat_kv(key, groups)
-    value_states = _repeat_kv(value, groups)
-
-    logits = torch.matmul(query, key_states.transpose(2, 3)) * scaling
-    if softcap is not None:
-        logits = torch.tanh(logits / softcap) * softcap
-    if position_bias is not None:
-        logits = logits + position_bias
-    if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:  # True = may attend (sdpa-style masks)
-            logits = logits.masked_fill(~attention_mask, torch.finfo(logits.dtype).min)
-        else:
-            logits = logits + attention_mask
-
-    if s_aux is None:
-        # float32 softmax, as Llama's eager: the recorded weights are float32 whatever the model's dtype.
-        weights = torch.softmax(logits, dim=-1, dtype=torch.float32)
-    else:  # gpt-oss: a learned per-head "sink" logit takes part in the softmax, then is dropped.
-        sinks = s_aux.reshape(1, -1, 1, 1).expand(logits.shape[0], -1, logits.shape[2], 1).to(logits.dtype)
-        combined = torch.cat([logits, sinks], dim=-1)
-        combined = combined - combined.amax(dim=-1, keepdim=True)
-        weights = torch.softmax(combined, dim=-1, dtype=torch.float32)[..., :-1]
-
-    recorder = _recorder_for(module)
-    if recorder is not None:
-        window = kwargs.get("sliding_window")
-        scoring = LayerScoring(
-            scaling=float(scaling),
-            softcap=None if softcap is None else float(softcap),
-            sliding_window=int(window) if window else None,  # 0/None: no window
-            sinks=None if s_aux is None else s_aux.detach(),
-        )
-        recorder._record(module, weights.detach(), query, key, scoring)
-
-    used = torch.nn.functional.dropout(weights.to(query.dtype), p=dropout, training=module.training)
-    output = torch.matmul(used, value_states).transpose(1, 2).contiguous()
-    return output, used
-
-
-transformers.AttentionInterface.register(ATTN_IMPLEMENTATION, recording_attention_forward)
-# Without a mask builder under the same name, causal models would hand us attention_mask=None.
-transformers.AttentionMaskInterface.register(ATTN_IMPLEMENTATION, masking_utils.eager_mask)
-
-
-def _attention_configs(model):
-    """Every config the model's modules read `_attn_implementation` from, sub-configs included."""
-    found = {}
-    pending = [m.config for m in model.modules() if isinstance(getattr(m, "config", None), transformers.PreTrainedConfig)]
-    while pending:
-        config = pending.pop()
-        if id(config) in found:
-            continue
-        found[id(config)] = config
-        for name in getattr(config, "sub_configs", None) or ():
-            sub = getattr(config, name, None)
-            if isinstance(sub, transformers.PreTrainedConfig):
-                pending.append(sub)
-    return [c for c in found.values() if hasattr(c, "_attn_implementation_internal")]
-
-
-_model_locks = weakref.WeakKeyDictionary()
-_model_locks_guard = threading.Lock()
-
-
-def _lock_for(model):
-    with _model_locks_guard:
-        lock = _model_locks.get(model)
-        if lock is None:
-            lock = _model_locks[model] = threading.RLock()
-        return lock
+def _group_of(call):
+    """An encoder-decoder call's group: its cross flag, else the stack its module sits in."""
+    if call.cross:
+        return "cross"
+    parts = call.name.lower().split(".")
+    if "decoder" in parts:
+        return "decoder"
+    if "encoder" in parts:
+        return "encoder"
+    return "decoder" if call.causal else "encoder"
 
 
 @contextlib.contextmanager
-def recording(model, with_qk=False):
+def recording(model, with_qk=False, with_max_logit=False):
     """Records the attention of every forward of `model` inside the block; yields a `Recorder`.
 
-    The model (and each sub-config) is switched to the recording implementation and switched
-    back on exit, exceptions included, whatever it was loaded with. Training mode, gradients and
-    inputs are the caller's: this works inside a training step too. The recorder holds the
-    latest forward only.
+    Works on any torch.nn.Module: nothing about the model is changed (see intercept.py), so
+    training mode, gradients, inputs and outputs are the caller's: this works inside a training
+    step too. The recorder holds the latest forward only.
     """
-    recorder = Recorder(model, with_qk=with_qk)
-    with _lock_for(model):
-        configs = _attention_configs(model)
-        if not configs:
-            raise CaptureError(
-                f"{type(model).__name__} has no transformers config with an attention implementation; "
-                "tb-attention captures Hugging Face transformers models"
-            )
-        previous = [(config, config._attn_implementation_internal) for config in configs]
-        token = _active_recorders.set(_active_recorders.get() + (recorder,))
-        hook = model.register_forward_pre_hook(lambda module, args: recorder.start())
-        try:
-            # The internal attribute, not `set_attn_implementation`: that one validates, may
-            # warn or fall back per sub-model, and would not give back the exact previous values.
-            for config in configs:
-                config._attn_implementation_internal = ATTN_IMPLEMENTATION
-            yield recorder
-        finally:
-            hook.remove()
-            _active_recorders.reset(token)
-            for config, implementation in previous:
-                config._attn_implementation_internal = implementation
+    recorder = Recorder(model, with_qk=with_qk, with_max_logit=with_max_logit)
+    with intercept.intercepting(model, recorder):
+        yield recorder
 
 
 def _device_of(model):
@@ -314,41 +256,71 @@ def _eval_mode(model):
 
 def _accepts(model, name):
     try:
-        return name in inspect.signature(model.forward).parameters
+        parameters = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         return False
+    return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()) and _is_hf(model)
 
 
-def _check(recorder, batch, length):
-    model = recorder.model_name
-    if recorder.num_layers == 0:
-        raise CaptureError(
-            f"model {model} does not dispatch attention through transformers' AttentionInterface, so "
-            "tb-attention cannot see it (its attention layers never called the registered function). "
-            "Use a model whose attention layers call ALL_ATTENTION_FUNCTIONS (GPT-2, BERT, Llama, ...), or "
-            "load it with attn_implementation='eager' and read model(..., output_attentions=True).attentions"
-        )
-    if recorder.repeated_layers:
-        raise CaptureError(
-            f"model {model} ran attention layer(s) {sorted(recorder.repeated_layers)} more than once in one "
-            "forward (encoder-decoder or shared layers): only self-attention of one stack is supported"
-        )
-    shapes = {tuple(a.shape) for a in recorder.attentions}
-    if len(shapes) != 1 or next(iter(shapes))[0] != batch or next(iter(shapes))[2:] != (length, length):
-        raise CaptureError(
-            f"model {model}: attention layers have shapes {sorted(shapes)}, expected [batch={batch}, heads, "
-            f"{length}, {length}] in every layer (cross-attention, a cache, or a different number of heads per "
-            "layer is not supported)"
-        )
+def _is_hf(model):
+    return any(c.__module__.startswith("transformers.") for c in type(model).__mro__)
 
 
-def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=False, **model_kwargs):
+def _no_attention_error(model):
+    return CaptureError(
+        f"model {type(model).__name__} computed no attention that tb-attention can see: it looks for Hugging Face "
+        "AttentionInterface layers, torch.nn.functional.scaled_dot_product_attention calls, nn.MultiheadAttention, "
+        "and torch.nn.functional.softmax over [batch, heads, queries, keys] inside a module whose class name "
+        "contains 'Attention'. Compute attention through one of these (e.g. F.scaled_dot_product_attention)"
+    )
+
+
+class _Side(typing.NamedTuple):
+    """One token sequence of a batch (the source, or an encoder-decoder's target), right-padded."""
+
+    order: torch.Tensor  # [B, N]: kept tokens first, in their order
+    lengths: list
+    ids: torch.Tensor | None  # [B, N] after reordering
+
+
+def _right_pad(inputs, ids_name, mask_name, prefix, device):
+    """Moves each row's kept tokens to the front (left padding or holes -> right padding), for
+    every per-token input of this side ([B, N, ...] named with `prefix`); returns the _Side."""
+    tokens = inputs.get(ids_name)
+    if tokens is None:
+        tokens = inputs.get(prefix + "inputs_embeds")
+    if tokens is None:
+        return None
+    batch, length = tokens.shape[:2]
+    mask = inputs.get(mask_name)
+    keep = torch.ones(batch, length, dtype=torch.bool, device=device) if mask is None else mask.bool()
+    if keep.shape != (batch, length):
+        raise ValueError(f"{mask_name} has shape {tuple(keep.shape)}, the input {(batch, length)}")
+    lengths = keep.sum(dim=1)
+    order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices
+    right_padded = torch.arange(length, device=device)[None, :] < lengths[:, None]
+    if not torch.equal(keep, right_padded):
+        for name, value in inputs.items():
+            mine = name.startswith(prefix) if prefix else not name.startswith("decoder_")
+            if mine and isinstance(value, torch.Tensor) and tuple(value.shape[:2]) == (batch, length):
+                index = order.reshape(batch, length, *([1] * (value.dim() - 2))).expand_as(value)
+                inputs[name] = value.gather(1, index)
+    ids = inputs.get(ids_name)
+    return _Side(order.cpu(), lengths.tolist(), None if ids is None else ids.cpu())
+
+
+def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=False, forward=None, **model_kwargs):
     """Runs `model` once over a batch and returns one `Captured` per input, without its padding.
 
     input_ids: [batch, N] (or [N]) token ids, or a tokenizer's BatchEncoding / dict of inputs.
     attention_mask: [batch, N], 1 for tokens, 0 for padding, on either side. Each input comes
     out as if it had been run alone: its tokens are moved to the front of the row (right
     padding) before the forward, along with every other per-token input ([batch, N, ...]).
+    Encoder-decoders take decoder_input_ids (and decoder_attention_mask), fed as given (teacher
+    forcing), and give groups `encoder`, `decoder` and `cross`; Whisper takes input_features.
+    forward: how to call the model, forward(model, input_ids, attention_mask) (e.g. a plain
+    module that takes a padding mask); by default a Hugging Face model gets every input as a
+    keyword and any other module is called as model(input_ids), which then takes no padding.
     The forward runs in eval mode under torch.no_grad(); the model's modes are restored after.
     """
     if isinstance(input_ids, collections.abc.Mapping):  # a tokenizer's batch, tensors or lists
@@ -356,71 +328,136 @@ def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=Fal
         model_kwargs = {**batch, **model_kwargs}
         input_ids = model_kwargs.pop("input_ids", None)
         attention_mask = model_kwargs.pop("attention_mask", attention_mask)
-    if isinstance(input_ids, list):
-        input_ids = torch.as_tensor(input_ids)
-    if isinstance(attention_mask, list):
-        attention_mask = torch.as_tensor(attention_mask)
-    tokens = input_ids if input_ids is not None else model_kwargs.get("inputs_embeds")
-    if tokens is None:
-        raise TypeError("capture_attention needs input_ids (or inputs_embeds)")
-    device = _device_of(model)
-    single = tokens.dim() == (1 if input_ids is not None else 2)  # one input, no batch dimension
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask, **model_kwargs}
+    inputs = {k: torch.as_tensor(v) if isinstance(v, list) else v for k, v in inputs.items() if v is not None}
+    main = inputs.get("input_ids", inputs.get("inputs_embeds"))
+    if main is None and "input_features" not in inputs:
+        raise TypeError("capture_attention needs input_ids (or inputs_embeds, or Whisper's input_features)")
+    device = _device_of(model)
+    if main is not None:
+        single = main.dim() == (1 if "input_ids" in inputs else 2)  # one input, no batch dimension
+    else:
+        single = inputs["input_features"].dim() == 2
     for name, value in inputs.items():
         if isinstance(value, torch.Tensor):
             inputs[name] = (value.unsqueeze(0) if single else value).to(device)
-    tokens = inputs["input_ids"] if input_ids is not None else inputs["inputs_embeds"]
-    batch, length = tokens.shape[:2]
 
-    if attention_mask is None:
-        keep = torch.ones(batch, length, dtype=torch.bool, device=device)
-    else:
-        keep = inputs["attention_mask"].bool()
-        if keep.shape != (batch, length):
-            raise ValueError(f"attention_mask has shape {tuple(keep.shape)}, the input {(batch, length)}")
-    lengths = keep.sum(dim=1)
-    # Kept tokens first, in their order: one gather turns left padding (or holes) into right padding.
-    order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices
-    right_padded = torch.arange(length, device=device)[None, :] < lengths[:, None]
-    if not torch.equal(keep, right_padded):
-        for name, value in inputs.items():
-            if isinstance(value, torch.Tensor) and tuple(value.shape[:2]) == (batch, length):
-                index = order.reshape(batch, length, *([1] * (value.dim() - 2))).expand_as(value)
-                inputs[name] = value.gather(1, index)
-    lengths = lengths.tolist()
-
+    source = _right_pad(inputs, "input_ids", "attention_mask", "", device)
+    target = _right_pad(inputs, "decoder_input_ids", "decoder_attention_mask", "decoder_", device)
+    hf = _is_hf(intercept.unwrap(model))
+    if forward is None and not hf:
+        padded = source is not None and min(source.lengths) < inputs["input_ids" if "input_ids" in inputs else "inputs_embeds"].shape[1]
+        if padded or set(inputs) - {"input_ids", "attention_mask"}:
+            raise ValueError(
+                f"{type(model).__name__} is not a Hugging Face model: it is called as model(input_ids), which takes no "
+                "padding mask or other inputs; pass inputs of one length, or forward=lambda model, input_ids, "
+                "attention_mask: ..."
+            )
     for name, value in (("use_cache", False), ("logits_to_keep", 1)):  # nothing we return needs them
-        if name not in inputs and _accepts(model, name):
+        if hf and name not in inputs and _accepts(model, name):
             inputs[name] = value
 
-    with _eval_mode(model), torch.no_grad(), recording(model, with_qk=with_qk) as recorder:
-        model(**inputs)
-    _check(recorder, batch, length)
+    with _eval_mode(model), torch.no_grad(), recording(model, with_qk=with_qk, with_max_logit=True) as recorder:
+        if forward is not None:
+            forward(model, inputs.get("input_ids"), inputs.get("attention_mask"))
+        elif hf:
+            model(**inputs)
+        else:
+            model(inputs["input_ids"])
+    if not recorder.calls:
+        raise _no_attention_error(model)
+    return _split(recorder, source, target)
 
-    n_max = max(lengths, default=0)
-    attention = torch.stack([a[..., :n_max, :n_max] for a in recorder.attentions]).to("cpu", torch.float32)
-    scorings = recorder.scorings
-    rules = {
-        "softcap": [s.softcap for s in scorings],
-        "sliding_window": [s.sliding_window for s in scorings],
-        "sinks": [None if s.sinks is None else s.sinks.float().cpu().tolist() for s in scorings],
-    }
-    rules = {name: values for name, values in rules.items() if any(v is not None for v in values)}
-    if with_qk:
-        query = torch.stack([q[:, :, :n_max] for q in recorder.queries]).to("cpu", torch.float32)
-        key = torch.stack([k[:, :, :n_max] for k in recorder.keys]).to("cpu", torch.float32)
-    ids = inputs["input_ids"].cpu() if input_ids is not None else None
-    order = order.cpu()
-    # clone(): each Captured owns its memory instead of pinning the whole batch.
-    return [
-        Captured(
-            attention=attention[:, b, :, :n, :n].clone(),
-            positions=order[b, :n].clone(),
-            scaling=[s.scaling for s in scorings],
-            **{name: list(values) for name, values in rules.items()},
-            query=query[:, b, :, :n].clone() if with_qk else None,
-            key=key[:, b, :, :n].clone() if with_qk else None,
-            input_ids=ids[b, :n].clone() if ids is not None else None,
+
+def _side_of(side, batch, n, what):
+    """The _Side a group's queries or keys belong to; all-kept when the model was not given it."""
+    if side is not None and len(side.order[0]) == n:
+        return side
+    if side is not None and min(side.lengths) < len(side.order[0]):
+        raise CaptureError(
+            f"the {what} attention spans {n} tokens but the padded input has {len(side.order[0])}: tb-attention "
+            "cannot tell which are padding (a model that adds or drops tokens); capture inputs of one length"
         )
-        for b, n in enumerate(lengths)
-    ]
+    return _Side(torch.arange(n).expand(batch, n), [n] * batch, side.ids if side is not None else None)
+
+
+def _split(recorder, source, target):
+    """Per input, its groups cropped to its own tokens (float32, CPU)."""
+    groups = recorder.groups()
+    calls = recorder.calls
+    per_group = {}
+    for name, indices in groups.items():
+        chosen = [calls[i] for i in indices]
+        shapes = {tuple(c.weights.shape) for c in chosen}
+        if len(shapes) != 1:
+            raise CaptureError(
+                f"model {recorder.model_name}: the {name} attention calls have shapes {sorted(shapes)}, not one "
+                f"[batch, heads, queries, keys] for every layer (a cache, or a different number of heads per layer, "
+                "is not supported)"
+            )
+        batch, _, nq, nk = next(iter(shapes))
+        queries_side = target if name in ("decoder", "cross") else source
+        keys_side = target if name == "decoder" else source
+        q_side = _side_of(queries_side, batch, nq, name)
+        k_side = _side_of(keys_side, batch, nk, name)
+        if name == "self" and nq != nk:
+            raise CaptureError(
+                f"model {recorder.model_name}: self attention of {nq} queries over {nk} keys (a cache or "
+                "cross attention outside an encoder-decoder is not supported)"
+            )
+        attention = torch.stack([c.weights for c in chosen]).to("cpu", torch.float32)
+        scorings = [c.scoring for c in chosen]
+        rules = {
+            "softcap": [s.softcap for s in scorings],
+            "sliding_window": [s.sliding_window for s in scorings],
+            "sinks": [None if s.sinks is None else s.sinks.float().cpu().tolist() for s in scorings],
+        }
+        rules = {rule: values for rule, values in rules.items() if any(v is not None for v in values)}
+        has_qk = recorder.with_qk and all(c.query is not None for c in chosen)
+        query = torch.stack([c.query for c in chosen]).to("cpu", torch.float32) if has_qk else None
+        key = torch.stack([c.key for c in chosen]).to("cpu", torch.float32) if has_qk else None
+        row_max = torch.stack([c.row_max_logit for c in chosen]).to("cpu", torch.float32)  # [L, B, H, Nq]
+        per_group[name] = (attention, q_side, k_side, scorings, rules, query, key, chosen, row_max)
+
+    captured = []
+    for b in range(len(next(iter(per_group.values()))[0][0])):
+        result = []
+        for name, (attention, q_side, k_side, scorings, rules, query, key, chosen, row_max) in per_group.items():
+            n, m = q_side.lengths[b], k_side.lengths[b]
+            # clone(): each input owns its memory instead of pinning the whole batch.
+            result.append(
+                CapturedGroup(
+                    name=name,
+                    attention=attention[:, b, :, :n, :m].clone(),
+                    query_positions=q_side.order[b, :n].clone(),
+                    key_positions=k_side.order[b, :m].clone(),
+                    scaling=[s.scaling for s in scorings],
+                    layer_names=[c.name for c in chosen],
+                    causal=all(c.causal for c in chosen),
+                    **{rule: list(values) for rule, values in rules.items()},
+                    query=query[:, b, :, :n].clone() if query is not None else None,
+                    key=key[:, b, :, :m].clone() if key is not None else None,
+                    max_logit=row_max[:, b, :, :n].amax(dim=-1),
+                )
+            )
+        first = result[0]
+        captured.append(
+            Captured(
+                attention=first.attention,
+                positions=first.query_positions,
+                scaling=first.scaling,
+                softcap=first.softcap,
+                sliding_window=first.sliding_window,
+                sinks=first.sinks,
+                query=first.query,
+                key=first.key,
+                input_ids=source.ids[b, : source.lengths[b]].clone() if source is not None and source.ids is not None else None,
+                layer_names=first.layer_names,
+                causal=first.causal,
+                groups=result,
+                decoder_input_ids=(
+                    target.ids[b, : target.lengths[b]].clone() if target is not None and target.ids is not None else None
+                ),
+            )
+        )
+    return captured

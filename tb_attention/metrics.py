@@ -6,7 +6,8 @@
 #   left out of every metric and not renormalised away; entropy alone renormalises and skips query
 #   tokens with > 90 % on the first token. include_first=True keeps j = 0 everywhere, renormalises
 #   nothing and skips no query token.
-# - null_attention averages alpha_i0 over every real query token, the first one included.
+# - null_attention averages alpha_i0 over real query tokens i >= 1, whatever include_first: the first
+#   query of a causal model attends only to itself, so counting it would add (1 - a) / N.
 # - previous_token averages alpha_i,i-1 over query tokens i >= 2 (i >= 1 with include_first): how
 #   much a head looks at the token just before; a previous-token head scores near 1. Not in the
 #   paper; it names the pattern the paper shows as its low-variability example.
@@ -118,7 +119,8 @@ class AttentionStats:
             "distance": z(L, H),  # sum alpha_ij |i - j|
             "entropy": z(L, H),  # sum of per-token entropies
             "entropy_tokens": z(L, H),  # query tokens they came from
-            "null_attention": z(L, H),  # sum alpha_i0
+            "null_attention": z(L, H),  # sum alpha_i0 over queries i >= 1
+            "null_queries": z(),  # those queries
             "previous_token": z(L, H),  # sum alpha_i,i-1 over the queries it counts
             "previous_tokens": z(),  # those queries: i >= 1, or i >= 2 when the first token is left out
             "query_tokens": z(),  # query tokens (all inputs)
@@ -301,7 +303,8 @@ class AttentionStats:
             "distance": pair_sums[:, :, 0].sum(0),
             "entropy": torch.where(counted, entropy, 0.0).sum((0, 2)),
             "entropy_tokens": counted.sum((0, 2)),
-            "null_attention": torch.where(valid[:, None], to_first, 0.0).sum((0, 2)),
+            "null_attention": torch.where(not_first[:, None], to_first, 0.0).sum((0, 2)),
+            "null_queries": not_first.sum(),
             "previous_token": torch.where(counted_previous[:, None], to_previous, 0.0).sum((0, 2)),
             "previous_tokens": counted_previous.sum(),
         }
@@ -484,7 +487,7 @@ class AttentionStats:
         ratios = [  # numerator, denominator; [K, L, H] each
             (s["entropy"], s["entropy_tokens"]),
             (s["distance"], s["mass"]),
-            (s["null_attention"], s["query_tokens"].expand(L, H)),
+            (s["null_attention"], s["null_queries"].expand(L, H)),
             (s["previous_token"], s["previous_tokens"].expand(L, H)),
         ]
         if self.variability:

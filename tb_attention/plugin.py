@@ -3,40 +3,31 @@
 # Every route parses its request, calls an `*_impl` method and answers through
 # `http_util.Respond` (which adds `X-Content-Type-Options: nosniff`). Errors are JSON
 # `{"error": ...}`: 400 for a malformed or missing parameter, 404 for what does not exist,
-# 422 for stored data this version cannot read. The routes are documented in http_api.md.
+# 422 for stored data this version cannot read. The routes are documented in http_api.md; the
+# reads and their caches are in reader.py, the payloads' fields in schema.py.
 
-import collections
-import concurrent.futures
 import logging
-import math
 import mimetypes
 import pathlib
 import re
-import threading
-import time
 
 import numpy as np
 import werkzeug.wrappers
 from tensorboard import errors as tb_errors
 from tensorboard import plugin_util
 from tensorboard.backend import http_util
-from tensorboard.data import provider
 from tensorboard.plugins import base_plugin
 
-from tb_attention import metadata
+from tb_attention import codecs, compare, schema
+from tb_attention.reader import LRU, NotFound, Reader
 
 logger = logging.getLogger(__name__)
 
-# A blob tag's steps are re-read when a step is asked for that was not there, or after this long
-# (a rewritten step: rare). Each read costs the Rust data server ~40 ms, as much as the blob itself.
-_STEP_INDEX_SECONDS = 5.0
-_TAG_ENTRIES = 16384  # /tags entries remembered (one per run and tag)
-_DOWNSAMPLE = 10**9  # steps per time series: every step the loader kept (0 would return none)
 _STATIC_DIR = pathlib.Path(__file__).resolve().parent / "static"
-_CACHE_SIZE = 256  # decoded manifests and exemplar tables
-_CHECKED_SIZE = 4096  # blobs known to be readable (a key each)
 _INT_PATTERN = re.compile(r"[0-9]{1,19}")  # non-negative base-10 integer (< 2**63: an event's int64 step)
 _INT_LIMIT = 2**63
+_JOINED_SIZE = 16  # whole-group blobs assembled from per-layer blobs, remembered
+_JOINED_BYTES = 32 << 20  # larger assembled blobs are not remembered
 _JSON = "application/json"
 
 
@@ -65,7 +56,9 @@ def _route(handler):
             return handler(self, request)
         except _HttpError as e:
             return _error(request, e.code, str(e))
-        except metadata.FormatError as e:
+        except NotFound as e:
+            return _error(request, 404, str(e))
+        except schema.FormatError as e:
             return _error(request, 422, f"cannot read stored data: {e}")
         except tb_errors.PublicError as e:
             return _error(request, e.http_code if 400 <= e.http_code < 500 else 422, str(e))
@@ -106,49 +99,19 @@ def _json_floats(array):
     return np.where(np.isfinite(array), array, None).tolist()
 
 
-class _LRU:
-    """A small thread-safe cache of decoded blobs (TensorBoard serves requests on threads)."""
-
-    def __init__(self, size):
-        self._size = size
-        self._items = collections.OrderedDict()
-        self._lock = threading.Lock()
-
-    def peek(self, key):
-        with self._lock:
-            return self._items.get(key)
-
-    def put(self, key, value):
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-    def get(self, key, compute):
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        value = compute()
-        self.put(key, value)
-        return value
+def _check_index(name, index, size, owner="the example"):
+    if index is not None and index >= size:
+        raise _not_found(f"{name} {index} does not exist: {owner} has {size} {name}s")
 
 
 class AttentionPlugin(base_plugin.TBPlugin):
     """Serves attention examples, metrics and exemplars; the dashboard is a dynamic ES module."""
 
-    plugin_name = metadata.PLUGIN_NAME
+    plugin_name = schema.PLUGIN_NAME
 
     def __init__(self, context):
-        self._provider = context.data_provider
-        self._cache = _LRU(_CACHE_SIZE)
-        self._checked = _LRU(_CHECKED_SIZE)
-        self._listings = _LRU(_CHECKED_SIZE)  # blob tags' listings, whose plugin data is frozen
-        self._step_index = _LRU(_CHECKED_SIZE)  # (time read, {step: datum}) per blob tag
-        self._tag_entries = _LRU(_TAG_ENTRIES)  # (listing signature, /tags entry) per tag
-        self._tensors = _LRU(_TAG_ENTRIES)  # (listing signature, data one per step) per metric tag
-        self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="attention-plugin")
+        self._reader = Reader(context.data_provider)
+        self._joined = LRU(_JOINED_SIZE)
 
     def get_plugin_apps(self):
         return {
@@ -158,6 +121,8 @@ class AttentionPlugin(base_plugin.TBPlugin):
             "/examples": self._serve_examples,
             "/attention": self._serve_attention,
             "/qk": self._serve_qk,
+            "/image": self._serve_image,
+            "/compare": self._serve_compare,
             "/metric": self._serve_metric,
             "/metrics": self._serve_metrics,
             "/exemplars": self._serve_exemplars,
@@ -200,170 +165,207 @@ class AttentionPlugin(base_plugin.TBPlugin):
         return http_util.Respond(request, content, content_type)
 
     # -----------------------------------------------------------------------------------------
-    # Reading through the data provider
-
-    @staticmethod
-    def _context(request):
-        return plugin_util.context(request.environ), plugin_util.experiment_id(request.environ)
+    # Attention examples
 
     def tags_impl(self, ctx, experiment_id):
-        # The listings are cheap; reading a tag's steps is not (a metric tag's values come with
-        # them). A tag's description is kept until its newest step or wall time changes, so a
-        # dashboard polling /tags re-reads only what training wrote since.
-        listings = [
-            self._pool.submit(listing, ctx, experiment_id=experiment_id, plugin_name=metadata.PLUGIN_NAME)
-            for listing in (self._provider.list_blob_sequences, self._provider.list_tensors)
-        ]
-        series = [f.result() for f in listings]
-        readers = (self._provider.read_blob_sequences, self._provider.read_tensors)
-        reads = []
-        for reader, listing in zip(readers, series):
-            stale = [
-                (run, tag)
-                for run, tags in listing.items()
-                for tag, ts in tags.items()
-                if (self._tag_entries.peek((experiment_id, run, tag)) or (None,))[0] != _signature(ts)
-            ]
-            if stale:
-                tag_filter = provider.RunTagFilter(runs={r for r, _ in stale}, tags={t for _, t in stale})
-                future = self._pool.submit(
-                    reader, ctx, experiment_id=experiment_id, plugin_name=metadata.PLUGIN_NAME,
-                    downsample=_DOWNSAMPLE, run_tag_filter=tag_filter,
-                )
-                reads.append((listing, stale, future))
-        for listing, stale, future in reads:
-            data = future.result()
-            for run, tag in stale:
-                ts = listing[run][tag]
-                entry = _describe_tag(ts, data.get(run, {}).get(tag, []))
-                self._tag_entries.put((experiment_id, run, tag), (_signature(ts), entry))
-        out = collections.defaultdict(dict)
-        for listing in series:
-            for run, tags in listing.items():
-                for tag in tags:
-                    out[run][tag] = self._tag_entries.peek((experiment_id, run, tag))[1]
-        return dict(out)
+        return self._reader.tags(ctx, experiment_id)
 
-    def _blob_series(self, ctx, experiment_id, run, tag):
-        """The listing of a blob tag, or None. Its plugin data is frozen at the tag's first event, so
-        a listing once found is remembered (it saves the Rust data server a ~40 ms call)."""
-        key = (experiment_id, run, tag)
-        ts = self._listings.peek(key)
-        if ts is None:
-            series = self._provider.list_blob_sequences(
-                ctx,
-                experiment_id=experiment_id,
-                plugin_name=metadata.PLUGIN_NAME,
-                run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
-            )
-            ts = series.get(run, {}).get(tag)
-            if ts is not None:
-                self._listings.get(key, lambda: ts)
-        return ts
+    def _step(self, ctx, experiment_id, run, tag, step):
+        """(datum, parsed manifest) of an attention step."""
+        datum = self._reader.blob_datum(ctx, experiment_id, run, tag, step, schema.KIND_ATTENTION)
+        return datum, self._reader.manifest(ctx, datum)
 
-    def _blob_datum(self, ctx, experiment_id, run, tag, step, kind):
-        """The blob sequence datum of (run, tag, step), checking the tag holds `kind`."""
-        ts = self._blob_series(ctx, experiment_id, run, tag)
-        if ts is None:
-            raise _not_found(f"run {run!r} has no {kind} tag {tag!r}")
-        found = metadata.parse_plugin_data(ts.plugin_content).get("kind")
-        if found != kind:
-            raise _not_found(f"tag {tag!r} of run {run!r} holds {found}, not {kind}")
-        key = (experiment_id, run, tag)
-        cached = self._step_index.peek(key)
-        if cached is None or step not in cached[1] or time.monotonic() - cached[0] > _STEP_INDEX_SECONDS:
-            data = self._provider.read_blob_sequences(
-                ctx,
-                experiment_id=experiment_id,
-                plugin_name=metadata.PLUGIN_NAME,
-                downsample=_DOWNSAMPLE,
-                run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
-            )
-            cached = (time.monotonic(), {d.step: d for d in data.get(run, {}).get(tag, [])})
-            self._step_index.put(key, cached)
-        if step in cached[1]:
-            return cached[1][step]
-        raise _not_found(f"tag {tag!r} of run {run!r} has no step {step}")
-
-    def _read_blob(self, ctx, datum, index, what):
-        if index >= len(datum.values):
-            raise metadata.FormatError(f"step {datum.step} lacks blob {index} ({what}); the event may be truncated")
-        return self._provider.read_blob(ctx, blob_key=datum.values[index].blob_key)
-
-    def _checked_blob(self, ctx, datum, index, what, check):
-        """A blob the binary routes serve as is (gzip-encoded): a corrupt one answers 422, not a
-        body the browser cannot decode. Checked once per blob, then remembered."""
-        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-            raise metadata.FormatError(f"the manifest gives no valid blob index for the {what}")
-        blob = self._read_blob(ctx, datum, index, what)
-        self._checked.get((datum.values[index].blob_key, datum.wall_time), lambda: check(blob) and True)
-        return blob
-
-    def _manifest(self, ctx, datum):
-        key = ("manifest", datum.values[0].blob_key if datum.values else None, datum.wall_time)
-        return self._cache.get(key, lambda: metadata.parse_manifest(self._read_blob(ctx, datum, 0, "manifest")))
-
-    def _example(self, ctx, datum, index):
-        examples = self._manifest(ctx, datum)["examples"]
-        if index >= len(examples):
-            raise _not_found(f"step {datum.step} has {len(examples)} examples; no example {index}")
-        return examples[index]
+    def _group(self, ctx, experiment_id, run, tag, step, example, group):
+        """(datum, example entry, group entry) of an attention request."""
+        datum, manifest = self._step(ctx, experiment_id, run, tag, step)
+        examples = manifest["examples"]
+        if example >= len(examples):
+            raise _not_found(f"step {step} has {len(examples)} examples; no example {example}")
+        entry = examples[example]
+        try:
+            return datum, entry, schema.find_group(entry, group)
+        except KeyError as e:
+            raise _not_found(e.args[0]) from None
 
     def examples_impl(self, ctx, experiment_id, run, tag, step):
-        datum = self._blob_datum(ctx, experiment_id, run, tag, step, metadata.KIND_ATTENTION)
-        examples = [
-            {k: v for k, v in e.items() if k not in ("attention_blob", "qk_blob")}
-            for e in self._manifest(ctx, datum)["examples"]
-        ]
+        datum, manifest = self._step(ctx, experiment_id, run, tag, step)
+        examples = [schema.example_payload(e) for e in manifest["examples"]]
         return {"run": run, "tag": tag, "step": step, "wall_time": datum.wall_time, "examples": examples}
 
-    def attention_blob_impl(self, ctx, experiment_id, run, tag, step, example):
-        datum = self._blob_datum(ctx, experiment_id, run, tag, step, metadata.KIND_ATTENTION)
-        entry = self._example(ctx, datum, example)
-        return self._checked_blob(ctx, datum, entry["attention_blob"], f"attention of example {example}",
-                                  metadata.check_attention_blob)
+    def _blob(self, ctx, experiment_id, run, tag, datum, ref, what, check):
+        return self._reader.step_blob(ctx, experiment_id, run, tag, datum, ref, what, check)
 
-    def qk_blob_impl(self, ctx, experiment_id, run, tag, step, example):
-        datum = self._blob_datum(ctx, experiment_id, run, tag, step, metadata.KIND_ATTENTION)
-        entry = self._example(ctx, datum, example)
-        if entry.get("qk_blob") is None:
+    def _layer_blobs(self, ctx, experiment_id, run, tag, datum, group, kind, layer, what):
+        """The stored blobs of a group's `kind` ("attention" or "qk"), for one layer or all of them:
+        [(blob, index of the wanted layer within it or None)]."""
+        check = codecs.check_attention_blob if kind == "attention" else codecs.check_qk_blob
+        refs = group.get(f"{kind}_blobs")
+        if isinstance(refs, list):  # v2: one blob per layer
+            if len(refs) != group.get("num_layers"):
+                raise schema.FormatError(f"the manifest lists {len(refs)} {what} blobs for {group.get('num_layers')} layers")
+            chosen = list(range(len(refs))) if layer is None else [layer]
+            blobs = self._reader.step_blobs(ctx, experiment_id, run, tag, datum, [refs[i] for i in chosen],
+                                            lambda n: f"{what}, layer {chosen[n]}", check)
+            return [(blob, None) for blob in blobs]
+        blob = self._blob(ctx, experiment_id, run, tag, datum, group.get(f"{kind}_blob"), what, check)  # v1
+        return [(blob, layer)]
+
+    def _served_blob(self, key, read_parts, join, select):
+        """One blob for the layers asked: as stored, one layer of a v1 blob, or the layers joined
+        (remembered: a dashboard asks again for what it shows)."""
+        joined = self._joined.peek(key)
+        if joined is not None:
+            return joined
+        parts = read_parts()
+        if len(parts) == 1:
+            blob, layer = parts[0]
+            return blob if layer is None else select(blob, layer)
+        joined = join([blob for blob, _ in parts])
+        joined = joined[0] if isinstance(joined, tuple) else joined
+        if len(joined) <= _JOINED_BYTES:
+            self._joined.put(key, joined)
+        return joined
+
+    def attention_impl(self, ctx, experiment_id, run, tag, step, example, group=None, layer=None, head=None,
+                       as_json=False):
+        """The binary blob (bytes) or the JSON body (dict) of /attention."""
+        datum, entry, g = self._group(ctx, experiment_id, run, tag, step, example, group)
+        _check_index("layer", layer, g.get("num_layers") or 0, f"group {g.get('name')!r}")
+        _check_index("head", head, g.get("num_heads") or 0, f"group {g.get('name')!r}")
+        what = f"attention of example {example}, group {g.get('name')!r}"
+        read = lambda: self._layer_blobs(ctx, experiment_id, run, tag, datum, g, "attention", layer, what)  # noqa: E731
+        if not as_json:
+            key = ("attention", experiment_id, run, tag, step, datum.wall_time, example, g.get("name"), layer)
+            return self._served_blob(key, read, codecs.join_attention_layers, codecs.attention_layer_blob)
+        parts = read()
+        if len(parts) == 1:
+            blob, index = parts[0]
+            weights = codecs.decode_attention(blob, layer=index, head=head).attention
+            if layer is not None and index is None:  # a one-layer blob: drop its layer axis
+                weights = weights[0]
+        else:
+            weights = np.stack([codecs.decode_attention(blob, layer=0, head=head).attention for blob, _ in parts])
+        body = {k: g.get(k) for k in ("num_layers", "num_heads", "num_tokens", "num_key_tokens", "causal", "encoding",
+                                      "top_k", "layer_names") if k in g}
+        body.update(
+            group=g.get("name"), tokens=g.get("tokens"), key_tokens=g.get("key_tokens"),
+            quantization=codecs.QUANTIZATION, layer=layer, head=head, shape=list(weights.shape),
+            attention=weights.tolist(),
+        )
+        body.update({k: entry[k] for k in ("text", "segments", "pos") if entry.get(k) is not None})
+        return body
+
+    def qk_impl(self, ctx, experiment_id, run, tag, step, example, group=None, layer=None, head=None, as_json=False):
+        """The binary blob (bytes) or the JSON body (dict) of /qk."""
+        datum, _, g = self._group(ctx, experiment_id, run, tag, step, example, group)
+        if g.get("qk_blobs") is None and g.get("qk_blob") is None:
             raise _not_found(
-                f"no query/key vectors were logged for example {example} of {run!r}/{tag!r} at step {step} "
-                "(log with with_qk=True to see the neuron view)"
+                f"no query/key vectors were logged for example {example} (group {g.get('name')!r}) of "
+                f"{run!r}/{tag!r} at step {step} (log with with_qk=True to see the neuron view)"
             )
-        return self._checked_blob(ctx, datum, entry["qk_blob"], f"query/key of example {example}",
-                                  metadata.check_qk_blob)
+        _check_index("layer", layer, g.get("num_layers") or 0, f"group {g.get('name')!r}")
+        _check_index("head", head, g.get("num_heads") or 0, f"group {g.get('name')!r}")
+        what = f"query/key of example {example}, group {g.get('name')!r}"
+        read = lambda: self._layer_blobs(ctx, experiment_id, run, tag, datum, g, "qk", layer, what)  # noqa: E731
+        if not as_json:
+            key = ("qk", experiment_id, run, tag, step, datum.wall_time, example, g.get("name"), layer)
+            return self._served_blob(key, read, codecs.join_qk_layers, codecs.qk_layer_blob)
+        parts = read()
+        decoded = [codecs.decode_qk(blob) for blob, _ in parts]
+        header = dict(decoded[0].header)
+        query = np.concatenate([d.query for d in decoded])
+        key = np.concatenate([d.key for d in decoded])
+        header["scaling"] = [s for d in decoded for s in d.scaling]
+        for name in schema.SCORING_RULES:
+            values = [v for d in decoded for v in d.rule(name)]
+            header.pop(name, None)
+            if any(v is not None for v in values):
+                header[name] = values
+        index = parts[0][1] if len(parts) == 1 else None
+        if index is not None:  # one layer of a v1 blob
+            query, key = query[index : index + 1], key[index : index + 1]
+            header["scaling"] = header["scaling"][index : index + 1]
+            for name in schema.SCORING_RULES:
+                if name in header:
+                    header[name] = header[name][index : index + 1]
+        kv_group = header["num_heads"] // header["num_kv_heads"]
+        query = query[0] if layer is not None else query
+        key = key[0] if layer is not None else key
+        if head is not None:
+            query = query[head] if layer is not None else query[:, head]
+            key = key[head // kv_group] if layer is not None else key[:, head // kv_group]
+        body = {k: header[k] for k in ("num_heads", "num_kv_heads", "head_dim", "dtype", "scaling", *schema.SCORING_RULES)
+                if k in header}
+        body.update(
+            group=g.get("name"), num_layers=g.get("num_layers"), num_tokens=g.get("num_tokens"),
+            num_key_tokens=g.get("num_key_tokens"), tokens=g.get("tokens"), key_tokens=g.get("key_tokens"),
+            layer=layer, head=head, shape_query=list(query.shape), shape_key=list(key.shape),
+            query=query.tolist(), key=key.tolist(),
+        )
+        return body
 
-    def _tensor_data(self, ctx, experiment_id, run, tags=None):
-        """(listing, data) of a run's metric tags: data[tag] is one datum per step, in step order.
+    def image_impl(self, ctx, experiment_id, run, tag, step, example):
+        datum, manifest = self._step(ctx, experiment_id, run, tag, step)
+        examples = manifest["examples"]
+        if example >= len(examples):
+            raise _not_found(f"step {step} has {len(examples)} examples; no example {example}")
+        ref = examples[example].get("image_blob")
+        if ref is None:
+            raise _not_found(f"example {example} of {run!r}/{tag!r} at step {step} has no image")
+        png = self._blob(ctx, experiment_id, run, tag, datum, ref, f"image of example {example}", None)
+        if png[:8] != schema.PNG_MAGIC:
+            raise schema.FormatError(f"the image of example {example} is not PNG data")
+        return png
 
-        Values are remembered per tag until its listing changes (a new step or a rewrite), so the
-        views that ask for one step of every metric do not re-read every step of every metric.
-        """
-        listing = self._provider.list_tensors(
-            ctx, experiment_id=experiment_id, plugin_name=metadata.PLUGIN_NAME,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=tags),
-        ).get(run, {})
-        stale = [tag for tag, ts in listing.items() if self._cached_tensors(experiment_id, run, tag, ts) is None]
-        if stale:
-            read = self._provider.read_tensors(
-                ctx, experiment_id=experiment_id, plugin_name=metadata.PLUGIN_NAME, downsample=_DOWNSAMPLE,
-                run_tag_filter=provider.RunTagFilter(runs=[run], tags=stale),
-            ).get(run, {})
-            for tag in stale:
-                self._tensors.put((experiment_id, run, tag), (_signature(listing[tag]), _one_per_step(read.get(tag, []))))
-        return listing, {tag: self._cached_tensors(experiment_id, run, tag, ts) or [] for tag, ts in listing.items()}
+    def compare_impl(self, ctx, experiment_id, tag, run_a, step_a, run_b, step_b, group=None):
+        """Per head, the attention moved from step A to step B over the examples they share."""
+        datum_a, manifest_a = self._step(ctx, experiment_id, run_a, tag, step_a)
+        datum_b, manifest_b = self._step(ctx, experiment_id, run_b, tag, step_b)
+        examples_a, examples_b = manifest_a["examples"], manifest_b["examples"]
+        result, shape = None, None
+        skipped = abs(len(examples_a) - len(examples_b))
+        for entry_a, entry_b in zip(examples_a, examples_b):
+            try:
+                ga, gb = schema.find_group(entry_a, group), schema.find_group(entry_b, group)
+            except KeyError as e:
+                if group is not None and entry_a is examples_a[0]:
+                    raise _not_found(e.args[0]) from None
+                skipped += 1
+                continue
+            same = all(ga.get(k) == gb.get(k) for k in ("tokens", "key_tokens", "num_layers", "num_heads"))
+            if not same or (shape is not None and shape != (ga["num_layers"], ga["num_heads"])):
+                skipped += 1
+                continue
+            shape = (ga["num_layers"], ga["num_heads"])
+            if result is None:
+                result = compare.MovedMean(*shape)
+            for layer in range(shape[0]):
+                a = self._layer_weights(ctx, experiment_id, run_a, tag, datum_a, entry_a, ga, layer)
+                b = self._layer_weights(ctx, experiment_id, run_b, tag, datum_b, entry_b, gb, layer)
+                result.add_layer(layer, a, b)
+            result.count_used()
+        return {
+            "tag": tag, "run_a": run_a, "step_a": step_a, "run_b": run_b, "step_b": step_b,
+            "group": group if group is not None else (examples_a[0]["groups"][0].get("name") if examples_a else None),
+            "moved": None if result is None else result.result(),
+            "used": 0 if result is None else result.used,
+            "skipped": skipped,
+        }
 
-    def _cached_tensors(self, experiment_id, run, tag, ts):
-        cached = self._tensors.peek((experiment_id, run, tag))
-        return cached[1] if cached is not None and cached[0] == _signature(ts) else None
+    def _layer_weights(self, ctx, experiment_id, run, tag, datum, entry, group, layer):
+        what = f"attention of example {entry['index']}, group {group.get('name')!r}"
+        ((blob, index),) = self._layer_blobs(ctx, experiment_id, run, tag, datum, group, "attention", layer, what)
+        return codecs.decode_attention(blob, layer=0 if index is None else index).attention
+
+    # -----------------------------------------------------------------------------------------
+    # Metrics and exemplars
 
     def metric_impl(self, ctx, experiment_id, run, tag):
-        listing, data = self._tensor_data(ctx, experiment_id, run, [tag])
+        listing, data = self._reader.tensor_data(ctx, experiment_id, run, [tag])
         ts = listing.get(tag)
         if ts is None:
             raise _not_found(f"run {run!r} has no metric tag {tag!r}")
-        metadata.parse_plugin_data(ts.plugin_content)  # a newer format answers 422, as /tags says
+        schema.parse_plugin_data(ts.plugin_content)  # a newer format answers 422, as /tags says
         series = data[tag]
         return {
             "run": run,
@@ -373,18 +375,22 @@ class AttentionPlugin(base_plugin.TBPlugin):
             "values": [_json_floats(d.numpy) for d in series],
         }
 
-    def metrics_impl(self, ctx, experiment_id, run, probe, step):
-        listing, data = self._tensor_data(ctx, experiment_id, run)
+    def metrics_impl(self, ctx, experiment_id, run, probe, step, group=None):
+        listing, data = self._reader.tensor_data(ctx, experiment_id, run)
         names = {}
         for tag, ts in listing.items():
             try:
-                content = metadata.parse_plugin_data(ts.plugin_content)
-            except metadata.FormatError:
+                content = schema.parse_plugin_data(ts.plugin_content)
+            except schema.FormatError:
                 continue
-            if content.get("kind") == metadata.KIND_METRIC and content.get("probe") == probe:
+            if content.get("kind") != schema.KIND_METRIC or content.get("probe") != probe:
+                continue
+            first = tag == schema.metric_tag(probe, content.get("metric"))
+            if (group is None and first) or (group is not None and content.get("group") == group):
                 names[tag] = content.get("metric")
         if not names:
-            raise _not_found(f"run {run!r} has no metrics of probe {probe!r}")
+            which = "" if group is None else f" for group {group!r}"
+            raise _not_found(f"run {run!r} has no metrics of probe {probe!r}{which}")
         metrics = {}
         for tag in sorted(names):
             for datum in data[tag]:
@@ -392,18 +398,22 @@ class AttentionPlugin(base_plugin.TBPlugin):
                     metrics[names[tag]] = _json_floats(datum.numpy)
         if not metrics:
             raise _not_found(f"probe {probe!r} of run {run!r} has no metrics at step {step}")
-        return {"run": run, "probe": probe, "step": step, "metrics": dict(sorted(metrics.items()))}
+        body = {"run": run, "probe": probe, "step": step, "metrics": dict(sorted(metrics.items()))}
+        if group is not None:
+            body["group"] = group
+        return body
 
     def exemplars_impl(self, ctx, experiment_id, run, tag, step):
-        datum = self._blob_datum(ctx, experiment_id, run, tag, step, metadata.KIND_EXEMPLARS)
-        key = ("exemplars", datum.values[0].blob_key if datum.values else None, datum.wall_time)
-        table = self._cache.get(key, lambda: metadata.decode_json(self._read_blob(ctx, datum, 0, "exemplars")))
-        if not isinstance(table, dict):
-            raise metadata.FormatError("exemplar table is not a JSON object")
+        datum = self._reader.blob_datum(ctx, experiment_id, run, tag, step, schema.KIND_EXEMPLARS)
+        table = schema.exemplars_payload(self._reader.exemplar_table(ctx, datum))
         return {"run": run, "tag": tag, "step": step, **table}
 
     # -----------------------------------------------------------------------------------------
     # Routes
+
+    @staticmethod
+    def _context(request):
+        return plugin_util.context(request.environ), plugin_util.experiment_id(request.environ)
 
     @_route
     def _serve_tags(self, request):
@@ -415,50 +425,47 @@ class AttentionPlugin(base_plugin.TBPlugin):
         step = _int_param(request, "step")
         return http_util.Respond(request, self.examples_impl(*self._context(request), run, tag, step), _JSON)
 
-    @_route
-    def _serve_attention(self, request):
+    def _example_params(self, request):
         run, tag = _param(request, "run"), _param(request, "tag")
         step, example = _int_param(request, "step"), _int_param(request, "example")
-        as_json, layer, head = self._format_params(request)
-        blob = self.attention_blob_impl(*self._context(request), run, tag, step, example)
-        if not as_json:
-            return http_util.Respond(request, blob, "application/octet-stream", content_encoding="gzip")
-        try:
-            decoded = metadata.decode_attention(blob, layer=layer, head=head)  # only what is asked for
-        except IndexError as e:
-            raise _not_found(str(e)) from None
-        weights = decoded.attention
-        return http_util.Respond(
-            request, {**decoded.header, "shape": list(weights.shape), "attention": weights.tolist()}, _JSON
-        )
-
-    @_route
-    def _serve_qk(self, request):
-        run, tag = _param(request, "run"), _param(request, "tag")
-        step, example = _int_param(request, "step"), _int_param(request, "example")
-        as_json, layer, head = self._format_params(request)
-        blob = self.qk_blob_impl(*self._context(request), run, tag, step, example)
-        if not as_json:
-            return http_util.Respond(request, blob, "application/octet-stream", content_encoding="gzip")
-        decoded = metadata.decode_qk(blob)
-        query = _narrow(decoded.query, layer, head, decoded.header)
-        group = decoded.header["num_heads"] // decoded.header["num_kv_heads"]
-        key = _narrow(decoded.key, layer, None if head is None else head // group, decoded.header, kv=True)
-        body = {
-            **decoded.header,
-            "shape_query": list(query.shape),
-            "shape_key": list(key.shape),
-            "query": query.tolist(),
-            "key": key.tolist(),
-        }
-        return http_util.Respond(request, body, _JSON)
-
-    @staticmethod
-    def _format_params(request):
         fmt = _param(request, "format", required=False)
         if fmt not in (None, "binary", "json"):
             raise _bad_request(f"parameter 'format' must be 'json' or 'binary', got {fmt!r}")
-        return fmt == "json", _int_param(request, "layer", False), _int_param(request, "head", False)
+        return dict(
+            run=run, tag=tag, step=step, example=example, group=_param(request, "group", required=False),
+            layer=_int_param(request, "layer", False), head=_int_param(request, "head", False), as_json=fmt == "json",
+        )
+
+    def _respond_blob_or_json(self, request, answer):
+        if isinstance(answer, dict):
+            return http_util.Respond(request, answer, _JSON)
+        return http_util.Respond(request, answer, "application/octet-stream", content_encoding="gzip")
+
+    @_route
+    def _serve_attention(self, request):
+        params = self._example_params(request)
+        return self._respond_blob_or_json(request, self.attention_impl(*self._context(request), **params))
+
+    @_route
+    def _serve_qk(self, request):
+        params = self._example_params(request)
+        return self._respond_blob_or_json(request, self.qk_impl(*self._context(request), **params))
+
+    @_route
+    def _serve_image(self, request):
+        run, tag = _param(request, "run"), _param(request, "tag")
+        step, example = _int_param(request, "step"), _int_param(request, "example")
+        png = self.image_impl(*self._context(request), run, tag, step, example)
+        return http_util.Respond(request, png, "image/png")
+
+    @_route
+    def _serve_compare(self, request):
+        tag = _param(request, "tag")
+        run_a, run_b = _param(request, "run_a"), _param(request, "run_b")
+        step_a, step_b = _int_param(request, "step_a"), _int_param(request, "step_b")
+        group = _param(request, "group", required=False)
+        body = self.compare_impl(*self._context(request), tag, run_a, step_a, run_b, step_b, group)
+        return http_util.Respond(request, body, _JSON)
 
     @_route
     def _serve_metric(self, request):
@@ -469,62 +476,11 @@ class AttentionPlugin(base_plugin.TBPlugin):
     def _serve_metrics(self, request):
         run, probe = _param(request, "run"), _param(request, "probe")
         step = _int_param(request, "step")
-        return http_util.Respond(request, self.metrics_impl(*self._context(request), run, probe, step), _JSON)
+        group = _param(request, "group", required=False)
+        return http_util.Respond(request, self.metrics_impl(*self._context(request), run, probe, step, group), _JSON)
 
     @_route
     def _serve_exemplars(self, request):
         run, tag = _param(request, "run"), _param(request, "tag")
         step = _int_param(request, "step")
         return http_util.Respond(request, self.exemplars_impl(*self._context(request), run, tag, step), _JSON)
-
-
-def _narrow(array, layer, head, header, kv=False):
-    """array[layer][head] for the axes asked for, with a 404 naming an index out of range."""
-    heads = header["num_kv_heads" if kv else "num_heads"]
-    if layer is not None:
-        if layer >= header["num_layers"]:
-            raise _not_found(f"layer {layer} does not exist: the example has {header['num_layers']} layers")
-        array = array[layer]
-    if head is not None:
-        if head >= heads:
-            raise _not_found(f"head {head} does not exist: the example has {heads} heads")
-        array = array[:, head] if layer is None else array[head]
-    return array
-
-
-def _signature(ts):
-    """What changes in a tag's listing when something is written to it."""
-    return (ts.max_step, ts.max_wall_time, ts.plugin_content)
-
-
-def _describe_tag(ts, data):
-    """One entry of /tags: the tag's kind, its steps and what its plugin data says."""
-    entry = {}
-    if ts.description:
-        entry["description"] = ts.description
-    if ts.display_name:
-        entry["display_name"] = ts.display_name
-    try:
-        content = metadata.parse_plugin_data(ts.plugin_content)
-    except metadata.FormatError as e:
-        return {**entry, "kind": "unsupported", "error": str(e), "steps": []}
-    entry.update({k: v for k, v in content.items() if k != "version"})
-    data = _one_per_step(data)
-    entry["steps"] = [d.step for d in data]
-    entry["wall_times"] = [d.wall_time for d in data]
-    if any(math.isnan(w) for w in entry["wall_times"]):
-        entry["wall_times"] = [None if math.isnan(w) else w for w in entry["wall_times"]]
-    return entry
-
-
-def _one_per_step(data):
-    """Data in step order, one datum per step: the last written wins.
-
-    A run resumed from a checkpoint logs some steps again. The Rust loader keeps the newest write
-    of a step; the Python loader keeps every write of a tensor (and the first of a blob sequence),
-    which would put a step twice on a metric's curve.
-    """
-    by_step = {}
-    for datum in data:
-        by_step[datum.step] = datum
-    return [by_step[step] for step in sorted(by_step)]

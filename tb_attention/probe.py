@@ -8,18 +8,33 @@ from tb_attention import defaults, metadata, summary
 class Probe:
     """Texts tokenised once; `probe.log(writer, model, step)` logs their attention at `step`.
 
-    texts: strings, or (a, b) pairs for sentence-pair models (where segment A ends is stored).
-    name: the tag of the attention; metrics go to `<name>/<metric>`, exemplars to `<name>/exemplars`.
+    texts: strings, or (a, b) pairs for sentence-pair models (where segment A ends is stored);
+        an encoder-decoder's source texts.
+    targets: for an encoder-decoder, one target per text, fed as the decoder input ids (teacher
+        forcing): token ids (a list of ints or a 1-D tensor) exactly as given, or a text, tokenised
+        as the tokenizer tokenises targets (`text_target=`) and preceded by the model's
+        `decoder_start_token_id` (its config's), so the decoder reads: start token, then the whole
+        target, end-of-sequence included. The example then holds three groups, `encoder`,
+        `decoder` and `cross` (target tokens over source tokens).
+    forward: how to run a batch through a plain (non Hugging Face) module,
+        forward(model, input_ids, attention_mask) with [B, N] right-padded tensors; without it a plain
+        module is called as model(input_ids) with one [1, N] LongTensor per text (no padding). A
+        Hugging Face model gets input_ids, attention_mask (and token_type_ids, decoder inputs).
+    name: the tag of the attention; metrics go to `<name>/<metric>` (the first group's) and
+        `<name>/<group>/<metric>` (others'), exemplars to `<name>/exemplars`.
     with_qk: also store query and key vectors (the neuron view); ~4 bytes per head dimension per
         token per head, so off by default.
     metrics: compute and log the per-head metrics (distance, entropy, null attention, variability,
-        and with syntax: dependency alignment and part-of-speech shares).
+        max_logit, and with syntax: dependency alignment and part-of-speech shares; cross attention:
+        entropy, null_attention, diagonal_alignment and max_logit, see cross_metrics.py).
     syntax: parse the texts with spaCy for the syntax metrics; None = when spaCy and an English
         pipeline are installed; True = required; False = never.
     include_first: count attention to the first token in the metrics (the paper excludes it).
     top_k_exemplars: inputs kept per head as exemplars.
     max_length: truncate longer texts (tokens); None = the tokenizer's default behaviour.
     batch_size: texts per forward pass.
+
+    Users who tokenise themselves: `Probe.from_tokens(token_ids, tokens, ...)`.
     """
 
     def __init__(
@@ -28,6 +43,8 @@ class Probe:
         texts,
         name=defaults.PROBE_TAG,
         *,
+        targets=None,
+        forward=None,
         with_qk=False,
         metrics=True,
         syntax=None,
@@ -38,22 +55,23 @@ class Probe:
         batch_size=8,
         max_dense_tokens=metadata.DEFAULT_MAX_DENSE_TOKENS,
         all_ranks=False,
+        _encodings=None,
     ):
-        if isinstance(texts, (str, tuple)):
-            texts = [texts]
-        texts = list(texts)
-        if not texts:
-            raise ValueError("a probe needs at least one text")
-        for i, text in enumerate(texts):
-            if not (isinstance(text, str) or (isinstance(text, tuple) and len(text) == 2 and all(isinstance(t, str) for t in text))):
-                raise TypeError(f"probe text {i} must be a string or a (text_a, text_b) pair, got {text!r}")
-            if not (text if isinstance(text, str) else "".join(text)).strip():
-                raise ValueError(f"probe text {i} is empty")
         if "/" in name and name.split("/", 1)[1] in metadata.METRICS:
             raise ValueError(f"probe name {name!r} would collide with its metric tags")
+        if _encodings is None:
+            if tokenizer is None:
+                raise TypeError(
+                    "Probe needs a tokenizer to tokenise its texts; if you tokenise yourself, use "
+                    "Probe.from_tokens(token_ids, tokens, ...)"
+                )
+            texts = _check_texts(texts)
+            targets = _check_targets(targets, len(texts))
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be a positive number of texts, got {batch_size}")
         self.tokenizer = tokenizer
-        self.texts = texts
         self.name = name
+        self.forward = forward
         self.with_qk = with_qk
         self.compute_metrics = metrics
         self.include_first = include_first
@@ -65,7 +83,51 @@ class Probe:
         self._spacy_model = spacy_model
         self._syntax = None  # parsed on first use, once
         self.max_length = max_length
-        self.encodings = [self._encode(text, max_length) for text in texts]
+        if _encodings is not None:
+            self.encodings = _encodings
+            self.texts = [e["text"] for e in _encodings]
+        else:
+            self.texts = texts
+            self.encodings = [self._encode(text, max_length) for text in texts]
+            for encoding, target in zip(self.encodings, targets or [None] * len(texts)):
+                if target is not None:
+                    encoding.update(self._encode_target(target, max_length))
+
+    @classmethod
+    def from_tokens(cls, token_ids, tokens, name=defaults.PROBE_TAG, *, target_ids=None, target_tokens=None,
+                    texts=None, **options):
+        """A probe of inputs tokenised by the caller: token_ids, one sequence of ints (list or 1-D
+        tensor) per input, and tokens, one list of token strings per input, as long as its ids.
+        target_ids / target_tokens: an encoder-decoder's decoder inputs, fed exactly as given.
+        texts: optional display texts (default: the tokens joined by spaces). No syntax metrics
+        (no tokenizer to align a parse with). Other options as for Probe."""
+        token_ids = [_id_list(ids, f"token_ids[{i}]") for i, ids in enumerate(_as_list(token_ids))]
+        tokens = [list(t) for t in _as_list(tokens)]
+        if not token_ids:
+            raise ValueError("a probe needs at least one input")
+        _check_parallel(token_ids, tokens, "token_ids", "tokens")
+        if (target_ids is None) != (target_tokens is None):
+            raise ValueError("give both target_ids and target_tokens, or neither")
+        if target_ids is not None:
+            target_ids = [_id_list(ids, f"target_ids[{i}]") for i, ids in enumerate(_as_list(target_ids))]
+            target_tokens = [list(t) for t in _as_list(target_tokens)]
+            _check_parallel(target_ids, target_tokens, "target_ids", "target_tokens")
+            if len(target_ids) != len(token_ids):
+                raise ValueError(f"{len(target_ids)} targets for {len(token_ids)} inputs: give one target per input")
+        texts = list(texts) if texts is not None else [" ".join(map(str, t)) for t in tokens]
+        if len(texts) != len(token_ids):
+            raise ValueError(f"{len(texts)} texts for {len(token_ids)} inputs")
+        if options.get("syntax"):
+            raise ValueError("syntax metrics need a tokenizer: Probe.from_tokens has none")
+        options["syntax"] = False
+        encodings = []
+        for i, (ids, toks, text) in enumerate(zip(token_ids, tokens, texts)):
+            encoding = {"input_ids": ids, "tokens": [str(t) for t in toks], "text": text, "segments": None}
+            if target_ids is not None:
+                encoding.update(target_ids=target_ids[i], target_tokens=[str(t) for t in target_tokens[i]],
+                                target_start=False)
+            encodings.append(encoding)
+        return cls(None, None, name, _encodings=encodings, **options)
 
     def _encode(self, text, max_length):
         pair = isinstance(text, tuple)
@@ -84,6 +146,19 @@ class Probe:
             "segments": segments,
         }
 
+    def _encode_target(self, target, max_length):
+        if isinstance(target, str):
+            options = {"truncation": True, "max_length": max_length} if max_length else {}
+            ids = list(self.tokenizer(text_target=target, **options)["input_ids"])
+            start = True  # the model's decoder_start_token_id goes first, at capture time
+        else:
+            ids, start = target, False
+        return {"target_ids": ids, "target_tokens": self.tokenizer.convert_ids_to_tokens(ids), "target_start": start}
+
+    @property
+    def has_targets(self):
+        return "target_ids" in self.encodings[0]
+
     # -----------------------------------------------------------------------------------------
 
     @property
@@ -94,7 +169,7 @@ class Probe:
         return self._syntax
 
     def _parse(self):
-        if self._syntax_wanted is False:
+        if self._syntax_wanted is False or self.tokenizer is None:
             return [None] * len(self.texts)
         from tb_attention import syntax
 
@@ -116,30 +191,63 @@ class Probe:
                 raise RuntimeError(f"syntax of {encoding['text']!r} covers {len(parse)} tokens, not {len(encoding['input_ids'])}")
         return parses
 
+    def _targets(self, model):
+        """Per input, (decoder input ids, their tokens): text targets get the decoder start token."""
+        start = None
+        out = []
+        for encoding in self.encodings:
+            ids, tokens = list(encoding["target_ids"]), list(encoding["target_tokens"])
+            if encoding.get("target_start"):
+                if start is None:
+                    start = getattr(getattr(model, "config", None), "decoder_start_token_id", None)
+                    if start is None:
+                        raise ValueError(
+                            f"{type(model).__name__} has no config.decoder_start_token_id to start a text target "
+                            "with: give the targets as token ids, start token included"
+                        )
+                ids = [int(start)] + ids
+                tokens = self.tokenizer.convert_ids_to_tokens([int(start)]) + tokens
+            out.append((ids, tokens))
+        return out
+
     def capture(self, model):
-        """Each text's attention (and q/k when asked) at the model's current weights."""
+        """Each input's attention (and q/k when asked) at the model's current weights (`Captured`)."""
         import torch
 
-        from tb_attention import capture
+        from tb_attention import capture, intercept
 
         model = _unwrap(model)
+        targets = self._targets(model) if self.has_targets else None
+        hf = capture._is_hf(intercept.unwrap(model))
+        if not hf and self.forward is None:  # a plain module: one [1, N] input at a time, no padding
+            captured = []
+            for i, encoding in enumerate(self.encodings):
+                ids = torch.tensor([encoding["input_ids"]], dtype=torch.long)
+                if targets is not None:
+                    raise ValueError(
+                        f"{type(model).__name__} is not a Hugging Face encoder-decoder: give Probe a forward= "
+                        "that feeds the targets (decoder_input_ids) to it"
+                    )
+                captured += capture.capture_attention(model, ids, with_qk=self.with_qk)
+            return captured
         captured = []
         for start in range(0, len(self.encodings), self.batch_size):
-            batch = self.encodings[start : start + self.batch_size]
-            n = max(len(e["input_ids"]) for e in batch)
+            rows = range(start, min(start + self.batch_size, len(self.encodings)))
+            batch = [self.encodings[i] for i in rows]
             # Right padding: real tokens keep positions 0..n-1, so each input attends as if alone.
-            input_ids = torch.zeros((len(batch), n), dtype=torch.long)
-            mask = torch.zeros((len(batch), n), dtype=torch.long)
-            token_type_ids = None
-            for row, encoding in enumerate(batch):
-                ids = encoding["input_ids"]
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-                mask[row, : len(ids)] = 1
-                if encoding["segments"]:
-                    token_type_ids = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
-                    token_type_ids[row, encoding["segments"][0] : len(ids)] = 1
-            kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-            captured += capture.capture_attention(model, input_ids, mask, with_qk=self.with_qk, **kwargs)
+            input_ids, mask = _padded([e["input_ids"] for e in batch])
+            kwargs = {}
+            if any(e["segments"] for e in batch):
+                token_type_ids = torch.zeros_like(input_ids)
+                for row, encoding in enumerate(batch):
+                    if encoding["segments"]:
+                        token_type_ids[row, encoding["segments"][0] : len(encoding["input_ids"])] = 1
+                kwargs["token_type_ids"] = token_type_ids
+            if targets is not None:
+                kwargs["decoder_input_ids"], kwargs["decoder_attention_mask"] = _padded([targets[i][0] for i in rows])
+            captured += capture.capture_attention(
+                model, input_ids, mask, with_qk=self.with_qk, forward=None if hf else self.forward, **kwargs
+            )
         return captured
 
     def log(self, writer, model, step, *, walltime=None):
@@ -147,53 +255,98 @@ class Probe:
 
         The model runs in eval mode without gradients; its mode is restored afterwards, so this
         can be called from inside a training loop. Returns the metrics ({} on a rank that does
-        not write).
+        not write): {metric: [L, H]} for the first group, {"<group>/<metric>": ...} for the others.
         """
         if not summary.is_writing_rank(self.all_ranks):
             return {}
         captured = self.capture(model)
+        targets = self._targets(model) if self.has_targets else None
         syntax = self.syntax if self.compute_metrics else [None] * len(captured)
-        examples = []
-        for encoding, result, parse in zip(self.encodings, captured, syntax):
-            example = {
-                "attention": result.attention,
-                "tokens": encoding["tokens"],
-                "text": encoding["text"],
-                "segments": encoding["segments"],
-                "pos": None if parse is None else list(parse.pos),
-            }
-            if self.with_qk:
-                example.update(query=result.query, key=result.key, scaling=result.scaling)
-                example.update({name: getattr(result, name) for name in metadata.SCORING_RULES})
-            examples.append(example)
+        examples = [
+            self._example(encoding, result, parse, targets[i][1] if targets else None)
+            for i, (encoding, result, parse) in enumerate(zip(self.encodings, captured, syntax))
+        ]
         summary.write_examples(
             writer, self.name, examples, step, walltime=walltime, max_dense_tokens=self.max_dense_tokens
         )
         values = {}
         if self.compute_metrics:
-            values, table = self._analyse(captured, syntax)
-            summary.metrics(writer, self.name, values, step, all_ranks=True, walltime=walltime)
-            summary.exemplars(writer, self.name, table, step, all_ranks=True, walltime=walltime)
+            for index, (group, group_values, table) in enumerate(self._analyse(captured, syntax)):
+                summary.metrics(writer, self.name, group_values, step, group=group, first_group=index == 0,
+                                all_ranks=True, walltime=walltime)
+                if table is not None:
+                    summary.exemplars(writer, self.name, table, step, all_ranks=True, walltime=walltime)
+                prefix = "" if index == 0 else f"{group}/"
+                values.update({prefix + metric: value for metric, value in group_values.items()})
         return values
 
-    def _analyse(self, captured, syntax):
-        """Metrics [L, H] per name, and the exemplar table of http_api.md's /exemplars."""
-        from tb_attention import metrics
+    def _example(self, encoding, result, parse, target_tokens):
+        """One example in the writer's v2 form: a group per attention group, each with its tokens."""
+        source_tokens = encoding["tokens"]
+        token_lists = {"self": (source_tokens, source_tokens), "encoder": (source_tokens, source_tokens),
+                       "decoder": (target_tokens, target_tokens), "cross": (target_tokens, source_tokens)}
+        groups = []
+        for group in result.groups:
+            queries, keys = token_lists[group.name]
+            if queries is None or len(queries) != group.attention.shape[2] or len(keys) != group.attention.shape[3]:
+                queries = queries if queries is not None and len(queries) == group.attention.shape[2] else [
+                    str(i) for i in range(group.attention.shape[2])]  # e.g. audio frames: numbered
+                keys = keys if keys is not None and len(keys) == group.attention.shape[3] else [
+                    str(j) for j in range(group.attention.shape[3])]
+            spec = {
+                "name": group.name,
+                "attention": group.attention,
+                "tokens": list(queries),
+                "key_tokens": list(keys),
+                "causal": group.causal,
+                "layer_names": group.layer_names,
+            }
+            if self.with_qk and group.query is not None:
+                spec.update(query=group.query, key=group.key, scaling=group.scaling)
+                spec.update({rule: getattr(group, rule) for rule in metadata.SCORING_RULES})
+            groups.append(spec)
+        return {
+            "tokens": groups[0]["tokens"],
+            "text": encoding["text"],
+            "segments": encoding["segments"],
+            "pos": None if parse is None else list(parse.pos),
+            "groups": groups,
+        }
 
-        attentions = [c.attention for c in captured]
-        stats = metrics.AttentionStats(
-            captured[0].num_layers,
-            captured[0].num_heads,
-            include_first=self.include_first,
-            top_k=self.top_k_exemplars,
-        )
-        stats.update(attentions, syntax=syntax if any(s is not None for s in syntax) else None)
-        table = exemplar_table(
-            [[[(e.key, e.score, e.i, e.j) for e in head] for head in layer] for layer in stats.exemplars()],
-            inputs=[{"tokens": e["tokens"], "text": e["text"], "example": i} for i, e in enumerate(self.encodings)],
-            top_k=self.top_k_exemplars,
-        )
-        return stats.result(), table
+    def _analyse(self, captured, syntax):
+        """Per group: (name, {metric: [L, H]}, exemplar table of http_api.md's /exemplars or None)."""
+        from tb_attention import cross_metrics, metrics
+
+        out = []
+        for index, name in enumerate(g.name for g in captured[0].groups):
+            groups = [c.group(name) for c in captured]
+            if name == "cross":
+                values = cross_metrics.cross_metrics([g.attention for g in groups])
+                table = None
+            else:
+                stats = metrics.AttentionStats(
+                    groups[0].num_layers,
+                    groups[0].attention.shape[1],
+                    include_first=self.include_first,
+                    top_k=self.top_k_exemplars,
+                )
+                group_syntax = syntax if name in ("self", "encoder") else [None] * len(groups)
+                stats.update([g.attention for g in groups],
+                             syntax=group_syntax if any(s is not None for s in group_syntax) else None)
+                values = stats.result()
+                table = None
+                if index == 0:
+                    table = exemplar_table(
+                        [[[(e.key, e.score, e.i, e.j) for e in head] for head in layer] for layer in stats.exemplars()],
+                        inputs=[{"tokens": e["tokens"], "text": e["text"], "example": i}
+                                for i, e in enumerate(self.encodings)],
+                        top_k=self.top_k_exemplars,
+                    )
+            top = cross_metrics.max_logit(groups)
+            if top is not None:
+                values["max_logit"] = top
+            out.append((name, values, table))
+        return out
 
 
 def exemplar_table(exemplars, inputs, top_k):
@@ -232,3 +385,68 @@ def _unwrap(model):
     while type(model).__name__ in ("DistributedDataParallel", "DataParallel") and hasattr(model, "module"):
         model = model.module
     return model
+
+
+def _check_texts(texts):
+    if isinstance(texts, (str, tuple)):
+        texts = [texts]
+    texts = list(texts) if texts is not None else []
+    if not texts:
+        raise ValueError("a probe needs at least one text")
+    for i, text in enumerate(texts):
+        if not (isinstance(text, str) or (isinstance(text, tuple) and len(text) == 2 and all(isinstance(t, str) for t in text))):
+            raise TypeError(f"probe text {i} must be a string or a (text_a, text_b) pair, got {text!r}")
+        if not (text if isinstance(text, str) else "".join(text)).strip():
+            raise ValueError(f"probe text {i} is empty")
+    return texts
+
+
+def _check_targets(targets, count):
+    """One target per text: a text, or token ids (a list of ints or a 1-D tensor)."""
+    if targets is None:
+        return None
+    targets = _as_list(targets)
+    if len(targets) != count:
+        raise ValueError(f"{len(targets)} targets for {count} texts: give one target per text")
+    return [t if isinstance(t, str) else _id_list(t, f"target {i}") for i, t in enumerate(targets)]
+
+
+def _as_list(x):
+    """A list of sequences: a 2-D tensor's rows, or the items of a list/tuple."""
+    if hasattr(x, "dim") and x.dim() == 2:
+        return list(x)
+    return list(x)
+
+
+def _id_list(ids, what):
+    """Token ids as a list of ints, from a list or a 1-D tensor/array."""
+    if hasattr(ids, "tolist"):
+        if getattr(ids, "ndim", 1) != 1:
+            raise ValueError(f"{what} must be one sequence of token ids (a list or a 1-D tensor), got shape {tuple(ids.shape)}")
+        ids = ids.tolist()
+    if isinstance(ids, str) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise TypeError(f"{what} must be token ids (ints), got {ids!r}"[:200])
+    if not ids:
+        raise ValueError(f"{what} is empty")
+    return list(ids)
+
+
+def _check_parallel(ids, tokens, ids_name, tokens_name):
+    if len(ids) != len(tokens):
+        raise ValueError(f"{len(ids)} {ids_name} for {len(tokens)} {tokens_name}: give one token list per input")
+    for i, (a, b) in enumerate(zip(ids, tokens)):
+        if len(a) != len(b):
+            raise ValueError(f"input {i}: {len(a)} {ids_name} but {len(b)} {tokens_name}")
+
+
+def _padded(sequences):
+    """Right-padded [B, N] LongTensor of ids (pad 0) and its [B, N] mask."""
+    import torch
+
+    n = max(len(s) for s in sequences)
+    ids = torch.zeros((len(sequences), n), dtype=torch.long)
+    mask = torch.zeros((len(sequences), n), dtype=torch.long)
+    for row, s in enumerate(sequences):
+        ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[row, : len(s)] = 1
+    return ids, mask

@@ -20,13 +20,11 @@ from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_
 from tensorboard.plugins.scalar import summary_v2 as scalar_summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-from tb_attention import fastcrc, metadata
+from tb_attention import codecs, fastcrc, metadata, schema
 
-ROW_SUM_TOLERANCE = 0.02  # |sum_j a_ij - 1| allowed per row (fp16/bf16 models round)
+ROW_SUM_TOLERANCE = codecs.ROW_SUM_TOLERANCE  # |sum_j a_ij - 1| allowed per row
 _ENCODE_WORKERS = 2  # threads for encoding examples: zlib and numpy release the GIL
 
-
-fastcrc.install(writer=True, reader=False)  # TensorBoard checksums records in pure Python
 
 
 class Writer:
@@ -94,8 +92,15 @@ def attention_pb(tag, manifest_blob, attention_blobs, qk_blobs=(), *, descriptio
     return _blob_sequence_pb(tag, blobs, content, description, display_name)
 
 
-def metrics_pb(tag, values, *, probe, metric, description=None, display_name=None):
-    """One metric of one step: float32 [layers, heads] under tag `<probe>/<metric>`."""
+def attention_part_pb(tag, part, blobs):
+    """Part `part` (1, 2, ...) of a large attention step's blobs, under `schema.part_tag(tag, part)`."""
+    content = schema.create_plugin_data(schema.KIND_ATTENTION_PART, probe=tag, part=part)
+    return _blob_sequence_pb(schema.part_tag(tag, part), blobs, content)
+
+
+def metrics_pb(tag, values, *, probe, metric, group=None, description=None, display_name=None):
+    """One metric of one step: float32 [layers, heads] under tag `<probe>/<metric>` (or
+    `<probe>/<group>/<metric>`: see `metrics`)."""
     array = np.asarray(values, dtype=np.float32)
     if array.ndim != 2:
         raise ValueError(f"metric {metric!r} must be [layers, heads], got shape {array.shape}")
@@ -106,7 +111,10 @@ def metrics_pb(tag, values, *, probe, metric, description=None, display_name=Non
         ),
         tensor_content=array.astype("<f4").tobytes(),
     )
-    content = metadata.create_plugin_data(metadata.KIND_METRIC, probe=probe, metric=metric)
+    fields = {"probe": probe, "metric": metric}
+    if group is not None:
+        fields["group"] = schema.check_group_name(group)
+    content = schema.create_plugin_data(schema.KIND_METRIC, **fields)
     return _summary(tag, tensor, content, summary_pb2.DATA_CLASS_TENSOR, description, display_name)
 
 
@@ -171,37 +179,6 @@ def stack_layers(attentions):
     )
 
 
-def check_attention(attention, tokens, *, check_rows=True):
-    """Raises ValueError naming the problem if [L, H, N, N] weights are not attention over `tokens`."""
-    num_layers, num_heads, n, n2 = attention.shape
-    if n != n2:
-        raise ValueError(f"attention must be square over tokens, got {n} queries x {n2} keys")
-    if num_layers == 0 or num_heads == 0 or n == 0:
-        raise ValueError(f"attention is empty: {num_layers} layers, {num_heads} heads, {n} tokens")
-    if len(tokens) != n:
-        raise ValueError(f"{len(tokens)} tokens given for attention over {n} tokens; they must match one to one")
-    for what, bad in (("NaN or infinite", ~np.isfinite(attention)), ("negative", attention < 0)):
-        if bad.any():
-            layer, head, row, col = (int(v) for v in np.argwhere(bad)[0])
-            raise ValueError(
-                f"attention has {what} weights ({int(bad.sum())} of them; first at layer {layer}, head {head}, "
-                f"query {row}, key {col}: {attention[layer, head, row, col]})"
-            )
-    if attention.max() > 1.0 + ROW_SUM_TOLERANCE:
-        raise ValueError(f"attention has weights above 1 (max {attention.max():.4g}): log probabilities after the softmax")
-    if check_rows:
-        sums = attention.sum(axis=-1, dtype=np.float64)
-        off = np.abs(sums - 1.0) > ROW_SUM_TOLERANCE
-        if off.any():
-            layer, head, row = (int(v) for v in np.argwhere(off)[0])
-            raise ValueError(
-                f"attention rows must sum to 1: layer {layer}, head {head}, query {row} sums to "
-                f"{sums[layer, head, row]:.4f} ({int(off.sum())} rows off by more than {ROW_SUM_TOLERANCE}). "
-                "Padding rows? Pass attention_mask, or unpadded attention per input; "
-                "pass check_rows=False for attention that is not a softmax"
-            )
-
-
 def token_strings(tokens):
     """The tokens of one input as a list of str, or a TypeError naming the token that is not text.
 
@@ -260,6 +237,7 @@ def _file_writer(writer):
 
 
 def write(writer, summary, step, walltime=None):
+    fastcrc.install_writer()  # TensorBoard checksums records in pure Python; once, guarded
     _file_writer(writer).add_summary(summary, check_step(step), walltime)
 
 
@@ -283,84 +261,299 @@ def check_step(step):
 # ---------------------------------------------------------------------------------------------
 # Writing
 
+# Event-record budget. Every blob of a step's tag lives in one event record, and both loaders hold a
+# record whole: the Python loader reads it into memory and parses it with protobuf (2 GiB hard limit),
+# and keeps every retained record of this plugin in memory; the Rust data server does the same and
+# answers ReadBlobSequences with keys only (ReadBlob streams the bytes, ReadTensors is one gRPC message
+# capped at 256 MiB on the client). A step larger than RECORD_BYTES spreads its blobs over part tags
+# ("<tag>/_parts/<k>", written before the main record), so no record is much above this size.
+RECORD_BYTES = 64 << 20  # bytes of blobs per event record
+MAX_BLOB_BYTES = 256 << 20  # one layer's compressed attention or q/k; larger is refused
 
-def encode_examples(
+
+class _Group:
+    """One attention group of an example, checked: its layers (raw or already encoded) and q/k."""
+
+    def __init__(self, spec, example_tokens, index, max_dense_tokens, top_k, check_rows):
+        self.name = schema.check_group_name(spec.get("name", metadata.DEFAULT_GROUP))
+        where = f"example {index}" if self.name == metadata.DEFAULT_GROUP else f"example {index}, group {self.name!r}"
+        self.tokens = token_strings(spec["tokens"]) if spec.get("tokens") is not None else example_tokens
+        self.key_tokens = token_strings(spec["key_tokens"]) if spec.get("key_tokens") is not None else self.tokens
+        layers = spec.get("attention")
+        if layers is None:
+            raise TypeError(f"{where}: attention is None: the model did not return it (load it with "
+                            "attn_implementation='eager' or use tb_attention.capture_attention)")
+        if not isinstance(layers, (list, tuple)):
+            layers = _per_layer(layers, where)
+        self.layers = list(layers)
+        first = self.layers[0] if self.layers else None
+        if first is not None and not isinstance(first, codecs.EncodedLayer):
+            shape = tuple(getattr(first, "shape", np.shape(first)))
+            if len(shape) == 3 and 0 in shape:
+                raise ValueError(f"{where}: attention is empty: {len(self.layers)} layers, {shape[0]} heads, "
+                                 f"{shape[-1]} tokens")
+        if not self.layers:
+            raise ValueError(f"{where}: attention has no layers")
+        self.encoded = [isinstance(x, codecs.EncodedLayer) for x in self.layers]
+        self.options = dict(max_dense_tokens=max_dense_tokens, top_k=top_k, check_rows=check_rows)
+        self.causal = spec.get("causal")
+        nq, nk = len(self.tokens), len(self.key_tokens)
+        if max(nq, nk) > metadata.MAX_TOKENS:  # before any check copies the weights
+            raise ValueError(f"{where}: attention over {max(nq, nk)} tokens: at most {metadata.MAX_TOKENS} tokens "
+                             "per example can be stored; log a window of the input")
+        for i, layer in enumerate(self.layers):
+            if self.encoded[i]:
+                h = layer.header
+                if (h["tokens"], h["key_tokens"], h["first_layer"]) != (self.tokens, self.key_tokens, i):
+                    raise ValueError(f"{where}: encoded layer {i} was encoded for other tokens or as layer {h['first_layer']}")
+            else:
+                shape = tuple(getattr(layer, "shape", np.shape(layer)))
+                if len(shape) != 3 or shape[1:] != (nq, nk):
+                    expected = f"(layer {i} has shape {list(shape)}, expected [heads, {nq}, {nk}])"
+                    if len(shape) == 3 and shape[1] == nq and shape[2] != nk:
+                        raise ValueError(f"{where}: {nk} key tokens given for attention over {shape[2]} keys {expected}; "
+                                         "pass key_tokens for attention whose keys are another sequence (cross attention)")
+                    got = shape[-1] if len(shape) == 3 and nq == nk else list(shape[1:])
+                    raise ValueError(f"{where}: {nq} tokens given for attention over {got} tokens; they must match one "
+                                     f"to one {expected}")
+        heads = {int(x.header["num_heads"]) if e else int(getattr(x, "shape", np.shape(x))[0])
+                 for x, e in zip(self.layers, self.encoded)}
+        if len(heads) > 1:
+            raise ValueError(f"{where}: layers have different numbers of heads ({sorted(heads)}); log them as separate groups")
+        self.num_heads = heads.pop()
+        names = spec.get("layer_names")
+        if names is not None and (len(names) != len(self.layers) or not all(isinstance(n, str) for n in names)):
+            raise ValueError(f"{where}: layer_names must be {len(self.layers)} strings, one per layer")
+        self.layer_names = None if names is None else list(names)
+        self.qk = _QueryKeySpec(spec, len(self.layers), where) if spec.get("query") is not None or spec.get("qk") is not None else None
+        if spec.get("query") is None and spec.get("qk") is None and any(spec.get(k) is not None for k in metadata.SCORING_RULES):
+            raise ValueError(f"{where}: softcap, sliding_window and sinks describe query/key: pass them with query, key and scaling")
+        if any(self.encoded):
+            flags = {x.header["causal"] for x, e in zip(self.layers, self.encoded) if e}
+            if len(flags) > 1 or (self.causal is not None and bool(self.causal) not in flags):
+                raise ValueError(f"{where}: encoded layers disagree on causal")
+            self.causal = flags.pop()
+
+    def prepare(self, where):
+        """Checks every raw layer and decides `causal` (all layers: one encoding per group)."""
+        for i, (layer, encoded) in enumerate(zip(self.layers, self.encoded)):
+            if not encoded:
+                try:
+                    codecs.check_layer(layer, layer=i, check_rows=self.options["check_rows"])
+                except ValueError as e:
+                    raise ValueError(f"{where}: {e}") from None
+        if self.causal is None:
+            self.causal = len(self.tokens) == len(self.key_tokens) and all(
+                codecs.is_causal_layer(x) for x, e in zip(self.layers, self.encoded) if not e
+            )
+        self.encoding = codecs.choose_encoding(len(self.tokens), len(self.key_tokens), self.causal,
+                                               self.options["max_dense_tokens"])
+
+    def encode_layer(self, i):
+        if self.encoded[i]:
+            return self.layers[i].blob
+        return codecs.encode_attention_layer(
+            self.layers[i], self.tokens, self.key_tokens, layer=i, causal=self.causal,
+            max_dense_tokens=self.options["max_dense_tokens"], top_k=self.options["top_k"], check=False,
+        ).blob
+
+    def entry(self):
+        out = {
+            "name": self.name,
+            "num_layers": len(self.layers),
+            "num_heads": self.num_heads,
+            "num_tokens": len(self.tokens),
+            "num_key_tokens": len(self.key_tokens),
+            "tokens": self.tokens,
+            "key_tokens": self.key_tokens,
+            "causal": bool(self.causal),
+            "encoding": self.encoding,
+            "has_qk": self.qk is not None,
+        }
+        if self.encoding == metadata.ENCODING_TOPK:
+            out["top_k"] = min(self.options["top_k"], len(self.key_tokens))
+        if self.layer_names is not None:
+            out["layer_names"] = self.layer_names
+        return out
+
+
+class _QueryKeySpec:
+    """A group's q/k: per-layer blobs given, or query/key/scaling (+ scoring rules) to encode per layer."""
+
+    def __init__(self, spec, num_layers, where):
+        self.blobs = None
+        if spec.get("qk") is not None:
+            self.blobs = list(spec["qk"])
+            if len(self.blobs) != num_layers or not all(isinstance(b, bytes) for b in self.blobs):
+                raise ValueError(f"{where}: qk must be {num_layers} blobs from codecs.encode_qk_layer, one per layer")
+            return
+        if spec.get("key") is None or spec.get("scaling") is None:
+            raise ValueError(f"{where}: query, key and scaling go together: pass all three or none")
+        self.query = _per_layer(spec["query"], f"{where}, query") if not isinstance(spec["query"], (list, tuple)) else list(spec["query"])
+        self.key = _per_layer(spec["key"], f"{where}, key") if not isinstance(spec["key"], (list, tuple)) else list(spec["key"])
+        if len(self.query) != num_layers or len(self.key) != num_layers:
+            raise ValueError(f"{where}: query and key must have {num_layers} layers like the attention")
+        self.scaling = [float(s) for s in np.broadcast_to(np.asarray(spec["scaling"], dtype=np.float64), (num_layers,))]
+        self.rules = {}
+        for name in metadata.SCORING_RULES:
+            values = spec.get(name)
+            if values is not None and (isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != num_layers):
+                raise ValueError(f"{where}: {name} must have one entry per layer ({num_layers}), got {values!r:.80}")
+            self.rules[name] = values
+
+    def encode_layer(self, i):
+        if self.blobs is not None:
+            return self.blobs[i]
+        rules = {name: None if values is None else values[i] for name, values in self.rules.items()}
+        return codecs.encode_qk_layer(self.query[i], self.key[i], self.scaling[i], layer=i, **rules)
+
+
+def _per_layer(array, where):
+    """An [L, ...] array or tensor as a list of its layers (a torch tensor stays on its device)."""
+    if not hasattr(array, "detach"):
+        array = to_numpy(array, where)
+    if array.ndim != 4:
+        raise ValueError(f"{where}: must be [layers, heads, queries, keys] or a list of per-layer "
+                         f"[heads, queries, keys], got shape {list(array.shape)}")
+    return [array[i] for i in range(array.shape[0])]
+
+
+def _check_image(image, num_tokens, index):
+    """The stored description of an example's image (its PNG goes into a blob of its own)."""
+    where = f"example {index}, image"
+    if not isinstance(image, dict) or not isinstance(image.get("png"), (bytes, bytearray)):
+        raise TypeError(f"{where} must be a dict with the PNG bytes under 'png'")
+    if not bytes(image["png"][:8]) == schema.PNG_MAGIC:
+        raise ValueError(f"{where}: 'png' is not PNG data")
+
+    def pair(name):
+        value = image.get(name)
+        if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in value
+        ):
+            raise ValueError(f"{where}: {name} must be two positive integers, got {value!r}")
+        return [int(v) for v in value]
+
+    grid, patch = pair("grid"), pair("patch_size")
+    prefix = image.get("prefix_tokens", 0)
+    names = list(image.get("prefix_names") or [])
+    if not isinstance(prefix, (int, np.integer)) or prefix < 0 or len(names) != prefix:
+        raise ValueError(f"{where}: prefix_tokens must be a non-negative integer and prefix_names that many names")
+    if prefix + grid[0] * grid[1] != num_tokens:
+        raise ValueError(f"{where}: {prefix} prefix tokens + a {grid[0]} x {grid[1]} grid of patches make "
+                         f"{prefix + grid[0] * grid[1]} tokens, but the first group has {num_tokens}")
+    return {"grid": grid, "patch_size": patch, "prefix_tokens": int(prefix), "prefix_names": [str(n) for n in names]}
+
+
+def _groups_of(example, index):
+    if "groups" in example and example.get("attention") is not None:
+        raise ValueError(f"example {index}: give either attention (one group) or groups, not both")
+    if "groups" in example:
+        groups = list(example["groups"])
+        if not groups:
+            raise ValueError(f"example {index}: groups is empty")
+        return groups
+    v1 = {k: example.get(k) for k in ("attention", "causal", "query", "key", "scaling", "qk", "layer_names",
+                                      *metadata.SCORING_RULES)}
+    return [{"name": metadata.DEFAULT_GROUP, **v1}]
+
+
+def encode_step(
     examples,
     *,
     max_dense_tokens=metadata.DEFAULT_MAX_DENSE_TOKENS,
     top_k=metadata.DEFAULT_TOP_K,
     check_rows=True,
+    record_bytes=RECORD_BYTES,
 ):
-    """Validated, encoded examples -> (manifest blob, attention blobs, q/k blobs).
-
-    Each example is a dict with `attention` [L, H, N, N], `tokens`, and optionally `query`
-    [L, H, N, d], `key` [L, H_kv, N, d], `scaling` (per layer) and the `metadata.SCORING_RULES`
-    (`softcap`, `sliding_window`, `sinks`: per layer) the model used, `text`, `segments`, `pos`, `causal`.
-    """
+    """Validated, encoded examples -> the blobs of each event record of one step: [[manifest, ...],
+    [part 1 blobs], ...]. Examples as CONTRACTS.md B / `write_examples` describe them."""
     if not examples:
         raise ValueError("no examples to write")
     prepared = []
     for index, example in enumerate(examples):
-        attention = to_numpy(example["attention"])
-        if attention.ndim != 4:
-            raise ValueError(f"example {index}: attention must be [layers, heads, N, N], got {list(attention.shape)}")
         try:
+            if example.get("tokens") is None and "groups" in example and example["groups"]:
+                example = {**example, "tokens": example["groups"][0].get("tokens")}
             tokens = token_strings(example["tokens"])
-            if attention.shape[-1] > metadata.MAX_TOKENS:  # before any check copies the weights
-                raise ValueError(
-                    f"attention over {attention.shape[-1]} tokens: at most {metadata.MAX_TOKENS} tokens per "
-                    "example can be stored; log a window of the input"
+            groups = [_Group(g, tokens, index, max_dense_tokens, top_k, check_rows) for g in _groups_of(example, index)]
+            names = [g.name for g in groups]
+            if len(set(names)) != len(names):
+                raise ValueError(f"example {index}: group names repeat: {names}")
+            for g in groups:
+                g.prepare(f"example {index}, group {g.name!r}")
+        except KeyError as e:
+            raise ValueError(f"example {index} lacks {e}") from None
+        for g in groups:
+            if g.encoding == metadata.ENCODING_TOPK:
+                warnings.warn(
+                    f"example {index}, group {g.name!r}: {len(g.tokens)} x {len(g.key_tokens)} tokens (more than "
+                    f"max_dense_tokens²={max_dense_tokens}²): storing the top {min(top_k, len(g.key_tokens))} weights "
+                    f"of each row; pass max_dense_tokens={max(len(g.tokens), len(g.key_tokens))} to store every weight",
+                    stacklevel=3,
                 )
-            check_attention(attention, tokens, check_rows=check_rows)
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"example {index}: {e}") from None
-        n = attention.shape[-1]
-        if n > max_dense_tokens:
-            warnings.warn(
-                f"example {index} has {n} tokens (> max_dense_tokens={max_dense_tokens}): storing the top "
-                f"{min(top_k, n)} weights of each row; pass max_dense_tokens={n} to store every weight",
-                stacklevel=3,
-            )
         fields = {k: example[k] for k in ("text", "segments", "pos") if example.get(k) is not None}
         if isinstance(fields.get("text"), str):
             fields["text"] = _valid_unicode(fields["text"])
-        prepared.append((attention, tokens, example, fields))
+        image = None
+        if example.get("image") is not None:
+            image = _check_image(example["image"], len(groups[0].tokens), index)
+        prepared.append((tokens, groups, fields, image, example.get("image")))
 
-    def encode(item):
-        attention, tokens, example, fields = item
-        blob, header = metadata.encode_attention_with_header(
-            attention, tokens, causal=example.get("causal"), max_dense_tokens=max_dense_tokens, top_k=top_k, **fields
-        )
-        qk = None
-        if example.get("query") is not None:
-            rules = {name: example.get(name) for name in metadata.SCORING_RULES}
-            qk = metadata.encode_qk(
-                to_numpy(example["query"], "query"), to_numpy(example["key"], "key"), example["scaling"], **rules
-            )
-        return blob, header, qk
+    tasks = []  # (callable, what): every blob after the manifest, in storage order
+    for index, (_, groups, _, image, raw_image) in enumerate(prepared):
+        for g in groups:
+            tasks += [(lambda g=g, i=i: g.encode_layer(i), f"example {index}, group {g.name!r}, layer {i}")
+                      for i in range(len(g.layers))]
+            if g.qk is not None:
+                tasks += [(lambda g=g, i=i: g.qk.encode_layer(i), f"example {index}, group {g.name!r}, q/k of layer {i}")
+                          for i in range(len(g.layers))]
+        if image is not None:
+            tasks.append((lambda raw=raw_image: bytes(raw["png"]), f"example {index}, image"))
+    with concurrent.futures.ThreadPoolExecutor(_ENCODE_WORKERS) as pool:
+        blobs = list(pool.map(lambda task: task[0](), tasks))
+    for blob, (_, what) in zip(blobs, tasks):
+        if len(blob) > MAX_BLOB_BYTES:
+            raise ValueError(f"{what} takes {len(blob) >> 20} MiB, more than the {MAX_BLOB_BYTES >> 20} MiB a blob may "
+                             "hold: lower max_dense_tokens (top-k rows) or log fewer heads")
 
-    if len(prepared) > 1:
-        with concurrent.futures.ThreadPoolExecutor(_ENCODE_WORKERS) as pool:
-            encoded = list(pool.map(encode, prepared))
-    else:
-        encoded = [encode(prepared[0])]
-    entries = []
-    for (attention, tokens, example, fields), (blob, header, qk) in zip(prepared, encoded):
-        num_layers, num_heads, n, _ = attention.shape
-        entries.append(
-            {
-                **fields,
-                "tokens": tokens,
-                "num_layers": num_layers,
-                "num_heads": num_heads,
-                "num_tokens": n,
-                "causal": header["causal"],
-                "encoding": header["encoding"],
-                "has_qk": qk is not None,
-            }
-        )
-    manifest = metadata.encode_json(metadata.create_manifest(entries))
-    return manifest, [blob for blob, _, _ in encoded], [qk for _, _, qk in encoded if qk is not None]
+    entries, ref = [], 1  # blob 0 is the manifest
+    for tokens, groups, fields, image, _ in prepared:
+        group_entries = []
+        for g in groups:
+            entry = g.entry()
+            entry["attention_blobs"] = list(range(ref, ref + len(g.layers)))
+            ref += len(g.layers)
+            entry["qk_blobs"] = None
+            if g.qk is not None:
+                entry["qk_blobs"] = list(range(ref, ref + len(g.layers)))
+                ref += len(g.layers)
+            group_entries.append(entry)
+        example = {**fields, "tokens": tokens, "groups": group_entries, "image": image, "image_blob": None}
+        if image is not None:
+            example["image_blob"] = ref
+            ref += 1
+        entries.append(example)
+
+    records, size = [[]], 0  # greedily: a new record when the next blob would pass the budget
+    for blob in blobs:
+        if records[-1] and size + len(blob) > record_bytes:
+            records.append([])
+            size = 0
+        records[-1].append(blob)
+        size += len(blob)
+    parts = [len(records[0]) + 1, *(len(r) for r in records[1:])] if len(records) > 1 else None
+    manifest = metadata.encode_json(metadata.create_manifest(entries, parts))
+    records[0].insert(0, manifest)
+    return records
+
+
+def encode_examples(examples, **options):
+    """(manifest blob, the other blobs, ()) of a step that fits one event record (see `encode_step`)."""
+    records = encode_step(examples, **options)
+    if len(records) > 1:
+        raise ValueError(f"these examples need {len(records)} event records: write them with write_examples")
+    return records[0][0], records[0][1:], []
 
 
 def attention(
@@ -402,6 +595,8 @@ def attention(
     if not is_writing_rank(all_ranks):
         return 0
     array, batched = stack_layers(attentions)
+    if batched and array.shape[0] == 1 and tokens and all(isinstance(t, (str, bytes)) for t in tokens):
+        tokens = [tokens]  # outputs.attentions of one input, with that input's token list
     if not batched:
         array, tokens = array[None], [tokens]
         query = None if query is None else to_numpy(query, "query")[None]
@@ -409,7 +604,10 @@ def attention(
         text, segments = [text], [segments]
     else:
         if len(tokens) != array.shape[0] or not all(isinstance(t, (list, tuple)) for t in tokens):
-            raise ValueError(f"a batch of {array.shape[0]} inputs needs one token list per input")
+            raise ValueError(
+                f"attention has a batch axis of {array.shape[0]} inputs (per-layer tensors [B, H, N, N]): pass one "
+                f"token list per input, got {len(tokens)} items"
+            )
         query = None if query is None else to_numpy(query, "query")
         key = None if key is None else to_numpy(key, "key")
         text = text if isinstance(text, (list, tuple)) else [text] * array.shape[0]
@@ -437,22 +635,46 @@ def attention(
 
 
 def write_examples(writer, tag, examples, step, *, walltime=None, description=None, **encode_options):
-    """Writes prepared examples (dicts, see `encode_examples`) as one step of `tag`."""
+    """Writes examples as one step of `tag`: one dict per example (CONTRACTS.md B).
+
+    v1 form: `attention` [L, H, N, N] (or a list of L per-layer [H, N, N]), `tokens`, optional `query`
+    [L, H, N, d], `key` [L, H_kv, N, d], `scaling` (per layer), the `metadata.SCORING_RULES` (per layer),
+    `text`, `segments`, `pos`, `causal`, `layer_names`: one group named "self".
+    v2 form: `tokens`, `text`, `segments`, `pos`, `image` ({png, grid, patch_size, prefix_tokens,
+    prefix_names}) and `groups`: a list of {name, attention [L, H, Nq, Nk] or per-layer list, tokens,
+    key_tokens, causal, layer_names, query, key, scaling, softcap, sliding_window, sinks}. A layer may be
+    an array, a torch tensor on any device, or a `codecs.EncodedLayer` from `codecs.encode_attention_layer`
+    (streaming capture); a group's q/k may be `qk`: per-layer blobs from `codecs.encode_qk_layer`.
+    encode_options: max_dense_tokens, top_k, check_rows (see `encode_step`).
+    """
     check_step(step)  # before the encoding work
-    manifest, blobs, qk_blobs = encode_examples(examples, **encode_options)
-    write(writer, attention_pb(tag, manifest, blobs, qk_blobs, description=description), step, walltime)
+    records = encode_step(examples, **encode_options)
+    for part, blobs in enumerate(records[1:], 1):  # parts first: the main record names them
+        write(writer, attention_part_pb(tag, part, blobs), step, walltime)
+    write(writer, attention_pb(tag, records[0][0], records[0][1:], description=description), step, walltime)
 
 
-def metrics(writer, tag, values, step, *, all_ranks=False, walltime=None):
-    """Writes metric arrays ({"entropy": [L, H], "pos/NOUN": [L, H], ...}) of probe `tag` at `step`."""
+def metrics(writer, tag, values, step, *, group=None, first_group=None, all_ranks=False, walltime=None):
+    """Writes metric arrays ({"entropy": [L, H], "pos/NOUN": [L, H], ...}) of probe `tag` at `step`.
+
+    group: the attention group they describe. Tags are `<tag>/<metric>` for the probe's first group
+    and `<tag>/<group>/<metric>` for its other groups; `first_group` says which (default: true when
+    group is None or "self"). The plugin data names the group when one is given.
+    """
     if not is_writing_rank(all_ranks):
         return 0
+    if group is not None:
+        schema.check_group_name(group)
+    if first_group is None:
+        first_group = group in (None, schema.DEFAULT_GROUP)
     for metric, array in values.items():
-        if not metadata.is_known_metric(metric):
+        if not schema.is_known_metric(metric):
             raise ValueError(
-                f"unknown metric {metric!r}: expected one of {', '.join(metadata.METRICS)}, pos/<TAG> or pos_from/<TAG>"
+                f"unknown metric {metric!r}: expected one of {', '.join(schema.METRICS)}, pos/<TAG> or pos_from/<TAG>"
             )
-        write(writer, metrics_pb(metadata.metric_tag(tag, metric), to_numpy(array, metric), probe=tag, metric=metric), step, walltime)
+        metric_tag = schema.metric_tag(tag, metric, None if first_group else group)
+        pb = metrics_pb(metric_tag, to_numpy(array, metric), probe=tag, metric=metric, group=group)
+        write(writer, pb, step, walltime)
     return len(values)
 
 
@@ -460,5 +682,5 @@ def exemplars(writer, tag, table, step, *, all_ranks=False, walltime=None):
     """Writes the exemplar table (http_api.md, /exemplars) of probe `tag` at `step`."""
     if not is_writing_rank(all_ranks):
         return 0
-    write(writer, exemplars_pb(metadata.exemplars_tag(tag), table, probe=tag), step, walltime)
+    write(writer, exemplars_pb(schema.exemplars_tag(tag), table, probe=tag), step, walltime)
     return 1

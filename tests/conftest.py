@@ -1,12 +1,15 @@
 """Shared fixtures: a real `tensorboard` process, attention arrays, tiny models."""
 
 import contextlib
+import functools
+import inspect
 import json
 import os
 import pathlib
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.parse
@@ -18,6 +21,56 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 PLUGIN_ROUTE = "/data/plugin/attention"
+
+
+# ---------------------------------------------------------------------------------------------
+# Markers: `pytest -m "not browser and not server"` is the fast subset (pytest.ini registers them).
+# A test is marked by what it starts, found in its own source, its fixtures' and the test-suite
+# helpers they call (transitively), so a new test that starts a TensorBoard, a Chromium or another
+# process is marked without anyone remembering to.
+
+_SERVER_SIGNS = ("TensorBoard(", "tensorboard(", "rust_provider(", "subprocess.")
+_BROWSER_SIGNS = ("playwright", "chromium", "dashboard_page")
+
+
+@functools.lru_cache(maxsize=None)
+def _source(function):
+    """The source of a test-suite function and of the test-suite functions it calls."""
+    import ast
+
+    try:
+        text = inspect.getsource(function)
+        tree = ast.parse(textwrap.dedent(text))
+    except (OSError, TypeError, SyntaxError):
+        return ""
+    called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    scope = getattr(function, "__globals__", {})
+    for name in sorted(called):
+        helper = scope.get(name)
+        if inspect.isfunction(helper) and helper is not function and _in_tests(helper):
+            text += _source(helper)
+    return text
+
+
+def _in_tests(function):
+    try:
+        return pathlib.Path(inspect.getsourcefile(function)).resolve().is_relative_to(ROOT / "tests")
+    except TypeError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        functions = [getattr(item, "function", None)]
+        fixtures = getattr(item, "_fixtureinfo", None)
+        if fixtures is not None:
+            functions += [d.func for defs in fixtures.name2fixturedefs.values() for d in defs]
+        text = "\n".join(_source(f) for f in functions if f is not None)
+        names = set(getattr(item, "fixturenames", ()))
+        if any(sign in text for sign in _BROWSER_SIGNS) or item.module.__name__.endswith("_e2e"):
+            item.add_marker(pytest.mark.browser)
+        if "tensorboard" in names or any(sign in text for sign in _SERVER_SIGNS):
+            item.add_marker(pytest.mark.server)
 
 
 def request_context():
@@ -202,17 +255,31 @@ def read_blob_steps(provider, run, tag, experiment_id=""):
     return data.get(run, {}).get(tag, [])
 
 
-def read_examples(provider, run, tag, step):
-    """Decoded examples of one step, read through a data provider like the plugin does."""
-    from tb_attention import metadata
+def read_step_blob(provider, run, tag, step, manifest, ref):
+    """Blob `ref` of an attention step, from its main record or a part tag's."""
+    from tb_attention import schema
+
+    part, index = schema.blob_location(manifest, ref, "blob")
+    datum = next(d for d in read_blob_steps(provider, run, tag if not part else schema.part_tag(tag, part)) if d.step == step)
+    return provider.read_blob(request_context(), blob_key=datum.values[index].blob_key)
+
+
+def read_examples(provider, run, tag, step, group=None):
+    """Decoded examples of one step, read through a data provider like the plugin does:
+    (the /examples entry, the group's AttentionExample over all layers, its QueryKey or None)."""
+    from tb_attention import codecs, schema
 
     datum = next(d for d in read_blob_steps(provider, run, tag) if d.step == step)
-    manifest = metadata.parse_manifest(provider.read_blob(request_context(), blob_key=datum.values[0].blob_key))
+    manifest = schema.parse_manifest(provider.read_blob(request_context(), blob_key=datum.values[0].blob_key))
+    read = lambda ref: read_step_blob(provider, run, tag, step, manifest, ref)  # noqa: E731
     out = []
     for entry in manifest["examples"]:
-        example = metadata.decode_attention(provider.read_blob(request_context(), blob_key=datum.values[entry["attention_blob"]].blob_key))
-        qk = None
-        if entry.get("qk_blob") is not None:
-            qk = metadata.decode_qk(provider.read_blob(request_context(), blob_key=datum.values[entry["qk_blob"]].blob_key))
-        out.append((entry, example, qk))
+        g = schema.find_group(entry, group)
+        if "attention_blobs" in g:
+            example = codecs.decode_attention(codecs.join_attention_layers([read(r) for r in g["attention_blobs"]])[0])
+            qk = None if not g.get("qk_blobs") else codecs.decode_qk(codecs.join_qk_layers([read(r) for r in g["qk_blobs"]]))
+        else:  # v1
+            example = codecs.decode_attention(read(g["attention_blob"]))
+            qk = None if g.get("qk_blob") is None else codecs.decode_qk(read(g["qk_blob"]))
+        out.append((schema.example_payload(entry), example, qk))
     return out

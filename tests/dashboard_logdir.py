@@ -8,7 +8,7 @@
 import numpy as np
 
 from tb_attention import summary
-from tb_attention.probe import exemplar_table
+from tb_attention.schema import exemplar_table
 
 SENTENCE = [  # GPT-2 byte-level tokens: Ġ is a space
     "The", "Ġquick", "Ġbrown", "Ġfox", "Ġjumps", "Ġover", "Ġthe", "Ġlazy", "Ġdog", ",", "Ġand",

@@ -44,3 +44,33 @@ def test_trainer_logs_probe_and_scalars_into_one_event_file(tmp_path, gpt2_token
 def test_every_n_steps_must_be_positive(gpt2_tokenizer):
     with pytest.raises(ValueError, match="positive number of steps, got 0"):
         AttentionCallback(Probe(gpt2_tokenizer, ["x y"]), every_n_steps=0)
+
+
+@pytest.mark.parametrize("report_to", ["none", "tensorboard"])
+def test_monitor_is_logged_after_every_optimizer_step_with_the_callbacks_writer(tmp_path, gpt2_tokenizer, monkeypatch,
+                                                                                  report_to):
+    from transformers import Trainer, TrainingArguments
+
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "runs" / "exp"))
+    writers = []
+
+    class Monitor:  # what AttentionCallback needs of tb_attention.monitor.AttentionMonitor
+        def log(self, writer, step):
+            sibling = callback._sibling
+            writers.append((writer, step, sibling.tb_writer if sibling is not None else callback.tb_writer))
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=4, report_to=report_to,
+        save_strategy="no", use_cpu=True, disable_tqdm=True,
+    )
+    callback = AttentionCallback(Probe(gpt2_tokenizer, ["A dog ran."], metrics=False), every_n_steps=None,
+                                 monitor=Monitor())
+    trainer = Trainer(model=tiny_gpt2(layers=1, heads=2, embed=16).train(), args=args,
+                      train_dataset=Sentences(gpt2_tokenizer), callbacks=[callback])
+    trainer.train()
+    assert [step for _, step, _ in writers] == [1, 2, 3]
+    assert all(writer is not None and writer is expected for writer, _, expected in writers)
+    siblings = [c for c in trainer.callback_handler.callbacks if type(c).__name__ == "TensorBoardCallback"]
+    assert (callback._sibling is not None) == (report_to == "tensorboard") == bool(siblings)
+    with pytest.raises(TypeError, match="log\\(writer, step\\)"):
+        AttentionCallback(Probe(gpt2_tokenizer, ["x y"]), monitor=42)

@@ -282,13 +282,24 @@ def test_captures_on_different_models_in_threads_do_not_mix():
             torch.testing.assert_close(c.attention, expected[name][:, b], atol=TOLERANCE, rtol=0)
 
 
-def test_model_that_bypasses_the_attention_interface_is_named_in_the_error():
+def test_model_outside_the_attention_interface_is_captured_as_eager_computes_it():
     config = transformers.GPTNeoConfig(
         num_layers=2, num_heads=4, hidden_size=32, vocab_size=VOCAB, max_position_embeddings=64,
-        attention_types=[[["global"], 2]],
+        attention_types=[[["global"], 2]], initializer_range=0.5,
     )
-    model = transformers.GPTNeoForCausalLM(config)
-    with pytest.raises(capture.CaptureError, match="GPTNeoForCausalLM does not dispatch attention through"):
+    torch.manual_seed(0)
+    model = transformers.GPTNeoForCausalLM(config).eval()  # eager only
+    ids = _ids(2, 6)
+    captured = capture.capture_attention(model, ids)
+    expected = _eager_attention(model, ids)
+    for b, c in enumerate(captured):
+        assert c.causal is True and c.layer_names == ["transformer.h.0.attn.attention", "transformer.h.1.attn.attention"]
+        torch.testing.assert_close(c.attention, expected[:, b], atol=TOLERANCE, rtol=0)
+
+
+def test_model_without_attention_is_named_in_the_error():
+    model = torch.nn.Sequential(torch.nn.Embedding(VOCAB, 8), torch.nn.Linear(8, 8))
+    with pytest.raises(capture.CaptureError, match="model Sequential computed no attention that tb-attention can see"):
         capture.capture_attention(model, _ids(1, 4))
 
 
@@ -307,3 +318,82 @@ def test_smollm2_captured_attention_equals_eager():
     assert c.attention.shape == (30, 9, batch["input_ids"].shape[1], batch["input_ids"].shape[1])
     assert c.key.shape[1] == 3  # grouped-query attention: 3 key/value heads
     torch.testing.assert_close(c.attention, expected[:, 0], atol=TOLERANCE, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Any module, and encoder-decoders (models and references: tests/attention_models.py)
+
+
+@pytest.mark.parametrize("kind", ["nano", "nano_gqa", "mha", "encoder"])
+def test_plain_modules_are_captured_named_after_their_modules(kind):
+    from tests.attention_models import MHAStack, Encoder, NanoGPT
+
+    torch.manual_seed(0)
+    model = {"nano": lambda: NanoGPT(), "nano_gqa": lambda: NanoGPT(kv_heads=2), "mha": lambda: MHAStack(),
+             "encoder": lambda: Encoder()}[kind]().eval()
+    ids = _ids(2, 7)
+    captured = capture.capture_attention(model, ids, with_qk=True)
+    reference = model.reference() if kind.startswith("nano") else model.reference(ids)
+    names = {"nano": ["blocks.0", "blocks.1"], "mha": ["attn.0", "attn.1"],
+             "encoder": ["encoder.layers.0.self_attn", "encoder.layers.1.self_attn"]}[kind.split("_")[0]]
+    for b, c in enumerate(captured):
+        assert c.layer_names == names and [g.name for g in c.groups] == ["self"]
+        assert c.causal is (kind != "encoder") and c.input_ids.tolist() == ids[b].tolist()
+        torch.testing.assert_close(c.attention, torch.stack(reference)[:, b], atol=TOLERANCE, rtol=0)
+        assert c.query.shape[:3] == (2, 4, 7) and c.key.shape[:3] == (2, 2 if kind == "nano_gqa" else 4, 7)
+
+
+def test_plain_module_with_padding_needs_a_forward():
+    from tests.attention_models import MHAStack, NanoGPT
+
+    model = NanoGPT().eval()
+    mask = torch.tensor([[1] * 5, [1] * 3 + [0] * 2])
+    with pytest.raises(ValueError, match=r"called as model\(input_ids\), which takes no padding mask"):
+        capture.capture_attention(model, _ids(2, 5), mask)
+    # A module that takes a padding mask, given through `forward`: each input as if alone.
+    torch.manual_seed(0)
+    model = MHAStack().eval()
+    ids = _ids(2, 5)
+    captured = capture.capture_attention(
+        model, ids, mask.flip(1), forward=lambda model, input_ids, attention_mask: model(
+            input_ids, key_padding_mask=attention_mask == 0
+        ),
+    )
+    for b, (c, n) in enumerate(zip(captured, [5, 3])):
+        alone = ids[b : b + 1, mask.flip(1)[b].bool()]
+        assert c.attention.shape == (2, 4, n, n) and c.positions.tolist() == mask.flip(1)[b].nonzero().flatten().tolist()
+        torch.testing.assert_close(c.attention, torch.stack(model.reference(alone))[:, 0], atol=TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["t5", "bart", "marian", "whisper"])
+def test_encoder_decoder_gives_encoder_decoder_and_cross_groups(family):
+    from tests.attention_models import encoder_decoder_inputs, hf_model
+
+    model = hf_model(family, "sdpa")
+    inputs = encoder_decoder_inputs(family, source=7, target=5)
+    lengths, target_lengths = [7, 5], [5, 3]
+    if family != "whisper":  # padding on both sides: left for the source, right for the target
+        inputs["attention_mask"] = torch.tensor([[1] * 7, [0] * 2 + [1] * 5])
+    inputs["decoder_attention_mask"] = torch.tensor([[1] * 5, [1] * 3 + [0] * 2])
+    captured = capture.capture_attention(model, **inputs)
+    eager = hf_model(family, "eager")
+    for b, c in enumerate(captured):
+        assert [g.name for g in c.groups] == ["encoder", "decoder", "cross"]
+        alone = {k: v[b : b + 1] for k, v in inputs.items()}
+        if family != "whisper":
+            alone["input_ids"] = alone["input_ids"][:, alone.pop("attention_mask")[0].bool()]
+        alone["decoder_input_ids"] = alone["decoder_input_ids"][:, alone.pop("decoder_attention_mask")[0].bool()]
+        with torch.no_grad():
+            out = eager(**alone, output_attentions=True)
+        ns = lengths[b] if family != "whisper" else out.encoder_attentions[0].shape[-1]
+        nt = target_lengths[b]
+        encoder, decoder, cross = c.groups
+        assert encoder.attention.shape == (2, 4, ns, ns) and not encoder.causal
+        assert decoder.attention.shape == (2, 4, nt, nt) and decoder.causal
+        assert cross.attention.shape == (2, 4, nt, ns)
+        torch.testing.assert_close(encoder.attention, torch.stack(out.encoder_attentions)[:, 0], atol=TOLERANCE, rtol=0)
+        torch.testing.assert_close(decoder.attention, torch.stack(out.decoder_attentions)[:, 0], atol=TOLERANCE, rtol=0)
+        torch.testing.assert_close(cross.attention, torch.stack(out.cross_attentions)[:, 0], atol=TOLERANCE, rtol=0)
+        assert c.decoder_input_ids.tolist() == alone["decoder_input_ids"][0].tolist()
+        assert cross.layer_names[0].endswith(("encoder_attn", "EncDecAttention"))
+        torch.testing.assert_close(c.attention, encoder.attention, atol=0, rtol=0)

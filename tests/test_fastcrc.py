@@ -25,12 +25,59 @@ def test_the_c_checksum_equals_tensorboards():
         assert fastcrc.masked_crc32c(data) == pure_masked(data)
 
 
-def test_writing_uses_it_and_the_loader_installs_it_for_reading():
-    import tb_attention.loader  # noqa: F401
+def test_writing_installs_it_and_the_loader_installs_it_for_reading(tmp_path):
+    from tb_attention.loader import TBLoader
+    from tests.conftest import python_provider
 
-    assert record_writer.masked_crc32c is fastcrc.masked_crc32c  # installed by tb_attention.summary
-    fastcrc.install(writer=False, reader=True)  # as TBLoader.load does
+    with Writer(tmp_path) as writer:
+        summary.metrics(writer, "probe", {"entropy": np.zeros((1, 1))}, 0)
+    assert record_writer.masked_crc32c is fastcrc.masked_crc32c  # installed by summary.write
+    TBLoader().load(_Context(python_provider(tmp_path)))
     assert pywrap_tensorflow.masked_crc32c is fastcrc.masked_crc32c
+
+
+class _Context:
+    def __init__(self, provider):
+        self.data_provider = provider
+
+
+def _fresh(monkeypatch):
+    monkeypatch.setattr(fastcrc, "_installed", {})
+
+
+def test_a_tensorboard_without_the_function_keeps_its_own_checksum_with_a_warning(tmp_path, monkeypatch):
+    import types
+
+    _fresh(monkeypatch)
+    moved = types.ModuleType(fastcrc.WRITER_MODULE)  # as if TensorBoard had moved masked_crc32c elsewhere
+    monkeypatch.setitem(__import__("sys").modules, fastcrc.WRITER_MODULE, moved)
+    with pytest.warns(RuntimeWarning, match="keeping TensorBoard's pure-Python checksum"):
+        assert fastcrc.install_writer() is False
+    assert not hasattr(moved, "masked_crc32c")
+    with Writer(tmp_path) as writer:  # writing still works: TensorBoard's own writer, its own checksum
+        summary.metrics(writer, "probe", {"entropy": np.zeros((1, 1))}, 0)
+
+
+def test_a_tensorboard_whose_checksum_differs_is_left_alone(monkeypatch):
+    _fresh(monkeypatch)
+    monkeypatch.setattr(pywrap_tensorflow, "masked_crc32c", lambda data: 0)
+    with pytest.warns(RuntimeWarning, match="differs"):
+        assert fastcrc.install_reader() is False
+    assert pywrap_tensorflow.masked_crc32c(b"x") == 0
+
+
+def test_the_loader_still_loads_the_plugin_when_the_reader_internals_are_gone(tmp_path, monkeypatch):
+    import sys
+
+    from tb_attention.loader import TBLoader
+    from tb_attention.plugin import AttentionPlugin
+    from tests.conftest import python_provider
+
+    _fresh(monkeypatch)
+    monkeypatch.setitem(sys.modules, fastcrc.READER_MODULE, None)  # import raises ImportError
+    with pytest.warns(RuntimeWarning):
+        plugin = TBLoader().load(_Context(python_provider(tmp_path)))
+    assert isinstance(plugin, AttentionPlugin)
 
 
 def _records(path):

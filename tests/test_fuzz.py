@@ -14,10 +14,13 @@ from tests.conftest import PLUGIN_ROUTE, TensorBoard, random_attention
 
 SEED = 20240611  # change it to explore; a failure message names the request, to replay it
 REQUESTS_PER_LOADER = 1500
-ROUTES = ["/tags", "/examples", "/attention", "/qk", "/metric", "/metrics", "/exemplars", "/index.js", "/static/index.js"]
-PARAMS = ["run", "tag", "step", "example", "format", "layer", "head", "probe"]
+ROUTES = ["/tags", "/examples", "/attention", "/qk", "/metric", "/metrics", "/exemplars", "/image", "/compare",
+          "/index.js", "/static/index.js"]
+PARAMS = ["run", "tag", "step", "example", "format", "layer", "head", "probe", "group", "run_a", "run_b", "step_a",
+          "step_b"]
 RUNS = ["train", "broken"]
-TAGS = ["probe", "probe/entropy", "probe/pos/NOUN", "probe/exemplars", "future"]
+TAGS = ["probe", "probe/entropy", "probe/pos/NOUN", "probe/exemplars", "future", "seq", "seq/cross/entropy"]
+GROUPS = ["encoder", "decoder", "cross", "self", "nope", ""]
 JSON_ROUTES = set(ROUTES) - {"/index.js", "/static/index.js"}
 
 
@@ -35,6 +38,19 @@ def logdir(tmp_path_factory):
             summary.metrics(writer, "probe", {"entropy": rng.random((2, 2)), "pos/NOUN": np.full((2, 2), np.nan)}, step)
             summary.exemplars(writer, "probe", {"num_layers": 2, "num_heads": 2, "top_k": 1, "inputs": [],
                                                 "heads": [[[], []], [[], []]]}, step)
+            source, target = random_attention(rng, 2, 2, 4, causal=False), random_attention(rng, 2, 2, 3)
+            cross = random_attention(rng, 2, 2, 4, causal=False)[:, :, :3]
+            cross /= cross.sum(-1, keepdims=True)
+            summary.write_examples(writer, "seq", [
+                {"tokens": list("abcd"), "groups": [
+                    {"name": "encoder", "attention": source},
+                    {"name": "decoder", "attention": target, "tokens": list("xyz")},
+                    {"name": "cross", "attention": cross, "tokens": list("xyz"), "key_tokens": list("abcd"), "query": rng.normal(size=(2, 2, 3, 4)),
+                     "key": rng.normal(size=(2, 2, 4, 4)), "scaling": 0.5}]},
+                {"tokens": ["CLS", "r0c0", "r0c1"], "attention": random_attention(rng, 2, 2, 3, causal=False),
+                 "image": {"png": PNG, "grid": [1, 2], "patch_size": [8, 8], "prefix_tokens": 1, "prefix_names": ["CLS"]}},
+            ], step, record_bytes=400)
+            summary.metrics(writer, "seq", {"entropy": rng.random((2, 2))}, step, group="cross")
     with Writer(root / "broken") as writer:
         manifest, blobs, _ = summary.encode_examples([{"attention": random_attention(rng, 1, 1, 2), "tokens": ["a", "b"]}])
         pb = summary.attention_pb("probe", manifest, [b"\x1f\x8b not gzip"])
@@ -43,6 +59,10 @@ def logdir(tmp_path_factory):
         pb.value[0].metadata.plugin_data.content = b'{"version": 99, "kind": "attention"}'
         summary.write(writer, pb, 0)
     return root
+
+
+PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x00\x00\x00\x00:~\x9bU"
+       b"\x00\x00\x00\nIDATx\x9cc`\x00\x00\x00\x02\x00\x01H\xaf\xa4q\x00\x00\x00\x00IEND\xaeB`\x82")  # 1 x 1 grey
 
 
 def _value(rng):
@@ -74,6 +94,8 @@ def _value(rng):
         return rng.choice(RUNS) + rng.choice(["/", "\x00", " ", "%", "/.."])
     if kind == 12:
         return rng.choice(TAGS).upper()
+    if kind == 13:
+        return rng.choice(GROUPS)
     return str(rng.randrange(0, 12))
 
 
@@ -107,12 +129,15 @@ def _path(rng):
 def _plausible(rng):
     """A request that often reaches the data: real names and steps, random narrowing."""
     params = {"run": rng.choice(["train", "train", "broken"]), "step": rng.choice([0, 1, 7, 3]),
-              "tag": rng.choice(["probe", "probe/entropy", "probe/exemplars", "future"]),
-              "example": rng.choice([0, 1, 2]), "probe": "probe"}
-    for name in ("format", "layer", "head"):
+              "tag": rng.choice(["probe", "probe/entropy", "probe/exemplars", "future", "seq", "seq"]),
+              "example": rng.choice([0, 1, 2]), "probe": rng.choice(["probe", "seq"])}
+    for name in ("format", "layer", "head", "group"):
         if rng.random() < 0.5:
-            params[name] = rng.choice(["json", "binary"]) if name == "format" else rng.choice([0, 1, 2, "x"])
-    return rng.choice(ROUTES[:7]), urllib.parse.urlencode(params)
+            params[name] = {"format": lambda: rng.choice(["json", "binary"]), "group": lambda: rng.choice(GROUPS)}.get(
+                name, lambda: rng.choice([0, 1, 2, "x"]))()
+    if rng.random() < 0.3:
+        params.update(run_a=rng.choice(RUNS), run_b="train", step_a=rng.choice([0, 1, 7, 3]), step_b=rng.choice([0, 7]))
+    return rng.choice(ROUTES[:9]), urllib.parse.urlencode(params)
 
 
 def _send(server, method, target, body):

@@ -154,3 +154,109 @@ def test_metric_names():
     assert metadata.is_known_metric("pos_from/VERB")
     assert not metadata.is_known_metric("pos/")
     assert not metadata.is_known_metric("loss")
+
+
+# ---------------------------------------------------------------------------------------------
+# Format v2: per-layer blobs, rectangular attention, the per-layer encoder on numpy and torch
+
+from tb_attention import codecs, schema  # noqa: E402
+
+
+def _devices():
+    import torch
+
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", _devices())
+@pytest.mark.parametrize(
+    "shape, causal, options",
+    [((3, 20, 20), True, {}), ((3, 20, 20), False, {}), ((3, 20, 20), True, {"max_dense_tokens": 8, "top_k": 5}),
+     ((3, 20, 20), False, {"max_dense_tokens": 8, "top_k": 5}), ((3, 6, 11), False, {}),
+     ((3, 6, 40), False, {"max_dense_tokens": 8, "top_k": 7})],
+)
+def test_the_per_layer_encoder_gives_the_full_encoders_bytes_on_numpy_and_torch(rng, device, shape, causal, options):
+    import torch
+
+    heads, nq, nk = shape
+    layers = []
+    for _ in range(2):
+        scores = rng.normal(size=shape) * 3
+        if causal:
+            scores = np.where(np.triu(np.ones((nq, nk), dtype=bool), 1), -np.inf, scores)
+        e = np.exp(scores - scores.max(-1, keepdims=True))
+        layers.append((e / e.sum(-1, keepdims=True)).astype(np.float32))
+    layers[1][0, 3, 1:3] = layers[1][0, 3, 1:3].mean()  # a tie: the smaller key index wins, on every path
+    tokens, keys = [f"q{i}" for i in range(nq)], [f"k{j}" for j in range(nk)]
+    full = codecs.encode_attention(np.stack(layers), tokens, keys, causal=causal, **options)
+    for layer, weights in enumerate(layers):
+        host = codecs.encode_attention_layer(weights, tokens, keys, layer=layer, causal=causal, **options)
+        tensor = torch.from_numpy(weights).to(device, torch.bfloat16).float()  # as a model hands it over
+        on_device = codecs.encode_attention_layer(tensor, tokens, keys, layer=layer, causal=causal, **options)
+        assert on_device.blob == codecs.encode_attention_layer(tensor.cpu().numpy(), tokens, keys, layer=layer,
+                                                                causal=causal, **options).blob
+        assert codecs.attention_layer_blob(full, layer) == host.blob
+    joined, header = codecs.join_attention_layers(
+        [codecs.encode_attention_layer(w, tokens, keys, layer=i, causal=causal, **options).blob for i, w in enumerate(layers)]
+    )
+    assert joined == full and header["num_key_tokens"] == nk
+    decoded = codecs.decode_attention(full).attention
+    if "top_k" not in options:
+        assert decoded.shape == (2, *shape) and np.abs(decoded - np.stack(layers)).max() <= codecs.MAX_QUANTIZATION_ERROR
+    else:  # each row keeps its top k, largest first, ties to the smaller index
+        k = min(options["top_k"], nk)
+        assert ((decoded > 0).sum(-1) <= k).all()
+        row = np.stack(layers)[1, 0, 3]
+        kept = np.flatnonzero(decoded[1, 0, 3])
+        best = np.argsort(-np.round(np.sqrt(row) * 255), kind="stable")[:k]
+        assert set(kept) == set(best[np.round(np.sqrt(row[best]) * 255) > 0]) or len(kept) == k
+
+
+@pytest.mark.parametrize("device", _devices())
+def test_the_per_layer_qk_encoder_gives_the_full_encoders_layer(rng, device):
+    import torch
+
+    query, key = rng.normal(size=(2, 4, 5, 3)).astype(np.float32), rng.normal(size=(2, 2, 7, 3)).astype(np.float32)
+    full = codecs.encode_qk(query, key, [0.5, 0.25], softcap=[None, 30.0], sinks=[None, [0.1, 0.2, 0.3, 0.4]])
+    layer = codecs.encode_qk_layer(torch.from_numpy(query[1]).to(device), torch.from_numpy(key[1]).to(device), 0.25,
+                                   layer=1, softcap=30.0, sinks=torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    assert codecs.qk_layer_blob(full, 1) == layer
+    qk = codecs.decode_qk(codecs.join_qk_layers([codecs.qk_layer_blob(full, 0), layer]))
+    assert qk.key.shape == (2, 2, 7, 3) and qk.rule("softcap") == [None, 30.0] and qk.scaling == [0.5, 0.25]
+    assert np.abs(qk.query - query).max() < 2e-3
+
+
+def test_causal_attention_must_be_square(rng):
+    with pytest.raises(ValueError, match="causal attention must be square"):
+        codecs.encode_attention_layer(np.full((1, 2, 3), 1 / 3, np.float32), ["a", "b"], ["x", "y", "z"], causal=True)
+
+
+def test_metric_names_of_the_contract_are_known():
+    for name in ("max_logit", "attention_entropy", "max_weight", "pixel_distance", "prefix_attention",
+                 "diagonal_alignment", "null_attention", "pos/NOUN", "pos_from/VERB"):
+        assert metadata.is_known_metric(name), name
+    assert not metadata.is_known_metric("pos/") and not metadata.is_known_metric("loss")
+    assert schema.metric_tag("probe", "entropy", "cross") == "probe/cross/entropy"
+    with pytest.raises(ValueError, match="group name"):
+        schema.check_group_name("Cross/x")
+
+
+def test_a_v1_manifest_reads_as_one_group_named_self():
+    v1 = metadata.encode_json({"version": 1, "examples": [
+        {"tokens": ["a", "b"], "num_layers": 1, "num_heads": 1, "num_tokens": 2, "causal": True, "encoding": "causal",
+         "has_qk": True, "attention_blob": 1, "qk_blob": 2, "text": "a b"}]})
+    (example,) = metadata.parse_manifest(v1)["examples"]
+    (group,) = example["groups"]
+    assert (group["name"], group["key_tokens"], group["attention_blob"], group["qk_blob"]) == ("self", ["a", "b"], 1, 2)
+    payload = schema.example_payload(example)
+    assert payload["text"] == "a b" and payload["groups"][0]["num_key_tokens"] == 2 and payload["image"] is None
+
+
+def test_tags_entries_name_their_fields_rather_than_copy_stored_plugin_data():
+    content = metadata.parse_plugin_data(metadata.create_plugin_data(
+        metadata.KIND_METRIC, probe="probe", metric="entropy", group="cross", internal={"x": 1}))
+    entry = schema.tag_payload(content, [0, 5], [1.0, 2.0], description="d")
+    assert entry == {"kind": "metric", "probe": "probe", "metric": "entropy", "group": "cross", "description": "d",
+                     "steps": [0, 5], "wall_times": [1.0, 2.0]}
+    part = metadata.parse_plugin_data(metadata.create_plugin_data(metadata.KIND_ATTENTION_PART, part=1))
+    assert schema.tag_payload(part, [], [])["kind"] == "unsupported"  # /tags never lists parts anyway

@@ -47,8 +47,9 @@ def loop_metrics(
                 n = w.shape[0]
                 relations = set() if s is None else {(int(hd), int(d)) for hd, d in s.dependencies}
                 for i in range(n):
-                    null += w[i, 0]
-                    query_tokens += 1
+                    if i >= 1:  # null attention counts queries after the first
+                        null += w[i, 0]
+                        query_tokens += 1
                     if i - 1 >= first_key:  # the token before i, unless it is a left-out first token
                         previous += w[i, i - 1]
                         previous_tokens += 1
@@ -229,8 +230,8 @@ def test_distance_null_attention_and_entropy_by_hand():
     # Counted weights (j > 0): a11 = .5, a21 = .3, a22 = .5; sum 1.3.
     # distance = (.5*0 + .3*1 + .5*0) / 1.3
     assert got["distance"][0, 0] == pytest.approx(0.3 / 1.3)
-    # null attention = (a00 + a10 + a20) / 3 = (1 + .5 + .2) / 3
-    assert got["null_attention"][0, 0] == pytest.approx(1.7 / 3)
+    # null attention over queries i >= 1 = (a10 + a20) / 2 = (.5 + .2) / 2 (a00 = 1 by construction)
+    assert got["null_attention"][0, 0] == pytest.approx(0.7 / 2)
     # entropy: row 0 has 100 % on the first token -> skipped; row 1 renormalised over j > 0 is
     # [1] -> 0; row 2 is [.3, .5] / .8 = [.375, .625] -> -(.375 ln .375 + .625 ln .625) = .661563.
     assert got["entropy"][0, 0] == pytest.approx((0.0 + 0.6615632) / 2)
@@ -313,9 +314,9 @@ def test_results_are_float32_layer_by_head_arrays():
 
 
 def metrics_names():
-    from tb_attention.metadata import METRICS
+    from tb_attention.schema import STATS_METRICS
 
-    return METRICS
+    return STATS_METRICS
 
 
 # ---------------------------------------------------------------------------------------------

@@ -82,7 +82,7 @@ def test_attention_binary_is_the_documented_format(server, logdir):
     assert headers["Content-Type"] == "application/octet-stream"
     # Parse by the documentation, not by our decoder.
     magic, version, head_len = struct.unpack_from("<4sII", body)
-    assert (magic, version) == (b"TBAT", 1) and (12 + head_len) % 8 == 0
+    assert (magic, version) == (b"TBAT", 2) and (12 + head_len) % 8 == 0
     header = json.loads(body[12 : 12 + head_len])
     assert header["encoding"] == "causal" and header["tokens"] == TOKENS
     codes = np.frombuffer(body, np.uint8, offset=12 + head_len)
@@ -121,7 +121,7 @@ def test_qk_json_pairs_each_query_head_with_its_key_head(server, logdir):
     assert body["shape_query"] == [5, 8] and body["num_kv_heads"] == 2
     assert np.allclose(body["query"], query[0, 3], atol=2e-3)
     assert np.allclose(body["key"], key[0, 1], atol=2e-3)  # 4 query heads over 2 key heads: 3 // 2 = 1
-    assert body["scaling"] == [0.35, 0.35]
+    assert body["scaling"] == [0.35]  # the layers served: one
 
 
 def test_metric_returns_every_step_with_nan_as_null(server):

@@ -154,3 +154,221 @@ def test_capture_inside_training_step_keeps_gradients_flowing(gpt2_tokenizer):
     loss.backward()
     assert recorder.num_layers == 1
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+# ------------------------------------------------------------------------------------------------
+# Every kind of model (tests/attention_models.py): plain modules, HF models outside
+# AttentionInterface, encoder-decoders; stored weights against independent references.
+
+from tests.attention_models import (  # noqa: E402
+    ENCODER_DECODERS, MHAStack, Encoder, NanoGPT, hf_model, with_implementation,
+)
+
+BOUND = metadata.MAX_QUANTIZATION_ERROR
+IDS = [[5, 17, 42, 8, 99, 3, 61], [7, 7, 23, 50], [11, 4, 90, 31, 2, 66]]
+TOKENS = [[f"t{i}" for i in ids] for ids in IDS]
+
+
+def _log(tmp_path, probe, model, step=0):
+    with Writer(tmp_path / "run") as writer:
+        values = probe.log(writer, model, step)
+    return values, python_provider(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["nano", "mha", "encoder"])
+def test_plain_modules_log_from_tokens_with_their_layer_names(tmp_path, kind):
+    torch.manual_seed(0)
+    model = {"nano": NanoGPT, "mha": MHAStack, "encoder": Encoder}[kind]().eval()
+    probe = Probe.from_tokens(IDS, TOKENS, texts=["a", "b", "c"])
+    values, provider = _log(tmp_path, probe, model)
+    for ids, tokens, (entry, example, _) in zip(IDS, TOKENS, read_examples(provider, "run", "probe", 0)):
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            model(x)
+        reference = torch.stack(model.reference() if kind == "nano" else model.reference(x))[:, 0].numpy()
+        assert entry["tokens"] == tokens and example.attention.shape == reference.shape
+        assert np.abs(example.attention - reference).max() <= BOUND
+        assert entry["groups"][0]["layer_names"] == (
+            ["blocks.0", "blocks.1"] if kind == "nano" else ["attn.0", "attn.1"] if kind == "mha"
+            else ["encoder.layers.0.self_attn", "encoder.layers.1.self_attn"]
+        )
+    assert values["max_logit"].shape == (2, 4) and np.isfinite(values["max_logit"]).all()
+    assert values["entropy"].shape == (2, 4)
+
+
+def test_plain_module_with_a_tokenizer_and_a_batching_forward(tmp_path, gpt2_tokenizer):
+    torch.manual_seed(0)
+    model = NanoGPT(vocab=len(gpt2_tokenizer)).eval()
+    default, _ = _log(tmp_path / "a", Probe(gpt2_tokenizer, TEXTS, metrics=True, syntax=False), model)
+    calls = []
+
+    def forward(model, input_ids, attention_mask):  # a model that could batch: here, one row at a time
+        calls.append(tuple(input_ids.shape))
+        return model(input_ids)
+
+    probe = Probe(gpt2_tokenizer, TEXTS[:1], forward=forward, syntax=False)
+    values, provider = _log(tmp_path / "b", probe, model)
+    assert calls == [(1, 7)]
+    ((entry, example, _),) = read_examples(provider, "run", "probe", 0)
+    assert entry["tokens"] == ["The", "Ġcat", "Ġsat", "Ġon", "Ġthe", "Ġmat", "."]
+    with torch.no_grad():
+        model(torch.tensor([gpt2_tokenizer(TEXTS[0])["input_ids"]]))
+    assert np.abs(example.attention - torch.stack(model.reference())[:, 0].numpy()).max() <= BOUND
+    assert set(default) >= {"entropy", "distance", "max_logit"}
+
+
+@pytest.mark.parametrize("family", ["falcon", "bloom", "deberta_v2"])
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_models_outside_the_attention_interface_log_their_eager_attention(tmp_path, family, implementation):
+    try:
+        model = hf_model(family, implementation)
+    except ValueError:
+        pytest.skip(f"{family} does not accept {implementation}")
+    probe = Probe.from_tokens(IDS, TOKENS)
+    _, provider = _log(tmp_path, probe, model)
+    eager = with_implementation(model, "eager")
+    for ids, (entry, example, _) in zip(IDS, read_examples(provider, "run", "probe", 0)):
+        with torch.no_grad():
+            expected = torch.stack(eager(input_ids=torch.tensor([ids]), output_attentions=True).attentions)[:, 0]
+        assert np.abs(example.attention - expected.numpy()).max() <= BOUND
+        assert entry["causal"] is (family != "deberta_v2")
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("family", [f for f in ENCODER_DECODERS if f != "whisper"])
+def test_encoder_decoders_log_encoder_decoder_and_cross_groups(tmp_path, family, implementation):
+    model = hf_model(family, implementation)
+    targets = [[2, 40, 41, 42], torch.tensor([2, 9, 8]), [2, 77, 78, 79, 80]]
+    probe = Probe.from_tokens(IDS, TOKENS, target_ids=targets, target_tokens=[[f"y{i}" for i in t.tolist()] if
+                              isinstance(t, torch.Tensor) else [f"y{i}" for i in t] for t in targets])
+    values, provider = _log(tmp_path, probe, model)
+    eager = with_implementation(model, "eager")
+    groups = {name: read_examples(provider, "run", "probe", 0, group=name) for name in ("encoder", "decoder", "cross")}
+    for i, (ids, target) in enumerate(zip(IDS, targets)):
+        target = torch.as_tensor(target)
+        with torch.no_grad():
+            out = eager(input_ids=torch.tensor([ids]), decoder_input_ids=target[None], output_attentions=True)
+        for name, reference in (("encoder", out.encoder_attentions), ("decoder", out.decoder_attentions),
+                                ("cross", out.cross_attentions)):
+            entry, example, _ = groups[name][i]
+            expected = torch.stack(reference)[:, 0].numpy()
+            assert example.attention.shape == expected.shape
+            assert np.abs(example.attention - expected).max() <= BOUND
+        entry = groups["cross"][i][0]
+        (cross,) = [g for g in entry["groups"] if g["name"] == "cross"]
+        assert cross["tokens"] == [f"y{t}" for t in target.tolist()] and cross["key_tokens"] == TOKENS[i]
+    assert {"entropy", "max_logit", "decoder/entropy", "cross/diagonal_alignment", "cross/null_attention",
+            "cross/entropy", "cross/max_logit"} <= set(values)
+    tensors = provider.read_tensors(request_context(), experiment_id="", plugin_name="attention", downsample=10)["run"]
+    assert {"probe/entropy", "probe/decoder/entropy", "probe/cross/diagonal_alignment"} <= set(tensors)
+
+
+def test_text_targets_start_with_the_decoder_start_token(tmp_path, gpt2_tokenizer):
+    model = hf_model("bart", "sdpa")
+    model.resize_token_embeddings(len(gpt2_tokenizer))
+    probe = Probe(gpt2_tokenizer, ["The cat sat."], targets=["Le chat"], syntax=False)
+    _, provider = _log(tmp_path, probe, model)
+    ((entry, example, _),) = read_examples(provider, "run", "probe", 0, group="decoder")
+    start = gpt2_tokenizer.convert_ids_to_tokens([model.config.decoder_start_token_id])
+    assert [g["name"] for g in entry["groups"]] == ["encoder", "decoder", "cross"]
+    (decoder,) = [g for g in entry["groups"] if g["name"] == "decoder"]
+    assert decoder["tokens"] == start + ["Le", "Ġchat"]
+    assert example.attention.shape == (2, 4, 3, 3)
+
+
+def test_cross_attention_metrics_against_their_definition():
+    from tb_attention import cross_metrics
+
+    rng = np.random.default_rng(0)
+    a = rng.random((1, 1, 4, 10))
+    a /= a.sum(-1, keepdims=True)
+    diagonal = np.zeros((1, 1, 4, 10))
+    for i in range(4):
+        diagonal[0, 0, i, round((i + 0.5) * 10 / 4 - 0.5)] = 1.0
+    values = cross_metrics.cross_metrics([a, diagonal])
+    centre = (np.arange(4)[:, None] + 0.5) * 10 / 4 - 0.5
+    band = np.abs(np.arange(10)[None, :] - centre) <= 1.0
+    expected = ((a[0, 0] * band).sum() + 4) / 8
+    np.testing.assert_allclose(values["diagonal_alignment"][0, 0], expected, rtol=1e-6)
+    np.testing.assert_allclose(values["null_attention"][0, 0], (a[0, 0, :, 0].sum() + 0) / 8, rtol=1e-6)
+    np.testing.assert_allclose(values["entropy"][0, 0], -(a * np.log(a)).sum() / 8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad, error", [
+    (dict(token_ids=[[1, 2]], tokens=[["a"]]), "2 token_ids but 1 tokens"),
+    (dict(token_ids=[[1, 2]], tokens=[["a", "b"]], target_ids=[[1]]), "give both target_ids and target_tokens"),
+    (dict(token_ids=[["x"]], tokens=[["a"]]), "must be token ids"),
+    (dict(token_ids=[torch.ones(2, 2, dtype=torch.long)], tokens=[["a", "b"]]), "one sequence of token ids"),
+])
+def test_from_tokens_refuses_mismatched_inputs(bad, error):
+    with pytest.raises((ValueError, TypeError), match=error):
+        Probe.from_tokens(**bad)
+
+
+def test_probe_without_tokenizer_says_to_use_from_tokens():
+    with pytest.raises(TypeError, match="Probe.from_tokens"):
+        Probe(None, ["text"])
+
+
+def test_logged_max_logit_is_the_largest_scaled_score(tmp_path):
+    torch.manual_seed(0)
+    model = NanoGPT().eval()
+    values, _ = _log(tmp_path, Probe.from_tokens(IDS[:1], TOKENS[:1]), model)
+    with torch.no_grad():
+        model(torch.tensor(IDS[:1]))
+    for layer, block in enumerate(model.blocks):
+        q, k, _, _ = block.last
+        logits = (q @ k.transpose(-1, -2))[0] * q.shape[-1] ** -0.5
+        logits = logits.masked_fill(torch.ones(7, 7, dtype=torch.bool).triu(1), float("-inf"))
+        np.testing.assert_allclose(values["max_logit"][layer], logits.amax(dim=(-1, -2)).numpy(), atol=1e-5)
+
+
+def test_a_real_tensorboard_serves_every_family_as_its_reference(tmp_path, tensorboard):
+    """As the README shows: Probe.log for a plain SDPA model, an nn.TransformerEncoder, Falcon (default
+    sdpa), BLOOM, DeBERTa-v2, T5 and BART (targets as token ids); what a real tensorboard serves,
+    group by group, against each model's own eager reference."""
+    torch.manual_seed(0)
+    targets = [[0, 40, 41, 42], [0, 9, 8], [0, 77, 78, 79, 80]]
+    models = {"nano": NanoGPT().eval(), "encoder": Encoder().eval(), "falcon": hf_model("falcon", "sdpa"),
+              "bloom": hf_model("bloom"), "deberta": hf_model("deberta_v2"), "t5": hf_model("t5", "sdpa"),
+              "bart": hf_model("bart", "sdpa")}
+    for run, model in models.items():
+        if run in ("t5", "bart"):
+            probe = Probe.from_tokens(IDS, TOKENS, target_ids=targets, target_tokens=[[str(t) for t in ts] for ts in targets])
+        else:
+            probe = Probe.from_tokens(IDS, TOKENS)
+        with Writer(tmp_path / run) as writer:
+            probe.log(writer, model, 5)
+    server = tensorboard(tmp_path)
+    server.wait_for(lambda tags: all(tags.get(run, {}).get("probe", {}).get("steps") for run in models))
+
+    def served(run, example, group=None):
+        params = {"run": run, "tag": "probe", "step": 5, "example": example, "format": "json"}
+        status, body = server.get("/attention", {**params, **({"group": group} if group else {})})
+        assert status == 200, body
+        return np.array(body["attention"]), body
+
+    for run, model in models.items():
+        for i, ids in enumerate(IDS):
+            x = torch.tensor([ids])
+            with torch.no_grad():
+                if run == "nano":
+                    model(x)
+                    expected = {None: torch.stack(model.reference())[:, 0]}
+                elif run == "encoder":
+                    expected = {None: torch.stack(model.reference(x))[:, 0]}
+                elif run in ("t5", "bart"):
+                    out = with_implementation(model, "eager")(input_ids=x, decoder_input_ids=torch.tensor([targets[i]]),
+                                                              output_attentions=True)
+                    expected = {"encoder": torch.stack(out.encoder_attentions)[:, 0],
+                                "decoder": torch.stack(out.decoder_attentions)[:, 0],
+                                "cross": torch.stack(out.cross_attentions)[:, 0]}
+                else:
+                    eager = with_implementation(model, "eager")
+                    expected = {None: torch.stack(eager(input_ids=x, output_attentions=True).attentions)[:, 0]}
+            for group, reference in expected.items():
+                attention, body = served(run, i, group)
+                assert attention.shape == tuple(reference.shape), (run, group)
+                assert np.abs(attention - reference.numpy()).max() <= BOUND, (run, group)
+                if group == "cross":
+                    assert body["tokens"] == [str(t) for t in targets[i]] and body["key_tokens"] == TOKENS[i]

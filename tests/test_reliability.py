@@ -361,9 +361,10 @@ def damaged_logdir(tmp_path_factory):
         1: [gzip.compress(b"{not json"), *good_blobs],
         2: [metadata.encode_json({"version": 1, "rows": []}), *good_blobs],
         3: [good_manifest, b"\x1f\x8b but not gzip"],
-        4: [good_manifest, gzip.compress(raw[: len(raw) - 40])],
+        4: [good_manifest, gzip.compress(raw[: len(raw) - 5])],  # the payload cut short
         5: [good_manifest, gzip.compress(raw[:4] + struct.pack("<I", 99) + raw[8:])],
-        6: [metadata.encode_json(metadata.create_manifest([{"tokens": TOKENS}])) ],
+        6: [metadata.encode_json(metadata.create_manifest([{"tokens": TOKENS, "groups": [
+            {"name": "self", "num_layers": 1, "num_heads": 2, "tokens": TOKENS, "attention_blobs": [1]}]}]))],
         7: [metadata.encode_json({"version": 1, "examples": [{"attention_blob": -1, "qk_blob": None}]}), *good_blobs],
         8: [metadata.encode_json({"version": 99, "examples": []}), *good_blobs],
         9: [metadata.encode_json({"version": 1, "examples": [{"attention_blob": 1, "qk_blob": 1}]}), *good_blobs],

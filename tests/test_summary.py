@@ -181,3 +181,79 @@ def test_unknown_metric_names_are_refused(tmp_path):
 def test_writer_must_be_a_summary_writer(rng):
     with pytest.raises(TypeError, match="SummaryWriter or a tb_attention.Writer, got str"):
         summary.attention("runs/x", "probe", random_attention(rng, 1, 1, 2), list("ab"), 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Format v2 through the writer
+
+from tb_attention import codecs  # noqa: E402
+
+
+def test_encoded_layers_are_stored_as_the_writer_would_store_the_weights(rng):
+    attention = random_attention(rng, 3, 2, 6)
+    tokens = list("abcdef")
+    raw = summary.encode_step([{"attention": attention, "tokens": tokens}])
+    layers = [codecs.encode_attention_layer(a, tokens, layer=i, causal=True) for i, a in enumerate(attention)]
+    streamed = summary.encode_step([{"groups": [{"name": "self", "attention": layers}], "tokens": tokens}])
+    assert raw == streamed
+
+
+def test_encoded_layers_must_be_in_order(rng):
+    attention = random_attention(rng, 2, 2, 3)
+    layers = [codecs.encode_attention_layer(a, list("abc"), layer=i, causal=True) for i, a in enumerate(attention)]
+    with pytest.raises(ValueError, match="encoded layer 0 was encoded for other tokens or as layer 1"):
+        summary.encode_step([{"groups": [{"name": "self", "attention": layers[::-1]}], "tokens": list("abc")}])
+
+
+def test_a_large_step_is_spread_over_records_within_the_budget(rng):
+    attention = random_attention(rng, 6, 2, 40)
+    records = summary.encode_step([{"attention": attention, "tokens": [str(i) for i in range(40)]}], record_bytes=2500)
+    assert len(records) > 2
+    assert all(sum(map(len, r)) <= 2500 or len(r) == 1 for r in records)
+    manifest = metadata.parse_manifest(records[0][0])
+    assert manifest["parts"] == [len(records[0]), *(len(r) for r in records[1:])]
+
+
+def test_a_layer_too_large_for_a_blob_is_refused(rng, monkeypatch):
+    monkeypatch.setattr(summary, "MAX_BLOB_BYTES", 100)
+    with pytest.raises(ValueError, match="layer 0 takes 0 MiB, more than the 0 MiB a blob may hold"):
+        summary.encode_step([{"attention": random_attention(rng, 1, 2, 30), "tokens": [str(i) for i in range(30)]}])
+
+
+def test_one_inputs_attention_takes_a_flat_token_list(tmp_path, rng):
+    attention = random_attention(rng, 2, 2, 3)
+    per_layer = [torch.from_numpy(a[None]) for a in attention]  # outputs.attentions of one input: [1, H, N, N]
+    with Writer(tmp_path) as writer:
+        assert summary.attention(writer, "probe", per_layer, ["a", "b", "c"], 0) == 1
+    ((entry, example, _),) = read_examples(python_provider(tmp_path), ".", "probe", 0)
+    assert entry["tokens"] == ["a", "b", "c"] and np.abs(example.attention - attention).max() <= metadata.MAX_QUANTIZATION_ERROR
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        ({"png": b"GIF89a", "grid": [1, 2], "patch_size": [4, 4], "prefix_tokens": 1, "prefix_names": ["CLS"]}, "not PNG"),
+        ({"png": b"\x89PNG\r\n\x1a\n", "grid": [1, 0], "patch_size": [4, 4], "prefix_tokens": 1, "prefix_names": ["CLS"]},
+         "grid must be two positive integers"),
+        ({"png": b"\x89PNG\r\n\x1a\n", "grid": [2, 2], "patch_size": [4, 4], "prefix_tokens": 1, "prefix_names": ["CLS"]},
+         "make 5 tokens, but the first group has 3"),
+        ({"png": b"\x89PNG\r\n\x1a\n", "grid": [1, 2], "patch_size": [4, 4], "prefix_tokens": 1, "prefix_names": []},
+         "prefix_names"),
+    ],
+)
+def test_images_are_checked(rng, image, message):
+    with pytest.raises(ValueError, match=message):
+        summary.encode_step([{"attention": random_attention(rng, 1, 1, 3), "tokens": list("abc"), "image": image}])
+
+
+def test_metrics_of_groups_are_tagged_by_group(tmp_path):
+    with Writer(tmp_path) as writer:
+        summary.metrics(writer, "gpt", {"entropy": np.ones((1, 1))}, 0)
+        summary.metrics(writer, "t5", {"entropy": np.ones((1, 1))}, 0, group="cross")
+        summary.metrics(writer, "t5", {"entropy": np.ones((1, 1))}, 0, group="encoder", first_group=True)
+    from tb_attention import schema
+    from tests.conftest import request_context
+
+    listing = python_provider(tmp_path).list_tensors(request_context(), experiment_id="", plugin_name="attention")["."]
+    groups = {tag: schema.parse_plugin_data(ts.plugin_content).get("group") for tag, ts in listing.items()}
+    assert groups == {"gpt/entropy": None, "t5/entropy": "encoder", "t5/cross/entropy": "cross"}

@@ -1,0 +1,207 @@
+"""Tiny random-weight models of every kind tb-attention captures, and their reference attention.
+
+Each reference is independent of tb_attention: the model's own eager `output_attentions`, the
+weights nn.MultiheadAttention returns itself, or a softmax recomputed by hand.
+"""
+
+import copy
+
+import torch
+import torch.nn.functional as F
+import transformers
+
+VOCAB = 100
+
+
+class NanoBlock(torch.nn.Module):
+    """A nanoGPT-style block on F.scaled_dot_product_attention; keeps its q and k for the reference."""
+
+    def __init__(self, dim=32, heads=4, kv_heads=4, mask="causal", scale=None):
+        super().__init__()
+        self.heads, self.kv_heads, self.mask, self.scale = heads, kv_heads, mask, scale
+        self.head_dim = dim // heads
+        self.ln = torch.nn.LayerNorm(dim)
+        self.q = torch.nn.Linear(dim, dim)
+        self.kv = torch.nn.Linear(dim, 2 * kv_heads * self.head_dim)
+        self.proj = torch.nn.Linear(dim, dim)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, 2 * dim), torch.nn.GELU(), torch.nn.Linear(2 * dim, dim))
+        self.last = None
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        h = self.ln(x)
+        q = self.q(h).view(b, n, self.heads, self.head_dim).transpose(1, 2)
+        k, v = self.kv(h).view(b, n, 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        mask, is_causal = _nano_mask(self.mask, n, x.device)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale, enable_gqa=self.kv_heads != self.heads
+        )
+        self.last = (q.detach(), k.detach(), mask, is_causal)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, n, -1))
+        return x + self.mlp(x)
+
+    def reference(self):
+        """softmax(scale·q·kᵀ + mask), by hand, in float64: [B, H, N, N]."""
+        q, k, mask, is_causal = self.last
+        k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
+        scale = self.scale if self.scale is not None else self.head_dim**-0.5
+        logits = (q.double() @ k.double().transpose(-1, -2)) * scale
+        n = q.shape[2]
+        if is_causal:
+            logits = logits.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask.double()
+        return logits.softmax(-1).float()
+
+
+def _nano_mask(kind, n, device):
+    i, j = torch.arange(n, device=device)[:, None], torch.arange(n, device=device)[None, :]
+    if kind == "causal":
+        return None, True
+    if kind == "bool":  # causal, within a window of 3
+        return (j <= i) & (i - j < 3), False
+    if kind == "additive":  # causal with a distance penalty (ALiBi-like)
+        return torch.where(j <= i, -0.5 * (i - j).float(), torch.tensor(float("-inf"))), False
+    return None, False
+
+
+class NanoGPT(torch.nn.Module):
+    """Embeddings, `blocks`, a head: called as model(input_ids)."""
+
+    def __init__(self, layers=2, dim=32, heads=4, kv_heads=4, mask="causal", scale=None, vocab=VOCAB):
+        super().__init__()
+        self.wte = torch.nn.Embedding(vocab, dim)
+        self.wpe = torch.nn.Embedding(64, dim)
+        self.blocks = torch.nn.ModuleList(NanoBlock(dim, heads, kv_heads, mask, scale) for _ in range(layers))
+        self.head = torch.nn.Linear(dim, vocab)
+
+    def forward(self, input_ids):
+        x = self.wte(input_ids) + self.wpe(torch.arange(input_ids.shape[1], device=input_ids.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+    def reference(self):
+        return [block.reference() for block in self.blocks]
+
+
+class MHAStack(torch.nn.Module):
+    """Embeddings and a stack of nn.MultiheadAttention with residuals (sequence-first, like older code)."""
+
+    def __init__(self, layers=2, dim=32, heads=4, causal=True):
+        super().__init__()
+        self.causal = causal
+        self.emb = torch.nn.Embedding(VOCAB, dim)
+        self.attn = torch.nn.ModuleList(torch.nn.MultiheadAttention(dim, heads) for _ in range(layers))
+
+    def _mask(self, n):
+        return torch.ones(n, n, dtype=torch.bool).triu(1) if self.causal else None
+
+    def forward(self, input_ids, key_padding_mask=None):
+        x = self.emb(input_ids).transpose(0, 1)  # [N, B, E]
+        for attn in self.attn:
+            mask = self._mask(x.shape[0])
+            x = x + attn(x, x, x, attn_mask=mask, key_padding_mask=key_padding_mask, need_weights=False)[0]
+        return x.transpose(0, 1)
+
+    def reference(self, input_ids):
+        out = []
+        with torch.no_grad():
+            x = self.emb(input_ids).transpose(0, 1)
+            for attn in self.attn:
+                y, w = attn(x, x, x, attn_mask=self._mask(x.shape[0]), need_weights=True, average_attn_weights=False)
+                out.append(w)
+                x = x + y
+        return out
+
+
+class Encoder(torch.nn.Module):
+    """nn.TransformerEncoder over embeddings (batch first: its fused fast path runs in eval without grad)."""
+
+    def __init__(self, layers=2, dim=32, heads=4, norm_first=False):
+        super().__init__()
+        self.emb = torch.nn.Embedding(VOCAB, dim)
+        layer = torch.nn.TransformerEncoderLayer(dim, heads, 64, dropout=0.0, batch_first=True, norm_first=norm_first)
+        self.encoder = torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+    def forward(self, input_ids):
+        return self.encoder(self.emb(input_ids))
+
+    def reference(self, input_ids):
+        out = []
+        with torch.no_grad():
+            x = self.emb(input_ids)
+            for layer in self.encoder.layers:
+                h = layer.norm1(x) if layer.norm_first else x
+                out.append(layer.self_attn(h, h, h, need_weights=True, average_attn_weights=False)[1])
+                x = layer(x)
+        return out
+
+
+def hf_model(family, attn_implementation="eager"):
+    """A 2-layer random Hugging Face model of `family`, loaded with `attn_implementation`."""
+    small = dict(vocab_size=VOCAB)
+    if family == "falcon":
+        config = transformers.FalconConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, **small)
+        cls = transformers.FalconForCausalLM
+    elif family == "falcon_alibi":
+        config = transformers.FalconConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, alibi=True, **small)
+        cls = transformers.FalconForCausalLM
+    elif family == "bloom":
+        config = transformers.BloomConfig(hidden_size=32, n_layer=2, n_head=4, **small)
+        cls = transformers.BloomForCausalLM
+    elif family == "deberta_v2":
+        config = transformers.DebertaV2Config(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=64, relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=8,
+            max_relative_positions=16, **small,
+        )
+        cls = transformers.DebertaV2Model
+    elif family == "t5":
+        config = transformers.T5Config(
+            d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4, decoder_start_token_id=0,
+            pad_token_id=0, **small,
+        )
+        cls = transformers.T5ForConditionalGeneration
+    elif family in ("bart", "marian"):
+        config_class = transformers.BartConfig if family == "bart" else transformers.MarianConfig
+        config = config_class(
+            d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+            encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=1,
+            decoder_start_token_id=2, **small,
+        )
+        cls = transformers.BartForConditionalGeneration if family == "bart" else transformers.MarianMTModel
+    elif family == "whisper":
+        config = transformers.WhisperConfig(
+            d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+            encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=8, max_source_positions=16, max_target_positions=32,
+            pad_token_id=1, decoder_start_token_id=2, **small,
+        )
+        cls = transformers.WhisperForConditionalGeneration
+    else:
+        raise ValueError(family)
+    config.initializer_range = 0.5  # peaked attention: near-uniform rows would hide mistakes
+    torch.manual_seed(0)
+    # Raises where the family does not accept the implementation (BLOOM and DeBERTa-v2: eager only).
+    return cls._from_config(config, attn_implementation=attn_implementation).eval()
+
+
+def with_implementation(model, attn_implementation):
+    """A model of the same class and weights computing with another attention implementation."""
+    other = type(model)._from_config(copy.deepcopy(model.config), attn_implementation=attn_implementation)
+    other.load_state_dict(model.state_dict())
+    return other.to(next(model.parameters()).dtype).eval()
+
+
+ENCODER_DECODERS = ("t5", "bart", "marian", "whisper")
+
+
+def encoder_decoder_inputs(family, batch=2, source=7, target=5, seed=1):
+    """Inputs (no padding): token ids, or Whisper's features [B, mels, 2 * frames]."""
+    g = torch.Generator().manual_seed(seed)
+    if family == "whisper":
+        inputs = {"input_features": torch.randn(batch, 8, 32, generator=g)}
+    else:
+        inputs = {"input_ids": torch.randint(3, VOCAB, (batch, source), generator=g)}
+    inputs["decoder_input_ids"] = torch.randint(3, VOCAB, (batch, target), generator=g)
+    return inputs
