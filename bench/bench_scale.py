@@ -8,7 +8,8 @@ the model, warms it up on a short input, then measures ONE call: its wall time a
 above the RSS just before the call (sampled every 2 ms from /proc). Sides:
   eager: model(input_ids, output_attentions=True) of the model loaded with eager attention, no grad;
   probe: Probe(tokenizer, [text], syntax=False).log(writer, model, 0) on the model as loaded
-         (transformers' default attention), writing to a temporary logdir (metrics included).
+         (transformers' default attention), writing to a temporary logdir (metrics included);
+  stream: the same probe through tb_attention.stream.log_probe (streaming capture: same records).
 Goals (issue 13): probe memory <= 0.5 x eager's, probe time <= 3 x eager's.
 """
 
@@ -107,8 +108,14 @@ def measure(side, args):
         writer = Writer(tmp)
         warm.log(writer, model, 0)
 
-        def call():
-            return probe.log(writer, model, 1)
+        if side == "stream":
+            from tb_attention import stream
+
+            def call():
+                return stream.log_probe(probe, writer, model, 1)
+        else:
+            def call():
+                return probe.log(writer, model, 1)
     with PeakRss() as rss:
         started = time.perf_counter()
         result = call()
@@ -124,14 +131,15 @@ def main():
     parser.add_argument("--heads", type=int, default=16)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--side", choices=["eager", "probe"], help=argparse.SUPPRESS)  # a fresh process's side
+    parser.add_argument("--side", choices=["eager", "probe", "stream"], help=argparse.SUPPRESS)
+    parser.add_argument("--sides", nargs="+", default=["eager", "probe", "stream"], help="which sides to measure")  # a fresh process's side
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     if args.side:
         print(json.dumps(measure(args.side, args)))
         return
     figures = {}
-    for side in ("eager", "probe"):
+    for side in ["eager"] + [side for side in args.sides if side != "eager"]:
         command = [sys.executable, __file__, "--side", side] + [
             f"--{name}={getattr(args, name)}" for name in ("tokens", "layers", "heads", "hidden", "threads")
         ]
@@ -140,14 +148,17 @@ def main():
         if done.returncode != 0:
             sys.exit(f"{side} failed:\n{done.stderr[-3000:]}")
         figures[side] = json.loads(done.stdout.strip().splitlines()[-1])
-    eager, probe = figures["eager"], figures["probe"]
+    eager = figures["eager"]
     mib = 2**20
     print(f"GPT-2 shape {args.layers} layers x {args.heads} heads, hidden {args.hidden}, one text of {args.tokens} tokens, "
           f"torch threads {args.threads}")
     print(f"eager output_attentions forward: {eager['seconds']:.2f} s, +{eager['extra_rss'] / mib:.0f} MiB RSS")
-    print(f"probe.log:                       {probe['seconds']:.2f} s, +{probe['extra_rss'] / mib:.0f} MiB RSS")
-    print(f"ratios: time {probe['seconds'] / eager['seconds']:.2f} (goal <= 3), "
-          f"memory {probe['extra_rss'] / eager['extra_rss']:.2f} (goal <= 0.5)")
+    for side in figures:
+        if side != "eager":
+            f = figures[side]
+            print(f"{side + ':':32} {f['seconds']:.2f} s, +{f['extra_rss'] / mib:.0f} MiB RSS; ratios: time "
+                  f"{f['seconds'] / eager['seconds']:.2f} (goal <= 3), memory {f['extra_rss'] / eager['extra_rss']:.2f} "
+                  "(goal <= 0.5)")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(figures, indent=1))
 

@@ -22,8 +22,8 @@ def _gpt2(**options):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    config = GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0,
-                        attn_pdrop=0.0, **options)
+    shape = dict(n_layer=2, n_head=2, n_embd=32, n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    config = GPT2Config(**{**shape, **options})
     return GPT2LMHeadModel(config)
 
 
@@ -183,3 +183,65 @@ def test_gpu_check_runs_tiny_on_the_cpu():
     assert len(shapes) == 4 and all(line["probe_seconds"] > 0 for line in shapes)
     compiled = next(line for line in lines if line["check"] == "compiled")
     assert compiled["new_graphs_after_probe"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming capture
+
+
+def _records(logdir):
+    """{(tag, step): (plugin data bytes, tensor bytes)} of every summary value in a logdir's event files."""
+    from tensorboard.backend.event_processing import event_file_loader
+
+    out = {}
+    for path in sorted(pathlib.Path(logdir).glob("events.out.tfevents.*")):
+        for event in event_file_loader.EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                out[(value.tag, event.step)] = (value.metadata.plugin_data.content, value.tensor.SerializeToString())
+    return out
+
+
+@pytest.mark.parametrize("max_dense_tokens", [64, 8], ids=["causal rows", "top-k"])
+def test_streaming_probe_stores_the_same_bytes_as_probe_log(tmp_path, gpt2_tokenizer, max_dense_tokens):
+    from tb_attention import stream
+
+    model = _gpt2()
+    texts = TEXTS + ["Streaming keeps one layer at a time, never every layer of every input at once."]
+    probe = Probe(gpt2_tokenizer, texts, syntax=False, batch_size=2, max_dense_tokens=max_dense_tokens)
+    with Writer(tmp_path / "today") as writer:
+        expected_values = probe.log(writer, model, 3)
+    with Writer(tmp_path / "stream") as writer:
+        values = stream.log_probe(probe, writer, model, 3)
+    today, streamed = _records(tmp_path / "today"), _records(tmp_path / "stream")
+    assert sorted(today) == sorted(streamed)
+    assert today[("probe", 3)] == streamed[("probe", 3)], "the stored attention differs"
+    for key in today:  # metrics and exemplars: the same records, values summed in another order (below)
+        assert today[key][0] == streamed[key][0], f"{key}: plugin data differs"
+    assert sorted(values) == sorted(expected_values)
+    for name in values:
+        assert values[name] == pytest.approx(expected_values[name], abs=1e-6, nan_ok=True), name
+
+
+def test_streaming_listener_never_holds_two_layers(gpt2_tokenizer, monkeypatch):
+    """The weights of a call are gone before the next call's are computed."""
+    import weakref
+
+    from tb_attention import intercept, stream
+
+    model = _gpt2(n_layer=3)
+    alive, seen = [], []
+    original = intercept.AttentionCall.weights
+
+    def tracked(self, rows=None):
+        w = original(self, rows)
+        seen.append(sum(ref() is not None for ref in alive))
+        alive.append(weakref.ref(w))
+        return w
+
+    monkeypatch.setattr(intercept.AttentionCall, "weights", tracked)
+    listener = stream.LayerStream()
+    ids = torch.tensor([gpt2_tokenizer(TEXTS[1])["input_ids"]])
+    stream.capture_streaming(model, [(ids, torch.ones_like(ids), [gpt2_tokenizer.convert_ids_to_tokens(ids[0])], None)],
+                             listener)
+    assert seen == [0, 0, 0]
+    assert len(listener.encoded[0]) == 3
