@@ -59,6 +59,9 @@ class LayerStream:
             if layer == len(self._stats):
                 self._stats.append(metrics.AttentionStats(1, weights.shape[1], **self.stats_options))
             self._stats[layer].update(weights[:, None], mask=self._mask.to(weights.device), syntax=self._syntax)
+            # AttentionStats keeps a work buffer the size of its input for the next batch: one per
+            # layer would hold every layer's worth of memory again.
+            self._stats[layer]._work = None
         del weights, host
         top = torch.stack([self._row_max(call, n, row) for row, n in enumerate(self._lengths)]).amax(0).cpu()
         if layer == len(self._max_logit):

@@ -96,8 +96,12 @@ def _probe_guards():
 
 def _probe_everywhere(probe, model, writer, step):
     """What Probe.log does for a sharded model: every rank meets, runs the forward; rank 0 writes."""
+    captured = []
+    capture = probe.capture
+    probe.capture = lambda m: captured.extend(capture(m)) or captured  # keeps what the probe saw
     if _probe_guards():
-        return probe.log(writer, model, step)
+        probe.log(writer, model, step)
+        return captured
     from tb_attention import summary
 
     distributed.guard_collective(model, f"probe {probe.name!r}")
