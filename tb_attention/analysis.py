@@ -1,14 +1,13 @@
 """Corpus analysis (Vig & Belinkov 2019): a local model over many sentences, sharded across ranks."""
 
 import dataclasses
-import os
 import pathlib
 import time
 
 import numpy as np
 
 from tb_attention import capture  # first: it explains a missing torch
-from tb_attention import defaults, metadata, metrics, summary
+from tb_attention import defaults, distributed, metadata, metrics, summary
 from tb_attention import syntax as syntax_lib
 from tb_attention.schema import exemplar_table
 
@@ -37,20 +36,45 @@ def model_source(path):
     return path, {}
 
 
-def load_model(path, *, device="cpu"):
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name=None):
+    """The torch.device to run on: `name` ("cpu", "cuda", "cuda:1"...), else CUDA when available;
+    a bare "cuda" under torchrun is the local rank's GPU."""
+    if name is None:
+        return distributed.default_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise AnalysisError(f"--device {name}: not a device torch knows ({e})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise AnalysisError(f"--device {name}: this torch sees no CUDA GPU (torch {torch.__version__})")
+        if device.index is None:
+            device = torch.device("cuda", distributed.local_rank() % torch.cuda.device_count())
+        elif device.index >= torch.cuda.device_count():
+            raise AnalysisError(f"--device {name}: there are {torch.cuda.device_count()} CUDA GPUs")
+    return device
+
+
+def load_model(path, *, device="cpu", dtype="float32"):
     """A local Hugging Face model folder (or .gguf file) -> (base model in eval mode, tokenizer).
 
-    The base model (no language-model head) is enough for attention and is faster.
+    The base model (no language-model head) is enough for attention and is faster. dtype: a
+    name of DTYPES; the recorded attention is float32 whatever it is (softmax in float32).
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     folder, options = model_source(path)
+    if dtype not in DTYPES:
+        raise AnalysisError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
     try:
         config = AutoConfig.from_pretrained(str(folder), **options)
         if getattr(config, "is_encoder_decoder", False):
             raise AnalysisError(f"--model {path}: encoder-decoder models ({config.model_type}) are not supported yet")
         tokenizer = AutoTokenizer.from_pretrained(str(folder), **options)
-        model = AutoModel.from_pretrained(str(folder), **options)
+        model = AutoModel.from_pretrained(str(folder), dtype=DTYPES[dtype], **options)
     except AnalysisError:
         raise
     except (OSError, ValueError) as e:
@@ -91,18 +115,6 @@ class Analysis:
     tokens: int
 
 
-def _distributed():
-    """(rank, world size), joining the process group torchrun describes if not joined yet."""
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and dist.is_available() and not dist.is_initialized():
-        dist.init_process_group("gloo")
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _batches(tokenizer, sentences, indices, batch_size, max_length):
     """Batches of similar length (less padding), each with its sentences' global indices."""
     lengths = [len(ids) for ids in tokenizer([sentences[i] for i in indices], truncation=True, max_length=max_length)["input_ids"]]
@@ -117,11 +129,15 @@ def _encode(tokenizer, texts, max_length):
     )
 
 
+def _forward(model, encoding, device):
+    model(input_ids=encoding["input_ids"].to(device), attention_mask=encoding["attention_mask"].to(device))
+
+
 def _example(tokenizer, encoding, row, weights, parse, text):
     """One stored example (unpadded) from a batch row and its recorded [L, H, N, N] weights."""
     keep = encoding["attention_mask"][row].bool()
     ids = encoding["input_ids"][row][keep].tolist()
-    index = keep.nonzero().squeeze(1)
+    index = keep.nonzero().squeeze(1).to(weights.device)
     attention = weights[:, :, index][:, :, :, index]
     return {
         "attention": attention.float().cpu(),
@@ -148,10 +164,13 @@ def analyze_corpus(
 ):
     """Runs `model` over `sentences` and accumulates the per-head metrics.
 
-    Under torch.distributed (torchrun) each rank takes every world-th sentence and the results
-    are all-reduced; every rank returns the whole result, rank 0 with the examples to store.
+    The model runs where its parameters are, and the metrics are accumulated there. Under
+    torch.distributed (torchrun) each rank takes every world-th sentence and the results are
+    all-reduced (NCCL for a model on a GPU, else gloo); every rank returns the whole result, rank 0
+    with the examples to store.
     """
-    rank, world = _distributed()
+    device = capture._device_of(model)
+    rank, world = distributed.join("nccl" if device.type == "cuda" else "gloo")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     nlp = (nlp or syntax_lib.load_spacy()) if with_syntax else None
@@ -172,9 +191,9 @@ def analyze_corpus(
             texts = [sentences[i] for i in batch]
             encoding = _encode(tokenizer, texts, max_length)
             parses = syntax_lib.token_syntax(tokenizer, texts, nlp=nlp, encoding=encoding) if nlp else None
-            model(input_ids=encoding["input_ids"], attention_mask=encoding["attention_mask"])
-            weights = torch.stack(recorder.attentions, 1)  # [B, L, H, N, N]
-            stats.update(weights, mask=encoding["attention_mask"], syntax=parses, keys=batch)
+            _forward(model, encoding, device)
+            weights = torch.stack(recorder.attentions, 1)  # [B, L, H, N, N], on the model's device
+            stats.update(weights, mask=encoding["attention_mask"].to(device), syntax=parses, keys=batch)
             wanted = set(_exemplar_keys(stats, exemplar_examples, exclude=sample_ids)) if rank == 0 else set()
             held = {key: example for key, example in held.items() if key in wanted}
             for row, i in enumerate(batch):
@@ -241,7 +260,7 @@ def _examples_of(model, tokenizer, sentences, keys, max_length, nlp):
     encoding = _encode(tokenizer, texts, max_length)
     parses = syntax_lib.token_syntax(tokenizer, texts, nlp=nlp, encoding=encoding) if nlp else [None] * len(keys)
     with torch.inference_mode(), capture.recording(model) as recorder:
-        model(input_ids=encoding["input_ids"], attention_mask=encoding["attention_mask"])
+        _forward(model, encoding, capture._device_of(model))
         weights = torch.stack(recorder.attentions, 1)
     return {key: _example(tokenizer, encoding, row, weights[row], parses[row], texts[row]) for row, key in enumerate(keys)}
 

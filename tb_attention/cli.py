@@ -8,6 +8,7 @@ import sys
 from tb_attention import defaults, metadata
 
 WIKIPEDIA = "wikipedia"
+DTYPES = ("float32", "bfloat16", "float16")  # as analysis.DTYPES names them (torch-free here, for --help)
 
 
 def _analyze_parser(subparsers):
@@ -38,6 +39,7 @@ def _analyze_parser(subparsers):
     p.add_argument("--max-length", type=_positive, default=defaults.MAX_LENGTH, help="truncate sentences to N tokens (default: %(default)s)")
     p.add_argument("--sample", type=_non_negative, default=defaults.SAMPLE, help="sentences whose attention is stored (default: %(default)s)")
     p.add_argument("--top-k", type=_positive, default=defaults.TOP_K_EXEMPLARS, help="exemplars kept per head (default: %(default)s)")
+    _device_arguments(p)
     p.add_argument("--include-first", action="store_true", help="count attention to the first token in the metrics")
     p.add_argument("--no-syntax", action="store_true", help="skip spaCy: no dependency or part-of-speech metrics")
     p.add_argument("--overwrite", action="store_true", help="replace the run's event files if it exists")
@@ -61,9 +63,17 @@ def _probe_parser(subparsers):
     p.add_argument("--step", type=_non_negative, help="step to log at (default: the checkpoint's global step, else 0)")
     p.add_argument("--tag", default=defaults.PROBE_TAG, help="tag of the probe (default: %(default)s)")
     p.add_argument("--with-qk", action="store_true", help="also store query/key vectors (neuron view)")
+    _device_arguments(p)
     p.add_argument("--no-syntax", action="store_true", help="skip spaCy: no dependency or part-of-speech metrics")
     p.add_argument("--overwrite", action="store_true", help="replace the run's event files if it exists")
     p.set_defaults(func=_probe)
+
+
+def _device_arguments(p):
+    p.add_argument("--device", help="where the model runs: cpu, cuda, cuda:N (default: CUDA when available, "
+                   "under torchrun the local rank's GPU; else cpu)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="the model's weights (default: %(default)s; attention is recorded in float32 either way)")
 
 
 def _positive(value):
@@ -81,18 +91,19 @@ def _non_negative(value):
 
 
 def _analyze(args):
-    from tb_attention import analysis, assets, summary
+    from tb_attention import analysis, assets, distributed, summary
 
     analysis.model_source(args.model)  # fail fast, before reading a corpus
+    device = analysis.resolve_device(args.device)
     if args.corpus == WIKIPEDIA:
         sentences = assets.wikipedia_sentences(limit=args.limit, shuffle=True)
     else:
         sentences = analysis.read_sentences(args.sentences, args.limit)
     run = args.run or pathlib.Path(args.model).name
-    rank = _rank()
+    rank = distributed.rank()
     if rank == 0:
         directory = analysis.check_new_run(args.logdir, run, args.overwrite)
-    model, tokenizer = analysis.load_model(args.model)
+    model, tokenizer = analysis.load_model(args.model, device=device, dtype=args.dtype)
     result = analysis.analyze_corpus(
         model,
         tokenizer,
@@ -117,6 +128,7 @@ def _probe(args):
     from tb_attention.probe import Probe
 
     analysis.model_source(args.model)
+    device = analysis.resolve_device(args.device)
     texts = []
     try:
         lines = pathlib.Path(args.texts).read_text(encoding="utf-8").splitlines()
@@ -130,7 +142,7 @@ def _probe(args):
         raise analysis.AnalysisError(f"--texts {args.texts}: the file has no texts")
     step = args.step if args.step is not None else _checkpoint_step(args.model)
     directory = analysis.check_new_run(args.logdir, args.run, args.overwrite)
-    model, tokenizer = analysis.load_model(args.model)
+    model, tokenizer = analysis.load_model(args.model, device=device, dtype=args.dtype)
     probe = Probe(tokenizer, texts, name=args.tag, with_qk=args.with_qk, syntax=False if args.no_syntax else None)
     with summary.Writer(directory) as writer:
         probe.log(writer, model, step)
@@ -145,12 +157,6 @@ def _checkpoint_step(model_path):
         return int(json.loads(state.read_text())["global_step"])
     except (OSError, ValueError, KeyError, TypeError):
         return 0
-
-
-def _rank():
-    import os
-
-    return int(os.environ.get("RANK", "0"))
 
 
 def build_parser():

@@ -1,0 +1,150 @@
+"""Streaming capture: each attention call reduced, on the model's device, to its stored bytes and metric sums."""
+
+# A probe that records every layer's [B, H, N, N] before encoding it holds L of them at once (64 GiB
+# for a 7B shape at 4,096 tokens). Here a listener on intercept.intercepting takes each call's
+# weights while the forward runs, encodes each input's layer exactly as the writer would
+# (codecs.encode_attention_layer), adds the layer to that layer's metric sums, and drops the
+# weights: at most one layer's attention (and the encoder's and metrics' work on it) is alive.
+
+import numpy as np
+import torch
+
+from tb_attention import codecs, defaults, intercept, metrics, modules
+
+
+class LayerStream:
+    """Listener for `intercept.intercepting`: per self-attention call, each input's layer encoded
+    (`encoded[input][layer]`, EncodedLayers for summary.write_examples) and the layer's metric sums
+    updated (`result()`, `exemplars()`); the call's weights are not kept.
+
+    Feed it batches in order: `start_batch(tokens, lengths, mask, syntax)` before each forward.
+    """
+
+    def __init__(self, *, with_metrics=True, include_first=False, top_k_exemplars=defaults.TOP_K_EXEMPLARS,
+                 max_dense_tokens=codecs.DEFAULT_MAX_DENSE_TOKENS, top_k=codecs.DEFAULT_TOP_K):
+        self.with_metrics = with_metrics
+        self.stats_options = dict(include_first=include_first, top_k=top_k_exemplars)
+        self.encode_options = dict(max_dense_tokens=max_dense_tokens, top_k=top_k, check=False)
+        self.encoded = []  # per input (all batches): its EncodedLayers
+        self.layer_names = []
+        self.causal = None
+        self._stats = []  # per layer: AttentionStats(1, H)
+        self._max_logit = []  # per layer: float32 [H], the largest logit over every input's real queries
+
+    def start_batch(self, tokens, mask, syntax=None):
+        """The next forward's inputs: token strings per row, the [B, N] right-padded mask, parses or None."""
+        self._tokens, self._mask, self._syntax = tokens, mask, syntax
+        self._lengths = [int(n) for n in mask.sum(1).tolist()]
+        self._first = len(self.encoded)
+        self.encoded.extend([] for _ in tokens)
+
+    def __call__(self, call):
+        if call.cross:
+            raise ValueError(f"{call.name}: streaming capture takes self-attention only, not cross attention")
+        layer = call.index
+        weights = call.weights()  # float32 [B, H, N, N] on the model's device
+        if weights.shape[0] != len(self._lengths) or weights.shape[2] != weights.shape[3]:
+            raise ValueError(f"{call.name}: attention of shape {list(weights.shape)} for a batch of "
+                             f"{len(self._lengths)} inputs; streaming takes self-attention over the inputs")
+        if self.causal is None:
+            self.causal = bool(call.causal)
+        if layer == len(self.layer_names):
+            self.layer_names.append(call.name)
+        # On the CPU the encoder's numpy path is the faster one (same bytes); on a GPU it works there.
+        host = weights.numpy() if weights.device.type == "cpu" else weights
+        for row, n in enumerate(self._lengths):
+            self.encoded[self._first + row].append(codecs.encode_attention_layer(
+                host[row, :, :n, :n], self._tokens[row], layer=layer, causal=self.causal, **self.encode_options))
+        if self.with_metrics:
+            if layer == len(self._stats):
+                self._stats.append(metrics.AttentionStats(1, weights.shape[1], **self.stats_options))
+            self._stats[layer].update(weights[:, None], mask=self._mask.to(weights.device), syntax=self._syntax)
+            # AttentionStats keeps a work buffer the size of its input for the next batch: one per
+            # layer would hold every layer's worth of memory again.
+            self._stats[layer]._work = None
+        del weights, host
+        top = torch.stack([self._row_max(call, n, row) for row, n in enumerate(self._lengths)]).amax(0).cpu()
+        if layer == len(self._max_logit):
+            self._max_logit.append(top)
+        else:
+            self._max_logit[layer] = torch.maximum(self._max_logit[layer], top)
+
+    @staticmethod
+    def _row_max(call, n, row, rows_per_chunk=256):
+        """[H]: the largest logit of input `row` over its first n queries, a chunk of rows at a time."""
+        return torch.stack([call.logits(slice(start, min(start + rows_per_chunk, n)))[row, :, :, :n].amax((1, 2))
+                            for start in range(0, n, rows_per_chunk)]).amax(0)
+
+    def result(self):
+        """{metric: [L, H]} over every input streamed so far."""
+        per_layer = [stats.result() for stats in self._stats]
+        values = {name: np.concatenate([values[name] for values in per_layer]) for name in per_layer[0]}
+        values["max_logit"] = torch.stack(self._max_logit).to(torch.float32).numpy()
+        return values
+
+    def exemplars(self):
+        """Per layer, per head, the top Exemplars (as AttentionStats.exemplars())."""
+        return [stats.exemplars()[0] for stats in self._stats]
+
+
+def capture_streaming(model, batches, listener):
+    """Runs `model` over `batches` of (input_ids [B, N], mask [B, N], tokens per row, syntax or None),
+    right-padded, in eval mode without gradients, handing each attention call to `listener`."""
+    from tb_attention import capture
+
+    module = modules.unwrap(model)
+    device = capture._device_of(module)
+    options = {name: value for name, value in (("use_cache", False), ("logits_to_keep", 1))
+               if capture._accepts(module, name)}
+    with capture._eval_mode(module), torch.no_grad(), modules.eager(), intercept.intercepting(module, listener):
+        for input_ids, mask, tokens, syntax in batches:
+            listener.start_batch(tokens, mask, syntax)
+            module(input_ids=input_ids.to(device), attention_mask=mask.to(device), **options)
+
+
+def log_probe(probe, writer, model, step, *, walltime=None):
+    """Probe.log for a self-attention Hugging Face model (no q/k, no targets), streamed: the same
+    records, without ever holding more than one layer's attention. Returns the metrics."""
+    from tb_attention import distributed, summary
+    from tb_attention.probe import _padded, exemplar_table
+
+    if probe.with_qk or probe.has_targets:
+        raise ValueError("streaming capture stores attention only: no with_qk, no targets")
+    sharded = distributed.is_sharded(model)
+    if not sharded and not distributed.is_writing_rank(probe.all_ranks):
+        return {}
+    distributed.guard_collective(model, f"probe {probe.name!r}")
+    syntax = probe.syntax if probe.compute_metrics else [None] * len(probe.encodings)
+    listener = LayerStream(with_metrics=probe.compute_metrics, include_first=probe.include_first,
+                           top_k_exemplars=probe.top_k_exemplars, max_dense_tokens=probe.max_dense_tokens)
+    batches = []
+    for start in range(0, len(probe.encodings), probe.batch_size):
+        batch = probe.encodings[start : start + probe.batch_size]
+        input_ids, mask = _padded([e["input_ids"] for e in batch])
+        parses = syntax[start : start + probe.batch_size]
+        batches.append((input_ids, mask, [e["tokens"] for e in batch],
+                        parses if any(p is not None for p in parses) else None))
+    capture_streaming(model, batches, listener)
+    if not distributed.is_writing_rank(probe.all_ranks):
+        return {}
+    examples = []
+    for encoding, layers, parse in zip(probe.encodings, listener.encoded, syntax):
+        examples.append({
+            "tokens": encoding["tokens"], "text": encoding["text"], "segments": encoding["segments"],
+            "pos": None if parse is None else list(parse.pos),
+            "groups": [{"name": "self", "attention": layers, "causal": listener.causal,
+                        "layer_names": listener.layer_names}],
+        })
+    summary.write_examples(writer, probe.name, examples, step, walltime=walltime,
+                           max_dense_tokens=probe.max_dense_tokens)
+    if not probe.compute_metrics:
+        return {}
+    values = listener.result()
+    table = exemplar_table(
+        [[[(e.key, e.score, e.i, e.j) for e in head] for head in layer] for layer in listener.exemplars()],
+        inputs=[{"tokens": e["tokens"], "text": e["text"], "example": i} for i, e in enumerate(probe.encodings)],
+        top_k=probe.top_k_exemplars,
+    )
+    summary.metrics(writer, probe.name, values, step, group="self", first_group=True, all_ranks=True, walltime=walltime)
+    summary.exemplars(writer, probe.name, table, step, all_ranks=True, walltime=walltime)
+    return values

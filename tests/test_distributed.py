@@ -1,0 +1,231 @@
+"""Probes of sharded (FSDP2, FSDP1, ZeRO-3) and replicated (DDP) models on 2 CPU ranks over gloo."""
+
+import inspect
+import json
+import os
+import pathlib
+import socket
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.distributed as dist  # noqa: E402
+import torch.multiprocessing as mp  # noqa: E402
+
+from tb_attention import distributed, modules  # noqa: E402
+
+WORLD = 2
+TEXTS = ["The cat sat on the mat.", "A dog ran to the old barn and back."]
+HANG_LIMIT = 300  # seconds before a test's ranks count as hung
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_ranks(scenario, tmp_path, **options):
+    """Runs `scenario(rank, out, **options)` on WORLD spawned ranks; returns each rank's JSON result."""
+    port = _free_port()
+    context = mp.start_processes(
+        _rank_main, args=(WORLD, port, scenario.__name__, str(tmp_path), options), nprocs=WORLD, join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + HANG_LIMIT
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"{scenario.__name__}: the ranks hung for {HANG_LIMIT} s")
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
+
+
+def _rank_main(rank, world, port, scenario, out, options):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        result = globals()[scenario](rank, pathlib.Path(out), **options)
+    finally:
+        dist.destroy_process_group()
+    (pathlib.Path(out) / f"rank{rank}.json").write_text(json.dumps(result))
+
+
+def _tiny_gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64, attn_implementation="eager",
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # no dropout: twins stay equal
+    return GPT2LMHeadModel(config)
+
+
+def _train_step(model, optimizer, batch):
+    loss = model(input_ids=batch, labels=batch).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return float(loss.detach())
+
+
+def _shard(model, kind):
+    if kind == "fsdp2":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.transformer.h:
+            fully_shard(block)
+        return fully_shard(model)
+    if kind == "fsdp1":
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        return FullyShardedDataParallel(model, use_orig_params=True)
+    if kind == "ddp":
+        return torch.nn.parallel.DistributedDataParallel(model)
+    raise ValueError(kind)
+
+
+def _probe_guards():
+    """Whether Probe.log runs a sharded model's forward on every rank (the merged probe.py)."""
+    from tb_attention.probe import Probe
+
+    return "guard_collective" in inspect.getsource(Probe.log)
+
+
+def _probe_everywhere(probe, model, writer, step):
+    """What Probe.log does for a sharded model: every rank meets, runs the forward; rank 0 writes."""
+    captured = []
+    capture = probe.capture
+    probe.capture = lambda m: captured.extend(capture(m)) or captured  # keeps what the probe saw
+    if _probe_guards():
+        probe.log(writer, model, step)
+        return captured
+    from tb_attention import summary
+
+    distributed.guard_collective(model, f"probe {probe.name!r}")
+    captured = probe.capture(model)
+    if distributed.is_writing_rank():
+        examples = [{"attention": c.attention, "tokens": e["tokens"]} for c, e in zip(captured, probe.encodings)]
+        summary.write_examples(writer, probe.name, examples, step)
+    return captured
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios (run on every rank)
+
+
+def train_with_probe(rank, out, kind, probe_ranks, expect_error=False):
+    """3 training steps with a probe after the first, on `probe_ranks`; losses, the probe's first
+    attention, and those of an unsharded twin trained alike with no probe."""
+    from tb_attention import Probe, Writer, assets
+
+    batch = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(1))
+    twin = _tiny_gpt2()  # same seed: same weights; both ranks see the same batch, so FSDP's mean gradient = its own
+    twin_optimizer = torch.optim.SGD(twin.parameters(), lr=0.1)
+    model = _shard(_tiny_gpt2(), kind)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    probe = Probe(assets.gpt2_tokenizer(), TEXTS, syntax=False, metrics=False)
+    logdir = out / f"logs{rank}"
+    losses, twin_losses, result = [], [], {}
+    with Writer(logdir) as writer:
+        for step in range(3):
+            losses.append(_train_step(model, optimizer, batch))
+            twin_losses.append(_train_step(twin, twin_optimizer, batch))
+            if step == 0 and rank in probe_ranks:
+                started = time.perf_counter()
+                try:
+                    captured = _probe_everywhere(probe, model, writer, step)
+                except distributed.CollectiveError as e:
+                    result["error"] = str(e)
+                    result["error_after"] = time.perf_counter() - started
+                    break
+                if captured and rank == 0:
+                    result["attention"] = captured[0].attention.tolist()
+                    with torch.no_grad():
+                        ids = torch.tensor([probe.encodings[0]["input_ids"]])
+                        reference = twin.eval()(input_ids=ids, output_attentions=True).attentions
+                        twin.train()
+                    result["reference"] = torch.stack(reference, 1)[0].tolist()
+            elif step == 0 and expect_error:  # the probing rank raises after its timeout; meet it after that
+                break
+    dist.barrier()
+    files = list(logdir.glob("events.out.tfevents.*"))
+    result.update(losses=losses, twin_losses=twin_losses, event_bytes=sum(f.stat().st_size for f in files),
+                  sharded=distributed.is_sharded(model), training=model.training)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Tests
+
+
+def _check_probed_training(results):
+    for rank, result in enumerate(results):
+        assert "error" not in result, result.get("error")
+        assert len(result["losses"]) == 3, f"rank {rank} stopped training"
+        # The probe changed nothing the training computes: the unsharded twin without a probe agrees.
+        assert result["losses"] == pytest.approx(result["twin_losses"], abs=1e-5)
+        assert result["training"], "the model was left in eval mode"
+    assert results[0]["losses"] == results[1]["losses"]
+    got, want = torch.tensor(results[0]["attention"]), torch.tensor(results[0]["reference"])
+    assert got.shape == want.shape == (2, 2, 7, 7)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert results[0]["event_bytes"] > 1000 and results[1]["event_bytes"] < 200  # rank 0 wrote, rank 1 did not
+
+
+def test_fsdp2_probe_on_every_rank_and_training_goes_on(tmp_path):
+    results = _run_ranks(train_with_probe, tmp_path, kind="fsdp2", probe_ranks=[0, 1])
+    assert all(r["sharded"] for r in results)
+    _check_probed_training(results)
+
+
+@pytest.mark.skipif(True, reason="FSDP1 needs an accelerator: 'FSDP needs a non-CPU accelerator device' (torch 2.13)")
+def test_fsdp1_probe_on_every_rank_and_training_goes_on(tmp_path):
+    results = _run_ranks(train_with_probe, tmp_path, kind="fsdp1", probe_ranks=[0, 1])
+    assert all(r["sharded"] for r in results)
+    _check_probed_training(results)
+
+
+def test_fsdp2_probe_on_one_rank_raises_a_clear_error_within_seconds(tmp_path, monkeypatch):
+    monkeypatch.setenv(distributed.TIMEOUT_VARIABLE, "3")  # the spawned ranks inherit it
+    results = _run_ranks(train_with_probe, tmp_path, kind="fsdp2", probe_ranks=[0], expect_error=True)
+    error = results[0]["error"]
+    assert "every rank" in error and "1 of 2 ranks" in error and "probe 'probe'" in error
+    assert 2.5 < results[0]["error_after"] < 10
+    assert "error" not in results[1]
+
+
+def test_ddp_probe_on_rank_zero_as_before(tmp_path):
+    results = _run_ranks(train_with_probe, tmp_path, kind="ddp", probe_ranks=[0])
+    assert not any(r["sharded"] for r in results)
+    _check_probed_training_ddp = results  # rank 1 never probes a replicated model: nothing to wait for
+    for result in _check_probed_training_ddp:
+        assert result["losses"] == pytest.approx(result["twin_losses"], abs=1e-5)
+    assert results[0]["event_bytes"] > 1000
+
+
+# ---------------------------------------------------------------------------------------------
+# One process
+
+
+def test_rank_helpers_follow_torchrun_environment(monkeypatch):
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert (distributed.rank(), distributed.world_size(), distributed.local_rank()) == (3, 4, 1)
+    assert not distributed.is_writing_rank() and distributed.is_writing_rank(all_ranks=True)
+    monkeypatch.setenv("RANK", "0")
+    assert distributed.is_writing_rank()
+
+
+def test_unwrap_takes_off_compile_and_data_parallel():
+    inner = _tiny_gpt2()
+    assert modules.unwrap(torch.compile(torch.nn.DataParallel(inner), backend="eager")) is inner
+    assert modules.unwrap(inner) is inner
+    assert not distributed.is_sharded(torch.compile(inner, backend="eager"))
+
+
+def test_guard_is_a_no_op_without_sharding():
+    distributed.guard_collective(_tiny_gpt2(), "probe")  # one process, no process group: returns at once

@@ -1,0 +1,247 @@
+"""Compiled models, `analyze --device/--dtype`, and the GPU check script run small on the CPU."""
+
+import inspect
+import json
+import logging
+import pathlib
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tb_attention import Probe, Writer, analysis, modules  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TEXTS = ["The cat sat on the mat.", "A dog ran to the old barn and back."]
+
+
+def _gpt2(**options):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    shape = dict(n_layer=2, n_head=2, n_embd=32, n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    config = GPT2Config(**{**shape, **options})
+    return GPT2LMHeadModel(config)
+
+
+class CountingBackend:
+    """A torch.compile backend that runs graphs as traced and counts how many it was given."""
+
+    def __init__(self):
+        self.graphs = 0
+
+    def __call__(self, graph_module, example_inputs):
+        self.graphs += 1
+        return graph_module.forward
+
+
+def _train_step(model, optimizer, batch):
+    loss = model(input_ids=batch, labels=batch).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return float(loss.detach())
+
+
+def _compiled_training(compile_whole):
+    """A model, its compiled form (whole or block by block), an optimizer, a batch and the backend."""
+    backend = CountingBackend()
+    model = _gpt2()
+    if compile_whole:
+        compiled = torch.compile(model, backend=backend)
+    else:
+        for block in model.transformer.h:
+            block.compile(backend=backend)
+        compiled = model
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batch = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(1))
+    return model, compiled, optimizer, batch, backend
+
+
+@pytest.mark.parametrize("compile_whole", [True, False], ids=["torch.compile(model)", "block.compile()"])
+def test_a_probe_of_a_compiled_model_compiles_nothing(tmp_path, gpt2_tokenizer, caplog, compile_whole):
+    model, compiled, optimizer, batch, backend = _compiled_training(compile_whole)
+    for _ in range(2):
+        _train_step(compiled, optimizer, batch)
+    graphs = backend.graphs
+    assert graphs > 0
+    probe = Probe(gpt2_tokenizer, TEXTS, syntax=False)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, logger="torch._dynamo"):
+        warnings.simplefilter("always")
+        with Writer(tmp_path) as writer, modules.eager():
+            probe.log(writer, modules.unwrap(compiled), 0)
+        loss = _train_step(compiled, optimizer, batch)
+    assert backend.graphs == graphs, "the probe recompiled the user's graph"
+    assert not [w for w in caught if "dynamo" in str(w.message).lower() or "recompile" in str(w.message).lower()]
+    assert not [r for r in caplog.records if r.name.startswith("torch._dynamo")]
+    # The compiled step after the probe computes what an uncompiled twin computes.
+    twin = _gpt2()
+    twin_optimizer = torch.optim.SGD(twin.parameters(), lr=0.1)
+    for _ in range(2):
+        _train_step(twin, twin_optimizer, batch)
+    assert loss == pytest.approx(_train_step(twin, twin_optimizer, batch), abs=1e-5)
+
+
+def test_the_probe_attention_of_a_compiled_model_equals_eager(gpt2_tokenizer):
+    model, compiled, optimizer, batch, backend = _compiled_training(True)
+    _train_step(compiled, optimizer, batch)
+    probe = Probe(gpt2_tokenizer, TEXTS, syntax=False)
+    with modules.eager():
+        captured = probe.capture(modules.unwrap(compiled))
+    eager = _gpt2(attn_implementation="eager").eval()
+    eager.load_state_dict(model.state_dict())
+    for encoding, result in zip(probe.encodings, captured):
+        with torch.no_grad():
+            attentions = eager(input_ids=torch.tensor([encoding["input_ids"]]), output_attentions=True).attentions
+        assert torch.allclose(result.attention, torch.stack(attentions, 1)[0], atol=1e-6)
+
+
+def _probe_unwraps():
+    return "modules.unwrap" in inspect.getsource(Probe.capture)
+
+
+@pytest.mark.skipif(not _probe_unwraps(), reason="probe.py does not call modules.unwrap yet (the lead merges it)")
+def test_probe_log_takes_the_compiled_model_itself(tmp_path, gpt2_tokenizer):
+    model, compiled, optimizer, batch, backend = _compiled_training(True)
+    _train_step(compiled, optimizer, batch)
+    graphs = backend.graphs
+    with Writer(tmp_path) as writer:
+        Probe(gpt2_tokenizer, TEXTS, syntax=False).log(writer, compiled, 0)
+    _train_step(compiled, optimizer, batch)
+    assert backend.graphs == graphs
+
+
+# ---------------------------------------------------------------------------------------------
+# analyze on a device, in a dtype
+
+
+def test_resolve_device_names_what_is_wrong():
+    assert analysis.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(analysis.AnalysisError, match="not a device"):
+        analysis.resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(analysis.AnalysisError, match="no CUDA"):
+            analysis.resolve_device("cuda")
+        assert analysis.resolve_device(None) == torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from tb_attention import assets
+
+    folder = tmp_path_factory.mktemp("gpt2")
+    _gpt2(attn_implementation="sdpa").transformer.save_pretrained(folder)
+    assets.gpt2_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def test_analyze_in_bfloat16_agrees_with_float32(model_dir):
+    sentences = ["The cat sat on the mat.", "A dog ran to the old barn.", "Birds sing at dawn in spring.",
+                 "She read the long letter twice before answering it."]
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        model, tokenizer = analysis.load_model(model_dir, device="cpu", dtype=dtype)
+        assert next(model.parameters()).dtype == analysis.DTYPES[dtype]
+        found = analysis.analyze_corpus(model, tokenizer, sentences, batch_size=2, with_syntax=False, progress=False,
+                                        sample=1, exemplar_examples=1)
+        assert found.examples[0]["attention"].dtype == torch.float32
+        results[dtype] = found.stats.result()
+    for name in ("entropy", "distance", "null_attention", "previous_token"):
+        assert results["bfloat16"][name] == pytest.approx(results["float32"][name], abs=0.05, nan_ok=True), name
+
+
+def test_analyze_command_takes_device_and_dtype(tmp_path, model_dir):
+    sentences = tmp_path / "s.txt"
+    sentences.write_text("The cat sat on the mat.\nA dog ran to the old barn.\n")
+    common = [sys.executable, "-m", "tb_attention.cli", "analyze", "--model", str(model_dir), "--sentences",
+              str(sentences), "--no-syntax", "--quiet", "--logdir", str(tmp_path / "logs")]
+    done = subprocess.run(common + ["--device", "cpu", "--dtype", "bfloat16"], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert list((tmp_path / "logs").glob("*/events.out.tfevents.*"))
+    if not torch.cuda.is_available():
+        done = subprocess.run(common + ["--device", "cuda", "--run", "x"], capture_output=True, text=True, cwd=ROOT)
+        assert done.returncode == 2 and "no CUDA GPU" in done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# The GPU check, scaled down
+
+
+def test_gpu_check_runs_tiny_on_the_cpu():
+    done = subprocess.run([sys.executable, "bench/gpu_check.py", "--tiny"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    checks = {line["check"] for line in lines}
+    assert {"training_loop", "shape", "analyze", "compiled"} <= checks
+    assert not [line for line in lines if line.get("error")], lines
+    shapes = [line for line in lines if line["check"] == "shape"]
+    assert len(shapes) == 4 and all(line["probe_seconds"] > 0 for line in shapes)
+    compiled = next(line for line in lines if line["check"] == "compiled")
+    assert compiled["new_graphs_after_probe"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming capture
+
+
+def _records(logdir):
+    """{(tag, step): (plugin data bytes, tensor bytes)} of every summary value in a logdir's event files."""
+    from tensorboard.backend.event_processing import event_file_loader
+
+    out = {}
+    for path in sorted(pathlib.Path(logdir).glob("events.out.tfevents.*")):
+        for event in event_file_loader.EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                out[(value.tag, event.step)] = (value.metadata.plugin_data.content, value.tensor.SerializeToString())
+    return out
+
+
+@pytest.mark.parametrize("max_dense_tokens", [64, 8], ids=["causal rows", "top-k"])
+def test_streaming_probe_stores_the_same_bytes_as_probe_log(tmp_path, gpt2_tokenizer, max_dense_tokens):
+    from tb_attention import stream
+
+    model = _gpt2()
+    texts = TEXTS + ["Streaming keeps one layer at a time, never every layer of every input at once."]
+    probe = Probe(gpt2_tokenizer, texts, syntax=False, batch_size=2, max_dense_tokens=max_dense_tokens)
+    with Writer(tmp_path / "today") as writer:
+        expected_values = probe.log(writer, model, 3)
+    with Writer(tmp_path / "stream") as writer:
+        values = stream.log_probe(probe, writer, model, 3)
+    today, streamed = _records(tmp_path / "today"), _records(tmp_path / "stream")
+    assert sorted(today) == sorted(streamed)
+    assert today[("probe", 3)] == streamed[("probe", 3)], "the stored attention differs"
+    for key in today:  # metrics and exemplars: the same records, values summed in another order (below)
+        assert today[key][0] == streamed[key][0], f"{key}: plugin data differs"
+    assert sorted(values) == sorted(expected_values)
+    for name in values:
+        assert values[name] == pytest.approx(expected_values[name], abs=1e-6, nan_ok=True), name
+
+
+def test_streaming_listener_never_holds_two_layers(gpt2_tokenizer, monkeypatch):
+    """The weights of a call are gone before the next call's are computed."""
+    import weakref
+
+    from tb_attention import intercept, stream
+
+    model = _gpt2(n_layer=3)
+    alive, seen = [], []
+    original = intercept.AttentionCall.weights
+
+    def tracked(self, rows=None):
+        w = original(self, rows)
+        seen.append(sum(ref() is not None for ref in alive))
+        alive.append(weakref.ref(w))
+        return w
+
+    monkeypatch.setattr(intercept.AttentionCall, "weights", tracked)
+    listener = stream.LayerStream()
+    ids = torch.tensor([gpt2_tokenizer(TEXTS[1])["input_ids"]])
+    stream.capture_streaming(model, [(ids, torch.ones_like(ids), [gpt2_tokenizer.convert_ids_to_tokens(ids[0])], None)],
+                             listener)
+    assert seen == [0, 0, 0]
+    assert len(listener.encoded[0]) == 3
