@@ -106,7 +106,9 @@ def train_vit(logdir, *, steps=1200, run="vit-fashion-mnist", seed=0, evaluate_o
     model = build_vit(seed)
     probe = vision.ImageProbe(processor(), probe_images(test_images, test_labels), name="probe")
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps, pct_start=0.1)
+    # A warm-up of at least two steps: OneCycleLR divides by the warm-up's length (short demo runs too).
+    total = max(steps, 4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=total, pct_start=max(0.1, 2 / total))
     rng = np.random.default_rng(seed)
     writer = SummaryWriter(str(pathlib.Path(logdir) / run))
     values, started = {}, time.time()
