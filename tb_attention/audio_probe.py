@@ -8,7 +8,7 @@
 
 import math
 
-from tb_attention import audio, defaults, probe
+from tb_attention import audio, defaults, modules, probe
 
 TRIM_MARGIN_SECONDS = 0.1  # kept after the end of the audio: the encoder's receptive field spills over
 
@@ -105,7 +105,7 @@ class AudioProbe(probe.Probe):
 
         from tb_attention import capture, intercept
 
-        model = intercept.unwrap(model)
+        model = modules.unwrap(model)
         device = capture._device_of(model)
         prompt = list(getattr(self.tokenizer, "prefix_tokens", None) or [model.config.decoder_start_token_id])
         eos = model.generation_config.eos_token_id
@@ -131,7 +131,7 @@ class AudioProbe(probe.Probe):
 
         from tb_attention import capture, intercept
 
-        model = intercept.unwrap(model)
+        model = modules.unwrap(model)
         targets = self._targets(model)
         captured = []
         for start in range(0, len(self.encodings), self.batch_size):

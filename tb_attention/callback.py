@@ -48,11 +48,12 @@ class AttentionCallback(TensorBoardCallback):
 
     def _log_probe(self, state, model):
         # One write per step: TensorBoard's Rust loader drops the records of a step written twice.
-        if not state.is_world_process_zero or model is None or state.global_step in self._logged_steps:
+        if model is None or state.global_step in self._logged_steps:
             return
-        if self.writer is None:
+        if state.is_world_process_zero and self.writer is None:
             return
-        self.probe.log(self.writer, model, state.global_step)
+        # Every rank calls the probe: a sharded model's forward is a collective. Only rank 0 writes.
+        self.probe.log(self.writer if state.is_world_process_zero else None, model, state.global_step)
         self._logged_steps.add(state.global_step)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):

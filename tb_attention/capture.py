@@ -31,7 +31,7 @@ class CaptureError(RuntimeError):
     """The model's attention cannot be captured; the message says why and what to do."""
 
 
-from tb_attention import health, intercept  # noqa: E402  (after CaptureError, which it raises)
+from tb_attention import health, intercept, modules  # noqa: E402  (after CaptureError, which it raises)
 
 GROUPS = ("encoder", "decoder", "cross")  # an encoder-decoder's groups, in this order
 
@@ -324,7 +324,7 @@ def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=Fal
     keyword and any other module is called as model(input_ids), which then takes no padding.
     The forward runs in eval mode under torch.no_grad(); the model's modes are restored after.
     """
-    model = intercept.unwrap(model)  # torch.compile'd or DataParallel: the module that really runs
+    model = modules.unwrap(model)  # torch.compile'd or DataParallel: the module that really runs
     if isinstance(input_ids, collections.abc.Mapping):  # a tokenizer's batch, tensors or lists
         batch = {name: torch.as_tensor(v) if isinstance(v, list) else v for name, v in input_ids.items()}
         model_kwargs = {**batch, **model_kwargs}

@@ -32,6 +32,8 @@ import threading
 import torch
 import torch.nn.functional as F
 
+from tb_attention.modules import unwrap  # the module that really runs (compiled, DDP...)
+
 _CROSS_NAME = re.compile(r"(cross|encoder_attn|encdec)", re.IGNORECASE)
 _ATTENTION_CLASS = re.compile(r"attention", re.IGNORECASE)
 
@@ -671,17 +673,6 @@ def _attention_interface():
     module = sys.modules.get("transformers.modeling_utils")  # a model that needs it has imported it
     interface = getattr(module, "AttentionInterface", None)
     return interface if hasattr(interface, "get_interface") else None
-
-
-def unwrap(model):
-    """The module that really runs: inside torch.compile's wrapper and (Distributed)DataParallel."""
-    while True:
-        if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
-            model = model._orig_mod
-        elif type(model).__name__ in ("DistributedDataParallel", "DataParallel") and hasattr(model, "module"):
-            model = model.module
-        else:
-            return model
 
 
 @contextlib.contextmanager

@@ -341,6 +341,10 @@ class AttentionStats:
             block = block.reshape(B, L, H, V, V).to(device="cpu", dtype=torch.float32, copy=True)
             self._blocks.append((block, present.cpu()))
 
+    def release_workspace(self):
+        """Frees the scratch buffer kept for the next update (a stream keeps one AttentionStats per layer)."""
+        self._work = None
+
     def _workspace(self, like):
         """A scratch buffer shaped like `like`, kept between updates: a fresh one costs more in
         page faults than the arithmetic done in it."""

@@ -16,7 +16,7 @@ import inspect
 import math
 import warnings
 
-from tb_attention import summary
+from tb_attention import modules, summary
 
 try:
     import torch
@@ -56,7 +56,7 @@ class AttentionMonitor:
             raise ValueError(f"chunk_size must be a positive number of query rows or None, got {chunk_size!r}")
         if not tag or "/" in tag:
             raise ValueError(f"tag must be a non-empty name without '/', got {tag!r}")
-        self.model = intercept.unwrap(model)
+        self.model = modules.unwrap(model)
         self.every_n_steps = int(every_n_steps)
         self.tag = tag
         self.chunk_size = chunk_size

@@ -2,7 +2,7 @@
 
 import warnings
 
-from tb_attention import defaults, metadata, summary
+from tb_attention import defaults, distributed, metadata, modules, summary
 from tb_attention.schema import exemplar_table
 
 
@@ -217,7 +217,7 @@ class Probe:
 
         from tb_attention import capture, intercept
 
-        model = intercept.unwrap(model)  # DistributedDataParallel's forward would wait for the other ranks
+        model = modules.unwrap(model)  # DistributedDataParallel's forward would wait for the other ranks
         targets = self._targets(model) if self.has_targets else None
         hf = capture._is_hf(model)
         if not hf and self.forward is None:  # a plain module: one [1, N] input at a time, no padding
@@ -258,9 +258,18 @@ class Probe:
         can be called from inside a training loop. Returns the metrics ({} on a rank that does
         not write): {metric: [L, H]} for the first group, {"<group>/<metric>": ...} for the others.
         """
-        if not summary.is_writing_rank(self.all_ranks):
+        sharded = distributed.is_sharded(model)  # its forward is a collective: every rank runs it
+        if not sharded and not distributed.is_writing_rank(self.all_ranks):
             return {}
-        captured = self.capture(model)
+        if self._streams(model):
+            from tb_attention import stream
+
+            return stream.log_probe(self, writer, model, step, walltime=walltime)
+        distributed.guard_collective(model, f"probe {self.name!r}")
+        with modules.eager():  # a compiled model's graphs are neither recompiled nor spent
+            captured = self.capture(model)
+        if not distributed.is_writing_rank(self.all_ranks):
+            return {}
         targets = self._targets(model) if self.has_targets else None
         syntax = self.syntax if self.compute_metrics else [None] * len(captured)
         examples = [
@@ -278,6 +287,20 @@ class Probe:
                 prefix = "" if index == 0 else f"{group}/"
                 values.update({prefix + metric: value for metric, value in group_values.items()})
         return values
+
+    def _streams(self, model):
+        """Whether `log` streams (stream.py: each layer encoded and summed as it is computed, one layer's
+        attention alive at a time): a Hugging Face self-attention model on texts, without q/k, targets,
+        sentence pairs or a forward of the user's. The other cases hold every layer until written."""
+        from tb_attention import capture
+
+        return (
+            type(self)._write_options is Probe._write_options  # subclasses that slice their rows do not
+            and not (self.with_qk or self.has_targets or self.forward is not None)
+            and not any(e["segments"] for e in self.encodings)
+            and capture._is_hf(modules.unwrap(model))
+            and not getattr(getattr(modules.unwrap(model), "config", None), "is_encoder_decoder", False)
+        )
 
     def _write_options(self):
         """Encoding options of summary.write_examples (AudioProbe: sliced rows that do not sum to 1)."""

@@ -9,7 +9,7 @@
 import numpy as np
 import torch
 
-from tb_attention import codecs, defaults, intercept, metrics, modules
+from tb_attention import codecs, defaults, health, intercept, metrics, modules
 
 
 class LayerStream:
@@ -61,19 +61,14 @@ class LayerStream:
             self._stats[layer].update(weights[:, None], mask=self._mask.to(weights.device), syntax=self._syntax)
             # AttentionStats keeps a work buffer the size of its input for the next batch: one per
             # layer would hold every layer's worth of memory again.
-            self._stats[layer]._work = None
+            self._stats[layer].release_workspace()
         del weights, host
-        top = torch.stack([self._row_max(call, n, row) for row, n in enumerate(self._lengths)]).amax(0).cpu()
+        rows = health.row_max_logits(call.logits, call.shape[2])  # [B, H, N]: the one max-logit definition
+        top = torch.stack([rows[row, :, :n].amax(-1) for row, n in enumerate(self._lengths)]).amax(0).cpu()
         if layer == len(self._max_logit):
             self._max_logit.append(top)
         else:
             self._max_logit[layer] = torch.maximum(self._max_logit[layer], top)
-
-    @staticmethod
-    def _row_max(call, n, row, rows_per_chunk=256):
-        """[H]: the largest logit of input `row` over its first n queries, a chunk of rows at a time."""
-        return torch.stack([call.logits(slice(start, min(start + rows_per_chunk, n)))[row, :, :, :n].amax((1, 2))
-                            for start in range(0, n, rows_per_chunk)]).amax(0)
 
     def result(self):
         """{metric: [L, H]} over every input streamed so far."""

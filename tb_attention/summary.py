@@ -9,8 +9,6 @@
 #   - anything with `add_summary(summary, global_step)`.
 # torch is never imported here: tensors are recognised by duck typing.
 
-import os
-import sys
 import time
 
 import numpy as np
@@ -18,7 +16,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_
 from tensorboard.plugins.scalar import summary_v2 as scalar_summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-from tb_attention import codecs, fastcrc, metadata, schema
+from tb_attention import codecs, distributed, fastcrc, metadata, schema
 from tb_attention.examples import (  # noqa: F401  (the writer's API: summary.encode_step, ...)
     MAX_BLOB_BYTES,
     RECORD_BYTES,
@@ -172,12 +170,7 @@ def stack_layers(attentions):
 
 def is_writing_rank(all_ranks=False):
     """Under torch.distributed only rank 0 writes, unless `all_ranks`."""
-    if all_ranks:
-        return True
-    torch = sys.modules.get("torch")  # only consult torch if the user's program imported it
-    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank() == 0
-    return int(os.environ.get("RANK", "0")) == 0
+    return distributed.is_writing_rank(all_ranks)
 
 
 def _file_writer(writer):

@@ -17,7 +17,7 @@ import pathlib
 
 import numpy as np
 
-from tb_attention import defaults, metadata, summary
+from tb_attention import defaults, metadata, modules, summary
 
 MAX_IMAGE_SIDE = 256  # pixels, long side of the stored PNG
 HEAD_FUSIONS = ("mean", "max", "min")  # how attention rollout merges a layer's heads
@@ -434,7 +434,7 @@ def _tower(model):
     """The module to run: the model inside DDP / torch.compile, a CLIP/SigLIP model's vision tower."""
     from tb_attention import intercept
 
-    model = intercept.unwrap(model)
+    model = modules.unwrap(model)
     config = getattr(model, "config", None)
     if getattr(config, "vision_config", None) is not None and hasattr(model, "vision_model"):
         return model.vision_model

@@ -60,10 +60,11 @@ class AttentionProbeCallback(Callback):
     def _log_probe(self, trainer, pl_module):
         step = trainer.global_step
         # One write per step: TensorBoard's Rust loader drops the records of a step written twice.
-        if not trainer.is_global_zero or step in self._logged_steps:
+        if step in self._logged_steps:
             return
         model = self.get_model(pl_module) if self.get_model is not None else pl_module
-        self.probe.log(self.writer(trainer), model, step)
+        # Every rank calls the probe: a sharded model's forward is a collective. Only rank 0 writes.
+        self.probe.log(self.writer(trainer) if trainer.is_global_zero else None, model, step)
         self._logged_steps.add(step)
 
     def on_train_start(self, trainer, pl_module):
