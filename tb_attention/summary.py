@@ -146,8 +146,12 @@ def stack_layers(attentions):
         layers = [to_numpy(a, f"attention of layer {i}") for i, a in enumerate(attentions)]
         shapes = {a.shape for a in layers}
         if len(shapes) > 1:
-            listed = ", ".join(f"layer {i}: {list(a.shape)}" for i, a in enumerate(layers))
-            raise ValueError(f"layers have different shapes ({listed}); log them as separate tags")
+            listed = ", ".join(f"item {i}: {list(a.shape)}" for i, a in enumerate(layers))
+            raise ValueError(
+                f"a list of arrays is read as one tensor per layer (transformers' outputs.attentions), and these "
+                f"have different shapes ({listed}); if they are one [layers, heads, N, N] array per input, log "
+                "each input with its own call"
+            )
         shape = layers[0].shape
         if len(shape) == 4:
             return np.stack(layers, axis=1), True
@@ -258,9 +262,13 @@ def attention(
         text, segments = [text], [segments]
     else:
         if len(tokens) != array.shape[0] or not all(isinstance(t, (list, tuple)) for t in tokens):
+            per_input = isinstance(attentions, (list, tuple)) and len(tokens) == len(attentions)
             raise ValueError(
-                f"attention has a batch axis of {array.shape[0]} inputs (per-layer tensors [B, H, N, N]): pass one "
-                f"token list per input, got {len(tokens)} items"
+                f"attention was read as {array.shape[1]} per-layer tensors [B, H, N, N] of a batch of "
+                f"{array.shape[0]} inputs (transformers' outputs.attentions), which needs one token list per "
+                f"input; got {len(tokens)} items"
+                + (": if you passed one [layers, heads, N, N] array per input, log each input with its own call "
+                   "(or stack them into [B, L, H, N, N])" if per_input else "")
             )
         query = None if query is None else to_numpy(query, "query")
         key = None if key is None else to_numpy(key, "key")

@@ -105,7 +105,9 @@ def _bad(rng):
         ("rows", r"rows must sum to 1: layer 0, head 0, query 0 sums to 0.5000"),
         ("tokens", r"3 tokens given for attention over 4 tokens"),
         ("empty", r"attention has no layers"),
-        ("shapes", r"layers have different shapes \(layer 0: \[2, 4, 4\], layer 1: \[2, 3, 3\]\)"),
+        ("shapes", r"read as one tensor per layer .* different shapes \(item 0: \[2, 4, 4\], item 1: \[2, 3, 3\]\)"),
+        ("per_input", r"read as 3 per-layer tensors \[B, H, N, N\] of a batch of 2 inputs .* got 3 items: if you "
+                      r"passed one \[layers, heads, N, N\] array per input, log each input with its own call"),
         ("scores", r"weights above 1"),
     ],
 )
@@ -118,6 +120,8 @@ def test_bad_attention_is_refused_with_a_message_naming_the_problem(tmp_path, rn
         "tokens": (good, list("abc")),
         "empty": ((), []),
         "shapes": ((good[0], good[1][:, :3, :3]), list("abcd")),
+        # three inputs' [layers=2, heads, 4, 4] arrays: read as per-layer tensors, the message says so
+        "per_input": ((good, good, good), [list("abcd")] * 3),
         "scores": (good * 3, list("abcd")),
     }[case]
     with Writer(tmp_path / "run") as writer, pytest.raises(ValueError, match=message):
