@@ -25,7 +25,10 @@ const ROW = 40; // px per flagged head
 const SPARK_LABEL = 48; // px right of a sparkline: the newest value
 const SPARK_MAX = 360; // px: widest sparkline
 const value3 = format('.3~f');
-const ratio = format('.2~f');
+const ratioWide = format(',.0f');
+const ratioNarrow = format('.2~r');
+// Two significant digits, so a collapse to 0.0034× does not read as 0×; whole numbers past 10.
+const ratio = (v: number) => (Math.abs(v) >= 10 ? ratioWide(v) : ratioNarrow(v));
 
 export class HealthView implements View {
   readonly id = 'health' as const;
@@ -194,7 +197,7 @@ function ruleText(t: HealthThresholds): string[] {
   return [
     `Flagged: ${rules('max logit', [[t.logitGrowth, `> ${t.logitGrowth}× its first value`], [t.logitLevel, `> ${t.logitLevel}`]])}; ` +
       `${rules('entropy', [[t.entropyDrop, `< ${t.entropyDrop}× its first value`], [t.entropyFloor, `< ${t.entropyFloor} nats`]])}.`,
-    `Defaults — growth: off (healthy heads grow ~250× from initialisation) · ${d.logitLevel}: Kimi K2's QK-Clip level · ` +
+    `Defaults — growth: off (healthy heads grow ~300× from initialisation) · ${d.logitLevel}: Kimi K2's QK-Clip level · ` +
       `${d.entropyDrop}×: ~1 key attended · ${d.entropyFloor} nats: one-hot (hover a threshold for the reasoning and the demo's figures).`,
   ];
 }
