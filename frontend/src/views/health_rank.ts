@@ -18,20 +18,20 @@ export interface HealthThresholds {
 }
 
 /** The defaults, and why (the panel and the README repeat these reasons). Measured on the demo's
- * GPT-2 (4 layers × 4 heads, 64 tokens; demo/train.py): the run `train` and its 10× learning-rate
- * twin `train-high-lr`.
- * - logit growth × first: off. A head's first max logit is its initialisation's (~0.2), and healthy
- *   heads' grow ~300× from it (0.2 → 64 by step 140), so any factor flags a healthy run; growth over
- *   the last half of the steps does not separate the runs either (healthy heads 2.8–5.9× at steps
- *   100–200, diverging ones 1.5–5.9× at steps 80–145). The rule stays for runs that start from a trained
- *   model (fine-tuning), whose first value is meaningful;
+ * GPT-2 (4 layers × 4 heads, 64 tokens; demo/train.py): the run `train` (1,200 steps, and a 300-step
+ * one) and its 10× learning-rate twin `train-high-lr` (150 steps).
+ * - logit growth × first: off. A head's first max logit is its initialisation's (~0.2); healthy
+ *   heads' grow 200–300× from it (0.2 → 41 by step 200), so any factor flags a healthy run. Growth
+ *   over the last half of the steps does not separate the runs either (healthy heads 3–16× at
+ *   steps 100–200, diverging ones 1.5–5.9× at steps 80–145). The rule stays for runs that start
+ *   from a trained model (fine-tuning), whose first value is meaningful;
  * - logit 100: Kimi K2's QK-Clip threshold τ (Kimi Team 2025), the level at which it rescales a
- *   head's queries and keys; the demo's healthy heads stay under 64, the diverging run's pass 100
- *   by step 10 and reach 1,430;
- * - entropy × 0.1: e^H is the number of keys a query effectively attends to; a tenth of the starting
- *   entropy (uniform attention, ln-mean of the context lengths) leaves e^0.32 ≈ 1.4 keys of the ~25
- *   it started with: attention collapsed onto one key, as Zhai et al. 2023 saw before divergence. The
- *   healthy run's heads stay above 0.13× (sharp heads such as previous-token ones), the diverging
+ *   head's queries and keys; the demo's healthy heads stay under 42 (64 in the 300-step run), the
+ *   diverging run's pass 100 by step 10 and reach 1,430;
+ * - entropy × 0.1: e^H is the number of keys a query effectively attends to; a tenth of the
+ *   starting entropy (uniform attention, the mean log context length) leaves e^0.32 ≈ 1.4 keys of
+ *   the ~25 it started with: attention collapsed onto one key, as Zhai et al. 2023 saw before
+ *   divergence. The healthy run's heads stay above 0.31× (0.13× in the 300-step run), the diverging
  *   run's fall to 0.002×;
  * - entropy 0.1 nats: the query's largest weight is then about 0.98 (2 keys) to 0.99 (100 keys):
  *   one-hot, whatever the head started from. */

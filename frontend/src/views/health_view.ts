@@ -197,7 +197,7 @@ function ruleText(t: HealthThresholds): string[] {
   return [
     `Flagged: ${rules('max logit', [[t.logitGrowth, `> ${t.logitGrowth}× its first value`], [t.logitLevel, `> ${t.logitLevel}`]])}; ` +
       `${rules('entropy', [[t.entropyDrop, `< ${t.entropyDrop}× its first value`], [t.entropyFloor, `< ${t.entropyFloor} nats`]])}.`,
-    `Defaults — growth: off (healthy heads grow ~300× from initialisation) · ${d.logitLevel}: Kimi K2's QK-Clip level · ` +
+    `Defaults — growth: off (healthy heads grow 200–300× from initialisation) · ${d.logitLevel}: Kimi K2's QK-Clip level · ` +
       `${d.entropyDrop}×: ~1 key attended · ${d.entropyFloor} nats: one-hot (hover a threshold for the reasoning and the demo's figures).`,
   ];
 }
