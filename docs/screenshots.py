@@ -32,6 +32,7 @@ VIEWS = [
     ("exemplars_view", {"run": "smollm2-135m", "tag": "corpus", "view": "exemplars", "layer": "16", "heads": "0"}),
     ("compare_view", {"run": "checkpoint-0", "tag": "probe", "view": "compare", "b_run": "checkpoint-1200",
                       "example": "0", "layer": "0"}),
+    ("health_panel", {"run": "train", "tag": "attention_health", "view": "health"}),
 ]
 
 

@@ -22,8 +22,8 @@ LAYERS, HEADS = 4, 4
 N = len(PREFIX) + ROWS * COLS
 RIGHT_HEAD = 1  # in layer 0, each patch attends to the patch on its right (the last column to itself)
 HEALTH_STEPS = list(range(0, 201, 10))
-GROWING = (2, 1)  # the diverging run's head whose max logit grows tenfold
-COLLAPSING = (1, 3)  # the diverging run's head whose attention entropy falls to an eighth
+GROWING = (2, 1)  # the diverging run's head whose max logit grows fiftyfold (4 → 200)
+COLLAPSING = (1, 3)  # the diverging run's head whose attention entropy falls to 7 % (3 → 0.21)
 
 FIGURE_READY.update({"image": "data-query", "health": "data-rows"})
 
@@ -90,8 +90,8 @@ def health_values(run, step, rng):
     logits = 4.0 + rng.normal(scale=0.1, size=(LAYERS, HEADS))
     entropy = 3.0 + rng.normal(scale=0.05, size=(LAYERS, HEADS))
     if run == "diverging":
-        logits[GROWING] *= 1 + 9 * t
-        entropy[COLLAPSING] *= 1 - 0.875 * t
+        logits[GROWING] *= 1 + 49 * t  # 4 → 200: past the default level, 100
+        entropy[COLLAPSING] *= 1 - 0.93 * t  # 3 → 0.21: under the default 0.1 × its first value
     return {
         "max_logit": logits.astype(np.float32),
         "attention_entropy": entropy.astype(np.float32),
@@ -254,17 +254,15 @@ def test_health_panel_flags_the_growing_and_collapsing_heads_of_the_diverging_ru
     rows = dashboard.json("rows", "health")
     flagged = [(r["run"], r["metric"], r["layer"], r["head"]) for r in rows]
     assert flagged == [("diverging", "max_logit", *GROWING), ("diverging", "attention_entropy", *COLLAPSING)]
-    assert rows[0]["reasons"] == ["growth", "level"]
+    assert rows[0]["reasons"] == ["level"]
     status, body = dashboard.server.get("/metric", {"run": "diverging", "tag": "attention_health/max_logit"})
     assert abs(rows[0]["value"] - body["values"][-1][GROWING[0]][GROWING[1]]) < 1e-3
     assert abs(rows[0]["first"] - body["values"][0][GROWING[0]][GROWING[1]]) < 1e-3
     dashboard.screenshot("health_panel")
-    # A stricter growth threshold (11×) leaves only the entropy collapse (and the level rule: off).
-    dashboard.frame.fill("[data-control=lgrow]", "11")
-    dashboard.frame.dispatch_event("[data-control=lgrow]", "change")
-    dashboard.frame.fill("[data-control=llevel]", "0")
+    # A higher level (250; the growth rule is off by default) leaves only the entropy collapse.
+    dashboard.frame.fill("[data-control=llevel]", "250")
     dashboard.frame.dispatch_event("[data-control=llevel]", "change")
-    dashboard.wait_url("llevel", "0")
+    dashboard.wait_url("llevel", "250")
     dashboard.frame.wait_for_function("JSON.parse(document.querySelector('canvas[data-figure=health]').dataset.rows).length === 1")
     assert dashboard.json("rows", "health")[0]["metric"] == "attention_entropy"
 

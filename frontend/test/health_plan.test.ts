@@ -50,18 +50,22 @@ test('the diverging head is flagged; its sparkline overlays the same head of eve
   const answers = {
     'stable attention_health/max_logit': series('stable', 'attention_health/max_logit', () => 4),
     'stable attention_health/attention_entropy': series('stable', 'attention_health/attention_entropy', () => 3),
-    'diverging attention_health/max_logit': series('diverging', 'attention_health/max_logit', (s) => 4 + s * 0.18),
+    'diverging attention_health/max_logit': series('diverging', 'attention_health/max_logit', (s) => 4 + s * 1.8),
     'diverging attention_health/attention_entropy': series('diverging', 'attention_health/attention_entropy', () => 3),
   };
   const color = (run: string) => (run === 'stable' ? 'blue' : 'red');
   const rows = healthRows(healthPlan(tags, null), reader(answers), HEALTH_DEFAULTS, color);
   assert.ok(Array.isArray(rows));
-  assert.deepEqual(rows.map((r) => [r.flag.run, r.flag.metric, r.flag.layer, r.flag.head, r.flag.reasons]), [['diverging', 'max_logit', 0, 1, ['growth', 'level']]]);
+  assert.deepEqual(rows.map((r) => [r.flag.run, r.flag.metric, r.flag.layer, r.flag.head, r.flag.reasons]), [['diverging', 'max_logit', 0, 1, ['level']]]);
   assert.deepEqual(rows[0].series.map((s) => [s.color, s.width, [...s.values]]), [
     ['blue', 1, [4, 4, 4]],
-    ['red', 2, [4, 22, 40]],
+    ['red', 2, [4, 184, 364]],
   ]);
-  assert.equal(rows[0].threshold, 8); // 2 × the first value, the rule that flagged it
+  assert.equal(rows[0].threshold, 100); // the level, the rule that flagged it
+  // With the growth rule on, its line is drawn: 2 × the first value.
+  const growth = healthRows(healthPlan(tags, null), reader(answers), {...HEALTH_DEFAULTS, logitGrowth: 2}, color);
+  assert.ok(Array.isArray(growth));
+  assert.deepEqual([growth[0].flag.reasons, growth[0].threshold], [['growth', 'level'], 8]);
 });
 
 test('while a series loads the panel says so', () => {

@@ -25,7 +25,10 @@ const ROW = 40; // px per flagged head
 const SPARK_LABEL = 48; // px right of a sparkline: the newest value
 const SPARK_MAX = 360; // px: widest sparkline
 const value3 = format('.3~f');
-const ratio = format('.2~f');
+const ratioWide = format(',.0f');
+const ratioNarrow = format('.2~r');
+// Two significant digits, so a collapse to 0.0034× does not read as 0×; whole numbers past 10.
+const ratio = (v: number) => (Math.abs(v) >= 10 ? ratioWide(v) : ratioNarrow(v));
 
 export class HealthView implements View {
   readonly id = 'health' as const;
@@ -186,12 +189,16 @@ export class HealthView implements View {
 /** The thresholds in force, with the defaults and why they are what they are (in short). */
 function ruleText(t: HealthThresholds): string[] {
   const d = HEALTH_DEFAULTS;
-  const rule = (value: number, text: string) => (value > 0 ? text : 'off');
+  // Only the rules in force (a threshold of 0 is off).
+  const rules = (name: string, parts: [number, string][]) => {
+    const on = parts.filter(([value]) => value > 0).map(([, text]) => text);
+    return on.length ? `${name} ${on.join(' or ')}` : `${name}: off`;
+  };
   return [
-    `Flagged: max logit > ${rule(t.logitGrowth, `${t.logitGrowth}× its first value`)} or > ${rule(t.logitLevel, String(t.logitLevel))}; ` +
-      `entropy < ${rule(t.entropyDrop, `${t.entropyDrop}× its first value`)} or < ${rule(t.entropyFloor, `${t.entropyFloor} nats`)}.`,
-    `Defaults — ${d.logitGrowth}×: the softmax at half its temperature · ${d.logitLevel}: a saturated softmax · ` +
-      `${d.entropyDrop}×: e^H falls from K attended keys to √K · ${d.entropyFloor} nats: one-hot (hover a threshold for the reasoning).`,
+    `Flagged: ${rules('max logit', [[t.logitGrowth, `> ${t.logitGrowth}× its first value`], [t.logitLevel, `> ${t.logitLevel}`]])}; ` +
+      `${rules('entropy', [[t.entropyDrop, `< ${t.entropyDrop}× its first value`], [t.entropyFloor, `< ${t.entropyFloor} nats`]])}.`,
+    `Defaults — growth: off (healthy heads grow 200–300× from initialisation) · ${d.logitLevel}: Kimi K2's QK-Clip level · ` +
+      `${d.entropyDrop}×: ~1 key attended · ${d.entropyFloor} nats: one-hot (hover a threshold for the reasoning and the demo's figures).`,
   ];
 }
 
