@@ -33,6 +33,9 @@ VIEWS = [
     ("compare_view", {"run": "checkpoint-0", "tag": "probe", "view": "compare", "b_run": "checkpoint-1200",
                       "example": "0", "layer": "0"}),
     ("health_panel", {"run": "train", "tag": "attention_health", "view": "health"}),
+    ("image_view", {"run": "dinov2-small", "tag": "photos", "view": "image", "example": "0", "layer": "9"}),
+    ("cross_attention", {"run": "whisper-tiny-en", "tag": "speech", "view": "head", "example": "0",
+                         "group": "cross", "layer": "2"}),
 ]
 
 
@@ -46,7 +49,9 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=860)
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="take only these screenshots (file names above)")
     args = parser.parse_args()
+    views = [(name, state) for name, state in VIEWS if not args.only or name in args.only]
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -54,11 +59,11 @@ def main():
 
     server = TensorBoard(args.logdir)
     try:
-        server.wait_for(lambda tags: "train" in tags and "smollm2-135m" in tags)
+        server.wait_for(lambda tags: all(state["run"] in tags for _, state in views))
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
             page = browser.new_page(viewport={"width": args.width, "height": args.height})
-            for name, state in VIEWS:
+            for name, state in views:
                 page.goto("about:blank")
                 page.goto(deep_link(server.url, state))
                 page.wait_for_timeout(4000)  # the tab loads, fetches and draws

@@ -19,6 +19,11 @@ export interface PanelModel extends Selection {
 
 /** The text of an example as a one-line preview. */
 export function examplePreview(example: ExampleInfo): string {
+  if (example.text == null && example.image) {  // its tokens are patch names: say what the image is instead
+    const [rows, cols] = example.image.grid;
+    const prefix = example.image.prefix_names.length ? ` + ${example.image.prefix_names.join(' ')}` : '';
+    return `image: ${rows} × ${cols} patches${prefix}`;
+  }
   const text = example.text ?? (isByteLevel(example.tokens) ? example.tokens.map(decodeByteLevel) : example.tokens).join('');
   return truncate(text.replace(/\s+/g, ' ').trim(), PREVIEW_CHARS);
 }
