@@ -2,7 +2,7 @@
 encoder-decoders, and plain modules on F.scaled_dot_product_attention or nn.MultiheadAttention."""
 
 # How: `intercept.intercepting` hands every attention computation of a forward to a listener
-# without changing what the model computes (see intercept.py); a `Recorder` keeps, per call, the
+# without changing what the model computes (see intercept/); a `Recorder` keeps, per call, the
 # float32 weights the model computed, and q/k when asked. Calls are numbered in call order and
 # named after their module. An encoder-decoder's calls form three groups: `encoder` (source x
 # source), `decoder` (target x target, causal) and `cross` (target x source); any other model's
@@ -228,7 +228,7 @@ def _group_of(call):
 def recording(model, with_qk=False, with_max_logit=False):
     """Records the attention of every forward of `model` inside the block; yields a `Recorder`.
 
-    Works on any torch.nn.Module: nothing about the model is changed (see intercept.py), so
+    Works on any torch.nn.Module: nothing about the model is changed (see intercept/), so
     training mode, gradients, inputs and outputs are the caller's: this works inside a training
     step too. The recorder holds the latest forward only.
     """

@@ -366,7 +366,7 @@ def test_flex_attention_called_by_the_models_code_is_evaluated_densely():
         torch.testing.assert_close(call["weights"], reference, atol=TOLERANCE, rtol=0)
     import tests.attention_models as models
 
-    assert models.flex_attention.__name__ == "flex_attention" and models.flex_attention is not intercept._flex
+    assert models.flex_attention.__name__ == "flex_attention" and models.flex_attention is not intercept.flex._flex
 
 
 def test_flex_score_mod_that_cannot_run_densely_is_a_clear_error():

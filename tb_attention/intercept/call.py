@@ -1,0 +1,124 @@
+"""AttentionCall: one attention computation seen during a forward, and the mask helpers the routes share."""
+
+import dataclasses
+
+import torch
+
+
+def _capture_error(message):
+    from tb_attention.capture import CaptureError  # capture imports us; the error class lives there
+
+    return CaptureError(message)
+
+
+def _repeat_kv(x, groups):
+    """[B, H_kv, N, d] -> [B, H_kv * groups, N, d]: query head h uses key head h // groups."""
+    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
+
+
+def _masked(x):
+    """True where a logit/additive mask is a mask value (finfo.min or -inf), in its own dtype."""
+    return x <= torch.finfo(x.dtype).min / 2
+
+
+@dataclasses.dataclass(eq=False)
+class AttentionCall:
+    """One attention computation seen during a forward; valid only inside the listener call.
+
+    query [B, H, Nq, d] and key [B, H_kv, Nk, d] as the model used them (None for eager code
+    outside AttentionInterface, whose logits are read directly). `bias`: an additive float
+    term of the logits besides the mask (T5's position bias, a float attention mask), or None.
+    """
+
+    name: str
+    index: int
+    module: torch.nn.Module | None
+    query: torch.Tensor | None
+    key: torch.Tensor | None
+    scale: float
+    causal: bool
+    softcap: float | None = None
+    sliding_window: int | None = None
+    sinks: torch.Tensor | None = None
+    cross: bool = False
+    bias: torch.Tensor | None = None
+    route: str = "hf"  # "hf", "sdpa", "mha", "softmax", "flex"
+    _keep: torch.Tensor | None = None  # bool, broadcastable to [B, H, Nq, Nk]: True = may attend
+    _logits: torch.Tensor | None = None  # read directly (softmax route)
+    _weights: torch.Tensor | None = None
+
+    @property
+    def shape(self):
+        """(B, H, Nq, Nk)."""
+        if self._logits is not None:
+            return tuple(self._logits.shape)
+        b, h, nq, _ = self.query.shape
+        return (b, h, nq, self.key.shape[2])
+
+    def logits(self, rows=None):
+        """float32 [B, H, n_rows, Nk]: scale·q·kᵀ, soft cap, + bias and masks (masked = -inf). No grad."""
+        rows = rows if rows is not None else slice(None)
+        with torch.no_grad():
+            if self._logits is not None:
+                x = self._logits[:, :, rows]
+                return x.float().masked_fill(_masked(x), float("-inf"))
+            q = self.query[:, :, rows].float()
+            k = _repeat_kv(self.key.float(), self.query.shape[1] // self.key.shape[1])
+            x = torch.matmul(q, k.transpose(-1, -2)) * self.scale
+            if self.softcap is not None:
+                x = torch.tanh(x / self.softcap) * self.softcap
+            if self.bias is not None:
+                x = x + _rows(self.bias, rows).float()
+            if self._keep is not None:
+                x = x.masked_fill(~_rows(self._keep, rows), float("-inf"))
+            return x
+
+    def weights(self, rows=None):
+        """float32 [B, H, n_rows, Nk]: the softmax the model computed (sinks taken into account). No grad."""
+        rows = rows if rows is not None else slice(None)
+        with torch.no_grad():
+            if self._weights is not None:
+                return self._weights[:, :, rows].float()
+            x = self.logits(rows)
+            if self.sinks is None:
+                w = torch.softmax(x, dim=-1)
+            else:  # gpt-oss: one learned logit per head takes part in the softmax, then is dropped
+                sink = self.sinks.float().reshape(1, -1, 1, 1).expand(x.shape[0], -1, x.shape[2], 1)
+                w = torch.softmax(torch.cat([x, sink], dim=-1), dim=-1)[..., :-1]
+            return w.nan_to_num(0.0)  # a query that may attend to nothing (padding) attends to nothing
+
+
+def _rows(t, rows):
+    return t if t.shape[-2] == 1 else t[..., rows, :]
+
+
+def _causal_keep(nq, nk, device, bottom_right=False):
+    """[Nq, Nk] bool: key j visible from query i (top-left aligned as SDPA's is_causal, or bottom-right)."""
+    offset = nk - nq if bottom_right else 0
+    return torch.ones(nq, nk, dtype=torch.bool, device=device).tril(offset)
+
+
+def _is_causal(keep, nq, nk):
+    """Whether `keep` hides every key after its query (bottom-right aligned), over more than one query."""
+    if keep is None or nq < 2:
+        return False
+    future = ~_causal_keep(nq, nk, keep.device, bottom_right=True)
+    return not bool((keep.expand(*keep.shape[:-2], nq, nk) & future).any())
+
+
+def _split_mask(mask, nk):
+    """A bool (True = attend) or additive float mask -> (keep bool or None, finite bias or None)."""
+    if mask is None:
+        return None, None
+    mask = mask[..., :nk]
+    while mask.dim() < 4:
+        mask = mask.unsqueeze(0)
+    if mask.dtype == torch.bool:
+        return mask, None
+    keep = ~_masked(mask)
+    bias = mask.masked_fill(~keep, 0)
+    return keep, (bias if bool(bias.any()) else None)
+
+
+def _bind(names, args, kwargs):
+    return {**dict(zip(names, args)), **kwargs}

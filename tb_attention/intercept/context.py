@@ -1,0 +1,113 @@
+"""`intercepting`: the global hooks and patches, installed while any thread intercepts."""
+
+import contextlib
+
+import torch
+
+from tb_attention.intercept import hf, sdpa, softmax
+from tb_attention.intercept.flex import _flex_bindings, _install_flex, _uninstall_flex
+from tb_attention.intercept.call import _bind
+from tb_attention.intercept.mha import _MHA_PARAMETERS, _fast_path_encoder_layer, _mha_fields
+from tb_attention.intercept.state import _active, _install_lock, _Interception, _interception_for
+from tb_attention.modules import unwrap
+
+# -------------------------------------------------------------------------------------------------
+# Global hooks: the running-module stack, and route 4 (mha.py)
+
+
+def _pre_hook(module, args):
+    it = _interception_for(module)
+    if it is None:
+        return None
+    if module is it.model and not it.stack:
+        # A new forward of the model: calls numbered from 0. (Not on any module entered with an
+        # empty stack: a block entered from the model's own pre-hook, as the monitor's, never sees
+        # the model's pre-hook, and its children would each restart the numbering.)
+        it.calls = 0
+    it.stack.append((module, it.calls))
+    if isinstance(module, torch.nn.MultiheadAttention) and not it.suppressed:
+        it.suppressed += 1  # its inner softmax / SDPA are this route's call
+        it.stack[-1] = (module, -1 - it.calls)  # negative: this module suppressed
+    return None
+
+
+def _post_hook(module, args, kwargs, output=None):  # no output: the forward raised
+    it = _interception_for(module)
+    if it is None or not it.stack:
+        return None
+    index = len(it.stack) - 1
+    while index >= 0 and it.stack[index][0] is not module:
+        index -= 1
+    if index < 0:
+        return None
+    _, started = it.stack[index]
+    del it.stack[index:]
+    if started < 0:  # a MultiheadAttention of ours
+        it.suppressed -= 1
+        if output is not None and not it.suppressed:
+            it.emit(module, **_mha_fields(module, **_bind(_MHA_PARAMETERS, args, kwargs)))
+    elif (
+        isinstance(module, torch.nn.TransformerEncoderLayer)
+        and output is not None
+        and not it.suppressed
+        and it.calls == started  # its MultiheadAttention never ran: the fused fast path
+    ):
+        it.emit(module.self_attn, **_fast_path_encoder_layer(module, args, kwargs))
+    return None
+
+
+_install_count = 0
+_handles = []
+
+
+def _install():
+    global _install_count
+    with _install_lock:
+        _install_count += 1
+        if _install_count > 1:
+            return
+        sdpa._patch()
+        softmax._patch()
+        hf._patch()
+        _handles.append(torch.nn.modules.module.register_module_forward_pre_hook(_pre_hook))
+        _handles.append(
+            torch.nn.modules.module.register_module_forward_hook(_post_hook, with_kwargs=True, always_call=True)
+        )
+
+
+def _uninstall():
+    global _install_count
+    with _install_lock:
+        _install_count -= 1
+        if _install_count:
+            return
+        sdpa._unpatch()
+        softmax._unpatch()
+        hf._unpatch()
+        while _handles:
+            _handles.pop().remove()
+
+
+@contextlib.contextmanager
+def intercepting(model, listener):
+    """Inside the block, every forward of `model` hands each attention computation to listener(call).
+
+    Synchronously, on the model's device, in call order; the model computes exactly what it
+    computes without the block (outputs and gradients bit for bit). See AttentionCall. A forward
+    that computes no attention these routes see simply hands over nothing (capture_attention then
+    raises CaptureError saying what it looks for); a FlexAttention score_mod or mask that cannot be
+    evaluated densely raises CaptureError during the forward.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"intercepting needs a torch.nn.Module, got {type(model).__name__}")
+    it = _Interception(unwrap(model), listener)
+    flex = _flex_bindings(it.model)
+    _install()
+    _install_flex(flex)
+    token = _active.set(_active.get() + (it,))
+    try:
+        yield it
+    finally:
+        _active.reset(token)
+        _uninstall_flex(flex)
+        _uninstall()

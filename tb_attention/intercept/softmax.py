@@ -1,0 +1,45 @@
+"""Route 3: F.softmax of a 4-D tensor inside an *Attention module (eager code outside AttentionInterface)."""
+
+# Its input are the logits, its output the weights, both exact.
+
+import re
+
+import torch.nn.functional as F
+
+from tb_attention.intercept.call import _is_causal, _masked
+from tb_attention.intercept.state import _innermost
+
+_ATTENTION_CLASS = re.compile(r"attention", re.IGNORECASE)
+
+_original_softmax = None
+
+
+def _softmax(input, dim=None, _stacklevel=3, dtype=None):
+    output = _original_softmax(input, dim=dim, _stacklevel=_stacklevel, dtype=dtype)
+    it = _innermost()
+    if it is not None and input.dim() == 4 and dim in (-1, 3) and not input.is_nested:
+        module = it.current_module()
+        if module is not None and _ATTENTION_CLASS.search(type(module).__name__):
+            logits = input.detach()
+            nq, nk = logits.shape[2], logits.shape[3]
+            it.emit(
+                module,
+                query=None,
+                key=None,
+                scale=1.0,
+                causal=_is_causal(~_masked(logits), nq, nk),
+                route="softmax",
+                _logits=logits,
+                _weights=output.detach(),
+            )
+    return output
+
+
+def _patch():
+    global _original_softmax
+    _original_softmax = F.softmax
+    F.softmax = _softmax
+
+
+def _unpatch():
+    F.softmax = _original_softmax
