@@ -101,11 +101,12 @@ export class HeatmapPane {
     const data = this.canvas.dataset;
     data.run = scene.primary;
     data.metric = scene.metric;
+    data.group = scene.group ?? '';
     data.step = String(scene.step);
     data.picks = scene.picks.map(([l, h]) => `${l}.${h}`).join(',');
     data.layout = JSON.stringify({x: g.x, y: g.y, cellW: g.cellW, cellH: g.cellH, layers: g.rows, heads: g.cols});
     // The values drawn, for tests and tools (set only when they change: hovering redraws).
-    const valuesKey = `${scene.primary}\0${scene.metric}\0${scene.step}\0${scene.runs[0].series.steps.length}`;
+    const valuesKey = `${scene.primary}\0${scene.group}\0${scene.metric}\0${scene.step}\0${scene.runs[0].series.steps.length}`;
     if (valuesKey !== this.valuesKey) {
       this.valuesKey = valuesKey;
       data.values = JSON.stringify(scene.grid);
