@@ -175,5 +175,5 @@ test('the banner compares the group\'s tokens; cross attention has no square dif
   assert.equal(bannerOf(a, b, 0, 'cross').blocked.heads, null);
   const other = groupedExample(0);
   other.groups![2] = {...other.groups![2], key_tokens: ['a', 'q', 'c']};
-  assert.match(bannerOf(a, other, 0, 'cross').lines.join(' '), /key tokens of example #0 differ at 1 positions/);
+  assert.match(bannerOf(a, other, 0, 'cross').lines.join(' '), /key tokens of example #0 differ at 1 position /);
 });

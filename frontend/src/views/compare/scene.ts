@@ -111,14 +111,13 @@ export function bannerOf(xa: ExampleInfo, xb: ExampleInfo, index: number, group:
     for (const d of found.slice(0, MAX_LISTED_DIFFERENCES)) differences.push(`#${d.position}: A ${d.a === null ? '(none)' : exactToken(d.a)} · B ${d.b === null ? '(none)' : exactToken(d.b)}`);
     if (found.length > MAX_LISTED_DIFFERENCES) differences.push(`… and ${found.length - MAX_LISTED_DIFFERENCES} more`);
   }
-  const keys = tokenDifferences(sa.keyTokens, sb.keyTokens).length;
-  if (keys) {
-    lines.push(`The key tokens of example #${index} differ at ${keys} positions (A has ${sa.keyTokens.length}, B ${sb.keyTokens.length}).`);
-    blocked.diff ??= 'A and B attend over different key tokens: the difference of their weights is not defined. Compare them side by side (Heads, Model) or by their metrics (Changes).';
-  }
-  // The difference matrix pairs query i with key i; cross attention (queries over other keys) has no such square.
-  if (!blocked.diff && tokenDifferences(sa.tokens, sa.keyTokens).length) {
-    blocked.diff = `The difference view draws square self-attention; ${group ?? 'this'} attention's queries (${sa.tokens.length} tokens) attend over other keys (${sa.keyTokens.length}). Compare it side by side (Heads, Model) or under Changes.`;
+  // Self-attention's keys are its queries (compared above); a cross group's keys are other tokens.
+  const square = (x: typeof sa) => tokenDifferences(x.tokens, x.keyTokens).length === 0;
+  if (!square(sa) || !square(sb)) {
+    const keys = tokenDifferences(sa.keyTokens, sb.keyTokens).length;
+    if (keys) lines.push(`The key tokens of example #${index} differ at ${keys} position${keys > 1 ? 's' : ''} (A has ${sa.keyTokens.length}, B ${sb.keyTokens.length}).`);
+    // The difference matrix pairs query i with key i: a group whose queries attend over other keys has no such square.
+    blocked.diff ??= `The difference view draws square self-attention; ${group ?? 'this'} attention's queries (${sa.tokens.length} tokens) attend over other keys (${sa.keyTokens.length}). Compare it side by side (Heads, Model) or under Changes.`;
   }
   return {lines, differences, blocked};
 }

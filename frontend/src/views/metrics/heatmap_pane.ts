@@ -87,7 +87,7 @@ export class HeatmapPane {
     const scale = scene.runs[0].stats.scale;
     const label = metricLabel(scene.metric);
     painter.text(label, PAD, 12, {font: FONT_TITLE, color: INK});
-    painter.text(`step ${scene.step} · ${scene.primary}`, PAD + textWidth(label, FONT_TITLE) + 8, 12, {font: FONT_SMALL, color: MUTED_INK});
+    painter.text(`step ${scene.step} · ${scene.primary}${scene.group === null ? '' : ` · ${scene.group} attention`}`, PAD + textWidth(label, FONT_TITLE) + 8, 12, {font: FONT_SMALL, color: MUTED_INK});
     const about = scene.steps.length > 1 ? `${metricAbout(scene.metric)} · colours span all steps` : metricAbout(scene.metric);
     painter.text(truncate(about, Math.floor((this.width - 2 * PAD) / 4.8)), PAD, 28, {font: FONT_SMALL, color: MUTED_INK});
     paintHeatmap(painter, g, scene.grid, scale, {picked: scene.picks, hover: this.hover});
