@@ -625,3 +625,54 @@ def test_cross_attention_draws_decoder_queries_left_and_encoder_keys_right(brows
         assert not board.problems, board.problems
     finally:
         context.close()
+
+
+def test_metrics_and_compare_follow_the_attention_group(browser, groups_server):
+    from dashboard_page import VIEWPORT, Dashboard
+
+    context = browser.new_context(viewport=VIEWPORT)
+    board = Dashboard(context.new_page(), groups_server)
+    picker = "[data-control=group]:visible"
+    try:
+        first, last = groups_server.written["steps"][0], groups_server.written["steps"][-1]
+        board.open("metric-heatmap", run="translate", tag="probe", view="metrics", metric="entropy")
+        frame = board.frame
+        assert frame.eval_on_selector_all(picker + " option", "os => os.map(o => o.value)") == ["encoder", "decoder", "cross"]
+        assert frame.input_value(picker) == "encoder"
+        encoder = metric(groups_server, "translate", "probe/entropy")  # the first group's tag
+        assert close(board.json("values", "metric-heatmap"), grid(encoder["values"][-1]))
+        frame.select_option(picker, "cross")
+        board.wait_url("group", "cross")
+        # The metric menu lists the cross group's metrics only.
+        options = frame.eval_on_selector_all("[data-control=metric] option", "os => os.map(o => o.value)")
+        assert sorted(options) == ["diagonal_alignment", "entropy"], options
+        frame.wait_for_selector("canvas[data-figure=metric-heatmap][data-group=cross][data-metric=entropy]")
+        cross_entropy = metric(groups_server, "translate", "probe/cross/entropy")
+        assert close(board.json("values", "metric-heatmap"), grid(cross_entropy["values"][-1]))
+        frame.select_option("[data-control=metric]", "diagonal_alignment")
+        board.wait_url("metric", "diagonal_alignment")
+        frame.wait_for_selector("canvas[data-figure=metric-heatmap][data-group=cross][data-metric=diagonal_alignment]")
+        served = metric(groups_server, "translate", "probe/cross/diagonal_alignment")
+        assert close(board.json("values", "metric-heatmap"), grid(served["values"][-1]))
+        board.screenshot("metrics_view_cross_attention")
+
+        # Compare ranks the cross attention's heads by /compare?group=cross.
+        board.open("compare-changes", run="translate", tag="probe", view="compare", compare="changes", group="cross", a_step=first)
+        query = {"tag": "probe", "run_a": "translate", "step_a": first, "run_b": "translate", "step_b": last}
+        status, moved = groups_server.get("/compare", {**query, "group": "cross"})
+        assert status == 200 and moved["group"] == "cross" and moved["used"] == 1, moved
+        status, default = groups_server.get("/compare", query)
+        assert status == 200 and not close(default["moved"], moved["moved"])  # the encoder's moved otherwise
+        assert close(board.json("values", "compare-changes"), grid(moved["moved"]), tol=1e-6)
+        assert frame.input_value(picker) == "cross"
+        ranked = frame.eval_on_selector_all("[data-control=changes] .change-row[data-head]", "rs => rs.map(r => r.dataset.head)")
+        l, h = np.unravel_index(np.nanargmax(grid(moved["moved"])), grid(moved["moved"]).shape)
+        assert ranked[0] == f"{l}.{h}"
+        fetched = frame.evaluate("performance.getEntriesByType('resource').map((e) => e.name).filter((u) => /[/]compare[?]/.test(u))")
+        assert fetched and all("group=cross" in url for url in fetched), fetched
+        # Cross attention is not square: the difference mode says so instead of pairing query i with key i.
+        frame.click("[data-control=compare] [data-value=diff]")
+        frame.wait_for_selector("[data-message=compare]:has-text('square self-attention')")
+        assert not board.problems, board.problems
+    finally:
+        context.close()

@@ -13,6 +13,8 @@ export interface TagInfo {
   probe?: string;
   /** metric tags: `entropy`, `pos/NOUN`, ... */
   metric?: string;
+  /** metric tags: the attention group they describe, when the writer named one */
+  group?: string;
   description?: string;
   display_name?: string;
   /** unsupported tags: why the data is not served */
@@ -128,6 +130,8 @@ export interface CompareKey {
   stepA: number;
   runB: string;
   stepB: number;
+  /** the attention group compared; absent: the examples' first */
+  group?: string;
 }
 
 /** A route answered with an error; `status` is the HTTP status (0 for a network failure). */
@@ -189,8 +193,9 @@ export class Api {
     return this.json('metric', {run, tag}, signal);
   }
 
-  metrics(run: string, probe: string, step: number, signal?: AbortSignal): Promise<ProbeMetrics> {
-    return this.json('metrics', {run, probe, step}, signal);
+  /** `group`: the metrics of that group (absent: the probe's first group's). */
+  metrics(run: string, probe: string, step: number, group?: string, signal?: AbortSignal): Promise<ProbeMetrics> {
+    return this.json('metrics', group === undefined ? {run, probe, step} : {run, probe, step, group}, signal);
   }
 
   exemplars(run: string, tag: string, step: number, signal?: AbortSignal): Promise<Exemplars> {
@@ -203,8 +208,9 @@ export class Api {
   }
 
   compare(key: CompareKey, signal?: AbortSignal): Promise<CompareMoved> {
-    const {tag, runA, stepA, runB, stepB} = key;
-    return this.json('compare', {tag, run_a: runA, step_a: stepA, run_b: runB, step_b: stepB}, signal);
+    const {tag, runA, stepA, runB, stepB, group} = key;
+    const params: Params = {tag, run_a: runA, step_a: stepA, run_b: runB, step_b: stepB};
+    return this.json('compare', group === undefined ? params : {...params, group}, signal);
   }
 
   private url(route: string, params: Params): string {

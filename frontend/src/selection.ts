@@ -60,18 +60,40 @@ export function nearestStep(steps: readonly number[], step: number): number {
   return steps.reduce((best, s) => (Math.abs(s - step) < Math.abs(best - step) ? s : best), steps[0]);
 }
 
-/** The metrics (`distance`, `pos/NOUN`, ...) that `run` logged for attention tag `probe` (of its
- * first attention group: other groups' tags are `<probe>/<group>/<metric>`), sorted. */
-export function probeMetrics(tags: Tags, run: string, probe: string): string[] {
+/** The attention groups `run` logged metrics of for `probe`: the first group (the one tagged
+ * `<probe>/<metric>`) first, then the others in the order of `order` (e.g. the example's groups),
+ * else by name. Empty when the metrics name no group (one group, or data without groups). */
+export function metricGroups(tags: Tags, run: string, probe: string, order: readonly string[] = []): string[] {
+  let first: string | null = null;
+  const others = new Set<string>();
+  for (const [tag, info] of Object.entries(tags[run] ?? {})) {
+    if (info.kind !== 'metric' || info.probe !== probe || !info.metric || !info.group || info.steps.length === 0) continue;
+    if (tag === metricTag(probe, info.metric)) first ??= info.group;
+    else if (tag === metricTag(probe, info.metric, info.group)) others.add(info.group);
+  }
+  const rank = (g: string) => (order.includes(g) ? order.indexOf(g) : order.length);
+  const rest = [...others].filter((g) => g !== first).sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+  return first === null ? rest : [first, ...rest];
+}
+
+/** The group whose metrics to show for the state's `wanted` group: null (the first group's
+ * `<probe>/<metric>` tags) unless `wanted` is another group with metrics in `groups`. */
+export function metricGroup(groups: readonly string[], wanted: string | null): string | null {
+  return wanted !== null && groups.indexOf(wanted) > 0 ? wanted : null;
+}
+
+/** The metrics (`distance`, `pos/NOUN`, ...) that `run` logged for attention tag `probe` and
+ * `group` (null: the first group, tagged `<probe>/<metric>`; others `<probe>/<group>/<metric>`), sorted. */
+export function probeMetrics(tags: Tags, run: string, probe: string, group: string | null = null): string[] {
   return Object.entries(tags[run] ?? {})
-    .filter(([tag, info]) => info.kind === 'metric' && info.probe === probe && info.metric && info.steps.length > 0 && tag === metricTag(probe, info.metric))
+    .filter(([tag, info]) => info.kind === 'metric' && info.probe === probe && info.metric && info.steps.length > 0 && tag === metricTag(probe, info.metric, group))
     .map(([, info]) => info.metric!)
     .sort();
 }
 
-/** The runs that logged `metric` for `probe`, sorted. */
-export function runsWithMetric(tags: Tags, probe: string, metric: string): string[] {
-  const tag = metricTag(probe, metric);
+/** The runs that logged `metric` for `probe` and `group` (null: the first), sorted. */
+export function runsWithMetric(tags: Tags, probe: string, metric: string, group: string | null = null): string[] {
+  const tag = metricTag(probe, metric, group);
   return Object.keys(tags)
     .filter((run) => tags[run][tag]?.kind === 'metric' && tags[run][tag].steps.length > 0)
     .sort();

@@ -12,15 +12,19 @@ import {exampleNeeds, panelExample} from '../src/views/example';
 import {metricRanking, metricsPlan, metricsScene, previousRanking, seriesStats} from '../src/views/metrics/scene';
 import type {ViewModel} from '../src/views/view';
 
+const CROSS = (metric: string) => ({kind: 'metric' as const, probe: 'probe', metric, group: 'cross', steps: [0, 100]});
 const TAGS: Tags = {
   train: {
+    'probe/cross/entropy': CROSS('entropy'),
+    'probe/cross/diagonal_alignment': CROSS('diagonal_alignment'),
     probe: {kind: 'attention', steps: [0, 50, 100]},
-    'probe/distance': {kind: 'metric', probe: 'probe', metric: 'distance', steps: [0, 50, 100]},
+    'probe/distance': {kind: 'metric', probe: 'probe', metric: 'distance', group: 'encoder', steps: [0, 50, 100]},
     'probe/previous_token': {kind: 'metric', probe: 'probe', metric: 'previous_token', steps: [0, 100]},
     'probe/pos/NOUN': {kind: 'metric', probe: 'probe', metric: 'pos/NOUN', steps: [0, 50, 100]},
   },
   ckpt: {
     probe: {kind: 'attention', steps: [100]},
+    'probe/cross/diagonal_alignment': CROSS('diagonal_alignment'),
     'probe/distance': {kind: 'metric', probe: 'probe', metric: 'distance', steps: [100]},
   },
 };
@@ -64,7 +68,7 @@ test('the Metrics view plots the state’s metric for the panel’s run and the 
 
 test('the Metrics scene takes the step nearest the state’s and ranks heads by value or change', () => {
   const s = series([0, 50, 100], [[[1, 2]], [[1, 5]], [[0.5, 9]]]);
-  const scene = metricsScene(applyPatch(DEFAULT_STATE, {panel: {step: 60}}), 'probe', 'distance', [{run: 'train', series: s}], (x) => seriesStats(x, 'distance'));
+  const scene = metricsScene(applyPatch(DEFAULT_STATE, {panel: {step: 60}}), 'probe', null, 'distance', [{run: 'train', series: s}], (x) => seriesStats(x, 'distance'));
   assert.equal(scene.step, 50);
   assert.deepEqual(scene.grid, [[1, 5]]);
   assert.deepEqual(scene.runs[0].stats.all, [1.5, 3, 4.75]);
@@ -78,7 +82,7 @@ test('the Metrics scene takes the step nearest the state’s and ranks heads by 
 
 test('the previous-token ranking reads the stored metric at the nearest step it was logged', () => {
   const s = series([0, 50, 100], [[[1, 2]], [[1, 5]], [[0.5, 9]]]);
-  const scene = metricsScene(applyPatch(DEFAULT_STATE, {panel: {step: 50}}), 'probe', 'distance', [{run: 'train', series: s}], (x) => seriesStats(x, 'distance'));
+  const scene = metricsScene(applyPatch(DEFAULT_STATE, {panel: {step: 50}}), 'probe', null, 'distance', [{run: 'train', series: s}], (x) => seriesStats(x, 'distance'));
   assert.equal(previousRanking(scene, null).message, 'Reading the stored previous_token metric…');
   const stored = {...series([0, 100], [[[0.1, 0.2]], [[0.9, 0.3]]]), tag: 'probe/previous_token'};
   const ranking = previousRanking(scene, stored);
@@ -120,4 +124,56 @@ test('changes rank heads by the attention moved as served, or by a metric’s B 
   const metric = metricChanges('distance', pa, pb);
   assert.deepEqual(metric.grid, [[3, -0.5]]);
   assert.deepEqual(changeRows(metric).rows.map((r) => r.head), [[0, 0], [0, 1]]);
+});
+
+/** An encoder–decoder example: encoder (3 × 3), decoder (2 × 2) and cross (2 × 3) attention. */
+function groupedExample(index: number): ExampleInfo {
+  const group = (name: string, tokens: string[], keys: string[]) => ({
+    name, num_layers: 1, num_heads: 2, num_tokens: tokens.length, num_key_tokens: keys.length, tokens, key_tokens: keys,
+    causal: name === 'decoder', encoding: 'dense' as const, has_qk: false,
+  });
+  const [src, tgt] = [['a', 'b', 'c'], ['x', 'y']];
+  return {...example(index, src), groups: [group('encoder', src, src), group('decoder', tgt, tgt), group('cross', tgt, src)]};
+}
+
+test('Metrics follows the group: its metrics, its tags and the picker\'s order from the example', () => {
+  const cross = metricsPlan(TAGS, model({panel: {group: 'cross'}}).state, model({panel: {group: 'cross'}}).selection, ['encoder', 'decoder', 'cross']);
+  assert.deepEqual(cross?.groups, ['encoder', 'cross']); // the groups with metrics, the first first
+  assert.equal(cross?.group, 'cross');
+  assert.deepEqual(cross?.metrics, ['entropy', 'diagonal_alignment']);
+  assert.equal(cross?.tag, 'probe/cross/entropy');
+  assert.deepEqual(cross?.available, ['train']);
+  const diagonal = metricsPlan(TAGS, model({panel: {group: 'cross'}, metrics: {metric: 'diagonal_alignment'}}).state, model({}).selection);
+  assert.deepEqual([diagonal?.tag, diagonal?.available], ['probe/cross/diagonal_alignment', ['ckpt', 'train']]);
+  const first = metricsPlan(TAGS, model({panel: {group: 'encoder'}}).state, model({}).selection);
+  assert.deepEqual([first?.group, first?.tag], [null, 'probe/distance']); // the first group: <probe>/<metric>
+});
+
+test('Compare follows the group once A\'s list names it: /attention, /compare and /metrics with group=', () => {
+  const patch: StatePatch = {panel: {group: 'cross'}, compare: {a: {run: null, step: 0}, b: {run: 'ckpt', step: null}, mode: 'changes'}};
+  const lists = [requests.examples('train', 'probe', 0), requests.examples('ckpt', 'probe', 100)];
+  const before = comparePlan(model(patch));
+  assert.equal(before.groupKnown, false);
+  assert.deepEqual(compareNeeds(before, 'changes', reader([])).map((r) => r.key), [lists[0].key, lists[1].key]); // no /compare yet
+  const data = reader(lists.map((l) => [l, {examples: [groupedExample(0)]}]));
+  const plan = comparePlan(model(patch, data));
+  assert.deepEqual([plan.group, plan.metricGroup, plan.common], ['cross', 'cross', ['diagonal_alignment']]);
+  const keys = compareNeeds(plan, 'changes', data).map((r) => r.key);
+  assert.ok(keys.includes(requests.compareMoved({tag: 'probe', runA: 'train', stepA: 0, runB: 'ckpt', stepB: 100, group: 'cross'}).key));
+  assert.ok(keys.includes(requests.attention({run: 'ckpt', tag: 'probe', step: 100, example: 0, group: 'cross'}).key));
+  const byMetric = comparePlan(model({...patch, compare: {...patch.compare, delta: 'diagonal_alignment'}}, data));
+  assert.ok(compareNeeds(byMetric, 'changes', data).some((r) => r.key === requests.probeMetrics('ckpt', 'probe', 100, 'cross').key));
+  const first = comparePlan(model({...patch, panel: {group: 'encoder'}}, data));
+  assert.deepEqual([first.group, first.metricGroup], [null, null]); // the first group: the routes' default
+  assert.ok(compareNeeds(first, 'changes', data).some((r) => r.key === requests.compareMoved({tag: 'probe', runA: 'train', stepA: 0, runB: 'ckpt', stepB: 100}).key));
+});
+
+test('the banner compares the group\'s tokens; cross attention has no square difference', () => {
+  const [a, b] = [groupedExample(0), groupedExample(0)];
+  assert.equal(bannerOf(a, b, 0, 'decoder').blocked.diff, null);
+  assert.match(bannerOf(a, b, 0, 'cross').blocked.diff!, /cross attention's queries \(2 tokens\) attend over other keys \(3\)/);
+  assert.equal(bannerOf(a, b, 0, 'cross').blocked.heads, null);
+  const other = groupedExample(0);
+  other.groups![2] = {...other.groups![2], key_tokens: ['a', 'q', 'c']};
+  assert.match(bannerOf(a, other, 0, 'cross').lines.join(' '), /key tokens of example #0 differ at 1 position /);
 });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import {test} from 'node:test';
 import type {Tags} from '../src/api';
 import {pluginParams, withPluginParams} from '../src/host';
-import {compareEndpoints, probeMetrics, resolveSelection, runsWithMetric} from '../src/selection';
+import {compareEndpoints, metricGroup, metricGroups, probeMetrics, resolveSelection, runsWithMetric} from '../src/selection';
 import {applyPatch, DEFAULT_STATE, plottedHeads, type State} from '../src/state';
 import {decodeState, encodeState} from '../src/url_state';
 
@@ -111,6 +111,35 @@ test('metrics of a probe and the runs that logged one', () => {
   const grouped: Tags = {t5: {probe: {kind: 'attention', steps: [0]}, 'probe/entropy': {kind: 'metric', probe: 'probe', metric: 'entropy', steps: [0]}, 'probe/cross/diagonal_alignment': {kind: 'metric', probe: 'probe', metric: 'diagonal_alignment', steps: [0]}}};
   assert.deepEqual(probeMetrics(grouped, 't5', 'probe'), ['entropy']); // the first group's only
   assert.deepEqual(runsWithMetric(runsTags, 'probe', 'distance'), ['checkpoint-0', 'train']);
+});
+
+test('metrics per attention group: the first group\'s are <probe>/<metric>, the others\' <probe>/<group>/<metric>', () => {
+  const metric = (metric: string, group: string) => ({kind: 'metric' as const, probe: 'probe', metric, group, steps: [0]});
+  const t5: Tags = {
+    t5: {
+      probe: {kind: 'attention', steps: [0]},
+      'probe/cross/diagonal_alignment': metric('diagonal_alignment', 'cross'),
+      'probe/cross/entropy': metric('entropy', 'cross'),
+      'probe/decoder/entropy': metric('entropy', 'decoder'),
+      'probe/entropy': metric('entropy', 'encoder'),
+      'probe/distance': metric('distance', 'encoder'),
+    },
+    other: {probe: {kind: 'attention', steps: [0]}, 'probe/cross/entropy': metric('entropy', 'cross')},
+  };
+  assert.deepEqual(metricGroups(t5, 't5', 'probe'), ['encoder', 'cross', 'decoder']); // the first, then by name
+  const order = ['encoder', 'decoder', 'cross'];
+  const groups = metricGroups(t5, 't5', 'probe', order);
+  assert.deepEqual(groups, order); // as the example lists them
+  assert.deepEqual(metricGroups(runsTags, 'train', 'probe'), []); // no group named
+  assert.equal(metricGroup(groups, null), null);
+  assert.equal(metricGroup(groups, 'encoder'), null); // the first group's tags carry no group
+  assert.equal(metricGroup(groups, 'cross'), 'cross');
+  assert.equal(metricGroup(groups, 'self'), null); // not logged: the first
+  assert.deepEqual(probeMetrics(t5, 't5', 'probe'), ['distance', 'entropy']);
+  assert.deepEqual(probeMetrics(t5, 't5', 'probe', 'cross'), ['diagonal_alignment', 'entropy']);
+  assert.deepEqual(probeMetrics(t5, 't5', 'probe', 'decoder'), ['entropy']);
+  assert.deepEqual(runsWithMetric(t5, 'probe', 'entropy', 'cross'), ['other', 't5']);
+  assert.deepEqual(runsWithMetric(t5, 'probe', 'entropy'), ['t5']);
 });
 
 test('compare: A defaults to the panel run\'s first step, B to the panel\'s step; a chosen run starts at its first (A) or newest (B) step', () => {

@@ -38,9 +38,9 @@ export function metricSeries(run: string, tag: string, version: string): Request
   return request('metric', [run, tag, version], `${tag} of ${run}`, false, (api) => api.metric(run, tag));
 }
 
-/** Every metric of a probe at one step (`/metrics`). */
-export function probeMetrics(run: string, probe: string, step: number): Request<ProbeMetrics> {
-  return request('metrics', [run, probe, step], 'the metrics', false, (api) => api.metrics(run, probe, step));
+/** Every metric of a probe at one step (`/metrics`), of `group` (absent: the probe's first). */
+export function probeMetrics(run: string, probe: string, step: number, group?: string): Request<ProbeMetrics> {
+  return request('metrics', [run, probe, step, group ?? null], 'the metrics', false, (api) => api.metrics(run, probe, step, group));
 }
 
 /** A probe's exemplar table at one step (`/exemplars`). */
@@ -50,7 +50,7 @@ export function exemplars(run: string, tag: string, step: number): Request<Exemp
 
 /** The attention moved per head between two endpoints (`/compare`). */
 export function compareMoved(key: CompareKey): Request<CompareMoved> {
-  return request('compare', [key.tag, key.runA, key.stepA, key.runB, key.stepB], 'the attention of A and B', false, (api) => api.compare(key));
+  return request('compare', [key.tag, key.runA, key.stepA, key.runB, key.stepB, key.group ?? null], 'the attention of A and B', false, (api) => api.compare(key));
 }
 
 /** An image example's PNG, decoded (`/image`). */

@@ -17,8 +17,8 @@ import {Tooltip} from '../tooltip';
 import {pooledDifference, type PooledDifference} from '../transforms';
 import {EndpointPicker} from './compare/endpoint_picker';
 import {bannerOf, changeRows, compareNeeds, comparePlan, exampleOf, examplesOf, metricChanges, metricsOf, movedChanges, movedOf, weightsOf, type Banner, type ComparePlan} from './compare/scene';
-import {LayerPicker, Segmented} from './controls';
-import type {ExampleModel} from './example';
+import {GroupPicker, LayerPicker, Segmented} from './controls';
+import {groupOf, type ExampleModel} from './example';
 import {HeadView} from './head_view';
 import {ModelView} from './model_view';
 import type {View, ViewContext, ViewModel, ViewStatus} from './view';
@@ -34,6 +34,7 @@ export class CompareView implements View {
   private readonly mode: Segmented<CompareMode>;
   private readonly modeTools: HTMLElement;
   private readonly layerPicker: LayerPicker;
+  private readonly groupPicker: GroupPicker;
   private readonly deltaSelect: HTMLSelectElement;
   private readonly deltaControl: HTMLElement;
   private readonly banner: HTMLElement;
@@ -81,6 +82,7 @@ export class CompareView implements View {
       ['changes', 'Changes', 'Heads ranked by how much they changed from A to B'],
     ], (compare) => store.update({compare: {mode: compare}}));
     this.layerPicker = new LayerPicker(store);
+    this.groupPicker = new GroupPicker(store);
     this.deltaSelect = el('select', {attrs: {'aria-label': 'Rank heads by', 'data-control': 'delta'}});
     this.deltaSelect.addEventListener('change', () => store.update({compare: {delta: this.deltaSelect.value}}));
     this.deltaControl = el('label', {class: 'control'}, [el('span', {class: 'control-label', text: 'Rank by'}), this.deltaSelect]);
@@ -124,7 +126,7 @@ export class CompareView implements View {
 
   exportName(): (string | number)[] {
     const p = this.plan;
-    return p ? [p.a.run, `step${p.a.step}`, 'vs', p.b.run, `step${p.b.step}`, this.modeShown, `ex${p.example}`] : [];
+    return p ? [p.a.run, `step${p.a.step}`, 'vs', p.b.run, `step${p.b.step}`, this.modeShown, `ex${p.example}`, ...(p.group === null ? [] : [p.group])] : [];
   }
 
   needs(model: ViewModel): AnyRequest[] {
@@ -145,7 +147,8 @@ export class CompareView implements View {
 
     const lists = endpoints.map((e) => data.get(examplesOf(plan, e)));
     const [ea, eb] = lists.map((l) => exampleOf(l.state === 'ready' ? l.value : null, plan.example));
-    const banner = ea && eb ? bannerOf(ea, eb, plan.example) : null;
+    const banner = ea && eb ? bannerOf(ea, eb, plan.example, plan.group) : null;
+    if (ea) this.groupPicker.set(ea.groups ?? [], plan.group);
     this.setBanner(banner);
     this.blockedDiff = banner?.blocked.diff ?? null;
     this.modeTools.replaceChildren(...this.tools(state.compare.mode, banner));
@@ -157,10 +160,11 @@ export class CompareView implements View {
       return this.show(`Example #${plan.example} is missing from ${!ea ? 'A' : 'B'}: choose another example in the panel.`);
     }
     const [wa, wb] = weights;
+    const weightsKey = (e: typeof plan.a) => ({run: e.run, tag: plan.tag, step: e.step, example: plan.example, ...(plan.group === null ? {} : {group: plan.group})});
     if (!wa || !wb) return this.show('Loading the attention of A and B…');
     const models: [ExampleModel, ExampleModel] = [
-      {state, key: {run: plan.a.run, tag: plan.tag, step: plan.a.step, example: plan.example}, example: ea, group: null, attention: wa},
-      {state, key: {run: plan.b.run, tag: plan.tag, step: plan.b.step, example: plan.example}, example: eb, group: null, attention: wb},
+      {state, key: weightsKey(plan.a), example: ea, group: groupOf(ea, plan.group), attention: wa},
+      {state, key: weightsKey(plan.b), example: eb, group: groupOf(eb, plan.group), attention: wb},
     ];
     this.message.hidden = true;
     if (state.compare.mode === 'head' || state.compare.mode === 'model') return this.sideBySide(models);
@@ -173,12 +177,14 @@ export class CompareView implements View {
     return e ? `${e.run} · step ${e.step}` : '';
   }
 
-  /** The mode's own controls (none where the mode cannot show A and B). */
+  /** The mode's own controls (none where the mode cannot show A and B), after the group picker
+   * (the head view's toolbar has its own). */
   private tools(mode: CompareMode, banner: Banner | null): HTMLElement[] {
     if (mode === 'head') return [this.heads[0].toolbar];
-    if (mode === 'diff') return banner?.blocked.diff ? [] : [this.layerPicker.element];
-    if (mode === 'changes') return banner?.blocked.heads ? [] : [this.deltaControl];
-    return [];
+    const group = this.groupPicker.element;
+    if (mode === 'diff') return banner?.blocked.diff ? [group] : [group, this.layerPicker.element];
+    if (mode === 'changes') return banner?.blocked.heads ? [group] : [group, this.deltaControl];
+    return [group];
   }
 
   private show(message: string): null {

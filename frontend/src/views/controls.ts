@@ -233,14 +233,16 @@ export class GroupPicker {
     ]);
   }
 
-  /** `groups`: the example's groups in order (none or one: the picker hides); `current`: the one drawn. */
-  set(groups: readonly {name: string; num_tokens: number; num_key_tokens: number}[], current: string | null): void {
+  /** `groups`: the groups in order, the first being the default (none or one: the picker hides),
+   * with their query × key sizes when known; `current`: the one drawn. */
+  set(groups: readonly {name: string; num_tokens?: number; num_key_tokens?: number}[], current: string | null): void {
     this.element.hidden = groups.length < 2;
-    const key = groups.map((g) => g.name).join(',');
+    const label = (g: (typeof groups)[number]) => (g.num_tokens === undefined ? g.name : `${g.name} (${g.num_tokens} × ${g.num_key_tokens})`);
+    const key = groups.map(label).join(',');
     if (key !== this.key) {
       this.key = key;
       this.select.replaceChildren(
-        ...groups.map((g) => el('option', {text: `${g.name} (${g.num_tokens} × ${g.num_key_tokens})`, attrs: {value: g.name}})),
+        ...groups.map((g) => el('option', {text: label(g), attrs: {value: g.name}})),
       );
     }
     this.select.value = current ?? groups[0]?.name ?? '';

@@ -5,19 +5,32 @@
 
 import type {MetricSeries} from '../api';
 import {RankedList} from '../components/ranked_list';
-import type {AnyRequest} from '../data/cache';
+import {valueOf, type AnyRequest} from '../data/cache';
+import * as requests from '../data/requests';
 import {el, hideViewMessage, showViewMessage} from '../dom';
 import {metricLabel} from '../metrics';
 import type {Painter} from '../painter';
 import {metricTag} from '../schema';
 import {plottedHeads, type HeadRef, type Rank} from '../state';
 import {Tooltip} from '../tooltip';
-import {Segmented} from './controls';
+import {GroupPicker, Segmented} from './controls';
+import {panelExample} from './example';
 import {CurveControls, MetricPicker, RunsPicker} from './metric_controls';
 import {CurvesPane} from './metrics/curves_pane';
 import {HeatmapPane} from './metrics/heatmap_pane';
 import {metricRanking, metricsPlan, metricsScene, PREVIOUS_TOKEN, previousRanking, seriesRequest, seriesStats, type MetricsScene, type SeriesStats} from './metrics/scene';
 import type {View, ViewContext, ViewModel, ViewStatus} from './view';
+
+/** The panel example's attention groups, once its step's example list is loaded (they order and
+ * size the group picker); empty otherwise. */
+function exampleGroups(model: ViewModel): {name: string; num_tokens: number; num_key_tokens: number}[] {
+  const {selection: sel, state, data} = model;
+  if (!sel.hasExamples) return [];
+  const list = valueOf(data, requests.examples(sel.run, sel.tag, sel.exampleStep));
+  if (!list?.examples.length) return [];
+  const index = panelExample(list.examples, state.panel.example);
+  return list.examples.find((e) => e.index === index)?.groups ?? [];
+}
 
 export class MetricsView implements View {
   readonly id = 'metrics' as const;
@@ -26,6 +39,7 @@ export class MetricsView implements View {
   readonly usesExample = false;
   readonly element: HTMLElement;
   readonly toolbar: HTMLElement;
+  private readonly groupPicker: GroupPicker;
   private readonly metricPicker: MetricPicker;
   private readonly runsPicker: RunsPicker;
   private readonly curveControls: CurveControls;
@@ -46,10 +60,11 @@ export class MetricsView implements View {
 
   constructor(private readonly context: ViewContext) {
     const {store} = context;
+    this.groupPicker = new GroupPicker(store);
     this.metricPicker = new MetricPicker(store);
     this.runsPicker = new RunsPicker(store);
     this.curveControls = new CurveControls(store);
-    this.toolbar = el('div', {class: 'toolbar-group'}, [this.metricPicker.element, this.curveControls.element, this.runsPicker.element]);
+    this.toolbar = el('div', {class: 'toolbar-group'}, [this.groupPicker.element, this.metricPicker.element, this.curveControls.element, this.runsPicker.element]);
     this.rankControl = new Segmented<Rank>('', 'rank', [
       ['low', 'Lowest', 'Heads with the lowest value at this step first'],
       ['high', 'Highest', 'Heads with the highest value at this step first'],
@@ -104,27 +119,31 @@ export class MetricsView implements View {
 
   exportName(): (string | number)[] {
     const s = this.scene;
-    return s ? [s.primary, s.probe, s.metric, `step${s.step}`] : [];
+    return s ? [s.primary, s.probe, ...(s.group === null ? [] : [s.group]), s.metric, `step${s.step}`] : [];
   }
 
   needs(model: ViewModel): AnyRequest[] {
     const {tags, state, selection} = model;
-    const plan = metricsPlan(tags, state, selection);
-    if (!plan) return [];
-    const wanted = plan.runs.map((run) => seriesRequest(tags, run, plan.tag));
-    if (state.metrics.rank === 'previous') wanted.push(seriesRequest(tags, selection.run, metricTag(selection.tag, PREVIOUS_TOKEN)));
+    const plan = metricsPlan(tags, state, selection, exampleGroups(model).map((g) => g.name));
+    // The example list (the panel's, so usually cached) orders the group picker as the example views do.
+    const list = selection.hasExamples ? [requests.examples(selection.run, selection.tag, selection.exampleStep)] : [];
+    if (!plan) return list;
+    const wanted = [...list, ...plan.runs.map((run) => seriesRequest(tags, run, plan.tag))];
+    if (state.metrics.rank === 'previous') wanted.push(seriesRequest(tags, selection.run, metricTag(selection.tag, PREVIOUS_TOKEN, plan.group)));
     return wanted.filter((r) => r !== null);
   }
 
   update(model: ViewModel): ViewStatus | null {
     const {state, selection, data, tags} = model;
     const probe = selection.tag;
-    const plan = metricsPlan(tags, state, selection);
+    const sized = exampleGroups(model);
+    const plan = metricsPlan(tags, state, selection, sized.map((g) => g.name));
     if (!plan) {
       this.scene = null;
       return this.show(`Run ${JSON.stringify(selection.run)} logged no metrics for ${JSON.stringify(probe)}. A Probe logs them with metrics=True (the default); tb-attention analyze logs them for a corpus.`);
     }
-    const {metric, tag} = plan;
+    const {metric, tag, group} = plan;
+    this.groupPicker.set(plan.groups.map((name) => sized.find((g) => g.name === name) ?? {name}), group ?? plan.groups[0] ?? null);
     this.metricPicker.set(plan.metrics, metric);
     this.runsPicker.set(plan.available, selection.run, state.metrics.runs, (run) => this.context.runColors.color(run));
     this.curveControls.set(state);
@@ -138,16 +157,16 @@ export class MetricsView implements View {
       if (series && series.tag === tag) ready.push({run, series});
     }
     if (!ready.length || ready[0].run !== selection.run) {
-      if (!this.scene || this.scene.metric !== metric || this.scene.primary !== selection.run) return this.show(`Loading ${metricLabel(metric)}…`);
+      if (!this.scene || this.scene.metric !== metric || this.scene.group !== group || this.scene.primary !== selection.run) return this.show(`Loading ${metricLabel(metric)}…`);
       return null; // the previous figure stays until the new series is here
     }
     if (!ready[0].series.steps.length) return this.show(`${tag} of ${selection.run} holds no steps yet.`);
-    this.scene = metricsScene(state, probe, metric, ready, (series) => this.statsOf(series, metric));
+    this.scene = metricsScene(state, probe, group, metric, ready, (series) => this.statsOf(series, metric));
     this.previous = null;
     if (state.metrics.rank === 'previous') {
-      const request = seriesRequest(tags, selection.run, metricTag(probe, PREVIOUS_TOKEN));
+      const request = seriesRequest(tags, selection.run, metricTag(probe, PREVIOUS_TOKEN, group));
       const loaded = request ? data.get(request) : null;
-      if (!loaded) this.previous = `${selection.run} logged no ${PREVIOUS_TOKEN} metric for ${JSON.stringify(probe)}.`;
+      if (!loaded) this.previous = `${selection.run} logged no ${PREVIOUS_TOKEN} metric for ${JSON.stringify(probe)}${group === null ? '' : ` (${group} attention)`}.`;
       else if (loaded.state === 'error') this.previous = loaded.error;
       else if (loaded.state === 'ready') this.previous = loaded.value;
     }

@@ -6,9 +6,10 @@ import {valueOf, type AnyRequest, type DataReader} from '../../data/cache';
 import * as requests from '../../data/requests';
 import {deltaScale, gridDelta, metricLabel, percentText, rankHeads, shareScale, sortMetrics, valueText, type ColorScale, type Grid} from '../../metrics';
 import type {RankedCell, RankedRow} from '../../components/ranked_list';
-import {compareEndpoints, probeMetrics, type Endpoint} from '../../selection';
+import {compareEndpoints, metricGroup, metricGroups, probeMetrics, type Endpoint} from '../../selection';
 import {exactToken} from '../../tokens';
 import {tokenDifferences} from '../../transforms';
+import {groupOf, shapeOf} from '../example';
 import type {ViewModel} from '../view';
 
 export const MAX_LISTED_DIFFERENCES = 6; // token differences named in the banner
@@ -21,26 +22,41 @@ export interface ComparePlan {
   b: Endpoint;
   tag: string;
   example: number;
-  /** metrics logged by both A's and B's runs */
+  /** the attention group compared, as A's example names it: null for its first (the default) */
+  group: string | null;
+  /** false while a group the state names waits for A's example list to resolve it against */
+  groupKnown: boolean;
+  /** the group whose stored metrics rank heads: null for the probe's first */
+  metricGroup: string | null;
+  /** metrics logged by both A's and B's runs (for the group) */
   common: string[];
   /** what ranks heads: `attention` or one of `common` */
   delta: string;
 }
 
 export function comparePlan(model: ViewModel): ComparePlan {
-  const {state, tags, selection} = model;
+  const {state, tags, selection, data} = model;
   const {runs, a, b} = compareEndpoints(tags, state, selection);
-  const inA = probeMetrics(tags, a.run, selection.tag);
-  const common = sortMetrics(probeMetrics(tags, b.run, selection.tag).filter((m) => inA.includes(m)));
+  const example = state.panel.example;
+  const ea = exampleOf(valueOf(data, requests.examples(a.run, selection.tag, a.step)), example);
+  const group = ea ? (groupOf(ea, state.panel.group)?.name ?? null) : null;
+  const order = (ea?.groups ?? []).map((g) => g.name);
+  const mg = metricGroup(metricGroups(tags, a.run, selection.tag, order), group);
+  const inA = probeMetrics(tags, a.run, selection.tag, mg);
+  const common = sortMetrics(probeMetrics(tags, b.run, selection.tag, mg).filter((m) => inA.includes(m)));
   const delta = state.compare.delta === 'attention' || common.includes(state.compare.delta) ? state.compare.delta : 'attention';
-  return {runs, a, b, tag: selection.tag, example: state.panel.example, common, delta};
+  return {runs, a, b, tag: selection.tag, example, group, groupKnown: ea !== null || state.panel.group === null, metricGroup: mg, common, delta};
 }
 
+/** `{group}` when the plan compares a group other than the first, else nothing (the routes' default). */
+const groupParam = (group: string | null) => (group === null ? {} : {group});
+
 export const examplesOf = (plan: ComparePlan, e: Endpoint) => requests.examples(e.run, plan.tag, e.step);
-export const weightsOf = (plan: ComparePlan, e: Endpoint) => requests.attention({run: e.run, tag: plan.tag, step: e.step, example: plan.example});
-export const metricsOf = (plan: ComparePlan, e: Endpoint) => requests.probeMetrics(e.run, plan.tag, e.step);
+export const weightsOf = (plan: ComparePlan, e: Endpoint) =>
+  requests.attention({run: e.run, tag: plan.tag, step: e.step, example: plan.example, ...groupParam(plan.group)});
+export const metricsOf = (plan: ComparePlan, e: Endpoint) => requests.probeMetrics(e.run, plan.tag, e.step, plan.metricGroup ?? undefined);
 export const movedOf = (plan: ComparePlan) =>
-  requests.compareMoved({tag: plan.tag, runA: plan.a.run, stepA: plan.a.step, runB: plan.b.run, stepB: plan.b.step});
+  requests.compareMoved({tag: plan.tag, runA: plan.a.run, stepA: plan.a.step, runB: plan.b.run, stepB: plan.b.step, ...groupParam(plan.group)});
 
 /** The example of an endpoint's list, null while the list loads or when it lacks the example. */
 export function exampleOf(list: Examples | null, index: number): ExampleInfo | null {
@@ -55,7 +71,8 @@ export function compareNeeds(plan: ComparePlan, mode: string, data: DataReader):
     wanted.push(examplesOf(plan, e));
     if (exampleOf(valueOf(data, examplesOf(plan, e)), plan.example)) wanted.push(weightsOf(plan, e));
   }
-  if (mode === 'changes') wanted.push(...(plan.delta === 'attention' ? [movedOf(plan)] : [metricsOf(plan, plan.a), metricsOf(plan, plan.b)]));
+  // The group is known once A's list is: asking before would fetch the first group's answer for nothing.
+  if (mode === 'changes' && plan.groupKnown) wanted.push(...(plan.delta === 'attention' ? [movedOf(plan)] : [metricsOf(plan, plan.a), metricsOf(plan, plan.b)]));
   return wanted;
 }
 
@@ -68,9 +85,13 @@ export interface Banner {
   blocked: {diff: string | null; heads: string | null};
 }
 
-export function bannerOf(ea: ExampleInfo, eb: ExampleInfo, index: number): Banner {
+/** `group`: the group compared (null: the examples' first); its tokens and shape are compared. */
+export function bannerOf(xa: ExampleInfo, xb: ExampleInfo, index: number, group: string | null = null): Banner {
   const lines: string[] = [];
   const blocked: Banner['blocked'] = {diff: null, heads: null};
+  const [sa, sb] = [shapeOf(xa, groupOf(xa, group)), shapeOf(xb, groupOf(xb, group))];
+  const ea = {num_layers: sa.numLayers, num_heads: sa.numHeads, tokens: sa.tokens};
+  const eb = {num_layers: sb.numLayers, num_heads: sb.numHeads, tokens: sb.tokens};
   if (ea.num_layers !== eb.num_layers || ea.num_heads !== eb.num_heads) {
     const shapes = `A has ${ea.num_layers} layers × ${ea.num_heads} heads and B ${eb.num_layers} × ${eb.num_heads}`;
     lines.push(`${shapes}: they are different models.`);
@@ -89,6 +110,14 @@ export function bannerOf(ea: ExampleInfo, eb: ExampleInfo, index: number): Banne
     if (!sameLength) blocked.diff ??= `A has ${ea.tokens.length} tokens and B ${eb.tokens.length}: the difference of their weights is not defined. Compare them side by side (Heads, Model) or by their metrics (Changes).`;
     for (const d of found.slice(0, MAX_LISTED_DIFFERENCES)) differences.push(`#${d.position}: A ${d.a === null ? '(none)' : exactToken(d.a)} · B ${d.b === null ? '(none)' : exactToken(d.b)}`);
     if (found.length > MAX_LISTED_DIFFERENCES) differences.push(`… and ${found.length - MAX_LISTED_DIFFERENCES} more`);
+  }
+  // Self-attention's keys are its queries (compared above); a cross group's keys are other tokens.
+  const square = (x: typeof sa) => tokenDifferences(x.tokens, x.keyTokens).length === 0;
+  if (!square(sa) || !square(sb)) {
+    const keys = tokenDifferences(sa.keyTokens, sb.keyTokens).length;
+    if (keys) lines.push(`The key tokens of example #${index} differ at ${keys} position${keys > 1 ? 's' : ''} (A has ${sa.keyTokens.length}, B ${sb.keyTokens.length}).`);
+    // The difference matrix pairs query i with key i: a group whose queries attend over other keys has no such square.
+    blocked.diff ??= `The difference view draws square self-attention; ${group ?? 'this'} attention's queries (${sa.tokens.length} tokens) attend over other keys (${sa.keyTokens.length}). Compare it side by side (Heads, Model) or under Changes.`;
   }
   return {lines, differences, blocked};
 }

@@ -87,7 +87,7 @@ export class HeatmapPane {
     const scale = scene.runs[0].stats.scale;
     const label = metricLabel(scene.metric);
     painter.text(label, PAD, 12, {font: FONT_TITLE, color: INK});
-    painter.text(`step ${scene.step} · ${scene.primary}`, PAD + textWidth(label, FONT_TITLE) + 8, 12, {font: FONT_SMALL, color: MUTED_INK});
+    painter.text(`step ${scene.step} · ${scene.primary}${scene.group === null ? '' : ` · ${scene.group} attention`}`, PAD + textWidth(label, FONT_TITLE) + 8, 12, {font: FONT_SMALL, color: MUTED_INK});
     const about = scene.steps.length > 1 ? `${metricAbout(scene.metric)} · colours span all steps` : metricAbout(scene.metric);
     painter.text(truncate(about, Math.floor((this.width - 2 * PAD) / 4.8)), PAD, 28, {font: FONT_SMALL, color: MUTED_INK});
     paintHeatmap(painter, g, scene.grid, scale, {picked: scene.picks, hover: this.hover});
@@ -101,11 +101,12 @@ export class HeatmapPane {
     const data = this.canvas.dataset;
     data.run = scene.primary;
     data.metric = scene.metric;
+    data.group = scene.group ?? '';
     data.step = String(scene.step);
     data.picks = scene.picks.map(([l, h]) => `${l}.${h}`).join(',');
     data.layout = JSON.stringify({x: g.x, y: g.y, cellW: g.cellW, cellH: g.cellH, layers: g.rows, heads: g.cols});
     // The values drawn, for tests and tools (set only when they change: hovering redraws).
-    const valuesKey = `${scene.primary}\0${scene.metric}\0${scene.step}\0${scene.runs[0].series.steps.length}`;
+    const valuesKey = `${scene.primary}\0${scene.group}\0${scene.metric}\0${scene.step}\0${scene.runs[0].series.steps.length}`;
     if (valuesKey !== this.valuesKey) {
       this.valuesKey = valuesKey;
       data.values = JSON.stringify(scene.grid);

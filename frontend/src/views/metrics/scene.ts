@@ -6,7 +6,7 @@ import type {RankedCell, RankedRow} from '../../components/ranked_list';
 import * as requests from '../../data/requests';
 import {mean, metricLabel, metricScale, percentText, rankHeads, sortMetrics, valueText, type ColorScale, type Grid} from '../../metrics';
 import {metricTag} from '../../schema';
-import {nearestStep, probeMetrics, runsWithMetric, type Selection} from '../../selection';
+import {metricGroup, metricGroups, nearestStep, probeMetrics, runsWithMetric, type Selection} from '../../selection';
 import {plottedHeads, type HeadRef, type Rank, type State} from '../../state';
 
 export const PREVIOUS_TOKEN = 'previous_token'; // the stored metric the `previous` ranking reads
@@ -14,6 +14,10 @@ export const MAX_RANKED = 60; // heads listed in the ranking
 
 /** What the view shows: the state's metric (or a default) and the runs overlaid that logged it. */
 export interface MetricsPlan {
+  /** the attention groups the panel's run logged metrics of, the first group first (empty: none named) */
+  groups: string[];
+  /** the group shown: null for the first (its tags are `<probe>/<metric>`) */
+  group: string | null;
   /** every metric the panel's run logged for its probe, in menu order */
   metrics: string[];
   metric: string;
@@ -24,14 +28,17 @@ export interface MetricsPlan {
   runs: string[];
 }
 
-export function metricsPlan(tags: Tags, state: Readonly<State>, selection: Selection): MetricsPlan | null {
+/** `order`: the example's groups in order (they order the picker), when known. */
+export function metricsPlan(tags: Tags, state: Readonly<State>, selection: Selection, order: readonly string[] = []): MetricsPlan | null {
   const probe = selection.tag;
-  const metrics = sortMetrics(probeMetrics(tags, selection.run, probe));
+  const groups = metricGroups(tags, selection.run, probe, order);
+  const group = metricGroup(groups, state.panel.group);
+  const metrics = sortMetrics(probeMetrics(tags, selection.run, probe, group));
   if (!metrics.length) return null;
   const metric = metrics.includes(state.metrics.metric) ? state.metrics.metric : metrics.includes('distance') ? 'distance' : metrics[0];
-  const available = runsWithMetric(tags, probe, metric);
+  const available = runsWithMetric(tags, probe, metric, group);
   const runs = [selection.run, ...state.metrics.runs.filter((r) => r !== selection.run && available.includes(r))];
-  return {metrics, metric, tag: metricTag(probe, metric), available, runs};
+  return {groups, group, metrics, metric, tag: metricTag(probe, metric, group), available, runs};
 }
 
 /** A metric tag's series, versioned by the steps `/tags` lists (a live run refetches); null when
@@ -63,6 +70,8 @@ export function seriesStats(series: MetricSeries, metric: string): SeriesStats {
 export interface MetricsScene {
   state: Readonly<State>;
   probe: string;
+  /** the attention group: null for the probe's first */
+  group: string | null;
   metric: string;
   primary: string;
   /** runs drawn, the panel's first, each with its series of this metric */
@@ -81,6 +90,7 @@ export interface MetricsScene {
 export function metricsScene(
   state: Readonly<State>,
   probe: string,
+  group: string | null,
   metric: string,
   runs: {run: string; series: MetricSeries}[],
   stats: (series: MetricSeries) => SeriesStats,
@@ -93,6 +103,7 @@ export function metricsScene(
   return {
     state,
     probe,
+    group,
     metric,
     primary: runs[0].run,
     runs: runs.map((r) => ({...r, stats: stats(r.series)})),
