@@ -9,7 +9,7 @@
 import numpy as np
 import torch
 
-from tb_attention import codecs, defaults, health, intercept, metrics, modules
+from tb_attention import codecs, defaults, intercept, metrics, modules
 
 
 class LayerStream:
@@ -42,7 +42,12 @@ class LayerStream:
         if call.cross:
             raise ValueError(f"{call.name}: streaming capture takes self-attention only, not cross attention")
         layer = call.index
-        weights = call.weights()  # float32 [B, H, N, N] on the model's device
+        # The logits once: their row maxima are max_logit (health.row_max_logits over all rows), their
+        # softmax the weights (float32 [B, H, N, N] on the model's device).
+        logits = call.logits()
+        rows = logits.amax(dim=-1)  # [B, H, N]
+        weights = call.weights(logits=logits)
+        del logits
         if weights.shape[0] != len(self._lengths) or weights.shape[2] != weights.shape[3]:
             raise ValueError(f"{call.name}: attention of shape {list(weights.shape)} for a batch of "
                              f"{len(self._lengths)} inputs; streaming takes self-attention over the inputs")
@@ -63,7 +68,6 @@ class LayerStream:
             # layer would hold every layer's worth of memory again.
             self._stats[layer].release_workspace()
         del weights, host
-        rows = health.row_max_logits(call.logits, call.shape[2])  # [B, H, N]: the one max-logit definition
         top = torch.stack([rows[row, :, :n].amax(-1) for row, n in enumerate(self._lengths)]).amax(0).cpu()
         if layer == len(self._max_logit):
             self._max_logit.append(top)

@@ -64,22 +64,26 @@ class AttentionCall:
                 return x.float().masked_fill(_masked(x), float("-inf"))
             q = self.query[:, :, rows].float()
             k = _repeat_kv(self.key.float(), self.query.shape[1] // self.key.shape[1])
-            x = torch.matmul(q, k.transpose(-1, -2)) * self.scale
+            # In place after the matmul (same values): a long input's [B, H, N, N] is made once, not four times.
+            x = torch.matmul(q, k.transpose(-1, -2)).mul_(self.scale)
             if self.softcap is not None:
-                x = torch.tanh(x / self.softcap) * self.softcap
+                x = torch.tanh(x.div_(self.softcap)).mul_(self.softcap)
             if self.bias is not None:
-                x = x + _rows(self.bias, rows).float()
+                x = x.add_(_rows(self.bias, rows).float())
             if self._keep is not None:
-                x = x.masked_fill(~_rows(self._keep, rows), float("-inf"))
+                x = x.masked_fill_(~_rows(self._keep, rows), float("-inf"))
             return x
 
-    def weights(self, rows=None):
-        """float32 [B, H, n_rows, Nk]: the softmax the model computed (sinks taken into account). No grad."""
+    def weights(self, rows=None, *, logits=None):
+        """float32 [B, H, n_rows, Nk]: the softmax the model computed (sinks taken into account). No grad.
+
+        logits: `self.logits(rows)` when the caller has them already (they are not changed).
+        """
         rows = rows if rows is not None else slice(None)
         with torch.no_grad():
             if self._weights is not None:
                 return self._weights[:, :, rows].float()
-            x = self.logits(rows)
+            x = self.logits(rows) if logits is None else logits
             if self.sinks is None:
                 w = torch.softmax(x, dim=-1)
             else:  # gpt-oss: one learned logit per head takes part in the softmax, then is dropped
