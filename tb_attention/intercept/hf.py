@@ -21,7 +21,12 @@ def _hf_wrapper(function, kind):
         finally:
             it.suppressed -= 1
         bound = _hf_arguments(function, args, kwargs)
-        it.emit(module, **_hf_fields(module, query, key, attention_mask, bound, kind))
+        fields = _hf_fields(module, query, key, attention_mask, bound, kind)
+        weights = result[1] if kind == "eager" and isinstance(result, tuple) and len(result) > 1 else None
+        if isinstance(weights, torch.Tensor) and not module.training and weights.shape[-2:] == (query.shape[2], key.shape[2]):
+            # Eager attention returns the very softmax it used (dropout is off in eval mode): no recompute.
+            fields["_weights"] = weights.detach()
+        it.emit(module, **fields)
         return result
 
     intercepted_attention.__wrapped__ = function
