@@ -1,59 +1,8 @@
 """The storage format, in one import: the schema (schema.py) and the blob encodings (tb_attention/codecs/)."""
 
 # Kept so that `from tb_attention import metadata; metadata.X` keeps working everywhere; new code
-# may import tb_attention.schema or tb_attention.codecs directly. Both are torch-free.
+# may import tb_attention.schema or tb_attention.codecs directly. Both are torch-free. Their public
+# names are re-exported whole rather than listed a second time here.
 
-from tb_attention.codecs import (  # noqa: F401
-    DEFAULT_MAX_DENSE_TOKENS,
-    DEFAULT_TOP_K,
-    ENCODING_CAUSAL,
-    ENCODING_DENSE,
-    ENCODING_TOPK,
-    MAX_QUANTIZATION_ERROR,
-    MAX_TOKENS,
-    QUANTIZATION,
-    ROW_SUM_TOLERANCE,
-    AttentionExample,
-    EncodedLayer,
-    QueryKey,
-    check_attention_blob,
-    check_qk_blob,
-    compress,
-    decode_attention,
-    decode_json,
-    decode_qk,
-    decompress,
-    dequantize,
-    encode_attention,
-    encode_attention_layer,
-    encode_attention_with_header,
-    encode_json,
-    encode_qk,
-    encode_qk_layer,
-    quantize,
-)
-from tb_attention.schema import (  # noqa: F401
-    DEFAULT_GROUP,
-    EXEMPLARS_SUFFIX,
-    FORMAT_VERSION,
-    KIND_ATTENTION,
-    KIND_ATTENTION_PART,
-    KIND_EXEMPLARS,
-    KIND_METRIC,
-    METRICS,
-    PLUGIN_NAME,
-    POS_FROM_PREFIX,
-    POS_PREFIX,
-    SCORING_RULES,
-    STATS_METRICS,
-    FormatError,
-    NewerFormatError,
-    create_manifest,
-    create_plugin_data,
-    exemplar_table,
-    exemplars_tag,
-    is_known_metric,
-    metric_tag,
-    parse_manifest,
-    parse_plugin_data,
-)
+from tb_attention.codecs import *  # noqa: F401,F403
+from tb_attention.schema import *  # noqa: F401,F403

@@ -1,10 +1,10 @@
 """Tests for tb_attention.capture: attention from Hugging Face models, as eager attention computes it."""
 
-import threading
-
 import pytest
 import torch
 import transformers
+
+from tests.conftest import run_in_threads
 
 from tb_attention import capture
 
@@ -262,21 +262,7 @@ def test_captures_on_different_models_in_threads_do_not_mix():
     models = {name: _tiny(name, "sdpa") for name in ("gpt2", "llama")}
     ids = _ids(2, 6)
     expected = {name: _eager_attention(_tiny(name, "eager"), ids) for name in models}
-    results, errors = {}, []
-
-    def run(name):
-        try:
-            for _ in range(5):
-                results[name] = capture.capture_attention(models[name], ids)
-        except Exception as e:  # surfaced below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(name,)) for name in models]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    results = run_in_threads(lambda name: capture.capture_attention(models[name], ids), models)
     for name, captured in results.items():
         for b, c in enumerate(captured):
             torch.testing.assert_close(c.attention, expected[name][:, b], atol=TOLERANCE, rtol=0)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 import transformers
 
 from tb_attention import capture, intercept
+from tests.conftest import run_in_threads
 from tests.attention_models import (
     ENCODER_DECODERS, MHAStack, Encoder, NanoGPT, encoder_decoder_inputs, hf_model, with_implementation,
 )
@@ -293,23 +294,13 @@ def test_concurrent_interceptions_in_threads_do_not_mix():
     torch.manual_seed(0)
     models = {"nano": NanoGPT().eval(), "mha": MHAStack().eval(), "llama": _llama_or_gpt2("llama", "sdpa")}
     expected = {"nano": lambda: models["nano"].reference(), "mha": lambda: models["mha"].reference(IDS)}
-    errors, results = [], {}
 
-    def run(name):
-        try:
-            for _ in range(5):
-                with torch.no_grad():
-                    _, calls = _intercept(models[name], IDS)
-                    results[name] = (calls, expected[name]() if name in expected else None)
-        except Exception as e:  # surfaced below
-            errors.append(e)
+    def work(name):
+        with torch.no_grad():
+            _, calls = _intercept(models[name], IDS)
+            return calls, expected[name]() if name in expected else None
 
-    threads = [threading.Thread(target=run, args=(name,)) for name in models]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    results = run_in_threads(work, models)
     for name, (calls, reference) in results.items():
         assert len(calls) == 2 and all(c["module"] in set(models[name].modules()) for c in calls)
         if reference is not None:
