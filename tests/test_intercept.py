@@ -274,6 +274,8 @@ def test_nothing_stays_patched_after_the_block_even_on_error():
     assert transformers.modeling_utils.AttentionInterface.get_interface is get_interface
     assert not torch.nn.modules.module._global_forward_hooks
     assert not torch.nn.modules.module._global_forward_pre_hooks
+    # What torch.compile'd modules check before warning on every call about global hooks.
+    assert not torch.nn.modules.module._has_any_global_hook()
 
 
 def test_other_models_and_threads_are_not_seen():

@@ -75,7 +75,9 @@ def test_a_probe_of_a_compiled_model_compiles_nothing(tmp_path, gpt2_tokenizer, 
             probe.log(writer, modules.unwrap(compiled), 0)
         loss = _train_step(compiled, optimizer, batch)
     assert backend.graphs == graphs, "the probe recompiled the user's graph"
-    assert not [w for w in caught if "dynamo" in str(w.message).lower() or "recompile" in str(w.message).lower()]
+    # Not one warning: neither dynamo's nor torch.compile's "global hooks" warning, which a hook
+    # left registered by the probe would raise on every later compiled call.
+    assert not [str(w.message) for w in caught]
     assert not [r for r in caplog.records if r.name.startswith("torch._dynamo")]
     # The compiled step after the probe computes what an uncompiled twin computes.
     twin = _gpt2()

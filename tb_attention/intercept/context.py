@@ -85,7 +85,13 @@ def _uninstall():
         softmax._unpatch()
         hf._unpatch()
         while _handles:
-            _handles.pop().remove()
+            handle = _handles.pop()
+            handle.remove()
+            # torch's handle for a global forward hook registered with_kwargs leaves its id in
+            # `_global_forward_hooks_with_kwargs` (its RemovableHandle does not know that dict);
+            # the stale entry makes torch believe a global hook exists for ever, so every call of
+            # a torch.compile'd module after a probe warns about global hooks.
+            getattr(torch.nn.modules.module, "_global_forward_hooks_with_kwargs", {}).pop(handle.id, None)
 
 
 @contextlib.contextmanager
