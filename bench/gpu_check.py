@@ -13,7 +13,8 @@ otherwise) prints its error and the next check runs. Checks:
                  weights) at 512 / 2,048 / 4,096 / 8,192 tokens: probe.log vs the model's eager
                  output_attentions forward and vs its bare (sdpa) forward; peak memory of each.
   analyze        analyze_corpus (capture + metrics + writing, no syntax) of a 12 x 12 model over
-                 2,000 sentences vs the bare forward passes of the same batches.
+                 2,000 sentences vs the bare forward passes of the same batches (and the forwards
+                 under capture alone, without the metrics: capture_only_ratio).
   compiled       the training model torch.compile'd (inductor): step time before and after a
                  probe, graphs compiled by the probe (goal 0), probe seconds.
 --tiny scales every shape down (2-4 layers, hidden 64, 32-256 tokens) so that the script runs on
@@ -35,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from tb_attention import Probe, Writer, analysis, modules  # noqa: E402
+from tb_attention import Probe, Writer, analysis, capture, modules  # noqa: E402
 
 VOCAB = 8000  # synthetic words w0 .. w7999
 
@@ -244,6 +245,15 @@ def check_analyze(args, tokenizer, deadline):
                     model(input_ids=encoding["input_ids"].to(args.device),
                           attention_mask=encoding["attention_mask"].to(args.device))
 
+        def recorded():  # the forwards under capture, no metrics: what capture alone costs
+            with torch.inference_mode(), capture.recording(model) as recorder:
+                for batch in analysis._batches(tokenizer, sentences, list(range(count)), 16, 128):
+                    encoding = tokenizer([sentences[i] for i in batch], padding=True, truncation=True, max_length=128,
+                                         return_tensors="pt")
+                    model(input_ids=encoding["input_ids"].to(args.device),
+                          attention_mask=encoding["attention_mask"].to(args.device))
+                    torch.stack(recorder.attentions, 1)
+
         def analyse():
             result = analysis.analyze_corpus(model, tokenizer, sentences, batch_size=16, max_length=128,
                                              with_syntax=False, progress=False)
@@ -251,15 +261,16 @@ def check_analyze(args, tokenizer, deadline):
                 analysis.write_analysis(writer, "corpus", result)
 
         bare()  # warm-up
-        times = {"bare": [], "analyze": []}
+        times = {"bare": [], "recorded": [], "analyze": []}
         for _ in range(2):  # interleaved, so drift hits both alike
-            for name, run in (("bare", bare), ("analyze", analyse)):
+            for name, run in (("bare", bare), ("recorded", recorded), ("analyze", analyse)):
                 with Clock(args.device) as clock:
                     run()
                 times[name].append(clock.seconds)
         b, a = min(times["bare"]), min(times["analyze"])
         emit(check="analyze", **fields, bare_seconds=round(b, 3), analyze_seconds=round(a, 3),
-             ratio=round(a / b, 3), goal=1.5 if args.device.type == "cuda" else 1.2)
+             ratio=round(a / b, 3), goal=1.5 if args.device.type == "cuda" else 1.2,
+             capture_only_ratio=round(min(times["recorded"]) / b, 3))
 
 
 def check_compiled(args, tokenizer, deadline):

@@ -1,5 +1,7 @@
 """Corpus analysis (Vig & Belinkov 2019): a local model over many sentences, sharded across ranks."""
 
+import collections
+import concurrent.futures
 import dataclasses
 import pathlib
 import time
@@ -123,6 +125,26 @@ def _batches(tokenizer, sentences, indices, batch_size, max_length):
         yield order[start : start + batch_size]
 
 
+def _prepared(tokenizer, sentences, indices, batch_size, max_length, nlp):
+    """(batch, encoding, parses) of each batch of `_batches`, made one batch ahead in a thread:
+    tokenizing and parsing (spaCy) run on the CPU while the model computes the batch before."""
+
+    def prepare(batch):
+        texts = [sentences[i] for i in batch]
+        encoding = _encode(tokenizer, texts, max_length)
+        parses = syntax_lib.token_syntax(tokenizer, texts, nlp=nlp, encoding=encoding) if nlp else None
+        return batch, encoding, parses
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tb-attention-prepare") as pool:
+        pending = collections.deque()
+        for batch in _batches(tokenizer, sentences, indices, batch_size, max_length):
+            pending.append(pool.submit(prepare, batch))
+            if len(pending) > 1:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def _encode(tokenizer, texts, max_length):
     return tokenizer(
         texts, padding=True, truncation=True, max_length=max_length, return_offsets_mapping=True, return_tensors="pt"
@@ -183,18 +205,17 @@ def analyze_corpus(
     examples, token_count = {}, 0
     # The attention of the sentences that would be stored as exemplars if the corpus ended here,
     # kept as the pass goes, so that only those another rank's shard displaced need a forward again.
-    held = {}
+    # Knowing which they are reads the metrics back after every batch: on an accelerator that
+    # would make the host wait for each batch, so there the few exemplars run again at the end.
+    held, hold = {}, rank == 0 and device.type == "cpu"
     started = time.perf_counter()
     bar = _progress(len(mine), progress and rank == 0, f"analysing {type(model).__name__}")
     with torch.inference_mode(), capture.recording(model) as recorder:
-        for batch in _batches(tokenizer, sentences, mine, batch_size, max_length):
-            texts = [sentences[i] for i in batch]
-            encoding = _encode(tokenizer, texts, max_length)
-            parses = syntax_lib.token_syntax(tokenizer, texts, nlp=nlp, encoding=encoding) if nlp else None
+        for batch, encoding, parses in _prepared(tokenizer, sentences, mine, batch_size, max_length, nlp):
             _forward(model, encoding, device)
             weights = torch.stack(recorder.attentions, 1)  # [B, L, H, N, N], on the model's device
-            stats.update(weights, mask=encoding["attention_mask"].to(device), syntax=parses, keys=batch)
-            wanted = set(_exemplar_keys(stats, exemplar_examples, exclude=sample_ids)) if rank == 0 else set()
+            stats.update(weights, mask=encoding["attention_mask"], syntax=parses, keys=batch)
+            wanted = set(_exemplar_keys(stats, exemplar_examples, exclude=sample_ids)) if hold else set()
             held = {key: example for key, example in held.items() if key in wanted}
             for row, i in enumerate(batch):
                 if i in sample_ids or i in wanted:

@@ -20,8 +20,11 @@
 # - Exemplars look at i, j > 0 whatever include_first is: with the first token, every causal
 #   model's best cell would be alpha_00 = 1.
 #
-# Every metric is a ratio of sums over inputs, so AttentionStats keeps the sums (float64, CPU)
-# and divides at the end; shards merge by adding them. Variability is the exception: it measures
+# Every metric is a ratio of sums over inputs, so AttentionStats keeps the sums (float64) and
+# divides at the end; shards merge by adding them. The sums, the exemplar candidates and the
+# variability blocks stay on the attention's device and an update never waits for the device:
+# what needs the host (where the real tokens sit, syntax) comes from the mask, which the
+# tokenizer made on the CPU. The host reads the device at result(), exemplars() and all_reduce(). Variability is the exception: it measures
 # deviations from the mean over ALL inputs, which is known only at the end, and
 # sum_x |alpha(x) - mean| is no function of a fixed-size summary of the values seen (it needs
 # to know which of them lie below the mean). So each input's first-10-token block, [L, H, 10, 10],
@@ -132,7 +135,10 @@ class AttentionStats:
             "variability_sum": z(L, H, V, V),  # sum over inputs of each first-tokens cell
             "variability_inputs": z(V, V),  # inputs that have the cell
         }
-        self._blocks = []  # per batch: CPU float32 [B, L, H, V, V] and the cells that count, [B, V, V]
+        self._blocks = []  # per batch: float32 [B, L, H, V, V] and the cells that count, [B, V, V]
+        self._block_bytes = 0  # of those blocks still on an accelerator (moved to the CPU past a bound)
+        self._count = 0  # inputs seen, known on the host (sums["inputs"] may live on the device)
+        self._device = torch.device("cpu")  # where the sums and exemplar candidates live
         self._work = None  # scratch buffer the size of one batch of attention
         self._deviation = None  # set by all_reduce: sum |alpha - mean| over every shard
         self._auto_keys = None  # True when exemplar keys were numbered here, not given
@@ -141,7 +147,15 @@ class AttentionStats:
 
     @property
     def num_inputs(self):
-        return int(self.sums["inputs"])
+        return self._count
+
+    def _place(self, device):
+        """Moves the sums and exemplar candidates to `device` (MPS has no float64: they stay on the CPU)."""
+        device = torch.device("cpu") if device.type == "mps" else torch.device(device)
+        if device != self._device:
+            self.sums = {k: v.to(device) for k, v in self.sums.items()}
+            self._top_score, self._top_index = self._top_score.to(device), self._top_index.to(device)
+            self._device = device
 
     # -----------------------------------------------------------------------------------------
     # Accumulating
@@ -176,16 +190,17 @@ class AttentionStats:
             return self
         dtype = torch.float64 if attention.dtype == torch.float64 else torch.float32
         a = attention.to(dtype)
-        device = a.device
+        # The mask on the host (a tokenizer's is there already; one on the device is copied once).
         if mask is None:
-            valid = torch.ones(B, N, dtype=torch.bool, device=device)
+            valid = torch.ones(B, N, dtype=torch.bool)
         else:
-            valid = _as_tensor(mask).to(device).bool()
+            valid = _as_tensor(mask).cpu().bool()
         if valid.shape != (B, N):
             raise ValueError(f"mask of shape {tuple(valid.shape)} for attention over {N} positions: expected [{B},{N}]")
         if syntax is not None and len(syntax) != B:
             raise ValueError(f"{len(syntax)} syntax entries for {B} inputs")
         keys = self._next_keys(B, keys)
+        self._place(a.device)
         self._accumulate(a, valid, syntax, keys)
         return self
 
@@ -201,8 +216,9 @@ class AttentionStats:
             raise ValueError(f"{keys.numel()} keys for {batch_size} inputs")
         return keys
 
-    def _syntax_tensors(self, syntax, valid, positions):
-        """Tag one-hots [B, N, T] and pair relations [B, N, N] (query i, key j) at padded positions."""
+    def _syntax_tensors(self, syntax, valid, positions, device):
+        """Tag one-hots [B, N, T] and pair relations [B, N, N] (query i, key j) at padded positions,
+        on `device`, and which inputs have syntax, on the host. valid: the host mask."""
         B, N = valid.shape
         tag_index = {t: k for k, t in enumerate(self.pos_tags)}
         tags = np.zeros((B, N, len(self.pos_tags)), dtype=bool)
@@ -226,22 +242,23 @@ class AttentionStats:
             dep |= dep.transpose(0, 2, 1)
         elif self.dependency_direction == "head":  # j is i's head: dep[b, j, i]
             dep = dep.transpose(0, 2, 1)
-        device = valid.device
         as_tensor = lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(device)  # noqa: E731
-        return as_tensor(tags), as_tensor(dep), as_tensor(has)
+        return as_tensor(tags), as_tensor(dep), torch.from_numpy(has)
 
-    def _accumulate(self, a, valid, syntax, keys):
+    def _accumulate(self, a, host_valid, syntax, keys):
         # A few passes over the weights and no per-head loops: one masked copy (in a reused buffer)
         # gives row and column sums, the pair sums (one batched matrix product), the exemplars
-        # and, in place, the entropy; everything else is [B, L * H, N] or smaller.
+        # and, in place, the entropy; everything else is [B, L * H, N] or smaller. Nothing here
+        # reads the device: what decides a code path comes from the host mask.
         B, L, H, N, _ = a.shape
         LH, V = L * H, VARIABILITY_TOKENS
         dtype, device = a.dtype, a.device
         x = a.reshape(B, LH, N, N)
+        valid = host_valid.to(device)
         lengths = valid.sum(1)
         rank = valid.cumsum(1) - 1  # index of each position among its input's real tokens
         # positions[b, r]: where real token r of input b sits (real positions first, in order).
-        positions = torch.argsort((~valid).to(torch.int8), dim=1, stable=True).cpu().numpy()
+        positions = torch.argsort((~host_valid).to(torch.int8), dim=1, stable=True).numpy()
         first_pos = torch.from_numpy(positions[:, 0]).to(device)
         # Real tokens start at position 0 (no padding, or padding on the right): slices, not gathers.
         left_aligned = bool((positions[:, :V] == np.arange(min(V, N))).all())
@@ -252,7 +269,7 @@ class AttentionStats:
         # whatever padding holds (NaN included). (A multiply: torch.where is 3x slower on CPU.)
         unmasked = (valid[:, :, None] & keep[:, None, :]).to(dtype)[:, None]  # [B, 1, N, N]
         ak = torch.mul(x, unmasked, out=self._workspace(x))
-        if not bool(valid.all()):
+        if not bool(host_valid.all()):
             ak.nan_to_num_(nan=0.0)  # NaN * 0 in padding
         row_mass = ak.sum(3)  # [B, LH, N]: attention each query pays (entropy's normaliser)
         col_mass = ak.sum(2)  # [B, LH, N]: attention each key receives
@@ -265,7 +282,7 @@ class AttentionStats:
         # Pair sums sum_ij alpha_ij w_ij for pair weights w: |i - j| and, with syntax, dep(i, j).
         weights = [(rank[:, :, None] - rank[:, None, :]).abs().to(dtype)]
         if syntax is not None:
-            tags, dep, has_syntax = self._syntax_tensors(syntax, valid, positions)
+            tags, dep, has_syntax = self._syntax_tensors(syntax, host_valid, positions, device)
             tags = tags.to(dtype)
             weights.append(dep.to(dtype))
         w = torch.stack(weights, 3).reshape(B, N * N, len(weights))  # pair_sums: [B, LH, K]
@@ -309,7 +326,7 @@ class AttentionStats:
             "previous_tokens": counted_previous.sum(),
         }
         if syntax is not None:
-            parts["syntax_mass"] = (mass * has_syntax.to(dtype)[:, None]).sum(0)
+            parts["syntax_mass"] = (mass * has_syntax.to(device, dtype)[:, None]).sum(0)
             parts["dependency"] = pair_sums[:, :, 1].sum(0)
             parts["pos"] = torch.bmm(col_mass, tags).sum(0)
             parts["pos_from"] = torch.bmm(row_mass, tags).sum(0)
@@ -319,27 +336,36 @@ class AttentionStats:
             block = torch.where(present[:, None], block, 0.0)
             parts["variability_sum"] = block.sum(0)
             parts["variability_inputs"] = present.sum(0)
-        parts["exemplar_score"] = score
 
-        # One transfer to the CPU for the whole batch.
-        flat = torch.cat([v.reshape(-1).to(dtype) for v in parts.values()]).to("cpu", torch.float64)
-        offset = 0
+        # Added where the sums live (the attention's device): no transfer, no wait.
+        home = self._device
         for k, v in parts.items():
-            value = flat[offset : offset + v.numel()]
-            offset += v.numel()
-            if k in self.sums:
-                self.sums[k] += value.reshape(self.sums[k].shape)
+            self.sums[k] += v.to(home, torch.float64).reshape(self.sums[k].shape)
+        self._count += B
         self.sums["inputs"] += B
-        self.sums["query_tokens"] += float(lengths.sum())
+        self.sums["query_tokens"] += float(host_valid.sum())
         if syntax is not None:
             self.sums["syntax_inputs"] += float(has_syntax.sum())
-        score = value.reshape(B, L, H).permute(1, 2, 0)
-        index = torch.stack([keys.to(device)[:, None].expand(B, LH), i_tok, j_tok]).cpu()
+        score = score.to(home, torch.float64).reshape(B, L, H).permute(1, 2, 0)
+        index = torch.stack([keys.to(device)[:, None].expand(B, LH), i_tok, j_tok]).to(home)
         self._push_exemplars(score, index.reshape(3, B, L, H).permute(0, 2, 3, 1))
         if self.variability:
             # A copy: `block` may be a view of the caller's tensor, which must not be kept alive.
-            block = block.reshape(B, L, H, V, V).to(device="cpu", dtype=torch.float32, copy=True)
-            self._blocks.append((block, present.cpu()))
+            block = block.reshape(B, L, H, V, V).to(dtype=torch.float32, copy=True)
+            self._keep_block(block, present)
+
+    _DEVICE_BLOCK_BYTES = 64 << 20  # variability blocks an accelerator holds before they go to the CPU
+
+    def _keep_block(self, block, present):
+        """Keeps a batch's variability block; on an accelerator until they add up to 64 MiB, then
+        all of them go to the CPU in one transfer (one wait every many batches, bounded memory)."""
+        self._blocks.append((block, present))
+        if block.device.type == "cpu":
+            return
+        self._block_bytes += block.numel() * block.element_size()
+        if self._block_bytes > self._DEVICE_BLOCK_BYTES:
+            self._blocks = [(b.cpu(), p.cpu()) for b, p in self._blocks]
+            self._block_bytes = 0
 
     def release_workspace(self):
         """Frees the scratch buffer kept for the next update (a stream keeps one AttentionStats per layer)."""
@@ -405,13 +431,16 @@ class AttentionStats:
             raise RuntimeError("an all_reduced AttentionStats cannot be merged")
         if None not in (self._auto_keys, other._auto_keys) and self._auto_keys != other._auto_keys:
             raise ValueError("one AttentionStats numbered its exemplar keys, the other was given keys")
-        other_index = other._top_index.clone()
+        if not self._count:
+            self._place(other._device)
+        other_index = other._top_index.to(self._device, copy=True)
         if other._auto_keys:
             other_index[0] += self.num_inputs  # other's inputs continue this one's numbering
         self._auto_keys = self._auto_keys if other._auto_keys is None else other._auto_keys
-        self._push_exemplars(other._top_score, other_index)
+        self._push_exemplars(other._top_score.to(self._device), other_index)
         for k, v in other.sums.items():
-            self.sums[k] += v
+            self.sums[k] += v.to(self._device)
+        self._count += other._count
         self._blocks.extend(other._blocks)
         return self
 
@@ -424,6 +453,7 @@ class AttentionStats:
         """
         import torch.distributed as dist
 
+        self._place(torch.device("cpu"))  # the result is final: it lives on the host from here
         nccl = dist.get_backend(group) == "nccl"  # NCCL reduces CUDA tensors only
         device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
         world = dist.get_world_size(group)
@@ -431,6 +461,7 @@ class AttentionStats:
         counts = [torch.zeros((), dtype=torch.float64, device=device) for _ in range(world)]
         dist.all_gather(counts, self.sums["inputs"].to(device), group=group)
         offset = int(sum(float(n) for n in counts[:rank]))
+        self._count = int(sum(float(n) for n in counts))
         names = sorted(self.sums)
         flat = torch.cat([self.sums[k].reshape(-1) for k in names]).to(device)
         dist.all_reduce(flat, group=group)
@@ -467,16 +498,16 @@ class AttentionStats:
     # Results
 
     def _variability_mean(self):
-        inputs = self.sums["variability_inputs"]
-        return self.sums["variability_sum"] / torch.where(inputs > 0, inputs, 1.0)
+        inputs = self.sums["variability_inputs"].cpu()
+        return self.sums["variability_sum"].cpu() / torch.where(inputs > 0, inputs, 1.0)
 
     def _local_deviation(self):
         """sum over this object's inputs of |alpha - mean| over the variability cells, [L, H]."""
         mean = self._variability_mean().to(torch.float32)
         total = torch.zeros(self.num_layers, self.num_heads, dtype=torch.float64)
         for block, present in self._blocks:
-            deviation = (block - mean).abs_().mul_(present[:, None, None])
-            total += deviation.sum((0, 3, 4), dtype=torch.float64)
+            deviation = (block - mean.to(block.device)).abs_().mul_(present[:, None, None])
+            total += deviation.sum((0, 3, 4), dtype=torch.float64).cpu()
         return total
 
     def result(self):
@@ -485,7 +516,7 @@ class AttentionStats:
         Keys: entropy, distance, null_attention, previous_token, variability, and when syntax was given,
         dependency_alignment, pos/<TAG> and pos_from/<TAG> for each tag of pos_tags.
         """
-        s = self.sums
+        s = {k: v.cpu() for k, v in self.sums.items()}
         L, H = self.num_layers, self.num_heads
         names = ["entropy", "distance", "null_attention", "previous_token", "variability"]
         ratios = [  # numerator, denominator; [K, L, H] each
@@ -518,7 +549,7 @@ class AttentionStats:
         """Per layer, per head: the top_k Exemplar(key, score, i, j), highest score first."""
         L, H = self.num_layers, self.num_heads
         score = self._top_score.tolist()
-        key, i, j = (t.tolist() for t in self._top_index)
+        key, i, j = self._top_index.tolist()
         return [
             [
                 [

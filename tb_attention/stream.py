@@ -63,7 +63,7 @@ class LayerStream:
         if self.with_metrics:
             if layer == len(self._stats):
                 self._stats.append(metrics.AttentionStats(1, weights.shape[1], **self.stats_options))
-            self._stats[layer].update(weights[:, None], mask=self._mask.to(weights.device), syntax=self._syntax)
+            self._stats[layer].update(weights[:, None], mask=self._mask, syntax=self._syntax)
             # AttentionStats keeps a work buffer the size of its input for the next batch: one per
             # layer would hold every layer's worth of memory again.
             self._stats[layer].release_workspace()

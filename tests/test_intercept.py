@@ -87,6 +87,26 @@ def _llama_or_gpt2(family, implementation):
     return transformers.GPT2LMHeadModel._from_config(config, attn_implementation=implementation).double().eval()
 
 
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_the_layers_shared_mask_is_checked_once_per_forward(monkeypatch, implementation):
+    """Checking a mask (causal? a bias?) reads the device, which on a GPU waits for every kernel
+    queued: done once per forward for the mask every layer shares, not once per layer."""
+    from tb_attention.intercept import hf
+
+    checks = []
+    real = hf._mask_parts
+    monkeypatch.setattr(hf, "_mask_parts", lambda *a: checks.append(a) or real(*a))
+    model = _llama_or_gpt2("llama", implementation)  # 2 layers
+    mask = torch.ones_like(IDS)
+    mask[1, :3] = 0  # left padding
+    _, first = _intercept(model, IDS, attention_mask=mask)
+    _, second = _intercept(model, IDS[:, :6], attention_mask=mask[:, :6])  # a new forward, a new mask
+    assert len(first) == len(second) == 2 and len(checks) == 2  # one check per forward
+    assert all(call["causal"] for call in first + second)
+    assert (first[0]["weights"][1, :, 3:, :3] == 0).all()  # padded keys hidden from real queries
+    torch.testing.assert_close(second[1]["weights"][0], first[1]["weights"][0, :, :6, :6], atol=TOLERANCE, rtol=0)
+
+
 def test_default_sdpa_falcon_gives_causal_weights_not_its_broken_output_attentions():
     model = hf_model("falcon", "sdpa")
     with torch.no_grad():

@@ -359,6 +359,20 @@ def test_the_callers_attention_is_not_kept():
     assert_same_metrics(stats.result(), before, atol=0)
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_an_update_never_reads_the_device(side):
+    """On a GPU a read back (.item(), .cpu(), bool of a tensor) makes the host wait for every
+    kernel queued before it. Attention on the meta device has no values to read: an update
+    that tried would raise. The exemplar keys and the syntax come from the host."""
+    attentions, syntaxes = random_corpus(seed=12, causal=True)
+    batch, mask = padded(attentions, side, np.random.default_rng(13))
+    stats = AttentionStats(2, 3, top_k=4)
+    stats.update(torch.tensor(batch, dtype=torch.float32).to("meta"), mask=torch.tensor(mask), syntax=syntaxes,
+                 keys=range(len(attentions)))
+    assert stats.num_inputs == len(attentions)
+    assert stats.sums["entropy"].device.type == "meta" and stats._top_score.device.type == "meta"
+
+
 def test_variability_can_be_turned_off():
     got = compute_metrics([CAUSAL_3, CAUSAL_2], variability=False)
     assert np.isnan(got["variability"]).all() and got["distance"][0, 0] > 0

@@ -24,6 +24,7 @@ def _pre_hook(module, args):
         # empty stack: a block entered from the model's own pre-hook, as the monitor's, never sees
         # the model's pre-hook, and its children would each restart the numbering.)
         it.calls = 0
+        it.mask_memo = None
     it.stack.append((module, it.calls))
     if isinstance(module, torch.nn.MultiheadAttention) and not it.suppressed:
         it.suppressed += 1  # its inner softmax / SDPA are this route's call

@@ -21,7 +21,7 @@ def _hf_wrapper(function, kind):
         finally:
             it.suppressed -= 1
         bound = _hf_arguments(function, args, kwargs)
-        fields = _hf_fields(module, query, key, attention_mask, bound, kind)
+        fields = _hf_fields(module, query, key, attention_mask, bound, kind, it)
         weights = result[1] if kind == "eager" and isinstance(result, tuple) and len(result) > 1 else None
         if isinstance(weights, torch.Tensor) and not module.training and weights.shape[-2:] == (query.shape[2], key.shape[2]):
             # Eager attention returns the very softmax it used (dropout is off in eval mode): no recompute.
@@ -44,7 +44,7 @@ def _hf_arguments(function, args, kwargs):
     return {**dict(zip(names, args)), **kwargs}
 
 
-def _hf_fields(module, query, key, mask, kwargs, kind):
+def _hf_fields(module, query, key, mask, kwargs, kind, it=None):
     nq, nk = query.shape[2], key.shape[2]
     scale = kwargs.get("scaling")
     scale = float(scale) if scale is not None else query.shape[-1] ** -0.5
@@ -52,6 +52,40 @@ def _hf_fields(module, query, key, mask, kwargs, kind):
     window = int(window) if window else None
     is_causal = kwargs.get("is_causal")
     is_causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    # The layers of a forward pass one mask object: derive keep, bias and causality once per
+    # forward (they read the device), not once per layer.
+    memo_key = (mask, kind, tuple(query.shape[:3]), nk, bool(is_causal), window, query.device)
+    memo = it.mask_memo if it is not None else None
+    if memo is not None and memo[0][0] is mask and memo[0][1:] == memo_key[1:]:
+        keep, bias, causal = memo[1]
+    else:
+        keep, bias, causal = _mask_parts(mask, kind, query, nq, nk, is_causal, window)
+        if it is not None:
+            it.mask_memo = (memo_key, (keep, bias, causal))
+    position_bias = kwargs.get("position_bias")
+    if position_bias is not None:
+        position_bias = position_bias[..., :nk]
+        bias = position_bias if bias is None else bias + position_bias
+    sinks = kwargs.get("s_aux")
+    if sinks is None:
+        sinks = kwargs.get("sinks")
+    softcap = kwargs.get("softcap")
+    return dict(
+        query=query.detach(),
+        key=key.detach(),
+        scale=scale,
+        causal=causal,
+        softcap=float(softcap) if softcap else None,
+        sliding_window=window,
+        sinks=None if sinks is None else sinks.detach(),
+        bias=None if bias is None else bias.detach(),
+        route="hf",
+        _keep=keep,
+    )
+
+
+def _mask_parts(mask, kind, query, nq, nk, is_causal, window):
+    """(keep, bias, causal) of a call's attention mask as the kernel `kind` reads it."""
     keep, bias = None, None
     if kind == "flex" and mask is not None and not isinstance(mask, torch.Tensor):
         keep = _dense_block_mask(mask, query.shape[0], query.shape[1], nq, nk, query.device)
@@ -71,26 +105,7 @@ def _hf_fields(module, query, key, mask, kwargs, kind):
         keep, bias = _split_mask(mask, nk)
     elif mask is None and kind != "eager" and is_causal and nq > 1:
         keep = _causal_keep(nq, nk, query.device)  # sdpa and the like: no mask means is_causal
-    position_bias = kwargs.get("position_bias")
-    if position_bias is not None:
-        position_bias = position_bias[..., :nk]
-        bias = position_bias if bias is None else bias + position_bias
-    sinks = kwargs.get("s_aux")
-    if sinks is None:
-        sinks = kwargs.get("sinks")
-    softcap = kwargs.get("softcap")
-    return dict(
-        query=query.detach(),
-        key=key.detach(),
-        scale=scale,
-        causal=_is_causal(keep, nq, nk),
-        softcap=float(softcap) if softcap else None,
-        sliding_window=window,
-        sinks=None if sinks is None else sinks.detach(),
-        bias=None if bias is None else bias.detach(),
-        route="hf",
-        _keep=keep,
-    )
+    return keep, bias, _is_causal(keep, nq, nk)
 
 
 _original_get_interface = None

@@ -25,6 +25,9 @@ class _Interception:
         self.stack = []  # [module, calls seen when it started]
         self.suppressed = 0  # > 0 while a route records a call itself (inner routes stay quiet)
         self.calls = 0
+        # What a route derived from the attention mask the last call was given: the layers of a
+        # forward share one mask, and checking it (is it causal? any bias?) reads the device.
+        self.mask_memo = None
 
     def current_module(self):
         """The innermost running module, past wrappers that only run a piece of attention."""
