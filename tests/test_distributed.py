@@ -80,7 +80,8 @@ def _shard(model, kind):
     if kind == "fsdp1":
         from torch.distributed.fsdp import FullyShardedDataParallel
 
-        return FullyShardedDataParallel(model, use_orig_params=True)
+        # device_id="cpu": FSDP1 shards on the CPU over gloo when told so (else it looks for an accelerator).
+        return FullyShardedDataParallel(model, use_orig_params=True, device_id=torch.device("cpu"))
     if kind == "ddp":
         return torch.nn.parallel.DistributedDataParallel(model)
     raise ValueError(kind)
@@ -168,16 +169,16 @@ def test_fsdp2_probe_on_every_rank_and_training_goes_on(tmp_path):
     _check_probed_training(results)
 
 
-@pytest.mark.skipif(True, reason="FSDP1 needs an accelerator: 'FSDP needs a non-CPU accelerator device' (torch 2.13)")
 def test_fsdp1_probe_on_every_rank_and_training_goes_on(tmp_path):
     results = _run_ranks(train_with_probe, tmp_path, kind="fsdp1", probe_ranks=[0, 1])
     assert all(r["sharded"] for r in results)
     _check_probed_training(results)
 
 
-def test_fsdp2_probe_on_one_rank_raises_a_clear_error_within_seconds(tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["fsdp2", "fsdp1"])
+def test_a_sharded_probe_on_one_rank_raises_a_clear_error_within_seconds(tmp_path, monkeypatch, kind):
     monkeypatch.setenv(distributed.TIMEOUT_VARIABLE, "3")  # the spawned ranks inherit it
-    results = _run_ranks(train_with_probe, tmp_path, kind="fsdp2", probe_ranks=[0], expect_error=True)
+    results = _run_ranks(train_with_probe, tmp_path, kind=kind, probe_ranks=[0], expect_error=True)
     error = results[0]["error"]
     assert "every rank" in error and "1 of 2 ranks" in error and "probe 'probe'" in error
     assert 2.5 < results[0]["error_after"] < 10
