@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from tb_attention import Probe, Writer, analysis, capture, modules  # noqa: E402
+from tb_attention import Probe, Writer, analysis, capture  # noqa: E402
 
 VOCAB = 8000  # synthetic words w0 .. w7999
 
@@ -299,8 +299,7 @@ def check_compiled(args, tokenizer, deadline):
         graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
         probe = Probe(tokenizer, [text_of(24 + 8 * i, seed=i) for i in range(8)], syntax=False)
         with tempfile.TemporaryDirectory() as logdir, Writer(logdir) as writer, Clock(args.device) as logged:
-            with modules.eager():  # what Probe does once probe.py calls modules.unwrap / modules.eager
-                probe.log(writer, modules.unwrap(compiled), 0)
+            probe.log(writer, compiled, 0)  # as a user calls it: Probe unwraps it and runs it eagerly
         after = timed_steps()
         emit(check="compiled", **fields, step_seconds_before=round(before, 4), step_seconds_after=round(after, 4),
              probe_seconds=round(logged.seconds, 4),

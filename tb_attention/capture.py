@@ -322,7 +322,8 @@ def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=Fal
     forward: how to call the model, forward(model, input_ids, attention_mask) (e.g. a plain
     module that takes a padding mask); by default a Hugging Face model gets every input as a
     keyword and any other module is called as model(input_ids), which then takes no padding.
-    The forward runs in eval mode under torch.no_grad(); the model's modes are restored after.
+    The forward runs in eval mode under torch.no_grad(), compiled code eagerly; the model's
+    modes are restored after.
     """
     model = modules.unwrap(model)  # torch.compile'd or DataParallel: the module that really runs
     if isinstance(input_ids, collections.abc.Mapping):  # a tokenizer's batch, tensors or lists
@@ -359,7 +360,9 @@ def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=Fal
         if hf and name not in inputs and _accepts(model, name):
             inputs[name] = value
 
-    with _eval_mode(model), torch.no_grad(), recording(model, with_qk=with_qk, with_max_logit=True) as recorder:
+    # modules.eager(): compiled code inside (block.compile()) runs as written, not recompiled.
+    with _eval_mode(model), torch.no_grad(), modules.eager(), \
+            recording(model, with_qk=with_qk, with_max_logit=True) as recorder:
         if forward is not None:
             forward(model, inputs.get("input_ids"), inputs.get("attention_mask"))
         elif hf:

@@ -212,7 +212,11 @@ class Probe:
         return out
 
     def capture(self, model):
-        """Each input's attention (and q/k when asked) at the model's current weights (`Captured`)."""
+        """Each input's attention (and q/k when asked) at the model's current weights (`Captured`).
+
+        `model` as the user holds it: wrappers (DDP, torch.compile) are taken off, and compiled
+        code inside runs eagerly (capture_attention), so the user's graphs are neither recompiled
+        nor spent."""
         import torch
 
         from tb_attention import capture, intercept
@@ -266,8 +270,7 @@ class Probe:
 
             return stream.log_probe(self, writer, model, step, walltime=walltime)
         distributed.guard_collective(model, f"probe {self.name!r}")
-        with modules.eager():  # a compiled model's graphs are neither recompiled nor spent
-            captured = self.capture(model)
+        captured = self.capture(model)
         if not distributed.is_writing_rank(self.all_ranks):
             return {}
         targets = self._targets(model) if self.has_targets else None

@@ -1,6 +1,5 @@
 """Compiled models, `analyze --device/--dtype`, and the GPU check script run small on the CPU."""
 
-import inspect
 import json
 import logging
 import pathlib
@@ -12,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tb_attention import Probe, Writer, analysis, modules  # noqa: E402
+from tb_attention import Probe, Writer, analysis  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEXTS = ["The cat sat on the mat.", "A dog ran to the old barn and back."]
@@ -71,8 +70,8 @@ def test_a_probe_of_a_compiled_model_compiles_nothing(tmp_path, gpt2_tokenizer, 
     probe = Probe(gpt2_tokenizer, TEXTS, syntax=False)
     with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, logger="torch._dynamo"):
         warnings.simplefilter("always")
-        with Writer(tmp_path) as writer, modules.eager():
-            probe.log(writer, modules.unwrap(compiled), 0)
+        with Writer(tmp_path) as writer:
+            probe.log(writer, compiled, 0)  # as a user calls it: the probe unwraps and runs eagerly itself
         loss = _train_step(compiled, optimizer, batch)
     assert backend.graphs == graphs, "the probe recompiled the user's graph"
     # Not one warning: neither dynamo's nor torch.compile's "global hooks" warning, which a hook
@@ -87,33 +86,20 @@ def test_a_probe_of_a_compiled_model_compiles_nothing(tmp_path, gpt2_tokenizer, 
     assert loss == pytest.approx(_train_step(twin, twin_optimizer, batch), abs=1e-5)
 
 
-def test_the_probe_attention_of_a_compiled_model_equals_eager(gpt2_tokenizer):
-    model, compiled, optimizer, batch, backend = _compiled_training(True)
+@pytest.mark.parametrize("compile_whole", [True, False], ids=["torch.compile(model)", "block.compile()"])
+def test_the_probe_attention_of_a_compiled_model_equals_eager(gpt2_tokenizer, compile_whole):
+    model, compiled, optimizer, batch, backend = _compiled_training(compile_whole)
     _train_step(compiled, optimizer, batch)
     probe = Probe(gpt2_tokenizer, TEXTS, syntax=False)
-    with modules.eager():
-        captured = probe.capture(modules.unwrap(compiled))
+    graphs = backend.graphs
+    captured = probe.capture(compiled)
+    assert backend.graphs == graphs
     eager = _gpt2(attn_implementation="eager").eval()
     eager.load_state_dict(model.state_dict())
     for encoding, result in zip(probe.encodings, captured):
         with torch.no_grad():
             attentions = eager(input_ids=torch.tensor([encoding["input_ids"]]), output_attentions=True).attentions
         assert torch.allclose(result.attention, torch.stack(attentions, 1)[0], atol=1e-6)
-
-
-def _probe_unwraps():
-    return "modules.unwrap" in inspect.getsource(Probe.capture)
-
-
-@pytest.mark.skipif(not _probe_unwraps(), reason="probe.py does not call modules.unwrap yet (the lead merges it)")
-def test_probe_log_takes_the_compiled_model_itself(tmp_path, gpt2_tokenizer):
-    model, compiled, optimizer, batch, backend = _compiled_training(True)
-    _train_step(compiled, optimizer, batch)
-    graphs = backend.graphs
-    with Writer(tmp_path) as writer:
-        Probe(gpt2_tokenizer, TEXTS, syntax=False).log(writer, compiled, 0)
-    _train_step(compiled, optimizer, batch)
-    assert backend.graphs == graphs
 
 
 # ---------------------------------------------------------------------------------------------
