@@ -41,6 +41,9 @@ setup(
             "pytest>=8", "pytest-timeout>=2.3", "playwright>=1.45", "scipy>=1.10",
             "onnx>=1.15", "onnxruntime>=1.17", "scikit-image>=0.22",  # converters (tb_attention/convert), tested
             "lightning>=2.1",  # tb_attention.integrations.lightning's tests (CPU torch: install torch first)
+            # ZeRO-3 tests (tests/test_distributed.py, DS_ACCELERATOR=cpu). scripts/setup.sh installs it first
+            # with its CPU communication op prebuilt; installed from here, the first run compiles that op (~1 min).
+            "deepspeed==0.19.8",
         ],
     },
     entry_points={

