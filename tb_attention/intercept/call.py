@@ -63,9 +63,14 @@ class AttentionCall:
                 x = self._logits[:, :, rows]
                 return x.float().masked_fill(_masked(x), float("-inf"))
             q = self.query[:, :, rows].float()
-            k = _repeat_kv(self.key.float(), self.query.shape[1] // self.key.shape[1])
+            k = self.key.float()
+            b, h, nq, d = q.shape
+            h_kv = k.shape[1]
+            # Grouped queries: query head h uses key head h // groups, so the queries of a key head
+            # stack into one [groups * Nq, d] matrix (no copy of the keys per query head).
+            x = torch.matmul(q.reshape(b, h_kv, (h // h_kv) * nq, d), k.transpose(-1, -2)).view(b, h, nq, -1)
             # In place after the matmul (same values): a long input's [B, H, N, N] is made once, not four times.
-            x = torch.matmul(q, k.transpose(-1, -2)).mul_(self.scale)
+            x = x.mul_(self.scale)
             if self.softcap is not None:
                 x = torch.tanh(x.div_(self.softcap)).mul_(self.softcap)
             if self.bias is not None:
