@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from tb_attention import capture  # first: it explains a missing torch
-from tb_attention import defaults, distributed, metadata, metrics, summary
+from tb_attention import defaults, devices, distributed, metadata, metrics, summary
 from tb_attention import syntax as syntax_lib
 from tb_attention.schema import exemplar_table
 
@@ -152,7 +152,8 @@ def _encode(tokenizer, texts, max_length):
 
 
 def _forward(model, encoding, device):
-    model(input_ids=encoding["input_ids"].to(device), attention_mask=encoding["attention_mask"].to(device))
+    model(input_ids=devices.to_device(encoding["input_ids"], device),
+          attention_mask=devices.to_device(encoding["attention_mask"], device))
 
 
 def _example(tokenizer, encoding, row, weights, parse, text):
@@ -191,7 +192,7 @@ def analyze_corpus(
     all-reduced (NCCL for a model on a GPU, else gloo); every rank returns the whole result, rank 0
     with the examples to store.
     """
-    device = capture._device_of(model)
+    device = devices.device_of(model)
     rank, world = distributed.join("nccl" if device.type == "cuda" else "gloo")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -281,7 +282,7 @@ def _examples_of(model, tokenizer, sentences, keys, max_length, nlp):
     encoding = _encode(tokenizer, texts, max_length)
     parses = syntax_lib.token_syntax(tokenizer, texts, nlp=nlp, encoding=encoding) if nlp else [None] * len(keys)
     with torch.inference_mode(), capture.recording(model) as recorder:
-        _forward(model, encoding, capture._device_of(model))
+        _forward(model, encoding, devices.device_of(model))
         weights = torch.stack(recorder.attentions, 1)
     return {key: _example(tokenizer, encoding, row, weights[row], parses[row], texts[row]) for row, key in enumerate(keys)}
 

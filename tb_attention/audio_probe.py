@@ -8,7 +8,7 @@
 
 import math
 
-from tb_attention import audio, defaults, modules, probe
+from tb_attention import audio, defaults, devices, modules, probe
 
 TRIM_MARGIN_SECONDS = 0.1  # kept after the end of the audio: the encoder's receptive field spills over
 
@@ -106,7 +106,7 @@ class AudioProbe(probe.Probe):
         from tb_attention import capture, intercept
 
         model = modules.unwrap(model)
-        device = capture._device_of(model)
+        device = devices.device_of(model)
         prompt = list(getattr(self.tokenizer, "prefix_tokens", None) or [model.config.decoder_start_token_id])
         eos = model.generation_config.eos_token_id
         eos = eos[0] if isinstance(eos, (list, tuple)) else eos

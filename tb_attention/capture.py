@@ -31,7 +31,7 @@ class CaptureError(RuntimeError):
     """The model's attention cannot be captured; the message says why and what to do."""
 
 
-from tb_attention import health, intercept, modules  # noqa: E402  (after CaptureError, which it raises)
+from tb_attention import devices, health, intercept, modules  # noqa: E402  (after CaptureError, which it raises)
 
 GROUPS = ("encoder", "decoder", "cross")  # an encoder-decoder's groups, in this order
 
@@ -237,12 +237,6 @@ def recording(model, with_qk=False, with_max_logit=False):
         yield recorder
 
 
-def _device_of(model):
-    for parameter in model.parameters():
-        return parameter.device
-    return torch.device("cpu")
-
-
 @contextlib.contextmanager
 def _eval_mode(model):
     """eval() for the block, then every module back in the mode it had (mixed modes included)."""
@@ -336,7 +330,7 @@ def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=Fal
     main = inputs.get("input_ids", inputs.get("inputs_embeds"))
     if main is None and "input_features" not in inputs:
         raise TypeError("capture_attention needs input_ids (or inputs_embeds, or Whisper's input_features)")
-    device = _device_of(model)
+    device = devices.device_of(model)
     if main is not None:
         single = main.dim() == (1 if "input_ids" in inputs else 2)  # one input, no batch dimension
     else:

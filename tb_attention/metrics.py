@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from tb_attention import defaults
+from tb_attention.devices import to_device
 from tb_attention.syntax import UPOS
 
 VARIABILITY_TOKENS = 10  # variability looks at the first this many tokens of each input
@@ -242,7 +243,7 @@ class AttentionStats:
             dep |= dep.transpose(0, 2, 1)
         elif self.dependency_direction == "head":  # j is i's head: dep[b, j, i]
             dep = dep.transpose(0, 2, 1)
-        as_tensor = lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(device)  # noqa: E731
+        as_tensor = lambda x: to_device(torch.from_numpy(np.ascontiguousarray(x)), device)  # noqa: E731
         return as_tensor(tags), as_tensor(dep), torch.from_numpy(has)
 
     def _accumulate(self, a, host_valid, syntax, keys):
@@ -254,12 +255,12 @@ class AttentionStats:
         LH, V = L * H, VARIABILITY_TOKENS
         dtype, device = a.dtype, a.device
         x = a.reshape(B, LH, N, N)
-        valid = host_valid.to(device)
+        valid = to_device(host_valid, device)
         lengths = valid.sum(1)
         rank = valid.cumsum(1) - 1  # index of each position among its input's real tokens
         # positions[b, r]: where real token r of input b sits (real positions first, in order).
         positions = torch.argsort((~host_valid).to(torch.int8), dim=1, stable=True).numpy()
-        first_pos = torch.from_numpy(positions[:, 0]).to(device)
+        first_pos = to_device(torch.from_numpy(positions[:, 0]), device)
         # Real tokens start at position 0 (no padding, or padding on the right): slices, not gathers.
         left_aligned = bool((positions[:, :V] == np.arange(min(V, N))).all())
         not_first = valid & (rank > 0)
@@ -311,7 +312,7 @@ class AttentionStats:
 
         # Attention of each query to the token just before it (a real token's predecessor among
         # real tokens); with the first-token rule, i = 1 (whose predecessor is the first) is skipped.
-        previous = torch.from_numpy(positions).to(device).gather(1, (rank - 1).clamp_min(0))
+        previous = to_device(torch.from_numpy(positions), device).gather(1, (rank - 1).clamp_min(0))
         to_previous = x.gather(3, previous.view(B, 1, N, 1).expand(B, LH, N, 1)).squeeze(3)
         counted_previous = valid & (rank >= (1 if self.include_first else 2))
 
@@ -326,7 +327,7 @@ class AttentionStats:
             "previous_tokens": counted_previous.sum(),
         }
         if syntax is not None:
-            parts["syntax_mass"] = (mass * has_syntax.to(device, dtype)[:, None]).sum(0)
+            parts["syntax_mass"] = (mass * to_device(has_syntax, device).to(dtype)[:, None]).sum(0)
             parts["dependency"] = pair_sums[:, :, 1].sum(0)
             parts["pos"] = torch.bmm(col_mass, tags).sum(0)
             parts["pos_from"] = torch.bmm(row_mass, tags).sum(0)
@@ -347,7 +348,7 @@ class AttentionStats:
         if syntax is not None:
             self.sums["syntax_inputs"] += float(has_syntax.sum())
         score = score.to(home, torch.float64).reshape(B, L, H).permute(1, 2, 0)
-        index = torch.stack([keys.to(device)[:, None].expand(B, LH), i_tok, j_tok]).to(home)
+        index = torch.stack([to_device(keys, device)[:, None].expand(B, LH), i_tok, j_tok]).to(home)
         self._push_exemplars(score, index.reshape(3, B, L, H).permute(0, 2, 3, 1))
         if self.variability:
             # A copy: `block` may be a view of the caller's tensor, which must not be kept alive.
@@ -388,7 +389,7 @@ class AttentionStats:
         if left_aligned:
             block = x[:, :, :take, :take]
         else:
-            pos = torch.from_numpy(positions[:, :take]).to(x.device)
+            pos = to_device(torch.from_numpy(positions[:, :take]), x.device)
             rows = x.gather(2, pos[:, None, :, None].expand(B, LH, take, N))
             block = rows.gather(3, pos[:, None, None, :].expand(B, LH, take, take))
         if take < V:

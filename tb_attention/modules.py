@@ -1,6 +1,7 @@
 """The module a probe runs: wrappers (DDP, DataParallel, DeepSpeed, torch.compile) taken off."""
 
 import contextlib
+import threading
 
 # Wrappers whose forward adds nothing a probe needs and may add collectives (DDP broadcasts its
 # buffers) or compilation. FSDP1's wrapper is NOT taken off: its forward gathers the parameters.
@@ -18,16 +19,36 @@ def unwrap(model):
             return model
 
 
+_eager_lock = threading.Lock()
+_eager_blocks = 0  # `eager` blocks open, in every thread
+_eager_stance = None  # torch's set_stance object while they are: it restores the stance before
+
+
 @contextlib.contextmanager
 def eager():
     """Runs torch.compile'd code (compiled submodules, `module.compile()`) eagerly inside the block:
     a probe's forward (eval mode, another attention function) would otherwise recompile the user's
-    graphs and spend their recompile limit."""
+    graphs and spend their recompile limit.
+
+    torch's stance is one for the whole process: the first block to open sets it, the last to
+    close restores it, so blocks that overlap (probes in several threads) cannot leave it set.
+    """
     import torch
 
     set_stance = getattr(getattr(torch, "compiler", None), "set_stance", None)
     if set_stance is None:  # torch < 2.6: nothing compiled can be told to step aside
         yield
         return
-    with set_stance("force_eager"):
+    global _eager_blocks, _eager_stance
+    with _eager_lock:
+        if _eager_blocks == 0:
+            _eager_stance = set_stance("force_eager")  # sets it now; its __exit__ restores the one before
+        _eager_blocks += 1
+    try:
         yield
+    finally:
+        with _eager_lock:
+            _eager_blocks -= 1
+            if _eager_blocks == 0:
+                _eager_stance.__exit__(None, None, None)
+                _eager_stance = None

@@ -9,7 +9,7 @@
 import numpy as np
 import torch
 
-from tb_attention import codecs, defaults, intercept, metrics, modules
+from tb_attention import codecs, defaults, devices, intercept, metrics, modules
 
 
 class LayerStream:
@@ -92,13 +92,14 @@ def capture_streaming(model, batches, listener):
     from tb_attention import capture
 
     module = modules.unwrap(model)
-    device = capture._device_of(module)
+    device = devices.device_of(module)
     options = {name: value for name, value in (("use_cache", False), ("logits_to_keep", 1))
                if capture._accepts(module, name)}
     with capture._eval_mode(module), torch.no_grad(), modules.eager(), intercept.intercepting(module, listener):
         for input_ids, mask, tokens, syntax in batches:
             listener.start_batch(tokens, mask, syntax)
-            module(input_ids=input_ids.to(device), attention_mask=mask.to(device), **options)
+            module(input_ids=devices.to_device(input_ids, device), attention_mask=devices.to_device(mask, device),
+                   **options)
 
 
 def log_probe(probe, writer, model, step, *, walltime=None):

@@ -102,6 +102,24 @@ def test_the_probe_attention_of_a_compiled_model_equals_eager(gpt2_tokenizer, co
         assert torch.allclose(result.attention, torch.stack(attentions, 1)[0], atol=1e-6)
 
 
+def test_overlapping_eager_blocks_leave_compilation_on():
+    """torch's compile stance is one per process: probes in two threads open and close their eager
+    blocks out of order (first in, first out), and compiled code must compile again afterwards."""
+    from tb_attention import modules
+
+    first, second = modules.eager(), modules.eager()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    backend = CountingBackend()
+    compiled = torch.compile(lambda x: x * 2 + 1, backend=backend)
+    compiled(torch.ones(3))
+    assert backend.graphs == 0  # still inside the second block: eager
+    second.__exit__(None, None, None)
+    compiled(torch.ones(4, 2))
+    assert backend.graphs == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # analyze on a device, in a dtype
 

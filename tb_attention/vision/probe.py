@@ -4,7 +4,7 @@ import pathlib
 
 import numpy as np
 
-from tb_attention import defaults, metadata, modules, summary
+from tb_attention import defaults, devices, metadata, modules, summary
 from tb_attention.vision.image import MAX_IMAGE_SIDE, image_png, pixel_values_of, seen_image, to_pil
 from tb_attention.vision.layout import _check_not_windowed, patch_layout, vision_config
 from tb_attention.vision.metrics import image_metrics
@@ -38,7 +38,7 @@ def capture_images(model, pixel_values):
 
     from tb_attention import capture, intercept
 
-    device, dtype = capture._device_of(model), next((p.dtype for p in model.parameters()), torch.float32)
+    device, dtype = devices.device_of(model), next((p.dtype for p in model.parameters()), torch.float32)
     pixels = pixel_values.to(device, dtype if dtype.is_floating_point else torch.float32)
     layers, names = [], []
 
