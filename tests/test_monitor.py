@@ -505,6 +505,9 @@ def _ddp_worker(rank, world, init_file, out_dir):
     values = monitor.log(writer, 0)
     torch.save({"values": values, "written": 0 if writer is None else len(writer.summaries)},
                os.path.join(out_dir, f"{rank}.pt"))
+    # DDP's reducer holds the process group: dropped after destroy_process_group, its gloo group's
+    # destructor sometimes waits for ever on its worker threads (seen once in the full suite).
+    del monitor, model
     dist.destroy_process_group()
 
 
