@@ -24,6 +24,20 @@ _eager_blocks = 0  # `eager` blocks open, in every thread
 _eager_stance = None  # torch's set_stance object while they are: it restores the stance before
 
 
+def compiled_wrapper(model):
+    """The outermost `torch.compile` wrapper (OptimizedModule) around `model`'s module, or None.
+
+    Hooks on it run before dynamo sees the call: there a monitor can switch the forward to eager
+    code before anything is traced (hooks on the module inside would be traced and recompiled)."""
+    while True:
+        if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+            return model
+        if type(model).__name__ in _FORWARDING_WRAPPERS and hasattr(model, "module"):
+            model = model.module
+        else:
+            return None
+
+
 @contextlib.contextmanager
 def eager():
     """Runs torch.compile'd code (compiled submodules, `module.compile()`) eagerly inside the block:

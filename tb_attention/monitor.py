@@ -12,6 +12,7 @@
 # outside the model's forward). Several forwards of one step (gradient accumulation) are pooled:
 # max of the max logits, means over all their real queries.
 
+import contextlib
 import inspect
 import math
 import warnings
@@ -57,6 +58,10 @@ class AttentionMonitor:
         if not tag or "/" in tag:
             raise ValueError(f"tag must be a non-empty name without '/', got {tag!r}")
         self.model = modules.unwrap(model)
+        # A torch.compile'd model is hooked on its wrapper, outside what dynamo traces: a monitored
+        # forward then runs eagerly (modules.eager), so nothing of the user's is recompiled.
+        hooked = modules.compiled_wrapper(model)
+        hooked = self.model if hooked is None else hooked
         self.every_n_steps = int(every_n_steps)
         self.tag = tag
         self.chunk_size = chunk_size
@@ -64,14 +69,14 @@ class AttentionMonitor:
         self._next_step = None  # the step the coming forwards belong to (None: not known yet)
         self._written_step = None
         self._pending = {}  # (module name, occurrence) -> float64 [6, H] sums of this step's forwards
-        self._active = None  # the open interception of the running forward
+        self._active = None  # the open interception (and eager block) of the running forward
         self._depth = 0  # nested forwards of the model inside the monitored one
         self._occurrences = {}
         self._padding = None
         self._failed = None
         self._handles = [
-            self.model.register_forward_pre_hook(self._before_forward, with_kwargs=True),
-            self.model.register_forward_hook(self._after_forward, always_call=True),
+            hooked.register_forward_pre_hook(self._before_forward, with_kwargs=True),
+            hooked.register_forward_hook(self._after_forward, always_call=True),
         ]
 
     # -- steps ----------------------------------------------------------------------------------
@@ -137,10 +142,11 @@ class AttentionMonitor:
         if not self.listening or not torch.is_grad_enabled():
             return None
         self._occurrences = {}
-        self._padding = _padding_mask(module, args, kwargs)
-        context = intercept.intercepting(self.model, self._listen)
-        context.__enter__()
-        self._active = context
+        self._padding = _padding_mask(self.model, args, kwargs)
+        with contextlib.ExitStack() as context:  # kept open until the forward ends (_exit)
+            context.enter_context(modules.eager())  # compiled code (whole model or blocks) runs as written
+            context.enter_context(intercept.intercepting(self.model, self._listen))
+            self._active = context.pop_all()
         return None
 
     def _after_forward(self, module, args, output):

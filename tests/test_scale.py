@@ -102,6 +102,46 @@ def test_the_probe_attention_of_a_compiled_model_equals_eager(gpt2_tokenizer, co
         assert torch.allclose(result.attention, torch.stack(attentions, 1)[0], atol=1e-6)
 
 
+class _Metrics:
+    """A writer stand-in for the monitor: keeps what it was given."""
+
+    def __init__(self):
+        self.summaries = []
+
+    def add_summary(self, summary, step=None, walltime=None):
+        self.summaries.append(step)
+
+
+@pytest.mark.parametrize("compile_whole", [True, False], ids=["torch.compile(model)", "block.compile()"])
+def test_a_monitored_compiled_model_compiles_nothing_and_measures_what_eager_does(compile_whole):
+    """AttentionMonitor on the training batches of a compiled model: its hooks sit outside what
+    dynamo traces and the monitored forward runs eagerly, so no graph is recompiled or added."""
+    from tb_attention import AttentionMonitor
+
+    model, compiled, optimizer, batch, backend = _compiled_training(compile_whole)
+    twin = _gpt2()
+    twin_optimizer = torch.optim.SGD(twin.parameters(), lr=0.1)
+    for _ in range(2):
+        _train_step(compiled, optimizer, batch)
+        _train_step(twin, twin_optimizer, batch)
+    graphs = backend.graphs
+    monitor, twin_monitor = AttentionMonitor(compiled, every_n_steps=2), AttentionMonitor(twin, every_n_steps=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(4):
+            loss = _train_step(compiled, optimizer, batch)
+            values = monitor.log(_Metrics(), step)
+            assert loss == pytest.approx(_train_step(twin, twin_optimizer, batch), abs=1e-5)
+            expected = twin_monitor.log(_Metrics(), step)
+            assert values.keys() == expected.keys() and bool(values) == (step % 2 == 0)
+            for metric in values:
+                torch.testing.assert_close(torch.from_numpy(values[metric]), torch.from_numpy(expected[metric]),
+                                           atol=1e-5, rtol=1e-5)
+    assert backend.graphs == graphs, "monitoring recompiled the user's graph"
+    assert not [str(w.message) for w in caught]
+    monitor.close()
+
+
 def test_overlapping_eager_blocks_leave_compilation_on():
     """torch's compile stance is one per process: probes in two threads open and close their eager
     blocks out of order (first in, first out), and compiled code must compile again afterwards."""
