@@ -62,6 +62,14 @@ class AttentionMonitor:
         # forward then runs eagerly (modules.eager), so nothing of the user's is recompiled.
         hooked = modules.compiled_wrapper(model)
         hooked = self.model if hooked is None else hooked
+        if getattr(hooked, "_compiled_call_impl", None) is not None:
+            warnings.warn(
+                f"{type(hooked).__name__} was compiled whole in place (module.compile()): dynamo traces the "
+                "monitor's hooks with it and recompiles on monitored steps. Monitor `torch.compile(model)` (the "
+                "model you call) or compile its blocks instead",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self.every_n_steps = int(every_n_steps)
         self.tag = tag
         self.chunk_size = chunk_size

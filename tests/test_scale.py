@@ -142,6 +142,15 @@ def test_a_monitored_compiled_model_compiles_nothing_and_measures_what_eager_doe
     monitor.close()
 
 
+def test_monitoring_a_model_compiled_in_place_says_what_to_do_instead():
+    from tb_attention import AttentionMonitor
+
+    model = _gpt2()
+    model.compile(backend="eager")
+    with pytest.warns(RuntimeWarning, match=r"compiled whole in place.*torch.compile\(model\)"):
+        AttentionMonitor(model).close()
+
+
 def test_overlapping_eager_blocks_leave_compilation_on():
     """torch's compile stance is one per process: probes in two threads open and close their eager
     blocks out of order (first in, first out), and compiled code must compile again afterwards."""
