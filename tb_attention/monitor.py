@@ -27,6 +27,7 @@ except ImportError:  # the writers and the plugin need no torch; monitoring does
 from tb_attention import health, intercept
 
 DEFAULT_TAG = "attention_health"
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) or (lambda: False)  # torch < 2.3
 # Float32 logits per query chunk (the batch's heads × chunk rows × keys). On a GPU larger chunks,
 # because each chunk costs a dozen kernel launches; a few of these buffers are alive at once.
 CHUNK_BYTES = {"cpu": 8 * 2**20, "accelerator": 128 * 2**20}
@@ -82,6 +83,7 @@ class AttentionMonitor:
         self._occurrences = {}
         self._padding = None
         self._failed = None
+        self._traced = False  # dynamo traced the hooks: the model was compiled around them
         self._handles = [
             hooked.register_forward_pre_hook(self._before_forward, with_kwargs=True),
             hooked.register_forward_hook(self._after_forward, always_call=True),
@@ -144,6 +146,12 @@ class AttentionMonitor:
     # -- forwards ---------------------------------------------------------------------------------
 
     def _before_forward(self, module, args, kwargs):
+        if _is_compiling():
+            # Dynamo is tracing these hooks: the model was compiled around them (torch.compile of
+            # the module inside, after the monitor was made). Monitoring in the trace would put the
+            # step number in its guards (a recompile per step); it stays off and log() says why.
+            self._traced = True
+            return None
         if self._active is not None:
             self._depth += 1
             return None
@@ -198,6 +206,9 @@ class AttentionMonitor:
 
     def _warn_empty(self, step):
         reason = f" (it stopped after an error: {self._failed})" if self._failed is not None else ""
+        if self._traced:
+            reason = (" (the model was compiled around the monitor's hooks, so dynamo traced them: make the "
+                      "monitor with the model you call, AttentionMonitor(torch.compile(model)), or compile blocks)")
         warnings.warn(
             f"attention monitor: no training forward was seen for step {step}{reason}. Call monitor.log(writer, "
             "step) after every step (it costs nothing on unmonitored ones) or monitor.step(step) before the "

@@ -151,6 +151,27 @@ def test_monitoring_a_model_compiled_in_place_says_what_to_do_instead():
         AttentionMonitor(model).close()
 
 
+def test_a_model_compiled_around_the_monitor_neither_recompiles_nor_fails_silently():
+    """The monitor made first, the module inside then compiled: dynamo traces the monitor's hooks.
+    They stay out of the way (no graph per step) and log() says what to do instead."""
+    from tb_attention import AttentionMonitor
+
+    model = _gpt2()
+    monitor = AttentionMonitor(model, every_n_steps=1)
+    backend = CountingBackend()
+    compiled = torch.compile(model, backend=backend)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batch = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(1))
+    _train_step(compiled, optimizer, batch)
+    graphs = backend.graphs
+    for step in range(3):
+        _train_step(compiled, optimizer, batch)
+        with pytest.warns(RuntimeWarning, match=r"compiled around the monitor's hooks.*torch.compile\(model\)"):
+            assert monitor.log(_Metrics(), step) == {}
+    assert backend.graphs == graphs
+    monitor.close()
+
+
 def test_overlapping_eager_blocks_leave_compilation_on():
     """torch's compile stance is one per process: probes in two threads open and close their eager
     blocks out of order (first in, first out), and compiled code must compile again afterwards."""
