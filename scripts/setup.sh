@@ -41,7 +41,8 @@ if [ "$purpose" = test ] && ! DS_ACCELERATOR=cpu python -c \
   apt_install g++ /usr/bin/g++ "DeepSpeed's CPU communication op"
   step "installing deepspeed with its CPU communication op (DS_ACCELERATOR=cpu DS_BUILD_SHM_COMM=1)"
   pip install -q setuptools
-  DS_ACCELERATOR=cpu DS_BUILD_OPS=0 DS_BUILD_SHM_COMM=1 pip install -q --no-build-isolation deepspeed==0.19.8
+  # --no-cache-dir: a wheel pip cached from an install without the op would come back without it.
+  DS_ACCELERATOR=cpu DS_BUILD_OPS=0 DS_BUILD_SHM_COMM=1 pip install -q --no-cache-dir --no-build-isolation deepspeed==0.19.8
 fi
 
 step "installing tb-attention with its [$purpose] extras"
