@@ -285,6 +285,15 @@ def read_examples(provider, run, tag, step, group=None):
     return out
 
 
+def train_step(model, optimizer, batch):
+    """One language-model training step on `batch` (ids as labels too); the loss as a float."""
+    loss = model(input_ids=batch, labels=batch).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return float(loss.detach())
+
+
 def run_in_threads(work, names, repeats=5):
     """Runs work(name) `repeats` times in one thread per name, all at once; {name: last result}.
     An exception in any thread is raised here."""

@@ -14,6 +14,7 @@ import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
 from tb_attention import codecs, distributed, modules  # noqa: E402
+from tests.conftest import train_step as _train_step  # noqa: E402
 
 WORLD = 2
 TEXTS = ["The cat sat on the mat.", "A dog ran to the old barn and back."]
@@ -62,14 +63,6 @@ def _tiny_gpt2():
     config = GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64, attn_implementation="eager",
                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # no dropout: twins stay equal
     return GPT2LMHeadModel(config)
-
-
-def _train_step(model, optimizer, batch):
-    loss = model(input_ids=batch, labels=batch).loss
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad()
-    return float(loss.detach())
 
 
 def _engine_step(engine, batch):

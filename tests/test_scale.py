@@ -12,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tb_attention import Probe, Writer, analysis  # noqa: E402
+from tests.conftest import train_step as _train_step  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEXTS = ["The cat sat on the mat.", "A dog ran to the old barn and back."]
@@ -35,14 +36,6 @@ class CountingBackend:
     def __call__(self, graph_module, example_inputs):
         self.graphs += 1
         return graph_module.forward
-
-
-def _train_step(model, optimizer, batch):
-    loss = model(input_ids=batch, labels=batch).loss
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad()
-    return float(loss.detach())
 
 
 def _compiled_training(compile_whole):
