@@ -8,20 +8,26 @@ import threading
 _FORWARDING_WRAPPERS = ("DistributedDataParallel", "DataParallel", "DeepSpeedEngine")
 
 
+def _inner(model):
+    """The module a wrapper runs, or None when `model` is no wrapper we take off."""
+    if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+        return model._orig_mod  # running it directly: no dynamo guards, no recompilation
+    if type(model).__name__ in _FORWARDING_WRAPPERS and hasattr(model, "module"):
+        return model.module
+    return None
+
+
+def _layers(model):
+    """`model`, then each module its wrappers run, outermost first."""
+    while model is not None:
+        yield model
+        model = _inner(model)
+
+
 def unwrap(model):
     """The module inside DDP / DataParallel / DeepSpeedEngine / torch.compile wrappers, in any nesting."""
-    while True:
-        if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
-            model = model._orig_mod  # running it directly: no dynamo guards, no recompilation
-        elif type(model).__name__ in _FORWARDING_WRAPPERS and hasattr(model, "module"):
-            model = model.module
-        else:
-            return model
-
-
-_eager_lock = threading.Lock()
-_eager_blocks = 0  # `eager` blocks open, in every thread
-_eager_stance = None  # torch's set_stance object while they are: it restores the stance before
+    *_, inner = _layers(model)
+    return inner
 
 
 def compiled_wrapper(model):
@@ -29,13 +35,12 @@ def compiled_wrapper(model):
 
     Hooks on it run before dynamo sees the call: there a monitor can switch the forward to eager
     code before anything is traced (hooks on the module inside would be traced and recompiled)."""
-    while True:
-        if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
-            return model
-        if type(model).__name__ in _FORWARDING_WRAPPERS and hasattr(model, "module"):
-            model = model.module
-        else:
-            return None
+    return next((m for m in _layers(model) if type(m).__name__ == "OptimizedModule"), None)
+
+
+_eager_lock = threading.Lock()
+_eager_blocks = 0  # `eager` blocks open, in every thread
+_eager_stance = None  # torch's set_stance object while they are: it restores the stance before
 
 
 @contextlib.contextmanager
