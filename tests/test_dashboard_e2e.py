@@ -214,23 +214,25 @@ def test_1024_token_example_stays_interactive(dashboard):
     first, last = map(int, dashboard.data("rows").split("-"))
     assert first == 0 and 20 < last < 60  # only the visible rows are drawn
     dashboard.screenshot("head_view_1024_tokens")
-    # Hovering redraws within a frame.
+    # Hovering redraws the focused token's arcs (how fast: bench/bench_frontend.py, hover at 1024 tokens).
     x, y = dashboard.token_point("from", 10)
-    elapsed = dashboard.frame.evaluate(
+    focused = dashboard.frame.evaluate(
         """([x, y]) => {
             const canvas = document.querySelector('canvas[data-figure=head]');
             const box = canvas.getBoundingClientRect();
-            const times = [];
+            const focused = [];
             for (let i = 0; i < 20; i++) {
-              const t0 = performance.now();
               canvas.dispatchEvent(new MouseEvent('mousemove', {clientX: box.x + x, clientY: box.y + y + (i % 2) * 20, bubbles: true}));
-              times.push(performance.now() - t0);
+              focused.push(canvas.dataset.focus);
             }
-            return Math.max(...times);
+            return focused;
         }""",
         [x - dashboard.canvas().bounding_box()["x"], y - dashboard.canvas().bounding_box()["y"]],
     )
-    assert elapsed < 50, f"a hover took {elapsed:.1f} ms"
+    # Each event redraws at once (synchronously), alternating between two tokens, and the rows drawn stay the visible ones.
+    assert len(set(focused[0::2])) == len(set(focused[1::2])) == 1 and focused[0] != focused[1], focused
+    assert all(f.startswith("hover:from:") for f in focused), focused
+    assert dashboard.data("rows") == f"{first}-{last}"
     # Scrolling to the end shows the last tokens, and hovering there works.
     dashboard.frame.evaluate("document.querySelector('.view-head .scroller').scrollTop = 1e6")
     dashboard.frame.wait_for_function("document.querySelector('canvas[data-figure=head]').dataset.rows.endsWith('-1023')")
@@ -305,12 +307,11 @@ def _hover_ms(board, figure, points):
 
 
 def test_4096_token_example_of_32_by_32_heads_stays_interactive(long_dashboard):
-    # Time limits, from measurements on this shared 2-core machine (load average ~10, headless
-    # Chromium, software rendering): the model view's first paint 2.6-3.2 s (22 layers of 1.2 MB
-    # fetched, decoded and pooled), a scroll to the end 1.0-2.0 s, a model-view hover 2-7 ms (median;
-    # the worst of 22 up to 90 ms), a click to the head view 0.1-0.5 s (its layer is cached), a
-    # head-view hover 23-45 ms (the worst of 6). The limits are 3-4x those, so a busy machine passes,
-    # and well below fetching and pooling the whole 40 MB example.
+    # What is fetched and drawn is asserted; the times only as ratios to the model view's first paint
+    # in the same page (load slows both alike). Measured on a shared 2-core machine: first paint
+    # 2.6-3.2 s (22 layers of 1.2 MB fetched, decoded and pooled), a scroll to the end 1.0-2.0 s, a
+    # model-view hover 2-7 ms (median), a click to the head view 0.1-0.5 s (its layer is cached), a
+    # head-view hover 23-45 ms. Speed goals in absolute numbers: bench/bench_frontend.py.
     board = long_dashboard
     total = sum(board.server.layer_bytes)
     board.open(run="train", tag="long4k")
@@ -363,12 +364,14 @@ def test_4096_token_example_of_32_by_32_heads_stays_interactive(long_dashboard):
           f"hover median {median(head_hovers):.1f} ms (max {head_hovers[-1]:.1f}); fetched "
           f"{head_bytes / 1e6:.2f} MB for the head view, {at_paint / 1e6:.1f} MB at the model view's first paint, "
           f"{moved / 1e6:.1f} MB after scrolling to the end, of the example's {total / 1e6:.1f} MB")
-    assert paint < 10, f"the model view's first paint took {paint:.2f} s"
-    assert scroll < 5, f"scrolling to the last layer took {scroll:.2f} s"
-    # Hovers: the median within a frame; the worst one (the machine's other work) within a few.
-    assert median(hovers) < 16 and hovers[-1] < 250, f"model view hovers took {hovers} ms"
-    assert median(head_hovers) < 100 and head_hovers[-1] < 400, f"head view hovers took {head_hovers} ms"
-    assert click < 5, f"opening a head took {click:.2f} s"
+    # Generous ratios (the measured ones are 2-10x wider): scrolling draws a few layers, not all 32
+    # again; a hover redraws one thumbnail's outline or one token's arcs, not the view; opening a
+    # cached head fetches nothing new.
+    paint_ms = paint * 1000
+    assert scroll < 3 * paint, f"scrolling to the last layer took {scroll:.2f} s, the first paint {paint:.2f} s"
+    assert median(hovers) < paint_ms / 20, f"model view hovers took {hovers} ms, the first paint {paint_ms:.0f} ms"
+    assert median(head_hovers) < paint_ms / 10, f"head view hovers took {head_hovers} ms, the first paint {paint_ms:.0f} ms"
+    assert click < 2 * paint, f"opening a head took {click:.2f} s, the first paint {paint:.2f} s"
     assert moved <= total
 
 

@@ -107,15 +107,20 @@ def test_the_layers_shared_mask_is_checked_once_per_forward(monkeypatch, impleme
     torch.testing.assert_close(second[1]["weights"][0], first[1]["weights"][0, :, :6, :6], atol=TOLERANCE, rtol=0)
 
 
-def test_default_sdpa_falcon_gives_causal_weights_not_its_broken_output_attentions():
+def test_default_sdpa_falcon_gives_its_causal_eager_weights():
+    """Falcon computes through SDPA outside AttentionInterface. What transformers itself returns for
+    output_attentions there has changed between releases (non-causal numbers, then None), so it is no
+    reference: the captured weights must be causal and equal Falcon's own eager attention."""
     model = hf_model("falcon", "sdpa")
     with torch.no_grad():
-        broken = model(input_ids=IDS, output_attentions=True).attentions[0]
+        expected = with_implementation(model, "eager")(input_ids=IDS, output_attentions=True).attentions
         _, calls = _intercept(model, input_ids=IDS)
     future = torch.ones(7, 7, dtype=torch.bool).triu(1)
-    assert broken[..., future].max() > 0.01  # transformers' bug: the sdpa mask added as numbers
-    for call in calls:
-        assert call["route"] == "sdpa" and call["weights"][..., future].max() == 0
+    assert len(calls) == len(expected) == 2
+    for call, eager in zip(calls, expected):
+        assert call["route"] == "sdpa" and call["causal"]
+        assert call["weights"][..., future].max() == 0
+        torch.testing.assert_close(call["weights"], eager.float(), atol=TOLERANCE, rtol=0)
 
 
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
