@@ -1,10 +1,10 @@
 // The module TensorBoard loads in the plugin's iframe: it calls render() once.
 
-import {Api} from './api';
-import {App} from './app';
-import {el} from './dom';
-import {Host} from './host';
-import {decodeState} from './url_state';
+import {Api} from './data/api';
+import {App} from './app/app';
+import {el} from './draw/dom';
+import {Host} from './app/host';
+import {decodeState} from './state/url_state';
 import css from './style.css';
 
 export async function render(): Promise<void> {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {decodeAttention, readRow} from '../src/decode';
-import {filterRow, pruneRow, specialTokenMask, type Prune, type RowFilter} from '../src/transforms';
+import {decodeAttention, readRow} from '../src/data/decode';
+import {filterRow, pruneRow, specialTokenMask, type Prune, type RowFilter} from '../src/model/transforms';
 import {computeArcs} from '../src/views/head/arcs';
 import {fixture} from './fixtures';
 

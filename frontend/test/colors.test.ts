@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
 import {lab} from 'd3-color';
-import {divergingColor, headColors, tintTable} from '../src/colors';
+import {divergingColor, headColors, tintTable} from '../src/model/colors';
 
 function minDistance(colors: string[]): number {
   let min = Infinity;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {ApiError, type Api} from '../src/api';
+import {ApiError, type Api} from '../src/data/api';
 import {DataCache, LastAnswer, type Request} from '../src/data/cache';
 
 /** A request whose answer the test gives by hand; counts its fetches. */
@@ -100,8 +100,8 @@ test('the last answer stays readable while the next request loads', async () => 
 });
 
 test('an example view asks for the list, then one request per layer it shows, named by layer', async () => {
-  const {layerNeeds, ShownExample} = await import('../src/views/example');
-  const {DEFAULT_STATE} = await import('../src/state');
+  const {layerNeeds, ShownExample} = await import('../src/views/shared/example');
+  const {DEFAULT_STATE} = await import('../src/state/state');
   const requests = await import('../src/data/requests');
   const selection = {runs: ['r'], run: 'r', tags: ['t'], tag: 't', steps: [5], step: 5, exampleStep: 5};
   const info = {index: 0, tokens: ['a', 'b'], num_layers: 32, num_heads: 4, num_tokens: 2, causal: true, encoding: 'topk' as const, has_qk: false, segments: null};

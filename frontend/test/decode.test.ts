@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {decodeAttention, FormatError, FORMAT_VERSION, readColumn, readRow} from '../src/decode';
-import {decodeQueryKey, halvesToFloats, keyHeadOf, keyVectors, queryVectors} from '../src/decode_qk';
+import {decodeAttention, FormatError, FORMAT_VERSION, readColumn, readRow} from '../src/data/decode';
+import {decodeQueryKey, halvesToFloats, keyHeadOf, keyVectors, queryVectors} from '../src/data/decode_qk';
 import {close, fixture} from './fixtures';
 
 type Expected = {header: Record<string, unknown>; attention: number[][][][]};
@@ -130,7 +130,7 @@ test('reads the optional scoring rules of /qk (all null when absent) and rejects
 });
 
 test('a one-layer /qk blob (as `/qk?layer=` serves) reads as that layer of the whole, rules included', async () => {
-  const {scoringOf} = await import('../src/transforms');
+  const {scoringOf} = await import('../src/model/transforms');
   const qk = decodeQueryKey(fixture('qk_rules').buffer);
   const l = qk.numLayers - 1;
   const q = qk.numHeads * qk.numTokens * qk.headDim;

@@ -2,7 +2,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import type {Attention} from '../src/decode';
+import type {Attention} from '../src/data/decode';
 
 const dir = process.env.TBA_FIXTURES ?? path.join(process.cwd(), 'test', 'fixtures');
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import type {MetricSeries} from '../src/api';
-import {flagHeads, HEALTH_DEFAULTS, healthSources, headSeries, rankFlags, stepIndex} from '../src/views/health_rank';
+import type {MetricSeries} from '../src/data/api';
+import {flagHeads, HEALTH_DEFAULTS, healthSources, headSeries, rankFlags, stepIndex} from '../src/model/health';
 
 /** A series over `steps` of a 1-layer, 3-head model from one function per head. */
 function series(steps: number[], heads: ((s: number) => number | null)[]): MetricSeries {

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import type {MetricSeries, Tags} from '../src/api';
+import type {MetricSeries, Tags} from '../src/data/api';
 import type {DataReader, Loaded, Request} from '../src/data/cache';
-import {healthPlan, healthRows} from '../src/views/health_plan';
-import {HEALTH_DEFAULTS} from '../src/views/health_rank';
+import {healthPlan, healthRows} from '../src/views/health/plan';
+import {HEALTH_DEFAULTS} from '../src/model/health';
 
 const steps = [0, 100, 200];
 const metricInfo = (probe: string, metric: string) => ({kind: 'metric' as const, steps, probe, metric});

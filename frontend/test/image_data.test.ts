@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {DEQUANTIZE, type Attention} from '../src/decode';
-import {applyPatch, DEFAULT_STATE} from '../src/state';
-import {headHeats, meanHeat, queryToken, RolloutFactors, rolloutHeat} from '../src/views/image_view_data';
-import {rolloutLayer, rolloutRow} from '../src/views/image_view_rollout';
-import type {ImageInfo} from '../src/views/image_view_scene';
+import {DEQUANTIZE, type Attention} from '../src/data/decode';
+import {applyPatch, DEFAULT_STATE} from '../src/state/state';
+import {headHeats, meanHeat, queryToken, RolloutFactors, rolloutHeat} from '../src/views/image/data';
+import {rolloutLayer, rolloutRow} from '../src/model/rollout';
+import type {ImageInfo} from '../src/model/image';
 
 // One CLS token and a 2 × 2 patch grid; 2 layers × 2 heads of dense weight codes.
 const info: ImageInfo = {grid: [2, 2], patch_size: [16, 16], prefix_tokens: 1, prefix_names: ['CLS']};

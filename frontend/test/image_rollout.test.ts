@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import {test} from 'node:test';
-import {addResidual, discardLowest, fuseHeads, kthSmallest, rolloutLayer, rolloutMatrix, rolloutRow, type Matrix} from '../src/views/image_view_rollout';
+import {addResidual, discardLowest, fuseHeads, kthSmallest, rolloutLayer, rolloutMatrix, rolloutRow, type Matrix} from '../src/model/rollout';
 
 const m = (...values: number[]) => Float64Array.from(values);
 

@@ -18,7 +18,7 @@ import {
   tokenName,
   tokenPatch,
   type ImageInfo,
-} from '../src/views/image_view_scene';
+} from '../src/model/image';
 
 // A ViT with a CLS and a distillation token over a 2 × 3 patch grid of 16 px patches.
 const info: ImageInfo = {grid: [2, 3], patch_size: [16, 16], prefix_tokens: 2, prefix_names: ['CLS', 'DIST']};

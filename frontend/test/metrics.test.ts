@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {RunColors, TENSORBOARD_RUN_PALETTE} from '../src/colors';
-import {gridDelta, layerMeans, metricScale, missingText, pearson, rankHeads, smooth, sortMetrics, weightDeltaScale} from '../src/metrics';
+import {RunColors, TENSORBOARD_RUN_PALETTE} from '../src/model/colors';
+import {gridDelta, layerMeans, metricScale, missingText, pearson, rankHeads, smooth, sortMetrics, weightDeltaScale} from '../src/model/metrics';
 
 test('smoothing is TensorBoard\'s debiased moving average; NaN passes through; a constant series is left alone', () => {
   const w = 0.6;

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
 
-import type {ExampleInfo} from '../src/api';
-import {examplePreview} from '../src/panel';
+import type {ExampleInfo} from '../src/data/api';
+import {examplePreview} from '../src/app/panel';
 
 const base = {index: 0, num_layers: 1, num_heads: 1, num_tokens: 3, causal: false, encoding: 'dense', has_qk: false, segments: null, pos: null} as const;
 

@@ -22,7 +22,7 @@ try {
     logLevel: 'warning',
   });
   const files = tests.map((f) => path.join(outdir, f.replace(/\.ts$/, '.mjs')));
-  const result = spawnSync(process.execPath, ['--test', ...files], {stdio: 'inherit', env: {...process.env, TBA_FIXTURES: path.join(here, 'fixtures')}});
+  const result = spawnSync(process.execPath, ['--test', ...files], {stdio: 'inherit', env: {...process.env, TBA_FIXTURES: path.join(here, 'fixtures'), TBA_SRC: path.join(here, '..', 'src')}});
   process.exitCode = result.status ?? 1;
 } finally {
   fs.rmSync(outdir, {recursive: true, force: true});

@@ -2,15 +2,15 @@
 
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import type {ExampleInfo, MetricSeries, ProbeMetrics, Tags} from '../src/api';
+import type {ExampleInfo, MetricSeries, ProbeMetrics, Tags} from '../src/data/api';
 import type {DataReader, Loaded, Request} from '../src/data/cache';
 import * as requests from '../src/data/requests';
-import {resolveSelection} from '../src/selection';
-import {applyPatch, DEFAULT_STATE, type StatePatch} from '../src/state';
+import {resolveSelection} from '../src/state/selection';
+import {applyPatch, DEFAULT_STATE, type StatePatch} from '../src/state/state';
 import {bannerOf, changeRows, compareNeeds, comparePlan, metricChanges, movedChanges} from '../src/views/compare/scene';
-import {exampleNeeds, panelExample} from '../src/views/example';
+import {exampleNeeds, panelExample} from '../src/views/shared/example';
 import {metricRanking, metricsPlan, metricsScene, previousRanking, seriesStats} from '../src/views/metrics/scene';
-import type {ViewModel} from '../src/views/view';
+import type {ViewModel} from '../src/views/shared/view';
 
 const CROSS = (metric: string) => ({kind: 'metric' as const, probe: 'probe', metric, group: 'cross', steps: [0, 100]});
 const TAGS: Tags = {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {METRIC_INFO, sortMetrics} from '../src/metrics';
-import {exemplarsTag, metricTag, METRICS} from '../src/schema';
+import {METRIC_INFO, sortMetrics} from '../src/model/metrics';
+import {exemplarsTag, metricTag, METRICS} from '../src/data/schema';
 
 test('tag names follow the backend schema: <tag>/<metric>, <tag>/<group>/<metric>, <tag>/exemplars', () => {
   assert.equal(metricTag('probe', 'entropy'), 'probe/entropy');

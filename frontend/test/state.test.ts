@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import type {Tags} from '../src/api';
-import {pluginParams, withPluginParams} from '../src/host';
-import {compareEndpoints, metricGroup, metricGroups, probeMetrics, resolveSelection, runsWithMetric} from '../src/selection';
-import {applyPatch, DEFAULT_STATE, plottedHeads, type State} from '../src/state';
-import {decodeState, encodeState} from '../src/url_state';
+import type {Tags} from '../src/data/api';
+import {pluginParams, withPluginParams} from '../src/app/host';
+import {compareEndpoints, metricGroup, metricGroups, probeMetrics, resolveSelection, runsWithMetric} from '../src/state/selection';
+import {applyPatch, DEFAULT_STATE, plottedHeads, type State} from '../src/state/state';
+import {decodeState, encodeState} from '../src/state/url_state';
 
 test('a state survives its URL form', () => {
   const state: State = applyPatch(DEFAULT_STATE, {

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {decodeAttention, DEQUANTIZE, readRow} from '../src/decode';
-import {specialTokenMask, type RowFilter} from '../src/transforms';
+import {decodeAttention, DEQUANTIZE, readRow} from '../src/data/decode';
+import {specialTokenMask, type RowFilter} from '../src/model/transforms';
 
 const unfiltered = (n: number): RowFilter => ({hidden: null, renormalize: false, keys: {start: 0, end: n}});
-import {thumbnailCells} from '../src/views/model_view';
+import {thumbnailCells} from '../src/views/model/model_view';
 import {fixture} from './fixtures';
 
 const code = (w: number) => Math.round(255 * Math.sqrt(w));

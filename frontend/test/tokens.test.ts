@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {decodeByteLevel, displayToken, exactToken, isByteLevel, readingPieces, truncate} from '../src/tokens';
+import {decodeByteLevel, displayToken, exactToken, isByteLevel, readingPieces, truncate} from '../src/model/tokens';
 
 test('spaces at the ends of a token become visible; inner spaces stay', () => {
   assert.equal(displayToken(' cat'), '·cat');

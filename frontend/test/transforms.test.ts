@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {decodeAttention, readRow} from '../src/decode';
+import {decodeAttention, readRow} from '../src/data/decode';
 import {
   attentionChange,
   filterRow,
@@ -14,7 +14,7 @@ import {
   specialTokenMask,
   tokenDifferences,
   topEntries,
-} from '../src/transforms';
+} from '../src/model/transforms';
 import {attentionOf, close, fixture} from './fixtures';
 
 const row = (...values: number[]) => Float32Array.from(values);
@@ -64,7 +64,7 @@ test('topEntries lists the largest weights first', () => {
 });
 
 test('the neuron view softmax of scaled q·k (causal, grouped heads) matches the model\'s', async () => {
-  const {decodeQueryKey, queryVectors, keyVectors} = await import('../src/decode_qk');
+  const {decodeQueryKey, queryVectors, keyVectors} = await import('../src/data/decode_qk');
   const {buffer, expected} = fixture<{causal_softmax: number[][][][]}>('qk');
   const qk = decodeQueryKey(buffer);
   for (let l = 0; l < qk.numLayers; l++) {
@@ -80,7 +80,7 @@ test('the neuron view softmax of scaled q·k (causal, grouped heads) matches the
 });
 
 test('the neuron view applies the soft cap, the sliding window and the sinks as the writer defines them', async () => {
-  const {decodeQueryKey, queryVectors, keyVectors} = await import('../src/decode_qk');
+  const {decodeQueryKey, queryVectors, keyVectors} = await import('../src/data/decode_qk');
   type Expected = {softmax: {causal: number[][][][]; bidirectional: number[][][][]}};
   const {buffer, expected} = fixture<Expected>('qk_rules');
   const qk = decodeQueryKey(buffer);

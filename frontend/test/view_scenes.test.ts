@@ -2,8 +2,8 @@
 
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import type {ExampleInfo, Exemplars} from '../src/api';
-import {applyPatch, DEFAULT_STATE} from '../src/state';
+import type {ExampleInfo, Exemplars} from '../src/data/api';
+import {applyPatch, DEFAULT_STATE} from '../src/state/state';
 import {analysisCards} from '../src/views/analysis/scene';
 import {bestScores, exemplarRows, layoutTokens} from '../src/views/exemplars/scene';
 import {computeArcs} from '../src/views/head/arcs';
@@ -127,7 +127,7 @@ test('an input too long for its row keeps a window around its arc, the rest elid
 });
 
 test('the neuron scene recomputes a query’s softmax and says whether it matches the stored weights', async () => {
-  const {decodeQueryKey} = await import('../src/decode_qk');
+  const {decodeQueryKey} = await import('../src/data/decode_qk');
   const {neuronScene, neuronCaption, AGREEMENT} = await import('../src/views/neuron/scene');
   const {buffer, expected} = fixture<{causal_softmax: number[][][][]}>('qk');
   const qk = decodeQueryKey(buffer);
@@ -145,7 +145,7 @@ test('the neuron scene recomputes a query’s softmax and says whether it matche
 });
 
 test('the neuron scene recomputes cross attention: queries of one sequence over the keys of another', async () => {
-  const {decodeQueryKey, keyVectors, queryVectors} = await import('../src/decode_qk');
+  const {decodeQueryKey, keyVectors, queryVectors} = await import('../src/data/decode_qk');
   const {neuronScene, neuronCaption} = await import('../src/views/neuron/scene');
   const qk = decodeQueryKey(fixture('qk').buffer);
   const {numTokens: nq, headDim: d, numKvHeads: kv} = qk;

@@ -1,12 +1,12 @@
 // The changes pane: a layer × head map of how much each head changed from A to B, and the heads
 // ranked beside it; a click on either opens the head.
 
-import {el} from '../dom';
-import {valueText, type ColorScale, type Grid} from '../metrics';
-import {CanvasPainter, type Painter} from '../painter';
-import type {HeadRef} from '../state';
-import {FONT_SMALL, FONT_TITLE, INK, MUTED_INK} from '../theme';
-import type {Tooltip} from '../tooltip';
+import {el} from '../draw/dom';
+import {valueText, type ColorScale, type Grid} from '../model/metrics';
+import {CanvasPainter, type Painter} from '../draw/painter';
+import type {HeadRef} from '../state/state';
+import {FONT_SMALL, FONT_TITLE, INK, MUTED_INK} from '../draw/theme';
+import type {Tooltip} from '../draw/tooltip';
 import {fitHeatmap, HEATMAP_LEFT, LEGEND_HEIGHT, paintHeatmap, paintLegend, type HeatmapGeometry} from './heatmap';
 import {onPointer} from './pointer';
 import {RankedList, type RankedCell, type RankedRow} from './ranked_list';

@@ -1,15 +1,15 @@
 // The difference pane: B − A of every head as thumbnails (click one to select it) and the selected
 // head's B − A as a matrix with its tokens; hover a cell for A's and B's weights.
 
-import type {Attention} from '../decode';
-import {el} from '../dom';
-import {valueText, weightDeltaScale, type ColorScale} from '../metrics';
-import {CanvasPainter, type Painter} from '../painter';
-import type {HeadRef} from '../state';
-import {ACCENT, BORDER, font, FONT_SMALL, FONT_TITLE, INK, MUTED_INK} from '../theme';
-import {displayToken, exactToken, isByteLevel, truncate} from '../tokens';
-import type {Tooltip} from '../tooltip';
-import {attentionChange, headMatrix, type PooledDifference} from '../transforms';
+import type {Attention} from '../data/decode';
+import {el} from '../draw/dom';
+import {valueText, weightDeltaScale, type ColorScale} from '../model/metrics';
+import {CanvasPainter, type Painter} from '../draw/painter';
+import type {HeadRef} from '../state/state';
+import {ACCENT, BORDER, font, FONT_SMALL, FONT_TITLE, INK, MUTED_INK} from '../draw/theme';
+import {displayToken, exactToken, isByteLevel, truncate} from '../model/tokens';
+import type {Tooltip} from '../draw/tooltip';
+import {attentionChange, headMatrix, type PooledDifference} from '../model/transforms';
 import {LEGEND_HEIGHT, paintLegend} from './heatmap';
 import {onPointer, type Point} from './pointer';
 

@@ -1,9 +1,9 @@
 // A filmstrip: a layer × head heatmap at a few steps spread over a run, so heads can be seen
 // specialising at a glance; a frame is a step to go to.
 
-import type {ColorScale, Grid} from '../metrics';
-import {textWidth, type Painter} from '../painter';
-import {ACCENT, FONT_SMALL, FONT_TITLE, INK, MUTED_INK} from '../theme';
+import type {ColorScale, Grid} from '../model/metrics';
+import {textWidth, type Painter} from '../draw/painter';
+import {ACCENT, FONT_SMALL, FONT_TITLE, INK, MUTED_INK} from '../draw/theme';
 import {HeatmapGeometry, paintHeatmap} from './heatmap';
 import type {Point} from './pointer';
 

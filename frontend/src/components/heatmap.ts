@@ -1,9 +1,9 @@
 // Layer × head heatmaps and their colour legend, drawn through a Painter (screen, PNG and SVG).
 
-import type {ColorScale, Grid} from '../metrics';
-import {textWidth, type Painter, type Rect} from '../painter';
-import type {HeadRef} from '../state';
-import {ACCENT, AXIS_LINE, BORDER, FONT_SMALL, INK, MISSING_FILL, MISSING_MARK, MUTED_INK} from '../theme';
+import type {ColorScale, Grid} from '../model/metrics';
+import {textWidth, type Painter, type Rect} from '../draw/painter';
+import type {HeadRef} from '../state/state';
+import {ACCENT, AXIS_LINE, BORDER, FONT_SMALL, INK, MISSING_FILL, MISSING_MARK, MUTED_INK} from '../draw/theme';
 
 // ---------------------------------------------------------------------------------------------
 // Heatmap: layers down, heads across (as the poster and the model view lay them out)

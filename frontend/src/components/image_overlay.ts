@@ -1,9 +1,9 @@
 // An image with a heat overlay, one cell per patch, drawn through a Painter (so exports match the
 // screen); and the overlay's colour legend.
 
-import type {Painter, Rect} from '../painter';
-import {FONT_SMALL, INK, MUTED_INK} from '../theme';
-import {heatColor, heatPixels, patchBox, type Heat, type HeatScale, type Patch} from '../views/image_view_scene';
+import type {Painter, Rect} from '../draw/painter';
+import {FONT_SMALL, INK, MUTED_INK} from '../draw/theme';
+import {heatColor, heatPixels, patchBox, type Heat, type HeatScale, type Patch} from '../model/image';
 
 /** A canvas holding a decoded image (the Painter draws canvases). */
 export function imageCanvas(image: ImageBitmap): HTMLCanvasElement {

@@ -5,9 +5,9 @@
 import {format} from 'd3-format';
 import {line} from 'd3-shape';
 import {scaleLinear, scaleLog} from 'd3-scale';
-import {textWidth, type Painter, type Rect} from '../painter';
-import type {HeadRef} from '../state';
-import {ACCENT, AXIS_LINE, FONT_SMALL, FONT_TITLE, GRID_LINE, INK, MUTED_INK} from '../theme';
+import {textWidth, type Painter, type Rect} from '../draw/painter';
+import type {HeadRef} from '../state/state';
+import {ACCENT, AXIS_LINE, FONT_SMALL, FONT_TITLE, GRID_LINE, INK, MUTED_INK} from '../draw/theme';
 
 /** True when (x, y) lies in `r`. */
 export function inside(r: Rect, x: number, y: number): boolean {

@@ -1,7 +1,7 @@
 // The one pointer helper: mouse events on a figure, in the figure's own coordinates, moves
 // throttled to one per frame (unless asked otherwise).
 
-import {frameThrottle} from '../dom';
+import {frameThrottle} from '../draw/dom';
 
 /** A point in CSS pixels from an element's top-left corner. */
 export interface Point {

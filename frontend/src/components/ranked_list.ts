@@ -1,8 +1,8 @@
 // A list of heads, best first: one row per head with its values, a click or Enter chooses it,
 // hovering it highlights it in the figure next to the list.
 
-import {el} from '../dom';
-import type {HeadRef} from '../state';
+import {el} from '../draw/dom';
+import type {HeadRef} from '../state/state';
 
 /** One cell of a row: text and an optional class (e.g. `rank-value`, `rank-change up`). */
 export interface RankedCell {

@@ -2,8 +2,8 @@
 
 import {line} from 'd3-shape';
 import {scaleLinear} from 'd3-scale';
-import type {Painter, Rect} from '../painter';
-import {AXIS_LINE} from '../theme';
+import type {Painter, Rect} from '../draw/painter';
+import {AXIS_LINE} from '../draw/theme';
 
 export interface SparkSeries {
   steps: readonly number[];

@@ -1,8 +1,8 @@
 // Token labels for a figure: displayed as text (byte-level tokens decoded), shortened to a number
 // of characters and, when `maxWidth` is given, to a width in `font`.
 
-import {textWidth} from '../painter';
-import {displayToken, isByteLevel, truncate} from '../tokens';
+import {textWidth} from '../draw/painter';
+import {displayToken, isByteLevel, truncate} from '../model/tokens';
 
 export interface TokenLabels {
   labels: string[];

@@ -1,7 +1,7 @@
 // The one cache of everything the dashboard fetches: views declare requests, the app loads them
 // here, and every answer makes the app render again.
 
-import {ApiError, type Api} from '../api';
+import {ApiError, type Api} from './api';
 
 /** Something to fetch: its cache key, what it is in a user's words, and how to fetch it. */
 export interface Request<T> {

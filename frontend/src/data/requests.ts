@@ -1,8 +1,8 @@
 // The requests views declare: one builder per route, each with its cache key.
 
-import type {Api, CompareKey, CompareMoved, ExampleKey, Examples, Exemplars, MetricSeries, ProbeMetrics} from '../api';
-import type {Attention} from '../decode';
-import type {QueryKey} from '../decode_qk';
+import type {Api, CompareKey, CompareMoved, ExampleKey, Examples, Exemplars, MetricSeries, ProbeMetrics} from './api';
+import type {Attention} from './decode';
+import type {QueryKey} from './decode_qk';
 import type {Request} from './cache';
 
 function request<T>(route: string, parts: unknown[], what: string, heavy: boolean, fetch: (api: Api) => Promise<T>, cost = 1): Request<T> {

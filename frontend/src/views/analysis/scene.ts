@@ -3,11 +3,11 @@
 
 import {HeatmapGeometry, HEATMAP_LEFT, HEATMAP_TOP, LEGEND_HEIGHT} from '../../components/heatmap';
 import {LineChart, type Dot, type Line} from '../../components/line_chart';
-import {headColors} from '../../colors';
-import {CORE_METRICS, layerColor, layerMeans, metricAbout, metricLabel, metricScale, pearson, posParts, UPOS_NAMES, type ColorScale, type Grid} from '../../metrics';
-import type {Rect} from '../../painter';
-import type {HeadRef, Section} from '../../state';
-import {INK, NEUTRAL_MARK} from '../../theme';
+import {headColors} from '../../model/colors';
+import {CORE_METRICS, layerColor, layerMeans, metricAbout, metricLabel, metricScale, pearson, posParts, UPOS_NAMES, type ColorScale, type Grid} from '../../model/metrics';
+import type {Rect} from '../../draw/painter';
+import type {HeadRef, Section} from '../../state/state';
+import {INK, NEUTRAL_MARK} from '../../draw/theme';
 
 export const PAD = 14; // px around the cards
 const GAP = 18; // px between cards

@@ -1,16 +1,16 @@
 // What the Compare view draws, as pure functions of the state and the data: the endpoints and
 // their requests, what differs between A and B, and the heads ranked by how much they changed.
 
-import type {CompareMoved, ExampleInfo, Examples, ProbeMetrics} from '../../api';
+import type {CompareMoved, ExampleInfo, Examples, ProbeMetrics} from '../../data/api';
 import {valueOf, type AnyRequest, type DataReader} from '../../data/cache';
 import * as requests from '../../data/requests';
-import {deltaScale, gridDelta, metricLabel, percentText, rankHeads, shareScale, sortMetrics, valueText, type ColorScale, type Grid} from '../../metrics';
+import {deltaScale, gridDelta, metricLabel, percentText, rankHeads, shareScale, sortMetrics, valueText, type ColorScale, type Grid} from '../../model/metrics';
 import type {RankedCell, RankedRow} from '../../components/ranked_list';
-import {compareEndpoints, metricGroup, metricGroups, probeMetrics, type Endpoint} from '../../selection';
-import {exactToken} from '../../tokens';
-import {tokenDifferences} from '../../transforms';
-import {groupOf, shapeOf} from '../example';
-import type {ViewModel} from '../view';
+import {compareEndpoints, metricGroup, metricGroups, probeMetrics, type Endpoint} from '../../state/selection';
+import {exactToken} from '../../model/tokens';
+import {tokenDifferences} from '../../model/transforms';
+import {groupOf, shapeOf} from '../shared/example';
+import type {ViewModel} from '../shared/view';
 
 export const MAX_LISTED_DIFFERENCES = 6; // token differences named in the banner
 export const MAX_RANKED = 40; // heads in the ranking of changes

@@ -1,10 +1,10 @@
 // Draws one exemplar: its rank and weight, then the input as running text with the arc of its
 // largest weight above the two tokens.
 
-import {valueText} from '../../metrics';
-import {textWidth, type Painter} from '../../painter';
-import {ACCENT, BORDER, FAINT_INK, font, FONT_SMALL, FONT_TITLE, HOVER_FILL, INK, MUTED_INK} from '../../theme';
-import {readingPieces, truncate} from '../../tokens';
+import {valueText} from '../../model/metrics';
+import {textWidth, type Painter} from '../../draw/painter';
+import {ACCENT, BORDER, FAINT_INK, font, FONT_SMALL, FONT_TITLE, HOVER_FILL, INK, MUTED_INK} from '../../draw/theme';
+import {readingPieces, truncate} from '../../model/tokens';
 import {BOX_PAD, type Row} from './scene';
 
 export const FONT = font(null, 13);

@@ -1,9 +1,9 @@
 // What the Exemplars view draws, as pure functions of the exemplar table: a head's top inputs as
 // rows, every head's best score, and an input's tokens laid out as running text around its arc.
 
-import type {Exemplars} from '../../api';
-import type {Grid} from '../../metrics';
-import {readingPieces, truncate} from '../../tokens';
+import type {Exemplars} from '../../data/api';
+import type {Grid} from '../../model/metrics';
+import {readingPieces, truncate} from '../../model/tokens';
 
 const MAX_TOKEN_CHARS = 24;
 export const ELLIPSIS = '…';

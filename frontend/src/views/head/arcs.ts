@@ -1,8 +1,8 @@
 // The arcs of one layer: every (head, query, key) weight that survives filtering and pruning,
 // plus each row's kept sum for renormalising columns. Computed once per selection, not per frame.
 
-import {DEQUANTIZE, readRow, rowLength, rowStart, TOPK_PAD, type Attention} from '../../decode';
-import {filterRow, pruneRow, type Prune, type Range, type RowFilter} from '../../transforms';
+import {DEQUANTIZE, readRow, rowLength, rowStart, TOPK_PAD, type Attention} from '../../data/decode';
+import {filterRow, pruneRow, type Prune, type Range, type RowFilter} from '../../model/transforms';
 
 export interface ArcSet {
   count: number;

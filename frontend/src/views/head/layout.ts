@@ -1,8 +1,8 @@
 // Where the head view puts things: two token columns with the arcs between them, one row per
 // token; and which token a point falls on.
 
-import type {Attention} from '../../decode';
-import type {Side} from '../../state';
+import type {Attention} from '../../data/decode';
+import type {Side} from '../../state/state';
 
 export const ROW_HEIGHT = 20; // px per token
 export const HEADER_HEIGHT = 30; // px above the first token: the column titles

@@ -1,11 +1,11 @@
 // What the head view draws, as pure functions of the state and the weights: the filters, the
 // focused tokens and their arcs, what the inspector says, and what a click on a token selects.
 
-import {holdsLayer, readColumn, readRow, type Attention} from '../../decode';
-import type {Focus, Side, State} from '../../state';
-import {exactToken} from '../../tokens';
-import {filterRow, pairRanges, pruneRow, specialTokenMask, topEntries, type Prune, type Range, type RowFilter} from '../../transforms';
-import {shownHeads} from '../controls';
+import {holdsLayer, readColumn, readRow, type Attention} from '../../data/decode';
+import type {Focus, Side, State} from '../../state/state';
+import {exactToken} from '../../model/tokens';
+import {filterRow, pairRanges, pruneRow, specialTokenMask, topEntries, type Prune, type Range, type RowFilter} from '../../model/transforms';
+import {shownHeads} from '../shared/controls';
 
 export const TOP_ENTRIES = 5; // keys listed by the inspector
 

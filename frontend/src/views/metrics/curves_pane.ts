@@ -5,12 +5,12 @@
 import {frameAt, layoutFilmstrip, paintFilmstrip, type Frame} from '../../components/filmstrip';
 import {extentOf, LineChart, type Line} from '../../components/line_chart';
 import {onPointer} from '../../components/pointer';
-import {layerColor, metricLabel, smooth, valueText} from '../../metrics';
-import {textWidth, type Painter, type Rect} from '../../painter';
-import type {HeadRef} from '../../state';
-import {BORDER, FONT_SMALL, FONT_TITLE, MUTED_INK} from '../../theme';
-import type {Tooltip, TooltipLine} from '../../tooltip';
-import {ScrollingCanvas} from '../scrolling_canvas';
+import {layerColor, metricLabel, smooth, valueText} from '../../model/metrics';
+import {textWidth, type Painter, type Rect} from '../../draw/painter';
+import type {HeadRef} from '../../state/state';
+import {BORDER, FONT_SMALL, FONT_TITLE, MUTED_INK} from '../../draw/theme';
+import type {Tooltip, TooltipLine} from '../../draw/tooltip';
+import {ScrollingCanvas} from '../shared/scrolling_canvas';
 import type {MetricsScene} from './scene';
 
 const PAD = 14; // px around the figures

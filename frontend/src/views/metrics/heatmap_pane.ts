@@ -3,13 +3,13 @@
 
 import {fitHeatmap, hasMissing, HEATMAP_LEFT, LEGEND_HEIGHT, paintHeatmap, paintLegend, type HeatmapGeometry} from '../../components/heatmap';
 import {isAdditive, onPointer} from '../../components/pointer';
-import {el} from '../../dom';
-import {metricAbout, metricLabel, missingText, valueText} from '../../metrics';
-import {CanvasPainter, textWidth, type Painter} from '../../painter';
-import type {HeadRef} from '../../state';
-import {FONT_SMALL, FONT_TITLE, INK, MUTED_INK} from '../../theme';
-import {truncate} from '../../tokens';
-import type {Tooltip, TooltipLine} from '../../tooltip';
+import {el} from '../../draw/dom';
+import {metricAbout, metricLabel, missingText, valueText} from '../../model/metrics';
+import {CanvasPainter, textWidth, type Painter} from '../../draw/painter';
+import type {HeadRef} from '../../state/state';
+import {FONT_SMALL, FONT_TITLE, INK, MUTED_INK} from '../../draw/theme';
+import {truncate} from '../../model/tokens';
+import type {Tooltip, TooltipLine} from '../../draw/tooltip';
 import type {MetricsScene} from './scene';
 
 const PAD = 14;

@@ -1,13 +1,13 @@
 // What the Metrics view draws, as pure functions of the state and the data: the metric and runs it
 // shows, their series, the heatmap at the chosen step and the heads ranked.
 
-import type {MetricSeries, Tags} from '../../api';
+import type {MetricSeries, Tags} from '../../data/api';
 import type {RankedCell, RankedRow} from '../../components/ranked_list';
 import * as requests from '../../data/requests';
-import {mean, metricLabel, metricScale, percentText, rankHeads, sortMetrics, valueText, type ColorScale, type Grid} from '../../metrics';
-import {metricTag} from '../../schema';
-import {metricGroup, metricGroups, nearestStep, probeMetrics, runsWithMetric, type Selection} from '../../selection';
-import {plottedHeads, type HeadRef, type Rank, type State} from '../../state';
+import {mean, metricLabel, metricScale, percentText, rankHeads, sortMetrics, valueText, type ColorScale, type Grid} from '../../model/metrics';
+import {metricTag} from '../../data/schema';
+import {metricGroup, metricGroups, nearestStep, probeMetrics, runsWithMetric, type Selection} from '../../state/selection';
+import {plottedHeads, type HeadRef, type Rank, type State} from '../../state/state';
 
 export const PREVIOUS_TOKEN = 'previous_token'; // the stored metric the `previous` ranking reads
 export const MAX_RANKED = 60; // heads listed in the ranking

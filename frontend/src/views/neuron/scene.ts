@@ -1,9 +1,9 @@
 // What the neuron view draws, as pure functions: one query's vectors, products, scores and softmax
 // recomputed from q/k with the model's scoring rules, and how well they match the stored weights.
 
-import {readRow, type Attention} from '../../decode';
-import {keyHeadOf, keyVectors, queryVectors, type QueryKey} from '../../decode_qk';
-import {neuronRows, scoringOf, type NeuronRows, type Scoring} from '../../transforms';
+import {readRow, type Attention} from '../../data/decode';
+import {keyHeadOf, keyVectors, queryVectors, type QueryKey} from '../../data/decode_qk';
+import {neuronRows, scoringOf, type NeuronRows, type Scoring} from '../../model/transforms';
 
 // Recomputed and stored weights agree within this: float16 q/k and the stored weights' 8-bit
 // quantisation (at most 0.0039) leave about a point of difference on peaked rows.
