@@ -9,7 +9,7 @@ above the RSS just before the call (sampled every 2 ms from /proc). Sides:
   eager: model(input_ids, output_attentions=True) of the model loaded with eager attention, no grad;
   probe: Probe(tokenizer, [text], syntax=False).log(writer, model, 0) on the model as loaded
          (transformers' default attention), writing to a temporary logdir (metrics included);
-  stream: the same probe through tb_attention.stream.log_probe (streaming capture: same records).
+  stream: the same probe through tb_attention.probe_stream.log_probe (streaming capture: same records).
 Goals (issue 13): probe memory <= 0.5 x eager's, probe time <= 3 x eager's.
 """
 
@@ -109,10 +109,10 @@ def measure(side, args):
         warm.log(writer, model, 0)
 
         if side == "stream":
-            from tb_attention import stream
+            from tb_attention import probe_stream
 
             def call():
-                return stream.log_probe(probe, writer, model, 1)
+                return probe_stream.log_probe(probe, writer, model, 1)
         else:
             def call():
                 return probe.log(writer, model, 1)

@@ -8,7 +8,7 @@
 
 import math
 
-from tb_attention import audio, defaults, devices, modules, probe
+from tb_attention import audio, defaults, devices, modules, probe, probe_inputs
 
 TRIM_MARGIN_SECONDS = 0.1  # kept after the end of the audio: the encoder's receptive field spills over
 
@@ -57,7 +57,7 @@ class AudioProbe(probe.Probe):
         if len(names) != len(audios):
             raise ValueError(f"{len(names)} names for {len(audios)} clips")
         if targets is not None:
-            targets = probe._as_list(targets)
+            targets = probe_inputs.as_list(targets)
             if len(targets) != len(audios):
                 raise ValueError(f"{len(targets)} targets for {len(audios)} clips: give one target per clip")
         tokenizer = processor.tokenizer
@@ -114,7 +114,7 @@ class AudioProbe(probe.Probe):
         limit = model.generation_config.max_length
         # Whisper refuses a prompt plus new tokens beyond its positions; its own max_length fits already.
         options = {} if limit and limit <= model.config.max_target_positions else {"max_new_tokens": room}
-        with capture._eval_mode(model), torch.no_grad():
+        with capture.eval_mode(model), torch.no_grad():
             for encoding in self.encodings:
                 features = encoding["input_features"][None].to(device, next(model.parameters()).dtype)
                 ids = model.generate(features, do_sample=False, num_beams=1, **options)[0].tolist()
@@ -138,7 +138,7 @@ class AudioProbe(probe.Probe):
             rows = range(start, min(start + self.batch_size, len(self.encodings)))
             features = torch.stack([self.encodings[i]["input_features"] for i in rows])
             features = features.to(next(model.parameters()).dtype)
-            ids, mask = probe._padded([targets[i][0] for i in rows])
+            ids, mask = probe_inputs.padded([targets[i][0] for i in rows])
             # q/k always: max_logit over the kept frames needs them (dropped below unless asked for).
             batch = capture.capture_attention(model, input_features=features, decoder_input_ids=ids,
                                               decoder_attention_mask=mask, with_qk=True)
@@ -195,4 +195,4 @@ def _target(tokenizer, target, index):
         if not target.strip():
             raise ValueError(f"target {index} is empty")
         return {"target_ids": list(tokenizer(text_target=target)["input_ids"]), "target_start": True}
-    return {"target_ids": probe._id_list(target, f"target {index}"), "target_start": False}
+    return {"target_ids": probe_inputs.id_list(target, f"target {index}"), "target_start": False}

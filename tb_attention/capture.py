@@ -26,12 +26,8 @@ except ImportError:  # the writers and the plugin need no torch; capturing does
         "(CPU build: `pip install torch --index-url https://download.pytorch.org/whl/cpu`)"
     ) from None
 
-
-class CaptureError(RuntimeError):
-    """The model's attention cannot be captured; the message says why and what to do."""
-
-
-from tb_attention import devices, health, intercept, modules  # noqa: E402  (after CaptureError, which it raises)
+from tb_attention import devices, health, intercept, modules
+from tb_attention.errors import CaptureError
 
 GROUPS = ("encoder", "decoder", "cross")  # an encoder-decoder's groups, in this order
 
@@ -238,7 +234,7 @@ def recording(model, with_qk=False, with_max_logit=False):
 
 
 @contextlib.contextmanager
-def _eval_mode(model):
+def eval_mode(model):
     """eval() for the block, then every module back in the mode it had (mixed modes included)."""
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
@@ -249,15 +245,15 @@ def _eval_mode(model):
             module.training = training
 
 
-def _accepts(model, name):
+def accepts(model, name):
     try:
         parameters = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         return False
-    return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()) and _is_hf(model)
+    return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()) and is_hf(model)
 
 
-def _is_hf(model):
+def is_hf(model):
     return any(c.__module__.startswith("transformers.") for c in type(model).__mro__)
 
 
@@ -341,7 +337,7 @@ def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=Fal
 
     source = _right_pad(inputs, "input_ids", "attention_mask", "", device)
     target = _right_pad(inputs, "decoder_input_ids", "decoder_attention_mask", "decoder_", device)
-    hf = _is_hf(model)
+    hf = is_hf(model)
     if forward is None and not hf:
         padded = source is not None and min(source.lengths) < inputs["input_ids" if "input_ids" in inputs else "inputs_embeds"].shape[1]
         if padded or set(inputs) - {"input_ids", "attention_mask"}:
@@ -351,11 +347,11 @@ def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=Fal
                 "attention_mask: ..."
             )
     for name, value in (("use_cache", False), ("logits_to_keep", 1)):  # nothing we return needs them
-        if hf and name not in inputs and _accepts(model, name):
+        if hf and name not in inputs and accepts(model, name):
             inputs[name] = value
 
     # modules.eager(): compiled code inside (block.compile()) runs as written, not recompiled.
-    with _eval_mode(model), torch.no_grad(), modules.eager(), \
+    with eval_mode(model), torch.no_grad(), modules.eager(), \
             recording(model, with_qk=with_qk, with_max_logit=True) as recorder:
         if forward is not None:
             forward(model, inputs.get("input_ids"), inputs.get("attention_mask"))

@@ -4,5 +4,11 @@
 # may import tb_attention.schema or tb_attention.codecs directly. Both are torch-free. Their public
 # names are re-exported whole rather than listed a second time here.
 
+from tb_attention import schema
 from tb_attention.codecs import *  # noqa: F401,F403
 from tb_attention.schema import *  # noqa: F401,F403
+
+
+def parse_manifest(blob):
+    """The manifest of a step from its blob (bytes) or decoded; as before schema.parse_manifest took the decoded form."""
+    return schema.parse_manifest(blob) if isinstance(blob, dict) else decode_manifest(blob)  # noqa: F405

@@ -40,7 +40,7 @@ import torch
 
 from tb_attention import defaults
 from tb_attention.devices import to_device
-from tb_attention.syntax import UPOS
+from tb_attention.schema import UPOS
 
 VARIABILITY_TOKENS = 10  # variability looks at the first this many tokens of each input
 NULL_ENTROPY_THRESHOLD = 0.9  # entropy skips query tokens with more of their attention on the first token

@@ -2,7 +2,8 @@
 
 import warnings
 
-from tb_attention import defaults, distributed, metadata, modules, summary
+from tb_attention import defaults, distributed, metadata, modules, probe_stream, summary
+from tb_attention.probe_inputs import as_list, check_parallel, check_targets, check_texts, id_list, padded, segment_a_end
 from tb_attention.schema import exemplar_table
 
 
@@ -66,8 +67,8 @@ class Probe:
                     "Probe needs a tokenizer to tokenise its texts; if you tokenise yourself, use "
                     "Probe.from_tokens(token_ids, tokens, ...)"
                 )
-            texts = _check_texts(texts)
-            targets = _check_targets(targets, len(texts))
+            texts = check_texts(texts)
+            targets = check_targets(targets, len(texts))
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive number of texts, got {batch_size}")
         self.tokenizer = tokenizer
@@ -102,17 +103,17 @@ class Probe:
         target_ids / target_tokens: an encoder-decoder's decoder inputs, fed exactly as given.
         texts: optional display texts (default: the tokens joined by spaces). No syntax metrics
         (no tokenizer to align a parse with). Other options as for Probe."""
-        token_ids = [_id_list(ids, f"token_ids[{i}]") for i, ids in enumerate(_as_list(token_ids))]
-        tokens = [list(t) for t in _as_list(tokens)]
+        token_ids = [id_list(ids, f"token_ids[{i}]") for i, ids in enumerate(as_list(token_ids))]
+        tokens = [list(t) for t in as_list(tokens)]
         if not token_ids:
             raise ValueError("a probe needs at least one input")
-        _check_parallel(token_ids, tokens, "token_ids", "tokens")
+        check_parallel(token_ids, tokens, "token_ids", "tokens")
         if (target_ids is None) != (target_tokens is None):
             raise ValueError("give both target_ids and target_tokens, or neither")
         if target_ids is not None:
-            target_ids = [_id_list(ids, f"target_ids[{i}]") for i, ids in enumerate(_as_list(target_ids))]
-            target_tokens = [list(t) for t in _as_list(target_tokens)]
-            _check_parallel(target_ids, target_tokens, "target_ids", "target_tokens")
+            target_ids = [id_list(ids, f"target_ids[{i}]") for i, ids in enumerate(as_list(target_ids))]
+            target_tokens = [list(t) for t in as_list(target_tokens)]
+            check_parallel(target_ids, target_tokens, "target_ids", "target_tokens")
             if len(target_ids) != len(token_ids):
                 raise ValueError(f"{len(target_ids)} targets for {len(token_ids)} inputs: give one target per input")
         texts = list(texts) if texts is not None else [" ".join(map(str, t)) for t in tokens]
@@ -139,7 +140,7 @@ class Probe:
             raise ValueError(f"probe text {text!r} tokenises to nothing")
         segments = None
         if pair:
-            segments = [_segment_a_end(encoding, len(ids))]
+            segments = [segment_a_end(encoding, len(ids))]
         return {
             "input_ids": ids,
             "tokens": self.tokenizer.convert_ids_to_tokens(ids),
@@ -223,7 +224,7 @@ class Probe:
 
         model = modules.unwrap(model)  # DistributedDataParallel's forward would wait for the other ranks
         targets = self._targets(model) if self.has_targets else None
-        hf = capture._is_hf(model)
+        hf = capture.is_hf(model)
         if not hf and self.forward is None:  # a plain module: one [1, N] input at a time, no padding
             captured = []
             for i, encoding in enumerate(self.encodings):
@@ -240,7 +241,7 @@ class Probe:
             rows = range(start, min(start + self.batch_size, len(self.encodings)))
             batch = [self.encodings[i] for i in rows]
             # Right padding: real tokens keep positions 0..n-1, so each input attends as if alone.
-            input_ids, mask = _padded([e["input_ids"] for e in batch])
+            input_ids, mask = padded([e["input_ids"] for e in batch])
             kwargs = {}
             if any(e["segments"] for e in batch):
                 token_type_ids = torch.zeros_like(input_ids)
@@ -249,7 +250,7 @@ class Probe:
                         token_type_ids[row, encoding["segments"][0] : len(encoding["input_ids"])] = 1
                 kwargs["token_type_ids"] = token_type_ids
             if targets is not None:
-                kwargs["decoder_input_ids"], kwargs["decoder_attention_mask"] = _padded([targets[i][0] for i in rows])
+                kwargs["decoder_input_ids"], kwargs["decoder_attention_mask"] = padded([targets[i][0] for i in rows])
             captured += capture.capture_attention(
                 model, input_ids, mask, with_qk=self.with_qk, forward=None if hf else self.forward, **kwargs
             )
@@ -266,9 +267,7 @@ class Probe:
         if not sharded and not distributed.is_writing_rank(self.all_ranks):
             return {}
         if self._streams(model):
-            from tb_attention import stream
-
-            return stream.log_probe(self, writer, model, step, walltime=walltime)
+            return probe_stream.log_probe(self, writer, model, step, walltime=walltime)
         distributed.guard_collective(model, f"probe {self.name!r}")
         captured = self.capture(model)
         if not distributed.is_writing_rank(self.all_ranks):
@@ -301,7 +300,7 @@ class Probe:
             type(self)._write_options is Probe._write_options  # subclasses that slice their rows do not
             and not (self.with_qk or self.has_targets or self.forward is not None)
             and not any(e["segments"] for e in self.encodings)
-            and capture._is_hf(modules.unwrap(model))
+            and capture.is_hf(modules.unwrap(model))
             and not getattr(getattr(modules.unwrap(model), "config", None), "is_encoder_decoder", False)
         )
 
@@ -376,79 +375,3 @@ class Probe:
                 values["max_logit"] = top
             out.append((name, values, table))
         return out
-
-
-def _segment_a_end(encoding, length):
-    """Where segment A ends in a pair's tokens (specials before B's first token belong to A)."""
-    type_ids = encoding.get("token_type_ids")
-    if type_ids is not None and any(type_ids):
-        return type_ids.index(1)
-    try:
-        sequence_ids = encoding.sequence_ids()
-    except (AttributeError, ValueError):
-        return length
-    return next((i for i, s in enumerate(sequence_ids) if s == 1), length)
-
-
-
-def _check_texts(texts):
-    if isinstance(texts, (str, tuple)):
-        texts = [texts]
-    texts = list(texts) if texts is not None else []
-    if not texts:
-        raise ValueError("a probe needs at least one text")
-    for i, text in enumerate(texts):
-        if not (isinstance(text, str) or (isinstance(text, tuple) and len(text) == 2 and all(isinstance(t, str) for t in text))):
-            raise TypeError(f"probe text {i} must be a string or a (text_a, text_b) pair, got {text!r}")
-        if not (text if isinstance(text, str) else "".join(text)).strip():
-            raise ValueError(f"probe text {i} is empty")
-    return texts
-
-
-def _check_targets(targets, count):
-    """One target per text: a text, or token ids (a list of ints or a 1-D tensor)."""
-    if targets is None:
-        return None
-    targets = _as_list(targets)
-    if len(targets) != count:
-        raise ValueError(f"{len(targets)} targets for {count} texts: give one target per text")
-    return [t if isinstance(t, str) else _id_list(t, f"target {i}") for i, t in enumerate(targets)]
-
-
-def _as_list(x):
-    """A list of sequences: a 2-D tensor's rows, or the items of a list/tuple."""
-    return list(x)
-
-
-def _id_list(ids, what):
-    """Token ids as a list of ints, from a list or a 1-D tensor/array."""
-    if hasattr(ids, "tolist"):
-        if getattr(ids, "ndim", 1) != 1:
-            raise ValueError(f"{what} must be one sequence of token ids (a list or a 1-D tensor), got shape {tuple(ids.shape)}")
-        ids = ids.tolist()
-    if isinstance(ids, str) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise TypeError(f"{what} must be token ids (ints), got {ids!r}"[:200])
-    if not ids:
-        raise ValueError(f"{what} is empty")
-    return list(ids)
-
-
-def _check_parallel(ids, tokens, ids_name, tokens_name):
-    if len(ids) != len(tokens):
-        raise ValueError(f"{len(ids)} {ids_name} for {len(tokens)} {tokens_name}: give one token list per input")
-    for i, (a, b) in enumerate(zip(ids, tokens)):
-        if len(a) != len(b):
-            raise ValueError(f"input {i}: {len(a)} {ids_name} but {len(b)} {tokens_name}")
-
-
-def _padded(sequences):
-    """Right-padded [B, N] LongTensor of ids (pad 0) and its [B, N] mask."""
-    import torch
-
-    n = max(len(s) for s in sequences)
-    ids = torch.zeros((len(sequences), n), dtype=torch.long)
-    mask = torch.zeros((len(sequences), n), dtype=torch.long)
-    for row, s in enumerate(sequences):
-        ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[row, : len(s)] = 1
-    return ids, mask

@@ -154,7 +154,7 @@ class Reader:
 
     def manifest(self, ctx, datum):
         key = ("manifest", datum.values[0].blob_key if datum.values else None, datum.wall_time)
-        return self._cache.get(key, lambda: schema.parse_manifest(self.read_blob(ctx, datum, 0, "manifest")))
+        return self._cache.get(key, lambda: codecs.decode_manifest(self.read_blob(ctx, datum, 0, "manifest")))
 
     def step_blob(self, ctx, experiment_id, run, tag, datum, ref, what, check=None):
         """Blob `ref` of an attention step (its main record's or a part's); `check` (a codecs check)

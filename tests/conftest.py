@@ -270,7 +270,7 @@ def read_examples(provider, run, tag, step, group=None):
     from tb_attention import codecs, schema
 
     datum = next(d for d in read_blob_steps(provider, run, tag) if d.step == step)
-    manifest = schema.parse_manifest(provider.read_blob(request_context(), blob_key=datum.values[0].blob_key))
+    manifest = codecs.decode_manifest(provider.read_blob(request_context(), blob_key=datum.values[0].blob_key))
     read = lambda ref: read_step_blob(provider, run, tag, step, manifest, ref)  # noqa: E731
     out = []
     for entry in manifest["examples"]:

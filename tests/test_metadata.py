@@ -245,7 +245,7 @@ def test_a_v1_manifest_reads_as_one_group_named_self():
     v1 = metadata.encode_json({"version": 1, "examples": [
         {"tokens": ["a", "b"], "num_layers": 1, "num_heads": 1, "num_tokens": 2, "causal": True, "encoding": "causal",
          "has_qk": True, "attention_blob": 1, "qk_blob": 2, "text": "a b"}]})
-    (example,) = metadata.parse_manifest(v1)["examples"]
+    (example,) = metadata.decode_manifest(v1)["examples"]
     (group,) = example["groups"]
     assert (group["name"], group["key_tokens"], group["attention_blob"], group["qk_blob"]) == ("self", ["a", "b"], 1, 2)
     payload = schema.example_payload(example)

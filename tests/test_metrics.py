@@ -10,7 +10,8 @@ import torch
 
 from tb_attention import metrics
 from tb_attention.metrics import AttentionStats, Exemplar, compute_metrics
-from tb_attention.syntax import UPOS, TokenSyntax
+from tb_attention.schema import UPOS
+from tb_attention.syntax import TokenSyntax
 
 VARIABILITY_TOKENS = 10
 

@@ -272,7 +272,7 @@ def _records(logdir):
 
 @pytest.mark.parametrize("max_dense_tokens", [64, 8], ids=["causal rows", "top-k"])
 def test_streaming_probe_stores_the_same_bytes_as_probe_log(tmp_path, gpt2_tokenizer, max_dense_tokens):
-    from tb_attention import stream
+    from tb_attention import probe_stream
 
     model = _gpt2()
     texts = TEXTS + ["Streaming keeps one layer at a time, never every layer of every input at once."]
@@ -280,7 +280,7 @@ def test_streaming_probe_stores_the_same_bytes_as_probe_log(tmp_path, gpt2_token
     with Writer(tmp_path / "today") as writer:
         expected_values = probe.log(writer, model, 3)
     with Writer(tmp_path / "stream") as writer:
-        values = stream.log_probe(probe, writer, model, 3)
+        values = probe_stream.log_probe(probe, writer, model, 3)
     today, streamed = _records(tmp_path / "today"), _records(tmp_path / "stream")
     assert sorted(today) == sorted(streamed)
     assert today[("probe", 3)] == streamed[("probe", 3)], "the stored attention differs"

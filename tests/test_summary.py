@@ -215,7 +215,7 @@ def test_a_large_step_is_spread_over_records_within_the_budget(rng):
     records = summary.encode_step([{"attention": attention, "tokens": [str(i) for i in range(40)]}], record_bytes=2500)
     assert len(records) > 2
     assert all(sum(map(len, r)) <= 2500 or len(r) == 1 for r in records)
-    manifest = metadata.parse_manifest(records[0][0])
+    manifest = metadata.decode_manifest(records[0][0])
     assert manifest["parts"] == [len(records[0]), *(len(r) for r in records[1:])]
 
 

@@ -32,7 +32,7 @@ from tb_attention.codecs.attention import (  # noqa: F401
     quantize,
     split_attention_layers,
 )
-from tb_attention.codecs.blob import compress, decode_json, decompress, encode_json  # noqa: F401
+from tb_attention.codecs.blob import compress, decode_json, decode_manifest, decompress, encode_json  # noqa: F401
 from tb_attention.codecs.qk import (  # noqa: F401
     QueryKey,
     check_qk_blob,

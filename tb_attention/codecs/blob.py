@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 
-from tb_attention.schema import FORMAT_VERSION, FormatError, NewerFormatError
+from tb_attention.schema import FORMAT_VERSION, FormatError, NewerFormatError, parse_manifest
 
 ATTENTION_MAGIC = b"TBAT"
 QK_MAGIC = b"TBQK"
@@ -46,6 +46,11 @@ def decode_json(blob):
         return json.loads(decompress(blob).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise FormatError(f"blob is not gzip JSON: {e}") from None
+
+
+def decode_manifest(blob):
+    """The manifest of a step read from its blob, as `schema.parse_manifest` gives it."""
+    return parse_manifest(decode_json(blob))
 
 
 # ---------------------------------------------------------------------------------------------

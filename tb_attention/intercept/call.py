@@ -5,18 +5,12 @@ import dataclasses
 import torch
 
 
-def _capture_error(message):
-    from tb_attention.capture import CaptureError  # capture imports us; the error class lives there
-
-    return CaptureError(message)
-
-
-def _repeat_kv(x, groups):
+def repeat_kv(x, groups):
     """[B, H_kv, N, d] -> [B, H_kv * groups, N, d]: query head h uses key head h // groups."""
     return x if groups == 1 else x.repeat_interleave(groups, dim=1)
 
 
-def _masked(x):
+def is_mask_value(x):
     """True where a logit/additive mask is a mask value (finfo.min or -inf), in its own dtype."""
     return x <= torch.finfo(x.dtype).min / 2
 
@@ -61,7 +55,7 @@ class AttentionCall:
         with torch.no_grad():
             if self._logits is not None:
                 x = self._logits[:, :, rows]
-                return x.float().masked_fill(_masked(x), float("-inf"))
+                return x.float().masked_fill(is_mask_value(x), float("-inf"))
             q = self.query[:, :, rows].float()
             k = self.key.float()
             b, h, nq, d = q.shape
@@ -101,21 +95,21 @@ def _rows(t, rows):
     return t if t.shape[-2] == 1 else t[..., rows, :]
 
 
-def _causal_keep(nq, nk, device, bottom_right=False):
+def causal_keep(nq, nk, device, bottom_right=False):
     """[Nq, Nk] bool: key j visible from query i (top-left aligned as SDPA's is_causal, or bottom-right)."""
     offset = nk - nq if bottom_right else 0
     return torch.ones(nq, nk, dtype=torch.bool, device=device).tril(offset)
 
 
-def _is_causal(keep, nq, nk):
+def keeps_causal(keep, nq, nk):
     """Whether `keep` hides every key after its query (bottom-right aligned), over more than one query."""
     if keep is None or nq < 2:
         return False
-    future = ~_causal_keep(nq, nk, keep.device, bottom_right=True)
+    future = ~causal_keep(nq, nk, keep.device, bottom_right=True)
     return not bool((keep.expand(*keep.shape[:-2], nq, nk) & future).any())
 
 
-def _split_mask(mask, nk):
+def split_mask(mask, nk):
     """A bool (True = attend) or additive float mask -> (keep bool or None, finite bias or None)."""
     if mask is None:
         return None, None
@@ -124,10 +118,10 @@ def _split_mask(mask, nk):
         mask = mask.unsqueeze(0)
     if mask.dtype == torch.bool:
         return mask, None
-    keep = ~_masked(mask)
+    keep = ~is_mask_value(mask)
     bias = mask.masked_fill(~keep, 0)
     return keep, (bias if bool(bias.any()) else None)
 
 
-def _bind(names, args, kwargs):
+def bind_arguments(names, args, kwargs):
     return {**dict(zip(names, args)), **kwargs}

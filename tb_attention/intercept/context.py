@@ -4,19 +4,24 @@ import contextlib
 
 import torch
 
-from tb_attention.intercept import hf, sdpa, softmax
-from tb_attention.intercept.flex import _flex_bindings, _install_flex, _uninstall_flex
-from tb_attention.intercept.call import _bind
-from tb_attention.intercept.mha import _MHA_PARAMETERS, _fast_path_encoder_layer, _mha_fields
-from tb_attention.intercept.state import _active, _install_lock, _Interception, _interception_for
+from tb_attention.intercept import flex, hf, sdpa, softmax
+from tb_attention.intercept.call import bind_arguments
+from tb_attention.intercept.mha import MHA_PARAMETERS, fast_path_encoder_layer, mha_fields
+from tb_attention.intercept.state import ACTIVE, INSTALL_LOCK, Interception, interception_for
 from tb_attention.modules import unwrap
+
+# The routes' one protocol: a module-level `install()` / `uninstall()` pair for the routes that patch
+# torch or transformers globally (counted here: installed while any thread intercepts), and
+# `flex.install(bindings)` / `flex.uninstall(bindings)` for FlexAttention, which is patched where each
+# model's code files bound it. nn.MultiheadAttention's route is the global module hooks below.
+GLOBAL_ROUTES = (sdpa, softmax, hf)
 
 # -------------------------------------------------------------------------------------------------
 # Global hooks: the running-module stack, and route 4 (mha.py)
 
 
 def _pre_hook(module, args):
-    it = _interception_for(module)
+    it = interception_for(module)
     if it is None:
         return None
     if module is it.model and not it.stack:
@@ -33,7 +38,7 @@ def _pre_hook(module, args):
 
 
 def _post_hook(module, args, kwargs, output=None):  # no output: the forward raised
-    it = _interception_for(module)
+    it = interception_for(module)
     if it is None or not it.stack:
         return None
     index = len(it.stack) - 1
@@ -46,14 +51,14 @@ def _post_hook(module, args, kwargs, output=None):  # no output: the forward rai
     if started < 0:  # a MultiheadAttention of ours
         it.suppressed -= 1
         if output is not None and not it.suppressed:
-            it.emit(module, **_mha_fields(module, **_bind(_MHA_PARAMETERS, args, kwargs)))
+            it.emit(module, **mha_fields(module, **bind_arguments(MHA_PARAMETERS, args, kwargs)))
     elif (
         isinstance(module, torch.nn.TransformerEncoderLayer)
         and output is not None
         and not it.suppressed
         and it.calls == started  # its MultiheadAttention never ran: the fused fast path
     ):
-        it.emit(module.self_attn, **_fast_path_encoder_layer(module, args, kwargs))
+        it.emit(module.self_attn, **fast_path_encoder_layer(module, args, kwargs))
     return None
 
 
@@ -63,13 +68,12 @@ _handles = []
 
 def _install():
     global _install_count
-    with _install_lock:
+    with INSTALL_LOCK:
         _install_count += 1
         if _install_count > 1:
             return
-        sdpa._patch()
-        softmax._patch()
-        hf._patch()
+        for route in GLOBAL_ROUTES:
+            route.install()
         _handles.append(torch.nn.modules.module.register_module_forward_pre_hook(_pre_hook))
         _handles.append(
             torch.nn.modules.module.register_module_forward_hook(_post_hook, with_kwargs=True, always_call=True)
@@ -78,13 +82,12 @@ def _install():
 
 def _uninstall():
     global _install_count
-    with _install_lock:
+    with INSTALL_LOCK:
         _install_count -= 1
         if _install_count:
             return
-        sdpa._unpatch()
-        softmax._unpatch()
-        hf._unpatch()
+        for route in GLOBAL_ROUTES:
+            route.uninstall()
         while _handles:
             handle = _handles.pop()
             handle.remove()
@@ -107,14 +110,14 @@ def intercepting(model, listener):
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"intercepting needs a torch.nn.Module, got {type(model).__name__}")
-    it = _Interception(unwrap(model), listener)
-    flex = _flex_bindings(it.model)
+    it = Interception(unwrap(model), listener)
+    bound = flex.bindings(it.model)
     _install()
-    _install_flex(flex)
-    token = _active.set(_active.get() + (it,))
+    flex.install(bound)
+    token = ACTIVE.set(ACTIVE.get() + (it,))
     try:
         yield it
     finally:
-        _active.reset(token)
-        _uninstall_flex(flex)
+        ACTIVE.reset(token)
+        flex.uninstall(bound)
         _uninstall()

@@ -6,8 +6,9 @@ import sys
 
 import torch
 
-from tb_attention.intercept.call import _bind, _capture_error, _is_causal, _repeat_kv
-from tb_attention.intercept.state import _innermost, _install_lock
+from tb_attention.errors import CaptureError
+from tb_attention.intercept.call import bind_arguments, keeps_causal, repeat_kv
+from tb_attention.intercept.state import innermost_interception, INSTALL_LOCK
 
 _FLEX_PARAMETERS = ("query", "key", "value", "score_mod", "block_mask", "scale", "enable_gqa")
 _original_flex = None
@@ -15,9 +16,9 @@ _original_flex = None
 
 def _flex(*args, **kwargs):
     output = _original_flex(*args, **kwargs)
-    it = _innermost()
+    it = innermost_interception()
     if it is not None:
-        bound = _bind(_FLEX_PARAMETERS, args, kwargs)
+        bound = bind_arguments(_FLEX_PARAMETERS, args, kwargs)
         query, key = bound["query"], bound["key"]
         with torch.no_grad():
             logits = _dense_flex_logits(query.detach(), key.detach(), bound.get("score_mod"), bound.get("block_mask"),
@@ -28,7 +29,7 @@ def _flex(*args, **kwargs):
             query=query.detach(),
             key=key.detach(),
             scale=float(bound["scale"]) if bound.get("scale") is not None else query.shape[-1] ** -0.5,
-            causal=_is_causal(~torch.isinf(logits), nq, nk),
+            causal=keeps_causal(~torch.isinf(logits), nq, nk),
             route="flex",
             _logits=logits,
         )
@@ -40,7 +41,7 @@ def _dense_flex_logits(query, key, score_mod, block_mask, scale):
     b, h, nq, _ = query.shape
     nk = key.shape[2]
     scale = scale if scale is not None else query.shape[-1] ** -0.5
-    k = _repeat_kv(key.float(), h // key.shape[1])
+    k = repeat_kv(key.float(), h // key.shape[1])
     scores = torch.matmul(query.float(), k.transpose(-1, -2)) * scale
     index = [torch.arange(n, device=query.device).reshape([-1 if d == i else 1 for d in range(4)])
              for i, n in enumerate((b, h, nq, nk))]
@@ -48,17 +49,17 @@ def _dense_flex_logits(query, key, score_mod, block_mask, scale):
         try:
             scores = torch.as_tensor(score_mod(scores, *index)).float().expand(b, h, nq, nk)
         except Exception as e:
-            raise _capture_error(
+            raise CaptureError(
                 f"this FlexAttention score_mod cannot be evaluated densely on the probe ({type(e).__name__}: {e}); "
                 "write it with broadcasting tensor operations, or compute this attention with "
                 "F.scaled_dot_product_attention to capture it"
             ) from e
     if block_mask is not None:
-        scores = scores.masked_fill(~_dense_block_mask(block_mask, b, h, nq, nk, query.device), float("-inf"))
+        scores = scores.masked_fill(~dense_block_mask(block_mask, b, h, nq, nk, query.device), float("-inf"))
     return scores
 
 
-def _flex_bindings(model):
+def bindings(model):
     """(python module, attribute) of every global bound to FlexAttention in the model's code files."""
     flex_module = sys.modules.get("torch.nn.attention.flex_attention")
     if flex_module is None:
@@ -73,16 +74,16 @@ def _flex_bindings(model):
     return sorted(found)
 
 
-def _dense_block_mask(block_mask, b, h, nq, nk, device):
+def dense_block_mask(block_mask, b, h, nq, nk, device):
     """A FlexAttention BlockMask evaluated densely through its mask_mod: [B, H, Nq, Nk] bool."""
     mask_mod = getattr(block_mask, "mask_mod", None)
     if mask_mod is None:
-        raise _capture_error("a FlexAttention block mask without a mask_mod cannot be evaluated densely")
+        raise CaptureError("a FlexAttention block mask without a mask_mod cannot be evaluated densely")
     index = [torch.arange(n, device=device).reshape([-1 if d == k else 1 for d in range(4)]) for k, n in enumerate((b, h, nq, nk))]
     try:
         keep = mask_mod(*index)
     except Exception as e:
-        raise _capture_error(
+        raise CaptureError(
             f"this FlexAttention mask_mod cannot be evaluated densely on the probe ({type(e).__name__}: {e}); "
             "load the model with attn_implementation='sdpa' or 'eager' to capture it"
         ) from e
@@ -92,9 +93,9 @@ def _dense_block_mask(block_mask, b, h, nq, nk, device):
 _flex_counts = {}  # (module name, attribute) -> interceptions that patched it
 
 
-def _install_flex(bindings):
+def install(bindings):
     global _original_flex
-    with _install_lock:
+    with INSTALL_LOCK:
         for module_name, attribute in bindings:
             code = sys.modules[module_name]
             if _original_flex is None:
@@ -104,8 +105,8 @@ def _install_flex(bindings):
             _flex_counts[(module_name, attribute)] = _flex_counts.get((module_name, attribute), 0) + 1
 
 
-def _uninstall_flex(bindings):
-    with _install_lock:
+def uninstall(bindings):
+    with INSTALL_LOCK:
         for binding in bindings:
             _flex_counts[binding] -= 1
             if not _flex_counts[binding]:

@@ -5,14 +5,14 @@ import sys
 
 import torch
 
-from tb_attention.intercept.call import _causal_keep, _is_causal, _split_mask
-from tb_attention.intercept.flex import _dense_block_mask
-from tb_attention.intercept.state import _active, _interception_for
+from tb_attention.intercept.call import causal_keep, keeps_causal, split_mask
+from tb_attention.intercept.flex import dense_block_mask
+from tb_attention.intercept.state import ACTIVE, interception_for
 
 
 def _hf_wrapper(function, kind):
     def intercepted_attention(module, query, key, value, attention_mask=None, *args, **kwargs):
-        it = _interception_for(module)
+        it = interception_for(module)
         if it is None or it.suppressed:
             return function(module, query, key, value, attention_mask, *args, **kwargs)
         it.suppressed += 1
@@ -88,13 +88,13 @@ def _mask_parts(mask, kind, query, nq, nk, is_causal, window):
     """(keep, bias, causal) of a call's attention mask as the kernel `kind` reads it."""
     keep, bias = None, None
     if kind == "flex" and mask is not None and not isinstance(mask, torch.Tensor):
-        keep = _dense_block_mask(mask, query.shape[0], query.shape[1], nq, nk, query.device)
+        keep = dense_block_mask(mask, query.shape[0], query.shape[1], nq, nk, query.device)
     elif kind.startswith("flash"):
         # A 2-D padding mask (1 = token) or none; causality and the window are the kernel's flags.
         if mask is not None:
             keep = mask[:, None, None, :nk].bool()
         if is_causal and nq > 1:
-            causal = _causal_keep(nq, nk, query.device, bottom_right=True)
+            causal = causal_keep(nq, nk, query.device, bottom_right=True)
             keep = causal if keep is None else keep & causal
         if window:
             i = torch.arange(nq, device=query.device)[:, None] + (nk - nq)
@@ -102,10 +102,10 @@ def _mask_parts(mask, kind, query, nq, nk, is_causal, window):
             near = (i - j).abs() < window
             keep = near if keep is None else keep & near
     elif isinstance(mask, torch.Tensor) and mask.dim() >= 2:
-        keep, bias = _split_mask(mask, nk)
+        keep, bias = split_mask(mask, nk)
     elif mask is None and kind != "eager" and is_causal and nq > 1:
-        keep = _causal_keep(nq, nk, query.device)  # sdpa and the like: no mask means is_causal
-    return keep, bias, _is_causal(keep, nq, nk)
+        keep = causal_keep(nq, nk, query.device)  # sdpa and the like: no mask means is_causal
+    return keep, bias, keeps_causal(keep, nq, nk)
 
 
 _original_get_interface = None
@@ -114,7 +114,7 @@ _patched = []  # the AttentionInterface class whose get_interface is ours
 
 def _get_interface(self, attn_implementation, default):
     function = _original_get_interface(self, attn_implementation, default)
-    if not _active.get():
+    if not ACTIVE.get():
         return function
     if function is default:
         kind = "eager"
@@ -130,7 +130,7 @@ def _attention_interface():
     return interface if hasattr(interface, "get_interface") else None
 
 
-def _patch():
+def install():
     global _original_get_interface
     interface = _attention_interface()
     if interface is not None:
@@ -139,6 +139,6 @@ def _patch():
         _patched.append(interface)
 
 
-def _unpatch():
+def uninstall():
     while _patched:
         _patched.pop().get_interface = _original_get_interface

@@ -5,16 +5,17 @@ import inspect
 import torch
 import torch.nn.functional as F
 
-from tb_attention.intercept.call import _bind, _capture_error, _causal_keep, _is_causal, _split_mask
+from tb_attention.errors import CaptureError
+from tb_attention.intercept.call import bind_arguments, causal_keep, keeps_causal, split_mask
 
-_MHA_PARAMETERS = list(inspect.signature(torch.nn.MultiheadAttention.forward).parameters)[1:]
+MHA_PARAMETERS = list(inspect.signature(torch.nn.MultiheadAttention.forward).parameters)[1:]
 _LAYER_PARAMETERS = list(inspect.signature(torch.nn.TransformerEncoderLayer.forward).parameters)[1:]
 
 
-def _mha_fields(mha, query, key, attn_mask=None, key_padding_mask=None, is_causal=False, **_):
+def mha_fields(mha, query, key, attn_mask=None, key_padding_mask=None, is_causal=False, **_):
     """q, k per head and the mask, recomputed from the module's in-projection (no grad)."""
     if query.is_nested or key.is_nested:
-        raise _capture_error(f"{type(mha).__name__} got nested tensors, which tb-attention cannot capture")
+        raise CaptureError(f"{type(mha).__name__} got nested tensors, which tb-attention cannot capture")
     cross = query is not key
     with torch.no_grad():
         if query.dim() == 2:  # unbatched [N, E]: a batch of one
@@ -53,7 +54,7 @@ def _mha_fields(mha, query, key, attn_mask=None, key_padding_mask=None, is_causa
             if mask.dtype == torch.bool:
                 part_keep, part_bias = ~mask, None  # True = may NOT attend, in torch's convention
             else:
-                part_keep, part_bias = _split_mask(mask, nk)
+                part_keep, part_bias = split_mask(mask, nk)
             if extra:  # the appended keys (bias_k, zero key) are never masked
                 pad = [0, extra]
                 part_keep = None if part_keep is None else F.pad(part_keep, pad, value=True)
@@ -61,7 +62,7 @@ def _mha_fields(mha, query, key, attn_mask=None, key_padding_mask=None, is_causa
             keep = part_keep if keep is None else keep & part_keep
             bias = part_bias if bias is None else (bias + part_bias if part_bias is not None else bias)
         if is_causal and attn_mask is None:
-            causal = F.pad(_causal_keep(nq, nk, q.device), [0, extra], value=True)
+            causal = F.pad(causal_keep(nq, nk, q.device), [0, extra], value=True)
             keep = causal if keep is None else keep & causal
         if keep is not None:
             while keep.dim() < 4:
@@ -70,14 +71,14 @@ def _mha_fields(mha, query, key, attn_mask=None, key_padding_mask=None, is_causa
             while bias.dim() < 4:
                 bias = bias.unsqueeze(0)
     return dict(
-        query=q, key=k, scale=d**-0.5, causal=_is_causal(keep, nq, nk + extra), bias=bias, route="mha",
+        query=q, key=k, scale=d**-0.5, causal=keeps_causal(keep, nq, nk + extra), bias=bias, route="mha",
         _keep=keep, cross=cross,
     )
 
 
-def _fast_path_encoder_layer(layer, args, kwargs):
+def fast_path_encoder_layer(layer, args, kwargs):
     """The self attention of an nn.TransformerEncoderLayer that ran fused, without its MultiheadAttention."""
-    bound = _bind(_LAYER_PARAMETERS, args, kwargs)
+    bound = bind_arguments(_LAYER_PARAMETERS, args, kwargs)
     src = bound.get("src")
     key_padding_mask = bound.get("src_key_padding_mask")
     if src.is_nested:  # TransformerEncoder packed a padded batch: its lengths are the padding mask
@@ -87,7 +88,7 @@ def _fast_path_encoder_layer(layer, args, kwargs):
         key_padding_mask = torch.arange(n, device=src.device)[None, :] >= torch.tensor(lengths, device=src.device)[:, None]
     with torch.no_grad():
         x = layer.norm1(src) if layer.norm_first else src
-    return _mha_fields(
+    return mha_fields(
         layer.self_attn, x, x, attn_mask=bound.get("src_mask"), key_padding_mask=key_padding_mask,
         is_causal=bool(bound.get("is_causal", False)),
     )

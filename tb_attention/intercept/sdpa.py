@@ -2,8 +2,8 @@
 
 import torch.nn.functional as F
 
-from tb_attention.intercept.call import _causal_keep, _is_causal, _split_mask
-from tb_attention.intercept.state import _innermost
+from tb_attention.intercept.call import causal_keep, keeps_causal, split_mask
+from tb_attention.intercept.state import innermost_interception
 
 _original_sdpa = None
 
@@ -13,20 +13,20 @@ def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, sca
         query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
         enable_gqa=enable_gqa, **kwargs,
     )
-    it = _innermost()
+    it = innermost_interception()
     if it is not None and not query.is_nested:
         q, k = _as_heads(query), _as_heads(key)
         nq, nk = q.shape[2], k.shape[2]
-        keep, bias = _split_mask(attn_mask.detach() if attn_mask is not None else None, nk)
+        keep, bias = split_mask(attn_mask.detach() if attn_mask is not None else None, nk)
         if is_causal:
-            causal = _causal_keep(nq, nk, q.device)
+            causal = causal_keep(nq, nk, q.device)
             keep = causal if keep is None else keep & causal
         it.emit(
             it.current_module(),
             query=q.detach(),
             key=k.detach(),
             scale=float(scale) if scale is not None else q.shape[-1] ** -0.5,
-            causal=_is_causal(keep, nq, nk),
+            causal=keeps_causal(keep, nq, nk),
             bias=bias,
             route="sdpa",
             _keep=keep,
@@ -45,11 +45,11 @@ def _as_heads(x):
     return x.reshape(-1, x.shape[-3], x.shape[-2], x.shape[-1])
 
 
-def _patch():
+def install():
     global _original_sdpa
     _original_sdpa = F.scaled_dot_product_attention
     F.scaled_dot_product_attention = _sdpa
 
 
-def _unpatch():
+def uninstall():
     F.scaled_dot_product_attention = _original_sdpa

@@ -6,8 +6,8 @@ import re
 
 import torch.nn.functional as F
 
-from tb_attention.intercept.call import _is_causal, _masked
-from tb_attention.intercept.state import _innermost
+from tb_attention.intercept.call import keeps_causal, is_mask_value
+from tb_attention.intercept.state import innermost_interception
 
 _ATTENTION_CLASS = re.compile(r"attention", re.IGNORECASE)
 
@@ -16,7 +16,7 @@ _original_softmax = None
 
 def _softmax(input, dim=None, _stacklevel=3, dtype=None):
     output = _original_softmax(input, dim=dim, _stacklevel=_stacklevel, dtype=dtype)
-    it = _innermost()
+    it = innermost_interception()
     if it is not None and input.dim() == 4 and dim in (-1, 3) and not input.is_nested:
         module = it.current_module()
         if module is not None and _ATTENTION_CLASS.search(type(module).__name__):
@@ -27,7 +27,7 @@ def _softmax(input, dim=None, _stacklevel=3, dtype=None):
                 query=None,
                 key=None,
                 scale=1.0,
-                causal=_is_causal(~_masked(logits), nq, nk),
+                causal=keeps_causal(~is_mask_value(logits), nq, nk),
                 route="softmax",
                 _logits=logits,
                 _weights=output.detach(),
@@ -35,11 +35,11 @@ def _softmax(input, dim=None, _stacklevel=3, dtype=None):
     return output
 
 
-def _patch():
+def install():
     global _original_softmax
     _original_softmax = F.softmax
     F.softmax = _softmax
 
 
-def _unpatch():
+def uninstall():
     F.softmax = _original_softmax

@@ -1,4 +1,4 @@
-"""What is intercepting: one _Interception per `intercepting` block, in a context variable per thread."""
+"""What is intercepting: one Interception per `intercepting` block, in a context variable per thread."""
 
 import contextvars
 import re
@@ -10,10 +10,10 @@ from tb_attention.intercept.call import AttentionCall
 
 _CROSS_NAME = re.compile(r"(cross|encoder_attn|encdec)", re.IGNORECASE)
 
-_install_lock = threading.Lock()  # held while the global patches and hooks change
+INSTALL_LOCK = threading.Lock()  # held while the global patches and hooks change
 
 
-class _Interception:
+class Interception:
     """One `intercepting` block: the model's module names, its listener, the running modules."""
 
     def __init__(self, model, listener):
@@ -52,20 +52,20 @@ class _Interception:
             self.suppressed -= 1
 
 
-_active = contextvars.ContextVar("tb_attention_interceptions", default=())
+ACTIVE = contextvars.ContextVar("tb_attention_interceptions", default=())
 
 
-def _interception_for(module):
-    for it in reversed(_active.get()):
+def interception_for(module):
+    for it in reversed(ACTIVE.get()):
         if id(module) in it.names:
             return it
     return None
 
 
-def _innermost():
+def innermost_interception():
     """The interception whose model is running in this context (innermost first), unless it is
     suppressed; None when no intercepted model is running."""
-    for it in reversed(_active.get()):
+    for it in reversed(ACTIVE.get()):
         if it.stack:
             return None if it.suppressed else it
     return None

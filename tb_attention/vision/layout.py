@@ -83,7 +83,7 @@ def vision_config(model):
     return sub if sub is not None else config
 
 
-def _check_not_windowed(model, config):
+def check_not_windowed(model, config):
     model_type = getattr(config, "model_type", "") or ""
     if "swin" in model_type or type(model).__name__.lower().startswith("swin"):
         window = getattr(config, "window_size", "?")
@@ -135,7 +135,7 @@ def patch_layout(model, image_size, num_tokens=None, *, patch_size=None, prefix_
     gets its prefix count from it (`[CLS]` for one, `[P0]`, `[P1]`... for more).
     """
     config = vision_config(model)
-    _check_not_windowed(model, config)
+    check_not_windowed(model, config)
     size = _pair(patch_size, "patch_size") if patch_size is not None else _patch_size_of(model, config)
     if size is None:
         raise ValueError(

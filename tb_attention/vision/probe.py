@@ -6,7 +6,7 @@ import numpy as np
 
 from tb_attention import defaults, devices, metadata, modules, summary
 from tb_attention.vision.image import MAX_IMAGE_SIDE, image_png, pixel_values_of, seen_image, to_pil
-from tb_attention.vision.layout import _check_not_windowed, patch_layout, vision_config
+from tb_attention.vision.layout import check_not_windowed, patch_layout, vision_config
 from tb_attention.vision.metrics import image_metrics
 
 
@@ -127,9 +127,9 @@ class ImageProbe:
         from tb_attention import capture
 
         tower = _tower(model)
-        _check_not_windowed(tower, vision_config(tower))  # before a forward whose shapes would only confuse
+        check_not_windowed(tower, vision_config(tower))  # before a forward whose shapes would only confuse
         results = []
-        with capture._eval_mode(tower), torch.no_grad():
+        with capture.eval_mode(tower), torch.no_grad():
             start = 0
             while start < len(self.pixel_values):
                 # Consecutive images of one size go through together.
