@@ -17,7 +17,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["tb_attention", "tb_attention.*"]),
-    package_data={"tb_attention": ["static/*", "http_api.md"]},
+    package_data={"tb_attention.serve": ["static/*", "http_api.md"]},
     include_package_data=True,
     install_requires=[
         "numpy>=1.24",
@@ -48,7 +48,7 @@ setup(
         ],
     },
     entry_points={
-        "tensorboard_plugins": ["attention = tb_attention.loader:TBLoader"],
+        "tensorboard_plugins": ["attention = tb_attention.serve.loader:TBLoader"],
         "console_scripts": ["tb-attention = tb_attention.cli:main"],
     },
     classifiers=[

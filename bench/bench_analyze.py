@@ -22,7 +22,10 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tb_attention import analysis, assets, defaults, summary, syntax  # noqa: E402
+from tb_attention.convert import assets  # noqa: E402
+from tb_attention.probes import analysis, syntax
+from tb_attention.runtime import defaults
+from tb_attention.storage import summary
 
 
 def bare_forward(model, tokenizer, sentences, batch_size, max_length):

@@ -65,7 +65,7 @@ def ensure_tools():
 def write_logdir(logdir, sizes):
     """One run `bench`, one tag per size (`n128`, ...), step 0, written through tb_attention."""
     from dashboard_logdir import long_tokens, structured_attention
-    from tb_attention import summary
+    from tb_attention.storage import summary
 
     rng = np.random.default_rng(0)
     data = {}

@@ -37,7 +37,8 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tb_attention import Writer, metadata, summary  # noqa: E402
+from tb_attention import metadata, Writer  # noqa: E402
+from tb_attention.storage import summary
 from tests.conftest import PLUGIN_ROUTE, TensorBoard, random_attention  # noqa: E402
 
 LAYERS, HEADS, TOKENS = 12, 12, 128

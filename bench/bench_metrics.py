@@ -1,4 +1,4 @@
-"""Benchmark of tb_attention.metrics: vectorised vs literal loop, and update vs a SmolLM2 forward.
+"""Benchmark of tb_attention.metrics.attention: vectorised vs literal loop, and update vs a SmolLM2 forward.
 
     python bench/bench_metrics.py [--batch 16] [--max-tokens 40] [--threads N] [--repeats 5]
                                   [--loop-inputs 16] [--synthetic]
@@ -25,7 +25,7 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tb_attention.metrics import AttentionStats  # noqa: E402
+from tb_attention.metrics.attention import AttentionStats  # noqa: E402
 
 
 def _loop_reference():
@@ -49,7 +49,8 @@ def _timed(fn, repeats):
 def _model_batch(args):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tb_attention import assets, syntax
+    from tb_attention.convert import assets
+    from tb_attention.probes import syntax
 
     folder = str(assets.smollm2_dir())
     tokenizer = AutoTokenizer.from_pretrained(folder)

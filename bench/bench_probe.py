@@ -25,7 +25,8 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tb_attention import Probe, Writer, assets  # noqa: E402
+from tb_attention import Probe, Writer  # noqa: E402
+from tb_attention.convert import assets
 
 
 class Block(torch.nn.Module):

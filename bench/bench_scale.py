@@ -9,7 +9,7 @@ above the RSS just before the call (sampled every 2 ms from /proc). Sides:
   eager: model(input_ids, output_attentions=True) of the model loaded with eager attention, no grad;
   probe: Probe(tokenizer, [text], syntax=False).log(writer, model, 0) on the model as loaded
          (transformers' default attention), writing to a temporary logdir (metrics included);
-  stream: the same probe through tb_attention.probe_stream.log_probe (streaming capture: same records).
+  stream: the same probe through tb_attention.probes.streamed.log_probe (streaming capture: same records).
 Goals (issue 13): probe memory <= 0.5 x eager's, probe time <= 3 x eager's.
 """
 
@@ -61,7 +61,7 @@ class PeakRss:
 
 def long_text(tokenizer, tokens):
     """Wikipedia lead sentences joined until the text has at least `tokens` tokens."""
-    from tb_attention import assets
+    from tb_attention.convert import assets
 
     sentences, text = assets.wikipedia_sentences(shuffle=True), ""
     for sentence in sentences:
@@ -87,7 +87,8 @@ def measure(side, args):
     """One side in this process: {"seconds", "extra_rss"} of its single measured call."""
     import torch
 
-    from tb_attention import Probe, Writer, assets
+    from tb_attention import Probe, Writer
+    from tb_attention.convert import assets
 
     torch.set_num_threads(args.threads)
     tokenizer = assets.gpt2_tokenizer()
@@ -109,7 +110,7 @@ def measure(side, args):
         warm.log(writer, model, 0)
 
         if side == "stream":
-            from tb_attention import probe_stream
+            from tb_attention.probes import streamed as probe_stream
 
             def call():
                 return probe_stream.log_probe(probe, writer, model, 1)

@@ -26,7 +26,8 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tb_attention import Writer, metadata, summary  # noqa: E402
+from tb_attention import metadata, Writer  # noqa: E402
+from tb_attention.storage import summary
 from tests.conftest import TensorBoard, random_attention  # noqa: E402
 
 LAYERS, HEADS, TOKENS, EXAMPLES = 12, 12, 128, 8
@@ -47,7 +48,7 @@ def smollm2_attention():
     """Attention of SmolLM2-135M (trained) on Wikipedia text, 12 layers x 9 heads x 128 tokens."""
     from transformers import AutoModel, AutoTokenizer
 
-    from tb_attention import assets
+    from tb_attention.convert import assets
 
     folder = assets.smollm2_dir()
     tokenizer = AutoTokenizer.from_pretrained(str(folder))

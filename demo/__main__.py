@@ -43,7 +43,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from demo import train, vit, whisper
-    from tb_attention import assets, cli
+    from tb_attention import cli
+    from tb_attention.convert import assets
 
     out = pathlib.Path(args.out).resolve()
     logdir, workdir = out / "logdir", out / "work"

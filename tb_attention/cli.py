@@ -5,7 +5,8 @@ import json
 import pathlib
 import sys
 
-from tb_attention import defaults, metadata
+from tb_attention import metadata
+from tb_attention.runtime import defaults
 
 WIKIPEDIA = "wikipedia"
 DTYPES = ("float32", "bfloat16", "float16")  # as analysis.DTYPES names them (torch-free here, for --help)
@@ -91,7 +92,10 @@ def _non_negative(value):
 
 
 def _analyze(args):
-    from tb_attention import analysis, assets, distributed, summary
+    from tb_attention.convert import assets
+    from tb_attention.probes import analysis
+    from tb_attention.runtime import distributed
+    from tb_attention.storage import summary
 
     analysis.model_source(args.model)  # fail fast, before reading a corpus
     device = analysis.resolve_device(args.device)
@@ -124,8 +128,9 @@ def _analyze(args):
 
 
 def _probe(args):
-    from tb_attention import analysis, summary
-    from tb_attention.probe import Probe
+    from tb_attention.probes import analysis
+    from tb_attention.storage import summary
+    from tb_attention.probes.text import Probe
 
     analysis.model_source(args.model)
     device = analysis.resolve_device(args.device)
@@ -171,9 +176,9 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    from tb_attention.analysis import AnalysisError
-    from tb_attention.assets import AssetError
-    from tb_attention.syntax import SpacyModelError
+    from tb_attention.probes.analysis import AnalysisError
+    from tb_attention.convert.assets import AssetError
+    from tb_attention.probes.syntax import SpacyModelError
 
     try:
         return args.func(args)

@@ -196,7 +196,7 @@ def tiny_gpt2(layers=2, heads=4, embed=32, vocab=None, seed=0, attn_implementati
 
 @pytest.fixture(scope="session")
 def gpt2_tokenizer():
-    from tb_attention import assets
+    from tb_attention.convert import assets
 
     return assets.gpt2_tokenizer()
 
@@ -211,7 +211,7 @@ def python_provider(logdir, samples_per_plugin=None):
 
     from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
 
-    from tb_attention.loader import TBLoader
+    from tb_attention.serve.loader import TBLoader
 
     flags = argparse.Namespace(samples_per_plugin=dict(samples_per_plugin or {}))
     TBLoader().fix_flags(flags)
@@ -229,7 +229,7 @@ def rust_provider(logdir, samples_per_plugin=None):
     from tensorboard.data import server_ingester
     from tensorboard.util import grpc_util
 
-    from tb_attention.loader import TBLoader
+    from tb_attention.serve.loader import TBLoader
 
     flags = argparse.Namespace(samples_per_plugin=dict(samples_per_plugin or {}))
     TBLoader().fix_flags(flags)
@@ -257,7 +257,7 @@ def read_blob_steps(provider, run, tag, experiment_id=""):
 
 def read_step_blob(provider, run, tag, step, manifest, ref):
     """Blob `ref` of an attention step, from its main record or a part tag's."""
-    from tb_attention import schema
+    from tb_attention.storage import schema
 
     part, index = schema.blob_location(manifest, ref, "blob")
     datum = next(d for d in read_blob_steps(provider, run, tag if not part else schema.part_tag(tag, part)) if d.step == step)
@@ -267,7 +267,7 @@ def read_step_blob(provider, run, tag, step, manifest, ref):
 def read_examples(provider, run, tag, step, group=None):
     """Decoded examples of one step, read through a data provider like the plugin does:
     (the /examples entry, the group's AttentionExample over all layers, its QueryKey or None)."""
-    from tb_attention import codecs, schema
+    from tb_attention.storage import codecs, schema
 
     datum = next(d for d in read_blob_steps(provider, run, tag) if d.step == step)
     manifest = codecs.decode_manifest(provider.read_blob(request_context(), blob_key=datum.values[0].blob_key))

@@ -1,14 +1,14 @@
 """A log directory of known attention for the dashboard's browser tests and benchmark."""
 
 # Attention here is synthetic but shaped like a trained model's (previous-token, first-token,
-# self, local and broad heads), written through tb_attention.summary like a user's training loop.
+# self, local and broad heads), written through tb_attention.storage.summary like a user's training loop.
 # Metrics follow heads specialising over training: each head drifts from an untrained value
 # towards its kind's (a previous-token head ends at distance ~1 and low entropy).
 
 import numpy as np
 
-from tb_attention import summary
-from tb_attention.schema import exemplar_table
+from tb_attention.storage import summary
+from tb_attention.storage.schema import exemplar_table
 
 SENTENCE = [  # GPT-2 byte-level tokens: Ġ is a space
     "The", "Ġquick", "Ġbrown", "Ġfox", "Ġjumps", "Ġover", "Ġthe", "Ġlazy", "Ġdog", ",", "Ġand",
@@ -124,7 +124,7 @@ def metric_values(layers, heads, progress, rng):
 
 
 def previous_token(examples):
-    """float32 [L, H]: the probe's previous_token metric as tb_attention.metrics defines it (weight on
+    """float32 [L, H]: the probe's previous_token metric as tb_attention.metrics.attention defines it (weight on
     the token just before, over queries i >= 2, pooled over the inputs)."""
     total, count = 0.0, 0
     for example in examples:
@@ -136,7 +136,7 @@ def previous_token(examples):
 
 def exemplars_of(examples, top_k=3):
     """The /exemplars table of some examples: per head, the inputs ranked by their largest weight
-    between two tokens after the first (as tb_attention.metrics ranks them)."""
+    between two tokens after the first (as tb_attention.metrics.attention ranks them)."""
     layers, heads = examples[0]["attention"].shape[:2]
     table = []
     for layer in range(layers):

@@ -8,9 +8,9 @@
 
 import numpy as np
 
-from tb_attention import codecs
-from tb_attention.codecs.attention import EncodedLayer, quantize
-from tb_attention.codecs.blob import ATTENTION_MAGIC, compress, pack
+from tb_attention.storage import codecs
+from tb_attention.storage.codecs.attention import EncodedLayer, quantize
+from tb_attention.storage.codecs.blob import ATTENTION_MAGIC, compress, pack
 
 LAYERS, HEADS, TOKENS, TOP_K = 32, 32, 4096, 8
 PAD = 0xFFFF

@@ -7,7 +7,10 @@ import pytest
 import torch
 import transformers
 
-from tb_attention import AudioProbe, Writer, assets, audio, cross_metrics, metadata
+from tb_attention import AudioProbe, metadata, Writer
+from tb_attention.convert import assets
+from tb_attention.metrics import cross as cross_metrics
+from tb_attention.probes import audio_inputs as audio
 from tests.conftest import python_provider, read_examples
 
 BOUND = metadata.MAX_QUANTIZATION_ERROR

@@ -54,7 +54,7 @@ def test_monitor_is_logged_after_every_optimizer_step_with_the_callbacks_writer(
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "runs" / "exp"))
     writers = []
 
-    class Monitor:  # what AttentionCallback needs of tb_attention.monitor.AttentionMonitor
+    class Monitor:  # what AttentionCallback needs of tb_attention.probes.monitor.AttentionMonitor
         def log(self, writer, step):
             sibling = callback._sibling
             writers.append((writer, step, sibling.tb_writer if sibling is not None else callback.tb_writer))

@@ -1,4 +1,4 @@
-"""Tests for tb_attention.capture: attention from Hugging Face models, as eager attention computes it."""
+"""Tests for tb_attention.capture.record: attention from Hugging Face models, as eager attention computes it."""
 
 import pytest
 import torch
@@ -295,7 +295,7 @@ def test_model_without_attention_is_named_in_the_error():
 
 
 def test_smollm2_captured_attention_equals_eager():
-    from tb_attention import assets
+    from tb_attention.convert import assets
 
     try:
         path = assets.smollm2_dir()

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from tb_attention import assets, capture, metrics, syntax
+from tb_attention import capture, metrics
+from tb_attention.convert import assets
+from tb_attention.probes import syntax
 from tests.conftest import ROOT, python_provider, read_blob_steps, read_examples, request_context, tiny_gpt2
 
 SENTENCES = [
@@ -180,7 +182,7 @@ def test_every_command_has_help(command):
 
 
 def test_help_shows_the_shared_defaults_without_loading_torch():
-    from tb_attention import defaults
+    from tb_attention.runtime import defaults
 
     code = (
         "import sys, contextlib, io\n"

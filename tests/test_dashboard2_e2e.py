@@ -388,7 +388,7 @@ def test_tokens_that_differ_between_a_and_b_are_named_not_silently_aligned(dashb
 
 
 def test_a_step_written_after_the_page_opened_appears_within_the_poll_period(dashboard, server):
-    from tb_attention import summary
+    from tb_attention.storage import summary
 
     rng = np.random.default_rng(7)
     live = server.logdir / "growing"
@@ -422,7 +422,7 @@ def test_a_step_written_after_the_page_opened_appears_within_the_poll_period(das
 
 
 def test_untrusted_tokens_stay_text_in_exemplars_compare_tooltips_and_exports(dashboard, server):
-    from tb_attention import summary
+    from tb_attention.storage import summary
 
     # A run whose probe input #2 has other untrusted tokens than train's: the banner lists them.
     rng = np.random.default_rng(9)

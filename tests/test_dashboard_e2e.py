@@ -253,7 +253,7 @@ def test_1024_token_example_stays_interactive(dashboard):
 def long_server(tmp_path_factory):
     """A TensorBoard with one 32-layer × 32-head, 4,096-token example (top-k 8, 40 MB stored)."""
     import long_example
-    from tb_attention import codecs, summary
+    from tb_attention.storage import codecs, summary
 
     logdir = tmp_path_factory.mktemp("long") / "logs"
     toks = long_example.tokens(60)  # the direct top-k builder stores what the encoder would
@@ -431,7 +431,7 @@ def test_keyboard_moves_the_locked_token_and_the_layer(dashboard):
 
 
 def test_a_step_logged_while_the_page_is_open_shows_after_tensorboard_reloads(dashboard, server):
-    from tb_attention import summary
+    from tb_attention.storage import summary
 
     rng = np.random.default_rng(5)
     live = server.logdir / "live"

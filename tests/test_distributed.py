@@ -13,7 +13,8 @@ torch = pytest.importorskip("torch")
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
-from tb_attention import codecs, distributed, modules  # noqa: E402
+from tb_attention.runtime import distributed, modules  # noqa: E402
+from tb_attention.storage import codecs
 from tests.conftest import train_step as _train_step  # noqa: E402
 
 WORLD = 2
@@ -126,7 +127,8 @@ def _probe_everywhere(probe, model, writer, step):
 def train_with_probe(rank, out, kind, probe_ranks, expect_error=False):
     """3 training steps with a probe after the first, on `probe_ranks`; losses, the probe's first
     attention, and those of an unsharded twin trained alike with no probe."""
-    from tb_attention import Probe, Writer, assets
+    from tb_attention import Probe, Writer
+    from tb_attention.convert import assets
 
     batch = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(1))
     twin = _tiny_gpt2()  # same seed: same weights; both ranks see the same batch, so FSDP's mean gradient = its own

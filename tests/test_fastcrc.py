@@ -5,7 +5,8 @@ import pytest
 from tensorboard.compat.tensorflow_stub import errors, pywrap_tensorflow
 from tensorboard.summary.writer import record_writer
 
-from tb_attention import Writer, fastcrc, summary
+from tb_attention import Writer
+from tb_attention.storage import fastcrc, summary
 from tests.conftest import random_attention
 
 # TensorBoard's own pure-Python function, whatever has been installed since.
@@ -26,7 +27,7 @@ def test_the_c_checksum_equals_tensorboards():
 
 
 def test_writing_installs_it_and_the_loader_installs_it_for_reading(tmp_path):
-    from tb_attention.loader import TBLoader
+    from tb_attention.serve.loader import TBLoader
     from tests.conftest import python_provider
 
     with Writer(tmp_path) as writer:
@@ -69,8 +70,8 @@ def test_a_tensorboard_whose_checksum_differs_is_left_alone(monkeypatch):
 def test_the_loader_still_loads_the_plugin_when_the_reader_internals_are_gone(tmp_path, monkeypatch):
     import sys
 
-    from tb_attention.loader import TBLoader
-    from tb_attention.plugin import AttentionPlugin
+    from tb_attention.serve.loader import TBLoader
+    from tb_attention.serve.plugin import AttentionPlugin
     from tests.conftest import python_provider
 
     _fresh(monkeypatch)

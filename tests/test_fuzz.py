@@ -9,7 +9,8 @@ import urllib.parse
 import numpy as np
 import pytest
 
-from tb_attention import Writer, summary
+from tb_attention import Writer
+from tb_attention.storage import summary
 from tests.conftest import PLUGIN_ROUTE, TensorBoard, random_attention
 
 SEED = 20240611  # change it to explore; a failure message names the request, to replay it

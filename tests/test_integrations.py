@@ -62,7 +62,7 @@ lightning = pytest.importorskip("lightning")
 
 
 class RecordingMonitor:
-    """Stands in for tb_attention.monitor.AttentionMonitor: anything with log(writer, step)."""
+    """Stands in for tb_attention.probes.monitor.AttentionMonitor: anything with log(writer, step)."""
 
     def __init__(self):
         self.steps = []

@@ -1,4 +1,4 @@
-"""tb_attention.intercept: every attention computation of a forward, against independent references."""
+"""tb_attention.capture.intercept: every attention computation of a forward, against independent references."""
 
 import threading
 
@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from tb_attention import capture, intercept
+from tb_attention import capture
+from tb_attention.capture import intercept
 from tests.conftest import run_in_threads
 from tests.attention_models import (
     ENCODER_DECODERS, MHAStack, Encoder, NanoGPT, encoder_decoder_inputs, hf_model, with_implementation,
@@ -91,7 +92,7 @@ def _llama_or_gpt2(family, implementation):
 def test_the_layers_shared_mask_is_checked_once_per_forward(monkeypatch, implementation):
     """Checking a mask (causal? a bias?) reads the device, which on a GPU waits for every kernel
     queued: done once per forward for the mask every layer shares, not once per layer."""
-    from tb_attention.intercept import hf
+    from tb_attention.capture.intercept import hf
 
     checks = []
     real = hf._mask_parts

@@ -16,7 +16,7 @@ WRITER = r"""
 import sys, time
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
-from tb_attention import summary
+from tb_attention.storage import summary
 
 logdir, first, last, interval = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 flush_each = sys.argv[5] == "1"

@@ -6,13 +6,13 @@ import subprocess
 import sys
 
 
-from tb_attention.loader import TBLoader
+from tb_attention.serve.loader import TBLoader
 from tests.conftest import ROOT
 
 
 def test_importing_the_entry_point_pulls_in_no_heavy_library():
     code = (
-        "import sys, tb_attention.loader, tb_attention.plugin;"
+        "import sys, tb_attention.serve.loader, tb_attention.serve.plugin;"
         "print(sorted(m for m in ('torch', 'transformers', 'spacy', 'tensorflow') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -22,7 +22,7 @@ def test_importing_the_entry_point_pulls_in_no_heavy_library():
 def test_entry_point_is_registered_for_tensorboard():
     points = importlib.metadata.entry_points(group="tensorboard_plugins")
     (point,) = [p for p in points if p.name == "attention"]
-    assert point.value == "tb_attention.loader:TBLoader"
+    assert point.value == "tb_attention.serve.loader:TBLoader"
     assert point.load() is TBLoader
 
 
@@ -40,5 +40,5 @@ def test_fix_flags_leaves_the_users_setting():
 
 def test_loading_leaves_the_allocator_alone():
     # Allocator tuning is the user's choice (MALLOC_ARENA_MAX, README); the plugin does not call mallopt.
-    source = (ROOT / "tb_attention" / "loader.py").read_text()
+    source = (ROOT / "tb_attention" / "serve" / "loader.py").read_text()
     assert "mallopt" not in source and "ctypes" not in source

@@ -159,7 +159,7 @@ def test_metric_names():
 # ---------------------------------------------------------------------------------------------
 # Format v2: per-layer blobs, rectangular attention, the per-layer encoder on numpy and torch
 
-from tb_attention import codecs, schema  # noqa: E402
+from tb_attention.storage import codecs, schema  # noqa: E402
 
 
 def _devices():

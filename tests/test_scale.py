@@ -11,7 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tb_attention import Probe, Writer, analysis  # noqa: E402
+from tb_attention import Probe, Writer  # noqa: E402
+from tb_attention.probes import analysis
 from tests.conftest import train_step as _train_step  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -168,7 +169,7 @@ def test_a_model_compiled_around_the_monitor_neither_recompiles_nor_fails_silent
 def test_overlapping_eager_blocks_leave_compilation_on():
     """torch's compile stance is one per process: probes in two threads open and close their eager
     blocks out of order (first in, first out), and compiled code must compile again afterwards."""
-    from tb_attention import modules
+    from tb_attention.runtime import modules
 
     first, second = modules.eager(), modules.eager()
     first.__enter__()
@@ -199,7 +200,7 @@ def test_resolve_device_names_what_is_wrong():
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from tb_attention import assets
+    from tb_attention.convert import assets
 
     folder = tmp_path_factory.mktemp("gpt2")
     _gpt2(attn_implementation="sdpa").transformer.save_pretrained(folder)
@@ -272,7 +273,7 @@ def _records(logdir):
 
 @pytest.mark.parametrize("max_dense_tokens", [64, 8], ids=["causal rows", "top-k"])
 def test_streaming_probe_stores_the_same_bytes_as_probe_log(tmp_path, gpt2_tokenizer, max_dense_tokens):
-    from tb_attention import probe_stream
+    from tb_attention.probes import streamed as probe_stream
 
     model = _gpt2()
     texts = TEXTS + ["Streaming keeps one layer at a time, never every layer of every input at once."]
@@ -295,7 +296,7 @@ def test_streaming_listener_never_holds_two_layers(gpt2_tokenizer, monkeypatch):
     """The weights of a call are gone before the next call's are computed."""
     import weakref
 
-    from tb_attention import intercept, stream
+    from tb_attention.capture import intercept, stream
 
     model = _gpt2(n_layer=3)
     alive, seen = [], []

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from tb_attention import Writer, metadata, summary
+from tb_attention import metadata, Writer
+from tb_attention.storage import summary
 from tests.conftest import python_provider, random_attention, read_examples, request_context
 
 UNICODE_TOKENS = ["<|endoftext|>", "Ġcafé", "Zürich", "–", "😀", "中文", "<b>x</b>"]
@@ -190,8 +191,8 @@ def test_writer_must_be_a_summary_writer(rng):
 # ---------------------------------------------------------------------------------------------
 # Format v2 through the writer
 
-from tb_attention import codecs  # noqa: E402
-from tb_attention import examples as tb_examples  # noqa: E402
+from tb_attention.storage import codecs  # noqa: E402
+from tb_attention.storage import examples as tb_examples  # noqa: E402
 
 
 def test_encoded_layers_are_stored_as_the_writer_would_store_the_weights(rng):
@@ -256,7 +257,7 @@ def test_metrics_of_groups_are_tagged_by_group(tmp_path):
         summary.metrics(writer, "gpt", {"entropy": np.ones((1, 1))}, 0)
         summary.metrics(writer, "t5", {"entropy": np.ones((1, 1))}, 0, group="cross")
         summary.metrics(writer, "t5", {"entropy": np.ones((1, 1))}, 0, group="encoder", first_group=True)
-    from tb_attention import schema
+    from tb_attention.storage import schema
     from tests.conftest import request_context
 
     listing = python_provider(tmp_path).list_tensors(request_context(), experiment_id="", plugin_name="attention")["."]

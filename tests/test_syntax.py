@@ -1,10 +1,11 @@
-"""Tests for tb_attention.syntax: spaCy parses on GPT-2, BERT, SmolLM2 and SentencePiece tokens."""
+"""Tests for tb_attention.probes.syntax: spaCy parses on GPT-2, BERT, SmolLM2 and SentencePiece tokens."""
 
 import numpy as np
 import pytest
 
-from tb_attention import assets, syntax
-from tb_attention.syntax import TokenSyntax
+from tb_attention.convert import assets
+from tb_attention.probes import syntax
+from tb_attention.probes.syntax import TokenSyntax
 
 TEXT = 'Café Zürich – naïve: I don\'t know, it\'s 1,600 "well-known" items.'
 

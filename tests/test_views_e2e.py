@@ -12,7 +12,7 @@ import pytest
 
 from conftest import TensorBoard
 from dashboard_page import FIGURE_READY, Dashboard, browser, needs_chromium  # noqa: F401 (fixtures)
-from tb_attention import summary
+from tb_attention.storage import summary
 
 pytestmark = needs_chromium
 

@@ -13,7 +13,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 PIL = pytest.importorskip("PIL.Image")
 
-from tb_attention import summary, vision  # noqa: E402
+from tb_attention.probes import vision  # noqa: E402
+from tb_attention.storage import summary
 
 T = transformers
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
@@ -414,7 +415,7 @@ class PlainViT(torch.nn.Module):
 
 
 needs_intercept = pytest.mark.skipif(
-    importlib.util.find_spec("tb_attention.intercept") is None, reason="tb_attention.intercept not merged yet"
+    importlib.util.find_spec("tb_attention.capture.intercept") is None, reason="tb_attention.capture.intercept not merged yet"
 )
 
 
@@ -443,7 +444,8 @@ def test_a_plain_pytorch_vit_is_captured_and_equals_a_hand_recompute():
 
 
 def test_tensorboard_serves_the_models_attention_image_grid_and_pixel_distance(tmp_path, tensorboard):
-    from tb_attention import Writer, codecs
+    from tb_attention import Writer
+    from tb_attention.storage import codecs
 
     model = build("deit")
     probe = vision.ImageProbe(processor(), images(), name="probe")

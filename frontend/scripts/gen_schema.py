@@ -1,7 +1,7 @@
 """Writes frontend/src/generated/schema.ts, the names the dashboard shares with the backend."""
 
 # The metric names and the tag naming are defined once, in the backend's schema module
-# (tb_attention.schema, or tb_attention.metadata before it was split). This script reads them from
+# (tb_attention.storage.schema, or tb_attention.metadata before it was split). This script reads them from
 # there; `check_bundle.sh` fails when the committed file differs from what it writes.
 
 import importlib
@@ -17,9 +17,9 @@ OUT = ROOT / "frontend" / "src" / "generated" / "schema.ts"
 def schema_module():
     sys.path.insert(0, str(ROOT))
     try:
-        return importlib.import_module("tb_attention.schema")
+        return importlib.import_module("tb_attention.storage.schema")
     except ModuleNotFoundError as e:
-        if e.name != "tb_attention.schema":
+        if e.name != "tb_attention.storage.schema":
             raise
         return importlib.import_module("tb_attention.metadata")
 

@@ -1,7 +1,7 @@
 """Writes the decoder fixtures of the frontend unit tests with the writer's own encoder."""
 
 # Run from the repository root: python frontend/test/make_fixtures.py. Each fixture is a blob as
-# the routes serve it (after the browser undoes the gzip), plus what tb_attention.codecs decodes
+# the routes serve it (after the browser undoes the gzip), plus what tb_attention.storage.codecs decodes
 # it to, so the TypeScript decoders are checked against the Python encoder, not against themselves.
 
 import gzip
@@ -12,7 +12,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
-from tb_attention import codecs  # noqa: E402
+from tb_attention.storage import codecs  # noqa: E402
 
 OUT = pathlib.Path(__file__).resolve().parent / "fixtures"
 

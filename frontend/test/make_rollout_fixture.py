@@ -1,4 +1,4 @@
-"""Writes fixtures/rollout.json: attention and the rollouts tb_attention.vision.rollout computes from it."""
+"""Writes fixtures/rollout.json: attention and the rollouts tb_attention.probes.vision.rollout computes from it."""
 
 # Run from the repository root: python frontend/test/make_rollout_fixture.py. The TypeScript rollout
 # of the image view is tested against these numbers (float64, tolerance ~1e-9): one input
@@ -10,7 +10,7 @@ import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
-from tb_attention import vision  # noqa: E402
+from tb_attention.probes import vision  # noqa: E402
 
 OUT = pathlib.Path(__file__).resolve().parent / "fixtures" / "rollout.json"
 

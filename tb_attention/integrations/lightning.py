@@ -22,7 +22,7 @@ class AttentionProbeCallback(Callback):
     get_model: which module to probe, get_model(lightning_module) (default: the LightningModule
         itself, called as the probe calls any module); e.g. `lambda m: m.model` for a LightningModule
         that wraps a Hugging Face model.
-    monitor: an optional training-health monitor (`tb_attention.monitor.AttentionMonitor`, or any
+    monitor: an optional training-health monitor (`tb_attention.probes.monitor.AttentionMonitor`, or any
         object with a `log(writer, step)` method), logged after every optimizer step.
     writer: a SummaryWriter-like writer to use instead of the TensorBoardLogger's.
     Steps are the Trainer's global_step (optimizer steps done), as in Lightning's own scalars.

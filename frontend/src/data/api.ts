@@ -1,4 +1,4 @@
-// The one typed client of the plugin's routes; mirrors tb_attention/http_api.md.
+// The one typed client of the plugin's routes; mirrors tb_attention/serve/http_api.md.
 
 import {decodeAttention, decodeLayer, type Attention} from './decode';
 import {decodeQueryKey, type QueryKey} from './decode_qk';
