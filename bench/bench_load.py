@@ -37,9 +37,10 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tb_attention import metadata, Writer  # noqa: E402
+from tb_attention import Writer, metadata  # noqa: E402
 from tb_attention.storage import summary
-from tests.conftest import PLUGIN_ROUTE, TensorBoard, random_attention  # noqa: E402
+from tests.support.data import random_attention  # noqa: E402
+from tests.support.tensorboard import PLUGIN_ROUTE, TensorBoard
 
 LAYERS, HEADS, TOKENS = 12, 12, 128
 METRICS = [*metadata.METRICS, "pos/NOUN", "pos/VERB", "pos/DET", "pos/ADP", "pos/PUNCT"]
@@ -170,7 +171,7 @@ def bench_loader(loader, logdir, disk_bytes, args):
             row, errors = summarise(name, results, elapsed)
             rows.append(row)
             all_errors += errors
-            for kind, status, seconds, size in results:
+            for kind, _status, seconds, size in results:
                 by_kind.setdefault((seed, kind), []).append((seconds, size))
         memory_after = process_tree_memory(server.process.pid)
         alive = server.process.poll() is None

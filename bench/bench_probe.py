@@ -121,11 +121,11 @@ def main(argv=None):
         base_cpu, base_wall = best(bare, args.repeats)
         print(f"{'bare forward':36s} cpu {1000 * base_cpu:8.1f} ms   wall {1000 * base_wall:8.1f} ms")
         for label, probe in probes.items():
-            cpu, wall = best(lambda: probe.log(writer, model, next(step)), args.repeats)
+            cpu, wall = best(lambda probe=probe: probe.log(writer, model, next(step)), args.repeats)
             print(f"{label:36s} cpu {1000 * cpu:8.1f} ms   wall {1000 * wall:8.1f} ms   "
                   f"ratio cpu {cpu / base_cpu:5.1f}x  wall {wall / base_wall:5.1f}x")
         for label, probe in (("  of which Probe.capture", probes["Probe.log, no metrics"]),):
-            cpu, wall = best(lambda: probe.capture(model), args.repeats)
+            cpu, wall = best(lambda probe=probe: probe.capture(model), args.repeats)
             print(f"{label:36s} cpu {1000 * cpu:8.1f} ms   wall {1000 * wall:8.1f} ms   "
                   f"ratio cpu {cpu / base_cpu:5.1f}x  wall {wall / base_wall:5.1f}x")
         if args.profile:

@@ -11,7 +11,6 @@ Each figure is a ratio against a baseline measured in the same run:
 """
 
 import argparse
-import io
 import pathlib
 import statistics
 import sys
@@ -26,9 +25,10 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tb_attention import metadata, Writer  # noqa: E402
+from tb_attention import Writer, metadata  # noqa: E402
 from tb_attention.storage import summary
-from tests.conftest import TensorBoard, random_attention  # noqa: E402
+from tests.support.data import random_attention  # noqa: E402
+from tests.support.tensorboard import TensorBoard
 
 LAYERS, HEADS, TOKENS, EXAMPLES = 12, 12, 128, 8
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from tb_attention import capture, Probe, Writer  # noqa: E402
+from tb_attention import Probe, Writer, capture  # noqa: E402
 from tb_attention.probes import analysis
 
 VOCAB = 8000  # synthetic words w0 .. w7999

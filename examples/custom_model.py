@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 
-from tb_attention import capture, metrics, Probe
-from tb_attention.storage import summary
+from tb_attention import Probe, capture, metrics, summary
 
 VOCAB, CONTEXT = 64, 32
 

@@ -5,8 +5,8 @@ import json
 import pathlib
 import sys
 
-from tb_attention import metadata
 from tb_attention.runtime import defaults
+from tb_attention.storage import schema
 
 WIKIPEDIA = "wikipedia"
 DTYPES = ("float32", "bfloat16", "float16")  # as analysis.DTYPES names them (torch-free here, for --help)
@@ -36,9 +36,12 @@ def _analyze_parser(subparsers):
     )
     p.add_argument("--tag", default=defaults.CORPUS_TAG, help="tag of the analysis (default: %(default)s)")
     p.add_argument("--limit", type=_positive, help="analyse only the first N sentences")
-    p.add_argument("--batch-size", type=_positive, default=defaults.BATCH_SIZE, help="sentences per forward pass (default: %(default)s)")
-    p.add_argument("--max-length", type=_positive, default=defaults.MAX_LENGTH, help="truncate sentences to N tokens (default: %(default)s)")
-    p.add_argument("--sample", type=_non_negative, default=defaults.SAMPLE, help="sentences whose attention is stored (default: %(default)s)")
+    p.add_argument("--batch-size", type=_positive, default=defaults.BATCH_SIZE,
+                   help="sentences per forward pass (default: %(default)s)")
+    p.add_argument("--max-length", type=_positive, default=defaults.MAX_LENGTH,
+                   help="truncate sentences to N tokens (default: %(default)s)")
+    p.add_argument("--sample", type=_non_negative, default=defaults.SAMPLE,
+                   help="sentences whose attention is stored (default: %(default)s)")
     p.add_argument("--top-k", type=_positive, default=defaults.TOP_K_EXEMPLARS, help="exemplars kept per head (default: %(default)s)")
     _device_arguments(p)
     p.add_argument("--include-first", action="store_true", help="count attention to the first token in the metrics")
@@ -129,8 +132,8 @@ def _analyze(args):
 
 def _probe(args):
     from tb_attention.probes import analysis
-    from tb_attention.storage import summary
     from tb_attention.probes.text import Probe
+    from tb_attention.storage import summary
 
     analysis.model_source(args.model)
     device = analysis.resolve_device(args.device)
@@ -166,7 +169,7 @@ def _checkpoint_step(model_path):
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="tb-attention", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"tb-attention (storage format v{metadata.FORMAT_VERSION})")
+    parser.add_argument("--version", action="version", version=f"tb-attention (storage format v{schema.FORMAT_VERSION})")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _analyze_parser(subparsers)
     _probe_parser(subparsers)
@@ -176,8 +179,8 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    from tb_attention.probes.analysis import AnalysisError
     from tb_attention.convert.assets import AssetError
+    from tb_attention.probes.analysis import AnalysisError
     from tb_attention.probes.syntax import SpacyModelError
 
     try:

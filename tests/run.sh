@@ -16,6 +16,8 @@ else
   bash scripts/setup.sh test
 fi
 . "$venv/bin/activate"
+printf '\n== lint: ruff (pyproject.toml)\n'
+ruff check .
 if [ -f frontend/package.json ]; then
   printf '\n== frontend: decoder fixtures regenerated from the Python encoder must equal the committed ones\n'
   before="$(mktemp -d)"
@@ -28,8 +30,8 @@ if [ -f frontend/package.json ]; then
     echo "the storage format and the committed fixtures disagree: review and commit the new fixtures" >&2
     exit 1
   fi
-  printf '\n== frontend: unit tests and bundle check\n'
-  (cd frontend && npm test --silent)
+  printf '\n== frontend: strict type check, unit tests (layering included) and bundle check\n'
+  (cd frontend && npm run typecheck --silent && npm test --silent)
   bash frontend/check_bundle.sh
 fi
 printf '\n== python tests\n'

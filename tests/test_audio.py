@@ -7,11 +7,11 @@ import pytest
 import torch
 import transformers
 
-from tb_attention import AudioProbe, metadata, Writer
+from tb_attention import AudioProbe, Writer, metadata
 from tb_attention.convert import assets
 from tb_attention.metrics import cross as cross_metrics
 from tb_attention.probes import audio_inputs as audio
-from tests.conftest import python_provider, read_examples
+from tests.support.tensorboard import python_provider, read_examples
 
 BOUND = metadata.MAX_QUANTIZATION_ERROR
 RATE = 16000  # Hz

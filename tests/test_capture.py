@@ -4,9 +4,8 @@ import pytest
 import torch
 import transformers
 
-from tests.conftest import run_in_threads
-
 from tb_attention import capture
+from tests.support.threads import run_in_threads
 
 VOCAB = 100
 TOLERANCE = 1e-5
@@ -312,12 +311,12 @@ def test_smollm2_captured_attention_equals_eager():
 
 
 # ------------------------------------------------------------------------------------------------
-# Any module, and encoder-decoders (models and references: tests/attention_models.py)
+# Any module, and encoder-decoders (models and references: tests/support/models.py)
 
 
 @pytest.mark.parametrize("kind", ["nano", "nano_gqa", "mha", "encoder"])
 def test_plain_modules_are_captured_named_after_their_modules(kind):
-    from tests.attention_models import MHAStack, Encoder, NanoGPT
+    from tests.support.models import Encoder, MHAStack, NanoGPT
 
     torch.manual_seed(0)
     model = {"nano": lambda: NanoGPT(), "nano_gqa": lambda: NanoGPT(kv_heads=2), "mha": lambda: MHAStack(),
@@ -335,7 +334,7 @@ def test_plain_modules_are_captured_named_after_their_modules(kind):
 
 
 def test_plain_module_with_padding_needs_a_forward():
-    from tests.attention_models import MHAStack, NanoGPT
+    from tests.support.models import MHAStack, NanoGPT
 
     model = NanoGPT().eval()
     mask = torch.tensor([[1] * 5, [1] * 3 + [0] * 2])
@@ -358,7 +357,7 @@ def test_plain_module_with_padding_needs_a_forward():
 
 @pytest.mark.parametrize("family", ["t5", "bart", "marian", "whisper"])
 def test_encoder_decoder_gives_encoder_decoder_and_cross_groups(family):
-    from tests.attention_models import encoder_decoder_inputs, hf_model
+    from tests.support.models import encoder_decoder_inputs, hf_model
 
     # float64: a batch with padding under SDPA and each input alone under eager then agree to 1e-12
     # (in float32 they differ by ~1e-5, as transformers' kernels change between releases).
@@ -393,7 +392,7 @@ def test_encoder_decoder_gives_encoder_decoder_and_cross_groups(family):
 
 
 def test_a_compiled_model_is_captured_through_the_module_it_wraps():
-    from tests.attention_models import NanoGPT
+    from tests.support.models import NanoGPT
 
     torch.manual_seed(0)
     model = NanoGPT().eval()
@@ -404,7 +403,7 @@ def test_a_compiled_model_is_captured_through_the_module_it_wraps():
 
 
 def test_calls_are_numbered_from_each_forward_of_the_model_and_its_modules_alone_add_up():
-    from tests.attention_models import NanoGPT
+    from tests.support.models import NanoGPT
 
     model = NanoGPT().eval()
     x = torch.randn(1, 5, 32)
@@ -418,7 +417,7 @@ def test_calls_are_numbered_from_each_forward_of_the_model_and_its_modules_alone
 
 def test_an_interception_entered_inside_the_models_forward_numbers_its_calls_in_order():
     """As the training-health monitor does: enter in the model's forward pre-hook, leave in its forward hook."""
-    from tests.attention_models import MHAStack
+    from tests.support.models import MHAStack
 
     model = MHAStack().eval()  # its attention modules are the model's direct children
     seen, blocks = [], []

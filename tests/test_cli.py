@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from tb_attention import capture, metrics
+from tb_attention import metrics
 from tb_attention.convert import assets
 from tb_attention.probes import syntax
-from tests.conftest import ROOT, python_provider, read_blob_steps, read_examples, request_context, tiny_gpt2
+from tests.support.models import tiny_gpt2
+from tests.support.tensorboard import ROOT, python_provider, read_blob_steps, read_examples, request_context
 
 SENTENCES = [
     "The cat sat on the mat.",

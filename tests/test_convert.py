@@ -7,9 +7,8 @@ import pytest
 import torch
 import transformers
 
-from tb_attention.convert import assets
+from tb_attention.convert import assets, ctranslate2_bin, dinov2, whisper
 from tb_attention.probes import audio_inputs as audio
-from tb_attention.convert import ctranslate2_bin, dinov2, whisper
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import torch.multiprocessing as mp  # noqa: E402
 
 from tb_attention.runtime import distributed, modules  # noqa: E402
 from tb_attention.storage import codecs
-from tests.conftest import train_step as _train_step  # noqa: E402
+from tests.support.models import train_step as _train_step  # noqa: E402
 
 WORLD = 2
 TEXTS = ["The cat sat on the mat.", "A dog ran to the old barn and back."]
@@ -110,7 +110,7 @@ def _shard(model, kind):
 def _probe_everywhere(probe, model, writer, step):
     """Probe.log on this rank; on rank 0, the attention it stored, read back through TensorBoard's
     Python loader ([layers, heads, N, N] per example)."""
-    from tests.conftest import python_provider, read_examples
+    from tests.support.tensorboard import python_provider, read_examples
 
     probe.log(writer, model, step)
     if not distributed.is_writing_rank():

@@ -7,7 +7,7 @@ from tensorboard.summary.writer import record_writer
 
 from tb_attention import Writer
 from tb_attention.storage import fastcrc, summary
-from tests.conftest import random_attention
+from tests.support.data import random_attention
 
 # TensorBoard's own pure-Python function, whatever has been installed since.
 PURE_PYTHON = pywrap_tensorflow.crc32c
@@ -28,7 +28,7 @@ def test_the_c_checksum_equals_tensorboards():
 
 def test_writing_installs_it_and_the_loader_installs_it_for_reading(tmp_path):
     from tb_attention.serve.loader import TBLoader
-    from tests.conftest import python_provider
+    from tests.support.tensorboard import python_provider
 
     with Writer(tmp_path) as writer:
         summary.metrics(writer, "probe", {"entropy": np.zeros((1, 1))}, 0)
@@ -72,7 +72,7 @@ def test_the_loader_still_loads_the_plugin_when_the_reader_internals_are_gone(tm
 
     from tb_attention.serve.loader import TBLoader
     from tb_attention.serve.plugin import AttentionPlugin
-    from tests.conftest import python_provider
+    from tests.support.tensorboard import python_provider
 
     _fresh(monkeypatch)
     monkeypatch.setitem(sys.modules, fastcrc.READER_MODULE, None)  # import raises ImportError

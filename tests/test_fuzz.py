@@ -11,7 +11,8 @@ import pytest
 
 from tb_attention import Writer
 from tb_attention.storage import summary
-from tests.conftest import PLUGIN_ROUTE, TensorBoard, random_attention
+from tests.support.data import random_attention
+from tests.support.tensorboard import PLUGIN_ROUTE, TensorBoard
 
 SEED = 20240611  # change it to explore; a failure message names the request, to replay it
 REQUESTS_PER_LOADER = 1500

@@ -2,12 +2,11 @@
 
 import importlib.util
 
-
 import pytest
 import torch
 
 from tb_attention import Probe
-from tests.conftest import ROOT, python_provider, read_blob_steps, read_examples, request_context
+from tests.support.tensorboard import ROOT, python_provider, read_blob_steps, read_examples, request_context
 
 EXAMPLES = ROOT / "examples"
 
@@ -111,7 +110,7 @@ def _data(n=16):
 
 def test_lightning_callback_logs_probe_monitor_and_scalars_into_one_event_file(tmp_path):
     from tb_attention.integrations.lightning import AttentionProbeCallback
-    from tests.attention_models import NanoGPT
+    from tests.support.models import NanoGPT
 
     torch.manual_seed(0)
     module = LitGPT(NanoGPT())
@@ -130,7 +129,7 @@ def test_lightning_callback_logs_probe_monitor_and_scalars_into_one_event_file(t
 
 def test_lightning_callback_with_gradient_accumulation_logs_each_optimizer_step_once(tmp_path):
     from tb_attention.integrations.lightning import AttentionProbeCallback
-    from tests.attention_models import NanoGPT
+    from tests.support.models import NanoGPT
 
     torch.manual_seed(0)
     monitor = RecordingMonitor()
@@ -143,7 +142,7 @@ def test_lightning_callback_with_gradient_accumulation_logs_each_optimizer_step_
 
 def test_lightning_callback_logs_after_validation_and_wraps_hf_models(tmp_path, gpt2_tokenizer):
     from tb_attention.integrations.lightning import AttentionProbeCallback
-    from tests.conftest import tiny_gpt2
+    from tests.support.models import tiny_gpt2
 
     class LitHF(LitGPT):
         def training_step(self, batch, batch_idx):
@@ -163,7 +162,7 @@ def test_lightning_callback_needs_a_tensorboard_writer(tmp_path):
     from lightning.pytorch.loggers import CSVLogger
 
     from tb_attention.integrations.lightning import AttentionProbeCallback
-    from tests.attention_models import NanoGPT
+    from tests.support.models import NanoGPT
 
     callback = AttentionProbeCallback(Probe.from_tokens([[5, 6]], [["a", "b"]]), every_n_steps=1)
     trainer = lightning.Trainer(max_steps=1, accelerator="cpu", logger=CSVLogger(str(tmp_path)), callbacks=[callback],

@@ -9,10 +9,16 @@ import transformers
 
 from tb_attention import capture
 from tb_attention.capture import intercept
-from tests.conftest import run_in_threads
-from tests.attention_models import (
-    ENCODER_DECODERS, MHAStack, Encoder, NanoGPT, encoder_decoder_inputs, hf_model, with_implementation,
+from tests.support.models import (
+    ENCODER_DECODERS,
+    Encoder,
+    MHAStack,
+    NanoGPT,
+    encoder_decoder_inputs,
+    hf_model,
+    with_implementation,
 )
+from tests.support.threads import run_in_threads
 
 TOLERANCE = 1e-5
 IDS = torch.randint(3, 100, (2, 7), generator=torch.Generator().manual_seed(1))
@@ -155,13 +161,13 @@ def test_gpt_oss_sinks_and_gemma2_softcap_are_recorded_and_reproduce_eager():
                     layer.self_attn.sinks.copy_(torch.linspace(-2.0, 6.0, 4))
         records = []
         with torch.no_grad(), intercept.intercepting(
-            model, lambda c: records.append((c.softcap, c.sliding_window, c.sinks, c.weights()))
+            model, lambda c: records.append((c.softcap, c.sliding_window, c.sinks, c.weights()))  # noqa: B023  (called in this iteration)
         ):
             model(IDS)
         eager = with_implementation(model, "eager")
         with torch.no_grad():
             expected = eager(IDS, output_attentions=True).attentions
-        for (softcap, window, sinks, weights), reference in zip(records, expected, strict=True):
+        for (softcap, _window, sinks, weights), reference in zip(records, expected, strict=True):
             torch.testing.assert_close(weights, reference, atol=TOLERANCE, rtol=0)
             assert (softcap is not None) == (name == "gemma2") and (sinks is not None) == (name == "gpt_oss")
         assert [r[1] for r in records] == [4 if t == "sliding_attention" else None for t in model.config.layer_types]
@@ -368,7 +374,7 @@ def test_listener_errors_propagate_and_capture_error_is_the_capture_modules():
 
 
 def test_flex_attention_called_by_the_models_code_is_evaluated_densely():
-    from tests.attention_models import FlexModel, flex_attention
+    from tests.support.models import FlexModel, flex_attention
 
     if flex_attention is None:
         pytest.skip("this torch has no FlexAttention")
@@ -382,13 +388,13 @@ def test_flex_attention_called_by_the_models_code_is_evaluated_densely():
     assert [(c["route"], c["causal"]) for c in calls] == [("flex", True), ("flex", True)]
     for call, reference in zip(calls, model.reference(), strict=True):
         torch.testing.assert_close(call["weights"], reference, atol=TOLERANCE, rtol=0)
-    import tests.attention_models as models
+    import tests.support.models as models
 
     assert models.flex_attention.__name__ == "flex_attention" and models.flex_attention is not intercept.flex._flex
 
 
 def test_flex_score_mod_that_cannot_run_densely_is_a_clear_error():
-    from tests.attention_models import FlexModel, flex_attention
+    from tests.support.models import FlexModel, flex_attention
 
     if flex_attention is None:
         pytest.skip("this torch has no FlexAttention")

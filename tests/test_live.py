@@ -6,9 +6,7 @@ import subprocess
 import sys
 import time
 
-import pytest
-
-from tests.conftest import ROOT
+from tests.support.tensorboard import ROOT
 
 # The training process: a torch SummaryWriter (the user's), a scalar and a probe per step, each
 # step's tokens naming the step so that a step served under the wrong number shows.

@@ -5,9 +5,8 @@ import importlib.metadata
 import subprocess
 import sys
 
-
 from tb_attention.serve.loader import TBLoader
-from tests.conftest import ROOT
+from tests.support.tensorboard import ROOT
 
 
 def test_importing_the_entry_point_pulls_in_no_heavy_library():

@@ -10,8 +10,8 @@ import torch
 
 from tb_attention import metrics
 from tb_attention.metrics.attention import AttentionStats, Exemplar, compute_metrics
-from tb_attention.storage.schema import UPOS
 from tb_attention.probes.syntax import TokenSyntax
+from tb_attention.storage.schema import UPOS
 
 VARIABILITY_TOKENS = 10
 

@@ -242,7 +242,7 @@ def gpt2_reference(model, hidden_states):
 
 def read_metrics(logdir, run="run", tag="attention_health"):
     """{metric: {step: [L, H]}} as the plugin's data provider serves them."""
-    from tests.conftest import python_provider, request_context
+    from tests.support.tensorboard import python_provider, request_context
 
     provider = python_provider(logdir)
     tensors = provider.read_tensors(request_context(), experiment_id="", plugin_name="attention", downsample=1000)
@@ -380,7 +380,7 @@ def test_a_head_whose_queries_grow_every_step_shows_a_growing_max_logit(tmp_path
     from tb_attention import AttentionMonitor, Writer
 
     model = gpt2()
-    embed, head, d = model.config.n_embd, 2, model.config.n_embd // model.config.n_head
+    head, d = 2, model.config.n_embd // model.config.n_head
     monitor = AttentionMonitor(model, every_n_steps=1)
     ids = batch()
     with Writer(tmp_path / "run") as writer:
@@ -552,7 +552,7 @@ def test_the_trainer_callback_needs_only_monitor_log_and_a_probe_logs_max_logit_
     from transformers import Trainer, TrainingArguments
 
     from tb_attention import AttentionCallback, AttentionMonitor, Probe
-    from tests.conftest import tiny_gpt2
+    from tests.support.models import tiny_gpt2
 
     class Texts(torch.utils.data.Dataset):
         ids = torch.tensor(gpt2_tokenizer("The cat sat on the mat and looked at the dog.")["input_ids"])

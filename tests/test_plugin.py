@@ -7,9 +7,9 @@ import struct
 import numpy as np
 import pytest
 
-from tb_attention import metadata, Writer
+from tb_attention import Writer, metadata
 from tb_attention.storage import summary
-from tests.conftest import random_attention
+from tests.support.data import random_attention
 
 TOKENS = ["<s>", "Ġthe", "Ġcafé", "😀", "<img src=x onerror=alert(1)>"]
 
@@ -46,7 +46,7 @@ def logdir(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=["false", "true"], ids=["python-loader", "rust-loader"])
 def server(request, logdir):
-    from tests.conftest import TensorBoard
+    from tests.support.tensorboard import TensorBoard
 
     tb = TensorBoard(logdir[0], load_fast=request.param)
     try:

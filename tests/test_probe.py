@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from tb_attention import capture, metadata, metrics, Probe, Writer
-from tests.conftest import python_provider, read_examples, request_context, tiny_gpt2
+from tb_attention import Probe, Writer, capture, metadata, metrics
+from tests.support.models import tiny_gpt2
+from tests.support.tensorboard import python_provider, read_examples, request_context
 
 TEXTS = ["The cat sat on the mat.", "Florence is a city in central Italy.", "Rivers flow to the sea."]
 
@@ -129,7 +130,7 @@ def test_probe_without_spacy_logs_syntax_free_metrics(tmp_path, gpt2_tokenizer, 
         values = probe.log(writer, model, 0)
     assert "entropy" in values and "dependency_alignment" not in values
     with pytest.raises(syntax.SpacyModelError):
-        Probe(gpt2_tokenizer, TEXTS, syntax=True).syntax
+        _ = Probe(gpt2_tokenizer, TEXTS, syntax=True).syntax  # the parse runs on first use
 
 
 @pytest.mark.parametrize("texts, error", [([], "at least one text"), (["ok", ""], "probe text 1 is empty"),
@@ -157,11 +158,16 @@ def test_capture_inside_training_step_keeps_gradients_flowing(gpt2_tokenizer):
 
 
 # ------------------------------------------------------------------------------------------------
-# Every kind of model (tests/attention_models.py): plain modules, HF models outside
+# Every kind of model (tests/support/models.py): plain modules, HF models outside
 # AttentionInterface, encoder-decoders; stored weights against independent references.
 
-from tests.attention_models import (  # noqa: E402
-    ENCODER_DECODERS, MHAStack, Encoder, NanoGPT, hf_model, with_implementation,
+from tests.support.models import (  # noqa: E402
+    ENCODER_DECODERS,
+    Encoder,
+    MHAStack,
+    NanoGPT,
+    hf_model,
+    with_implementation,
 )
 
 BOUND = metadata.MAX_QUANTIZATION_ERROR

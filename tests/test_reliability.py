@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from tb_attention import metadata, Writer
+from tb_attention import Writer, metadata
 from tb_attention.storage import summary
-from tests.conftest import (
-    PLUGIN_ROUTE, TensorBoard, python_provider, random_attention, read_examples, request_context,
-)
+from tests.support.data import random_attention
+from tests.support.tensorboard import PLUGIN_ROUTE, TensorBoard, python_provider, read_examples, request_context
 
 HOSTILE_TOKENS = [
     "<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "\"'><svg onload=alert(1)>", "javascript:alert(1)",

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
-from tb_attention import metadata
 from tb_attention.storage import summary
-from tests.conftest import python_provider, random_attention, read_blob_steps, read_examples, request_context, rust_provider
+from tests.support.data import random_attention
+from tests.support.tensorboard import python_provider, read_blob_steps, read_examples, request_context, rust_provider
 
 STEPS = 150
 

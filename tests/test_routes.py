@@ -9,8 +9,9 @@ import pytest
 
 from tb_attention import Writer
 from tb_attention.storage import codecs, summary
-from tests.conftest import ROOT, TensorBoard, random_attention
-from tests.dashboard_logdir import png_bytes, write_groups_logdir
+from tests.support.dashboard_logdir import png_bytes, write_groups_logdir
+from tests.support.data import random_attention
+from tests.support.tensorboard import ROOT, TensorBoard
 
 pytestmark = pytest.mark.server
 

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from tb_attention import Probe, Writer  # noqa: E402
 from tb_attention.probes import analysis
-from tests.conftest import train_step as _train_step  # noqa: E402
+from tests.support.models import train_step as _train_step  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEXTS = ["The cat sat on the mat.", "A dog ran to the old barn and back."]

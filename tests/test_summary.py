@@ -5,9 +5,10 @@ import pytest
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from tb_attention import metadata, Writer
+from tb_attention import Writer, metadata
 from tb_attention.storage import summary
-from tests.conftest import python_provider, random_attention, read_examples, request_context
+from tests.support.data import random_attention
+from tests.support.tensorboard import python_provider, read_examples, request_context
 
 UNICODE_TOKENS = ["<|endoftext|>", "Ġcafé", "Zürich", "–", "😀", "中文", "<b>x</b>"]
 
@@ -258,7 +259,7 @@ def test_metrics_of_groups_are_tagged_by_group(tmp_path):
         summary.metrics(writer, "t5", {"entropy": np.ones((1, 1))}, 0, group="cross")
         summary.metrics(writer, "t5", {"entropy": np.ones((1, 1))}, 0, group="encoder", first_group=True)
     from tb_attention.storage import schema
-    from tests.conftest import request_context
+    from tests.support.tensorboard import request_context
 
     listing = python_provider(tmp_path).list_tensors(request_context(), experiment_id="", plugin_name="attention")["."]
     groups = {tag: schema.parse_plugin_data(ts.plugin_content).get("group") for tag, ts in listing.items()}

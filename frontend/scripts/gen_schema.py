@@ -35,7 +35,7 @@ def templates(schema):
     forms = {"exemplars": schema.exemplars_tag(tag), "metric": schema.metric_tag(tag, metric)}
     if "group" in inspect.signature(schema.metric_tag).parameters:
         forms["groupMetric"] = schema.metric_tag(tag, metric, group=group)
-    else:  # the contract's form (CONTRACTS.md C) until the schema names groups
+    else:  # the contract's form (http_api.md, "Metric definitions") until the schema names groups
         forms["groupMetric"] = schema.metric_tag(schema.metric_tag(tag, group), metric)
     for name, placeholder in PLACEHOLDERS.items():
         forms = {k: v.replace(placeholder, "{" + name + "}") for k, v in forms.items()}

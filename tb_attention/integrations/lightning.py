@@ -12,6 +12,8 @@ except ImportError:  # the older package name
             "tb_attention.integrations.lightning needs PyTorch Lightning: `pip install lightning`"
         ) from None
 
+from tb_attention.integrations.schedule import Schedule  # noqa: E402  (after the framework, whose absence it explains)
+
 
 class AttentionProbeCallback(Callback):
     """Logs `probe` every `every_n_steps` optimizer steps (and after each validation) with the
@@ -30,17 +32,11 @@ class AttentionProbeCallback(Callback):
 
     def __init__(self, probe, every_n_steps=100, *, log_on_validation=True, get_model=None, monitor=None, writer=None):
         super().__init__()
-        if every_n_steps is not None and every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be a positive number of steps, got {every_n_steps}")
-        if monitor is not None and not callable(getattr(monitor, "log", None)):
-            raise TypeError(f"monitor must have a log(writer, step) method, got {type(monitor).__name__}")
-        self.probe = probe
-        self.every_n_steps = every_n_steps
+        self.schedule = Schedule(probe, every_n_steps, monitor)
+        self.probe, self.every_n_steps, self.monitor = probe, every_n_steps, monitor
         self.log_on_validation = log_on_validation
         self.get_model = get_model
-        self.monitor = monitor
         self._writer = writer
-        self._logged_steps = set()
         self._monitored_step = None
 
     def writer(self, trainer):
@@ -58,14 +54,8 @@ class AttentionProbeCallback(Callback):
         )
 
     def _log_probe(self, trainer, pl_module):
-        step = trainer.global_step
-        # One write per step: TensorBoard's Rust loader drops the records of a step written twice.
-        if step in self._logged_steps:
-            return
         model = self.get_model(pl_module) if self.get_model is not None else pl_module
-        # Every rank calls the probe: a sharded model's forward is a collective. Only rank 0 writes.
-        self.probe.log(self.writer(trainer) if trainer.is_global_zero else None, model, step)
-        self._logged_steps.add(step)
+        self.schedule.log_probe(self.writer(trainer) if trainer.is_global_zero else None, model, trainer.global_step)
 
     def on_train_start(self, trainer, pl_module):
         self._monitored_step = trainer.global_step  # the step the first batches belong to, not yet done
@@ -75,9 +65,8 @@ class AttentionProbeCallback(Callback):
         if step == self._monitored_step:  # gradient accumulation: no optimizer step since the last batch
             return
         self._monitored_step = step
-        if self.monitor is not None:
-            self.monitor.log(self.writer(trainer), step)
-        if self.every_n_steps and step % self.every_n_steps == 0:
+        self.schedule.log_monitor(self.writer(trainer), step)
+        if self.schedule.probe_due(step):
             self._log_probe(trainer, pl_module)
 
     def on_validation_end(self, trainer, pl_module):

@@ -5,6 +5,8 @@ import sys
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import CallbackHandler
 
+from tb_attention.integrations.schedule import Schedule
+
 
 class AttentionCallback(TensorBoardCallback):
     """Logs the Trainer's scalars and a probe every `every_n_steps` and at each evaluation.
@@ -22,16 +24,10 @@ class AttentionCallback(TensorBoardCallback):
 
     def __init__(self, probe, every_n_steps=100, *, log_on_evaluate=True, tb_writer=None, monitor=None):
         super().__init__(tb_writer=tb_writer)
-        if every_n_steps is not None and every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be a positive number of steps, got {every_n_steps}")
-        if monitor is not None and not callable(getattr(monitor, "log", None)):
-            raise TypeError(f"monitor must have a log(writer, step) method, got {type(monitor).__name__}")
-        self.monitor = monitor
-        self.probe = probe
-        self.every_n_steps = every_n_steps
+        self.schedule = Schedule(probe, every_n_steps, monitor)
+        self.probe, self.every_n_steps, self.monitor = probe, every_n_steps, monitor
         self.log_on_evaluate = log_on_evaluate
         self._sibling = None
-        self._logged_steps = set()
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._sibling = _sibling_tensorboard_callback(self, _calling_handler())
@@ -46,20 +42,17 @@ class AttentionCallback(TensorBoardCallback):
     def writer(self):
         return self._sibling.tb_writer if self._sibling is not None else self.tb_writer
 
+    def _writer_of(self, state):
+        return self.writer if state.is_world_process_zero else None  # rank 0 writes
+
     def _log_probe(self, state, model):
-        # One write per step: TensorBoard's Rust loader drops the records of a step written twice.
-        if model is None or state.global_step in self._logged_steps:
+        if model is None or (state.is_world_process_zero and self.writer is None):
             return
-        if state.is_world_process_zero and self.writer is None:
-            return
-        # Every rank calls the probe: a sharded model's forward is a collective. Only rank 0 writes.
-        self.probe.log(self.writer if state.is_world_process_zero else None, model, state.global_step)
-        self._logged_steps.add(state.global_step)
+        self.schedule.log_probe(self._writer_of(state), model, state.global_step)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if self.monitor is not None:
-            self.monitor.log(self.writer if state.is_world_process_zero else None, state.global_step)
-        if self.every_n_steps and state.global_step % self.every_n_steps == 0:
+        self.schedule.log_monitor(self._writer_of(state), state.global_step)
+        if self.schedule.probe_due(state.global_step):
             self._log_probe(state, model)
 
     def on_evaluate(self, args, state, control, model=None, **kwargs):

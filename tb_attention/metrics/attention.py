@@ -38,6 +38,8 @@ import collections
 import numpy as np
 import torch
 
+from tb_attention.metrics.inputs import as_tensor, pad_attention, syntax_tensors
+from tb_attention.metrics.shards import MergeableStats
 from tb_attention.runtime import defaults
 from tb_attention.runtime.devices import to_device
 from tb_attention.storage.schema import UPOS
@@ -51,34 +53,7 @@ Exemplar.__doc__ = """An input that strongly drives a head: its key, the largest
 and where it is (token indices within the input, padding not counted)."""
 
 
-def _as_tensor(x):
-    if isinstance(x, torch.Tensor):
-        return x
-    return torch.as_tensor(np.asarray(x))
-
-
-def pad_attention(attentions):
-    """A list of unpadded [L, H, n, n] -> batch [B, L, H, N, N] (zero-padded) and mask [B, N]."""
-    attentions = [_as_tensor(a) for a in attentions]
-    if not attentions:
-        raise ValueError("no attention given")
-    num_layers, num_heads = attentions[0].shape[:2]
-    n_max = max(a.shape[-1] for a in attentions)
-    dtype = torch.promote_types(attentions[0].dtype, torch.float32)
-    batch = torch.zeros(len(attentions), num_layers, num_heads, n_max, n_max, dtype=dtype, device=attentions[0].device)
-    mask = torch.zeros(len(attentions), n_max, dtype=torch.bool, device=attentions[0].device)
-    for b, a in enumerate(attentions):
-        if a.ndim != 4 or a.shape[:2] != (num_layers, num_heads) or a.shape[2] != a.shape[3]:
-            raise ValueError(
-                f"input {b}: attention of shape {tuple(a.shape)}, expected [{num_layers}, {num_heads}, n, n]"
-            )
-        n = a.shape[-1]
-        batch[b, :, :, :n, :n] = a
-        mask[b, :n] = True
-    return batch, mask
-
-
-class AttentionStats:
+class AttentionStats(MergeableStats):
     """Streaming per-head attention metrics over a corpus.
 
     stats = AttentionStats(num_layers, num_heads)
@@ -177,7 +152,7 @@ class AttentionStats:
             if mask is not None:
                 raise ValueError("a list of unpadded inputs needs no mask")
             attention, mask = pad_attention(attention)
-        attention = _as_tensor(attention)
+        attention = as_tensor(attention)
         if attention.ndim == 4:
             attention = attention[None]
             syntax = None if syntax is None else [syntax] if not isinstance(syntax, (list, tuple)) else syntax
@@ -195,7 +170,7 @@ class AttentionStats:
         if mask is None:
             valid = torch.ones(B, N, dtype=torch.bool)
         else:
-            valid = _as_tensor(mask).cpu().bool()
+            valid = as_tensor(mask).cpu().bool()
         if valid.shape != (B, N):
             raise ValueError(f"mask of shape {tuple(valid.shape)} for attention over {N} positions: expected [{B},{N}]")
         if syntax is not None and len(syntax) != B:
@@ -216,35 +191,6 @@ class AttentionStats:
         if keys.numel() != batch_size:
             raise ValueError(f"{keys.numel()} keys for {batch_size} inputs")
         return keys
-
-    def _syntax_tensors(self, syntax, valid, positions, device):
-        """Tag one-hots [B, N, T] and pair relations [B, N, N] (query i, key j) at padded positions,
-        on `device`, and which inputs have syntax, on the host. valid: the host mask."""
-        B, N = valid.shape
-        tag_index = {t: k for k, t in enumerate(self.pos_tags)}
-        tags = np.zeros((B, N, len(self.pos_tags)), dtype=bool)
-        dep = np.zeros((B, N, N), dtype=bool)  # dep[b, h, d]: token h is the head of token d
-        has = np.zeros(B, dtype=bool)
-        lengths = valid.sum(1).tolist()
-        for b, s in enumerate(syntax):
-            if s is None:
-                continue
-            if len(s) != lengths[b]:
-                raise ValueError(f"input {b}: syntax for {len(s)} tokens, attention over {lengths[b]}")
-            has[b] = True
-            where = positions[b, : lengths[b]]
-            tagged = [(t, tag_index[p]) for t, p in enumerate(s.pos) if p in tag_index]
-            if tagged:
-                t, k = np.array(tagged).T
-                tags[b, where[t], k] = True
-            if len(s.dependencies):
-                dep[b, where[s.dependencies[:, 0]], where[s.dependencies[:, 1]]] = True
-        if self.dependency_direction == "either":
-            dep |= dep.transpose(0, 2, 1)
-        elif self.dependency_direction == "head":  # j is i's head: dep[b, j, i]
-            dep = dep.transpose(0, 2, 1)
-        as_tensor = lambda x: to_device(torch.from_numpy(np.ascontiguousarray(x)), device)  # noqa: E731
-        return as_tensor(tags), as_tensor(dep), torch.from_numpy(has)
 
     def _accumulate(self, a, host_valid, syntax, keys):
         # A few passes over the weights and no per-head loops: one masked copy (in a reused buffer)
@@ -283,7 +229,9 @@ class AttentionStats:
         # Pair sums sum_ij alpha_ij w_ij for pair weights w: |i - j| and, with syntax, dep(i, j).
         weights = [(rank[:, :, None] - rank[:, None, :]).abs().to(dtype)]
         if syntax is not None:
-            tags, dep, has_syntax = self._syntax_tensors(syntax, host_valid, positions, device)
+            tags, dep, has_syntax = syntax_tensors(
+                syntax, host_valid, positions, device, self.pos_tags, self.dependency_direction
+            )
             tags = tags.to(dtype)
             weights.append(dep.to(dtype))
         w = torch.stack(weights, 3).reshape(B, N * N, len(weights))  # pair_sums: [B, LH, K]
@@ -414,88 +362,6 @@ class AttentionStats:
         self._top_index = index.gather(3, order[None].expand(3, *order.shape))
 
     # -----------------------------------------------------------------------------------------
-    # Combining
-
-    def _settings(self):
-        return (self.num_layers, self.num_heads, self.pos_tags, self.include_first, self.dependency_direction,
-                self.top_k, self.variability)  # fmt: skip
-
-    def _check_compatible(self, other):
-        mine, theirs = self._settings(), other._settings()
-        if mine != theirs:
-            raise ValueError(f"cannot merge AttentionStats with different settings: {mine} vs {theirs}")
-
-    def merge(self, other):
-        """Adds `other`'s inputs to this one, as if they had come after this one's; returns self."""
-        self._check_compatible(other)
-        if self._deviation is not None or other._deviation is not None:
-            raise RuntimeError("an all_reduced AttentionStats cannot be merged")
-        if None not in (self._auto_keys, other._auto_keys) and self._auto_keys != other._auto_keys:
-            raise ValueError("one AttentionStats numbered its exemplar keys, the other was given keys")
-        if not self._count:
-            self._place(other._device)
-        other_index = other._top_index.to(self._device, copy=True)
-        if other._auto_keys:
-            other_index[0] += self.num_inputs  # other's inputs continue this one's numbering
-        self._auto_keys = self._auto_keys if other._auto_keys is None else other._auto_keys
-        self._push_exemplars(other._top_score.to(self._device), other_index)
-        for k, v in other.sums.items():
-            self.sums[k] += v.to(self._device)
-        self._count += other._count
-        self._blocks.extend(other._blocks)
-        return self
-
-    def all_reduce(self, group=None):
-        """Merges the shards of a torch.distributed job; every rank ends with the whole result.
-
-        The sums are all_reduced (SUM); variability takes a second all_reduce of each shard's
-        deviations from the global mean; exemplars are all_gathered. When keys were numbered
-        here, rank r's inputs are numbered after those of ranks < r. The result is final.
-        """
-        import torch.distributed as dist
-
-        self._place(torch.device("cpu"))  # the result is final: it lives on the host from here
-        nccl = dist.get_backend(group) == "nccl"  # NCCL reduces CUDA tensors only
-        device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
-        world = dist.get_world_size(group)
-        rank = dist.get_rank(group)
-        counts = [torch.zeros((), dtype=torch.float64, device=device) for _ in range(world)]
-        dist.all_gather(counts, self.sums["inputs"].to(device), group=group)
-        offset = int(sum(float(n) for n in counts[:rank]))
-        self._count = int(sum(float(n) for n in counts))
-        names = sorted(self.sums)
-        flat = torch.cat([self.sums[k].reshape(-1) for k in names]).to(device)
-        dist.all_reduce(flat, group=group)
-        flat, start = flat.cpu(), 0
-        for k in names:
-            self.sums[k] = flat[start : start + self.sums[k].numel()].reshape(self.sums[k].shape).clone()
-            start += self.sums[k].numel()
-        deviation = self._local_deviation().to(device)
-        dist.all_reduce(deviation, group=group)
-        index = self._top_index.clone()
-        if self._auto_keys:
-            index[0] += offset
-        # One float64 tensor per shard, [4 L, H, top_k]: scores, then keys, i and j (exact as floats
-        # below 2**53), padded to top_k so that all_gather sees equal shapes.
-        L, H = self.num_layers, self.num_heads
-        gathered = torch.cat([self._top_score, index.to(torch.float64).reshape(3 * L, H, -1)])
-        pad = self.top_k - gathered.shape[2]
-        filler = torch.cat([torch.full((L, H, pad), -torch.inf), torch.zeros((3 * L, H, pad))]).to(torch.float64)
-        gathered = torch.cat([gathered, filler], 2).to(device)
-        shards = [torch.empty_like(gathered) for _ in range(world)]
-        dist.all_gather(shards, gathered, group=group)
-        self._top_score = torch.full((self.num_layers, self.num_heads, 0), -torch.inf, dtype=torch.float64)
-        self._top_index = torch.zeros((3, self.num_layers, self.num_heads, 0), dtype=torch.int64)
-        for shard in shards:
-            shard = shard.cpu()
-            score = shard[: self.num_layers]
-            idx = shard[self.num_layers :].reshape(3, self.num_layers, self.num_heads, -1).to(torch.int64)
-            self._push_exemplars(score, idx)
-        self._deviation = deviation.cpu()
-        self._blocks = []
-        return self
-
-    # -----------------------------------------------------------------------------------------
     # Results
 
     def _variability_mean(self):
@@ -568,9 +434,9 @@ def compute_metrics(attentions, syntax=None, *, mask=None, **options):
     """The metrics of one probe: attentions a list of [L, H, n, n] (or a batch [B, L, H, N, N] with
     `mask`), syntax a list of TokenSyntax or None per input. options: see AttentionStats."""
     if isinstance(attentions, (list, tuple)):
-        num_layers, num_heads = _as_tensor(attentions[0]).shape[:2]
+        num_layers, num_heads = as_tensor(attentions[0]).shape[:2]
     else:
-        num_layers, num_heads = _as_tensor(attentions).shape[-4:-2]
+        num_layers, num_heads = as_tensor(attentions).shape[-4:-2]
     stats = AttentionStats(num_layers, num_heads, **options)
     stats.update(attentions, mask=mask, syntax=syntax)
     return stats.result()

@@ -1,6 +1,6 @@
 """Per-head metrics of cross attention (target queries over source keys), and max_logit."""
 
-# Definitions (CONTRACTS.md C; http_api.md says the same). a_ij: the attention of target query i
+# Definitions (http_api.md, "Metric definitions"). a_ij: the attention of target query i
 # (0 <= i < Nt) to source key j (0 <= j < Ns), each input over its own tokens; every metric is a
 # mean over all target queries of all inputs (each query counts once):
 # - entropy: -sum_j a_ij ln a_ij (natural log, nothing excluded).

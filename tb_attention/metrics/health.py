@@ -1,6 +1,6 @@
 """Attention-health statistics per head (max logit, entropy, null attention, sink strength), in query chunks."""
 
-# Definitions (CONTRACTS.md C, issue 15), per head, over the real query tokens of a batch:
+# Definitions (http_api.md, "Metric definitions"), per head, over the real query tokens of a batch:
 # - max_logit: the largest pre-softmax logit x_ij = scale·q_i·k_j after the soft cap, any additive
 #   bias the model adds (T5's position bias) and the masks (max over the batch). A learned sink logit
 #   is not a q·k logit and is left out.
@@ -9,7 +9,7 @@
 #   construction in a causal model), where key 0 is the first real key.
 # - max_weight: mean of max_j p_ij, the strength of the head's strongest key ("sink strength").
 # p is the softmax the model computes: with sinks, over the keys and the head's sink logit, the
-# sink's share then dropped (metadata.SCORING_RULES). A query is real when the query mask (if any)
+# sink's share then dropped (schema.SCORING_RULES). A query is real when the query mask (if any)
 # says so and at least one key is left to it by the masks.
 #
 # Memory: logits are made for `chunk_size` query rows at a time, so the extra memory is

@@ -58,7 +58,7 @@ def image_metrics(attentions, layouts):
     pixel_distance; with prefix tokens, prefix_attention (the image form of null_attention: every
     prefix token counts as a sink); entropy (the paper's rule: the first token left out and rows renormalised
     when it is a prefix token, every token counted when there is none); attention_entropy and
-    max_weight (means over every query of its entropy and of its largest weight: CONTRACTS.md C).
+    max_weight (means over every query of its entropy and of its largest weight: http_api.md, "Metric definitions").
     """
     from tb_attention import metrics
 

@@ -7,15 +7,16 @@ import pathlib
 import time
 
 import numpy as np
-
-from tb_attention import capture  # first: it explains a missing torch
-from tb_attention import metadata, metrics
-from tb_attention.runtime import defaults, devices, distributed
-from tb_attention.storage import summary
-from tb_attention.probes import syntax as syntax_lib
-from tb_attention.storage.schema import exemplar_table
-
 import torch  # noqa: E402  (after capture, whose import error says how to install it)
+
+from tb_attention import (
+    capture,  # first: it explains a missing torch
+    metrics,
+)
+from tb_attention.probes import syntax as syntax_lib
+from tb_attention.runtime import defaults, devices, distributed
+from tb_attention.storage import schema, summary
+from tb_attention.storage.schema import exemplar_table
 
 
 class AnalysisError(ValueError):
@@ -333,5 +334,5 @@ def metadata_summary_line(analysis):
     return (
         f"{analysis.stats.num_inputs} sentences, {analysis.tokens} tokens in {analysis.seconds:.1f} s; "
         f"{len(result)} metrics of {analysis.stats.num_layers} layers x {analysis.stats.num_heads} heads; "
-        f"{len(analysis.examples)} examples stored (format v{metadata.FORMAT_VERSION})"
+        f"{len(analysis.examples)} examples stored (format v{schema.FORMAT_VERSION})"
     )

@@ -8,7 +8,9 @@
 
 import math
 
-from tb_attention.probes import audio_inputs as audio, inputs as probe_inputs, text as probe
+from tb_attention.probes import audio_inputs as audio
+from tb_attention.probes import inputs as probe_inputs
+from tb_attention.probes import text as probe
 from tb_attention.runtime import defaults, devices, modules
 
 TRIM_MARGIN_SECONDS = 0.1  # kept after the end of the audio: the encoder's receptive field spills over
@@ -105,7 +107,6 @@ class AudioProbe(probe.Probe):
         import torch
 
         from tb_attention import capture
-        from tb_attention.capture import intercept
 
         model = modules.unwrap(model)
         device = devices.device_of(model)
@@ -132,7 +133,6 @@ class AudioProbe(probe.Probe):
         import torch
 
         from tb_attention import capture
-        from tb_attention.capture import intercept
 
         model = modules.unwrap(model)
         targets = self._targets(model)

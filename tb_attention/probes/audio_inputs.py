@@ -20,7 +20,8 @@ def frame_labels(num_frames, frame_seconds=WHISPER_FRAME_SECONDS):
 
 
 def whisper_example(processor, audio, sampling_rate):
-    """(input_features [1, mels, 3000], frame_labels) for one clip (processor: has a feature_extractor): the 1,500 encoder frames labelled by start time."""
+    """(input_features [1, mels, 3000], frame_labels) for one clip (processor: has a feature_extractor): the
+    1,500 encoder frames labelled by start time."""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1:
         raise ValueError(f"whisper_example takes one mono clip (a 1-D array); got shape {audio.shape}")

@@ -1,11 +1,11 @@
 """Probe.log streamed: each layer encoded and summed while the forward runs (stream.LayerStream), never
 more than one layer's attention held."""
 
+from tb_attention.capture.stream import LayerStream, capture_streaming
+from tb_attention.probes.inputs import padded
 from tb_attention.runtime import distributed
 from tb_attention.storage import summary
-from tb_attention.probes.inputs import padded
 from tb_attention.storage.schema import exemplar_table
-from tb_attention.capture.stream import LayerStream, capture_streaming
 
 
 def log_probe(probe, writer, model, step, *, walltime=None):

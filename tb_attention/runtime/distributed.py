@@ -7,12 +7,14 @@
 # ranks meet first, through the process group's key-value store (no collective, so it works with
 # any backend and cannot itself pair with a training step's), and raises after a timeout.
 #
-# Torch is consulted only when the program imported it, so the writers stay torch-free.
+# Ranks themselves come from storage/ranks.py (torch-free, for the writers), re-exported here.
 
 import datetime
 import itertools
 import os
 import sys
+
+from tb_attention.storage.ranks import is_writing_rank, local_rank, process_group, rank, world_size  # noqa: F401  (re-exported)
 
 GUARD_TIMEOUT = 30.0  # seconds a rank waits at a probe's forward for the other ranks
 TIMEOUT_VARIABLE = "TB_ATTENTION_COLLECTIVE_TIMEOUT"  # overrides GUARD_TIMEOUT (seconds)
@@ -23,36 +25,6 @@ _guard_calls = itertools.count()  # the n-th guard of this process meets the n-t
 
 class CollectiveError(RuntimeError):
     """A rank reached a collective forward (a probe of a sharded model) that other ranks did not."""
-
-
-def _dist():
-    """torch.distributed when the program imported torch and joined a process group, else None."""
-    torch = sys.modules.get("torch")
-    if torch is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
-        return None
-    return torch.distributed
-
-
-def rank():
-    """This process's rank: the process group's, else torchrun's RANK, else 0."""
-    dist = _dist()
-    return dist.get_rank() if dist else int(os.environ.get("RANK", "0"))
-
-
-def world_size():
-    """The number of ranks: the process group's, else torchrun's WORLD_SIZE, else 1."""
-    dist = _dist()
-    return dist.get_world_size() if dist else int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def local_rank():
-    """This process's rank on its machine (torchrun's LOCAL_RANK), else 0."""
-    return int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def is_writing_rank(all_ranks=False):
-    """Under torch.distributed only rank 0 writes, unless `all_ranks`."""
-    return all_ranks or rank() == 0
 
 
 def join(backend=None):
@@ -108,7 +80,7 @@ def guard_collective(model, what, timeout=None):
     processes. Call it on every rank, just before the forward that is a collective."""
     if world_size() < 2 or not is_sharded(model):
         return
-    dist = _dist()
+    dist = process_group()
     if dist is None:
         return
     if timeout is None:

@@ -11,9 +11,9 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 
 from tb_attention.serve import compare
-from tb_attention.storage import codecs, schema
-from tb_attention.serve.routes import JSON, bad_request, int_param, json_floats, not_found, param, route, static_file
 from tb_attention.serve.reader import LRU, Reader
+from tb_attention.serve.routes import JSON, bad_request, int_param, json_floats, not_found, param, route, static_file
+from tb_attention.storage import codecs, schema
 
 _JOINED_SIZE = 16  # whole-group blobs assembled from per-layer blobs, remembered
 _JOINED_BYTES = 32 << 20  # larger assembled blobs are not remembered

@@ -14,8 +14,8 @@ import werkzeug.wrappers
 from tensorboard import errors as tb_errors
 from tensorboard.backend import http_util
 
-from tb_attention.storage import schema
 from tb_attention.serve.reader import NotFound
+from tb_attention.storage import schema
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Examples as the writer takes them (CONTRACTS.md B), checked and encoded into the blobs of one step."""
+"""Examples as the writer takes them (http_api.md, `/examples`), checked and encoded into the blobs of one step."""
 
 # summary.write_examples calls encode_step; the checks name the example, group and layer at fault.
 # torch is never imported here: tensors are recognised by duck typing and encoded on their device.
@@ -8,7 +8,6 @@ import warnings
 
 import numpy as np
 
-from tb_attention import metadata
 from tb_attention.storage import codecs, schema
 
 _ENCODE_WORKERS = 2  # threads for encoding layers: zlib and numpy release the GIL
@@ -78,8 +77,8 @@ class _Group:
     """One attention group of an example, checked: its layers (raw or already encoded) and q/k."""
 
     def __init__(self, spec, example_tokens, index, max_dense_tokens, top_k, check_rows):
-        self.name = schema.check_group_name(spec.get("name", metadata.DEFAULT_GROUP))
-        where = f"example {index}" if self.name == metadata.DEFAULT_GROUP else f"example {index}, group {self.name!r}"
+        self.name = schema.check_group_name(spec.get("name", schema.DEFAULT_GROUP))
+        where = f"example {index}" if self.name == schema.DEFAULT_GROUP else f"example {index}, group {self.name!r}"
         self.tokens = token_strings(spec["tokens"]) if spec.get("tokens") is not None else example_tokens
         self.key_tokens = token_strings(spec["key_tokens"]) if spec.get("key_tokens") is not None else self.tokens
         layers = spec.get("attention")
@@ -101,8 +100,8 @@ class _Group:
         self.options = dict(max_dense_tokens=max_dense_tokens, top_k=top_k, check_rows=check_rows)
         self.causal = spec.get("causal")
         nq, nk = len(self.tokens), len(self.key_tokens)
-        if max(nq, nk) > metadata.MAX_TOKENS:  # before any check copies the weights
-            raise ValueError(f"{where}: attention over {max(nq, nk)} tokens: at most {metadata.MAX_TOKENS} tokens "
+        if max(nq, nk) > codecs.MAX_TOKENS:  # before any check copies the weights
+            raise ValueError(f"{where}: attention over {max(nq, nk)} tokens: at most {codecs.MAX_TOKENS} tokens "
                              "per example can be stored; log a window of the input")
         for i, layer in enumerate(self.layers):
             if self.encoded[i]:
@@ -129,7 +128,7 @@ class _Group:
             raise ValueError(f"{where}: layer_names must be {len(self.layers)} strings, one per layer")
         self.layer_names = None if names is None else list(names)
         self.qk = _QueryKeySpec(spec, len(self.layers), where) if spec.get("query") is not None or spec.get("qk") is not None else None
-        if spec.get("query") is None and spec.get("qk") is None and any(spec.get(k) is not None for k in metadata.SCORING_RULES):
+        if spec.get("query") is None and spec.get("qk") is None and any(spec.get(k) is not None for k in schema.SCORING_RULES):
             raise ValueError(f"{where}: softcap, sliding_window and sinks describe query/key: pass them with query, key and scaling")
         if any(self.encoded):
             flags = {x.header["causal"] for x, e in zip(self.layers, self.encoded) if e}
@@ -173,7 +172,7 @@ class _Group:
             "encoding": self.encoding,
             "has_qk": self.qk is not None,
         }
-        if self.encoding == metadata.ENCODING_TOPK:
+        if self.encoding == codecs.ENCODING_TOPK:
             out["top_k"] = min(self.options["top_k"], len(self.key_tokens))
         if self.layer_names is not None:
             out["layer_names"] = self.layer_names
@@ -198,7 +197,7 @@ class _QueryKeySpec:
             raise ValueError(f"{where}: query and key must have {num_layers} layers like the attention")
         self.scaling = [float(s) for s in np.broadcast_to(np.asarray(spec["scaling"], dtype=np.float64), (num_layers,))]
         self.rules = {}
-        for name in metadata.SCORING_RULES:
+        for name in schema.SCORING_RULES:
             values = spec.get(name)
             if values is not None and (isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != num_layers):
                 raise ValueError(f"{where}: {name} must have one entry per layer ({num_layers}), got {values!r:.80}")
@@ -257,20 +256,20 @@ def _groups_of(example, index):
             raise ValueError(f"example {index}: groups is empty")
         return groups
     v1 = {k: example.get(k) for k in ("attention", "causal", "query", "key", "scaling", "qk", "layer_names",
-                                      *metadata.SCORING_RULES)}
-    return [{"name": metadata.DEFAULT_GROUP, **v1}]
+                                      *schema.SCORING_RULES)}
+    return [{"name": schema.DEFAULT_GROUP, **v1}]
 
 
 def encode_step(
     examples,
     *,
-    max_dense_tokens=metadata.DEFAULT_MAX_DENSE_TOKENS,
-    top_k=metadata.DEFAULT_TOP_K,
+    max_dense_tokens=codecs.DEFAULT_MAX_DENSE_TOKENS,
+    top_k=codecs.DEFAULT_TOP_K,
     check_rows=True,
     record_bytes=RECORD_BYTES,
 ):
     """Validated, encoded examples -> the blobs of each event record of one step: [[manifest, ...],
-    [part 1 blobs], ...]. Examples as CONTRACTS.md B / `write_examples` describe them."""
+    [part 1 blobs], ...]. Examples as `summary.write_examples` describes them (served as http_api.md's `/examples`)."""
     if not examples:
         raise ValueError("no examples to write")
     prepared = []
@@ -288,7 +287,7 @@ def encode_step(
         except KeyError as e:
             raise ValueError(f"example {index} lacks {e}") from None
         for g in groups:
-            if g.encoding == metadata.ENCODING_TOPK:
+            if g.encoding == codecs.ENCODING_TOPK:
                 warnings.warn(
                     f"example {index}, group {g.name!r}: {len(g.tokens)} x {len(g.key_tokens)} tokens (more than "
                     f"max_dense_tokens²={max_dense_tokens}²): storing the top {min(top_k, len(g.key_tokens))} weights "
@@ -346,7 +345,7 @@ def encode_step(
         records[-1].append(blob)
         size += len(blob)
     parts = [len(records[0]) + 1, *(len(r) for r in records[1:])] if len(records) > 1 else None
-    manifest = metadata.encode_json(metadata.create_manifest(entries, parts))
+    manifest = codecs.encode_json(schema.create_manifest(entries, parts))
     records[0].insert(0, manifest)
     return records
 

@@ -16,9 +16,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_
 from tensorboard.plugins.scalar import summary_v2 as scalar_summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-from tb_attention import metadata
-from tb_attention.runtime import distributed
-from tb_attention.storage import codecs, fastcrc, schema
+from tb_attention.storage import codecs, fastcrc, ranks, schema
 from tb_attention.storage.examples import (  # noqa: F401  (the writer's API: summary.encode_step, ...)
     MAX_BLOB_BYTES,
     RECORD_BYTES,
@@ -75,7 +73,7 @@ def _summary(tag, tensor, content, data_class, description=None, display_name=No
     meta = summary_pb2.SummaryMetadata(
         display_name=display_name or "",
         summary_description=description or "",
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=content),
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=schema.PLUGIN_NAME, content=content),
         data_class=data_class,
     )
     return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, metadata=meta, tensor=tensor)])
@@ -91,9 +89,9 @@ def _blob_sequence_pb(tag, blobs, content, description=None, display_name=None):
 
 
 def attention_pb(tag, manifest_blob, attention_blobs, qk_blobs=(), *, description=None, display_name=None):
-    """The summary of one step's examples: blobs from `metadata.encode_*` (see `encode_examples`)."""
+    """The summary of one step's examples: blobs from `codecs.encode_*` (see `encode_examples`)."""
     blobs = [manifest_blob, *attention_blobs, *qk_blobs]
-    content = metadata.create_plugin_data(metadata.KIND_ATTENTION)
+    content = schema.create_plugin_data(schema.KIND_ATTENTION)
     return _blob_sequence_pb(tag, blobs, content, description, display_name)
 
 
@@ -125,8 +123,8 @@ def metrics_pb(tag, values, *, probe, metric, group=None, description=None, disp
 
 def exemplars_pb(tag, table, *, probe, description=None):
     """The top inputs per head (the table of http_api.md's /exemplars) as one gzip JSON blob."""
-    content = metadata.create_plugin_data(metadata.KIND_EXEMPLARS, probe=probe)
-    return _blob_sequence_pb(tag, [metadata.encode_json(table)], content, description)
+    content = schema.create_plugin_data(schema.KIND_EXEMPLARS, probe=probe)
+    return _blob_sequence_pb(tag, [codecs.encode_json(table)], content, description)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,7 +174,7 @@ def stack_layers(attentions):
 
 def is_writing_rank(all_ranks=False):
     """Under torch.distributed only rank 0 writes, unless `all_ranks`."""
-    return distributed.is_writing_rank(all_ranks)
+    return ranks.is_writing_rank(all_ranks)
 
 
 def _file_writer(writer):
@@ -233,8 +231,8 @@ def attention(
     text=None,
     segments=None,
     causal=None,
-    max_dense_tokens=metadata.DEFAULT_MAX_DENSE_TOKENS,
-    top_k=metadata.DEFAULT_TOP_K,
+    max_dense_tokens=codecs.DEFAULT_MAX_DENSE_TOKENS,
+    top_k=codecs.DEFAULT_TOP_K,
     check_rows=True,
     all_ranks=False,
     walltime=None,
@@ -249,7 +247,7 @@ def attention(
     query/key/scaling: optional [L, H, N, d] / [L, H_kv, N, d] vectors (with a batch axis for a
         batch) and the per-layer factor on q·k, for the neuron view.
     softcap/sliding_window/sinks: with query/key, per layer (None where unused), the rest of how the
-        model turned q·k into weights (`metadata.SCORING_RULES`), so the neuron view recomputes them.
+        model turned q·k into weights (`schema.SCORING_RULES`), so the neuron view recomputes them.
     Returns the number of examples written (0 on a rank that does not write).
     """
     if not is_writing_rank(all_ranks):
@@ -299,10 +297,10 @@ def attention(
 
 
 def write_examples(writer, tag, examples, step, *, walltime=None, description=None, **encode_options):
-    """Writes examples as one step of `tag`: one dict per example (CONTRACTS.md B).
+    """Writes examples as one step of `tag`: one dict per example (http_api.md, `/examples`).
 
     v1 form: `attention` [L, H, N, N] (or a list of L per-layer [H, N, N]), `tokens`, optional `query`
-    [L, H, N, d], `key` [L, H_kv, N, d], `scaling` (per layer), the `metadata.SCORING_RULES` (per layer),
+    [L, H, N, d], `key` [L, H_kv, N, d], `scaling` (per layer), the `schema.SCORING_RULES` (per layer),
     `text`, `segments`, `pos`, `causal`, `layer_names`: one group named "self".
     v2 form: `tokens`, `text`, `segments`, `pos`, `image` ({png, grid, patch_size, prefix_tokens,
     prefix_names}) and `groups`: a list of {name, attention [L, H, Nq, Nk] or per-layer list, tokens,

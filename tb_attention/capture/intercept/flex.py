@@ -8,7 +8,7 @@ import torch
 
 from tb_attention.capture.errors import CaptureError
 from tb_attention.capture.intercept.call import bind_arguments, keeps_causal, repeat_kv
-from tb_attention.capture.intercept.state import innermost_interception, INSTALL_LOCK
+from tb_attention.capture.intercept.state import INSTALL_LOCK, innermost_interception
 
 _FLEX_PARAMETERS = ("query", "key", "value", "score_mod", "block_mask", "scale", "enable_gqa")
 _original_flex = None

@@ -6,7 +6,7 @@ import re
 
 import torch.nn.functional as F
 
-from tb_attention.capture.intercept.call import keeps_causal, is_mask_value
+from tb_attention.capture.intercept.call import is_mask_value, keeps_causal
 from tb_attention.capture.intercept.state import innermost_interception
 
 _ATTENTION_CLASS = re.compile(r"attention", re.IGNORECASE)

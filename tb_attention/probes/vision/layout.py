@@ -56,7 +56,7 @@ class PatchLayout:
         return np.stack([(r.reshape(-1) + 0.5) * ph, (c.reshape(-1) + 0.5) * pw], 1).astype(np.float64)
 
     def image_entry(self, png):
-        """The `image` field of an example (CONTRACTS.md B)."""
+        """The `image` field of an example (http_api.md, `/examples`)."""
         return {
             "png": png,
             "grid": list(self.grid),

@@ -4,12 +4,11 @@ import pathlib
 
 import numpy as np
 
-from tb_attention import metadata
-from tb_attention.runtime import defaults, devices, modules
-from tb_attention.storage import summary
+from tb_attention.metrics.image import image_metrics
 from tb_attention.probes.vision.image import MAX_IMAGE_SIDE, image_png, pixel_values_of, seen_image, to_pil
 from tb_attention.probes.vision.layout import check_not_windowed, patch_layout, vision_config
-from tb_attention.metrics.image import image_metrics
+from tb_attention.runtime import defaults, devices, modules
+from tb_attention.storage import codecs, schema, summary
 
 
 def _tower(model):
@@ -86,7 +85,7 @@ class ImageProbe:
         prefix_names=None,
         batch_size=8,
         max_image_side=MAX_IMAGE_SIDE,
-        max_dense_tokens=metadata.DEFAULT_MAX_DENSE_TOKENS,
+        max_dense_tokens=codecs.DEFAULT_MAX_DENSE_TOKENS,
         all_ranks=False,
     ):
         if isinstance(images, (str, pathlib.Path)) or hasattr(images, "convert") or (
@@ -96,7 +95,7 @@ class ImageProbe:
         images = list(images)
         if not images:
             raise ValueError("an image probe needs at least one image")
-        if "/" in name and name.split("/", 1)[1] in metadata.METRICS:
+        if "/" in name and name.split("/", 1)[1] in schema.METRICS:
             raise ValueError(f"probe name {name!r} would collide with its metric tags")
         # A CLIPProcessor-style bundle: its image processor knows the mean and std to undo.
         processor = getattr(processor, "image_processor", None) or processor
@@ -162,7 +161,7 @@ class ImageProbe:
         return self._pngs[key]
 
     def examples(self, captured):
-        """The v2 examples (CONTRACTS.md B) of captured images."""
+        """The v2 examples (http_api.md, `/examples`) of captured images."""
         examples = []
         for index, (attention, layout, names) in enumerate(captured):
             group = {"name": "self", "attention": attention, "causal": False}

@@ -4,7 +4,18 @@ import dataclasses
 
 import numpy as np
 
-from tb_attention.storage.codecs.blob import QK_MAGIC, as_float32, check_gzip, compress, decompress, header_sizes, is_torch, pack, to_host, unpack
+from tb_attention.storage.codecs.blob import (
+    QK_MAGIC,
+    as_float32,
+    check_gzip,
+    compress,
+    decompress,
+    header_sizes,
+    is_torch,
+    pack,
+    to_host,
+    unpack,
+)
 from tb_attention.storage.schema import SCORING_RULES, FormatError
 
 # ---------------------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ import urllib.parse
 import numpy as np
 import pytest
 
-from conftest import ARTIFACTS, TensorBoard
-from dashboard_logdir import write_dashboard_logdir
+from tests.support.dashboard_logdir import write_dashboard_logdir
+from tests.support.tensorboard import ROOT, TensorBoard
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -24,7 +24,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync",
 ]
 VIEWPORT = {"width": 1400, "height": 900}
-SCREENSHOTS = ARTIFACTS / "screenshots"
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 LAYERS, HEADS = 4, 6
 
 # The attribute each figure sets once it has drawn its data.

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from tb_attention import AttentionCallback, Probe
-from tests.conftest import python_provider, read_blob_steps, request_context, tiny_gpt2
+from tests.support.models import tiny_gpt2
+from tests.support.tensorboard import python_provider, read_blob_steps, request_context
 
 
 class Sentences(torch.utils.data.Dataset):

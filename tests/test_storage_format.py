@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tb_attention import metadata
-from tests.conftest import random_attention
+from tests.support.data import random_attention
 
 
 def test_causal_example_round_trips_within_documented_error(rng):

@@ -243,3 +243,24 @@ try:
     from torch.nn.attention.flex_attention import flex_attention  # noqa: E402  (bound by name, as users do)
 except ImportError:  # torch < 2.5: the FlexAttention tests skip
     flex_attention = None
+
+
+def tiny_gpt2(layers=2, heads=4, embed=32, vocab=None, seed=0, attn_implementation="eager"):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        n_layer=layers, n_head=heads, n_embd=embed, vocab_size=vocab or 50257, n_positions=1024,
+    )
+    config._attn_implementation = attn_implementation
+    return GPT2LMHeadModel(config).eval()
+
+
+def train_step(model, optimizer, batch):
+    """One language-model training step on `batch` (ids as labels too); the loss as a float."""
+    loss = model(input_ids=batch, labels=batch).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return float(loss.detach())

@@ -11,9 +11,9 @@ from statistics import median
 import numpy as np
 import pytest
 
-from dashboard_logdir import PAIR_A, SENTENCE, XSS_TOKEN, structured_attention
-from conftest import TensorBoard
-from dashboard_page import HEADS, LAYERS, VIEWPORT, Dashboard, attention, browser, dashboard, needs_chromium, server  # noqa: F401 (fixtures)
+from tests.support.dashboard_logdir import PAIR_A, SENTENCE, XSS_TOKEN, structured_attention
+from tests.support.dashboard_page import HEADS, LAYERS, VIEWPORT, Dashboard, attention, browser, dashboard, needs_chromium, server  # noqa: F401 (fixtures)
+from tests.support.tensorboard import TensorBoard
 
 pytestmark = needs_chromium
 
@@ -252,8 +252,8 @@ def test_1024_token_example_stays_interactive(dashboard):
 @pytest.fixture(scope="module")
 def long_server(tmp_path_factory):
     """A TensorBoard with one 32-layer × 32-head, 4,096-token example (top-k 8, 40 MB stored)."""
-    import long_example
     from tb_attention.storage import codecs, summary
+    from tests.support import long_example
 
     logdir = tmp_path_factory.mktemp("long") / "logs"
     toks = long_example.tokens(60)  # the direct top-k builder stores what the encoder would
@@ -385,7 +385,7 @@ def test_export_saves_the_view_with_its_locked_tokens_as_svg_and_png(dashboard):
     assert "font: 600 13px" in text  # the locked token is bold
     paths = re.findall(r'<path d="([^"]+)"', text)
     assert sum(p.count("M") for p in paths) == np.count_nonzero(weights[:, 6] > 0)
-    dashboard.hover_token("from", 3)  # S saves what is shown now, the hover included... 
+    dashboard.hover_token("from", 3)  # S saves what is shown now, the hover included...
     _, hovered = dashboard.export("svg", key="s")
     assert hovered.decode().count("font: 600 13px") == 1  # ...but the lock wins over the hover
     dashboard.page.keyboard.press("Escape")

@@ -11,8 +11,8 @@ import re
 import numpy as np
 import pytest
 
-from dashboard_logdir import XSS_TOKEN, metric_values, probe_examples, write_probe_step
-from dashboard_page import HEADS, LAYERS, attention, browser, dashboard, needs_chromium, playwright_api, server  # noqa: F401 (fixtures)
+from tests.support.dashboard_logdir import XSS_TOKEN, metric_values, probe_examples, write_probe_step
+from tests.support.dashboard_page import HEADS, LAYERS, attention, browser, dashboard, needs_chromium, playwright_api, server  # noqa: F401 (fixtures)
 
 pytestmark = needs_chromium
 
@@ -177,12 +177,12 @@ def test_ranking_lists_heads_by_value_and_by_change_since_the_first_step(dashboa
     first = grid(metric(dashboard.server, "train", "probe/distance")["values"][0])
     dashboard.open("metric-heatmap", run="train", tag="probe", view="metrics", metric="distance")
     rows = dashboard.frame.eval_on_selector_all("[data-control=ranking] .rank-row[data-head]", "rs => rs.map(r => r.dataset.head)")
-    order = sorted(((values[l, h], l, h) for l in range(LAYERS) for h in range(HEADS)))
+    order = sorted((values[l, h], l, h) for l in range(LAYERS) for h in range(HEADS))
     assert rows == [f"{l}.{h}" for _, l, h in order]
     dashboard.frame.click("[data-control=rank] [data-value=change]")
     dashboard.wait_url("rank", "change")
     rows = dashboard.frame.eval_on_selector_all("[data-control=ranking] .rank-row[data-head]", "rs => rs.map(r => r.dataset.head)")
-    change = sorted(((-abs(values[l, h] - first[l, h]), l, h) for l in range(LAYERS) for h in range(HEADS)))
+    change = sorted((-abs(values[l, h] - first[l, h]), l, h) for l in range(LAYERS) for h in range(HEADS))
     assert rows[:5] == [f"{l}.{h}" for _, l, h in change[:5]]
     dashboard.frame.click("[data-control=ranking] .rank-row[data-head] >> nth=0")  # a row picks its head
     _, l, h = change[0]
@@ -206,7 +206,7 @@ def test_previous_token_heads_are_ranked_by_the_stored_metric(dashboard):
     dashboard.open("metric-heatmap", run="train", tag="probe", view="metrics", rank="previous")
     dashboard.frame.wait_for_selector("[data-control=ranking] .rank-row[data-head]")
     rows = dashboard.frame.eval_on_selector_all("[data-control=ranking] .rank-row[data-head]", "rs => rs.map(r => r.dataset.head)")
-    order = sorted(((-share[l, h], l, h) for l in range(LAYERS) for h in range(HEADS)))
+    order = sorted((-share[l, h], l, h) for l in range(LAYERS) for h in range(HEADS))
     assert rows[:3] == [f"{l}.{h}" for _, l, h in order[:3]]
     top = dashboard.frame.text_content("[data-control=ranking] .rank-row[data-head] >> nth=0")
     assert f"{-order[0][0] * 100:.1f}%" in top
@@ -481,8 +481,8 @@ def test_a_deep_link_restores_the_new_views_state(dashboard):
 
 @pytest.fixture(scope="module")
 def smollm_size_server(tmp_path_factory):
-    from conftest import TensorBoard
-    from dashboard_logdir import write_training_logdir
+    from tests.support.dashboard_logdir import write_training_logdir
+    from tests.support.tensorboard import TensorBoard
 
     logdir = tmp_path_factory.mktemp("smollm-size") / "logs"
     steps = range(0, 10000, 100)
@@ -527,7 +527,7 @@ STEP_TIMES = """async ([figure, steps]) => {
 
 
 def test_metric_views_stay_fluid_at_smollm2_size(browser, smollm_size_server):
-    from dashboard_page import VIEWPORT, Dashboard
+    from tests.support.dashboard_page import VIEWPORT, Dashboard
 
     context = browser.new_context(viewport=VIEWPORT)
     board = Dashboard(context.new_page(), smollm_size_server)
@@ -564,8 +564,8 @@ def test_metric_views_stay_fluid_at_smollm2_size(browser, smollm_size_server):
 
 @pytest.fixture(scope="module")
 def groups_server(tmp_path_factory):
-    from conftest import TensorBoard
-    from dashboard_logdir import write_groups_logdir
+    from tests.support.dashboard_logdir import write_groups_logdir
+    from tests.support.tensorboard import TensorBoard
 
     logdir = tmp_path_factory.mktemp("groups") / "logs"
     written = write_groups_logdir(logdir)
@@ -579,7 +579,7 @@ def groups_server(tmp_path_factory):
 
 
 def test_cross_attention_draws_decoder_queries_left_and_encoder_keys_right(browser, groups_server):
-    from dashboard_page import VIEWPORT, Dashboard
+    from tests.support.dashboard_page import VIEWPORT, Dashboard
 
     context = browser.new_context(viewport=VIEWPORT)
     board = Dashboard(context.new_page(), groups_server)
@@ -629,7 +629,7 @@ def test_cross_attention_draws_decoder_queries_left_and_encoder_keys_right(brows
 
 
 def test_metrics_and_compare_follow_the_attention_group(browser, groups_server):
-    from dashboard_page import VIEWPORT, Dashboard
+    from tests.support.dashboard_page import VIEWPORT, Dashboard
 
     context = browser.new_context(viewport=VIEWPORT)
     board = Dashboard(context.new_page(), groups_server)

@@ -5,14 +5,13 @@
 # training runs that log the attention-health monitor's metrics, one of them diverging.
 
 import io
-import json
 
 import numpy as np
 import pytest
 
-from conftest import TensorBoard
-from dashboard_page import FIGURE_READY, Dashboard, browser, needs_chromium  # noqa: F401 (fixtures)
 from tb_attention.storage import summary
+from tests.support.dashboard_page import FIGURE_READY, Dashboard, browser, needs_chromium  # noqa: F401 (fixtures)
+from tests.support.tensorboard import TensorBoard
 
 pytestmark = needs_chromium
 

@@ -1,0 +1,1 @@
+"""Helpers of the test suite: models, data, a real TensorBoard, the dashboard page in Chromium."""
