@@ -1,4 +1,4 @@
-// Generated from tb_attention.schema by frontend/scripts/gen_schema.py; do not edit.
+// Generated from tb_attention.storage.schema by frontend/scripts/gen_schema.py; do not edit.
 // Run `python frontend/scripts/gen_schema.py` after changing the backend's schema.
 
 export const PLUGIN_NAME = "attention" as const;
