@@ -129,16 +129,27 @@ class AttentionPlugin(base_plugin.TBPlugin):
             self._joined.put(key, joined)
         return joined
 
+    def _layered(self, kind, ctx, experiment_id, run, tag, step, example, group, layer, head):
+        """What /attention and /qk share: the example's group, its layer and head checked, a reader of the
+        blobs asked for and their cache key: (entry, group, read, key)."""
+        datum, entry, g = self._group(ctx, experiment_id, run, tag, step, example, group)
+        if kind == "qk" and g.get("qk_blobs") is None and g.get("qk_blob") is None:
+            raise not_found(
+                f"no query/key vectors were logged for example {example} (group {g.get('name')!r}) of "
+                f"{run!r}/{tag!r} at step {step} (log with with_qk=True to see the neuron view)"
+            )
+        _check_index("layer", layer, g.get("num_layers") or 0, f"group {g.get('name')!r}")
+        _check_index("head", head, g.get("num_heads") or 0, f"group {g.get('name')!r}")
+        what = f"{'query/key' if kind == 'qk' else 'attention'} of example {example}, group {g.get('name')!r}"
+        read = lambda: self._layer_blobs(ctx, experiment_id, run, tag, datum, g, kind, layer, what)  # noqa: E731
+        key = (kind, experiment_id, run, tag, step, datum.wall_time, example, g.get("name"), layer)
+        return entry, g, read, key
+
     def attention_impl(self, ctx, experiment_id, run, tag, step, example, group=None, layer=None, head=None,
                        as_json=False):
         """The binary blob (bytes) or the JSON body (dict) of /attention."""
-        datum, entry, g = self._group(ctx, experiment_id, run, tag, step, example, group)
-        _check_index("layer", layer, g.get("num_layers") or 0, f"group {g.get('name')!r}")
-        _check_index("head", head, g.get("num_heads") or 0, f"group {g.get('name')!r}")
-        what = f"attention of example {example}, group {g.get('name')!r}"
-        read = lambda: self._layer_blobs(ctx, experiment_id, run, tag, datum, g, "attention", layer, what)  # noqa: E731
+        entry, g, read, key = self._layered("attention", ctx, experiment_id, run, tag, step, example, group, layer, head)
         if not as_json:
-            key = ("attention", experiment_id, run, tag, step, datum.wall_time, example, g.get("name"), layer)
             return self._served_blob(key, read, codecs.join_attention_layers, codecs.attention_layer_blob)
         parts = read()
         if len(parts) == 1:
@@ -160,19 +171,9 @@ class AttentionPlugin(base_plugin.TBPlugin):
 
     def qk_impl(self, ctx, experiment_id, run, tag, step, example, group=None, layer=None, head=None, as_json=False):
         """The binary blob (bytes) or the JSON body (dict) of /qk."""
-        datum, _, g = self._group(ctx, experiment_id, run, tag, step, example, group)
-        if g.get("qk_blobs") is None and g.get("qk_blob") is None:
-            raise not_found(
-                f"no query/key vectors were logged for example {example} (group {g.get('name')!r}) of "
-                f"{run!r}/{tag!r} at step {step} (log with with_qk=True to see the neuron view)"
-            )
-        _check_index("layer", layer, g.get("num_layers") or 0, f"group {g.get('name')!r}")
-        _check_index("head", head, g.get("num_heads") or 0, f"group {g.get('name')!r}")
-        what = f"query/key of example {example}, group {g.get('name')!r}"
-        read = lambda: self._layer_blobs(ctx, experiment_id, run, tag, datum, g, "qk", layer, what)  # noqa: E731
+        _, g, read, cache_key = self._layered("qk", ctx, experiment_id, run, tag, step, example, group, layer, head)
         if not as_json:
-            key = ("qk", experiment_id, run, tag, step, datum.wall_time, example, g.get("name"), layer)
-            return self._served_blob(key, read, codecs.join_qk_layers, codecs.qk_layer_blob)
+            return self._served_blob(cache_key, read, codecs.join_qk_layers, codecs.qk_layer_blob)
         parts = read()
         decoded = [codecs.decode_qk(blob) for blob, _ in parts]
         header = dict(decoded[0].header)
