@@ -1,7 +1,7 @@
 """The demo: a small GPT-2 with a probe and an unstable twin, checkpoints, SmolLM2 and MiniLM analysed, a ViT and
 DINOv2 on images, Whisper on speech; then TensorBoard serves it all.
 
-    python -m demo [--out demo_output] [--no-serve] [--full] [--port 6006]
+    python -m demo [--out demo_output] [--no-serve] [--quick | --full] [--port 6006]
 """
 
 import argparse
@@ -22,6 +22,8 @@ UNSTABLE_RUN = "train-high-lr"
 UNSTABLE_LEARNING_RATE = 3e-2
 UNSTABLE_STEPS = 150
 VIT_STEPS = 600  # ~0.4 s a step on one free core: the ViT's share of the demo stays near 4 minutes
+# --quick: every stage, fewer steps and sentences (under 3 minutes on 2 cores): to see each view once.
+QUICK = dict(steps=100, sentences=32, vit_steps=50, unstable_steps=40)
 
 
 def stage(number, total, text):
@@ -34,6 +36,8 @@ def main(argv=None):
     parser.add_argument("--out", default=str(ROOT / "demo_output"), help="where the logdir and checkpoints go")
     parser.add_argument("--no-serve", action="store_true", help="build the logdir and exit (prints its path last)")
     parser.add_argument("--full", action="store_true", help="analyse 10,000 sentences, as in the paper (slow on a CPU)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"every stage with fewer steps and sentences ({QUICK}): a first look in under 3 minutes")
     parser.add_argument("--sentences", type=int, default=200, help="sentences per pretrained analysis (default 200)")
     parser.add_argument("--steps", type=int, default=1200, help="training steps (default 1200)")
     parser.add_argument("--vit-steps", type=int, default=VIT_STEPS,
@@ -41,7 +45,15 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=6006)
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
+    if args.quick and args.full:
+        parser.error("--quick and --full contradict each other: choose one")
+    if args.quick:
+        args.steps, args.sentences, args.vit_steps = QUICK["steps"], QUICK["sentences"], QUICK["vit_steps"]
 
+    import torch
+
+    if not torch.cuda.is_available():  # DeepSpeed, where the tests installed it, warns at import that it found no GPU
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from demo import train, vit, whisper
     from tb_attention import cli
     from tb_attention.convert import assets
@@ -54,7 +66,7 @@ def main(argv=None):
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     count = 10_000 if args.full else args.sentences
-    unstable_steps = min(UNSTABLE_STEPS, args.steps)
+    unstable_steps = min(QUICK["unstable_steps"] if args.quick else UNSTABLE_STEPS, args.steps)
     checkpoints = {}
 
     def train_main():
@@ -93,7 +105,9 @@ def main(argv=None):
     total = len(stages) + (0 if args.no_serve else 1)
     for number, (text, run) in enumerate(stages, 1):
         stage(number, total, text)
+        began = time.time()
         run()
+        print(f"  done in {time.time() - began:.0f} s", flush=True)
 
     minutes = (time.time() - started) / 60
     print(f"\nDemo logdir built in {minutes:.1f} min. Wikipedia text: CC BY-SA 4.0, Wikipedia contributors.")

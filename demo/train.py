@@ -61,7 +61,9 @@ def build_model(tokenizer, layers, heads, width, seed=0):
         pad_token_id=tokenizer.eos_token_id,
         attn_implementation="eager",
     )
-    return GPT2LMHeadModel(config)
+    model = GPT2LMHeadModel(config)
+    model.loss_type = "ForCausalLM"  # transformers finds no loss in the name GPT2LMHeadModel, and warns that it guessed
+    return model
 
 
 def training_sequences(tokenizer, sentences):
@@ -130,7 +132,8 @@ def train(
         if step == steps:
             break
         batch = data[torch.randint(len(data), (batch_size,), generator=generator)]
-        loss = model(input_ids=batch, labels=batch).loss
+        # Rows of one token stream: nothing is padding, though EOS (the pad id) separates sentences.
+        loss = model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

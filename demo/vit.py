@@ -169,7 +169,9 @@ def main(logdir, *, steps=1200, log=print):
     logdir = pathlib.Path(logdir)
     log(f"training a 4-layer ViT on Fashion-MNIST for {steps} steps, probing 8 test images every {PROBE_EVERY}")
     values = train_vit(logdir, steps=steps, log=log)
-    log(f"  final pixel_distance (input pixels) per layer x head:\n{np.round(values['pixel_distance'], 1)}")
+    log("  final pixel_distance per head (input pixels; a head that looks further afield has a larger one):")
+    for layer, heads in enumerate(values["pixel_distance"]):
+        log(f"    layer {layer}: " + "  ".join(f"head {h} {v:4.1f}" for h, v in enumerate(heads)))
     log("logging DINOv2-small (converted from ONNX) on scikit-image's photos")
     values = log_dinov2(logdir)
     by_layer = " ".join(f"{v:.0f}" for v in np.nanmean(values["pixel_distance"], 1))

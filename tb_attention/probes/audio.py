@@ -6,6 +6,8 @@
 # group sum to the share of attention on the kept frames (less than 1), and every metric (max_logit
 # included) is computed over what is stored.
 
+import contextlib
+import logging
 import math
 
 from tb_attention.probes import audio_inputs as audio
@@ -117,7 +119,7 @@ class AudioProbe(probe.Probe):
         limit = model.generation_config.max_length
         # Whisper refuses a prompt plus new tokens beyond its positions; its own max_length fits already.
         options = {} if limit and limit <= model.config.max_target_positions else {"max_new_tokens": room}
-        with capture.eval_mode(model), torch.no_grad():
+        with capture.eval_mode(model), torch.no_grad(), _without_whispers_own_generate_warning():
             for encoding in self.encodings:
                 features = encoding["input_features"][None].to(device, next(model.parameters()).dtype)
                 ids = model.generate(features, do_sample=False, num_beams=1, **options)[0].tolist()
@@ -199,3 +201,25 @@ def _target(tokenizer, target, index):
             raise ValueError(f"target {index} is empty")
         return {"target_ids": list(tokenizer(text_target=target)["input_ids"]), "target_start": True}
     return {"target_ids": probe_inputs.id_list(target, f"target {index}"), "target_start": False}
+
+
+@contextlib.contextmanager
+def _without_whispers_own_generate_warning():
+    """Whisper's generate passes suppress_tokens beside its own generation_config (transformers 5, a workaround
+    in its code), then warns that this is deprecated: a warning about its own call that no user can act on."""
+    logger = logging.getLogger("transformers.generation.utils")
+    quiet = _MessageFilter("Passing `generation_config` together with generation-related arguments")
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+class _MessageFilter(logging.Filter):
+    def __init__(self, prefix):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record):
+        return not record.getMessage().startswith(self.prefix)
