@@ -5,6 +5,7 @@ import gzip
 import json
 import resource
 import struct
+import time
 import urllib.parse
 import urllib.request
 
@@ -14,6 +15,7 @@ import torch
 
 from tb_attention import Writer, metadata
 from tb_attention.storage import summary
+from tb_attention.storage.codecs import blob as blob_codec
 from tests.support.data import random_attention
 from tests.support.tensorboard import PLUGIN_ROUTE, TensorBoard, python_provider, read_examples, request_context
 
@@ -355,6 +357,9 @@ def damaged_logdir(tmp_path_factory):
         writer.add_summary(summary.attention_pb("probe", manifest, blobs), 2**62)
 
     good_manifest, good_blobs, _ = summary.encode_examples(_examples(rng))
+    topk_manifest, topk_blobs, _ = summary.encode_examples(_examples(rng, n=9), max_dense_tokens=2, top_k=3)
+    giant = metadata.decode_json(good_manifest)
+    v1_sizes = {"num_layers": 2, "num_heads": 2, "num_tokens": len(TOKENS), "tokens": TOKENS}  # a v1 entry's sizes
     raw = gzip.decompress(good_blobs[0])
     broken = {
         0: [b"not gzip at all", *good_blobs],
@@ -364,10 +369,19 @@ def damaged_logdir(tmp_path_factory):
         4: [good_manifest, gzip.compress(raw[: len(raw) - 5])],  # the payload cut short
         5: [good_manifest, gzip.compress(raw[:4] + struct.pack("<I", 99) + raw[8:])],
         6: [metadata.encode_json(metadata.create_manifest([{"tokens": TOKENS, "groups": [
-            {"name": "self", "num_layers": 1, "num_heads": 2, "tokens": TOKENS, "attention_blobs": [1]}]}]))],
-        7: [metadata.encode_json({"version": 1, "examples": [{"attention_blob": -1, "qk_blob": None}]}), *good_blobs],
+            {"name": "self", "num_layers": 1, "num_heads": 2, "num_tokens": len(TOKENS), "tokens": TOKENS,
+             "attention_blobs": [1]}]}]))],
+        7: [metadata.encode_json({"version": 1, "examples": [{**v1_sizes, "attention_blob": -1, "qk_blob": None}]}), *good_blobs],
         8: [metadata.encode_json({"version": 99, "examples": []}), *good_blobs],
-        9: [metadata.encode_json({"version": 1, "examples": [{"attention_blob": 1, "qk_blob": 1}]}), *good_blobs],
+        9: [metadata.encode_json({"version": 1, "examples": [{**v1_sizes, "attention_blob": 1, "qk_blob": 1}]}), *good_blobs],
+        # A header-length bomb: ~4 GiB of header claimed, 32 MiB of zeros behind it (a 32 KB blob).
+        10: [good_manifest, gzip.compress(raw[:8] + struct.pack("<I", 0xFFFFFF00) + raw[12:] + bytes(32 << 20))],
+        # A top-k blob whose first key index is past the last key.
+        11: [topk_manifest, _topk_index_past_the_keys(topk_blobs[0])],
+        # A manifest claiming 10^9 heads for example 0, before a good example 1.
+        12: [metadata.encode_json({"version": 2, "examples": [
+            {**giant["examples"][0], "groups": [{**giant["examples"][0]["groups"][0], "num_heads": 10**9}]},
+            giant["examples"][0]]}), *good_blobs],
     }
     with Writer(root / "broken_blobs") as writer:
         for step, blobs in broken.items():
@@ -383,7 +397,7 @@ def _loaded(tags):
         and tags.get("truncated", {}).get("probe", {}).get("steps", [])[-2:] == [5, 6]
         and all(tags.get(run, {}).get("probe", {}).get("steps", [])[-2:] == [6, 7]
                 for run in ("corrupt_payload", "corrupt_length"))
-        and len(tags.get("broken_blobs", {}).get("probe", {}).get("steps", [])) == 10
+        and len(tags.get("broken_blobs", {}).get("probe", {}).get("steps", [])) == 13
         and "future" in tags.get("newer", {})
         and tags.get("resumed", {}).get("probe/entropy", {}).get("steps", [])[-1:] == [8]
     )
@@ -507,6 +521,14 @@ def test_a_newer_storage_format_is_listed_as_unsupported_with_a_message(damaged)
     assert _attention(damaged, "newer", 1)[0] == 200
 
 
+def _topk_index_past_the_keys(blob):
+    header, payload = blob_codec.unpack(gzip.decompress(blob), blob_codec.ATTENTION_MAGIC)
+    assert header["encoding"] == "topk"  # indices first: the first one now names key N + 5
+    payload = bytearray(payload)
+    struct.pack_into("<H", payload, 0, header["num_key_tokens"] + 5)
+    return blob_codec.compress(blob_codec.pack(blob_codec.ATTENTION_MAGIC, header, [bytes(payload)]))
+
+
 @pytest.mark.parametrize(
     "step, route, message",
     [
@@ -520,6 +542,9 @@ def test_a_newer_storage_format_is_listed_as_unsupported_with_a_message(damaged)
         (7, "/attention", "no valid blob index"),
         (8, "/examples", "manifest of storage format v99"),
         (9, "/qk", "blob starts with b'TBAT', expected b'TBQK'"),
+        (10, "/attention", "blob claims a header of 4,294,967,040 bytes"),
+        (11, "/attention", "top-k index beyond the last key"),
+        (12, "/attention", "the manifest gives num_heads = 1000000000, not a count from 1 to 4,096"),
     ],
 )
 def test_unreadable_blobs_answer_422_naming_the_problem(damaged, step, route, message):
@@ -529,6 +554,36 @@ def test_unreadable_blobs_answer_422_naming_the_problem(damaged, step, route, me
         status, body = damaged.get(route, {**params, **({"format": fmt} if fmt else {})})
         assert status == 422, (fmt, body)
         assert body["error"].startswith("cannot read stored data") and message in body["error"]
+
+
+def test_a_bomb_is_refused_at_once_and_once_only(damaged):
+    """The header-length bomb answers 422 without inflating what it claims, and its failed check is
+    remembered: the refetch is no slower than the first answer."""
+    params = {"run": "broken_blobs", "tag": "probe", "step": 10, "example": 0}
+    first = time.perf_counter()
+    assert damaged.get("/attention", params)[0] == 422
+    first = time.perf_counter() - first
+    again = time.perf_counter()
+    assert damaged.get("/attention", params)[0] == 422
+    again = time.perf_counter() - again
+    assert again <= first * 1.5 + 0.05, (first, again)
+
+
+def test_a_bad_example_fails_alone(damaged):
+    """Example 0 of the step claims 10^9 heads: it answers 422, /examples lists it as unreadable with the
+    reason, and example 1 of the same step is served whole on both routes."""
+    params = {"run": "broken_blobs", "tag": "probe", "step": 12}
+    status, body = damaged.get("/examples", params)
+    assert status == 200
+    assert [e["index"] for e in body["examples"]] == [1] and body["examples"][0]["num_heads"] == 2
+    assert [u["index"] for u in body["unreadable"]] == [0] and "num_heads = 1000000000" in body["unreadable"][0]["error"]
+    assert damaged.get("/attention", {**params, "example": 0})[0] == 422
+    assert damaged.get("/attention", {**params, "example": 1}, raw=True)[0] == 200
+    status, body = damaged.get("/attention", {**params, "example": 1, "format": "json"})
+    assert status == 200 and body["shape"] == [2, 2, 4, 4]
+    status, body = damaged.get("/compare", {"tag": "probe", "run_a": "broken_blobs", "step_a": 12, "run_b": "broken_blobs",
+                                            "step_b": 12})
+    assert status == 200 and body["used"] == 1 and body["skipped"] == 1 and np.allclose(body["moved"], 0)
 
 
 @pytest.mark.parametrize("step, message", [(0, "blob is not valid gzip"), (1, "exemplar table is not a JSON object")])

@@ -12,6 +12,11 @@ test('newlines, tabs and control characters are shown, not lost', () => {
   assert.equal(displayToken('\n'), '↵');
   assert.equal(displayToken('a\tb'), 'a⇥b');
   assert.equal(displayToken('\u0007'), '\\u0007');
+  // Format characters: a bidi override cannot reverse what follows, a zero-width token is not blank.
+  assert.equal(displayToken('\u202eevil.exe\u202c'), '\\u202eevil.exe\\u202c');
+  assert.equal(displayToken('\u200b'), '\\u200b');
+  assert.equal(displayToken('a\u200db\ufeff\u2066'), 'a\\u200db\\ufeff\\u2066');
+  assert.equal(displayToken('caf\u00e9 \u4e2d'), 'café 中');  // letters of any script stay as they are
   assert.equal(displayToken(''), '∅');
 });
 

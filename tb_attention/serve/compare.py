@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from tb_attention.storage.schema import FormatError
+
 
 def moved(a, b):
     """Per head, the mean over queries of ½·Σ_j |b_ij − a_ij|: [..., Nq, Nk] -> [...].
@@ -17,19 +19,25 @@ def moved(a, b):
 
 
 class MovedMean:
-    """The mean of `moved` over the examples two steps share, one example (or layer) at a time."""
+    """The mean of `moved` over the examples two steps share, one example (or layer) at a time; each
+    layer's sums are sized by the first weights added to it, never by a count read from storage."""
 
-    def __init__(self, num_layers, num_heads):
-        self.total = np.zeros((num_layers, num_heads), dtype=np.float64)
+    def __init__(self):
+        self.total = []  # per layer: float64 [H]
         self.used = 0
-        self.skipped = 0
 
     def add_layer(self, layer, a, b):
         """Adds one layer [H, Nq, Nk] of one used example (call `count_used` once per example)."""
-        self.total[layer] += moved(a, b)
+        value = moved(a, b)
+        if layer == len(self.total):
+            self.total.append(value)
+        elif layer < len(self.total) and self.total[layer].shape == value.shape:
+            self.total[layer] += value
+        else:
+            raise FormatError(f"layer {layer} holds {value.shape[0]} heads, unlike the examples compared before it")
 
     def count_used(self):
         self.used += 1
 
     def result(self):
-        return None if not self.used else (self.total / self.used).tolist()
+        return None if not self.used else [(layer / self.used).tolist() for layer in self.total]

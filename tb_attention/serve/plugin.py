@@ -17,6 +17,7 @@ from tb_attention.storage import codecs, schema
 
 _JOINED_SIZE = 16  # whole-group blobs assembled from per-layer blobs, remembered
 _JOINED_BYTES = 32 << 20  # larger assembled blobs are not remembered
+_COMPARED_SIZE = 64  # /compare answers remembered (the view asks again as it redraws)
 
 
 def _check_index(name, index, size, owner="the example"):
@@ -32,6 +33,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
     def __init__(self, context):
         self._reader = Reader(context.data_provider)
         self._joined = LRU(_JOINED_SIZE)
+        self._compared = LRU(_COMPARED_SIZE)
 
     def get_plugin_apps(self):
         return {
@@ -92,8 +94,10 @@ class AttentionPlugin(base_plugin.TBPlugin):
 
     def examples_impl(self, ctx, experiment_id, run, tag, step):
         datum, manifest = self._step(ctx, experiment_id, run, tag, step)
-        examples = [schema.example_payload(e) for e in manifest["examples"]]
-        return {"run": run, "tag": tag, "step": step, "wall_time": datum.wall_time, "examples": examples}
+        examples = [schema.example_payload(e) for e in manifest["examples"] if schema.unreadable(e) is None]
+        broken = [{"index": e["index"], "error": schema.unreadable(e)} for e in manifest["examples"] if schema.unreadable(e)]
+        return {"run": run, "tag": tag, "step": step, "wall_time": datum.wall_time, "examples": examples,
+                "unreadable": broken}
 
     def _blob(self, ctx, experiment_id, run, tag, datum, ref, what, check):
         return self._reader.step_blob(ctx, experiment_id, run, tag, datum, ref, what, check)
@@ -213,6 +217,8 @@ class AttentionPlugin(base_plugin.TBPlugin):
         examples = manifest["examples"]
         if example >= len(examples):
             raise not_found(f"step {step} has {len(examples)} examples; no example {example}")
+        if schema.unreadable(examples[example]):
+            raise schema.FormatError(schema.unreadable(examples[example]))
         ref = examples[example].get("image_blob")
         if ref is None:
             raise not_found(f"example {example} of {run!r}/{tag!r} at step {step} has no image")
@@ -225,10 +231,17 @@ class AttentionPlugin(base_plugin.TBPlugin):
         """Per head, the attention moved from step A to step B over the examples they share."""
         datum_a, manifest_a = self._step(ctx, experiment_id, run_a, tag, step_a)
         datum_b, manifest_b = self._step(ctx, experiment_id, run_b, tag, step_b)
+        key = (experiment_id, tag, run_a, step_a, datum_a.wall_time, run_b, step_b, datum_b.wall_time, group)
+        cached = self._compared.peek(key)
+        if cached is not None:
+            return cached
         examples_a, examples_b = manifest_a["examples"], manifest_b["examples"]
-        result, shape = None, None
+        pairs, shape = [], None
         skipped = abs(len(examples_a) - len(examples_b))
         for entry_a, entry_b in zip(examples_a, examples_b):
+            if schema.unreadable(entry_a) or schema.unreadable(entry_b):
+                skipped += 1
+                continue
             try:
                 ga, gb = schema.find_group(entry_a, group), schema.find_group(entry_b, group)
             except KeyError as e:
@@ -237,29 +250,56 @@ class AttentionPlugin(base_plugin.TBPlugin):
                 skipped += 1
                 continue
             same = all(ga.get(k) == gb.get(k) for k in ("tokens", "key_tokens", "num_layers", "num_heads"))
-            if not same or (shape is not None and shape != (ga["num_layers"], ga["num_heads"])):
+            if not same or (shape is not None and shape != (ga.get("num_layers"), ga.get("num_heads"))):
                 skipped += 1
                 continue
-            shape = (ga["num_layers"], ga["num_heads"])
-            if result is None:
-                result = compare.MovedMean(*shape)
-            for layer in range(shape[0]):
-                a = self._layer_weights(ctx, experiment_id, run_a, tag, datum_a, entry_a, ga, layer)
-                b = self._layer_weights(ctx, experiment_id, run_b, tag, datum_b, entry_b, gb, layer)
-                result.add_layer(layer, a, b)
+            shape = (ga.get("num_layers"), ga.get("num_heads"))
+            pairs.append((entry_a, ga, entry_b, gb))
+        # Every layer of every pair read at once, on the reader's threads (each read is a round trip
+        # to the data server); the sums sized by the weights decoded, not by what a manifest claims.
+        layers_a = self._all_layers(ctx, experiment_id, run_a, tag, datum_a, [(e, g) for e, g, _, _ in pairs])
+        layers_b = self._all_layers(ctx, experiment_id, run_b, tag, datum_b, [(e, g) for _, _, e, g in pairs])
+        result = compare.MovedMean()
+        for blobs_a, blobs_b in zip(layers_a, layers_b):
+            for layer, (a, b) in enumerate(zip(blobs_a, blobs_b)):
+                result.add_layer(layer, _layer_weights(*a), _layer_weights(*b))
             result.count_used()
-        return {
+        body = {
             "tag": tag, "run_a": run_a, "step_a": step_a, "run_b": run_b, "step_b": step_b,
-            "group": group if group is not None else (examples_a[0]["groups"][0].get("name") if examples_a else None),
-            "moved": None if result is None else result.result(),
-            "used": 0 if result is None else result.used,
-            "skipped": skipped,
+            "group": group if group is not None else next(
+                (e["groups"][0].get("name") for e in examples_a if not schema.unreadable(e)), None),
+            "moved": result.result(), "used": result.used, "skipped": skipped,
         }
+        self._compared.put(key, body)
+        return body
 
-    def _layer_weights(self, ctx, experiment_id, run, tag, datum, entry, group, layer):
-        what = f"attention of example {entry['index']}, group {group.get('name')!r}"
-        ((blob, index),) = self._layer_blobs(ctx, experiment_id, run, tag, datum, group, "attention", layer, what)
-        return codecs.decode_attention(blob, layer=0 if index is None else index).attention
+    def _all_layers(self, ctx, experiment_id, run, tag, datum, groups):
+        """Per (manifest entry, group): its layers' attention blobs as [(blob, layer within it or None)],
+        every blob read concurrently."""
+        refs, spans, names = [], [], []
+        for entry, g in groups:
+            what = f"attention of example {entry['index']}, group {g.get('name')!r}"
+            per_layer = g.get("attention_blobs")
+            if isinstance(per_layer, list):  # v2: one blob per layer
+                if len(per_layer) != g.get("num_layers"):
+                    raise schema.FormatError(f"the manifest lists {len(per_layer)} blobs for {g.get('num_layers')} layers ({what})")
+                spans.append((len(refs), len(per_layer), None))
+                refs += per_layer
+                names += [f"{what}, layer {layer}" for layer in range(len(per_layer))]
+            else:  # v1: one blob of every layer, whose header the check reads
+                spans.append((len(refs), 1, what))
+                refs.append(g.get("attention_blob"))
+                names.append(what)
+        # No check before decoding: decoding checks what it reads (bounded, FormatError), in one inflate, not two.
+        blobs = self._reader.step_blobs(ctx, experiment_id, run, tag, datum, refs, lambda n: names[n])
+        out = []
+        for start, count, v1 in spans:
+            if v1 is None:
+                out.append([(blob, None) for blob in blobs[start : start + count]])
+            else:
+                layers = codecs.decode_attention(blobs[start]).attention.shape[0]  # v1 blobs are small
+                out.append([(blobs[start], layer) for layer in range(layers)])
+        return out
 
     # -----------------------------------------------------------------------------------------
     # Metrics and exemplars
@@ -388,3 +428,8 @@ class AttentionPlugin(base_plugin.TBPlugin):
         run, tag = param(request, "run"), param(request, "tag")
         step = int_param(request, "step")
         return http_util.Respond(request, self.exemplars_impl(*self._context(request), run, tag, step), JSON)
+
+
+def _layer_weights(blob, layer):
+    """One layer's weights [H, Nq, Nk] of a per-layer blob (layer None) or of a v1 blob of every layer."""
+    return codecs.decode_attention(blob, layer=0 if layer is None else layer).attention

@@ -166,9 +166,17 @@ class Reader:
                                         schema.KIND_ATTENTION_PART)
             except NotFound as e:
                 raise schema.FormatError(f"part {part} of the step, holding the {what}, is missing ({e})") from None
+        key = (datum.values[index].blob_key, datum.wall_time) if index < len(datum.values) else None
+        failed = self._checked.peek(key) if key is not None else None
+        if isinstance(failed, schema.FormatError):  # checked before and broken: not read and checked again
+            raise type(failed)(*failed.args)
         blob = self.read_blob(ctx, datum, index, what)
         if check is not None:
-            self._checked.get((datum.values[index].blob_key, datum.wall_time), lambda: check(blob) and True)
+            try:
+                self._checked.get(key, lambda: check(blob) and True)
+            except schema.FormatError as e:
+                self._checked.put(key, e)
+                raise
         return blob
 
     def step_blobs(self, ctx, experiment_id, run, tag, datum, refs, what, check=None):

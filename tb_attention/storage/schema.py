@@ -179,6 +179,43 @@ def _v1_example(entry):
     return {**{k: entry.get(k) for k in ("index", "tokens", *_EXAMPLE_FIELDS)}, "groups": [group], "image": None}
 
 
+# What a manifest may claim of a group before anything is sized by it (heads and layers of the
+# largest models are in the hundreds; sparse key indices are uint16, so at most 0xFFFF tokens).
+MAX_LAYERS = 4096
+MAX_HEADS = 4096
+MAX_GROUP_TOKENS = 0xFFFF
+
+
+def _checked_entry(entry, index):
+    """A manifest entry as v2, its groups' sizes checked against the bounds and their own token lists."""
+    if not isinstance(entry, dict):
+        raise FormatError(f"manifest entry {index} is not an object")
+    if "groups" not in entry:
+        entry = _v1_example(entry)
+    groups = entry.get("groups")
+    if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) for g in groups):
+        raise FormatError(f"manifest entry {index} has no attention groups")
+    for g in groups:
+        where = f"example {index}, group {g.get('name')!r}"
+        for field, bound in (("num_layers", MAX_LAYERS), ("num_heads", MAX_HEADS), ("num_tokens", MAX_GROUP_TOKENS),
+                             ("num_key_tokens", MAX_GROUP_TOKENS)):
+            value = g.get(field)
+            if field == "num_key_tokens" and value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= bound:
+                raise FormatError(f"{where}: the manifest gives {field} = {value!r}, not a count from 1 to {bound:,}")
+        for field, count in (("tokens", "num_tokens"), ("key_tokens", "num_key_tokens")):
+            tokens = g.get(field)
+            if tokens is not None and (not isinstance(tokens, list) or len(tokens) != g.get(count, g["num_tokens"])):
+                raise FormatError(f"{where}: its {field} do not match its {count}")
+    return {**entry, "index": index}
+
+
+def unreadable(example):
+    """The reason a parsed manifest entry cannot be served, or None."""
+    return example.get("error")
+
+
 def parse_manifest(manifest):
     """The decoded manifest of a step (v1 or v2; `codecs.decode_manifest` reads it from its blob), as v2:
     every example has `groups`."""
@@ -189,13 +226,10 @@ def parse_manifest(manifest):
         raise NewerFormatError(f"manifest of storage format v{version}")
     examples = []
     for index, entry in enumerate(manifest["examples"]):
-        if not isinstance(entry, dict):
-            raise FormatError(f"manifest entry {index} is not an object")
-        if "groups" not in entry:
-            entry = _v1_example(entry)
-        if not isinstance(entry.get("groups"), list) or not entry["groups"] or not all(isinstance(g, dict) for g in entry["groups"]):
-            raise FormatError(f"manifest entry {index} has no attention groups")
-        examples.append({**entry, "index": index})
+        try:
+            examples.append(_checked_entry(entry, index))
+        except FormatError as e:  # this example fails alone: the others of the step are still served
+            examples.append({"index": index, "error": str(e)})
     parts = manifest.get("parts")
     if parts is not None and (not isinstance(parts, list) or not all(isinstance(n, int) and n >= 0 for n in parts)):
         raise FormatError("manifest 'parts' is not a list of blob counts")
@@ -214,7 +248,10 @@ def blob_location(manifest, ref, what):
 
 
 def find_group(example, name=None):
-    """The group called `name` of a manifest example (the first when None), or KeyError naming the groups."""
+    """The group called `name` of a manifest example (the first when None), or KeyError naming the groups
+    (FormatError for an example the manifest describes wrongly)."""
+    if "error" in example:
+        raise FormatError(example["error"])
     groups = example["groups"]
     if name is None:
         return groups[0]

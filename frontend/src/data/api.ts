@@ -76,6 +76,8 @@ export interface Examples {
   step: number;
   wall_time: number;
   examples: ExampleInfo[];
+  /** Examples the manifest describes wrongly: each answers 422 with this error; the others are served. */
+  unreadable?: {index: number; error: string}[];
 }
 
 export interface MetricSeries {

@@ -49,7 +49,12 @@ export function decodeByteLevel(token: string): string {
   }
 }
 
-/** A token as shown: spaces at either end, newlines, tabs and controls made visible. */
+// Characters that change how text around them displays but show nothing themselves: bidi overrides
+// and isolates (U+202E makes "\u202eevil.exe" read "exe.live"), zero-width spaces and joiners, the BOM,
+// soft hyphens, line and paragraph separators. A token made of them would spoof another or show blank.
+const INVISIBLE = /[\p{Cf}\p{Zl}\p{Zp}]/u;
+
+/** A token as shown: spaces at either end, newlines, tabs, controls and format characters made visible. */
 export function displayToken(token: string, byteLevel = false): string {
   const text = byteLevel ? decodeByteLevel(token) : token;
   if (text === '') return '∅';
@@ -57,7 +62,7 @@ export function displayToken(token: string, byteLevel = false): string {
   for (const char of text) {
     const code = char.codePointAt(0)!;
     if (char in CONTROL_MARKS) out += CONTROL_MARKS[char];
-    else if (code < 0x20 || (code >= 0x7f && code < 0xa0)) out += `\\u${code.toString(16).padStart(4, '0')}`;
+    else if (code < 0x20 || (code >= 0x7f && code < 0xa0) || INVISIBLE.test(char)) out += `\\u${code.toString(16).padStart(4, '0')}`;
     else out += char;
   }
   const lead = out.length - out.trimStart().length;

@@ -369,6 +369,12 @@ def check_attention_blob(blob):
         or len(key_tokens) != header["num_key_tokens"]
     ):
         raise FormatError(f"attention payload or tokens do not match the header ({payload_size} of {size} bytes)")
+    if header.get("encoding") == ENCODING_TOPK:  # the binary route serves what the JSON route decodes: the same check
+        num_heads, nq, nk, k = header_sizes(header, "num_heads", "num_tokens", "num_key_tokens", "top_k")
+        _, payload = unpack(decompress(blob), ATTENTION_MAGIC)
+        index = np.frombuffer(payload, "<u2", count=num_layers * num_heads * nq * k)
+        if ((index != _TOPK_PAD) & (index >= nk)).any():
+            raise FormatError("top-k index beyond the last key")
     return header
 
 

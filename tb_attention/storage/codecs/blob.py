@@ -1,6 +1,5 @@
 """Blob plumbing shared by the codecs: gzip, the magic/version/JSON-header framing, numpy or torch input."""
 
-import gzip
 import json
 import struct
 import zlib
@@ -13,6 +12,13 @@ ATTENTION_MAGIC = b"TBAT"
 QK_MAGIC = b"TBQK"
 _HEADER = struct.Struct("<4sII")  # magic, format version, header length in bytes
 _ALIGN = 8  # payload offset alignment in bytes, so typed-array views need no copy
+# What a stored blob may claim, checked before anything is sized by it: a header is a small JSON
+# object (a 32k-token example's token lists take ~1 MB); a JSON blob (manifest, exemplar table) is
+# small; a binary blob holds at most one example's layers (a 4,096-token causal layer of 32 heads
+# is 0.27 GB).
+MAX_HEADER_BYTES = 16 << 20
+MAX_JSON_BYTES = 64 << 20
+MAX_BLOB_BYTES = 2 << 30
 
 # Huffman-only deflate: attention bytes have a skewed distribution but few repeats, so string
 # matching buys ~5 % of size at twice the time. Any gzip decoder (browsers included) reads it.
@@ -30,11 +36,19 @@ def compress(raw):
     return c.compress(raw) + c.flush()
 
 
-def decompress(blob):
+def decompress(blob, limit=MAX_BLOB_BYTES):
+    """The gzip blob's bytes; a FormatError, not the memory, for one that inflates past `limit` bytes."""
+    inflate = zlib.decompressobj(_GZIP_WBITS)
     try:
-        return gzip.decompress(blob)
-    except (OSError, EOFError, zlib.error) as e:
+        out = inflate.decompress(blob, limit + 1)
+        if len(out) > limit:
+            raise FormatError(f"blob inflates to more than {limit:,} bytes: not one that tb-attention wrote")
+        out += inflate.flush()
+    except zlib.error as e:
         raise FormatError(f"blob is not valid gzip: {e}") from None
+    if not inflate.eof or inflate.unused_data:
+        raise FormatError("blob is not valid gzip: it ends early or has data after its end")
+    return out
 
 
 def encode_json(obj):
@@ -43,7 +57,7 @@ def encode_json(obj):
 
 def decode_json(blob):
     try:
-        return json.loads(decompress(blob).decode("utf-8"))
+        return json.loads(decompress(blob, MAX_JSON_BYTES).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise FormatError(f"blob is not gzip JSON: {e}") from None
 
@@ -89,9 +103,7 @@ def pack(magic, header, payloads):
 def unpack(raw, magic):
     if len(raw) < _HEADER.size:
         raise FormatError("blob is shorter than its header")
-    found, version, head_len = _HEADER.unpack_from(raw)
-    if found != magic:
-        raise FormatError(f"blob starts with {found!r}, expected {magic!r}")
+    found, version, head_len = _header_frame(raw, magic)
     if version > FORMAT_VERSION:
         raise NewerFormatError(f"blob of storage format v{version}; this tb-attention reads up to v{FORMAT_VERSION}")
     end = _HEADER.size + head_len
@@ -106,6 +118,18 @@ def unpack(raw, magic):
     header.setdefault("num_key_tokens", header.get("num_tokens"))  # v1: square
     header.setdefault("first_layer", 0)
     return header, memoryview(raw)[end:]
+
+
+def _header_frame(raw, magic):
+    """(magic, version, header length) of a blob's first bytes, the magic and the length checked."""
+    found, version, head_len = _HEADER.unpack_from(raw)
+    if found != magic:
+        raise FormatError(f"blob starts with {found!r}, expected {magic!r}")
+    if head_len > MAX_HEADER_BYTES:
+        raise FormatError(
+            f"blob claims a header of {head_len:,} bytes (at most {MAX_HEADER_BYTES:,}): not one that tb-attention wrote"
+        )
+    return found, version, head_len
 
 
 def header_sizes(header, *names):
@@ -132,10 +156,12 @@ def check_gzip(blob, magic):
             data = inflate.unconsumed_tail
             if header is not None:
                 size += len(chunk)
+                if size > MAX_BLOB_BYTES:
+                    raise FormatError(f"blob inflates to more than {MAX_BLOB_BYTES:,} bytes: not one that tb-attention wrote")
                 continue
             prefix += chunk
             if end is None and len(prefix) >= _HEADER.size:
-                end = _HEADER.size + _HEADER.unpack_from(prefix)[2]
+                end = _HEADER.size + _header_frame(prefix, magic)[2]
             if end is not None and len(prefix) >= end:
                 header, payload = unpack(prefix, magic)
                 prefix, size = None, len(payload)
