@@ -19,3 +19,8 @@ test('a text example is listed by its text; a logged text wins over the image su
     image: {grid: [1, 2], patch_size: [14, 14], prefix_tokens: 1, prefix_names: ['[CLS]']}} as unknown as ExampleInfo;
   assert.equal(examplePreview(named), 'astronaut');
 });
+
+test('an example listed by its text cannot reverse or hide what it shows', () => {
+  const spoof = {...base, tokens: ['x'], text: 'Open \u202eevil.exe\u202c\u200b now', image: null} as unknown as ExampleInfo;
+  assert.equal(examplePreview(spoof), 'Open \\u202eevil.exe\\u202c\\u200b now');
+});

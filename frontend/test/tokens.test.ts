@@ -39,6 +39,8 @@ test('any Unicode token is kept; the exact token is available quoted', () => {
   assert.equal(displayToken('日本語'), '日本語');
   assert.equal(displayToken('<img src=x onerror=alert(1)>'), '<img src=x onerror=alert(1)>');
   assert.equal(exactToken(' a"\n'), '" a\\"\\n"');
+  assert.equal(exactToken('\u202eexe'), '"\\u202eexe"');  // still the JSON of the token, its override escaped
+  assert.equal(JSON.parse(exactToken('\u202eexe')), '\u202eexe');
 });
 
 test('long labels are shortened by code points, never splitting a character', () => {

@@ -5,7 +5,7 @@ import type {ExampleInfo} from '../data/api';
 import {el} from '../draw/dom';
 import type {Selection} from '../state/selection';
 import type {Store} from '../state/store';
-import {decodeByteLevel, isByteLevel, truncate} from '../model/tokens';
+import {decodeByteLevel, isByteLevel, truncate, visibleText} from '../model/tokens';
 
 const PREVIEW_CHARS = 90; // characters of an example's text shown in the list
 const PLAY_INTERVAL_MS = 700; // per step while playing (longer when a step takes longer to load)
@@ -25,7 +25,7 @@ export function examplePreview(example: ExampleInfo): string {
     return `image: ${rows} × ${cols} patches${prefix}`;
   }
   const text = example.text ?? (isByteLevel(example.tokens) ? example.tokens.map(decodeByteLevel) : example.tokens).join('');
-  return truncate(text.replace(/\s+/g, ' ').trim(), PREVIEW_CHARS);
+  return truncate(visibleText(text.replace(/\s+/g, ' ').trim()), PREVIEW_CHARS);
 }
 
 export class Panel {

@@ -71,9 +71,15 @@ export function displayToken(token: string, byteLevel = false): string {
   return SPACE_MARK.repeat(lead) + out.slice(lead, out.length - trail) + SPACE_MARK.repeat(trail);
 }
 
-/** The token exactly as logged, quoted and escaped (for tooltips and the inspector). */
+/** Running text (an example's input) with its format characters shown as escapes, as displayToken shows them. */
+export function visibleText(text: string): string {
+  return text.replace(/[\p{Cf}\p{Zl}\p{Zp}]/gu, (char) => `\\u${char.codePointAt(0)!.toString(16).padStart(4, '0')}`);
+}
+
+/** The token exactly as logged, quoted and escaped (for tooltips and the inspector): JSON, with format
+ * characters escaped too (JSON.stringify leaves a bidi override to reorder the quotes around it). */
 export function exactToken(token: string): string {
-  return JSON.stringify(token);
+  return visibleText(JSON.stringify(token));
 }
 
 /** Shortens a label to at most `max` characters (code points) with an ellipsis. */
