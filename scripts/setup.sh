@@ -45,6 +45,13 @@ if ! python -c "import torch" 2>/dev/null; then
   # shellcheck disable=SC2086
   pip install -q ${TORCH_SPEC:-torch==2.13.0}
 fi
+if [ "$venv" = .venv-latest ]; then
+  # Newest releases of everything but torch: an eager upgrade would replace the chosen build (the CPU
+  # one) with the newest torch on the index, a CUDA build of several GB.
+  pin="$venv/torch-pin.txt"
+  python -c 'import torch; print(f"torch=={torch.__version__}")' > "$pin"
+  lock+=(-c "$pin")
+fi
 
 if [ "$purpose" = test ] && ! DS_ACCELERATOR=cpu python -c \
     "from deepspeed.git_version_info import installed_ops; assert installed_ops['deepspeed_shm_comm']" 2>/dev/null; then
