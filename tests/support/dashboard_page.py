@@ -192,3 +192,48 @@ def attention(server, run, tag, step, example, layer):
     return np.asarray(body["attention"])
 
 
+# Values as the routes serve them, and comparisons with what the views drew
+
+
+def metric(server, run, tag):
+    status, body = server.get("/metric", {"run": run, "tag": tag})
+    assert status == 200, body
+    return body
+
+
+def probe_metrics(server, run, step, probe="probe"):
+    status, body = server.get("/metrics", {"run": run, "probe": probe, "step": step})
+    assert status == 200, body
+    return body["metrics"]
+
+
+def close(a, b, tol=1e-6):
+    a = np.array(a, dtype=float)
+    b = np.array(b, dtype=float)
+    return a.shape == b.shape and bool(np.all((np.isnan(a) & np.isnan(b)) | (np.abs(a - b) <= tol)))
+
+
+def grid(values):
+    """A served [L][H] grid with NaN for null."""
+    return np.array([[np.nan if v is None else v for v in row] for row in values], dtype=float)
+
+
+def cell_center(layout, layer, head):
+    return layout["x"] + (head + 0.5) * layout["cellW"], layout["y"] + (layer + 0.5) * layout["cellH"]
+
+
+def set_slider(dashboard, index):
+    dashboard.frame.fill("[data-control=step]", str(index))
+    dashboard.frame.dispatch_event("[data-control=step]", "change")
+
+
+def pixel(dashboard, figure, x, y):
+    """RGB of a canvas at a point in its CSS coordinates."""
+    return dashboard.frame.evaluate(
+        """([figure, x, y]) => {
+            const canvas = document.querySelector(`canvas[data-figure=${figure}]`);
+            const scale = canvas.width / canvas.getBoundingClientRect().width;
+            return [...canvas.getContext('2d').getImageData(Math.round(x * scale), Math.round(y * scale), 1, 1).data.slice(0, 3)];
+        }""",
+        [figure, x, y],
+    )
