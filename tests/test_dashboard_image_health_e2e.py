@@ -11,7 +11,7 @@ import pytest
 
 from tb_attention.storage import summary
 from tests.support.dashboard_page import FIGURE_READY, Dashboard, browser, needs_chromium  # noqa: F401 (fixtures)
-from tests.support.tensorboard import TensorBoard
+from tests.support.tensorboard import serving
 
 pytestmark = needs_chromium
 
@@ -113,12 +113,12 @@ def server(tmp_path_factory):
     logdir.mkdir()
     write_vision_run(logdir)
     write_health_runs(logdir)
-    tb = TensorBoard(logdir)
-    try:
-        tb.wait_for(lambda tags: "images" in tags.get("vit", {}) and "diverging" in tags and "stable" in tags)
+
+    def ready(tags):
+        return "images" in tags.get("vit", {}) and "diverging" in tags and "stable" in tags
+
+    with serving(logdir, ready) as tb:
         yield tb
-    finally:
-        tb.close()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from statistics import median
 import pytest
 
 from tests.support.dashboard_page import HEADS, LAYERS, VIEWPORT, Dashboard, attention, browser, dashboard, needs_chromium, server  # noqa: F401 (fixtures)
-from tests.support.tensorboard import TensorBoard
+from tests.support.tensorboard import serving
 
 pytestmark = needs_chromium
 
@@ -27,13 +27,9 @@ def long_server(tmp_path_factory):
     example = long_example.long_example()
     with summary.Writer(str(logdir / "train")) as writer, pytest.warns(UserWarning, match="top 8 weights"):
         summary.write_examples(writer, "long4k", [example], 1, top_k=8)
-    tb = TensorBoard(logdir)
-    tb.layer_bytes = [len(layer.blob) for layer in example["groups"][0]["attention"]]  # as served (gzip)
-    try:
-        tb.wait_for(lambda tags: "long4k" in tags.get("train", {}))
+    with serving(logdir, lambda tags: "long4k" in tags.get("train", {})) as tb:
+        tb.layer_bytes = [len(layer.blob) for layer in example["groups"][0]["attention"]]  # as served (gzip)
         yield tb
-    finally:
-        tb.close()
 
 
 @pytest.fixture

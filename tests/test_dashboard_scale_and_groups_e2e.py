@@ -30,17 +30,17 @@ pytestmark = needs_chromium
 @pytest.fixture(scope="module")
 def smollm_size_server(tmp_path_factory):
     from tests.support.dashboard_logdir import write_training_logdir
-    from tests.support.tensorboard import TensorBoard
+    from tests.support.tensorboard import serving
 
     logdir = tmp_path_factory.mktemp("smollm-size") / "logs"
     steps = range(0, 10000, 100)
     write_training_logdir(logdir, layers=30, heads=9, steps=steps, runs=("smollm-size",), attention_steps={0, 9900})
-    tb = TensorBoard(logdir)
-    try:
-        tb.wait_for(lambda tags: len(tags.get("smollm-size", {}).get("probe/distance", {}).get("steps", [])) == 100)
+
+    def ready(tags):
+        return len(tags.get("smollm-size", {}).get("probe/distance", {}).get("steps", [])) == 100
+
+    with serving(logdir, ready) as tb:
         yield tb
-    finally:
-        tb.close()
 
 
 HOVER_TIMES = """async ([figure, points]) => {
@@ -113,17 +113,13 @@ def test_metric_views_stay_fluid_at_smollm2_size(browser, smollm_size_server):
 @pytest.fixture(scope="module")
 def groups_server(tmp_path_factory):
     from tests.support.dashboard_logdir import write_groups_logdir
-    from tests.support.tensorboard import TensorBoard
+    from tests.support.tensorboard import serving
 
     logdir = tmp_path_factory.mktemp("groups") / "logs"
     written = write_groups_logdir(logdir)
-    tb = TensorBoard(logdir)
-    tb.written = written
-    try:
-        tb.wait_for(lambda tags: "probe" in tags.get("translate", {}))
+    with serving(logdir, lambda tags: "probe" in tags.get("translate", {})) as tb:
+        tb.written = written
         yield tb
-    finally:
-        tb.close()
 
 
 def test_cross_attention_draws_decoder_queries_left_and_encoder_keys_right(browser, groups_server):

@@ -9,7 +9,7 @@ from tb_attention import Writer
 from tb_attention.storage import summary
 from tests.support.dashboard_page import VIEWPORT, Dashboard, browser, needs_chromium  # noqa: F401 (fixtures)
 from tests.support.data import random_attention
-from tests.support.tensorboard import TensorBoard
+from tests.support.tensorboard import serving
 
 pytestmark = needs_chromium
 
@@ -23,12 +23,8 @@ def spoof_server(tmp_path_factory):
     attention = random_attention(np.random.default_rng(3), 2, 2, len(TOKENS))
     with Writer(logdir / "train") as writer:
         summary.write_examples(writer, "probe", [{"attention": attention, "tokens": TOKENS, "text": "".join(TOKENS)}], 0)
-    tb = TensorBoard(logdir)
-    try:
-        tb.wait_for(lambda tags: "probe" in tags.get("train", {}))
+    with serving(logdir, lambda tags: "probe" in tags.get("train", {})) as tb:
         yield tb
-    finally:
-        tb.close()
 
 
 def test_bidi_and_zero_width_tokens_are_shown_as_escapes(browser, spoof_server):

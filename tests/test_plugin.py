@@ -46,15 +46,16 @@ def logdir(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=["false", "true"], ids=["python-loader", "rust-loader"])
 def server(request, logdir):
-    from tests.support.tensorboard import TensorBoard
+    from tests.support.tensorboard import serving
 
-    tb = TensorBoard(logdir[0], load_fast=request.param)
-    try:
-        tb.wait_for(lambda t: t.get("train", {}).get("probe", {}).get("steps") == [0, 5]
-                    and t["train"].get("probe/exemplars", {}).get("steps") == [0, 5])
+    def ready(t):
+        return (
+            t.get("train", {}).get("probe", {}).get("steps") == [0, 5]
+            and t["train"].get("probe/exemplars", {}).get("steps") == [0, 5]
+        )
+
+    with serving(logdir[0], ready, load_fast=request.param) as tb:
         yield tb
-    finally:
-        tb.close()
 
 
 def test_tags_describe_kinds_and_steps(server):

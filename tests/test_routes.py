@@ -11,7 +11,7 @@ from tb_attention import Writer
 from tb_attention.storage import codecs, summary
 from tests.support.dashboard_logdir import png_bytes, write_groups_logdir
 from tests.support.data import random_attention
-from tests.support.tensorboard import ROOT, TensorBoard
+from tests.support.tensorboard import ROOT, serving
 
 pytestmark = pytest.mark.server
 
@@ -89,14 +89,14 @@ def logdir(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=["false", "true"], ids=["python-loader", "rust-loader"])
 def server(request, logdir):
-    tb = TensorBoard(logdir[0], load_fast=request.param)
-    try:
-        tb.wait_for(lambda t: all(t.get(run, {}).get("probe", {}).get("steps") for run in
-                                  ("seq2seq", "ckpt_a", "ckpt_b", "parts", "v1"))
-                    and "probe/null_attention" in t.get("metrics", {}))
+    def ready(t):
+        return (
+            all(t.get(run, {}).get("probe", {}).get("steps") for run in ("seq2seq", "ckpt_a", "ckpt_b", "parts", "v1"))
+            and "probe/null_attention" in t.get("metrics", {})
+        )
+
+    with serving(logdir[0], ready, load_fast=request.param) as tb:
         yield tb
-    finally:
-        tb.close()
 
 
 def _json(server, route, **params):

@@ -12,18 +12,14 @@ import pytest
 
 from tb_attention import metadata
 from tests.support.damaged_logdir import HOSTILE_TOKENS, TOKENS, damaged_logdir, every_run_loaded  # noqa: F401 (fixtures)
-from tests.support.tensorboard import PLUGIN_ROUTE, TensorBoard
+from tests.support.tensorboard import PLUGIN_ROUTE, serving
 
 
 @pytest.fixture(scope="module", params=["false", "true"], ids=["python-loader", "rust-loader"])
 def damaged(request, damaged_logdir):
-    server = TensorBoard(damaged_logdir, load_fast=request.param)
-    try:
-        server.wait_for(every_run_loaded)
+    with serving(damaged_logdir, every_run_loaded, load_fast=request.param) as server:
         server.loader = "python" if request.param == "false" else "rust"
         yield server
-    finally:
-        server.close()
 
 
 def _steps(server, run, tag="probe"):

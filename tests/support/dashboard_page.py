@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.support.dashboard_logdir import write_dashboard_logdir
-from tests.support.tensorboard import ROOT, TensorBoard
+from tests.support.tensorboard import ROOT, serving
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -43,13 +43,13 @@ def server(tmp_path_factory):
     logdir.mkdir()
     with pytest.warns(UserWarning, match="top 32 weights"):  # the 1024-token example is stored sparse
         write_dashboard_logdir(logdir, layers=LAYERS, heads=HEADS)
-    tb = TensorBoard(logdir)
-    tb.logdir = logdir
-    try:
-        tb.wait_for(lambda tags: "long" in tags.get("train", {}) and "eval" in tags and "checkpoint-100" in tags)
+
+    def ready(tags):
+        return "long" in tags.get("train", {}) and "eval" in tags and "checkpoint-100" in tags
+
+    with serving(logdir, ready) as tb:
+        tb.logdir = logdir
         yield tb
-    finally:
-        tb.close()
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,18 @@ def free_port():
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def serving(logdir, ready, *args, **kwargs):
+    """A real `tensorboard` on `logdir` (arguments as TensorBoard's), yielded once its /tags satisfy
+    `ready(tags)`; closed on leaving, however the block ends."""
+    server = TensorBoard(logdir, *args, **kwargs)
+    try:
+        server.wait_for(ready)
+        yield server
+    finally:
+        server.close()
+
+
 class TensorBoard:
     """A real `tensorboard --logdir` subprocess on 127.0.0.1, queried over HTTP."""
 
