@@ -279,8 +279,12 @@ def test_difference_view_equals_b_minus_a(dashboard):
     dashboard.screenshot("compare_difference")
     assert dashboard.frame.locator("[data-banner]").is_hidden()  # same tokens: nothing to warn about
     # Another B: the difference is taken again, never from the weights of the B before.
+    drawn_for_100 = dashboard.data("max-abs", "compare-diff")
     dashboard.frame.select_option("[data-control=b-step]", "50")
     dashboard.wait_url("b_step", "50")
+    # The URL changes at once; the figure once step 50's weights are fetched and drawn (its scale changes).
+    dashboard.frame.wait_for_function(
+        "old => document.querySelector('canvas[data-figure=compare-diff]').dataset.maxAbs !== old", arg=drawn_for_100)
     b50 = attention(server, "train", "probe", 50, 0, layer)[head]
     i, j = 7, 2
     dashboard.page.mouse.move(0, 0)
