@@ -12,10 +12,10 @@ except ImportError:  # the older package name
             "tb_attention.integrations.lightning needs PyTorch Lightning: `pip install lightning`"
         ) from None
 
-from tb_attention.integrations.schedule import Schedule  # noqa: E402  (after the framework, whose absence it explains)
+from tb_attention.integrations.schedule import Schedule, Scheduled  # noqa: E402  (after the framework, whose absence it explains)
 
 
-class AttentionProbeCallback(Callback):
+class AttentionProbeCallback(Scheduled, Callback):
     """Logs `probe` every `every_n_steps` optimizer steps (and after each validation) with the
     Trainer's TensorBoardLogger, so probe, metrics and Lightning's scalars share one event file.
 
@@ -33,7 +33,6 @@ class AttentionProbeCallback(Callback):
     def __init__(self, probe, every_n_steps=100, *, log_on_validation=True, get_model=None, monitor=None, writer=None):
         super().__init__()
         self.schedule = Schedule(probe, every_n_steps, monitor)
-        self.probe, self.every_n_steps, self.monitor = probe, every_n_steps, monitor
         self.log_on_validation = log_on_validation
         self.get_model = get_model
         self._writer = writer

@@ -34,3 +34,21 @@ class Schedule:
             return
         self.probe.log(writer, model, step)
         self._logged_steps.add(step)
+
+
+class Scheduled:
+    """A callback's probe, step interval and monitor, as its `schedule` holds them (one copy of each)."""
+
+    schedule: Schedule
+
+    @property
+    def probe(self):
+        return self.schedule.probe
+
+    @property
+    def every_n_steps(self):
+        return self.schedule.every_n_steps
+
+    @property
+    def monitor(self):
+        return self.schedule.monitor

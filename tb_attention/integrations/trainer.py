@@ -5,10 +5,10 @@ import sys
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import CallbackHandler
 
-from tb_attention.integrations.schedule import Schedule
+from tb_attention.integrations.schedule import Schedule, Scheduled
 
 
-class AttentionCallback(TensorBoardCallback):
+class AttentionCallback(Scheduled, TensorBoardCallback):
     """Logs the Trainer's scalars and a probe every `every_n_steps` and at each evaluation.
 
     `Trainer(..., callbacks=[AttentionCallback(probe, every_n_steps=100)])` logs the scalars (as
@@ -25,7 +25,6 @@ class AttentionCallback(TensorBoardCallback):
     def __init__(self, probe, every_n_steps=100, *, log_on_evaluate=True, tb_writer=None, monitor=None):
         super().__init__(tb_writer=tb_writer)
         self.schedule = Schedule(probe, every_n_steps, monitor)
-        self.probe, self.every_n_steps, self.monitor = probe, every_n_steps, monitor
         self.log_on_evaluate = log_on_evaluate
         self._sibling = None
 

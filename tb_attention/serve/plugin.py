@@ -106,10 +106,8 @@ class AttentionPlugin(base_plugin.TBPlugin):
         """The stored blobs of a group's `kind` ("attention" or "qk"), for one layer or all of them:
         [(blob, index of the wanted layer within it or None)]."""
         check = codecs.check_attention_blob if kind == "attention" else codecs.check_qk_blob
-        refs = group.get(f"{kind}_blobs")
-        if isinstance(refs, list):  # v2: one blob per layer
-            if len(refs) != group.get("num_layers"):
-                raise schema.FormatError(f"the manifest lists {len(refs)} {what} blobs for {group.get('num_layers')} layers")
+        refs = _per_layer_refs(group, kind, what)
+        if refs is not None:  # v2: one blob per layer
             chosen = list(range(len(refs))) if layer is None else [layer]
             blobs = self._reader.step_blobs(ctx, experiment_id, run, tag, datum, [refs[i] for i in chosen],
                                             lambda n: f"{what}, layer {chosen[n]}", check)
@@ -260,9 +258,9 @@ class AttentionPlugin(base_plugin.TBPlugin):
         layers_a = self._all_layers(ctx, experiment_id, run_a, tag, datum_a, [(e, g) for e, g, _, _ in pairs])
         layers_b = self._all_layers(ctx, experiment_id, run_b, tag, datum_b, [(e, g) for _, _, e, g in pairs])
         result = compare.MovedMean()
-        for blobs_a, blobs_b in zip(layers_a, layers_b):
-            for layer, (a, b) in enumerate(zip(blobs_a, blobs_b)):
-                result.add_layer(layer, _layer_weights(*a), _layer_weights(*b))
+        for weights_a, weights_b in zip(layers_a, layers_b):
+            for layer, (a, b) in enumerate(zip(weights_a(), weights_b())):
+                result.add_layer(layer, a, b)
             result.count_used()
         body = {
             "tag": tag, "run_a": run_a, "step_a": step_a, "run_b": run_b, "step_b": step_b,
@@ -274,32 +272,25 @@ class AttentionPlugin(base_plugin.TBPlugin):
         return body
 
     def _all_layers(self, ctx, experiment_id, run, tag, datum, groups):
-        """Per (manifest entry, group): its layers' attention blobs as [(blob, layer within it or None)],
-        every blob read concurrently."""
+        """Per (manifest entry, group): a function giving its layers' attention weights [H, Nq, Nk] in order,
+        every blob read at once, each inflated once when its layers are asked for."""
         refs, spans, names = [], [], []
         for entry, g in groups:
             what = f"attention of example {entry['index']}, group {g.get('name')!r}"
-            per_layer = g.get("attention_blobs")
-            if isinstance(per_layer, list):  # v2: one blob per layer
-                if len(per_layer) != g.get("num_layers"):
-                    raise schema.FormatError(f"the manifest lists {len(per_layer)} blobs for {g.get('num_layers')} layers ({what})")
-                spans.append((len(refs), len(per_layer), None))
-                refs += per_layer
-                names += [f"{what}, layer {layer}" for layer in range(len(per_layer))]
-            else:  # v1: one blob of every layer, whose header the check reads
-                spans.append((len(refs), 1, what))
-                refs.append(g.get("attention_blob"))
-                names.append(what)
+            per_layer = _per_layer_refs(g, "attention", what)
+            v1 = per_layer is None  # one blob of every layer
+            spans.append((len(refs), 1 if v1 else len(per_layer), v1))
+            refs += [g.get("attention_blob")] if v1 else per_layer
+            names += [what] if v1 else [f"{what}, layer {layer}" for layer in range(len(per_layer))]
         # No check before decoding: decoding checks what it reads (bounded, FormatError), in one inflate, not two.
         blobs = self._reader.step_blobs(ctx, experiment_id, run, tag, datum, refs, lambda n: names[n])
-        out = []
-        for start, count, v1 in spans:
-            if v1 is None:
-                out.append([(blob, None) for blob in blobs[start : start + count]])
-            else:
-                layers = codecs.decode_attention(blobs[start]).attention.shape[0]  # v1 blobs are small
-                out.append([(blobs[start], layer) for layer in range(layers)])
-        return out
+
+        def layers(start, count, v1):
+            if v1:
+                return lambda: iter(codecs.decode_attention(blobs[start]).attention)
+            return lambda: (codecs.decode_attention(blob, layer=0).attention for blob in blobs[start : start + count])
+
+        return [layers(*span) for span in spans]
 
     # -----------------------------------------------------------------------------------------
     # Metrics and exemplars
@@ -430,6 +421,13 @@ class AttentionPlugin(base_plugin.TBPlugin):
         return http_util.Respond(request, self.exemplars_impl(*self._context(request), run, tag, step), JSON)
 
 
-def _layer_weights(blob, layer):
-    """One layer's weights [H, Nq, Nk] of a per-layer blob (layer None) or of a v1 blob of every layer."""
-    return codecs.decode_attention(blob, layer=0 if layer is None else layer).attention
+
+def _per_layer_refs(group, kind, what):
+    """The blob references of a v2 group's layers (`kind` "attention" or "qk"), their count checked against
+    its layers; None for a v1 group, whose layers share one blob."""
+    refs = group.get(f"{kind}_blobs")
+    if not isinstance(refs, list):
+        return None
+    if len(refs) != group.get("num_layers"):
+        raise schema.FormatError(f"the manifest lists {len(refs)} {what} blobs for {group.get('num_layers')} layers")
+    return refs

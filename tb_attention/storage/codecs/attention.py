@@ -17,6 +17,7 @@ from tb_attention.storage.codecs.blob import (
     header_sizes,
     is_torch,
     pack,
+    payload_prefix,
     to_host,
     unpack,
 )
@@ -371,8 +372,8 @@ def check_attention_blob(blob):
         raise FormatError(f"attention payload or tokens do not match the header ({payload_size} of {size} bytes)")
     if header.get("encoding") == ENCODING_TOPK:  # the binary route serves what the JSON route decodes: the same check
         num_heads, nq, nk, k = header_sizes(header, "num_heads", "num_tokens", "num_key_tokens", "top_k")
-        _, payload = unpack(decompress(blob), ATTENTION_MAGIC)
-        index = np.frombuffer(payload, "<u2", count=num_layers * num_heads * nq * k)
+        count = num_layers * num_heads * nq * k  # the key indices come first in the payload
+        index = np.frombuffer(payload_prefix(blob, ATTENTION_MAGIC, 2 * count), "<u2", count=count)
         if ((index != _TOPK_PAD) & (index >= nk)).any():
             raise FormatError("top-k index beyond the last key")
     return header

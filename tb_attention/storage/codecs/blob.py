@@ -132,6 +132,20 @@ def _header_frame(raw, magic):
     return found, version, head_len
 
 
+def payload_prefix(blob, magic, size):
+    """The first `size` payload bytes of a gzip blob (fewer if it holds fewer), inflating nothing past them."""
+    inflate = zlib.decompressobj(_GZIP_WBITS)
+    try:
+        raw = inflate.decompress(blob, _HEADER.size)
+        if len(raw) < _HEADER.size:
+            raise FormatError("blob is shorter than its header")
+        end = _HEADER.size + _header_frame(raw, magic)[2]
+        raw += inflate.decompress(inflate.unconsumed_tail, end + size - len(raw))
+    except zlib.error as e:
+        raise FormatError(f"blob is not valid gzip: {e}") from None
+    return memoryview(raw)[end:]
+
+
 def header_sizes(header, *names):
     values = [header.get(name) for name in names]
     bad = [n for n, v in zip(names, values) if not isinstance(v, int) or isinstance(v, bool) or v < 0]
