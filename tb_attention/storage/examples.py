@@ -295,6 +295,12 @@ def encode_step(
                     stacklevel=4,
                 )
         fields = {k: example[k] for k in ("text", "segments", "pos") if example.get(k) is not None}
+        if example.get("generation") is not None:
+            try:
+                fields["generation"] = schema.check_generation(
+                    example["generation"], {g.name: len(g.tokens) for g in groups}, f"example {index}")
+            except schema.FormatError as e:
+                raise ValueError(str(e)) from None
         if isinstance(fields.get("text"), str):
             fields["text"] = _valid_unicode(fields["text"])
         image = None

@@ -24,7 +24,8 @@ KINDS = (KIND_ATTENTION, KIND_ATTENTION_PART, KIND_METRIC, KIND_EXEMPLARS)
 STATS_METRICS = ("entropy", "distance", "null_attention", "dependency_alignment", "variability", "previous_token")
 # ^ what metrics.AttentionStats computes; capture, the monitor and the vision probe compute these:
 METRICS = (*STATS_METRICS, "max_logit", "attention_entropy", "max_weight", "pixel_distance", "prefix_attention",
-           "diagonal_alignment")  # fmt: skip
+           "diagonal_alignment", "prompt_share", "induction")  # fmt: skip
+GENERATION_METRICS = ("prompt_share", "induction")  # a generation probe's, over its generated queries
 UPOS = (
     "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM",
     "PART", "PRON", "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X",
@@ -156,7 +157,7 @@ def tag_payload(content, steps, wall_times, description=None, display_name=None)
 
 _GROUP_FIELDS = ("name", "num_layers", "num_heads", "num_tokens", "num_key_tokens", "tokens", "key_tokens",
                  "causal", "encoding", "top_k", "layer_names", "has_qk")  # fmt: skip
-_EXAMPLE_FIELDS = ("text", "segments", "pos")
+_EXAMPLE_FIELDS = ("text", "segments", "pos", "generation")
 IMAGE_FIELDS = ("grid", "patch_size", "prefix_tokens", "prefix_names")
 
 
@@ -208,7 +209,58 @@ def _checked_entry(entry, index):
             tokens = g.get(field)
             if tokens is not None and (not isinstance(tokens, list) or len(tokens) != g.get(count, g["num_tokens"])):
                 raise FormatError(f"{where}: its {field} do not match its {count}")
+    if entry.get("generation") is not None:
+        check_generation(entry["generation"], {g.get("name"): g["num_tokens"] for g in groups}, f"example {index}")
     return {**entry, "index": index}
+
+
+# ---------------------------------------------------------------------------------------------
+# What a generation probe stores of each decoding (http_api.md, "generation")
+
+GENERATION_TOP = 5  # alternatives kept per generated token
+MAX_GENERATED = 0xFFFF
+GENERATION_STOPS = ("eos", "max_new_tokens", "stop_strings", "max_length", "other")
+
+
+def check_generation(generation, group_tokens, where):
+    """`generation` as the writer and the reader accept it, or FormatError naming what is wrong.
+
+    group_tokens: {group name: its number of query tokens}. The generated tokens are the queries of
+    `group` from `prompt_length` on, but for the last one, which no decoding step read."""
+    if not isinstance(generation, dict):
+        raise FormatError(f"{where}: generation is not an object")
+    group = generation.get("group")
+    if group not in group_tokens:
+        raise FormatError(f"{where}: generation names group {group!r}; the example's groups: {sorted(group_tokens)}")
+    prompt_length = generation.get("prompt_length")
+    if not isinstance(prompt_length, int) or isinstance(prompt_length, bool) or prompt_length < 1:
+        raise FormatError(f"{where}: generation's prompt_length {prompt_length!r} is not a positive count")
+    tokens, ids, probs, top = (generation.get(k) for k in ("tokens", "ids", "probs", "top"))
+    if not isinstance(tokens, list) or not 0 < len(tokens) <= MAX_GENERATED:
+        raise FormatError(f"{where}: generation's tokens are not a list of 1 to {MAX_GENERATED:,} tokens")
+    count = len(tokens)
+    for name, values in (("ids", ids), ("probs", probs), ("top", top)):
+        if not isinstance(values, list) or len(values) != count:
+            raise FormatError(f"{where}: generation's {name} are not one per generated token ({count})")
+    if not all(isinstance(t, str) for t in tokens) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise FormatError(f"{where}: generation's tokens must be strings and its ids integers")
+    if not all(isinstance(p, (int, float)) and 0 <= p <= 1 for p in probs):
+        raise FormatError(f"{where}: generation's probs must be probabilities in [0, 1]")
+    for alternatives in top:
+        if not isinstance(alternatives, list) or len(alternatives) > GENERATION_TOP or not all(
+            isinstance(a, list) and len(a) == 3 and isinstance(a[0], str) and isinstance(a[1], int)
+            and isinstance(a[2], (int, float)) and 0 <= a[2] <= 1 for a in alternatives
+        ):
+            raise FormatError(f"{where}: generation's top lists are not up to {GENERATION_TOP} [token, id, prob] each")
+    expected = prompt_length + count - 1
+    if group_tokens[group] != expected:
+        raise FormatError(
+            f"{where}: group {group!r} has {group_tokens[group]} query tokens, not the prompt's {prompt_length} and "
+            f"the {count - 1} generated tokens that were read back ({expected})"
+        )
+    if generation.get("stop") not in GENERATION_STOPS:
+        raise FormatError(f"{where}: generation's stop {generation.get('stop')!r} is not one of {GENERATION_STOPS}")
+    return generation
 
 
 def unreadable(example):
