@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Writer": "tb_attention.storage.summary",
     "Probe": "tb_attention.probes.text",
+    "GenerationProbe": "tb_attention.probes.generation",
     "AudioProbe": "tb_attention.probes.audio",
     "ImageProbe": "tb_attention.probes.vision",
     "AttentionCallback": "tb_attention.integrations.trainer",

@@ -5,47 +5,11 @@ import torch
 import transformers
 
 from tb_attention import capture
+from tests.support.models import decoder_lm as _tiny
 from tests.support.threads import run_in_threads
 
 VOCAB = 100
 TOLERANCE = 1e-5
-
-
-def _tiny(name, attn_implementation):
-    """A 2-layer random model; Llama and Gemma 2 with 2 key/value heads for 4 query heads (GQA).
-
-    Weights are drawn large enough for peaked attention: near-uniform rows would hide mistakes.
-    """
-    common = dict(
-        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, max_position_embeddings=64, initializer_range=0.5
-    )
-    if name == "gpt2":
-        config = transformers.GPT2Config(
-            n_layer=2, n_head=4, n_embd=32, vocab_size=VOCAB, n_positions=64, bos_token_id=0, eos_token_id=0,
-            initializer_range=0.5,
-        )
-        model_class = transformers.GPT2LMHeadModel
-    elif name == "bert":
-        config = transformers.BertConfig(num_hidden_layers=2, num_attention_heads=4, **common)
-        model_class = transformers.BertModel
-    elif name == "llama":
-        config = transformers.LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, **common)
-        model_class = transformers.LlamaForCausalLM
-    elif name == "gemma2":  # tanh soft-capping of the logits and a sliding-window layer
-        config = transformers.Gemma2Config(
-            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=4,
-            attn_logit_softcapping=5.0, **common
-        )
-        model_class = transformers.Gemma2ForCausalLM
-    elif name == "gpt_oss":  # a learned attention "sink" per head takes a share of every row
-        config = transformers.GptOssConfig(
-            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=4,
-            num_local_experts=2, num_experts_per_tok=1, **{**common, "intermediate_size": 32},
-        )
-        model_class = transformers.GptOssForCausalLM
-    config._attn_implementation = attn_implementation
-    torch.manual_seed(0)
-    return model_class(config).eval()
 
 
 CAUSAL = {"gpt2": True, "bert": False, "llama": True}

@@ -207,11 +207,11 @@ class Recorder:
             return {"self": list(range(len(self.calls)))} if self.calls else {}
         groups = {name: [] for name in GROUPS}
         for i, call in enumerate(self.calls):
-            groups[_group_of(call)].append(i)
+            groups[group_of(call)].append(i)
         return {name: calls for name, calls in groups.items() if calls}
 
 
-def _group_of(call):
+def group_of(call):
     """An encoder-decoder call's group: its cross flag, else the stack its module sits in."""
     if call.cross:
         return "cross"

@@ -38,8 +38,21 @@ class Probe:
     max_length: truncate longer texts (tokens); None = the tokenizer's default behaviour.
     batch_size: texts per forward pass.
 
+    generate: generate from the texts as prompts instead (a dict of `model.generate` arguments or a
+        GenerationConfig): a `GenerationProbe` (probes/generation.py), which logs the attention of every
+        decoding step over the model's cache; `step=` and `seed=` go with it.
+
     Users who tokenise themselves: `Probe.from_tokens(token_ids, tokens, ...)`.
     """
+
+    def __new__(cls, *args, generate=None, **options):
+        if generate is not None and cls is Probe:
+            from tb_attention.probes.generation import GenerationProbe
+
+            return GenerationProbe(*args, **options, generate=generate)  # not a Probe: Probe.__init__ is not run
+        if generate is None and cls is Probe and ("step" in options or "seed" in options):
+            raise TypeError("step= and seed= belong to generation probes: give generate=dict(max_new_tokens=...) too")
+        return super().__new__(cls)
 
     def __init__(
         self,

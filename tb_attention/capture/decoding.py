@@ -1,0 +1,293 @@
+"""Attention while a model generates: each decoding step's rows over the keys its cache held, as computed."""
+
+# How: `intercept.intercepting` hands every attention call of every forward that `generate` (or the
+# caller's step function) runs to a `DecodingRecorder`. The prefill's call of a layer brings the
+# prompt's rows, each later call of that layer one row per new token, over the keys the cache gave the
+# model. Keys are placed at their positions in the sequence: a full cache (dynamic, or static padded to
+# its size, whose slots past the sequence are masked) holds positions 0..T-1 in order; a cache shorter
+# than the sequence (sliding-window layers, dynamic or static) holds the last positions T-Nk..T-1. Keys
+# a cache no longer holds get 0, as the model gave them. Only rows are kept (float32, on the host): never
+# an N x N per head beyond the layer `dense_layer` builds when writing.
+
+import contextlib
+import dataclasses
+
+import torch
+
+from tb_attention.capture import intercept
+from tb_attention.capture.errors import CaptureError
+from tb_attention.capture.record import GROUPS, eval_mode, group_of
+from tb_attention.runtime import devices, modules
+
+_MASKED_TOLERANCE = 1e-6  # weight allowed on a static cache's slots past the sequence
+
+
+@dataclasses.dataclass
+class _Layer:
+    name: str
+    rows: list  # (first query position, float32 [H, n, T] on the host)
+    queries: int = 0  # query rows seen so far (the next row's position)
+    max_logit: torch.Tensor | None = None  # float32 [H], host
+
+    def add_max_logit(self, values):
+        values = values.float().cpu()
+        self.max_logit = values if self.max_logit is None else torch.maximum(self.max_logit, values)
+
+
+class DecodingRecorder:
+    """Listener for `intercept.intercepting`: the rows of every decoding step, per group and layer.
+
+    Groups: `self` for a decoder-only model; an encoder-decoder's `encoder` (its one pass over the
+    source), `decoder` and `cross`. `new_rows`: how many query rows each call of the next forward adds
+    (None: all of them; a step function that re-runs the whole sequence adds only its last rows).
+    """
+
+    def __init__(self, model_name):
+        self.model_name = model_name
+        self.groups = {}  # group -> [_Layer], in call order
+        self._order = {}  # group -> the index of the current forward's last call of it
+        self.encoder_decoder = False
+        self.new_rows = None
+        self.interception = None  # the intercept.Interception feeding this recorder
+
+    def __call__(self, call):
+        group = group_of(call) if self.encoder_decoder else "self"
+        logits = call.logits()
+        weights = call.weights(logits=logits)[0]  # [H, Nq, Nk]: one sequence at a time
+        finite = logits[0].masked_fill(~torch.isfinite(logits[0]), float("-inf"))
+        # A forward's calls are numbered from 0 (intercept/); its k-th call of a group is layer k.
+        if call.index == 0:
+            self._order = {}
+        index = self._order[group] = self._order.get(group, -1) + 1
+        layers = self.groups.setdefault(group, [])
+        if index == len(layers):
+            layers.append(_Layer(call.name, []))
+        layer = layers[index]
+        nq, nk = weights.shape[1], weights.shape[2]
+        keep = nq if self.new_rows is None or group == "encoder" else min(self.new_rows, nq)
+        weights, finite = weights[:, nq - keep :], finite[:, nq - keep :]
+        row_max = finite.amax(dim=-1)  # [H, keep]
+        layer.add_max_logit(row_max.masked_fill(~torch.isfinite(row_max), float("-inf")).amax(dim=-1))
+        if group == "encoder":
+            if layer.rows:
+                raise CaptureError(f"model {self.model_name}: the encoder ran twice during one generation")
+            layer.rows.append((0, weights.float().cpu()))
+            layer.queries = keep
+            return
+        if group == "cross":
+            layer.rows.append((layer.queries, weights.float().cpu()))
+            layer.queries += keep
+            return
+        total = layer.queries + keep  # tokens in the sequence once these rows are read
+        if nk >= total:  # a full cache: positions 0..nk-1, slots past the sequence masked
+            if nk > total and float(weights[:, :, total:].abs().max()) > _MASKED_TOLERANCE:
+                raise CaptureError(
+                    f"model {self.model_name}, {call.name}: attention on cache slots past the sequence "
+                    f"({nk} keys for {total} tokens); tb-attention cannot place these keys"
+                )
+            placed = weights[:, :, :total]
+        else:  # the cache holds the last nk positions (a sliding window)
+            placed = torch.zeros(weights.shape[0], keep, total, dtype=weights.dtype, device=weights.device)
+            placed[:, :, total - nk :] = weights
+        layer.rows.append((layer.queries, placed.float().cpu()))
+        layer.queries = total
+
+    # ------------------------------------------------------------------------------------------
+
+    def group_names(self):
+        order = GROUPS if self.encoder_decoder else ("self",)
+        return [name for name in order if name in self.groups]
+
+    def layer_names(self, group):
+        return [layer.name for layer in self.groups[group]]
+
+    def num_queries(self, group):
+        counts = {layer.queries for layer in self.groups[group]}
+        if len(counts) != 1:
+            raise CaptureError(f"model {self.model_name}: the {group} layers read different numbers of tokens {sorted(counts)}")
+        return counts.pop()
+
+    def dense_layer(self, group, index, num_keys=None):
+        """float32 [H, Nq, Nk] of one layer: its rows stacked, each padded with 0 to the last row's keys."""
+        layer = self.groups[group][index]
+        nq = layer.queries
+        nk = num_keys if num_keys is not None else max(rows.shape[2] for _, rows in layer.rows)
+        heads = layer.rows[0][1].shape[0]
+        dense = torch.zeros(heads, nq, nk, dtype=torch.float32)
+        for start, rows in layer.rows:
+            dense[:, start : start + rows.shape[1], : rows.shape[2]] = rows
+        return dense
+
+    def max_logit(self, group):
+        """float32 [L, H]: each head's largest logit over the rows read."""
+        return torch.stack([layer.max_logit for layer in self.groups[group]])
+
+
+@contextlib.contextmanager
+def recording_decoding(model):
+    """Inside the block, every forward of `model` (unwrapped) runs in eval mode without gradients and hands
+    its attention rows to the `DecodingRecorder` it yields; the model's modes are restored after."""
+    module = modules.unwrap(model)
+    recorder = DecodingRecorder(type(module).__name__)
+    recorder.encoder_decoder = bool(getattr(getattr(module, "config", None), "is_encoder_decoder", False))
+    with eval_mode(module), torch.no_grad(), modules.eager(), intercept.intercepting(module, recorder) as it:
+        recorder.interception = it
+        yield recorder
+
+
+# -------------------------------------------------------------------------------------------------
+# Generating: the model's own `generate`, or a loop over the caller's one-step function
+
+STEP_OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "eos_token_id")
+
+
+@dataclasses.dataclass
+class Decoded:
+    """One generation: what the model was given, what it wrote, and the attention it read with.
+
+    prompt_ids: the decoding group's first queries (the prompt; an encoder-decoder's start and
+        forced decoder tokens). generated_ids: the tokens written, in order. logits: per generated
+        token, float32 [vocab] on the host, the distribution it was chosen from (before processors).
+    source_ids: an encoder-decoder's encoder input ids (None otherwise). stop: why decoding ended.
+    """
+
+    prompt_ids: list
+    generated_ids: list
+    logits: list
+    recorder: DecodingRecorder
+    source_ids: list | None
+    seed: int | None
+    stop: str
+
+
+def eos_ids(model, options):
+    """The end-of-sequence ids `generate` stops on (the options' first, else the model's generation config)."""
+    eos = options.get("eos_token_id")
+    if eos is None:
+        config = getattr(model, "generation_config", None)
+        eos = getattr(config, "eos_token_id", None)
+    if eos is None:
+        return set()
+    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
+
+
+def _stop(generated, eos, options, max_new_tokens):
+    if generated and generated[-1] in eos:
+        return "eos"
+    if max_new_tokens is not None and len(generated) >= max_new_tokens:
+        return "max_new_tokens"
+    if options.get("stop_strings"):
+        return "stop_strings"
+    if options.get("max_length") is not None:
+        return "max_length"
+    return "other"
+
+
+def generate(model, input_ids, options, *, seed=None, step=None, model_inputs=None):
+    """Generates from one prompt (input_ids: a list of ints) and records every decoding step's attention.
+
+    options: `model.generate` keyword arguments (a Hugging Face model), or with `step` the STEP_OPTIONS.
+    step: for a model without `generate`, step(model, input_ids [1, n] LongTensor, cache) -> logits
+        [1, n, vocab] (or [1, vocab]: the last position's), or (logits, new cache). The first call gets
+        the prompt and cache None; later calls the one new token and the cache the last call returned;
+        a step that returns no cache gets the whole sequence again (only its new rows are kept).
+    seed: set (on a forked RNG: the caller's random state is left as it was) before sampling.
+    """
+    module = modules.unwrap(model)
+    device = devices.device_of(module)
+    forked = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=forked, enabled=seed is not None), recording_decoding(module) as recorder:
+        if seed is not None:
+            torch.manual_seed(seed)
+        if step is not None:
+            prompt, generated, logits = _step_loop(module, step, input_ids, options, recorder, device)
+            source = None
+        else:
+            prompt, generated, logits, source = _hf_generate(module, input_ids, options, device, model_inputs)
+    if not recorder.groups:
+        raise CaptureError(
+            f"model {type(module).__name__} computed no attention that tb-attention can see while generating"
+        )
+    max_new = options.get("max_new_tokens")
+    stop = _stop(generated, eos_ids(module, options), options, max_new)
+    return Decoded(prompt, generated, logits, recorder, source, seed, stop)
+
+
+def _hf_generate(module, input_ids, options, device, model_inputs):
+    ids = torch.tensor([input_ids], dtype=torch.long, device=device)
+    inputs = dict(model_inputs or {})
+    encoder_decoder = bool(getattr(module.config, "is_encoder_decoder", False))
+    if input_ids is not None:
+        inputs.update(input_ids=ids, attention_mask=torch.ones_like(ids))
+    out = module.generate(**inputs, **options, return_dict_in_generate=True, output_logits=True)
+    sequence = [int(t) for t in out.sequences[0].tolist()]
+    count = len(out.logits)
+    if encoder_decoder:
+        prompt, generated = sequence[: len(sequence) - count], sequence[len(sequence) - count :]
+        source = list(input_ids) if input_ids is not None else None
+    else:
+        prompt, generated = sequence[: len(input_ids)], sequence[len(input_ids) :]
+        source = None
+        if prompt != list(input_ids) or len(generated) != count:
+            raise CaptureError(f"model {type(module).__name__}: generate returned a sequence that does not continue the prompt")
+    logits = [step_logits[0].float().cpu() for step_logits in out.logits]
+    return prompt, generated, logits, source
+
+
+def _step_loop(module, step, input_ids, options, recorder, device):
+    unknown = sorted(set(options) - set(STEP_OPTIONS))
+    if unknown:
+        raise ValueError(f"with step=, generation takes only {', '.join(STEP_OPTIONS)}; not {', '.join(unknown)}")
+    max_new = options["max_new_tokens"]
+    eos = eos_ids(module, options)
+    sequence, new, cache, generated, logits = list(input_ids), list(input_ids), None, [], []
+    for _ in range(max_new):
+        recorder.new_rows = len(new)
+        fed = new if cache is not None else sequence
+        with _running(recorder.interception, module):  # a step need not call the model's forward
+            result = step(module, torch.tensor([fed], dtype=torch.long, device=device), cache)
+        out, cache = result if isinstance(result, tuple) else (result, None)
+        if not isinstance(out, torch.Tensor) or out.dim() not in (2, 3) or out.shape[0] != 1:
+            raise ValueError(
+                f"step= must return logits [1, n, vocab] or [1, vocab] (or (logits, cache)), got "
+                f"{type(out).__name__ if not isinstance(out, torch.Tensor) else list(out.shape)}"
+            )
+        last = (out[0, -1] if out.dim() == 3 else out[0]).float()
+        token = _choose(last, options)
+        logits.append(last.cpu())
+        generated.append(token)
+        sequence.append(token)
+        new = [token]
+        if token in eos:
+            break
+    return list(input_ids), generated, logits
+
+
+@contextlib.contextmanager
+def _running(interception, module):
+    """The model counts as running (its attention is seen, calls numbered from 0) for the block, unless
+    the step calls its forward, which does the same."""
+    interception.calls = 0
+    interception.stack.append((module, 0))
+    try:
+        yield
+    finally:
+        interception.stack.pop()
+
+
+def _choose(logits, options):
+    """The next token as `generate` picks it: greedy, or sampled after temperature, top-k and top-p."""
+    if not options.get("do_sample"):
+        return int(logits.argmax())
+    scores = logits / float(options.get("temperature") or 1.0)
+    top_k = options.get("top_k")
+    if top_k:
+        kth = torch.topk(scores, min(int(top_k), scores.numel())).values[-1]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    top_p = options.get("top_p")
+    if top_p is not None and top_p < 1.0:
+        ordered, order = torch.sort(scores, descending=True)
+        cumulative = ordered.softmax(-1).cumsum(-1)
+        drop = cumulative - ordered.softmax(-1) >= top_p  # keep the smallest set reaching top_p
+        scores = scores.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
+    return int(torch.multinomial(scores.softmax(-1), 1))
