@@ -4,7 +4,7 @@
 import {rgb} from 'd3-color';
 import {format} from 'd3-format';
 import {scaleLinear} from 'd3-scale';
-import {interpolateBlues, interpolatePlasma, interpolateRdBu, interpolateViridis} from 'd3-scale-chromatic';
+import {interpolateBlues, interpolateOranges, interpolatePlasma, interpolateRdBu, interpolateViridis} from 'd3-scale-chromatic';
 import {METRICS} from '../data/schema';
 
 /** [layer][head]; null where the value was NaN (e.g. no token of a part of speech). */
@@ -134,6 +134,7 @@ const SCHEMES = {
   viridis: (t: number) => interpolateViridis(t),
   blues: (t: number) => interpolateBlues(0.06 + 0.94 * t), // 0 stays distinct from the page
   redBlue: (t: number) => interpolateRdBu(1 - t), // blue low, red high
+  surprise: (t: number) => interpolateOranges(0.85 * (1 - t)), // a probability: dark orange low, white at 1
 };
 export type Scheme = keyof typeof SCHEMES;
 
@@ -191,6 +192,11 @@ export function metricScale(metric: string, values: Iterable<number | null>): Co
 /** Shares from 0 (light) to `top` (dark blue); `top` at most 1. */
 export function shareScale(top = 1): ColorScale {
   return rampScale([0, Math.min(1, top)], 'blues', false);
+}
+
+/** A generated token's probability, 0 (dark orange: the model was unsure) to 1 (white: sure). */
+export function probabilityScale(): ColorScale {
+  return rampScale([0, 1], 'surprise', false, undefined, [0, 0.25, 0.5, 0.75, 1]);
 }
 
 /** Blue (B below A) to red (B above A), symmetric around 0. */
