@@ -29,6 +29,8 @@ export const METRIC_INFO: Record<string, {label: string; unit: string; about: st
   pixel_distance: {label: 'Pixel distance', unit: 'patches', about: 'mean distance between query and key patches on the image grid'},
   prefix_attention: {label: 'Prefix attention', unit: 'share', about: 'share of attention on the prefix tokens (CLS, registers)'},
   diagonal_alignment: {label: 'Diagonal alignment', unit: 'share', about: 'share of a target query’s attention near the length-scaled diagonal'},
+  prompt_share: {label: 'Prompt share', unit: 'share', about: 'share of the attention of the queries that wrote generated tokens on the prompt'},
+  induction: {label: 'Induction', unit: 'share', about: 'attention of a generated query to the token after an earlier occurrence of its own token'},
 };
 
 /** Universal POS tags (spaCy's coarse tags), for labels. */

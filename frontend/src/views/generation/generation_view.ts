@@ -12,7 +12,7 @@ import {CanvasPainter, textWidth, type Painter} from '../../draw/painter';
 import {Tooltip} from '../../draw/tooltip';
 import {headColors} from '../../model/colors';
 import {alignGenerations, attendedBy, clampToken, heatHeads, heatRow, rowGrid, topKeys, writerRow, type GridSummary, type HeatMode, type LayerReader} from '../../model/generation';
-import {percentText, probabilityScale, shareScale, valueText} from '../../model/metrics';
+import {percentText, probabilityScale, shareScale, valueText, type Grid} from '../../model/metrics';
 import {displayToken, exactToken, isByteLevel, truncate} from '../../model/tokens';
 import type {HeadRef, ViewId} from '../../state/state';
 import {HeadPicker, LayerPicker, Segmented} from '../shared/controls';
@@ -78,6 +78,7 @@ export class GenerationView implements View {
   private compareGeometry: CompareLayout | null = null;
   private compareNote = '';
   private hoverHead: HeadRef | null = null;
+  private computed: {inputs: string; heat: Float32Array | null; grid: Grid; attended: (number | null)[] | null} | null = null;
   private timer: ReturnType<typeof setInterval> | null = null;
   private textSize = {width: 0, height: 0};
 
@@ -215,11 +216,23 @@ export class GenerationView implements View {
 
     // The text and its heat strip
     const tokens = this.textLabels(d);
-    const heatValues = heatRow(layers, heads, row, d.shape.numKeyTokens);
+    const lockedKey = state.focus.side === 'to' && state.focus.tokens.length === 1 && state.focus.tokens[0] < numQueries ? state.focus.tokens[0] : null;
+    // Rows, columns and the grid are read again only when what they depend on changed (every
+    // answer that arrives updates the view).
+    const loaded = requests.filter((r) => data.get(r).state === 'ready').length;
+    const inputs = JSON.stringify([d.key, t, heads.length === 1 ? heads[0] : [mode, layer], lockedKey, state.generation.grid, loaded]);
+    if (this.computed?.inputs !== inputs) {
+      this.computed = {
+        inputs,
+        heat: heatRow(layers, heads, row, d.shape.numKeyTokens),
+        grid: rowGrid(layers, numLayers, numHeads, row, p, state.generation.grid),
+        attended: lockedKey === null ? null : attendedBy(layers, heads, lockedKey, p, count, numQueries),
+      };
+    }
+    const heatValues = this.computed.heat;
     const keysShown = heatValues ? heatValues.subarray(0, row + 1) : null;
     let top = 0;
     for (const w of keysShown ?? []) if (w > top) top = w;
-    const lockedKey = state.focus.side === 'to' && state.focus.tokens.length === 1 && state.focus.tokens[0] < numQueries ? state.focus.tokens[0] : null;
     const previous = this.textFigure;
     this.textFigure = {
       tokens: tokens.tokens,
@@ -246,12 +259,16 @@ export class GenerationView implements View {
         top: alternatives,
       },
       gridTitle: `Layer × head: ${GRID_LABELS[state.generation.grid]}`,
-      grid: rowGrid(layers, numLayers, numHeads, row, p, state.generation.grid),
+      gridSubtitle: `of token ${t + 1}’s row, per head · click a cell: its attention in the text`,
+      grid: this.computed.grid,
       gridScale: shareScale(1),
       picked: mode === 'head' ? [[layer, head]] : mode === 'layer' ? Array.from({length: numHeads}, (_, h) => [layer, h] as HeadRef) : [],
       hover: this.hoverHead,
-      attendedTitle: lockedKey === null ? 'Attention paid to a token' : `Attention paid to ${truncate(tokens.tokens[lockedKey].label, 16)} (token ${lockedKey}) by each generated token`,
-      attended: lockedKey === null ? null : attendedBy(layers, heads, lockedKey, p, count, numQueries),
+      attendedTitle: lockedKey === null ? 'Attention paid to a token' : `Attention paid to “${truncate(tokens.tokens[lockedKey].label, 16)}” (token ${lockedKey})`,
+      attendedSubtitle: lockedKey === null
+        ? 'Click a token in the text: which generated tokens attended to it'
+        : `by each generated token (${where}); orange: token ${t + 1}`,
+      attended: this.computed.attended,
       current: t,
       legendTitle: `Heat: token ${t + 1}’s attention (${where})`,
       heatScale: this.textFigure.heatScale,

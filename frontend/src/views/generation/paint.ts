@@ -25,6 +25,15 @@ const PROB_BAR = 4; // px: the probability bar under a generated token
 const DIVERGE = '#d93025'; // where two decodings part
 const DIFFER_FILL = '#fce8e6'; // a token that differs
 
+/** `text` shortened with an ellipsis to fit `width` px in `font`. */
+export function fitText(text: string, font: string, width: number): string {
+  if (textWidth(text, font) <= width) return text;
+  const chars = Array.from(text);
+  let n = chars.length;
+  while (n > 1 && textWidth(chars.slice(0, n - 1).join('') + '…', font) > width) n--;
+  return chars.slice(0, n - 1).join('') + '…';
+}
+
 /** What the text figure shows. */
 export interface TextFigure {
   tokens: TextToken[];
@@ -94,12 +103,14 @@ export interface TokenCard {
 export interface SideFigure {
   card: TokenCard;
   gridTitle: string;
+  gridSubtitle: string;
   grid: Grid;
   gridScale: ColorScale;
   picked: HeadRef[];
   hover: HeadRef | null;
   /** the attention paid to the clicked token by each generated token, or a hint */
   attendedTitle: string;
+  attendedSubtitle: string;
   attended: (number | null)[] | null;
   current: number;
   legendTitle: string;
@@ -120,7 +131,7 @@ export interface SideLayout {
 
 export function sideLayout(f: SideFigure, width: number): SideLayout {
   let y = PAD + TITLE * 2 + f.card.top.length * CARD_ROW + 12;
-  y += TITLE;
+  y += TITLE * 2;
   const rows = f.grid.length;
   const cols = f.grid[0]?.length ?? 1;
   const grid = fitHeatmap({x: PAD, y, w: width - 2 * PAD, h: Math.max(60, rows * 22 + 16)}, rows, cols, 26);
@@ -137,8 +148,11 @@ export function sideLayout(f: SideFigure, width: number): SideLayout {
 export function paintSide(painter: Painter, f: SideFigure, layout: SideLayout, width: number): void {
   const x = PAD;
   let y = PAD;
-  painter.text(f.card.title, x, y + 6, {font: FONT_TITLE, color: INK});
-  painter.text(f.card.subtitle, x, y + 6 + TITLE - 2, {font: FONT_SMALL, color: MUTED_INK});
+  const room = width - 2 * PAD;
+  const title = (text: string, at: number) => painter.text(fitText(text, FONT_TITLE, room), x, at + 6, {font: FONT_TITLE, color: INK});
+  const subtitle = (text: string, at: number) => painter.text(fitText(text, FONT_SMALL, room), x, at + 6 + TITLE - 2, {font: FONT_SMALL, color: MUTED_INK});
+  title(f.card.title, y);
+  subtitle(f.card.subtitle, y);
   y += TITLE * 2;
   const barX = x + 130;
   const barW = width - barX - PAD - 48;
@@ -150,14 +164,15 @@ export function paintSide(painter: Painter, f: SideFigure, layout: SideLayout, w
     y += CARD_ROW;
   }
   y += 12;
-  painter.text(f.gridTitle, x, y + 6, {font: FONT_TITLE, color: INK});
+  title(f.gridTitle, y);
+  subtitle(f.gridSubtitle, y);
   const g = layout.grid;
   paintHeatmap(painter, g, f.grid, f.gridScale, {picked: f.picked, hover: f.hover});
   paintLegend(painter, x, g.y + g.height + 8, Math.min(width - 2 * PAD, 220), f.gridScale, f.grid.some((r) => r.some((v) => v === null)), 'loading');
   const c = layout.chart;
   y = c.y - TITLE * 2;
-  painter.text(f.attendedTitle, x, y + 6, {font: FONT_TITLE, color: INK});
-  painter.text(f.attended ? 'one bar per generated token (current: orange); none where the token came later' : 'Click a token in the text', x, y + 6 + TITLE - 2, {font: FONT_SMALL, color: MUTED_INK});
+  title(f.attendedTitle, y);
+  subtitle(f.attendedSubtitle, y);
   painter.strokeRect(c.x + 0.5, c.y + 0.5, c.w - 1, c.h - 1, BORDER, 1);
   if (f.attended) {
     const top = Math.max(1e-6, ...f.attended.map((v) => v ?? 0));
@@ -170,7 +185,7 @@ export function paintSide(painter: Painter, f: SideFigure, layout: SideLayout, w
     painter.text(`max ${percentText(top)}`, c.x + c.w, c.y + c.h + 10, {font: FONT_SMALL, color: MUTED_INK, align: 'right'});
   }
   y = c.y + c.h + 18;
-  painter.text(f.legendTitle, x, y + 6, {font: FONT_TITLE, color: INK});
+  title(f.legendTitle, y);
   y += TITLE;
   paintLegend(painter, x, y, Math.min(width - 2 * PAD, 220), f.heatScale);
   y += LEGEND_HEIGHT;
