@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from tests.support.dashboard_page import Dashboard, VIEWPORT, attention, browser, needs_chromium  # noqa: F401 (fixtures)
-from tests.support.generation_logdir import DIVERGENCE, GENERATED, OTHER_RUN, PROMPT, RUN, TAG, write_generation_logdir
+from tests.support.generation_logdir import (
+    DECODER_PROMPT, DIVERGENCE, GENERATED, OTHER_RUN, PROMPT, RUN, SEQ2SEQ_RUN, SOURCE, TAG, write_generation_logdir,
+)
 from tests.support.tensorboard import serving
 
 pytestmark = needs_chromium
@@ -26,7 +28,7 @@ def server(tmp_path_factory):
     write_generation_logdir(logdir, layers=LAYERS, heads=HEADS)
 
     def ready(tags):
-        return len(tags.get(RUN, {}).get(TAG, {}).get("steps", [])) == 2 and TAG in tags.get(OTHER_RUN, {})
+        return len(tags.get(RUN, {}).get(TAG, {}).get("steps", [])) == 2 and all(TAG in tags.get(r, {}) for r in (OTHER_RUN, SEQ2SEQ_RUN))
 
     with serving(logdir, ready) as tb:
         yield tb
@@ -204,3 +206,34 @@ def test_an_example_without_generation_explains_itself_and_hides_the_tab(board):
     board.frame.click("[data-view=head]")
     board.wait("head")
     assert board.frame.locator("[data-view=generation]").is_hidden()
+
+
+def test_an_encoder_decoder_decoding_shows_the_decoder_rows_and_the_source_they_attended_to(board, server):
+    board.open(wait_for="generation", run=SEQ2SEQ_RUN, tag=TAG, view="generation", gtoken=2)
+    p = len(DECODER_PROMPT)
+    row = p - 1 + 2
+
+    def served(group):
+        status, body = server.get("/attention", {"run": SEQ2SEQ_RUN, "tag": TAG, "step": 0, "example": 0, "group": group, "format": "json"})
+        assert status == 200, body
+        return np.asarray(body["attention"])  # [L, H, Nq, Nk]
+
+    decoder, cross = served("decoder"), served("cross")
+    assert close(strip(board), decoder[:, :, row, : row + 1].reshape(-1, row + 1).mean(0))
+    board.frame.wait_for_selector("canvas[data-figure=generation-source][data-strip]")
+    source = np.array(json.loads(board.data("strip", "generation-source")))
+    assert len(source) == len(SOURCE) and close(source, cross[:, :, row, :].reshape(-1, len(SOURCE)).mean(0))
+    # One head of the source, as the heat of the text.
+    board.frame.click("[data-control=gen-heat] button[data-value=head]")
+    board.frame.select_option("[data-control=layer]", "2")
+    wait_data(board, "heat", "head:2.0")
+    board.frame.wait_for_function(
+        "expected => JSON.parse(document.querySelector('canvas[data-figure=generation-source]').dataset.strip || '[]').length === expected",
+        arg=len(SOURCE),
+    )
+    assert close(np.array(json.loads(board.data("strip", "generation-source"))), cross[2, 0, row, :])
+    board.screenshot("generation_view_encoder_decoder")
+    # The head view opens in the decoder group.
+    board.frame.click("button[data-open=head]")
+    board.wait("head")
+    assert board.url_state().get("group") == "decoder" and board.url_state().get("tokens") == str(row)

@@ -10,7 +10,7 @@ import {probabilityScale} from '../src/model/metrics';
 import {resolveSelection} from '../src/state/selection';
 import {applyPatch, DEFAULT_STATE} from '../src/state/state';
 import {decodeState, encodeState} from '../src/state/url_state';
-import {decodingOf, flowText, otherEndpoint, samePrompt, textTokens} from '../src/views/generation/scene';
+import {decodingOf, flowText, otherEndpoint, samePrompt, sourceOf, sourceRequests, textTokens} from '../src/views/generation/scene';
 import {close} from './fixtures';
 
 /** A dense attention of `layers` × `heads`, head (l, h)'s rows given by rows(l, h). */
@@ -165,4 +165,30 @@ test('the Generation view’s state survives its URL form; defaults stay out of 
   assert.deepEqual(decodeState(params).generation, state.generation);
   assert.deepEqual(encodeState(applyPatch(DEFAULT_STATE, {view: 'generation'})), {view: 'generation'});
   assert.deepEqual(decodeState({gtoken: '-1', gheat: 'x', ggrid: '<'}).generation, DEFAULT_STATE.generation);
+});
+
+test('an encoder–decoder’s decoding: the decoder group’s rows, and the cross group as the source they attended to', () => {
+  const group = (name: string, queries: string[], keys: string[], causal: boolean) =>
+    ({name, num_layers: 2, num_heads: 2, num_tokens: queries.length, num_key_tokens: keys.length, tokens: queries, key_tokens: keys, causal, encoding: 'dense' as const, has_qk: false});
+  const source = ['▁Le', '▁chat', '.'];
+  const decoder = ['<pad>', '▁The'];
+  const list: Examples = {
+    run: 'r', tag: 'gen', step: 3, wall_time: 0,
+    examples: [{
+      index: 4, tokens: source, num_layers: 2, num_heads: 2, num_tokens: 3, causal: false, encoding: 'dense', has_qk: false, segments: null,
+      groups: [group('encoder', source, source, false), group('decoder', decoder, decoder, true), group('cross', decoder, source, false)],
+      generation: {...GENERATION, group: 'decoder', prompt_length: 1, tokens: ['▁The', '▁cat'], ids: [1, 2], probs: [0.5, 0.5], top: [[], []]},
+    }],
+  };
+  const d = decodingOf(list, 'r', 'gen', 3, 4)!;
+  assert.equal(d.problem, null);
+  assert.deepEqual(d.key, {run: 'r', tag: 'gen', step: 3, example: 4, group: 'decoder'});
+  assert.deepEqual(d.shape.tokens, decoder);
+  const s = sourceOf(d)!;
+  assert.deepEqual(s.key, {run: 'r', tag: 'gen', step: 3, example: 4, group: 'cross'});
+  assert.deepEqual(s.shape.keyTokens, source);
+  assert.equal(sourceRequests(s, DEFAULT_STATE).length, 2); // every layer for the mean of every head
+  assert.equal(sourceRequests(s, applyPatch(DEFAULT_STATE, {generation: {heat: 'layer'}, focus: {layer: 1}})).length, 1);
+  // A decoder-only decoding has no source.
+  assert.equal(sourceOf(decodingOf(examples(GENERATION), 'train', 'gen', 0, 0)!), null);
 });

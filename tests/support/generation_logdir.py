@@ -10,6 +10,7 @@ import numpy as np
 from tb_attention import Writer
 from tb_attention.storage import summary
 from tests.support.dashboard_logdir import XSS_TOKEN, structured_attention
+from tests.support.data import random_attention
 
 RUN, TAG = "train", "generate"
 STEPS = (0, 100)
@@ -22,6 +23,10 @@ DIVERGENCE = 2  # the first generated token where steps 0 and 100 differ
 PLAIN_TOKENS = ["A", "Ġplain", "Ġexample"]  # example 1 of each step: no generation
 OTHER_RUN = "sampled"  # the same prompt sampled in another run (step 0)
 SAMPLED = ["ĠParis", ",", "Ġof", "Ġcourse", "<|endoftext|>"]
+SEQ2SEQ_RUN = "translate"  # an encoder-decoder's decoding (step 0): decoder queries, cross attention over the source
+SOURCE = ["▁Le", "▁chat", "▁dort", "▁sur", "▁le", "▁tapis", ".", "</s>"]
+DECODER_PROMPT = ["<pad>"]
+TRANSLATION = ["▁The", "▁cat", "▁sleeps", "▁on", "▁the", "▁mat", ".", "</s>"]
 
 
 def _token_id(token):
@@ -52,6 +57,29 @@ def generation_example(generated, rng, layers, heads, seed=None):
     }
 
 
+def seq2seq_example(rng, layers, heads):
+    """An encoder-decoder's decoding: `encoder` over the source, `decoder` (the decoding group) and
+    `cross`, the decoder's queries over the source."""
+    queries = DECODER_PROMPT + TRANSLATION[:-1]
+    cross = random_attention(rng, layers, heads, max(len(queries), len(SOURCE)), causal=False)[:, :, : len(queries), : len(SOURCE)]
+    cross = cross / cross.sum(-1, keepdims=True)
+    probs = [float(np.round(rng.uniform(0.3, 0.99), 4)) for _ in TRANSLATION]
+    return {
+        "tokens": SOURCE,
+        "groups": [
+            {"name": "encoder", "attention": random_attention(rng, layers, heads, len(SOURCE), causal=False), "tokens": SOURCE, "causal": False},
+            {"name": "decoder", "attention": structured_attention(rng, layers, heads, len(queries), causal=True), "tokens": queries, "causal": True},
+            {"name": "cross", "attention": cross.astype(np.float32), "tokens": queries, "key_tokens": SOURCE, "causal": False},
+        ],
+        "generation": {
+            "group": "decoder", "prompt_length": len(DECODER_PROMPT), "prompt": "Le chat dort sur le tapis.",
+            "tokens": TRANSLATION, "ids": [_token_id(t) for t in TRANSLATION], "probs": probs,
+            "top": [[[t, _token_id(t), p]] for t, p in zip(TRANSLATION, probs)],
+            "stop": "eos", "do_sample": False, "seed": None, "options": {"num_beams": 1},
+        },
+    }
+
+
 def plain_example(rng, layers, heads):
     n = len(PLAIN_TOKENS)
     return {"tokens": PLAIN_TOKENS, "groups": [{"name": "self", "attention": structured_attention(rng, layers, heads, n, True), "tokens": PLAIN_TOKENS, "causal": True}]}
@@ -59,7 +87,7 @@ def plain_example(rng, layers, heads):
 
 def write_generation_logdir(logdir, layers=3, heads=4, seed=0):
     """Run `train`, tag `generate`, steps 0 and 100 (example 0: a generation, example 1: none);
-    run `sampled`, the same prompt sampled at step 0."""
+    run `sampled`, the same prompt sampled at step 0; run `translate`, an encoder-decoder's decoding."""
     rng = np.random.default_rng(seed)
     with Writer(logdir / RUN) as writer:
         for step in STEPS:
@@ -67,3 +95,5 @@ def write_generation_logdir(logdir, layers=3, heads=4, seed=0):
             summary.write_examples(writer, TAG, examples, step)
     with Writer(logdir / OTHER_RUN) as writer:
         summary.write_examples(writer, TAG, [generation_example(SAMPLED, rng, layers, heads, seed=7)], 0)
+    with Writer(logdir / SEQ2SEQ_RUN) as writer:
+        summary.write_examples(writer, TAG, [seq2seq_example(rng, layers, heads)], 0)

@@ -6,14 +6,15 @@
 // point where they diverge. The text is drawn on one canvas, only the lines in view.
 
 import {onPointer, type Point} from '../../components/pointer';
-import type {AnyRequest} from '../../data/cache';
+import {valueOf, type AnyRequest} from '../../data/cache';
+import {attentionLayer} from '../../data/requests';
 import {el} from '../../draw/dom';
 import {CanvasPainter, textWidth, type Painter} from '../../draw/painter';
 import {Tooltip} from '../../draw/tooltip';
 import {headColors} from '../../model/colors';
 import {alignGenerations, attendedBy, clampToken, heatHeads, heatRow, rowGrid, topKeys, writerRow, type GridSummary, type HeatMode, type LayerReader} from '../../model/generation';
 import {percentText, probabilityScale, shareScale, valueText, type Grid} from '../../model/metrics';
-import {displayToken, exactToken, isByteLevel, truncate} from '../../model/tokens';
+import {exactToken, readingPieces, truncate} from '../../model/tokens';
 import type {HeadRef, ViewId} from '../../state/state';
 import {HeadPicker, LayerPicker, Segmented} from '../shared/controls';
 import {EndpointPicker} from '../shared/endpoint_picker';
@@ -28,8 +29,11 @@ import {
   PAD,
   paintCompare,
   paintSide,
+  paintSource,
   paintText,
   SIDE_WIDTH,
+  SOURCE_HEIGHT,
+  sourceHit,
   sideLayout,
   SPACE,
   textHit,
@@ -38,9 +42,10 @@ import {
   type CompareLayout,
   type SideFigure,
   type SideLayout,
+  type SourceFigure,
   type TextFigure,
 } from './paint';
-import {flowText, generationNeeds, layerRequests, otherDecoding, otherEndpoint, samePrompt, shownDecoding, textTokens, type Decoding, type TextToken} from './scene';
+import {flowText, generationNeeds, layerRequests, otherDecoding, otherEndpoint, samePrompt, shownDecoding, sourceOf, sourceRequests, textTokens, type Decoding, type TextToken} from './scene';
 
 const PLAY_MS = 700; // per generated token while ▶ plays
 const GRID_LABELS: Record<GridSummary, string> = {prompt: 'share of its attention on the prompt', max: 'its largest single weight'};
@@ -65,20 +70,23 @@ export class GenerationView implements View {
   private readonly text: ScrollingCanvas;
   private readonly sideBox: HTMLElement;
   private readonly sideCanvas: HTMLCanvasElement;
+  private readonly sourceCanvas: HTMLCanvasElement;
   private readonly compareBox: HTMLElement;
   private readonly compareCanvas: HTMLCanvasElement;
   private readonly inspector: HTMLElement;
   private readonly tooltip: Tooltip;
   private decoding: Decoding | null = null;
   private textFigure: TextFigure | null = null;
-  private labelsOf: {tokens: TextToken[]; widths: number[]; byteLevel: boolean; key: Decoding['shape'] | null} = {tokens: [], widths: [], byteLevel: false, key: null};
+  private labelsOf: {tokens: TextToken[]; widths: number[]; key: Decoding['shape'] | null} = {tokens: [], widths: [], key: null};
   private side: SideFigure | null = null;
   private sideGeometry: SideLayout | null = null;
+  private source: SourceFigure | null = null;
+  private sourceLabels: {key: unknown; labels: string[]} = {key: null, labels: []};
   private compare: CompareFigure | null = null;
   private compareGeometry: CompareLayout | null = null;
   private compareNote = '';
   private hoverHead: HeadRef | null = null;
-  private computed: {inputs: string; heat: Float32Array | null; grid: Grid; attended: (number | null)[] | null} | null = null;
+  private computed: {inputs: string; heat: Float32Array | null; grid: Grid; attended: (number | null)[] | null; source: Float32Array | null} | null = null;
   private timer: ReturnType<typeof setInterval> | null = null;
   private textSize = {width: 0, height: 0};
 
@@ -119,12 +127,14 @@ export class GenerationView implements View {
     this.text = new ScrollingCanvas('generation', () => this.drawText());
     this.sideCanvas = el('canvas', {class: 'figure-static', attrs: {'data-figure': 'generation-side'}});
     this.sideBox = el('div', {class: 'generation-side'}, [this.sideCanvas]);
+    this.sourceCanvas = el('canvas', {class: 'figure-static generation-source', attrs: {'data-figure': 'generation-source'}});
     this.compareCanvas = el('canvas', {class: 'figure-static', attrs: {'data-figure': 'generation-compare'}});
     this.compareBox = el('div', {class: 'generation-compare'}, [this.compareCanvas]);
     this.inspector = el('div', {class: 'inspector', attrs: {'aria-live': 'polite'}});
     this.element = el('div', {class: 'view view-generation'}, [
       this.info,
       el('div', {class: 'generation-body'}, [this.text.element, this.sideBox]),
+      this.sourceCanvas,
       this.compareBox,
       this.inspector,
     ]);
@@ -135,6 +145,7 @@ export class GenerationView implements View {
       move: (at, event) => this.textPointer(at, event),
       leave: () => this.textPointer(null, null),
       click: (at) => this.textClick(at),
+      dblclick: (at) => this.textDoubleClick(at),
     }, (event) => this.text.point(event));
     onPointer(this.sideCanvas, {
       move: (at, event) => this.sidePointer(at, event),
@@ -143,6 +154,16 @@ export class GenerationView implements View {
         const cell = this.sideGeometry?.grid.hit(at.x, at.y);
         if (cell) store.update({generation: {heat: 'head'}, focus: {layer: cell[0], heads: [cell[1]]}});
       },
+    });
+    onPointer(this.sourceCanvas, {
+      move: (at, event) => {
+        const f = this.source;
+        const j = f ? sourceHit(this.element.clientWidth, f.labels.length, at.x, at.y) : null;
+        if (j === null || !f) return this.tooltip.hide();
+        const w = f.heat?.[j];
+        this.tooltip.show(event.clientX, event.clientY, [{label: exactToken(this.decoding ? sourceOf(this.decoding)!.shape.keyTokens[j] : ''), strong: true}, {label: 'source token', value: String(j)}, {label: 'attention', value: w === undefined ? 'loading' : valueText(w)}]);
+      },
+      leave: () => this.tooltip.hide(),
     });
     onPointer(this.compareCanvas, {
       click: (at) => {
@@ -158,7 +179,7 @@ export class GenerationView implements View {
   }
 
   get height(): number {
-    return Math.max(this.textSize.height, this.sideGeometry?.height ?? 0) + (this.compare ? (this.compareGeometry?.height ?? 0) : 0);
+    return Math.max(this.textSize.height, this.sideGeometry?.height ?? 0) + (this.source ? SOURCE_HEIGHT : 0) + (this.compare ? (this.compareGeometry?.height ?? 0) : 0);
   }
 
   available(model: ViewModel): boolean {
@@ -219,7 +240,9 @@ export class GenerationView implements View {
     const lockedKey = state.focus.side === 'to' && state.focus.tokens.length === 1 && state.focus.tokens[0] < numQueries ? state.focus.tokens[0] : null;
     // Rows, columns and the grid are read again only when what they depend on changed (every
     // answer that arrives updates the view).
-    const loaded = requests.filter((r) => data.get(r).state === 'ready').length;
+    const source = sourceOf(d);
+    const crossRequests = source ? sourceRequests(source, state) : [];
+    const loaded = [...requests, ...crossRequests].filter((r) => data.get(r).state === 'ready').length;
     const inputs = JSON.stringify([d.key, t, heads.length === 1 ? heads[0] : [mode, layer], lockedKey, state.generation.grid, loaded]);
     if (this.computed?.inputs !== inputs) {
       this.computed = {
@@ -227,6 +250,7 @@ export class GenerationView implements View {
         heat: heatRow(layers, heads, row, d.shape.numKeyTokens),
         grid: rowGrid(layers, numLayers, numHeads, row, p, state.generation.grid),
         attended: lockedKey === null ? null : attendedBy(layers, heads, lockedKey, p, count, numQueries),
+        source: source ? this.sourceRow(model, source, mode, layer, head, row) : null,
       };
     }
     const heatValues = this.computed.heat;
@@ -275,6 +299,25 @@ export class GenerationView implements View {
       probScale: this.textFigure.probScale,
     };
 
+    // The source (an encoder–decoder's cross attention)
+    this.source = null;
+    if (source) {
+      if (this.sourceLabels.key !== source.shape.keyTokens) this.sourceLabels = {key: source.shape.keyTokens, labels: readingPieces(source.shape.keyTokens).map((x) => x.text)};
+      const failedSource = crossRequests.map((r) => data.get(r)).find((r) => r.state === 'error');
+      const heat = this.computed.source;
+      let most = 0;
+      for (const w of heat ?? []) if (w > most) most = w;
+      const sourceWhere = mode === 'all' ? 'mean of every head' : mode === 'layer' ? `layer ${Math.min(layer, source.shape.numLayers - 1)}, mean of its heads` : `layer ${Math.min(layer, source.shape.numLayers - 1)}, head ${Math.min(head, source.shape.numHeads - 1)}`;
+      this.source = {
+        title: failedSource?.state === 'error'
+          ? `Source: ${failedSource.error}`
+          : `Source (cross attention, ${sourceWhere}): token ${t + 1}’s attention over the ${source.shape.numKeyTokens} source tokens`,
+        labels: this.sourceLabels.labels,
+        heat,
+        scale: shareScale(most > 0 ? Math.min(1, Math.ceil(most * 20) / 20) : 1),
+      };
+    }
+
     // The comparison
     this.updateCompare(model, d, t, tokens);
     this.resize();
@@ -304,6 +347,16 @@ export class GenerationView implements View {
     if (this.side.attended) this.sideCanvas.dataset.attended = JSON.stringify(this.side.attended.map((v) => (v === null ? null : round(v))));
     else delete this.sideCanvas.dataset.attended;
     this.sideCanvas.dataset.top = JSON.stringify(this.side.card.top.map(([label, p]) => [label, p]));
+    // Source
+    this.sourceCanvas.hidden = !this.source;
+    const fullWidth = this.element.clientWidth || width + SIDE_WIDTH;
+    if (this.source) {
+      this.sourceCanvas.style.width = `${fullWidth}px`;
+      this.sourceCanvas.style.height = `${SOURCE_HEIGHT}px`;
+      paintSource(new CanvasPainter(this.sourceCanvas, fullWidth, SOURCE_HEIGHT), this.source, fullWidth);
+      if (this.source.heat) this.sourceCanvas.dataset.strip = JSON.stringify(Array.from(this.source.heat, round));
+      else delete this.sourceCanvas.dataset.strip;
+    }
     // Comparison
     const compareWidth = this.compareBox.clientWidth || width + SIDE_WIDTH;
     if (this.compare) {
@@ -335,9 +388,12 @@ export class GenerationView implements View {
     const {width, height} = this.textSize;
     paintText(painter, f, width, height, this.text.scrollTop);
     if (this.side && this.sideGeometry) painter.translate(width, 0, () => paintSide(painter, this.side!, this.sideGeometry!, SIDE_WIDTH));
-    if (this.compare && this.compareGeometry) {
-      painter.translate(0, Math.max(height, this.sideGeometry?.height ?? 0), () => paintCompare(painter, this.compare!, this.compareGeometry!));
+    let y = Math.max(height, this.sideGeometry?.height ?? 0);
+    if (this.source) {
+      painter.translate(0, y, () => paintSource(painter, this.source!, width + SIDE_WIDTH));
+      y += SOURCE_HEIGHT;
     }
+    if (this.compare && this.compareGeometry) painter.translate(0, y, () => paintCompare(painter, this.compare!, this.compareGeometry!));
   }
 
   exportName(): (string | number)[] {
@@ -364,6 +420,14 @@ export class GenerationView implements View {
   }
 
   // -------------------------------------------------------------------------------------------
+
+  /** The current token's row in the source's layers (cross attention), for the heat mode. */
+  private sourceRow(model: ViewModel, source: NonNullable<ReturnType<typeof sourceOf>>, mode: HeatMode, layer: number, head: number, row: number): Float32Array | null {
+    const {numLayers, numHeads, numKeyTokens} = source.shape;
+    const reader: LayerReader = (l) => valueOf(model.data, attentionLayer(source.key, l, numLayers));
+    const heads = heatHeads(mode, Math.min(layer, numLayers - 1), Math.min(head, numHeads - 1), numLayers, numHeads);
+    return heatRow(reader, heads, row, numKeyTokens);
+  }
 
   private setToken(t: number): void {
     const count = this.decoding?.generation.tokens.length ?? 0;
@@ -411,12 +475,9 @@ export class GenerationView implements View {
   private textLabels(d: Decoding): {tokens: TextToken[]; widths: number[]; labelOf: (token: string) => string} {
     if (this.labelsOf.key !== d.shape) {
       const tokens = textTokens(d);
-      // An alternative reads as a token of the same text would (the tokenizer decides how).
-      const byteLevel = isByteLevel([...d.shape.tokens, ...d.generation.tokens]);
-      this.labelsOf = {tokens, widths: tokens.map((x) => Math.ceil(textWidth(x.label, FONT_BOLD)) + 2 * BOX_PAD), byteLevel, key: d.shape};
+      this.labelsOf = {tokens, widths: tokens.map((x) => Math.ceil(textWidth(x.label, FONT_BOLD)) + 2 * BOX_PAD), key: d.shape};
     }
-    const {byteLevel} = this.labelsOf;
-    return {...this.labelsOf, labelOf: (token) => labelOf(token, byteLevel)};
+    return {...this.labelsOf, labelOf};
   }
 
   private updateCompare(model: ViewModel, d: Decoding, t: number, tokens: {labelOf: (token: string) => string}): void {
@@ -489,7 +550,7 @@ export class GenerationView implements View {
     this.inspector.replaceChildren(
       el('span', {class: 'hint', text: `Attends most to (${where}${heads > 1 ? `, ${heads} heads` : ''}): `}),
       ...top.map(({index, weight}) => el('span', {class: 'inspector-entry', text: `${truncate(tokens[index]?.label ?? '', 16)} ${percentText(weight)}`})),
-      el('span', {class: 'hint', text: ' · ←→ / slider / ▶: token · click a token: who attended to it · Esc: clear'}),
+      el('span', {class: 'hint', text: ' · ←→ / slider / ▶: token · click a token: who attended to it · double-click: show a generated token · Esc: clear'}),
     );
   }
 
@@ -513,21 +574,26 @@ export class GenerationView implements View {
     this.tooltip.show(event.clientX, event.clientY, [...lines, ...info]);
   }
 
-  /** A click on an earlier token (a key) locks it: the side pane shows who attended to it; on a
-   * generated token, it also becomes the current one when clicked again. */
+  /** A click on a token locks it as a key (again: unlocks it): the side pane shows which generated
+   * tokens attended to it. The last generated token is no key (no row read it): a click shows it. */
   private textClick(at: Point): void {
     const f = this.textFigure;
     const d = this.decoding;
     if (!f || !d) return;
     const hit = textHit(f, at.x, at.y + this.text.scrollTop);
     if (hit === null) return;
-    const numQueries = d.shape.numTokens;
     const {focus} = this.context.store.state;
     const locked = focus.side === 'to' && focus.tokens.length === 1 && focus.tokens[0] === hit;
-    const t = f.tokens[hit].generated;
-    if (locked && t !== null) return this.setToken(t);
-    if (hit < numQueries) this.context.store.update({focus: {tokens: locked ? [] : [hit], side: 'to'}});
-    else if (t !== null) this.setToken(t); // the last generated token: no row read it
+    if (hit < d.shape.numTokens) this.context.store.update({focus: {tokens: locked ? [] : [hit], side: 'to'}});
+    else if (f.tokens[hit].generated !== null) this.setToken(f.tokens[hit].generated!);
+  }
+
+  /** A double click on a generated token makes it the current one. */
+  private textDoubleClick(at: Point): void {
+    const f = this.textFigure;
+    const hit = f ? textHit(f, at.x, at.y + this.text.scrollTop) : null;
+    const t = hit === null ? null : f!.tokens[hit].generated;
+    if (t !== null) this.setToken(t);
   }
 
   private sidePointer(at: Point | null, event: MouseEvent | null): void {
@@ -562,9 +628,11 @@ export class GenerationView implements View {
   }
 }
 
-/** A token of the decoding (an alternative, a token of the other decoding) as the text shows one. */
-function labelOf(token: string, byteLevel: boolean): string {
-  return displayToken(token, byteLevel);
+/** A token on its own (an alternative, a token of the other decoding) as the text reads it, with a
+ * dot for the space before it (so that "·the" and "the" stay apart). */
+function labelOf(token: string): string {
+  const [piece] = readingPieces([token]);
+  return piece.space ? `·${piece.text}` : piece.text;
 }
 
 function lineTopOf(line: number): number {

@@ -270,3 +270,45 @@ export function textHit(f: Pick<TextFigure, 'flow' | 'widths'>, x: number, y: nu
   }
   return null;
 }
+
+/** The source a decoder attended to (cross attention): the current token's row as one heat strip. */
+export interface SourceFigure {
+  title: string;
+  labels: string[];
+  /** one weight per source token, or null while loading */
+  heat: Float32Array | null;
+  scale: ColorScale;
+}
+
+export const SOURCE_HEIGHT = 76; // px: title, strip and labels
+const STRIP_TOP = 30; // px from the figure's top to the strip
+const STRIP_HEIGHT = 20;
+const MIN_LABELLED_CELL = 28; // px: narrower cells get a label every few cells
+
+function sourceCell(width: number, n: number): number {
+  return (width - 2 * PAD) / Math.max(1, n);
+}
+
+export function paintSource(painter: Painter, f: SourceFigure, width: number): void {
+  painter.text(fitText(f.title, FONT_TITLE, width - 2 * PAD), PAD, PAD, {font: FONT_TITLE, color: INK});
+  const n = f.labels.length;
+  const cell = sourceCell(width, n);
+  for (let j = 0; j < n; j++) {
+    const w = f.heat ? f.heat[j] : null;
+    if (w === null) painter.rect(PAD + j * cell, STRIP_TOP, cell, STRIP_HEIGHT, MISSING_FILL);
+    else if (w > 0) painter.rect(PAD + j * cell, STRIP_TOP, cell, STRIP_HEIGHT, f.scale.color(w));
+  }
+  painter.strokeRect(PAD + 0.5, STRIP_TOP + 0.5, width - 2 * PAD - 1, STRIP_HEIGHT - 1, BORDER, 1);
+  const every = Math.max(1, Math.ceil(MIN_LABELLED_CELL / cell));
+  for (let j = 0; j < n; j += every) {
+    const room = cell * every - 2;
+    painter.text(fitText(f.labels[j], FONT_SMALL, Math.max(room, 8)), PAD + j * cell + 1, STRIP_TOP + STRIP_HEIGHT + 10, {font: FONT_SMALL, color: MUTED_INK});
+  }
+}
+
+/** The source token at a point of the source figure, or null. */
+export function sourceHit(width: number, n: number, x: number, y: number): number | null {
+  if (y < STRIP_TOP || y >= STRIP_TOP + STRIP_HEIGHT || x < PAD || x >= width - PAD) return null;
+  const j = Math.floor((x - PAD) / sourceCell(width, n));
+  return j >= 0 && j < n ? j : null;
+}

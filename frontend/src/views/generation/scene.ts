@@ -64,11 +64,34 @@ export function otherEndpoint(tags: Tags, state: Readonly<State>, selection: Sel
   return {runs, endpoint: others.length ? {...a, step: others[others.length - 1]} : null};
 }
 
-/** What the view loads: the panel's list, the decoding group's layers, and the other endpoint's list. */
+export const CROSS_GROUP = 'cross'; // an encoder–decoder's attention of the decoder's queries over the source
+
+/** The source a decoding attended to (an encoder–decoder's `cross` group: the decoder's queries over
+ * the encoder's tokens), or null when the example has none. */
+export function sourceOf(d: Decoding): {key: ExampleKey; shape: Attention} | null {
+  const cross = (d.example.groups ?? []).find((g) => g.name === CROSS_GROUP);
+  if (!cross || d.key.group === CROSS_GROUP || cross.num_tokens !== d.shape.numTokens) return null;
+  const {group: _, ...rest} = d.key;
+  return {key: {...rest, group: CROSS_GROUP}, shape: shapeOf(d.example, cross)};
+}
+
+/** The source's layers a heat mode reads: the focused layer's, or every layer's. */
+export function sourceRequests(source: {key: ExampleKey; shape: Attention}, state: Readonly<State>): Request<Attention>[] {
+  const n = source.shape.numLayers;
+  const layers = state.generation.heat === 'all' ? Array.from({length: n}, (_, l) => l) : [Math.min(state.focus.layer, n - 1)];
+  return layers.map((l) => requests.attentionLayer(source.key, l, n));
+}
+
+/** What the view loads: the panel's list, the decoding group's layers (and the source's a heat mode
+ * reads), and the other endpoint's list. */
 export function generationNeeds(model: ViewModel): AnyRequest[] {
   const {list, decoding} = shownDecoding(model);
   const wanted: AnyRequest[] = [list];
-  if (decoding && !decoding.problem) wanted.push(...layerRequests(decoding));
+  if (decoding && !decoding.problem) {
+    wanted.push(...layerRequests(decoding));
+    const source = sourceOf(decoding);
+    if (source) wanted.push(...sourceRequests(source, model.state));
+  }
   const {endpoint} = otherEndpoint(model.tags, model.state, model.selection);
   if (decoding && endpoint) wanted.push(requests.examples(endpoint.run, model.selection.tag, endpoint.step));
   return wanted;
