@@ -7,9 +7,18 @@ import json
 import numpy as np
 import pytest
 
-from tests.support.dashboard_page import Dashboard, VIEWPORT, attention, browser, needs_chromium  # noqa: F401 (fixtures)
+from tests.support.dashboard_page import VIEWPORT, Dashboard, attention, browser, needs_chromium  # noqa: F401 (fixtures)
 from tests.support.generation_logdir import (
-    DECODER_PROMPT, DIVERGENCE, GENERATED, OTHER_RUN, PROMPT, RUN, SEQ2SEQ_RUN, SOURCE, TAG, write_generation_logdir,
+    DECODER_PROMPT,
+    DIVERGENCE,
+    GENERATED,
+    OTHER_RUN,
+    PROMPT,
+    RUN,
+    SEQ2SEQ_RUN,
+    SOURCE,
+    TAG,
+    write_generation_logdir,
 )
 from tests.support.tensorboard import serving
 
