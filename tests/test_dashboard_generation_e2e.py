@@ -132,6 +132,10 @@ def test_stepping_through_generated_tokens_shows_each_tokens_attention(board, we
     grid = np.array(json.loads(board.data("grid", "generation-side")), dtype=float)
     row = weights[STEP][:, :, P - 1 + 2, :]
     assert close(grid, row[:, :, :P].sum(-1) / row.sum(-1), 1e-5), grid
+    board.frame.click("[data-control=gen-grid] button[data-value=max]")
+    board.wait_url("ggrid", "max")  # the grid is drawn in the render that writes the URL
+    grid = np.array(json.loads(board.data("grid", "generation-side")), dtype=float)
+    assert close(grid, row.max(-1), 1e-5), grid
     layout = json.loads(board.data("grid-layout", "generation-side"))
     board.click("generation-side", layout["x"] + 0.5 * layout["cellW"], layout["y"] + 2.5 * layout["cellH"])  # layer 2, head 0
     wait_data(board, "heat", "head:2.0")

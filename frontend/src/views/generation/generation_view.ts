@@ -26,6 +26,7 @@ import {
   compareLayout,
   FONT_BOLD,
   LINE,
+  MAX_COMPARED,
   PAD,
   paintCompare,
   paintSide,
@@ -510,6 +511,7 @@ export class GenerationView implements View {
       const first = `${k ? `the same for ${k} token${k === 1 ? '' : 's'}, then` : ''} diverge at token ${k + 1}: ${a[k] ?? '(end)'} vs ${b[k] ?? '(end)'}`;
       title = `${here} vs ${there}${prompt}: ${first}; ${alignment.differing} of ${alignment.pairs.length} aligned tokens differ`;
     }
+    if (alignment.pairs.length > MAX_COMPARED) title += ` (the first ${MAX_COMPARED.toLocaleString('en')} shown)`;
     this.compare = {title, labels: [truncate(here, 14), truncate(there, 14)], tokens: [a, b], alignment, current: t};
   }
 

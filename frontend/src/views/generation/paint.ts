@@ -209,6 +209,7 @@ export interface CompareLayout {
   columns: {x: number; y: number; w: number}[];
 }
 
+export const MAX_COMPARED = 2_000; // aligned columns drawn (a canvas cannot be taller than 32,767 px)
 const COMPARE_ROW = 24; // px per decoding row
 const COMPARE_LABEL = 90; // px: the row labels
 const BLOCK_GAP = 12; // px between wrapped blocks
@@ -217,7 +218,7 @@ export function compareLayout(f: CompareFigure, width: number): CompareLayout {
   const columns: {x: number; y: number; w: number}[] = [];
   let x = PAD + COMPARE_LABEL;
   let y = PAD + TITLE;
-  for (const p of f.alignment.pairs) {
+  for (const p of f.alignment.pairs.slice(0, MAX_COMPARED)) {
     const label = (side: 0 | 1, i: number | null) => (i === null ? '—' : truncate(f.tokens[side][i], 24));
     const w = Math.max(textWidth(label(0, p.a), FONT), textWidth(label(1, p.b), FONT)) + 2 * BOX_PAD;
     if (x + w > width - PAD && x > PAD + COMPARE_LABEL) {
@@ -237,7 +238,7 @@ export function paintCompare(painter: Painter, f: CompareFigure, layout: Compare
     painter.text(f.labels[0], PAD, y + COMPARE_ROW / 2, {font: FONT_SMALL, color: MUTED_INK});
     painter.text(f.labels[1], PAD, y + COMPARE_ROW * 1.5, {font: FONT_SMALL, color: MUTED_INK});
   }
-  f.alignment.pairs.forEach((p, k) => {
+  f.alignment.pairs.slice(0, layout.columns.length).forEach((p, k) => {
     const c = layout.columns[k];
     for (const side of [0, 1] as const) {
       const i = side === 0 ? p.a : p.b;
