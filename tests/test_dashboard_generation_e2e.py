@@ -127,6 +127,12 @@ def test_stepping_through_generated_tokens_shows_each_tokens_attention(board, we
     board.frame.click("[data-control=gen-heat] button[data-value=layer]")
     wait_data(board, "heat", "layer:1")
     assert close(strip(board), expected_row(weights, 2, layer=1))
+    # Each head of the layer as a stripe of its own
+    board.frame.click("[data-control=gen-heat] button[data-value=heads]")
+    wait_data(board, "heat", "heads:1")
+    strips = np.array(json.loads(board.data("strips", "generation")))
+    assert close(strips, np.stack([expected_row(weights, 2, layer=1, head=h) for h in range(HEADS)]))
+    board.screenshot("generation_view_heads")
 
     # The grid: the current token's share on the prompt per head; a click picks that head
     grid = np.array(json.loads(board.data("grid", "generation-side")), dtype=float)

@@ -53,6 +53,7 @@ test('generated token t was written by query row P − 1 + t; a prompt row befor
 test('the heat row is one head’s row, a layer’s mean or every head’s mean; null while a layer loads', () => {
   assert.deepEqual(heatHeads('head', 1, 0, 2, 2), [[1, 0]]);
   assert.deepEqual(heatHeads('layer', 1, 0, 2, 2), [[1, 0], [1, 1]]);
+  assert.deepEqual(heatHeads('heads', 1, 0, 2, 2), [[1, 0], [1, 1]]);
   assert.equal(heatHeads('all', 0, 0, 2, 2).length, 4);
   const one = heatRow(layers, [[0, 0]], 2, 4)!;
   assert.ok([...one].every((w, j) => close(w, ROWS_A[2][j], 5e-3)), String([...one]));
@@ -162,6 +163,7 @@ test('the Generation view’s state survives its URL form; defaults stay out of 
   const state = applyPatch(DEFAULT_STATE, {view: 'generation', generation: {token: 7, heat: 'head', grid: 'max'}});
   const params = encodeState(state);
   assert.deepEqual([params.view, params.gtoken, params.gheat, params.ggrid], ['generation', '7', 'head', 'max']);
+  assert.equal(decodeState({gheat: 'heads'}).generation.heat, 'heads');
   assert.deepEqual(decodeState(params).generation, state.generation);
   assert.deepEqual(encodeState(applyPatch(DEFAULT_STATE, {view: 'generation'})), {view: 'generation'});
   assert.deepEqual(decodeState({gtoken: '-1', gheat: 'x', ggrid: '<'}).generation, DEFAULT_STATE.generation);

@@ -6,10 +6,11 @@ import type {Generation} from '../data/api';
 import {readColumn, readRow, type Attention} from '../data/decode';
 import type {Grid} from './metrics';
 
-/** What the heat strip over the text shows: one head, the mean of a layer's heads, or the mean of
+/** What the heat strip over the text shows: one head, the mean of a layer's heads, each head of the
+ * layer side by side in its colour (`heads`; its mean where one value is needed), or the mean of
  * every head of every layer. */
-export type HeatMode = 'head' | 'layer' | 'all';
-export const HEAT_MODES: readonly HeatMode[] = ['head', 'layer', 'all'];
+export type HeatMode = 'head' | 'layer' | 'heads' | 'all';
+export const HEAT_MODES: readonly HeatMode[] = ['head', 'layer', 'heads', 'all'];
 
 /** What a cell of the layer × head grid shows of the current token's row: the share of its
  * attention on the prompt, or its largest single weight (how focused the head is). */
@@ -47,7 +48,7 @@ export function generationProblem(g: Generation, numQueries: number | null): str
 /** Which heads a heat mode averages: [layer, head] pairs. */
 export function heatHeads(mode: HeatMode, layer: number, head: number, numLayers: number, numHeads: number): [number, number][] {
   if (mode === 'head') return [[layer, head]];
-  const layers = mode === 'layer' ? [layer] : Array.from({length: numLayers}, (_, l) => l);
+  const layers = mode === 'all' ? Array.from({length: numLayers}, (_, l) => l) : [layer];
   return layers.flatMap((l) => Array.from({length: numHeads}, (_, h) => [l, h] as [number, number]));
 }
 

@@ -87,7 +87,7 @@ export class GenerationView implements View {
   private compareGeometry: CompareLayout | null = null;
   private compareNote = '';
   private hoverHead: HeadRef | null = null;
-  private computed: {inputs: string; heat: Float32Array | null; grid: Grid; attended: (number | null)[] | null; source: Float32Array | null} | null = null;
+  private computed: {inputs: string; heat: Float32Array | null; split: Float32Array[] | null; grid: Grid; attended: (number | null)[] | null; source: Float32Array | null} | null = null;
   private timer: ReturnType<typeof setInterval> | null = null;
   private textSize = {width: 0, height: 0};
 
@@ -100,6 +100,7 @@ export class GenerationView implements View {
     this.heat = new Segmented<HeatMode>('Heat', 'gen-heat', [
       ['head', 'Head', 'The attention of one head (pick it below or in the grid)'],
       ['layer', 'Layer', 'The mean attention of the layer’s heads'],
+      ['heads', 'Heads', 'Each head of the layer side by side in its colour (the side pane uses their mean)'],
       ['all', 'All', 'The mean attention of every head of every layer'],
     ], (heat) => store.update({generation: {heat}}));
     this.layer = new LayerPicker(store);
@@ -230,8 +231,9 @@ export class GenerationView implements View {
     this.heat.set(mode);
     this.layer.set(numLayers, layer);
     this.layer.element.hidden = mode === 'all';
-    this.head.set(headColors(numHeads), [head]);
-    this.head.element.hidden = mode !== 'head';
+    // In mode `heads` the swatches are the stripes' colour key.
+    this.head.set(headColors(numHeads), mode === 'heads' ? Array.from({length: numHeads}, (_, h) => h) : [head]);
+    this.head.element.hidden = mode !== 'head' && mode !== 'heads';
     this.gridMode.set(state.generation.grid);
     const sampling = g.do_sample ? `sampled${g.seed === null || g.seed === undefined ? '' : ` (seed ${g.seed})`}` : 'greedy';
     this.info.textContent = `Prompt: ${p} token${p === 1 ? '' : 's'} · ${count} generated · stopped: ${g.stop} · ${sampling}${d.key.group ? ` · group ${d.key.group}` : ''}`;
@@ -244,11 +246,12 @@ export class GenerationView implements View {
     const source = sourceOf(d);
     const crossRequests = source ? sourceRequests(source, state) : [];
     const loaded = [...requests, ...crossRequests].filter((r) => data.get(r).state === 'ready').length;
-    const inputs = JSON.stringify([d.key, t, heads.length === 1 ? heads[0] : [mode, layer], lockedKey, state.generation.grid, loaded]);
+    const inputs = JSON.stringify([d.key, t, mode, heads.length === 1 ? heads[0] : layer, lockedKey, state.generation.grid, loaded]);
     if (this.computed?.inputs !== inputs) {
       this.computed = {
         inputs,
         heat: heatRow(layers, heads, row, d.shape.numKeyTokens),
+        split: mode === 'heads' ? splitRows(layers, heads, row, d.shape.numKeyTokens) : null,
         grid: rowGrid(layers, numLayers, numHeads, row, p, state.generation.grid),
         attended: lockedKey === null ? null : attendedBy(layers, heads, lockedKey, p, count, numQueries),
         source: source ? this.sourceRow(model, source, mode, layer, head, row) : null,
@@ -266,6 +269,7 @@ export class GenerationView implements View {
       current: t,
       heat: keysShown,
       heatScale: shareScale(top > 0 ? Math.min(1, Math.ceil(top * 20) / 20) : 1),
+      split: this.computed.split ? {rows: this.computed.split.map((r) => r.subarray(0, row + 1)), colors: headColors(numHeads), top: maxOfRows(this.computed.split, row + 1)} : null,
       probs: g.probs,
       probScale: probabilityScale(),
       locked: lockedKey,
@@ -276,7 +280,7 @@ export class GenerationView implements View {
     const chosen = g.tokens[t];
     const alternatives = g.top[t].map(([label, id, prob]) => [tokens.labelOf(label), prob, id === g.ids[t]] as [string, number, boolean]);
     if (!alternatives.some(([, , c]) => c)) alternatives.push([tokens.labelOf(chosen), g.probs[t], true]);
-    const where = mode === 'head' ? `layer ${layer}, head ${head}` : mode === 'layer' ? `layer ${layer}, mean of its heads` : 'mean of every head';
+    const where = mode === 'head' ? `layer ${layer}, head ${head}` : mode === 'all' ? 'mean of every head' : `layer ${layer}, mean of its heads`;
     this.side = {
       card: {
         title: `Token ${t + 1} of ${count}: ${truncate(tokens.labelOf(chosen), 24)}  (${percentText(g.probs[t])})`,
@@ -287,7 +291,7 @@ export class GenerationView implements View {
       gridSubtitle: `of token ${t + 1}’s row, per head · click a cell: its attention in the text`,
       grid: this.computed.grid,
       gridScale: shareScale(1),
-      picked: mode === 'head' ? [[layer, head]] : mode === 'layer' ? Array.from({length: numHeads}, (_, h) => [layer, h] as HeadRef) : [],
+      picked: mode === 'head' ? [[layer, head]] : mode !== 'all' ? Array.from({length: numHeads}, (_, h) => [layer, h] as HeadRef) : [],
       hover: this.hoverHead,
       attendedTitle: lockedKey === null ? 'Attention paid to a token' : `Attention paid to “${truncate(tokens.tokens[lockedKey].label, 16)}” (token ${lockedKey})`,
       attendedSubtitle: lockedKey === null
@@ -295,8 +299,8 @@ export class GenerationView implements View {
         : `by each generated token (${where}); orange: token ${t + 1}`,
       attended: this.computed.attended,
       current: t,
-      legendTitle: `Heat: token ${t + 1}’s attention (${where})`,
-      heatScale: this.textFigure.heatScale,
+      legendTitle: mode === 'heads' ? `Heat: token ${t + 1}’s attention, each head of layer ${layer}` : `Heat: token ${t + 1}’s attention (${where})`,
+      heatScale: mode === 'heads' ? null : this.textFigure.heatScale,
       probScale: this.textFigure.probScale,
     };
 
@@ -308,7 +312,7 @@ export class GenerationView implements View {
       const heat = this.computed.source;
       let most = 0;
       for (const w of heat ?? []) if (w > most) most = w;
-      const sourceWhere = mode === 'all' ? 'mean of every head' : mode === 'layer' ? `layer ${Math.min(layer, source.shape.numLayers - 1)}, mean of its heads` : `layer ${Math.min(layer, source.shape.numLayers - 1)}, head ${Math.min(head, source.shape.numHeads - 1)}`;
+      const sourceWhere = mode === 'all' ? 'mean of every head' : mode !== 'head' ? `layer ${Math.min(layer, source.shape.numLayers - 1)}, mean of its heads` : `layer ${Math.min(layer, source.shape.numLayers - 1)}, head ${Math.min(head, source.shape.numHeads - 1)}`;
       this.source = {
         title: failedSource?.state === 'error'
           ? `Source: ${failedSource.error}`
@@ -534,13 +538,15 @@ export class GenerationView implements View {
     canvas.dataset.layout = JSON.stringify(boxes);
     if (f.heat) canvas.dataset.strip = JSON.stringify(Array.from(f.heat, round));
     else delete canvas.dataset.strip;
+    if (f.split) canvas.dataset.strips = JSON.stringify(f.split.rows.map((r) => Array.from(r, round)));
+    else delete canvas.dataset.strips;
   }
 
   private heatLabel(): string {
     const state = this.context.store.state;
     const {heat} = state.generation;
     const layer = state.focus.layer;
-    return heat === 'all' ? 'all' : heat === 'layer' ? `layer:${layer}` : `head:${layer}.${state.focus.heads?.[0] ?? 0}`;
+    return heat === 'all' ? 'all' : heat === 'head' ? `head:${layer}.${state.focus.heads?.[0] ?? 0}` : `${heat}:${layer}`;
   }
 
   private inspect(row: Float32Array | null, tokens: TextToken[], heads: number, where: string): void {
@@ -635,6 +641,18 @@ export class GenerationView implements View {
 function labelOf(token: string): string {
   const [piece] = readingPieces([token]);
   return piece.space ? `·${piece.text}` : piece.text;
+}
+
+/** Each head's row (mode `heads`), or null while the layer loads. */
+function splitRows(layers: LayerReader, heads: [number, number][], row: number, numKeys: number): Float32Array[] | null {
+  const rows = heads.map((h) => heatRow(layers, [h], row, numKeys));
+  return rows.every((r) => r !== null) ? (rows as Float32Array[]) : null;
+}
+
+function maxOfRows(rows: Float32Array[], end: number): number {
+  let top = 1e-6;
+  for (const r of rows) for (let j = 0; j < end; j++) if (r[j] > top) top = r[j];
+  return top;
 }
 
 function lineTopOf(line: number): number {

@@ -44,6 +44,8 @@ export interface TextFigure {
   /** keys 0..heat.length−1 of the current token's row (the text's first tokens), or null while loading */
   heat: Float32Array | null;
   heatScale: ColorScale;
+  /** heat mode `heads`: each head's row and colour, drawn side by side in a token's box instead */
+  split: {rows: Float32Array[]; colors: string[]; top: number} | null;
   probs: number[];
   probScale: ColorScale;
   /** the clicked earlier token (a key), or null */
@@ -76,7 +78,14 @@ export function paintText(painter: Painter, f: TextFigure, width: number, height
       const t = token.generated;
       const isCurrent = t === f.current;
       const weight = f.heat && i < f.heat.length ? f.heat[i] : 0;
-      if (weight > 0) painter.rect(x, y, w, BOX_HEIGHT, f.heatScale.color(weight));
+      if (f.split) {
+        // One stripe per head, its opacity the head's weight over the largest shown.
+        const stripe = w / f.split.rows.length;
+        if (isCurrent) painter.rect(x, y, w, BOX_HEIGHT, HIGHLIGHT_FILL);
+        f.split.rows.forEach((r, h) => {
+          if (i < r.length && r[i] > 0) painter.rect(x + h * stripe, y, stripe, BOX_HEIGHT, f.split!.colors[h], Math.min(1, r[i] / f.split!.top) * 0.75);
+        });
+      } else if (weight > 0) painter.rect(x, y, w, BOX_HEIGHT, f.heatScale.color(weight));
       else if (isCurrent) painter.rect(x, y, w, BOX_HEIGHT, HIGHLIGHT_FILL);
       if (t !== null) painter.rect(x, y + BOX_HEIGHT + 1, w, PROB_BAR, f.probScale.color(f.probs[t]));
       else painter.rect(x, y + BOX_HEIGHT + 2, w, 1, BORDER);
@@ -84,7 +93,7 @@ export function paintText(painter: Painter, f: TextFigure, width: number, height
       else if (i === f.locked) painter.strokeRect(x - 0.5, y - 0.5, w + 1, BOX_HEIGHT + 1, INK, 1.5);
       else if (i === f.hover) painter.strokeRect(x + 0.5, y + 0.5, w - 1, BOX_HEIGHT - 1, FAINT_INK, 1);
       const later = t !== null && t > f.current; // not written yet at the current token
-      const dark = weight > f.heatScale.domain[1] * 0.55;
+      const dark = !f.split && weight > f.heatScale.domain[1] * 0.55;
       painter.text(token.label, x + BOX_PAD, y + BOX_HEIGHT / 2, {font: isCurrent ? FONT_BOLD : FONT, color: later ? FAINT_INK : dark ? '#ffffff' : INK});
     }
   });
@@ -114,7 +123,8 @@ export interface SideFigure {
   attended: (number | null)[] | null;
   current: number;
   legendTitle: string;
-  heatScale: ColorScale;
+  /** the text's heat scale; null when each head is a stripe of its own colour */
+  heatScale: ColorScale | null;
   probScale: ColorScale;
 }
 
@@ -187,7 +197,8 @@ export function paintSide(painter: Painter, f: SideFigure, layout: SideLayout, w
   y = c.y + c.h + 18;
   title(f.legendTitle, y);
   y += TITLE;
-  paintLegend(painter, x, y, Math.min(width - 2 * PAD, 220), f.heatScale);
+  if (f.heatScale) paintLegend(painter, x, y, Math.min(width - 2 * PAD, 220), f.heatScale);
+  else painter.text('a stripe per head, in its colour; opacity: its weight ÷ the largest', x, y + 8, {font: FONT_SMALL, color: MUTED_INK});
   y += LEGEND_HEIGHT;
   painter.text('token probability (bar under a generated token)', x, y + 4, {font: FONT_SMALL, color: MUTED_INK});
   paintLegend(painter, x, y + 12, Math.min(width - 2 * PAD, 220), f.probScale);
@@ -291,7 +302,9 @@ function sourceCell(width: number, n: number): number {
 }
 
 export function paintSource(painter: Painter, f: SourceFigure, width: number): void {
-  painter.text(fitText(f.title, FONT_TITLE, width - 2 * PAD), PAD, PAD, {font: FONT_TITLE, color: INK});
+  const legend = Math.min(200, width / 4);
+  painter.text(fitText(f.title, FONT_TITLE, width - 3 * PAD - legend), PAD, PAD, {font: FONT_TITLE, color: INK});
+  paintLegend(painter, width - PAD - legend, 4, legend, f.scale);
   const n = f.labels.length;
   const cell = sourceCell(width, n);
   for (let j = 0; j < n; j++) {
