@@ -31,7 +31,7 @@ LAYERS, HEADS = 4, 6
 FIGURE_READY = {
     "head": "data-tokens", "model": "data-thumbnails", "neuron": "data-query", "metric-heatmap": "data-values",
     "metric-curves": "data-charts", "analysis": "data-cards", "exemplars": "data-rows", "compare-diff": "data-layout",
-    "compare-changes": "data-values",
+    "compare-changes": "data-values", "generation": "data-strip",
 }
 
 needs_chromium = pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")

@@ -15,6 +15,7 @@ import {decodeState, encodeState} from '../state/url_state';
 import {AnalysisView} from '../views/analysis/analysis_view';
 import {CompareView} from '../views/compare/compare_view';
 import {ExemplarsView} from '../views/exemplars/exemplars_view';
+import {GenerationView} from '../views/generation/generation_view';
 import {HeadView} from '../views/head/head_view';
 import {HealthView} from '../views/health/health_view';
 import {ImageView} from '../views/image/image_view';
@@ -30,6 +31,7 @@ const VIEWS: ViewFactory[] = [
   (c) => new ModelView(c),
   (c) => new NeuronView(c),
   (c) => new ImageView(c),
+  (c) => new GenerationView(c),
   (c) => new MetricsView(c),
   (c) => new AnalysisView(c),
   (c) => new ExemplarsView(c),

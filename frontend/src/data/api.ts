@@ -57,6 +57,28 @@ export interface ExampleInfo {
   groups?: GroupInfo[];
   /** an image example's patch layout (`/image` gives its PNG); null or absent for text */
   image?: ImageLayout | null;
+  /** a generation probe's decoding (http_api.md, `generation`); null or absent otherwise */
+  generation?: Generation | null;
+}
+
+/** One decoding of a generation probe: the queries of `group` are the `prompt_length` prompt
+ * tokens, then the generated tokens but the last; generated token t was written by query row
+ * `prompt_length − 1 + t`. */
+export interface Generation {
+  group: string;
+  prompt_length: number;
+  prompt?: string | null;
+  /** per generated token: the token, its id, its probability when it was chosen */
+  tokens: string[];
+  ids: number[];
+  probs: number[];
+  /** per generated token, the (up to 5) most probable tokens then: [token, id, probability] */
+  top: [string, number, number][][];
+  /** why decoding stopped: `eos`, `max_new_tokens`, `stop_strings`, `max_length`, `other` */
+  stop: string;
+  do_sample?: boolean;
+  seed?: number | null;
+  options?: Record<string, unknown> | null;
 }
 
 /** An image example's layout: its tokens are the prefix tokens (CLS, distillation, registers),

@@ -15,7 +15,9 @@ export const METRICS = [
   "max_weight",
   "pixel_distance",
   "prefix_attention",
-  "diagonal_alignment"
+  "diagonal_alignment",
+  "prompt_share",
+  "induction"
 ] as const;
 
 export const POS_PREFIX = "pos/" as const;

@@ -4,7 +4,7 @@
 import {rgb} from 'd3-color';
 import {format} from 'd3-format';
 import {scaleLinear} from 'd3-scale';
-import {interpolateBlues, interpolatePlasma, interpolateRdBu, interpolateViridis} from 'd3-scale-chromatic';
+import {interpolateBlues, interpolateOranges, interpolatePlasma, interpolateRdBu, interpolateViridis} from 'd3-scale-chromatic';
 import {METRICS} from '../data/schema';
 
 /** [layer][head]; null where the value was NaN (e.g. no token of a part of speech). */
@@ -29,6 +29,8 @@ export const METRIC_INFO: Record<string, {label: string; unit: string; about: st
   pixel_distance: {label: 'Pixel distance', unit: 'patches', about: 'mean distance between query and key patches on the image grid'},
   prefix_attention: {label: 'Prefix attention', unit: 'share', about: 'share of attention on the prefix tokens (CLS, registers)'},
   diagonal_alignment: {label: 'Diagonal alignment', unit: 'share', about: 'share of a target query’s attention near the length-scaled diagonal'},
+  prompt_share: {label: 'Prompt share', unit: 'share', about: 'share of the attention of the queries that wrote generated tokens on the prompt'},
+  induction: {label: 'Induction', unit: 'share', about: 'attention of a generated query to the token after an earlier occurrence of its own token'},
 };
 
 /** Universal POS tags (spaCy's coarse tags), for labels. */
@@ -134,6 +136,7 @@ const SCHEMES = {
   viridis: (t: number) => interpolateViridis(t),
   blues: (t: number) => interpolateBlues(0.06 + 0.94 * t), // 0 stays distinct from the page
   redBlue: (t: number) => interpolateRdBu(1 - t), // blue low, red high
+  surprise: (t: number) => interpolateOranges(0.85 * (1 - t)), // a probability: dark orange low, white at 1
 };
 export type Scheme = keyof typeof SCHEMES;
 
@@ -191,6 +194,11 @@ export function metricScale(metric: string, values: Iterable<number | null>): Co
 /** Shares from 0 (light) to `top` (dark blue); `top` at most 1. */
 export function shareScale(top = 1): ColorScale {
   return rampScale([0, Math.min(1, top)], 'blues', false);
+}
+
+/** A generated token's probability, 0 (dark orange: the model was unsure) to 1 (white: sure). */
+export function probabilityScale(): ColorScale {
+  return rampScale([0, 1], 'surprise', false, undefined, [0, 0.25, 0.5, 0.75, 1]);
 }
 
 /** Blue (B below A) to red (B above A), symmetric around 0. */

@@ -5,9 +5,10 @@ import type {Pair} from '../model/transforms';
 import {HEALTH_DEFAULTS, type HealthThresholds} from '../model/health';
 import type {Fusion} from '../model/rollout';
 import type {ImageMode} from '../model/image';
+import type {GridSummary, HeatMode} from '../model/generation';
 
-export type ViewId = 'head' | 'model' | 'neuron' | 'image' | 'metrics' | 'analysis' | 'exemplars' | 'compare' | 'health';
-export const VIEW_IDS: readonly ViewId[] = ['head', 'model', 'neuron', 'image', 'metrics', 'analysis', 'exemplars', 'compare', 'health'];
+export type ViewId = 'head' | 'model' | 'neuron' | 'image' | 'generation' | 'metrics' | 'analysis' | 'exemplars' | 'compare' | 'health';
+export const VIEW_IDS: readonly ViewId[] = ['head', 'model', 'neuron', 'image', 'generation', 'metrics', 'analysis', 'exemplars', 'compare', 'health'];
 
 /** How the Metrics view ranks heads at the chosen step. */
 export type Rank = 'low' | 'high' | 'change' | 'previous';
@@ -120,6 +121,15 @@ export interface HealthChoice extends HealthThresholds {
   source: string | null;
 }
 
+/** The Generation view's choices (the layer and head of its heat strip are the focus's; the
+ * decoding it is compared with is the Compare view's A). */
+export interface GenerationChoice {
+  /** the generated token shown, 0-based */
+  token: number;
+  heat: HeatMode;
+  grid: GridSummary;
+}
+
 /** The dashboard's state, grouped by the part of it that owns each choice. */
 export interface State {
   view: ViewId;
@@ -131,6 +141,7 @@ export interface State {
   compare: CompareChoice;
   image: ImageChoice;
   health: HealthChoice;
+  generation: GenerationChoice;
 }
 
 /** A change of state: any groups, each in part. */
@@ -144,9 +155,10 @@ export interface StatePatch {
   compare?: Partial<CompareChoice>;
   image?: Partial<ImageChoice>;
   health?: Partial<HealthChoice>;
+  generation?: Partial<GenerationChoice>;
 }
 
-const GROUPS = ['panel', 'focus', 'filters', 'metrics', 'analysis', 'compare', 'image', 'health'] as const;
+const GROUPS = ['panel', 'focus', 'filters', 'metrics', 'analysis', 'compare', 'image', 'health', 'generation'] as const;
 
 /** `state` with `patch` applied. */
 export function applyPatch(state: Readonly<State>, patch: StatePatch): State {
@@ -165,6 +177,7 @@ export const DEFAULT_STATE: Readonly<State> = Object.freeze({
   compare: Object.freeze({a: Object.freeze({run: null, step: null}), b: Object.freeze({run: null, step: null}), mode: 'diff', delta: 'attention'}),
   image: Object.freeze({mode: 'attention', split: false, opacity: 0.6, fusion: 'mean', discard: 0, diff: false}),
   health: Object.freeze({source: null, ...HEALTH_DEFAULTS}),
+  generation: Object.freeze({token: 0, heat: 'all', grid: 'prompt'}),
 } as State);
 
 export const MAX_SMOOTHING = 0.99;

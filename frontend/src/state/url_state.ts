@@ -3,6 +3,7 @@
 import {PAIRS, type Pair} from '../model/transforms';
 import {FUSIONS, MAX_DISCARD, type Fusion} from '../model/rollout';
 import {IMAGE_MODES, type ImageMode} from '../model/image';
+import {GRID_SUMMARIES, HEAT_MODES, type GridSummary, type HeatMode} from '../model/generation';
 import {
   COMPARE_MODES,
   DEFAULT_STATE,
@@ -112,13 +113,18 @@ export function decodeState(params: Readonly<Record<string, string>>): State {
       entropyDrop: parseBounded(params.edrop, 1) ?? d.health.entropyDrop,
       entropyFloor: parseBounded(params.efloor, Infinity) ?? d.health.entropyFloor,
     },
+    generation: {
+      token: parseIndex(params.gtoken) ?? d.generation.token,
+      heat: HEAT_MODES.includes(params.gheat as HeatMode) ? (params.gheat as HeatMode) : d.generation.heat,
+      grid: GRID_SUMMARIES.includes(params.ggrid as GridSummary) ? (params.ggrid as GridSummary) : d.generation.grid,
+    },
   };
 }
 
 /** URL parameters for a state: only what differs from the defaults, in a fixed order. */
 export function encodeState(state: Readonly<State>): Record<string, string> {
   const d = DEFAULT_STATE;
-  const {panel, focus, filters, metrics, analysis, compare, image, health} = state;
+  const {panel, focus, filters, metrics, analysis, compare, image, health, generation} = state;
   const params: Record<string, string> = {};
   if (panel.run !== null) params.run = panel.run;
   if (panel.tag !== null) params.tag = panel.tag;
@@ -160,6 +166,9 @@ export function encodeState(state: Readonly<State>): Record<string, string> {
   if (health.logitLevel !== d.health.logitLevel) params.llevel = String(health.logitLevel);
   if (health.entropyDrop !== d.health.entropyDrop) params.edrop = String(health.entropyDrop);
   if (health.entropyFloor !== d.health.entropyFloor) params.efloor = String(health.entropyFloor);
+  if (generation.token !== d.generation.token) params.gtoken = String(generation.token);
+  if (generation.heat !== d.generation.heat) params.gheat = generation.heat;
+  if (generation.grid !== d.generation.grid) params.ggrid = generation.grid;
   return params;
 }
 
