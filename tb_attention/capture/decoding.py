@@ -6,7 +6,8 @@
 # model. Keys are placed at their positions in the sequence: a full cache (dynamic, or static padded to
 # its size, whose slots past the sequence are masked) holds positions 0..T-1 in order; a cache shorter
 # than the sequence (sliding-window layers, dynamic or static) holds the last positions T-Nk..T-1. Keys
-# a cache no longer holds get 0, as the model gave them. Only rows are kept (float32, on the host): never
+# a cache no longer holds get 0, as the model gave them. Only rows are kept (float32, on the model's
+# device until written, so a GPU is not synchronised at every step): never
 # an N x N per head beyond the layer `dense_layer` builds when writing.
 
 import contextlib
@@ -25,12 +26,12 @@ _MASKED_TOLERANCE = 1e-6  # weight allowed on a static cache's slots past the se
 @dataclasses.dataclass
 class _Layer:
     name: str
-    rows: list  # (first query position, float32 [H, n, T] on the host)
+    rows: list  # (first query position, float32 [H, n, T] on the model's device: no sync per step)
     queries: int = 0  # query rows seen so far (the next row's position)
-    max_logit: torch.Tensor | None = None  # float32 [H], host
+    max_logit: torch.Tensor | None = None  # float32 [H], on the model's device
 
     def add_max_logit(self, values):
-        values = values.float().cpu()
+        values = values.float()
         self.max_logit = values if self.max_logit is None else torch.maximum(self.max_logit, values)
 
 
@@ -52,9 +53,8 @@ class DecodingRecorder:
 
     def __call__(self, call):
         group = group_of(call) if self.encoder_decoder else "self"
-        logits = call.logits()
-        weights = call.weights(logits=logits)[0]  # [H, Nq, Nk]: one sequence at a time
-        finite = logits[0].masked_fill(~torch.isfinite(logits[0]), float("-inf"))
+        logits = call.logits()[0]  # [H, Nq, Nk]: one sequence at a time; masked keys -inf
+        weights = call.weights(logits=logits[None])[0]
         # A forward's calls are numbered from 0 (intercept/); its k-th call of a group is layer k.
         if call.index == 0:
             self._order = {}
@@ -65,17 +65,16 @@ class DecodingRecorder:
         layer = layers[index]
         nq, nk = weights.shape[1], weights.shape[2]
         keep = nq if self.new_rows is None or group == "encoder" else min(self.new_rows, nq)
-        weights, finite = weights[:, nq - keep :], finite[:, nq - keep :]
-        row_max = finite.amax(dim=-1)  # [H, keep]
-        layer.add_max_logit(row_max.masked_fill(~torch.isfinite(row_max), float("-inf")).amax(dim=-1))
+        weights = weights[:, nq - keep :]
+        layer.add_max_logit(logits[:, nq - keep :].amax(dim=(1, 2)))
         if group == "encoder":
             if layer.rows:
                 raise CaptureError(f"model {self.model_name}: the encoder ran twice during one generation")
-            layer.rows.append((0, weights.float().cpu()))
+            layer.rows.append((0, weights.float()))
             layer.queries = keep
             return
         if group == "cross":
-            layer.rows.append((layer.queries, weights.float().cpu()))
+            layer.rows.append((layer.queries, weights.float()))
             layer.queries += keep
             return
         total = layer.queries + keep  # tokens in the sequence once these rows are read
@@ -89,7 +88,7 @@ class DecodingRecorder:
         else:  # the cache holds the last nk positions (a sliding window)
             placed = torch.zeros(weights.shape[0], keep, total, dtype=weights.dtype, device=weights.device)
             placed[:, :, total - nk :] = weights
-        layer.rows.append((layer.queries, placed.float().cpu()))
+        layer.rows.append((layer.queries, placed.float()))
         layer.queries = total
 
     # ------------------------------------------------------------------------------------------
@@ -115,12 +114,12 @@ class DecodingRecorder:
         heads = layer.rows[0][1].shape[0]
         dense = torch.zeros(heads, nq, nk, dtype=torch.float32)
         for start, rows in layer.rows:
-            dense[:, start : start + rows.shape[1], : rows.shape[2]] = rows
+            dense[:, start : start + rows.shape[1], : rows.shape[2]] = rows.cpu()
         return dense
 
     def max_logit(self, group):
         """float32 [L, H]: each head's largest logit over the rows read."""
-        return torch.stack([layer.max_logit for layer in self.groups[group]])
+        return torch.stack([layer.max_logit for layer in self.groups[group]]).cpu()
 
 
 @contextlib.contextmanager
