@@ -67,6 +67,11 @@ def _probe_parser(subparsers):
     p.add_argument("--step", type=_non_negative, help="step to log at (default: the checkpoint's global step, else 0)")
     p.add_argument("--tag", default=defaults.PROBE_TAG, help="tag of the probe (default: %(default)s)")
     p.add_argument("--with-qk", action="store_true", help="also store query/key vectors (neuron view)")
+    p.add_argument("--generate", type=_positive, metavar="N",
+                   help="generate N tokens (greedy) from each text as a prompt, and log the attention of every "
+                        "decoding step (the Generation view)")
+    p.add_argument("--chat", action="store_true",
+                   help="with --generate: each text is a user message, put through the tokenizer's chat template")
     _device_arguments(p)
     p.add_argument("--no-syntax", action="store_true", help="skip spaCy: no dependency or part-of-speech metrics")
     p.add_argument("--overwrite", action="store_true", help="replace the run's event files if it exists")
@@ -148,13 +153,33 @@ def _probe(args):
             texts.append((a.strip(), b.strip()) if tab else line.strip())
     if not texts:
         raise analysis.AnalysisError(f"--texts {args.texts}: the file has no texts")
+    if args.generate is not None:
+        for option, given in (("--with-qk", args.with_qk), ("--no-syntax", args.no_syntax)):
+            if given:
+                raise analysis.AnalysisError(f"{option} does not apply to --generate (generation probes store attention "
+                                             "and their metrics, no q/k or syntax)")
+        if any(isinstance(t, tuple) for t in texts):
+            raise analysis.AnalysisError(f"--texts {args.texts}: --generate takes one prompt per line, not a<TAB>b pairs")
+    elif args.chat:
+        raise analysis.AnalysisError("--chat goes with --generate N: it makes each text a user message to answer")
     step = args.step if args.step is not None else _checkpoint_step(args.model)
     directory = analysis.check_new_run(args.logdir, args.run, args.overwrite)
-    model, tokenizer = analysis.load_model(args.model, device=device, dtype=args.dtype)
-    probe = Probe(tokenizer, texts, name=args.tag, with_qk=args.with_qk, syntax=False if args.no_syntax else None)
+    model, tokenizer = analysis.load_model(args.model, device=device, dtype=args.dtype, generate=args.generate is not None)
+    if args.generate is not None:
+        if args.chat and getattr(tokenizer, "chat_template", None) is None:
+            raise analysis.AnalysisError(f"--chat: the tokenizer of {args.model} has no chat template")
+        prompts = [[{"role": "user", "content": t}] for t in texts] if args.chat else texts
+        try:
+            probe = Probe(tokenizer, prompts, name=args.tag, generate=dict(max_new_tokens=args.generate))
+            probe.check_model(model)  # before the writer opens: a refused probe writes nothing
+        except (ValueError, TypeError) as e:
+            raise analysis.AnalysisError(f"--generate {args.generate}: {e}") from None
+    else:
+        probe = Probe(tokenizer, texts, name=args.tag, with_qk=args.with_qk, syntax=False if args.no_syntax else None)
     with summary.Writer(directory) as writer:
         probe.log(writer, model, step)
-    print(f"{args.run}: probe {args.tag!r} of {len(texts)} texts at step {step}, written to {directory}", file=sys.stderr)
+    what = f"generated from {len(texts)} prompts" if args.generate is not None else f"of {len(texts)} texts"
+    print(f"{args.run}: probe {args.tag!r} {what} at step {step}, written to {directory}", file=sys.stderr)
     return 0
 
 

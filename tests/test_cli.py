@@ -146,6 +146,52 @@ def test_probe_logs_a_checkpoint_at_its_global_step(tmp_path, model_dir, sentenc
     assert "probe/entropy" in read_metrics(tmp_path / "logs", "ckpt-40", step=40)
 
 
+def test_probe_generate_logs_what_the_checkpoint_writes(tmp_path, model_dir):
+    import torch
+    import transformers
+
+    texts = tmp_path / "prompts.txt"
+    texts.write_text("The cat sat on\nOnce upon a time\n", encoding="utf-8")
+    run_cli("probe", "--model", str(model_dir), "--texts", str(texts), "--logdir", str(tmp_path / "logs"),
+            "--run", "gen", "--generate", "6", "--tag", "answers")
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    tokenizer = assets.gpt2_tokenizer()
+    examples = read_examples(python_provider(tmp_path / "logs"), "gen", "answers", 0)
+    for text, (entry, example, _) in zip(["The cat sat on", "Once upon a time"], examples):
+        ids = torch.tensor([tokenizer(text)["input_ids"]])
+        with torch.no_grad():
+            plain = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
+                                   pad_token_id=tokenizer.eos_token_id)
+        assert entry["generation"]["ids"] == plain[0, ids.shape[1]:].tolist()
+        assert entry["generation"]["prompt"] == text and example.attention.shape[2] == ids.shape[1] + 5
+    assert "answers/prompt_share" in read_metrics(tmp_path / "logs", "gen")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["probe", "--model", "MODEL", "--texts", "PROMPTS", "--logdir", "l", "--run", "r", "--generate", "0"],
+         "must be a positive integer"),
+        (["probe", "--model", "MODEL", "--texts", "PROMPTS", "--logdir", "l", "--run", "r", "--chat"],
+         "--chat goes with --generate"),
+        (["probe", "--model", "MODEL", "--texts", "PROMPTS", "--logdir", "l", "--run", "r", "--generate", "4", "--chat"],
+         "has no chat template"),
+        (["probe", "--model", "MODEL", "--texts", "PROMPTS", "--logdir", "l", "--run", "r", "--generate", "4",
+          "--with-qk"], "--with-qk does not apply to --generate"),
+        (["probe", "--model", "MODEL", "--texts", "PROMPTS", "--logdir", "l", "--run", "r", "--generate", "2000"],
+         "more than the model's context of 1024 positions"),
+    ],
+)
+def test_bad_generate_arguments_get_a_clear_error_and_write_nothing(tmp_path, model_dir, args, message):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The cat sat on\n", encoding="utf-8")
+    args = [str(model_dir) if a == "MODEL" else str(prompts) if a == "PROMPTS" else
+            str(tmp_path / "l") if a == "l" else a for a in args]
+    result = run_cli(*args, check=False)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not list(tmp_path.rglob("events.out.tfevents.*"))
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

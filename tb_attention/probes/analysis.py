@@ -63,23 +63,27 @@ def resolve_device(name=None):
     return device
 
 
-def load_model(path, *, device="cpu", dtype="float32"):
+def load_model(path, *, device="cpu", dtype="float32", generate=False):
     """A local Hugging Face model folder (or .gguf file) -> (base model in eval mode, tokenizer).
 
     The base model (no language-model head) is enough for attention and is faster. dtype: a
     name of DTYPES; the recorded attention is float32 whatever it is (softmax in float32).
+    generate: the model with its language-model head, to generate with (encoder-decoders too).
     """
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     folder, options = model_source(path)
     if dtype not in DTYPES:
         raise AnalysisError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
     try:
         config = AutoConfig.from_pretrained(str(folder), **options)
-        if getattr(config, "is_encoder_decoder", False):
-            raise AnalysisError(f"--model {path}: encoder-decoder models ({config.model_type}) are not supported yet")
+        encoder_decoder = getattr(config, "is_encoder_decoder", False)
+        if encoder_decoder and not generate:
+            raise AnalysisError(f"--model {path}: encoder-decoder models ({config.model_type}) are not supported yet "
+                                "(they are with --generate)")
         tokenizer = AutoTokenizer.from_pretrained(str(folder), **options)
-        model = AutoModel.from_pretrained(str(folder), dtype=DTYPES[dtype], **options)
+        model_class = AutoModel if not generate else AutoModelForSeq2SeqLM if encoder_decoder else AutoModelForCausalLM
+        model = model_class.from_pretrained(str(folder), dtype=DTYPES[dtype], **options)
     except AnalysisError:
         raise
     except (OSError, ValueError) as e:
