@@ -171,3 +171,24 @@ def test_lightning_callback_needs_a_tensorboard_writer(tmp_path):
         trainer.fit(LitGPT(NanoGPT()), _data(4))
     with pytest.raises(TypeError, match="log\\(writer, step\\)"):
         AttentionProbeCallback(Probe.from_tokens([[5, 6]], [["a", "b"]]), monitor=object())
+
+
+def test_lightning_callback_takes_a_generation_probe_unchanged(tmp_path, gpt2_tokenizer):
+    from tb_attention.integrations.lightning import AttentionProbeCallback
+    from tests.support.models import tiny_gpt2
+
+    class LitHF(LitGPT):
+        def training_step(self, batch, batch_idx):
+            loss = self.model(input_ids=batch, labels=batch).loss
+            self.log("train_loss", loss)
+            return loss
+
+    model = tiny_gpt2(layers=1, heads=2, embed=16, vocab=100)
+    probe = Probe(gpt2_tokenizer, [[5, 6, 7], [9, 8]], generate=dict(max_new_tokens=4, pad_token_id=0))
+    callback = AttentionProbeCallback(probe, every_n_steps=2, get_model=lambda m: m.model)
+    _trainer(tmp_path, callback).fit(LitHF(model), _data())
+    provider = python_provider(tmp_path)
+    assert [d.step for d in read_blob_steps(provider, "lit", "probe")] == [2, 4]
+    entries = [entry for entry, _, _ in read_examples(provider, "lit", "probe", 4)]
+    assert [e["generation"]["prompt_length"] for e in entries] == [3, 2]
+    assert "probe/prompt_share" in _metric_tags(provider, "lit")

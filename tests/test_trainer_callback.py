@@ -5,7 +5,7 @@ import torch
 
 from tb_attention import AttentionCallback, Probe
 from tests.support.models import tiny_gpt2
-from tests.support.tensorboard import python_provider, read_blob_steps, request_context
+from tests.support.tensorboard import python_provider, read_blob_steps, read_examples, request_context
 
 
 class Sentences(torch.utils.data.Dataset):
@@ -75,3 +75,24 @@ def test_monitor_is_logged_after_every_optimizer_step_with_the_callbacks_writer(
     assert (callback._sibling is not None) == (report_to == "tensorboard") == bool(siblings)
     with pytest.raises(TypeError, match="log\\(writer, step\\)"):
         AttentionCallback(Probe(gpt2_tokenizer, ["x y"]), monitor=42)
+
+
+def test_trainer_takes_a_generation_probe_unchanged(tmp_path, gpt2_tokenizer, monkeypatch):
+    from transformers import Trainer, TrainingArguments
+
+    logdir = tmp_path / "runs" / "gen"
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(logdir))
+    model = tiny_gpt2(layers=2, heads=2, embed=16)
+    model.train()
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=4, per_device_train_batch_size=4,
+                             report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True)
+    probe = Probe(gpt2_tokenizer, ["The cat sat on", "A dog"], name="answers",
+                  generate=dict(max_new_tokens=5, pad_token_id=gpt2_tokenizer.eos_token_id))
+    Trainer(model=model, args=args, train_dataset=Sentences(gpt2_tokenizer),
+            callbacks=[AttentionCallback(probe, every_n_steps=2)]).train()
+    assert model.training, "the probe left the model in eval mode"
+    provider = python_provider(tmp_path / "runs")
+    assert [d.step for d in read_blob_steps(provider, "gen", "answers")] == [2, 4]
+    entries = [entry for entry, _, _ in read_examples(provider, "gen", "answers", 4)]
+    assert [e["generation"]["prompt"] for e in entries] == ["The cat sat on", "A dog"]
+    assert all(len(e["generation"]["ids"]) == 5 for e in entries)
