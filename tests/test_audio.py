@@ -215,3 +215,42 @@ def test_demo_logs_whisper_transcriptions(tmp_path, whisper_tiny_en, monkeypatch
     assert demo.main(tmp_path) == ["Go forward 10 meters."]
     entries = read_examples(python_provider(tmp_path), demo.RUN, demo.TAG, 0, group="cross")
     assert len(entries) == 1 and entries[0][0]["text"].startswith("goforward: 2.79 s of audio")
+
+
+def test_a_generating_audio_probe_stores_the_decoding_that_wrote_the_transcript(tmp_path):
+    model, processor = tiny_whisper(), tiny_processor()
+    processor.tokenizer.decode = lambda ids, skip_special_tokens=False: " ".join(map(str, ids))
+    probe = AudioProbe(processor, clips(), names=["short", "long"], generate=dict(max_new_tokens=6))
+    with Writer(tmp_path / "run") as writer:
+        values = probe.log(writer, model, 0)
+    provider = python_provider(tmp_path)
+    groups = {name: read_examples(provider, "run", "probe", 0, group=name) for name in ("encoder", "decoder", "cross")}
+    for i, entry in enumerate(e for e, _, _ in groups["decoder"]):
+        generation = entry["generation"]
+        features = probe.encodings[i]["input_features"][None]
+        with torch.no_grad():
+            plain = model.generate(features, max_new_tokens=6)[0].tolist()
+        # Whisper's generate returns the tokens it wrote (without the start token it was prompted with).
+        assert plain[-len(generation["ids"]):] == generation["ids"] and plain[: -len(generation["ids"])] in ([], [2])
+        assert generation["prompt_length"] == 1
+        reference = _eager(model, features, [2] + generation["ids"][:-1])
+        frames = probe.encodings[i]["frames"]
+        sliced = {"encoder": reference["encoder"][:, :, :frames, :frames], "decoder": reference["decoder"],
+                  "cross": reference["cross"][:, :, :, :frames]}
+        for name, expected in sliced.items():
+            assert np.abs(groups[name][i][1].attention - expected.numpy()).max() <= BOUND, name
+    assert {"decoder/prompt_share", "cross/entropy"} <= set(values)
+
+
+def test_real_whisper_transcribes_and_stores_each_words_cross_attention(tmp_path, whisper_tiny_en):
+    model, processor, speech = whisper_tiny_en
+    samples, rate = speech["goforward"]
+    probe = AudioProbe(processor, [samples], names=["goforward"], name="speech", generate=dict(max_new_tokens=20))
+    with Writer(tmp_path / "run") as writer:
+        probe.log(writer, model, 0)
+    entry, cross, _ = read_examples(python_provider(tmp_path), "run", "speech", 0, group="cross")[0]
+    generation = entry["generation"]
+    assert generation["text"].strip() == "Go forward 10 meters." and generation["stop"] == "eos"
+    assert generation["ids"] == [1514, 2651, 838, 10700, 13, 50256]
+    prompt = generation["prompt_length"]
+    assert cross.attention.shape[2] == prompt + len(generation["ids"]) - 1 and cross.attention.shape[3] == 145

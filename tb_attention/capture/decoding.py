@@ -50,6 +50,8 @@ class DecodingRecorder:
         self.encoder_decoder = False
         self.new_rows = None
         self.interception = None  # the intercept.Interception feeding this recorder
+        self.frames = None  # keep only the first `frames` encoder positions (queries and keys of `encoder`, keys of `cross`)
+        self.decoder_prompt = None  # an encoder-decoder's first decoder input ids, as the prefill read them
 
     def __call__(self, call):
         group = group_of(call) if self.encoder_decoder else "self"
@@ -63,6 +65,9 @@ class DecodingRecorder:
         if index == len(layers):
             layers.append(_Layer(call.name, []))
         layer = layers[index]
+        if self.frames is not None and group in ("encoder", "cross"):  # Whisper: the frames of the real audio
+            queries = slice(None, self.frames) if group == "encoder" else slice(None)
+            logits, weights = logits[:, queries, : self.frames], weights[:, queries, : self.frames]
         nq, nk = weights.shape[1], weights.shape[2]
         keep = nq if self.new_rows is None or group == "encoder" else min(self.new_rows, nq)
         weights = weights[:, nq - keep :]
@@ -129,9 +134,19 @@ def recording_decoding(model):
     module = modules.unwrap(model)
     recorder = DecodingRecorder(type(module).__name__)
     recorder.encoder_decoder = bool(getattr(getattr(module, "config", None), "is_encoder_decoder", False))
-    with eval_mode(module), torch.no_grad(), modules.eager(), intercept.intercepting(module, recorder) as it:
-        recorder.interception = it
-        yield recorder
+    def first_decoder_inputs(_, args, kwargs):
+        ids = kwargs.get("decoder_input_ids")
+        if recorder.decoder_prompt is None and ids is not None:
+            recorder.decoder_prompt = [int(t) for t in ids[0].tolist()]
+
+    hook = module.register_forward_pre_hook(first_decoder_inputs, with_kwargs=True) if recorder.encoder_decoder else None
+    try:
+        with eval_mode(module), torch.no_grad(), modules.eager(), intercept.intercepting(module, recorder) as it:
+            recorder.interception = it
+            yield recorder
+    finally:
+        if hook is not None:
+            hook.remove()
 
 
 # -------------------------------------------------------------------------------------------------
@@ -182,7 +197,7 @@ def _stop(generated, eos, options, max_new_tokens):
     return "other"
 
 
-def generate(model, input_ids, options, *, seed=None, step=None, model_inputs=None):
+def generate(model, input_ids, options, *, seed=None, step=None, model_inputs=None, frames=None):
     """Generates from one prompt (input_ids: a list of ints) and records every decoding step's attention.
 
     options: `model.generate` keyword arguments (a Hugging Face model), or with `step` the STEP_OPTIONS.
@@ -191,11 +206,14 @@ def generate(model, input_ids, options, *, seed=None, step=None, model_inputs=No
         the prompt and cache None; later calls the one new token and the cache the last call returned;
         a step that returns no cache gets the whole sequence again (only its new rows are kept).
     seed: set (on a forked RNG: the caller's random state is left as it was) before sampling.
+    model_inputs: more `generate` inputs (Whisper's input_features, with input_ids None).
+    frames: keep only the first `frames` encoder positions (Whisper: the real audio of a 30 s window).
     """
     module = modules.unwrap(model)
     device = devices.device_of(module)
     forked = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=forked, enabled=seed is not None), recording_decoding(module) as recorder:
+        recorder.frames = frames
         if seed is not None:
             torch.manual_seed(seed)
         if step is not None:
@@ -203,6 +221,8 @@ def generate(model, input_ids, options, *, seed=None, step=None, model_inputs=No
             source = None
         else:
             prompt, generated, logits, source = _hf_generate(module, input_ids, options, device, model_inputs)
+            if recorder.encoder_decoder and recorder.decoder_prompt is not None:
+                prompt = recorder.decoder_prompt  # Whisper's generate returns its sequences without the prompt
     if not recorder.groups:
         raise CaptureError(
             f"model {type(module).__name__} computed no attention that tb-attention can see while generating"
@@ -213,10 +233,10 @@ def generate(model, input_ids, options, *, seed=None, step=None, model_inputs=No
 
 
 def _hf_generate(module, input_ids, options, device, model_inputs):
-    ids = torch.tensor([input_ids], dtype=torch.long, device=device)
-    inputs = dict(model_inputs or {})
+    inputs = {name: devices.to_device(value, device) for name, value in (model_inputs or {}).items()}
     encoder_decoder = bool(getattr(module.config, "is_encoder_decoder", False))
     if input_ids is not None:
+        ids = torch.tensor([input_ids], dtype=torch.long, device=device)
         inputs.update(input_ids=ids, attention_mask=torch.ones_like(ids))
     out = module.generate(**inputs, **options, return_dict_in_generate=True, output_logits=True)
     sequence = [int(t) for t in out.sequences[0].tolist()]

@@ -39,12 +39,27 @@ class AudioProbe(probe.Probe):
     trim: store only the frames of the real audio plus `margin` seconds (a 3 s clip keeps ~155
         of the 1,500 frames); False stores the whole 30 s window.
     names: display names of the clips (the example's text starts with it).
+    generate: instead of targets, the `model.generate` arguments of a transcription captured as it is
+        written (a GenerationProbe: every decoding step's decoder and cross attention, the encoder's
+        frames trimmed as above, the transcript's tokens with their probabilities).
     batch_size: clips per forward, 1 by default (Whisper's full encoder attention is captured before
         it is trimmed: ~0.2 GB per clip for tiny, more for larger models).
     Other options as for Probe (name, with_qk, metrics, include_first, top_k_exemplars,
     max_dense_tokens, all_ranks); no syntax metrics. The model runs in eval mode without gradients,
     its modes restored after; only the writing rank logs.
     """
+
+    def __new__(cls, processor, audios, name=defaults.PROBE_TAG, *, generate=None, targets=None,
+                sampling_rate=audio.WHISPER_SAMPLING_RATE, trim=True, margin=TRIM_MARGIN_SECONDS, names=None, **options):
+        if generate is None:
+            return super().__new__(cls)
+        # The decoding that writes each clip's transcript, captured (a GenerationProbe; not an AudioProbe).
+        from tb_attention.probes.generation import GenerationProbe
+
+        if targets is not None:
+            raise TypeError("an audio probe that generates writes its own transcripts: give generate= or targets=, not both")
+        encodings = clip_encodings(processor, audios, sampling_rate, trim, margin, names)
+        return GenerationProbe(processor.tokenizer, None, name, generate=generate, _encodings=encodings, **options)
 
     def __init__(self, processor, audios, name=defaults.PROBE_TAG, *, targets=None, sampling_rate=audio.WHISPER_SAMPLING_RATE,
                  trim=True, margin=TRIM_MARGIN_SECONDS, names=None, **options):
@@ -55,33 +70,14 @@ class AudioProbe(probe.Probe):
         options["syntax"] = False
         # Whisper's encoder attention is 1,500 x 1,500 per head before trimming: one clip per forward.
         options.setdefault("batch_size", 1)
-        audios = list(audios) if not hasattr(audios, "ndim") or audios.ndim != 1 else [audios]
-        if not audios:
-            raise ValueError("an audio probe needs at least one clip")
-        names = list(names) if names is not None else [f"clip {i}" for i in range(len(audios))]
-        if len(names) != len(audios):
-            raise ValueError(f"{len(names)} names for {len(audios)} clips")
+        tokenizer = processor.tokenizer
+        encodings = clip_encodings(processor, audios, sampling_rate, trim, margin, names)
         if targets is not None:
             targets = probe_inputs.as_list(targets)
-            if len(targets) != len(audios):
-                raise ValueError(f"{len(targets)} targets for {len(audios)} clips: give one target per clip")
-        tokenizer = processor.tokenizer
-        encodings = []
-        for i, clip in enumerate(audios):
-            features, labels = audio.whisper_example(processor, clip, sampling_rate)
-            seconds = len(clip) / sampling_rate
-            frame_seconds = 2 * processor.feature_extractor.hop_length / sampling_rate  # as whisper_example labels
-            kept = len(labels)
-            if trim:
-                kept = min(kept, math.ceil(seconds / frame_seconds) + round(margin / frame_seconds))
-            text = f"{names[i]}: {seconds:.2f} s of audio"
-            if kept < len(labels):
-                text += f"; frames 0-{kept * frame_seconds:.2f} s of the {len(labels) * frame_seconds:.0f} s window stored"
-            encoding = {"input_features": features[0], "input_ids": None, "tokens": labels[:kept], "text": text,
-                        "segments": None, "frames": kept, "all_frames": len(labels)}
-            if targets is not None:
-                encoding.update(_target(tokenizer, targets[i], i))
-            encodings.append(encoding)
+            if len(targets) != len(encodings):
+                raise ValueError(f"{len(targets)} targets for {len(encodings)} clips: give one target per clip")
+            for i, (encoding, target) in enumerate(zip(encodings, targets)):
+                encoding.update(_target(tokenizer, target, i))
         self.trim = trim
         super().__init__(tokenizer, None, name, _encodings=encodings, **options)
         self.tokenizer = tokenizer
@@ -183,6 +179,31 @@ class AudioProbe(probe.Probe):
     def _write_options(self):
         # Sliced rows sum to the share of attention on the kept frames, not to 1.
         return {**super()._write_options(), "check_rows": not self.trim}
+
+
+def clip_encodings(processor, audios, sampling_rate, trim=True, margin=TRIM_MARGIN_SECONDS, names=None):
+    """Per clip: its input_features [mels, frames], the stored frames' labels as tokens, a text naming the
+    clip and what is kept, `frames` (the stored encoder frames) and `all_frames`."""
+    audios = list(audios) if not hasattr(audios, "ndim") or audios.ndim != 1 else [audios]
+    if not audios:
+        raise ValueError("an audio probe needs at least one clip")
+    names = list(names) if names is not None else [f"clip {i}" for i in range(len(audios))]
+    if len(names) != len(audios):
+        raise ValueError(f"{len(names)} names for {len(audios)} clips")
+    encodings = []
+    for i, clip in enumerate(audios):
+        features, labels = audio.whisper_example(processor, clip, sampling_rate)
+        seconds = len(clip) / sampling_rate
+        frame_seconds = 2 * processor.feature_extractor.hop_length / sampling_rate  # as whisper_example labels
+        kept = len(labels)
+        if trim:
+            kept = min(kept, math.ceil(seconds / frame_seconds) + round(margin / frame_seconds))
+        text = f"{names[i]}: {seconds:.2f} s of audio"
+        if kept < len(labels):
+            text += f"; frames 0-{kept * frame_seconds:.2f} s of the {len(labels) * frame_seconds:.0f} s window stored"
+        encodings.append({"input_features": features[0], "input_ids": None, "tokens": labels[:kept], "text": text,
+                          "segments": None, "frames": kept, "all_frames": len(labels)})
+    return encodings
 
 
 def _max_logit(query, key, scaling):

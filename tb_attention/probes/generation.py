@@ -43,7 +43,7 @@ class GenerationProbe:
 
     def __init__(self, tokenizer, prompts, name=defaults.PROBE_TAG, *, generate, step=None, seed=DEFAULT_SEED,
                  metrics=True, include_first=False, top_k_exemplars=defaults.TOP_K_EXEMPLARS,
-                 max_dense_tokens=codecs.DEFAULT_MAX_DENSE_TOKENS, all_ranks=False, **unsupported):
+                 max_dense_tokens=codecs.DEFAULT_MAX_DENSE_TOKENS, all_ranks=False, _encodings=None, **unsupported):
         for option in ("targets", "forward", "with_qk", "syntax", "spacy_model", "max_length", "batch_size"):
             if unsupported.get(option) not in (None, False) or (option == "batch_size" and option in unsupported):
                 raise TypeError(
@@ -61,8 +61,10 @@ class GenerationProbe:
             raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
         self.seed = seed
         self.step_function = step
-        prompts = _prompt_list(prompts)
-        encodings = [self._encode_prompt(tokenizer, prompt, i) for i, prompt in enumerate(prompts)]
+        if _encodings is not None:  # AudioProbe's clips: input_features and the encoder frames kept
+            encodings = _encodings
+        else:
+            encodings = [self._encode_prompt(tokenizer, prompt, i) for i, prompt in enumerate(_prompt_list(prompts))]
         if "/" in name and name.split("/", 1)[1] in schema.METRICS:
             raise ValueError(f"probe name {name!r} would collide with its metric tags")
         self.tokenizer = tokenizer
@@ -115,7 +117,7 @@ class GenerationProbe:
         config = getattr(module, "config", None)
         decoder = getattr(config, "get_text_config", lambda **_: config)(decoder=True) if config is not None else None
         vocab = getattr(decoder, "vocab_size", None)
-        largest = max(max(e["input_ids"]) for e in self.encodings)
+        largest = max((max(e["input_ids"]) for e in self.encodings if e.get("input_ids")), default=-1)
         if isinstance(vocab, int) and largest >= vocab:
             raise ValueError(
                 f"the prompts hold token ids up to {largest:,}, but the model's vocabulary has {vocab:,}: "
@@ -125,7 +127,7 @@ class GenerationProbe:
         if context is None or getattr(config, "is_encoder_decoder", False):
             return
         for encoding in self.encodings:
-            n = len(encoding["input_ids"])
+            n = len(encoding["input_ids"] or ())
             if n + self.max_new_tokens > context:
                 raise ValueError(
                     f"prompt {encoding['text']!r} has {n} tokens: with max_new_tokens={self.max_new_tokens} that is "
@@ -143,10 +145,14 @@ class GenerationProbe:
         self.check_model(model)
         seed = self.seed if self.seed is not None else random.randrange(2**31)
         decoded = []
+        dtype = next(modules.unwrap(model).parameters()).dtype
         for encoding in self.encodings:
+            inputs = None
+            if encoding.get("input_features") is not None:  # Whisper: the clip's log-mel features
+                inputs = {"input_features": encoding["input_features"][None].to(dtype)}
             decoded.append(decoding.generate(
                 model, encoding["input_ids"], self.options, seed=seed if self.do_sample else None,
-                step=self.step_function))
+                step=self.step_function, model_inputs=inputs, frames=encoding.get("frames")))
         examples, values, table = self._examples(decoded)
         summary.write_examples(writer, self.name, examples, step, walltime=walltime, max_dense_tokens=self.max_dense_tokens)
         if self.compute_metrics:
@@ -179,7 +185,8 @@ class GenerationProbe:
             "group": group,
             "prompt_length": len(result.prompt_ids),
             "prompt": encoding["text"],
-            "text": self.tokenizer.decode(generated, skip_special_tokens=True),
+            "text": (self.tokenizer.decode(generated, skip_special_tokens=True) if hasattr(self.tokenizer, "decode")
+                     else " ".join(self._tokens(generated))),
             "tokens": self._tokens(generated),
             "ids": [int(t) for t in generated],
             "probs": probs,
