@@ -17,6 +17,9 @@ otherwise) prints its error and the next check runs. Checks:
                  under capture alone, without the metrics: capture_only_ratio).
   compiled       the training model torch.compile'd (inductor): step time before and after a
                  probe, graphs compiled by the probe (goal 0), probe seconds.
+  generate       the 7B-shaped Llama writes 512 new tokens from a 32-token prompt (greedy): plain
+                 `generate` vs the generation probe's captured generate (every decoding step's rows),
+                 and probe.log (captured, encoded, written); peak memory of each, ids identical.
 --tiny scales every shape down (2-4 layers, hidden 64, 32-256 tokens) so that the script runs on
 a CPU in a minute; the test suite runs it that way.
 """
@@ -307,12 +310,45 @@ def check_compiled(args, tokenizer, deadline):
              new_graphs_after_probe=torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs)
 
 
+def check_generate(args, tokenizer, deadline):
+    from tb_attention.capture import decoding
+
+    new = 32 if args.tiny else 512
+    with check("generate", deadline, prompt_tokens=32, new_tokens=new) as fields:
+        if fields is None:
+            return
+        model = llama_7b_shaped(args, tokenizer, 32 + new + 8)
+        prompt = tokenizer(text_of(40, seed=7))["input_ids"][:32]
+        ids = torch.tensor([prompt], device=args.device)
+        options = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=1)
+        with torch.no_grad():
+            model.generate(ids[:, :8], attention_mask=torch.ones_like(ids[:, :8]), max_new_tokens=4, pad_token_id=1)
+            with Clock(args.device) as plain:
+                expected = model.generate(ids, attention_mask=torch.ones_like(ids), **options)[0, 32:].tolist()
+        with Clock(args.device) as captured:
+            result = decoding.generate(model, prompt, options)
+        same = result.generated_ids == expected
+        del result
+        gc.collect()
+        probe = Probe(tokenizer, [prompt], generate=options, metrics=False)
+        with tempfile.TemporaryDirectory() as logdir, Writer(logdir) as writer:
+            with Clock(args.device) as logged:
+                probe.log(writer, model, 0)
+            writer.flush()
+            stored = sum(f.stat().st_size for f in pathlib.Path(logdir).rglob("events.out.tfevents.*"))
+        emit(check="generate", **fields, ids_identical=same, plain_seconds=round(plain.seconds, 3),
+             captured_seconds=round(captured.seconds, 3), probe_seconds=round(logged.seconds, 3),
+             captured_vs_plain=round(captured.seconds / plain.seconds, 3),
+             probe_vs_plain=round(logged.seconds / plain.seconds, 3), plain_peak_gib=gib(plain.peak),
+             captured_peak_gib=gib(captured.peak), probe_peak_gib=gib(logged.peak), stored_bytes=stored)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="shapes scaled down, for a CPU")
     parser.add_argument("--device", help="default: cuda when available, else cpu")
     parser.add_argument("--budget", type=float, default=450, help="seconds; checks not started by then are skipped")
-    parser.add_argument("--only", nargs="*", choices=["training_loop", "shape", "analyze", "compiled"])
+    parser.add_argument("--only", nargs="*", choices=["training_loop", "shape", "analyze", "compiled", "generate"])
     args = parser.parse_args()
     args.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     deadline = time.monotonic() + args.budget
@@ -323,7 +359,7 @@ def main():
          tiny=args.tiny)
     tokenizer = word_tokenizer()
     checks = {"training_loop": check_training_loop, "shape": check_shapes, "analyze": check_analyze,
-              "compiled": check_compiled}
+              "compiled": check_compiled, "generate": check_generate}
     for key, run in checks.items():
         if not args.only or key in args.only:
             run(args, tokenizer, deadline)
