@@ -7,8 +7,10 @@ import sys
 
 from tb_attention.runtime import defaults
 from tb_attention.storage import schema
+from tb_attention.storage.logdir import LogdirError
 
 WIKIPEDIA = "wikipedia"
+LOGDIR_HELP = "TensorBoard log directory: a local folder, or an s3:// or gs:// URL (README, 'Logdir on cloud storage')"
 DTYPES = ("float32", "bfloat16", "float16")  # as analysis.DTYPES names them (torch-free here, for --help)
 
 
@@ -28,7 +30,7 @@ def _analyze_parser(subparsers):
     source.add_argument("--sentences", help="a UTF-8 text file, one sentence per line")
     source.add_argument("--corpus", choices=[WIKIPEDIA], help="a packaged corpus: Wikipedia lead-section sentences "
                         "(a fixed random sample across all articles, seed 0)")
-    p.add_argument("--logdir", required=True, help="TensorBoard log directory")
+    p.add_argument("--logdir", required=True, help=LOGDIR_HELP)
     p.add_argument(
         "--run", "--run-name", dest="run",
         help="run name (default: the model folder's name); under torchrun spell it --run-name, "
@@ -62,7 +64,7 @@ def _probe_parser(subparsers):
     )
     p.add_argument("--model", required=True, help="a Hugging Face model folder or .gguf file")
     p.add_argument("--texts", required=True, help="a UTF-8 text file, one text per line (a<TAB>b for pairs)")
-    p.add_argument("--logdir", required=True, help="TensorBoard log directory")
+    p.add_argument("--logdir", required=True, help=LOGDIR_HELP)
     p.add_argument("--run", "--run-name", dest="run", required=True, help="run name, e.g. the checkpoint's name")
     p.add_argument("--step", type=_non_negative, help="step to log at (default: the checkpoint's global step, else 0)")
     p.add_argument("--tag", default=defaults.PROBE_TAG, help="tag of the probe (default: %(default)s)")
@@ -98,9 +100,10 @@ def _analyze(args):
     from tb_attention.convert import assets
     from tb_attention.probes import analysis
     from tb_attention.runtime import distributed
-    from tb_attention.storage import summary
+    from tb_attention.storage import logdir, summary
 
     analysis.model_source(args.model)  # fail fast, before reading a corpus
+    logdir.check_logdir(args.logdir)
     device = analysis.resolve_device(args.device)
     if args.corpus == WIKIPEDIA:
         sentences = assets.wikipedia_sentences(limit=args.limit, shuffle=True)
@@ -109,7 +112,7 @@ def _analyze(args):
     run = args.run or pathlib.Path(args.model).name
     rank = distributed.rank()
     if rank == 0:
-        directory = analysis.check_new_run(args.logdir, run, args.overwrite)
+        directory = logdir.new_run(args.logdir, run, args.overwrite)
     model, tokenizer = analysis.load_model(args.model, device=device, dtype=args.dtype)
     result = analysis.analyze_corpus(
         model,
@@ -133,9 +136,10 @@ def _analyze(args):
 def _probe(args):
     from tb_attention.probes import analysis
     from tb_attention.probes.text import Probe
-    from tb_attention.storage import summary
+    from tb_attention.storage import logdir, summary
 
     analysis.model_source(args.model)
+    logdir.check_logdir(args.logdir)
     device = analysis.resolve_device(args.device)
     texts = []
     try:
@@ -149,7 +153,7 @@ def _probe(args):
     if not texts:
         raise analysis.AnalysisError(f"--texts {args.texts}: the file has no texts")
     step = args.step if args.step is not None else _checkpoint_step(args.model)
-    directory = analysis.check_new_run(args.logdir, args.run, args.overwrite)
+    directory = logdir.new_run(args.logdir, args.run, args.overwrite)
     model, tokenizer = analysis.load_model(args.model, device=device, dtype=args.dtype)
     probe = Probe(tokenizer, texts, name=args.tag, with_qk=args.with_qk, syntax=False if args.no_syntax else None)
     with summary.Writer(directory) as writer:
@@ -185,7 +189,7 @@ def main(argv=None):
 
     try:
         return args.func(args)
-    except (AnalysisError, AssetError, SpacyModelError) as e:
+    except (AnalysisError, AssetError, LogdirError, SpacyModelError) as e:
         parser.exit(2, f"tb-attention {args.command}: error: {e}\n")
 
 
