@@ -102,8 +102,8 @@ def _analyze(args):
     from tb_attention.runtime import distributed
     from tb_attention.storage import logdir, summary
 
-    analysis.model_source(args.model)  # fail fast, before reading a corpus
-    logdir.check_logdir(args.logdir)
+    logdir.check_logdir(args.logdir)  # fail fast, before reading a model or a corpus
+    analysis.model_source(args.model)
     device = analysis.resolve_device(args.device)
     if args.corpus == WIKIPEDIA:
         sentences = assets.wikipedia_sentences(limit=args.limit, shuffle=True)
@@ -138,8 +138,8 @@ def _probe(args):
     from tb_attention.probes.text import Probe
     from tb_attention.storage import logdir, summary
 
-    analysis.model_source(args.model)
     logdir.check_logdir(args.logdir)
+    analysis.model_source(args.model)
     device = analysis.resolve_device(args.device)
     texts = []
     try:

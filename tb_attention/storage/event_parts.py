@@ -190,9 +190,9 @@ def adopt(file_writer):
         raise logdirs.LogdirError(
             f"the SummaryWriter's event file {path} has already lost records: without TensorFlow, TensorBoard's file "
             f"layer appends to {logdirs.scheme(directory)}:// by overwriting, so only its last record is left. "
-            "Create the SummaryWriter, then log through tb-attention (probe.log, monitor.log) or call "
-            "tb_attention.storage.event_parts.adopt(writer._get_file_writer()) before writing anything else to it; "
-            "or use tb_attention.Writer(logdir), which writes object stores itself"
+            "Call tb_attention.summary.adopt_writer(writer) right after creating the SummaryWriter, before writing "
+            "to it (it then writes write-once parts), or use tb_attention.Writer(logdir), which writes object stores "
+            "itself (add_scalar, add_summary)"
         )
     flush_secs = getattr(getattr(events, "_async_writer", None), "_worker", None)
     flush_secs = getattr(flush_secs, "_flush_secs", 120)

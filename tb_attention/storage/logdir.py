@@ -128,9 +128,18 @@ def unreachable(directory, error):
 
 
 def check_reachable(directory):
-    """Lists `directory` once, so that a missing bucket or credentials fail before any work, not at the first upload."""
-    if is_url(directory):
-        event_files(directory)
+    """The event files in `directory`, listed so that a missing bucket or credentials fail before any work,
+    not at the first upload."""
+    files = event_files(directory)
+    if scheme(directory) == "gs":  # gcsfs lists a missing bucket as empty
+        bucket = "gs://" + directory[len("gs://"):].split("/", 1)[0]
+        try:
+            found = _gfile().isdir(bucket)
+        except Exception as e:  # noqa: BLE001
+            raise unreachable(directory, e) from None
+        if not found:
+            raise unreachable(directory, FileNotFoundError(f"no bucket {bucket}"))
+    return files
 
 
 def remove(paths):
@@ -163,7 +172,7 @@ def new_run(logdir, run, overwrite=False):
     if not run or run.strip("/") != run or run in (".", ".."):
         raise LogdirError(f"run name {run!r}: give a non-empty name without leading or trailing '/'")
     directory = join(logdir, run)
-    existing = event_files(directory)
+    existing = check_reachable(directory)
     if existing and not overwrite:
         raise LogdirError(
             f"run {run!r} already has event files in {directory}; choose another --run, or pass --overwrite"

@@ -200,6 +200,16 @@ def _file_writer(writer):
     )
 
 
+def adopt_writer(writer):
+    """Makes a SummaryWriter on an s3:// or gs:// logdir write its event file once (write-once parts,
+    storage/event_parts.py) from now on, its own records included; returns it. Call it right after
+    creating the writer: on gs:// without TensorFlow, whatever the writer wrote before is already lost
+    but its last record, which is refused (LogdirError). Our writers call it themselves at their first
+    record; a local logdir is left as it is."""
+    _file_writer(writer)
+    return writer
+
+
 def write(writer, summary, step, walltime=None):
     fastcrc.install_writer()  # TensorBoard checksums records in pure Python; once, guarded
     _file_writer(writer).add_summary(summary, check_step(step), walltime)
