@@ -121,6 +121,8 @@ class Store:
     def download(self, bucket, prefix, folder):
         """Copies the objects under `prefix` into `folder` (keys relative to the prefix)."""
         for key in self.objects(bucket, prefix):
+            if key.endswith("/"):  # a "directory" marker (TensorBoard's S3 makedirs)
+                continue
             target = pathlib.Path(folder) / key[len(prefix):].lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             if self.scheme == "s3":
