@@ -183,9 +183,12 @@ def adopt(file_writer):
             "cannot make write-once, and object stores have no append; log through tb_attention.Writer(logdir) "
             "instead (it has add_scalar and add_summary)"
         )
-    events.flush()
-    events.close()
-    records = _records_in(path)
+    try:
+        events.flush()
+        events.close()
+        records = _records_in(path)
+    except Exception as e:  # noqa: BLE001  (the store's own error: no bucket, no credentials)
+        raise logdirs.unreachable(directory, e) from None
     if not records or not event_pb2.Event.FromString(records[0]).file_version:
         raise logdirs.LogdirError(
             f"the SummaryWriter's event file {path} has already lost records: without TensorFlow, TensorBoard's file "
