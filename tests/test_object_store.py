@@ -272,3 +272,59 @@ def test_local_logdirs_are_written_as_before(tmp_path):
     assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 1
     assert new_run(str(tmp_path), "run", overwrite=True) == str(tmp_path / "run")
     assert not list((tmp_path / "run").glob("events.out.tfevents.*"))
+
+
+class Sentences(torch.utils.data.Dataset):
+    def __init__(self, tokenizer):
+        self.ids = [tokenizer("The cat sat on the mat and looked at the dog.")["input_ids"]] * 16
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        ids = torch.tensor(self.ids[i])
+        return {"input_ids": ids, "labels": ids}
+
+
+def test_the_trainer_callback_writes_its_writer_once_from_the_first_record(store, tmp_path, monkeypatch):
+    from transformers import Trainer, TrainingArguments
+
+    from tb_attention import AttentionCallback
+    from tests.support.tensorboard import python_provider, read_blob_steps, request_context
+
+    bucket = store.new_bucket()
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", f"{store.scheme}://{bucket}/runs/trainer")
+    tokenizer = assets.gpt2_tokenizer()
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=6, per_device_train_batch_size=4, logging_steps=2,
+                             report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True)
+    callback = AttentionCallback(tb_attention.Probe(tokenizer, ["The cat sat.", "A dog ran."], metrics=False), every_n_steps=2)
+    Trainer(model=tiny_gpt2(layers=2, heads=2, embed=16).train(), args=args, train_dataset=Sentences(tokenizer),
+            callbacks=[callback]).train()
+    provider = python_provider(f"{store.scheme}://{bucket}/runs")
+    assert [d.step for d in read_blob_steps(provider, "trainer", "probe")] == [2, 4, 6]
+    texts = provider.list_tensors(request_context(), experiment_id="", plugin_name="text")["trainer"]
+    assert "args/text_summary" in texts  # the Trainer's first record, written before any probe: kept
+    assert "train/loss" in provider.list_scalars(request_context(), experiment_id="", plugin_name="scalars")["trainer"]
+
+
+def test_the_lightning_callback_writes_the_loggers_writer_once(store):
+    lightning = pytest.importorskip("lightning")
+    if store.scheme == "s3":
+        pytest.skip("Lightning's TensorBoardLogger reaches s3:// through s3fs, which is not installed here")
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from tb_attention.integrations.lightning import AttentionProbeCallback
+    from tests.support.models import NanoGPT
+    from tests.support.tensorboard import python_provider, read_blob_steps
+    from tests.test_integrations import LitGPT, _data
+
+    bucket = store.new_bucket()
+    probe = tb_attention.Probe.from_tokens([[5, 6, 7, 8]], [["a", "b", "c", "d"]])
+    trainer = lightning.Trainer(
+        max_steps=4, accelerator="cpu", devices=1, logger=TensorBoardLogger(f"gs://{bucket}/runs", name="lit", version=""),
+        callbacks=[AttentionProbeCallback(probe, every_n_steps=2)], enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, log_every_n_steps=1)
+    torch.manual_seed(0)
+    trainer.fit(LitGPT(NanoGPT()), _data())
+    provider = python_provider(f"gs://{bucket}/runs")
+    assert [d.step for d in read_blob_steps(provider, "lit", "probe")] == [2, 4]
