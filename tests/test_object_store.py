@@ -328,3 +328,72 @@ def test_the_lightning_callback_writes_the_loggers_writer_once(store):
     trainer.fit(LitGPT(NanoGPT()), _data())
     provider = python_provider(f"gs://{bucket}/runs")
     assert [d.step for d in read_blob_steps(provider, "lit", "probe")] == [2, 4]
+
+
+def test_records_not_flushed_are_uploaded_at_exit(store):
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.tensorboard import ROOT
+
+    url = f"{store.scheme}://{store.new_bucket()}/runs/exit"
+    code = ("import numpy as np\nfrom tb_attention.storage import summary\n"
+            f"writer = summary.Writer({url!r})\n"
+            "summary.metrics(writer, 'probe', {'entropy': np.zeros((2, 2))}, 0)\n")  # no flush, no close
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (key,) = store.objects(url.split("/")[2], "runs/exit/")
+    assert key.endswith(".00000001")
+
+
+class FakeStore:
+    """Stands in for the upload: objects by URL; `fail` uploads raise first."""
+
+    def __init__(self, fail=0):
+        self.objects, self.fail = {}, fail
+
+    def __call__(self, path, data):
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("store unreachable")
+        assert path not in self.objects, "an object written twice"
+        self.objects[path] = data
+
+
+def _records(data):
+    import struct
+
+    from tensorboard.compat.proto import event_pb2
+
+    out, offset = [], 0
+    while offset < len(data):
+        (length,) = struct.unpack("<Q", data[offset:offset + 8])
+        out.append(event_pb2.Event.FromString(data[offset + 12:offset + 12 + length]))
+        offset += 12 + length + 4
+    return out
+
+
+def test_each_part_is_a_whole_event_file_named_in_write_order_and_a_failed_upload_loses_nothing(monkeypatch):
+    from tensorboard.compat.proto import event_pb2
+
+    fake = FakeStore(fail=1)
+    monkeypatch.setattr(event_parts, "_write_object", fake)
+    writer = event_parts.PartEventWriter("gs://bucket/runs/x", flush_secs=0, max_part_bytes=10_000)
+    writer.add_event(event_pb2.Event(step=0))
+    with pytest.raises(ConnectionError):
+        writer.flush()
+    writer.flush()  # the same records, now uploaded
+    for step in range(1, 12):
+        writer.add_event(event_pb2.Event(step=step, summary=summary.metrics_pb(
+            "probe/entropy", np.zeros((30, 30)), probe="probe", metric="entropy")))  # 3.6 KB: a part every 3
+    writer.close()
+    names = sorted(fake.objects)
+    assert names == [f"gs://bucket/runs/x/{writer.base_name}.{i:08d}" for i in range(1, len(names) + 1)]
+    parts = [_records(fake.objects[name]) for name in names]
+    assert all(p[0].file_version == "brain.Event:2" for p in parts)
+    assert [e.step for p in parts for e in p[1:]] == list(range(12))
+    assert len(parts) == 5  # [0], [1-3], [4-6], [7-9], [10-11]
+    with pytest.raises(OSError, match="closed"):
+        writer.add_event(event_pb2.Event(step=12))
