@@ -397,3 +397,13 @@ def test_each_part_is_a_whole_event_file_named_in_write_order_and_a_failed_uploa
     assert len(parts) == 5  # [0], [1-3], [4-6], [7-9], [10-11]
     with pytest.raises(OSError, match="closed"):
         writer.add_event(event_pb2.Event(step=12))
+
+
+@pytest.mark.parametrize("url, package", [("s3://bucket/runs", "pip install boto3"), ("gs://bucket/runs", "pip install gcsfs")])
+def test_a_url_whose_package_is_missing_is_refused_with_what_to_install(url, package, monkeypatch):
+    from tb_attention.storage import logdir
+
+    monkeypatch.setattr(logdir, "_has_module", lambda name: False)
+    monkeypatch.setattr(logdir, "_has_tensorflow", lambda: False)
+    with pytest.raises(LogdirError, match=f"{package}, or pip install 'tb-attention\\[cloud\\]'"):
+        summary.Writer(url)
