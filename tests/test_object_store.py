@@ -156,6 +156,28 @@ def test_tensorboard_serves_every_step_of_every_run(written, tmp_path):
                 assert status == 200 and np.abs(np.asarray(body["attention"]) - written.attention[step][2]).max() < 0.02
 
 
+def test_tensorboard_shows_the_steps_written_while_it_serves(store, tmp_path):
+    """Training and TensorBoard at once: each new part is found by the loader's next reload."""
+    logdir = f"{store.scheme}://{store.new_bucket()}/runs"
+    writer = summary.Writer(f"{logdir}/live")
+
+    def log(step):
+        summary.metrics(writer, "probe", {"entropy": np.full((2, 2), step, dtype=np.float32)}, step)
+        writer.flush()
+
+    def steps_are(expected):
+        return lambda tags: tags.get("live", {}).get("probe/entropy", {}).get("steps") == expected
+
+    log(0)
+    with serving(logdir, steps_are([0]), load_fast="false", log_folder=tmp_path) as server:
+        for step in (1, 2, 3):
+            log(step)
+        server.wait_for(steps_are([0, 1, 2, 3]), timeout=30)
+        _, metric = server.get("/metric", {"run": "live", "tag": "probe/entropy"})
+        assert [v[0][0] for v in metric["values"]] == [0, 1, 2, 3]
+    writer.close()
+
+
 def test_the_rust_loader_reads_the_parts_as_written(written, tmp_path):
     # The Rust data server reads gs:// from Google only, never an emulator: its reading of the parts is checked on a
     # local copy of the same objects. It does not read s3:// at all.
