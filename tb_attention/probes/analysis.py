@@ -319,20 +319,6 @@ def write_analysis(writer, tag, analysis, step=0):
     summary.exemplars(writer, tag, analysis.exemplars, step)
 
 
-def check_new_run(logdir, run, overwrite=False):
-    """The run's directory; refuses to write a second time into a run that has event files
-    (TensorBoard would drop or hide records of a step written twice)."""
-    directory = pathlib.Path(logdir) / run
-    existing = sorted(directory.glob("events.out.tfevents.*")) if directory.is_dir() else []
-    if existing and not overwrite:
-        raise AnalysisError(
-            f"run {run!r} already has event files in {directory}; choose another --run, or pass --overwrite"
-        )
-    for path in existing:
-        path.unlink()
-    return directory
-
-
 def metadata_summary_line(analysis):
     result = analysis.stats.result()
     return (

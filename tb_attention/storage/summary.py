@@ -16,7 +16,8 @@ from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_
 from tensorboard.plugins.scalar import summary_v2 as scalar_summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-from tb_attention.storage import codecs, fastcrc, ranks, schema
+from tb_attention.storage import codecs, event_parts, fastcrc, ranks, schema
+from tb_attention.storage import logdir as logdirs
 from tb_attention.storage.examples import (  # noqa: F401  (the writer's API: summary.encode_step, ...)
     MAX_BLOB_BYTES,
     RECORD_BYTES,
@@ -29,16 +30,24 @@ from tb_attention.storage.examples import (  # noqa: F401  (the writer's API: su
 ROW_SUM_TOLERANCE = codecs.ROW_SUM_TOLERANCE  # |sum_j a_ij - 1| allowed per row
 
 
-
 class Writer:
     """Writes TensorBoard event files without torch or TensorFlow: `tb_attention.Writer("runs/x")`.
 
-    Accepts local paths and any URL TensorBoard's own file layer accepts (e.g. s3://).
+    Accepts local paths and s3:// or gs:// URLs (`logdir.check_logdir` refuses any other, with the
+    reason). On a URL each flush (every `flush_secs`, `flush()`, `close()`) uploads the records
+    since the last flush once, as a new part of the event file (storage/event_parts.py); the
+    bucket is listed once here, so a missing bucket or credentials fail before anything is logged.
+    `max_queue` (events queued before they are written to a local file) has no use on a URL,
+    where records wait in memory until the next flush.
     """
 
     def __init__(self, logdir, *, max_queue=10, flush_secs=30, filename_suffix=""):
-        self.logdir = str(logdir)
-        self._file_writer = EventFileWriter(self.logdir, max_queue, flush_secs, filename_suffix)
+        self.logdir = logdirs.check_logdir(logdir)
+        if logdirs.is_url(self.logdir):
+            logdirs.check_reachable(self.logdir)
+            self._file_writer = event_parts.PartEventWriter(self.logdir, flush_secs, filename_suffix)
+        else:
+            self._file_writer = EventFileWriter(self.logdir, max_queue, flush_secs, filename_suffix)
 
     def add_summary(self, summary, global_step=None, walltime=None):
         event = event_pb2.Event(summary=summary, wall_time=time.time() if walltime is None else walltime)
@@ -178,14 +187,27 @@ def is_writing_rank(all_ranks=False):
 
 
 def _file_writer(writer):
-    """The object whose add_summary writes into `writer`'s event file."""
+    """The object whose add_summary writes into `writer`'s event file. A SummaryWriter on an
+    object store is first made to write its event file as write-once parts (`event_parts.adopt`)."""
     if hasattr(writer, "_get_file_writer"):  # torch.utils.tensorboard.SummaryWriter (and tensorboardX)
-        return writer._get_file_writer()
+        file_writer = writer._get_file_writer()
+        event_parts.adopt(file_writer)
+        return file_writer
     if hasattr(writer, "add_summary"):
         return writer
     raise TypeError(
         f"writer must be a torch.utils.tensorboard.SummaryWriter or a tb_attention.Writer, got {type(writer).__name__}"
     )
+
+
+def adopt_writer(writer):
+    """Makes a SummaryWriter on an s3:// or gs:// logdir write its event file once (write-once parts,
+    storage/event_parts.py) from now on, its own records included; returns it. Call it right after
+    creating the writer: on gs:// without TensorFlow, whatever the writer wrote before is already lost
+    but its last record, which is refused (LogdirError). Our writers call it themselves at their first
+    record; a local logdir is left as it is."""
+    _file_writer(writer)
+    return writer
 
 
 def write(writer, summary, step, walltime=None):

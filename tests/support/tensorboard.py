@@ -43,10 +43,11 @@ def serving(logdir, ready, *args, **kwargs):
 class TensorBoard:
     """A real `tensorboard --logdir` subprocess on 127.0.0.1, queried over HTTP."""
 
-    def __init__(self, logdir, *extra_args, load_fast="auto", reload_interval=1):
+    def __init__(self, logdir, *extra_args, load_fast="auto", reload_interval=1, log_folder=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = pathlib.Path(logdir).parent / f"tensorboard-{self.port}.log"
+        # beside the logdir, or in log_folder (a URL logdir has no local folder)
+        self.log_path = pathlib.Path(log_folder or pathlib.Path(logdir).parent) / f"tensorboard-{self.port}.log"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
         args = [
             sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
