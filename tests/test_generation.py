@@ -223,3 +223,28 @@ def test_induction_and_prompt_share_against_their_definition():
     np.testing.assert_allclose(result["prompt_share"][0], rows[:, :, :4].sum((1, 2)) / rows.sum((1, 2)), rtol=1e-6)
     expected = (weights[:, 3, 1] + weights[:, 4, 2] + weights[:, 6, 1] + weights[:, 6, 4]) / 3  # 3 queries repeat
     np.testing.assert_allclose(result["induction"][0], expected, rtol=1e-6)
+
+
+def test_real_smollm2_answers_as_plain_generate_and_its_rows_are_eager_attention(tmp_path):
+    import transformers
+
+    from tb_attention.convert import assets
+
+    folder = str(assets.smollm2_dir())
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    probe = Probe(tokenizer, [question], name="chat", generate=dict(max_new_tokens=16))
+    _log(tmp_path, probe, model)
+    (entry, example, _), = read_examples(python_provider(tmp_path), "run", "chat", 0)
+    generation = entry["generation"]
+    prompt = probe.encodings[0]["input_ids"]
+    assert prompt + generation["ids"] == _plain(model, prompt, probe.options)
+    assert "Paris" in generation["text"]
+    fed = prompt + generation["ids"][:-1]
+    eager = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
+                                                              attn_implementation="eager").eval()
+    with torch.no_grad():
+        reference = torch.stack(eager(torch.tensor([fed]), output_attentions=True).attentions)[:, 0].numpy()
+    assert example.attention.shape == reference.shape == (30, 9, len(fed), len(fed))
+    assert np.abs(example.attention - reference).max() <= BOUND
