@@ -28,11 +28,11 @@ class _Layer:
     name: str
     rows: list  # (first query position, float32 [H, n, T] on the model's device: no sync per step)
     queries: int = 0  # query rows seen so far (the next row's position)
-    max_logit: torch.Tensor | None = None  # float32 [H], on the model's device
+    row_max: list = dataclasses.field(default_factory=list)  # per call, float32 [H] on the model's device
 
-    def add_max_logit(self, values):
-        values = values.float()
-        self.max_logit = values if self.max_logit is None else torch.maximum(self.max_logit, values)
+    @property
+    def max_logit(self):
+        return torch.stack(self.row_max).amax(dim=0).float()
 
 
 class DecodingRecorder:
@@ -56,7 +56,9 @@ class DecodingRecorder:
     def __call__(self, call):
         group = group_of(call) if self.encoder_decoder else "self"
         logits = call.logits()[0]  # [H, Nq, Nk]: one sequence at a time; masked keys -inf
-        weights = call.weights(logits=logits[None])[0]
+        # One sequence, no padding: no row is wholly masked, so the softmax needs no NaN guard (a few
+        # small ops fewer per layer and token: on a busy CPU each costs a thread wake-up).
+        weights = torch.softmax(logits, dim=-1) if call.sinks is None else call.weights(logits=logits[None])[0]
         # A forward's calls are numbered from 0 (intercept/); its k-th call of a group is layer k.
         if call.index == 0:
             self._order = {}
@@ -71,7 +73,7 @@ class DecodingRecorder:
         nq, nk = weights.shape[1], weights.shape[2]
         keep = nq if self.new_rows is None or group == "encoder" else min(self.new_rows, nq)
         weights = weights[:, nq - keep :]
-        layer.add_max_logit(logits[:, nq - keep :].amax(dim=(1, 2)))
+        layer.row_max.append(logits[:, nq - keep :].amax(dim=(1, 2)))
         if group == "encoder":
             if layer.rows:
                 raise CaptureError(f"model {self.model_name}: the encoder ran twice during one generation")
