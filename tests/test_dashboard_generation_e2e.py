@@ -35,12 +35,39 @@ def server(tmp_path_factory):
     logdir = tmp_path_factory.mktemp("generation") / "logs"
     logdir.mkdir()
     write_generation_logdir(logdir, layers=LAYERS, heads=HEADS)
+    write_real_generation(logdir / REAL_RUN)
 
     def ready(tags):
-        return len(tags.get(RUN, {}).get(TAG, {}).get("steps", [])) == 2 and all(TAG in tags.get(r, {}) for r in (OTHER_RUN, SEQ2SEQ_RUN))
+        return (len(tags.get(RUN, {}).get(TAG, {}).get("steps", [])) == 2
+                and all(TAG in tags.get(r, {}) for r in (OTHER_RUN, SEQ2SEQ_RUN))
+                and len(tags.get(REAL_RUN, {}).get("answers", {}).get("steps", [])) == 2)
 
     with serving(logdir, ready) as tb:
         yield tb
+
+
+REAL_RUN = "real-gpt2"
+REAL_PROMPTS = ["The cat sat on the mat. The cat", "Once upon a time"]
+
+
+def write_real_generation(directory):
+    """A real generation probe: a tiny GPT-2 writes 8 tokens from each prompt at step 0, and again at step 1
+    after its weights moved (so the two decodings may part)."""
+    import torch
+
+    from tb_attention import Probe, Writer
+    from tb_attention.convert import assets
+    from tests.support.models import tiny_gpt2
+
+    tokenizer = assets.gpt2_tokenizer()
+    model = tiny_gpt2(attn_implementation="sdpa")
+    probe = Probe(tokenizer, REAL_PROMPTS, name="answers", generate=dict(max_new_tokens=8, pad_token_id=0))
+    with Writer(directory) as writer:
+        probe.log(writer, model, 0)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        probe.log(writer, model, 1)
 
 
 @pytest.fixture
@@ -256,3 +283,21 @@ def test_an_encoder_decoder_decoding_shows_the_decoder_rows_and_the_source_they_
     board.frame.click("button[data-open=head]")
     board.wait("head")
     assert board.url_state().get("group") == "decoder" and board.url_state().get("tokens") == str(row)
+
+
+def test_a_real_probes_generation_steps_through_as_the_model_wrote_it(board, server):
+    status, body = server.get("/examples", {"run": REAL_RUN, "tag": "answers", "step": 1})
+    assert status == 200, body
+    generation = body["examples"][0]["generation"]
+    prompt = generation["prompt_length"]
+    served = np.stack([attention(server, REAL_RUN, "answers", 1, 0, layer) for layer in range(2)])  # [L, H, N, N]
+    board.open(wait_for="generation", run=REAL_RUN, tag="answers", view="generation")
+    assert board.frame.text_content("[data-control=gen-position]") == f"1 / {len(generation['tokens'])}"
+    for t in (0, 3, len(generation["tokens"]) - 1):
+        board.frame.fill("[data-control=gen-token]", str(t))
+        wait_data(board, "token", str(t))
+        row = prompt - 1 + t
+        assert close(strip(board), served[:, :, row, : row + 1].reshape(-1, row + 1).mean(0)), t
+        top = json.loads(board.data("top", "generation-side"))
+        assert len(top) == 5
+    board.screenshot("generation_view_real_gpt2")
