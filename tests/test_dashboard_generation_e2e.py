@@ -61,7 +61,7 @@ def write_real_generation(directory):
 
     tokenizer = assets.gpt2_tokenizer()
     model = tiny_gpt2(attn_implementation="sdpa")
-    probe = Probe(tokenizer, REAL_PROMPTS, name="answers", generate=dict(max_new_tokens=8, pad_token_id=0))
+    probe = Probe(tokenizer, REAL_PROMPTS, name="answers", generate=dict(max_new_tokens=8, pad_token_id=0), with_qk=True)
     with Writer(directory) as writer:
         probe.log(writer, model, 0)
         with torch.no_grad():
@@ -301,3 +301,8 @@ def test_a_real_probes_generation_steps_through_as_the_model_wrote_it(board, ser
         top = json.loads(board.data("top", "generation-side"))
         assert len(top) == 5
     board.screenshot("generation_view_real_gpt2")
+    # The neuron view on the row that wrote the last token: q·k recomputed from the stored vectors = the rows.
+    board.frame.click("button[data-open=neuron]")
+    board.wait("neuron")
+    assert board.data("query", "neuron") == str(row)
+    assert float(board.data("difference", "neuron")) <= 0.02

@@ -201,8 +201,8 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, gpt2_tokenize
 def test_step_without_generate_and_arguments_a_probe_cannot_take(gpt2_tokenizer):
     with pytest.raises(TypeError, match="belong to generation probes"):
         Probe(gpt2_tokenizer, ["a"], step=lambda m, i, c: None)
-    with pytest.raises(TypeError, match="does not take with_qk"):
-        Probe(gpt2_tokenizer, ["a"], generate={}, with_qk=True)
+    with pytest.raises(TypeError, match="does not take targets"):
+        Probe(gpt2_tokenizer, ["a"], generate={}, targets=["b"])
     with pytest.raises(ValueError, match="with step=, generation takes only"):
         probe = Probe(gpt2_tokenizer, [[1, 2]], generate=dict(max_new_tokens=2, num_beams=2),
                       step=lambda m, ids, cache: m(ids))
@@ -248,3 +248,29 @@ def test_real_smollm2_answers_as_plain_generate_and_its_rows_are_eager_attention
         reference = torch.stack(eager(torch.tensor([fed]), output_attentions=True).attentions)[:, 0].numpy()
     assert example.attention.shape == reference.shape == (30, 9, len(fed), len(fed))
     assert np.abs(example.attention - reference).max() <= BOUND
+
+
+@pytest.mark.parametrize("family,options", [
+    ("gemma2", dict(max_new_tokens=10)),  # soft cap, a sliding window of 4 on alternate layers
+    ("gpt_oss", dict(max_new_tokens=10)),  # sinks, sliding windows
+    ("llama", dict(max_new_tokens=10, cache_implementation="static")),
+])
+def test_with_qk_stores_each_positions_query_and_key_as_a_teacher_forced_forward_has_them(tmp_path, gpt2_tokenizer,
+                                                                                          family, options):
+    from tb_attention import capture
+
+    model = decoder_lm(family, "eager")
+    probe = Probe(gpt2_tokenizer, PROMPTS[:1], generate={**options, "pad_token_id": 0}, with_qk=True)
+    _log(tmp_path, probe, model)
+    (entry, example, qk), = read_examples(python_provider(tmp_path), "run", "probe", 0)
+    fed = PROMPTS[0] + entry["generation"]["ids"][:-1]
+    (reference,) = capture.capture_attention(model, torch.tensor([fed]), with_qk=True)
+    np.testing.assert_allclose(qk.query, reference.query.numpy(), atol=2e-2, rtol=1e-2)
+    np.testing.assert_allclose(qk.key, reference.key.numpy(), atol=2e-2, rtol=1e-2)
+    assert qk.scaling == pytest.approx(reference.scaling)
+    assert qk.rule("softcap") == (reference.softcap or [None, None])
+    assert qk.rule("sliding_window") == (reference.sliding_window or [None, None])
+    if reference.sinks:
+        np.testing.assert_allclose(np.array(qk.rule("sinks")), np.array(reference.sinks), rtol=1e-3)
+    else:
+        assert qk.rule("sinks") == [None, None]

@@ -29,6 +29,9 @@ class _Layer:
     rows: list  # (first query position, float32 [H, n, T] on the model's device: no sync per step)
     queries: int = 0  # query rows seen so far (the next row's position)
     row_max: list = dataclasses.field(default_factory=list)  # per call, float32 [H] on the model's device
+    q_rows: list = dataclasses.field(default_factory=list)  # with q/k: per call, the new rows' [H, n, d]
+    k_rows: list = dataclasses.field(default_factory=list)  # with q/k: per call, the new positions' [H_kv, n, d]
+    scoring: tuple | None = None  # (scale, softcap, sliding_window, sinks as a list): how q·k became weights
 
     @property
     def max_logit(self):
@@ -50,6 +53,7 @@ class DecodingRecorder:
         self.encoder_decoder = False
         self.new_rows = None
         self.interception = None  # the intercept.Interception feeding this recorder
+        self.with_qk = False
         self.frames = None  # keep only the first `frames` encoder positions (queries and keys of `encoder`, keys of `cross`)
         self.decoder_prompt = None  # an encoder-decoder's first decoder input ids, as the prefill read them
 
@@ -74,6 +78,8 @@ class DecodingRecorder:
         keep = nq if self.new_rows is None or group == "encoder" else min(self.new_rows, nq)
         weights = weights[:, nq - keep :]
         layer.row_max.append(logits[:, nq - keep :].amax(dim=(1, 2)))
+        if self.with_qk:
+            self._keep_qk(call, layer, group, keep, nk)
         if group == "encoder":
             if layer.rows:
                 raise CaptureError(f"model {self.model_name}: the encoder ran twice during one generation")
@@ -97,6 +103,40 @@ class DecodingRecorder:
             placed[:, :, total - nk :] = weights
         layer.rows.append((layer.queries, placed.float()))
         layer.queries = total
+
+    def _keep_qk(self, call, layer, group, keep, nk):
+        """The query vectors of the new rows and the key vectors of the new positions (all the encoder's
+        for cross attention, once): each position's key as the cache first received it."""
+        if call.query is None or call.key is None:
+            raise CaptureError(f"model {self.model_name}, {call.name}: this attention code gives no query/key vectors "
+                               "(with_qk=True needs them)")
+        if layer.scoring is None:
+            sinks = None if call.sinks is None else call.sinks.float().cpu().tolist()
+            layer.scoring = (float(call.scale), call.softcap, call.sliding_window, sinks)
+        nq = call.query.shape[2]
+        if group == "encoder":  # its queries are its keys' positions, trimmed alike
+            layer.q_rows.append(call.query[0, :, :keep].float())
+        else:
+            layer.q_rows.append(call.query[0, :, nq - keep :].float())
+        if group in ("encoder", "cross"):
+            if not layer.k_rows:
+                frames = self.frames if self.frames is not None else nk
+                layer.k_rows.append(call.key[0, :, :frames].float())
+            return
+        total = layer.queries + keep  # before this call's rows are counted
+        start = total - keep if nk >= total else nk - keep  # where the new positions sit in this call's keys
+        layer.k_rows.append(call.key[0, :, start : start + keep].float())
+
+    def query_key(self, group, index):
+        """(query [H, Nq, d], key [H_kv, Nk, d]) of one layer (float32, host), or None without q/k."""
+        layer = self.groups[group][index]
+        if not layer.q_rows:
+            return None
+        return torch.cat(layer.q_rows, dim=1).cpu(), torch.cat(layer.k_rows, dim=1).cpu()
+
+    def scorings(self, group):
+        """Per layer: (scale, softcap, sliding_window, sinks) as the model computed its weights."""
+        return [layer.scoring for layer in self.groups[group]]
 
     # ------------------------------------------------------------------------------------------
 
@@ -199,7 +239,7 @@ def _stop(generated, eos, options, max_new_tokens):
     return "other"
 
 
-def generate(model, input_ids, options, *, seed=None, step=None, model_inputs=None, frames=None):
+def generate(model, input_ids, options, *, seed=None, step=None, model_inputs=None, frames=None, with_qk=False):
     """Generates from one prompt (input_ids: a list of ints) and records every decoding step's attention.
 
     options: `model.generate` keyword arguments (a Hugging Face model), or with `step` the STEP_OPTIONS.
@@ -210,12 +250,14 @@ def generate(model, input_ids, options, *, seed=None, step=None, model_inputs=No
     seed: set (on a forked RNG: the caller's random state is left as it was) before sampling.
     model_inputs: more `generate` inputs (Whisper's input_features, with input_ids None).
     frames: keep only the first `frames` encoder positions (Whisper: the real audio of a 30 s window).
+    with_qk: also keep each new row's query vectors and each new position's key vectors (the neuron view).
     """
     module = modules.unwrap(model)
     device = devices.device_of(module)
     forked = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=forked, enabled=seed is not None), recording_decoding(module) as recorder:
         recorder.frames = frames
+        recorder.with_qk = with_qk
         if seed is not None:
             torch.manual_seed(seed)
         if step is not None:

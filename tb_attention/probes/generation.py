@@ -36,15 +36,17 @@ class GenerationProbe:
     step: a model without `generate` (plain PyTorch): step(model, input_ids [1, n], cache) -> logits
         [1, n, vocab] or [1, vocab], or (logits, new cache); see `capture.decoding.generate`. Options
         are then max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id.
+    with_qk: also store each position's query and key vectors (the neuron view), as the decoding steps
+        computed them: each new row's query, each new position's key as the cache received it.
     Other options as for Probe: name, metrics, include_first, top_k_exemplars, max_dense_tokens, all_ranks.
     Metrics: the probe's per-head metrics over each whole example, max_logit, and over the decoding
     queries prompt_share and induction (http_api.md).
     """
 
     def __init__(self, tokenizer, prompts, name=defaults.PROBE_TAG, *, generate, step=None, seed=DEFAULT_SEED,
-                 metrics=True, include_first=False, top_k_exemplars=defaults.TOP_K_EXEMPLARS,
+                 with_qk=False, metrics=True, include_first=False, top_k_exemplars=defaults.TOP_K_EXEMPLARS,
                  max_dense_tokens=codecs.DEFAULT_MAX_DENSE_TOKENS, all_ranks=False, _encodings=None, **unsupported):
-        for option in ("targets", "forward", "with_qk", "syntax", "spacy_model", "max_length", "batch_size"):
+        for option in ("targets", "forward", "syntax", "spacy_model", "max_length", "batch_size"):
             if unsupported.get(option) not in (None, False) or (option == "batch_size" and option in unsupported):
                 raise TypeError(
                     f"a generation probe does not take {option}=: it generates from each prompt alone"
@@ -71,6 +73,7 @@ class GenerationProbe:
         self.name = name
         self.encodings = encodings
         self.texts = [e["text"] for e in encodings]
+        self.with_qk = with_qk
         self.compute_metrics = metrics
         self.include_first = include_first
         self.top_k_exemplars = top_k_exemplars
@@ -152,7 +155,7 @@ class GenerationProbe:
                 inputs = {"input_features": encoding["input_features"][None].to(dtype)}
             decoded.append(decoding.generate(
                 model, encoding["input_ids"], self.options, seed=seed if self.do_sample else None,
-                step=self.step_function, model_inputs=inputs, frames=encoding.get("frames")))
+                step=self.step_function, model_inputs=inputs, frames=encoding.get("frames"), with_qk=self.with_qk))
         examples, values, table = self._examples(decoded)
         summary.write_examples(writer, self.name, examples, step, walltime=walltime, max_dense_tokens=self.max_dense_tokens)
         if self.compute_metrics:
@@ -252,8 +255,11 @@ class GenerationProbe:
                     cross.append(torch.stack(cross_layers))
                 top = recorder.max_logit(name).numpy()
                 max_logits[name] = top if name not in max_logits else np.maximum(max_logits[name], top)
-                groups.append({"name": name, "attention": layers, "tokens": queries, "key_tokens": keys,
-                               "causal": name not in ("encoder", "cross"), "layer_names": recorder.layer_names(name)})
+                spec = {"name": name, "attention": layers, "tokens": queries, "key_tokens": keys,
+                        "causal": name not in ("encoder", "cross"), "layer_names": recorder.layer_names(name)}
+                if self.with_qk:
+                    spec.update(_query_key(recorder, name, num_layers))
+                groups.append(spec)
             examples.append({
                 "tokens": groups[0]["tokens"], "text": encoding["text"], "segments": None, "pos": None,
                 "groups": groups, "generation": self._generation(encoding, result, decoding_group),
@@ -278,6 +284,21 @@ class GenerationProbe:
             top_k=self.top_k_exemplars,
         )
         return examples, values, table
+
+
+def _query_key(recorder, group, num_layers):
+    """The writer's q/k fields of one group: query [L, H, Nq, d], key [L, H_kv, Nk, d], scaling and the
+    scoring rules (None where no layer uses one), as Probe stores them for the neuron view."""
+    import torch
+
+    pairs = [recorder.query_key(group, layer) for layer in range(num_layers)]
+    scorings = recorder.scorings(group)
+    fields = {"query": torch.stack([q for q, _ in pairs]), "key": torch.stack([k for _, k in pairs]),
+              "scaling": [s[0] for s in scorings]}
+    for index, rule in enumerate(schema.SCORING_RULES, 1):
+        values = [s[index] for s in scorings]
+        fields[rule] = values if any(v is not None for v in values) else None
+    return fields
 
 
 def _prompt_list(prompts):
