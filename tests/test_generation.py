@@ -184,6 +184,8 @@ def test_chat_prompts_go_through_the_chat_template(gpt2_tokenizer):
     (dict(max_new_tokens=-3), "gpt2", "max_new_tokens must be a positive number"),
     (dict(max_new_tokens=60), "gpt2", "more than the model's context of 64 positions"),
     (dict(max_new_tokens=4, output_attentions=True), "gpt2", "the probe sets output_attentions itself"),
+    (dict(max_new_tokens=4, num_beams=3), "gpt2", "num_beams=3 decodes several sequences"),
+    (dict(max_new_tokens=4, num_return_sequences=2, do_sample=True), "gpt2", "num_return_sequences=2"),
     (dict(max_new_tokens=4), "bert", "has no generate"),
     (dict(max_new_tokens=4), "text", "token ids up to 6,342, but the model's vocabulary has 100"),
     (dict(max_new_tokens=4), "nano", "has no generate"),
@@ -274,3 +276,17 @@ def test_with_qk_stores_each_positions_query_and_key_as_a_teacher_forced_forward
         np.testing.assert_allclose(np.array(qk.rule("sinks")), np.array(reference.sinks), rtol=1e-3)
     else:
         assert qk.rule("sinks") == [None, None]
+
+
+def test_a_generation_config_is_taken_as_generate_takes_it(tmp_path, gpt2_tokenizer):
+    from transformers import GenerationConfig
+
+    model = decoder_lm("llama", "sdpa")
+    config = GenerationConfig(max_new_tokens=7, do_sample=False, pad_token_id=0, eos_token_id=None)
+    probe = Probe(gpt2_tokenizer, PROMPTS[:1], generate=config)
+    _log(tmp_path, probe, model)
+    (entry, _, _), = read_examples(python_provider(tmp_path), "run", "probe", 0)
+    assert PROMPTS[0] + entry["generation"]["ids"] == _plain(model, PROMPTS[0], {"generation_config": config})
+    assert entry["generation"]["options"]["generation_config"]["max_new_tokens"] == 7
+    with pytest.raises(ValueError, match="sets no max_new_tokens"):
+        Probe(gpt2_tokenizer, PROMPTS, generate=GenerationConfig())

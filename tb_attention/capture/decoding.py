@@ -59,6 +59,11 @@ class DecodingRecorder:
 
     def __call__(self, call):
         group = group_of(call) if self.encoder_decoder else "self"
+        if call.shape[0] != 1:
+            raise CaptureError(
+                f"model {self.model_name}, {call.name}: a decoding step ran {call.shape[0]} sequences at once; a generation "
+                "probe follows one (no beam search, several return sequences, guidance or assisted decoding)"
+            )
         logits = call.logits()[0]  # [H, Nq, Nk]: one sequence at a time; masked keys -inf
         # One sequence, no padding: no row is wholly masked, so the softmax needs no NaN guard (a few
         # small ops fewer per layer and token: on a busy CPU each costs a thread wake-up).

@@ -12,6 +12,9 @@ from tb_attention.storage.schema import exemplar_table
 
 DEFAULT_MAX_NEW_TOKENS = 32
 DEFAULT_SEED = 0  # sampling probes: the same seed at every step, so that steps stay comparable
+# generate arguments that decode more than one sequence, or draft with another model: the values that do not
+_ONE_SEQUENCE = {"num_beams": (1,), "num_return_sequences": (1,), "num_beam_groups": (1,), "assistant_model": (),
+                 "prompt_lookup_num_tokens": (), "penalty_alpha": (0, 0.0), "guidance_scale": (1, 1.0)}
 _CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_target_positions", "seq_length", "n_ctx")
 
 
@@ -334,6 +337,14 @@ def _options(generate, plain):
         max_new = options["max_new_tokens"]
     else:
         raise TypeError(f"generate must be a dict of model.generate arguments or a GenerationConfig, got {type(generate).__name__}")
+    settings = generate.to_dict() if GenerationConfig and isinstance(generate, GenerationConfig) else options
+    for name, allowed in _ONE_SEQUENCE.items():
+        value = settings.get(name)
+        if value is not None and value not in allowed:
+            raise ValueError(
+                f"generate: {name}={value!r} decodes several sequences (or drafts with another model); a generation "
+                f"probe stores the one sequence greedy or sampled decoding writes: leave {name} out"
+            )
     if not isinstance(max_new, int) or isinstance(max_new, bool) or max_new <= 0:
         raise ValueError(f"max_new_tokens must be a positive number of tokens, got {max_new!r}")
     if max_new > schema.MAX_GENERATED:
