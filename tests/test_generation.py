@@ -223,3 +223,22 @@ def test_induction_and_prompt_share_against_their_definition():
     np.testing.assert_allclose(result["prompt_share"][0], rows[:, :, :4].sum((1, 2)) / rows.sum((1, 2)), rtol=1e-6)
     expected = (weights[:, 3, 1] + weights[:, 4, 2] + weights[:, 6, 1] + weights[:, 6, 4]) / 3  # 3 queries repeat
     np.testing.assert_allclose(result["induction"][0], expected, rtol=1e-6)
+
+
+def test_demo_smollm2_answers_a_chat_question(tmp_path, monkeypatch):
+    from demo import chat
+    from tb_attention.convert import assets
+
+    try:
+        assets.smollm2_dir()
+    except assets.AssetError as e:
+        pytest.skip(str(e))
+    monkeypatch.setattr(chat, "QUESTIONS", chat.QUESTIONS[:1])  # one question keeps the test short; the demo asks three
+    assert chat.main(tmp_path, max_new_tokens=12) == ["The capital of France is Paris."]
+    [(entry, example, _)] = read_examples(python_provider(tmp_path), chat.RUN, chat.TAG, 0)
+    generation = entry["generation"]
+    assert generation["stop"] == "eos" and not generation["do_sample"]
+    assert generation["prompt"].startswith("<|im_start|>system") and "What is the capital of France?" in generation["prompt"]
+    assert generation["tokens"][:4] == ["The", "Ġcapital", "Ġof", "ĠFrance"]
+    n = generation["prompt_length"] + len(generation["ids"]) - 1  # the prompt, then every generated token but the last
+    assert example.attention.shape == (30, 9, n, n)  # SmolLM2-135M: 30 layers x 9 heads
