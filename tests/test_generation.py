@@ -242,3 +242,18 @@ def test_demo_smollm2_answers_a_chat_question(tmp_path, monkeypatch):
     assert generation["tokens"][:4] == ["The", "Ġcapital", "Ġof", "ĠFrance"]
     n = generation["prompt_length"] + len(generation["ids"]) - 1  # the prompt, then every generated token but the last
     assert example.attention.shape == (30, 9, n, n)  # SmolLM2-135M: 30 layers x 9 heads
+
+
+def test_demo_gpt2_training_logs_what_it_writes_every_100_steps(tmp_path):
+    from demo import train
+
+    train.train(tmp_path / "logs", tmp_path / "work", steps=100, layers=1, heads=2, width=16, probe_every=100,
+                health_every=100, checkpoints=None)
+    provider = python_provider(tmp_path / "logs")
+    for step in (0, 100):
+        entries = [entry for entry, _, _ in read_examples(provider, "train", train.GENERATION_TAG, step)]
+        assert [e["generation"]["prompt"] for e in entries] == train.GENERATION_PROMPTS
+        for entry in entries:
+            generation = entry["generation"]
+            assert not generation["do_sample"] and generation["options"]["max_new_tokens"] == train.GENERATION_TOKENS
+            assert len(generation["ids"]) == train.GENERATION_TOKENS or generation["stop"] == "eos"
