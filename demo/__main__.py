@@ -1,5 +1,6 @@
-"""The demo: a small GPT-2 with a probe and an unstable twin, checkpoints, SmolLM2 and MiniLM analysed, a ViT and
-DINOv2 on images, Whisper on speech; then TensorBoard serves it all.
+"""The demo: a small GPT-2 with a probe, a generation probe and an unstable twin, checkpoints, SmolLM2 and MiniLM
+analysed, SmolLM2-Instruct answering questions, a ViT and DINOv2 on images, Whisper on speech; then TensorBoard
+serves it all.
 
     python -m demo [--out demo_output] [--no-serve] [--quick | --full] [--port 6006]
 """
@@ -23,7 +24,7 @@ UNSTABLE_LEARNING_RATE = 3e-2
 UNSTABLE_STEPS = 150
 VIT_STEPS = 300  # ~0.25 s a step on 2 cores: test accuracy 0.82 (0.85 at 600), the ViT's share near 1.5 minutes
 # --quick: every stage, fewer steps and sentences (under 3 minutes on 2 cores): to see each view once.
-QUICK = dict(steps=100, sentences=32, vit_steps=50, unstable_steps=40)
+QUICK = dict(steps=100, sentences=32, vit_steps=50, unstable_steps=40, chat_tokens=16)
 
 
 def stage(number, total, text):
@@ -54,7 +55,7 @@ def main(argv=None):
 
     if not torch.cuda.is_available():  # DeepSpeed, where the tests installed it, warns at import that it found no GPU
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    from demo import train, vit, whisper
+    from demo import chat, train, vit, whisper
     from tb_attention import cli
     from tb_attention.convert import assets
 
@@ -66,6 +67,7 @@ def main(argv=None):
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     count = 10_000 if args.full else args.sentences
+    chat_tokens = QUICK["chat_tokens"] if args.quick else chat.MAX_NEW_TOKENS
     unstable_steps = min(QUICK["unstable_steps"] if args.quick else UNSTABLE_STEPS, args.steps)
     checkpoints = {}
 
@@ -74,7 +76,7 @@ def main(argv=None):
 
     def train_unstable():
         train.train(logdir, workdir, steps=unstable_steps, learning_rate=UNSTABLE_LEARNING_RATE, warmup=False,
-                    health_every=5, checkpoints=None, run=UNSTABLE_RUN)
+                    health_every=5, generate_every=None, checkpoints=None, run=UNSTABLE_RUN)
 
     def probe_checkpoints():
         for step, folder in sorted(checkpoints.items()):
@@ -87,13 +89,16 @@ def main(argv=None):
 
     stages = [
         (f"training a small GPT-2 on Wikipedia for {args.steps} steps, logging a probe every 25 steps "
-         "and attention health every 10", train_main),
+         f"and attention health every 10; every {train.GENERATION_EVERY} it writes {train.GENERATION_TOKENS} tokens "
+         f"after {len(train.GENERATION_PROMPTS)} prompts (Generation view)", train_main),
         (f"the same GPT-2 at {UNSTABLE_LEARNING_RATE:g} (10x) without warm-up for {unstable_steps} steps "
          f"(run {UNSTABLE_RUN}): its attention logits grow and entropy collapses (Health panel)", train_unstable),
         ("re-evaluating the saved checkpoints on the same probe, as runs of their own (tb-attention probe)",
          probe_checkpoints),
         (f"analysing SmolLM2-135M over {count} Wikipedia sentences (tb-attention analyze)",
          lambda: analyze(assets.smollm2_dir(), "smollm2-135m")),
+        (f"SmolLM2-135M-Instruct answering {len(chat.QUESTIONS)} questions, at most {chat_tokens} tokens each "
+         f"(run {chat.RUN}, Generation view)", lambda: chat.main(logdir, max_new_tokens=chat_tokens)),
         (f"analysing all-MiniLM-L6-v2 (BERT) over {count} Wikipedia sentences",
          lambda: analyze(assets.minilm_dir(), "minilm-l6")),
         (f"a small ViT learning Fashion-MNIST for {args.vit_steps} steps (an ImageProbe every "

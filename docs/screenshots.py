@@ -36,6 +36,9 @@ VIEWS = [
     ("image_view", {"run": "dinov2-small", "tag": "photos", "view": "image", "example": "0", "layer": "9"}),
     ("cross_attention", {"run": "whisper-tiny-en", "tag": "speech", "view": "head", "example": "0",
                          "group": "cross", "layer": "2"}),
+    # SmolLM2-135M-Instruct's third answer at its 9th token ("Neptune"), the mean of every head as heat.
+    ("generation_view", {"run": "smollm2-chat", "tag": "generation", "view": "generation", "example": "2",
+                         "gtoken": "8"}),
 ]
 
 

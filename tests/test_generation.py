@@ -172,7 +172,7 @@ def test_chat_prompts_go_through_the_chat_template(gpt2_tokenizer):
                               "{% if add_generation_prompt %}<assistant>{% endif %}"
     try:
         probe = Probe(tokenizer, [[{"role": "user", "content": "Hi there"}]], generate={})
-        assert probe.encodings[0]["text"] == "<user>Hi there\n<assistant>"
+        assert probe.encodings[0]["prompt"] == "<user>Hi there\n<assistant>" and probe.encodings[0]["text"] == "Hi there"
         assert probe.encodings[0]["input_ids"] == tokenizer("<user>Hi there\n<assistant>")["input_ids"]
         assert probe.max_new_tokens == 32 and probe.options["do_sample"] is False
     finally:
@@ -290,3 +290,37 @@ def test_a_generation_config_is_taken_as_generate_takes_it(tmp_path, gpt2_tokeni
     assert entry["generation"]["options"]["generation_config"]["max_new_tokens"] == 7
     with pytest.raises(ValueError, match="sets no max_new_tokens"):
         Probe(gpt2_tokenizer, PROMPTS, generate=GenerationConfig())
+
+
+def test_demo_smollm2_answers_a_chat_question(tmp_path, monkeypatch):
+    from demo import chat
+    from tb_attention.convert import assets
+
+    try:
+        assets.smollm2_dir()
+    except assets.AssetError as e:
+        pytest.skip(str(e))
+    monkeypatch.setattr(chat, "QUESTIONS", chat.QUESTIONS[:1])  # one question keeps the test short; the demo asks three
+    assert chat.main(tmp_path, max_new_tokens=12) == ["The capital of France is Paris."]
+    [(entry, example, _)] = read_examples(python_provider(tmp_path), chat.RUN, chat.TAG, 0)
+    generation = entry["generation"]
+    assert generation["stop"] == "eos" and not generation["do_sample"]
+    assert generation["prompt"].startswith("<|im_start|>system") and "What is the capital of France?" in generation["prompt"]
+    assert generation["tokens"][:4] == ["The", "Ġcapital", "Ġof", "ĠFrance"]
+    n = generation["prompt_length"] + len(generation["ids"]) - 1  # the prompt, then every generated token but the last
+    assert example.attention.shape == (30, 9, n, n)  # SmolLM2-135M: 30 layers x 9 heads
+
+
+def test_demo_gpt2_training_logs_what_it_writes_every_100_steps(tmp_path):
+    from demo import train
+
+    train.train(tmp_path / "logs", tmp_path / "work", steps=100, layers=1, heads=2, width=16, probe_every=100,
+                health_every=100, checkpoints=None)
+    provider = python_provider(tmp_path / "logs")
+    for step in (0, 100):
+        entries = [entry for entry, _, _ in read_examples(provider, "train", train.GENERATION_TAG, step)]
+        assert [e["generation"]["prompt"] for e in entries] == train.GENERATION_PROMPTS
+        for entry in entries:
+            generation = entry["generation"]
+            assert not generation["do_sample"] and generation["options"]["max_new_tokens"] == train.GENERATION_TOKENS
+            assert len(generation["ids"]) == train.GENERATION_TOKENS or generation["stop"] == "eos"

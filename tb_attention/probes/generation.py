@@ -91,8 +91,11 @@ class GenerationProbe:
         elif isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt):
             if getattr(tokenizer, "chat_template", None) is None:
                 raise ValueError(f"prompt {index} is chat messages, but the tokenizer has no chat template: give a text")
-            text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-            ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+            rendered = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+            ids = list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+            # The example is named by what was asked (its last user message); the prompt as rendered is kept too.
+            users = [m.get("content") for m in prompt if m.get("role") == "user" and isinstance(m.get("content"), str)]
+            text = users[-1] if users else rendered
         elif isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
             ids, text = list(prompt), tokenizer.decode(prompt)
         else:
@@ -100,7 +103,10 @@ class GenerationProbe:
                             f"got {type(prompt).__name__}")
         if not ids:
             raise ValueError(f"prompt {index} ({text!r}) tokenises to nothing")
-        return {"input_ids": ids, "tokens": tokenizer.convert_ids_to_tokens(ids), "text": text, "segments": None}
+        encoding = {"input_ids": ids, "tokens": tokenizer.convert_ids_to_tokens(ids), "text": text, "segments": None}
+        if not isinstance(prompt, str) and isinstance(prompt[0], dict):
+            encoding["prompt"] = rendered
+        return encoding
 
     # ------------------------------------------------------------------------------------------
 
@@ -190,7 +196,7 @@ class GenerationProbe:
         return {
             "group": group,
             "prompt_length": len(result.prompt_ids),
-            "prompt": encoding["text"],
+            "prompt": encoding.get("prompt", encoding["text"]),
             "text": (self.tokenizer.decode(generated, skip_special_tokens=True) if hasattr(self.tokenizer, "decode")
                      else " ".join(self._tokens(generated))),
             "tokens": self._tokens(generated),
