@@ -14,6 +14,23 @@ def segment_a_end(encoding, length):
 
 
 
+def token_names(tokenizer, ids, what):
+    """The tokenizer's token string of each id, or a ValueError naming the first id it has no token for
+    (convert_ids_to_tokens gives None there: e.g. a model whose vocabulary is padded beyond the tokenizer's)."""
+    ids = [int(i) for i in ids]
+    names = tokenizer.convert_ids_to_tokens(ids)
+    for i, name in zip(ids, names):
+        if name is None:
+            size = len(tokenizer) if hasattr(tokenizer, "__len__") else "?"
+            raise ValueError(
+                f"the tokenizer ({type(tokenizer).__name__}, {size} tokens) cannot decode token id {i}, {what}: "
+                "the model's vocabulary is larger than the tokenizer's. Use the tokenizer the model was trained "
+                "with, or keep generation to the tokenizer's ids: "
+                "generate=dict(suppress_tokens=list(range(len(tokenizer), model.config.vocab_size)), ...)"
+            )
+    return [str(name) for name in names]
+
+
 def check_texts(texts):
     if isinstance(texts, (str, tuple)):
         texts = [texts]

@@ -45,6 +45,11 @@ def token_strings(tokens):
     for i, token in enumerate(tokens):
         if isinstance(token, bytes):
             token = token.decode("utf-8", errors="replace")
+        elif token is None:
+            raise TypeError(
+                f"token {i} is None, not a string: a tokenizer's convert_ids_to_tokens gives None for an id it "
+                "cannot decode (one beyond its vocabulary); give tokens from the tokenizer the model was trained with"
+            )
         elif not isinstance(token, str):
             raise TypeError(
                 f"token {i} is {type(token).__name__} {token!r}, not a string: pass token strings "
