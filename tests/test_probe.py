@@ -166,6 +166,7 @@ from tests.support.models import (  # noqa: E402
     Encoder,
     MHAStack,
     NanoGPT,
+    decoder_lm,
     hf_model,
     with_implementation,
 )
@@ -423,3 +424,17 @@ def test_sentence_pairs_with_a_forward_are_refused(tmp_path, gpt2_tokenizer, mod
                   syntax=False)
     with pytest.raises(ValueError, match="token_type_ids would not reach the model"):
         probe.capture(model)
+
+
+def test_a_model_with_attention_sinks_logs_its_qk_rows_summing_below_one(tmp_path):
+    model = decoder_lm("gpt_oss")
+    with torch.no_grad():  # sinks start at zero; make them take a visible share
+        for layer in model.model.layers:
+            layer.self_attn.sinks.copy_(torch.linspace(-2.0, 6.0, 4))
+    _, provider = _log(tmp_path, Probe.from_tokens(IDS, TOKENS, with_qk=True), model)
+    for ids, (_, example, qk) in zip(IDS, read_examples(provider, "run", "probe", 0)):
+        with torch.no_grad():
+            expected = torch.stack(model(input_ids=torch.tensor([ids]), output_attentions=True).attentions)[:, 0]
+        assert expected.sum(-1).min() < 0.5  # the sinks took their share: no row-sum-to-1 here
+        assert np.abs(example.attention - expected.numpy()).max() <= BOUND
+        assert qk.rule("sinks") == [pytest.approx(np.linspace(-2.0, 6.0, 4).tolist())] * 2
