@@ -47,6 +47,7 @@ ROW_SUM_TOLERANCE = 0.02  # |sum_j a_ij - 1| allowed per row (fp16/bf16 models r
 class RowSumError(ValueError):
     """Attention rows that do not sum as a softmax's do; the writer's callers add the options they have."""
 
+
 def quantize(weights):
     """float weights in [0, 1] -> uint8 on the square-root scale (see QUANTIZATION); torch stays torch."""
     w = as_float32(weights)
