@@ -254,3 +254,20 @@ def test_real_whisper_transcribes_and_stores_each_words_cross_attention(tmp_path
     assert generation["ids"] == [1514, 2651, 838, 10700, 13, 50256]
     prompt = generation["prompt_length"]
     assert cross.attention.shape[2] == prompt + len(generation["ids"]) - 1 and cross.attention.shape[3] == 145
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_whisper_computes_the_same_logits_bit_for_bit_while_recorded(implementation, batch):
+    from tb_attention import capture
+
+    model = tiny_whisper(implementation)
+    g = torch.Generator().manual_seed(1)
+    inputs = {"input_features": torch.randn(batch, 8, 200, generator=g),
+              "decoder_input_ids": torch.randint(4, 100, (batch, 6), generator=g)}
+    with torch.no_grad():
+        plain = model(**inputs).logits
+        with capture.recording(model, with_qk=True, with_max_logit=True) as recorder:
+            recorded = model(**inputs).logits
+    assert len(recorder.calls) == 6  # 2 encoder, 2 decoder, 2 cross layers
+    assert torch.equal(plain, recorded)

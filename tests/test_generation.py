@@ -324,3 +324,25 @@ def test_demo_gpt2_training_logs_what_it_writes_every_100_steps(tmp_path):
             generation = entry["generation"]
             assert not generation["do_sample"] and generation["options"]["max_new_tokens"] == train.GENERATION_TOKENS
             assert len(generation["ids"]) == train.GENERATION_TOKENS or generation["stop"] == "eos"
+
+
+def test_a_generated_id_the_tokenizer_cannot_decode_is_named_and_warned_of(tmp_path, gpt2_tokenizer):
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class Always50300(LogitsProcessor):  # an id of the model's padded vocabulary (50400) past the tokenizer's
+        def __call__(self, input_ids, scores):
+            scores = scores.clone()
+            scores[:, 50300] = 1e4
+            return scores
+
+    model = tiny_gpt2(vocab=50400)
+    probe = Probe(gpt2_tokenizer, ["The cat sat"],
+                  generate=dict(max_new_tokens=2, pad_token_id=0, logits_processor=LogitsProcessorList([Always50300()])))
+    with pytest.warns(UserWarning, match=r"wrote or ranked id 50300, which its tokenizer \(50257 tokens\) has no "
+                                         r"token for.*vocabulary is larger.*suppress_tokens"):
+        _log(tmp_path, probe, model)
+    (entry, _, _), = read_examples(python_provider(tmp_path), "run", "probe", 0)
+    assert entry["generation"]["ids"] == [50300, 50300]
+    assert entry["generation"]["tokens"] == ["\u27e8id 50300: not in the tokenizer\u27e9"] * 2
+    with pytest.raises(ValueError, match="has no token for id 50300, in prompt 0: give prompt ids the tokenizer knows"):
+        Probe(gpt2_tokenizer, [[5, 50300]], generate=dict(max_new_tokens=2))

@@ -166,6 +166,7 @@ from tests.support.models import (  # noqa: E402
     Encoder,
     MHAStack,
     NanoGPT,
+    decoder_lm,
     hf_model,
     with_implementation,
 )
@@ -397,3 +398,43 @@ def test_encoder_decoder_probe_with_a_tokenizer_id_targets_and_qk(tmp_path, gpt2
         (decoder,) = [g for g in entry["groups"] if g["name"] == "decoder"]
         assert decoder["tokens"] == gpt2_tokenizer.convert_ids_to_tokens(torch.as_tensor(target).tolist())
     assert values["cross/diagonal_alignment"].shape == (2, 4)
+
+
+def test_a_hugging_face_model_runs_through_the_probes_forward(tmp_path, gpt2_tokenizer, model):
+    # The user's own inputs (here position ids shifted by 5; for a VLM, pixel_values) must reach the model.
+    calls = []
+
+    def forward(model, input_ids, attention_mask):
+        calls.append((tuple(input_ids.shape), attention_mask.sum(1).tolist()))
+        positions = torch.arange(input_ids.shape[1]).expand_as(input_ids) + 5
+        return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
+
+    probe = Probe(gpt2_tokenizer, TEXTS, forward=forward, syntax=False, batch_size=2)
+    _log(tmp_path, probe, model)
+    assert calls == [((2, 10), [7, 10]), ((1, 7), [7])]
+    for text, (_, example, _) in zip(TEXTS, read_examples(python_provider(tmp_path), "run", "probe", 0)):
+        ids = torch.tensor([gpt2_tokenizer(text)["input_ids"]])
+        with torch.no_grad():
+            out = model(input_ids=ids, position_ids=torch.arange(ids.shape[1])[None] + 5, output_attentions=True)
+        assert np.abs(example.attention - torch.stack(out.attentions)[:, 0].numpy()).max() <= BOUND
+
+
+def test_sentence_pairs_with_a_forward_are_refused(tmp_path, gpt2_tokenizer, model):
+    probe = Probe(gpt2_tokenizer, [("The cat sat.", "It slept.")], forward=lambda m, i, a: m(input_ids=i),
+                  syntax=False)
+    with pytest.raises(ValueError, match="token_type_ids would not reach the model"):
+        probe.capture(model)
+
+
+def test_a_model_with_attention_sinks_logs_its_qk_rows_summing_below_one(tmp_path):
+    model = decoder_lm("gpt_oss")
+    with torch.no_grad():  # sinks start at zero; make them take a visible share
+        for layer in model.model.layers:
+            layer.self_attn.sinks.copy_(torch.linspace(-2.0, 6.0, 4))
+    _, provider = _log(tmp_path, Probe.from_tokens(IDS, TOKENS, with_qk=True), model)
+    for ids, (_, example, qk) in zip(IDS, read_examples(provider, "run", "probe", 0)):
+        with torch.no_grad():
+            expected = torch.stack(model(input_ids=torch.tensor([ids]), output_attentions=True).attentions)[:, 0]
+        assert expected.sum(-1).min() < 0.5  # the sinks took their share: no row-sum-to-1 here
+        assert np.abs(example.attention - expected.numpy()).max() <= BOUND
+        assert qk.rule("sinks") == [pytest.approx(np.linspace(-2.0, 6.0, 4).tolist())] * 2

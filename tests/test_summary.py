@@ -104,7 +104,7 @@ def _bad(rng):
     [
         ("nan", r"NaN or infinite weights .*layer 1, head 0, query 2, key 1"),
         ("negative", r"negative weights .*layer 0, head 1, query 3, key 0"),
-        ("rows", r"rows must sum to 1: layer 0, head 0, query 0 sums to 0.5000"),
+        ("rows", r"rows must sum to 1: layer 0, head 0, query 0 sums to 0.5000 .* or check_rows=False for attention"),
         ("tokens", r"3 tokens given for attention over 4 tokens"),
         ("empty", r"attention has no layers"),
         ("shapes", r"read as one tensor per layer .* different shapes \(item 0: \[2, 4, 4\], item 1: \[2, 3, 3\]\)"),
@@ -143,6 +143,22 @@ def test_rows_check_can_be_turned_off_for_non_softmax_attention(tmp_path, rng):
         summary.attention(writer, "probe", half, list("abcd"), 0, check_rows=False)
     (_, example, _), = read_examples(python_provider(tmp_path), "run", "probe", 0)
     assert np.abs(example.attention - half).max() <= metadata.MAX_QUANTIZATION_ERROR
+
+
+def test_rows_of_a_layer_with_attention_sinks_sum_to_at_most_one(tmp_path, rng):
+    half = random_attention(rng, 2, 2, 4) * 0.5  # the sinks took half of every row
+    q, k = rng.standard_normal((2, 2, 4, 8)).astype(np.float32), rng.standard_normal((2, 2, 4, 8)).astype(np.float32)
+    with Writer(tmp_path / "run") as writer:
+        summary.attention(writer, "probe", half, list("abcd"), 0, query=q, key=k, scaling=0.35, sinks=[[1.0, 2.0]] * 2)
+        with pytest.raises(ValueError, match=r"rows must sum to 1: layer 1, head 0, query 0 sums to 0.5"):
+            summary.attention(writer, "probe", half, list("abcd"), 1, query=q, key=k, scaling=0.35,
+                              sinks=[[1.0, 2.0], None])  # layer 1 has none: its rows must still sum to 1
+        with pytest.raises(ValueError, match=r"rows must sum to at most 1 \(a layer with attention sinks\)"):
+            summary.attention(writer, "probe", np.full((2, 2, 4, 4), 0.3, np.float32), list("abcd"), 2, query=q, key=k, scaling=0.35,
+                              sinks=[[1.0, 2.0]] * 2)
+    (_, example, qk), = read_examples(python_provider(tmp_path), "run", "probe", 0)
+    assert np.abs(example.attention - half).max() <= metadata.MAX_QUANTIZATION_ERROR
+    assert qk.rule("sinks") == [[1.0, 2.0]] * 2
 
 
 def test_long_input_switches_to_sparse_storage_with_a_warning(tmp_path, rng):

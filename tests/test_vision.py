@@ -13,7 +13,18 @@ PIL = pytest.importorskip("PIL.Image")
 
 from tb_attention.probes import vision  # noqa: E402
 from tb_attention.storage import summary
-from tests.support.vision_models import FAMILIES, SMALL, Recorded, build, eager_attention, images, loop_pixel_distance, png_size, processor
+from tests.support.vision_models import (
+    FAMILIES,
+    SMALL,
+    Recorded,
+    build,
+    eager_attention,
+    images,
+    loop_pixel_distance,
+    png_size,
+    processor,
+    vision_language_model,
+)
 
 T = transformers
 
@@ -67,6 +78,27 @@ def test_a_clip_model_is_probed_through_its_vision_tower():
     captured = probe.capture(model)
     expected = eager_attention(model.vision_model, torch.stack(probe.pixel_values))
     assert captured[0][1].prefix_names == ("[CLS]",)
+    torch.testing.assert_close(torch.stack([a for a, _, _ in captured]), expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("family, tower", [("llava", "model.vision_tower"), ("paligemma", "model.vision_tower"),
+                                           ("qwen2_vl", None)])
+def test_a_vision_language_model_is_refused_naming_its_vision_tower(family, tower):
+    model = vision_language_model(family)
+    probe = vision.ImageProbe(processor(), images()[:2])
+    with pytest.raises(TypeError, match=r"is a vision-language model: ImageProbe is for vision encoders .* needs its "
+                                        r"text and image together, as its processor makes them"):
+        probe.capture(model)
+    if tower is None:  # Qwen2-VL's tower reads flattened patches and their grid
+        with pytest.raises(TypeError, match=r"Its vision tower \(model.model.visual\) takes .*flattened patches, not "
+                                            r"images: ImageProbe cannot run it"):
+            probe.capture(model)
+        return
+    with pytest.raises(TypeError, match=rf"probed with ImageProbe: probe.log\(writer, model[.]{tower.replace('.', '[.]')}, step\)"):
+        probe.capture(model)
+    vision_tower = model.get_submodule(tower)  # the advice works: the tower's own attention
+    captured = probe.capture(vision_tower)
+    expected = eager_attention(vision_tower, torch.stack(probe.pixel_values))
     torch.testing.assert_close(torch.stack([a for a, _, _ in captured]), expected, rtol=0, atol=1e-6)
 
 

@@ -104,7 +104,7 @@ def test_attention_computed_in_half_precision_passes_the_row_check(tmp_path, dty
     "tokens, error, message",
     [
         ([464, 3797], TypeError, r"token 0 is int 464, not a string: pass token strings \(tokenizer.convert_ids_to_tokens"),
-        (["a", None], TypeError, "token 1 is NoneType None"),
+        (["a", None], TypeError, "token 1 is None, not a string: a tokenizer.s convert_ids_to_tokens gives None for an id it cannot decode"),
         ("ab", TypeError, "tokens must be a list of token strings, got one str"),
         (np.array([1, 2]), TypeError, "token 0 is int64"),
     ],

@@ -3,14 +3,17 @@
 import json
 import math
 import random
+import warnings
 
 import numpy as np
 
+from tb_attention.probes.inputs import token_names
 from tb_attention.runtime import defaults, distributed, modules
 from tb_attention.storage import codecs, schema, summary
 from tb_attention.storage.schema import exemplar_table
 
 DEFAULT_MAX_NEW_TOKENS = 32
+UNKNOWN_TOKEN = "\u27e8id {}: not in the tokenizer\u27e9"  # a written id the tokenizer cannot name
 DEFAULT_SEED = 0  # sampling probes: the same seed at every step, so that steps stay comparable
 # generate arguments that decode more than one sequence, or draft with another model: the values that do not
 _ONE_SEQUENCE = {"num_beams": (1,), "num_return_sequences": (1,), "num_beam_groups": (1,), "assistant_model": (),
@@ -77,6 +80,7 @@ class GenerationProbe:
         self.encodings = encodings
         self.texts = [e["text"] for e in encodings]
         self.with_qk = with_qk
+        self._warned_unknown = False
         self.compute_metrics = metrics
         self.include_first = include_first
         self.top_k_exemplars = top_k_exemplars
@@ -103,7 +107,8 @@ class GenerationProbe:
                             f"got {type(prompt).__name__}")
         if not ids:
             raise ValueError(f"prompt {index} ({text!r}) tokenises to nothing")
-        encoding = {"input_ids": ids, "tokens": tokenizer.convert_ids_to_tokens(ids), "text": text, "segments": None}
+        tokens = token_names(tokenizer, ids, f"in prompt {index}", "give prompt ids the tokenizer knows")
+        encoding = {"input_ids": ids, "tokens": tokens, "text": text, "segments": None}
         if not isinstance(prompt, str) and isinstance(prompt[0], dict):
             encoding["prompt"] = rendered
         return encoding
@@ -180,7 +185,24 @@ class GenerationProbe:
     # ------------------------------------------------------------------------------------------
 
     def _tokens(self, ids):
-        return [str(t) for t in self.tokenizer.convert_ids_to_tokens([int(i) for i in ids])]
+        """Token strings of ids the model wrote or ranked. An id the tokenizer has no token for (a model
+        whose vocabulary is padded past its tokenizer's) is named as such, with a warning: the model did
+        write it, and a training loop should not stop for it."""
+        ids = [int(i) for i in ids]
+        names = self.tokenizer.convert_ids_to_tokens(ids)
+        unknown = [i for i, name in zip(ids, names) if name is None]
+        if unknown and not self._warned_unknown:
+            self._warned_unknown = True
+            size = f" ({len(self.tokenizer)} tokens)" if hasattr(self.tokenizer, "__len__") else ""
+            warnings.warn(
+                f"generation probe {self.name!r}: the model wrote or ranked id {unknown[0]}, which its tokenizer{size} "
+                f"has no token for; it is stored as {UNKNOWN_TOKEN.format(unknown[0])!r}. The model's vocabulary is "
+                "larger than the tokenizer's (padded, or another tokenizer's): use the tokenizer the model was "
+                "trained with, or keep generation to the tokenizer's ids: "
+                "generate=dict(suppress_tokens=list(range(len(tokenizer), model.config.vocab_size)), ...)",
+                stacklevel=4,
+            )
+        return [UNKNOWN_TOKEN.format(i) if name is None else str(name) for i, name in zip(ids, names)]
 
     def _generation(self, encoding, result, group):
         import torch

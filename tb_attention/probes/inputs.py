@@ -14,6 +14,18 @@ def segment_a_end(encoding, length):
 
 
 
+def token_names(tokenizer, ids, what, advice):
+    """The tokenizer's token string of each id, or a ValueError naming the first id it has no token for
+    (convert_ids_to_tokens gives None there), `what` that id was and the `advice` of the caller."""
+    ids = [int(i) for i in ids]
+    names = tokenizer.convert_ids_to_tokens(ids)
+    for i, name in zip(ids, names):
+        if name is None:
+            size = f", {len(tokenizer)} tokens" if hasattr(tokenizer, "__len__") else ""
+            raise ValueError(f"the tokenizer ({type(tokenizer).__name__}{size}) has no token for id {i}, {what}: {advice}")
+    return [str(name) for name in names]
+
+
 def check_texts(texts):
     if isinstance(texts, (str, tuple)):
         texts = [texts]

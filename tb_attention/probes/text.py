@@ -20,10 +20,13 @@ class Probe:
         `decoder_start_token_id` (its config's), so the decoder reads: start token, then the whole
         target, end-of-sequence included. The example then holds three groups, `encoder`,
         `decoder` and `cross` (target tokens over source tokens).
-    forward: how to run a batch through a plain (non Hugging Face) module,
-        forward(model, input_ids, attention_mask) with [B, N] right-padded tensors; without it a plain
-        module is called as model(input_ids) with one [1, N] LongTensor per text (no padding). A
-        Hugging Face model gets input_ids, attention_mask (and token_type_ids, decoder inputs).
+    forward: how to run a batch through the model, forward(model, input_ids, attention_mask) with
+        [B, N] right-padded tensors (B up to batch_size, in the order of the texts); it is called for
+        any model, Hugging Face or plain, so inputs of the user's reach it (e.g. a vision-language
+        model's pixel_values, fed by the function). It gets only these two tensors: sentence pairs
+        (token_type_ids) are refused with it, and targets must be fed by it. Without it a Hugging Face
+        model gets input_ids, attention_mask (and token_type_ids, decoder inputs) as keywords, and a
+        plain module is called as model(input_ids) with one [1, N] LongTensor per text (no padding).
     name: the tag of the attention; metrics go to `<name>/<metric>` (the first group's) and
         `<name>/<group>/<metric>` (others'), exemplars to `<name>/exemplars`.
     with_qk: also store query and key vectors (the neuron view); ~4 bytes per head dimension per
@@ -259,6 +262,12 @@ class Probe:
             input_ids, mask = padded([e["input_ids"] for e in batch])
             kwargs = {}
             if any(e["segments"] for e in batch):
+                if self.forward is not None:
+                    raise ValueError(
+                        f"probe {self.name!r} has sentence pairs and a forward=, which gets only input_ids and "
+                        "attention_mask: their token_type_ids would not reach the model. Leave out forward= "
+                        "(a Hugging Face model gets token_type_ids), or probe single texts"
+                    )
                 token_type_ids = torch.zeros_like(input_ids)
                 for row, encoding in enumerate(batch):
                     if encoding["segments"]:
@@ -267,7 +276,7 @@ class Probe:
             if targets is not None:
                 kwargs["decoder_input_ids"], kwargs["decoder_attention_mask"] = padded([targets[i][0] for i in rows])
             captured += capture.capture_attention(
-                model, input_ids, mask, with_qk=self.with_qk, forward=None if hf else self.forward, **kwargs
+                model, input_ids, mask, with_qk=self.with_qk, forward=self.forward, **kwargs
             )
         return captured
 

@@ -45,6 +45,11 @@ def token_strings(tokens):
     for i, token in enumerate(tokens):
         if isinstance(token, bytes):
             token = token.decode("utf-8", errors="replace")
+        elif token is None:
+            raise TypeError(
+                f"token {i} is None, not a string: a tokenizer's convert_ids_to_tokens gives None for an id it "
+                "cannot decode (one beyond its vocabulary); give tokens from the tokenizer the model was trained with"
+            )
         elif not isinstance(token, str):
             raise TypeError(
                 f"token {i} is {type(token).__name__} {token!r}, not a string: pass token strings "
@@ -141,15 +146,20 @@ class _Group:
         for i, (layer, encoded) in enumerate(zip(self.layers, self.encoded)):
             if not encoded:
                 try:
-                    codecs.check_layer(layer, layer=i, check_rows=self.options["check_rows"])
+                    codecs.check_layer(layer, layer=i, check_rows=self.options["check_rows"], sinks=self._has_sinks(i))
                 except ValueError as e:
-                    raise ValueError(f"{where}: {e}") from None
+                    raise type(e)(f"{where}: {e}") from None  # RowSumError stays one: summary.attention adds its options
         if self.causal is None:
             self.causal = len(self.tokens) == len(self.key_tokens) and all(
                 codecs.is_causal_layer(x) for x, e in zip(self.layers, self.encoded) if not e
             )
         self.encoding = codecs.choose_encoding(len(self.tokens), len(self.key_tokens), self.causal,
                                                self.options["max_dense_tokens"])
+
+    def _has_sinks(self, i):
+        """Whether layer i's q/k come with attention sinks (its rows then sum to at most 1)."""
+        sinks = self.qk.rules.get("sinks") if self.qk is not None and self.qk.blobs is None else None
+        return sinks is not None and sinks[i] is not None
 
     def encode_layer(self, i):
         if self.encoded[i]:

@@ -310,11 +310,17 @@ def attention(
             example.update(query=query[b][:, :, keep], key=key[b][:, :, keep], scaling=scaling,
                            softcap=softcap, sliding_window=sliding_window, sinks=sinks)
         examples.append(example)
-    write_examples(
-        writer, tag, examples, step,
-        max_dense_tokens=max_dense_tokens, top_k=top_k, check_rows=check_rows, walltime=walltime,
-        description=description,
-    )
+    try:
+        write_examples(
+            writer, tag, examples, step,
+            max_dense_tokens=max_dense_tokens, top_k=top_k, check_rows=check_rows, walltime=walltime,
+            description=description,
+        )
+    except codecs.RowSumError as e:
+        raise codecs.RowSumError(
+            f"{e} Pass attention_mask to drop a batch's padding, sinks= with query/key for a model with attention "
+            "sinks, or check_rows=False for attention that is not a softmax"
+        ) from None
     return len(examples)
 
 

@@ -53,6 +53,30 @@ def build(family, seed=0):
     return cls(config()).eval()
 
 
+def vision_language_model(family, seed=0):
+    """A tiny random vision-language model (LLaVA, PaliGemma, Qwen2-VL) built from its config, offline."""
+    vision = dict(image_size=32, patch_size=8, **SMALL)
+    text = dict(vocab_size=200, num_key_value_heads=2, **SMALL)
+    torch.manual_seed(seed)
+    if family == "llava":
+        config = T.LlavaConfig(vision_config=T.CLIPVisionConfig(**vision), text_config=T.LlamaConfig(**text),
+                               image_token_index=100)
+        return T.LlavaForConditionalGeneration(config).eval()
+    if family == "paligemma":
+        config = T.PaliGemmaConfig(vision_config=dict(model_type="siglip_vision_model", **vision),
+                                   text_config=dict(model_type="gemma", head_dim=8, **text), image_token_index=100,
+                                   projection_dim=32)
+        return T.PaliGemmaForConditionalGeneration(config).eval()
+    if family == "qwen2_vl":
+        config = T.Qwen2VLConfig(
+            vision_config=dict(depth=2, embed_dim=32, hidden_size=32, num_heads=4, patch_size=8, spatial_merge_size=2),
+            text_config=dict(rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]}, **text),
+            image_token_id=150, video_token_id=151, vision_start_token_id=152,
+        )
+        return T.Qwen2VLForConditionalGeneration(config).eval()
+    raise ValueError(family)
+
+
 def eager_attention(model, pixel_values):
     """[B, L, H, N, N] as the model returns it with eager attention and output_attentions=True."""
     model.set_attn_implementation("eager")

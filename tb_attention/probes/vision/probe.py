@@ -20,6 +20,36 @@ def _tower(model):
     return model
 
 
+_VISION_TOWERS = ("vision_tower", "vision_model", "visual")  # a vision-language model's vision encoder, by name
+
+
+def _refuse_vision_language(model):
+    """A TypeError saying what to do, for a model that reads text and images together (LLaVA, PaliGemma,
+    Qwen2-VL): fed pixel_values alone it fails inside transformers, or computes without its text."""
+    import inspect
+
+    config = getattr(model, "config", None)
+    if getattr(config, "text_config", None) is None or getattr(config, "vision_config", None) is None:
+        return
+    towers = [(name, module) for name, module in model.named_modules()
+              if name.split(".")[-1] in _VISION_TOWERS and name.count(".") <= 1]
+    advice = ""
+    if towers:
+        name, tower = towers[0]
+        try:
+            takes_images = "pixel_values" in inspect.signature(tower.forward).parameters
+        except (TypeError, ValueError):
+            takes_images = False
+        advice = (f" Its vision tower can be probed with ImageProbe: probe.log(writer, model.{name}, step)." if takes_images
+                  else f" Its vision tower (model.{name}) takes {type(tower).__name__}'s flattened patches, not images: "
+                       "ImageProbe cannot run it.")
+    raise TypeError(
+        f"{type(model).__name__} is a vision-language model: ImageProbe is for vision encoders (ViT, DINOv2, DeiT, "
+        "a CLIP or SigLIP model) and feeds them pixel_values alone, while a vision-language model needs its text and "
+        f"image together, as its processor makes them.{advice}"
+    )
+
+
 def _is_hf(model):
     try:
         import transformers
@@ -61,6 +91,10 @@ def capture_images(model, pixel_values):
 
 class ImageProbe:
     """Images preprocessed once; `probe.log(writer, model, step)` logs their attention at `step`.
+
+    model: a vision encoder (ViT, DeiT, DINOv2, CLIP or SigLIP, whose vision tower runs), fed pixel_values
+        alone. A vision-language model (LLaVA, PaliGemma, Qwen2-VL) is refused with what to do: its
+        vision tower, where it takes images (`model.model.vision_tower`), is a vision encoder.
 
     processor: the model's image processor (e.g. `AutoImageProcessor.from_pretrained(...)`), or any
         callable mapping a PIL image to pixel values [3, H, W] (then the stored image is the original
@@ -129,6 +163,7 @@ class ImageProbe:
         from tb_attention import capture
 
         tower = _tower(model)
+        _refuse_vision_language(tower)
         check_not_windowed(tower, vision_config(tower))  # before a forward whose shapes would only confuse
         results = []
         with capture.eval_mode(tower), torch.no_grad():

@@ -18,6 +18,7 @@ from tb_attention.storage.codecs.attention import (  # noqa: F401
     ROW_SUM_TOLERANCE,
     AttentionExample,
     EncodedLayer,
+    RowSumError,
     attention_layer_blob,
     check_attention_blob,
     check_layer,

@@ -43,6 +43,11 @@ ENCODING_TOPK = "topk"  # uint16 indices [L, H, Nq, k], then bytes [L, H, Nq, k]
 
 ROW_SUM_TOLERANCE = 0.02  # |sum_j a_ij - 1| allowed per row (fp16/bf16 models round)
 
+
+class RowSumError(ValueError):
+    """Attention rows that do not sum as a softmax's do; the writer's callers add the options they have."""
+
+
 def quantize(weights):
     """float weights in [0, 1] -> uint8 on the square-root scale (see QUANTIZATION); torch stays torch."""
     w = as_float32(weights)
@@ -143,8 +148,11 @@ def choose_encoding(num_queries, num_keys, causal, max_dense_tokens=DEFAULT_MAX_
     return ENCODING_CAUSAL if causal else ENCODING_DENSE
 
 
-def check_layer(weights, *, layer=0, check_rows=True):
-    """Raises ValueError naming the first weight of [H, Nq, Nk] that is no attention weight."""
+def check_layer(weights, *, layer=0, check_rows=True, sinks=False):
+    """Raises ValueError naming the first weight of [H, Nq, Nk] that is no attention weight.
+
+    check_rows: each row must sum to 1, or to at most 1 where the layer has attention sinks (`sinks`:
+    a learnt logit per head joins each row's softmax and takes its share of the mass, not stored)."""
     w = as_float32(weights)
     torch_like = is_torch(w)
     xp_any = (lambda t: bool(t.any())) if torch_like else np.any
@@ -165,14 +173,14 @@ def check_layer(weights, *, layer=0, check_rows=True):
         raise ValueError(f"attention has weights above 1 (max {top:.4g}): log probabilities after the softmax")
     if check_rows:
         sums = w.double().sum(-1) if torch_like else w.sum(axis=-1, dtype=np.float64)
-        off = abs(sums - 1.0) > ROW_SUM_TOLERANCE
+        off = (sums - 1.0 > ROW_SUM_TOLERANCE) if sinks else (abs(sums - 1.0) > ROW_SUM_TOLERANCE)
         if xp_any(off):
             (head, row), count = first(off)
-            raise ValueError(
-                f"attention rows must sum to 1: layer {layer}, head {head}, query {row} sums to "
-                f"{float(sums[head, row]):.4f} ({count} rows off by more than {ROW_SUM_TOLERANCE}). "
-                "Padding rows? Pass attention_mask, or unpadded attention per input; "
-                "pass check_rows=False for attention that is not a softmax"
+            rule = "sum to at most 1 (a layer with attention sinks)" if sinks else "sum to 1"
+            raise RowSumError(
+                f"attention rows must {rule}: layer {layer}, head {head}, query {row} sums to "
+                f"{float(sums[head, row]):.4f} ({count} rows off by more than {ROW_SUM_TOLERANCE}): padding rows, "
+                "or weights that are not a softmax over the keys?"
             )
 
 
