@@ -271,3 +271,12 @@ def test_whisper_computes_the_same_logits_bit_for_bit_while_recorded(implementat
             recorded = model(**inputs).logits
     assert len(recorder.calls) == 6  # 2 encoder, 2 decoder, 2 cross layers
     assert torch.equal(plain, recorded)
+
+
+def test_a_multilingual_whisper_must_be_told_the_language_it_transcribes(tmp_path):
+    model, processor = tiny_whisper(), tiny_processor()
+    model.generation_config.is_multilingual = True
+    probe = AudioProbe(processor, clips()[:1], generate=dict(max_new_tokens=4))
+    with pytest.raises(ValueError, match="multilingual: without a language"):
+        with Writer(tmp_path / "run") as writer:
+            probe.log(writer, model, 0)

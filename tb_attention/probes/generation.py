@@ -131,6 +131,13 @@ class GenerationProbe:
             raise TypeError(f"{type(module).__name__} has generate(): the probe uses it; step= is for plain PyTorch models")
         if distributed.is_sharded(model):
             raise TypeError("generation probes do not run on sharded models (FSDP, ZeRO-3): log them from an unsharded copy")
+        if (any(e.get("input_features") is not None for e in self.encodings)
+                and getattr(getattr(module, "generation_config", None), "is_multilingual", False)
+                and not self.options.get("language")):
+            raise ValueError(
+                f"{type(module).__name__} is multilingual: without a language its generate first runs a decoder pass "
+                "to detect it, which is no step of the transcript; give generate=dict(language='en', ...)"
+            )
         config = getattr(module, "config", None)
         decoder = getattr(config, "get_text_config", lambda **_: config)(decoder=True) if config is not None else None
         vocab = getattr(decoder, "vocab_size", None)
