@@ -205,10 +205,9 @@ def test_step_without_generate_and_arguments_a_probe_cannot_take(gpt2_tokenizer)
         Probe(gpt2_tokenizer, ["a"], step=lambda m, i, c: None)
     with pytest.raises(TypeError, match="does not take targets"):
         Probe(gpt2_tokenizer, ["a"], generate={}, targets=["b"])
-    with pytest.raises(ValueError, match="with step=, generation takes only"):
-        probe = Probe(gpt2_tokenizer, [[1, 2]], generate=dict(max_new_tokens=2, num_beams=2),
-                      step=lambda m, ids, cache: m(ids))
-        probe.log(Writer("/tmp/never-written-generation"), NanoGPT(), 0)
+    with pytest.raises(ValueError, match="with step=, generation takes only .*; not repetition_penalty"):
+        Probe(gpt2_tokenizer, [[1, 2]], generate=dict(max_new_tokens=2, repetition_penalty=1.2),
+              step=lambda m, ids, cache: m(ids))
 
 
 def test_induction_and_prompt_share_against_their_definition():

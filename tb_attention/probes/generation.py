@@ -367,6 +367,10 @@ def _options(generate, plain):
                      "output_scores", "output_attentions", "streamer"):
             if name in options:
                 raise TypeError(f"generate={{... {name!r} ...}}: the probe sets {name} itself; leave it out")
+        if plain:
+            unknown = sorted(set(options) - set(_step_options()))
+            if unknown:
+                raise ValueError(f"with step=, generation takes only {', '.join(_step_options())}; not {', '.join(unknown)}")
         options.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
         options.setdefault("do_sample", False)
         max_new = options["max_new_tokens"]
