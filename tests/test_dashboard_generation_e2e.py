@@ -216,13 +216,14 @@ def test_two_steps_of_one_prompt_are_aligned_and_their_divergence_marked(board):
     pairs = json.loads(board.data("pairs", "generation-compare"))
     # "The city is" against "It is": after diverging, "is big ." lines up again.
     assert pairs == [[0, 0, True], [1, 1, True], [2, 2, False], [3, None, False], [4, 3, True], [5, 4, True], [6, 5, True], [7, 6, True]]
-    assert json.loads(board.data("labels", "generation-compare")) == ["train step 100", "train step 0"]
+    assert json.loads(board.data("labels", "generation-compare")) == ["step 100", "step 0"]  # one run: the steps
     # A click on a column of the comparison shows that token.
     board.screenshot("generation_view_compare_steps")
     # Another run with the same tag: its sampled decoding parts at the second token.
     board.frame.select_option("[data-control=a-run]", OTHER_RUN)
     wait_data(board, "divergence", "1", "generation-compare")
     board.wait_url("a_run", OTHER_RUN)
+    assert json.loads(board.data("labels", "generation-compare")) == [f"{RUN} {STEP}", f"{OTHER_RUN} 0"]  # two runs
 
 
 def test_the_head_view_opens_on_the_row_that_wrote_a_generated_token(board):

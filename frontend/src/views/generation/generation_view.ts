@@ -516,7 +516,9 @@ export class GenerationView implements View {
       title = `${here} vs ${there}${prompt}: ${first}; ${alignment.differing} of ${alignment.pairs.length} aligned tokens differ`;
     }
     if (alignment.pairs.length > MAX_COMPARED) title += ` (the first ${MAX_COMPARED.toLocaleString('en')} shown)`;
-    this.compare = {title, labels: [truncate(here, 14), truncate(there, 14)], tokens: [a, b], alignment, current: t};
+    // The row labels have ~14 characters: the step alone when both rows are of one run (the title names it).
+    const short = (run: string, step: number) => (d.key.run === endpoint.run ? `step ${step}` : truncate(`${run} ${step}`, 14));
+    this.compare = {title, labels: [short(d.key.run, d.key.step), short(endpoint.run, endpoint.step)], tokens: [a, b], alignment, current: t};
   }
 
   private drawText(): void {
