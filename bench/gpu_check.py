@@ -114,6 +114,16 @@ def check(name, deadline, **fields):
             torch.cuda.empty_cache()
 
 
+def timed_log(args, probe, model):
+    """(the Clock of probe.log at step 0 into a fresh logdir, the bytes its event files hold)."""
+    with tempfile.TemporaryDirectory() as logdir, Writer(logdir) as writer:
+        with Clock(args.device) as clock:
+            probe.log(writer, model, 0)
+        writer.flush()
+        stored = sum(f.stat().st_size for f in pathlib.Path(logdir).rglob("events.out.tfevents.*"))
+    return clock, stored
+
+
 # ---------------------------------------------------------------------------------------------
 # Models
 
@@ -221,11 +231,7 @@ def check_shapes(args, tokenizer, deadline):
                 if args.device.type == "cuda":
                     torch.cuda.empty_cache()
             probe = Probe(tokenizer, [text], syntax=False, max_length=n)
-            with tempfile.TemporaryDirectory() as logdir, Writer(logdir) as writer:
-                with Clock(args.device) as logged:
-                    probe.log(writer, model, 0)
-                writer.flush()
-                stored = sum(f.stat().st_size for f in pathlib.Path(logdir).rglob("events.out.tfevents.*"))
+            logged, stored = timed_log(args, probe, model)
             line.update(probe_seconds=round(logged.seconds, 4), probe_peak_gib=gib(logged.peak), stored_bytes=stored)
             if line.get("eager_seconds"):
                 line["probe_vs_eager"] = round(logged.seconds / line["eager_seconds"], 3)
@@ -331,11 +337,7 @@ def check_generate(args, tokenizer, deadline):
         del result
         gc.collect()
         probe = Probe(tokenizer, [prompt], generate=options, metrics=False)
-        with tempfile.TemporaryDirectory() as logdir, Writer(logdir) as writer:
-            with Clock(args.device) as logged:
-                probe.log(writer, model, 0)
-            writer.flush()
-            stored = sum(f.stat().st_size for f in pathlib.Path(logdir).rglob("events.out.tfevents.*"))
+        logged, stored = timed_log(args, probe, model)
         emit(check="generate", **fields, ids_identical=same, plain_seconds=round(plain.seconds, 3),
              captured_seconds=round(captured.seconds, 3), probe_seconds=round(logged.seconds, 3),
              captured_vs_plain=round(captured.seconds / plain.seconds, 3),

@@ -12,7 +12,7 @@ import torch
 from tb_attention import metrics
 from tb_attention.convert import assets
 from tb_attention.probes import syntax
-from tests.support.models import tiny_gpt2
+from tests.support.models import save_tiny_gpt2
 from tests.support.tensorboard import ROOT, python_provider, read_blob_steps, read_examples, request_context
 
 SENTENCES = [
@@ -43,10 +43,7 @@ def run_cli(*args, torchrun=None, check=True):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-gpt2")
-    tiny_gpt2(layers=2, heads=4, embed=32, seed=3).save_pretrained(folder)
-    assets.gpt2_tokenizer().save_pretrained(folder)
-    return folder
+    return save_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
 
 
 @pytest.fixture(scope="module")

@@ -93,6 +93,15 @@ class LitGPT(lightning.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=1e-3)
 
 
+class LitHF(LitGPT):
+    """A Hugging Face causal LM trained on its own labels."""
+
+    def training_step(self, batch, batch_idx):
+        loss = self.model(input_ids=batch, labels=batch).loss
+        self.log("train_loss", loss)
+        return loss
+
+
 def _trainer(tmp_path, callback, **options):
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -144,12 +153,6 @@ def test_lightning_callback_logs_after_validation_and_wraps_hf_models(tmp_path, 
     from tb_attention.integrations.lightning import AttentionProbeCallback
     from tests.support.models import tiny_gpt2
 
-    class LitHF(LitGPT):
-        def training_step(self, batch, batch_idx):
-            loss = self.model(input_ids=batch, labels=batch).loss
-            self.log("train_loss", loss)
-            return loss
-
     model = tiny_gpt2(layers=1, heads=2, embed=16, vocab=100)
     probe = Probe.from_tokens([[5, 6, 7]], [["a", "b", "c"]], metrics=False)
     callback = AttentionProbeCallback(probe, every_n_steps=None, get_model=lambda m: m.model)
@@ -176,12 +179,6 @@ def test_lightning_callback_needs_a_tensorboard_writer(tmp_path):
 def test_lightning_callback_takes_a_generation_probe_unchanged(tmp_path, gpt2_tokenizer):
     from tb_attention.integrations.lightning import AttentionProbeCallback
     from tests.support.models import tiny_gpt2
-
-    class LitHF(LitGPT):
-        def training_step(self, batch, batch_idx):
-            loss = self.model(input_ids=batch, labels=batch).loss
-            self.log("train_loss", loss)
-            return loss
 
     model = tiny_gpt2(layers=1, heads=2, embed=16, vocab=100)
     probe = Probe(gpt2_tokenizer, [[5, 6, 7], [9, 8]], generate=dict(max_new_tokens=4, pad_token_id=0))

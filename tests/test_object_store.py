@@ -20,7 +20,7 @@ from tb_attention.convert import assets  # noqa: E402
 from tb_attention.storage import event_parts, summary  # noqa: E402
 from tb_attention.storage.logdir import LogdirError, check_logdir, new_run  # noqa: E402
 from tests.support.data import random_attention  # noqa: E402
-from tests.support.models import tiny_gpt2, train_step  # noqa: E402
+from tests.support.models import Sentences, save_tiny_gpt2, tiny_gpt2, train_step  # noqa: E402
 from tests.support.tensorboard import read_examples, rust_provider, serving  # noqa: E402
 
 STEPS = 100
@@ -48,9 +48,7 @@ def store(request):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-gpt2")
-    tiny_gpt2(layers=2, heads=4, embed=32, seed=3).save_pretrained(folder)
-    assets.gpt2_tokenizer().save_pretrained(folder)
+    folder = save_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
     (folder / "sentences.txt").write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
     return folder
 
@@ -294,18 +292,6 @@ def test_local_logdirs_are_written_as_before(tmp_path):
     assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 1
     assert new_run(str(tmp_path), "run", overwrite=True) == str(tmp_path / "run")
     assert not list((tmp_path / "run").glob("events.out.tfevents.*"))
-
-
-class Sentences(torch.utils.data.Dataset):
-    def __init__(self, tokenizer):
-        self.ids = [tokenizer("The cat sat on the mat and looked at the dog.")["input_ids"]] * 16
-
-    def __len__(self):
-        return len(self.ids)
-
-    def __getitem__(self, i):
-        ids = torch.tensor(self.ids[i])
-        return {"input_ids": ids, "labels": ids}
 
 
 def test_the_trainer_callback_writes_its_writer_once_from_the_first_record(store, tmp_path, monkeypatch):

@@ -1,23 +1,10 @@
 """The Hugging Face Trainer callback: one callback, one event file, probes every N steps."""
 
 import pytest
-import torch
 
 from tb_attention import AttentionCallback, Probe
-from tests.support.models import tiny_gpt2
+from tests.support.models import Sentences, tiny_gpt2
 from tests.support.tensorboard import python_provider, read_blob_steps, read_examples, request_context
-
-
-class Sentences(torch.utils.data.Dataset):
-    def __init__(self, tokenizer):
-        self.ids = [tokenizer("The cat sat on the mat and looked at the dog.")["input_ids"]] * 16
-
-    def __len__(self):
-        return len(self.ids)
-
-    def __getitem__(self, i):
-        ids = torch.tensor(self.ids[i])
-        return {"input_ids": ids, "labels": ids}
 
 
 @pytest.mark.parametrize("report_to", ["none", "tensorboard"])

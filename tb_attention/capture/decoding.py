@@ -209,14 +209,13 @@ class Decoded:
     prompt_ids: the decoding group's first queries (the prompt; an encoder-decoder's start and
         forced decoder tokens). generated_ids: the tokens written, in order. logits: per generated
         token, float32 [vocab] on the host, the distribution it was chosen from (before processors).
-    source_ids: an encoder-decoder's encoder input ids (None otherwise). stop: why decoding ended.
+    stop: why decoding ended.
     """
 
     prompt_ids: list
     generated_ids: list
     logits: list
     recorder: DecodingRecorder
-    source_ids: list | None
     seed: int | None
     stop: str
 
@@ -267,9 +266,8 @@ def generate(model, input_ids, options, *, seed=None, step=None, model_inputs=No
             torch.manual_seed(seed)
         if step is not None:
             prompt, generated, logits = _step_loop(module, step, input_ids, options, recorder, device)
-            source = None
         else:
-            prompt, generated, logits, source = _hf_generate(module, input_ids, options, device, model_inputs)
+            prompt, generated, logits = _hf_generate(module, input_ids, options, device, model_inputs)
             if recorder.encoder_decoder and recorder.decoder_prompt is not None:
                 prompt = recorder.decoder_prompt  # Whisper's generate returns its sequences without the prompt
     if not recorder.groups:
@@ -278,7 +276,7 @@ def generate(model, input_ids, options, *, seed=None, step=None, model_inputs=No
         )
     max_new = options.get("max_new_tokens")
     stop = _stop(generated, eos_ids(module, options), options, max_new)
-    return Decoded(prompt, generated, logits, recorder, source, seed, stop)
+    return Decoded(prompt, generated, logits, recorder, seed, stop)
 
 
 def _hf_generate(module, input_ids, options, device, model_inputs):
@@ -292,20 +290,23 @@ def _hf_generate(module, input_ids, options, device, model_inputs):
     count = len(out.logits)
     if encoder_decoder:
         prompt, generated = sequence[: len(sequence) - count], sequence[len(sequence) - count :]
-        source = list(input_ids) if input_ids is not None else None
     else:
         prompt, generated = sequence[: len(input_ids)], sequence[len(input_ids) :]
-        source = None
         if prompt != list(input_ids) or len(generated) != count:
             raise CaptureError(f"model {type(module).__name__}: generate returned a sequence that does not continue the prompt")
     logits = [step_logits[0].float().cpu() for step_logits in out.logits]
-    return prompt, generated, logits, source
+    return prompt, generated, logits
 
 
-def _step_loop(module, step, input_ids, options, recorder, device):
+def check_step_options(options):
+    """ValueError for an option the one-step loop cannot honour (it is no `generate`)."""
     unknown = sorted(set(options) - set(STEP_OPTIONS))
     if unknown:
         raise ValueError(f"with step=, generation takes only {', '.join(STEP_OPTIONS)}; not {', '.join(unknown)}")
+
+
+def _step_loop(module, step, input_ids, options, recorder, device):
+    check_step_options(options)
     max_new = options["max_new_tokens"]
     eos = eos_ids(module, options)
     sequence, new, cache, generated, logits = list(input_ids), list(input_ids), None, [], []

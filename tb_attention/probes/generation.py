@@ -240,6 +240,8 @@ class GenerationProbe:
 
     def _examples(self, decoded):
         """(examples for summary.write_examples, [(group, {metric: [L, H]})], exemplar table)."""
+        import torch
+
         from tb_attention import metrics
         from tb_attention.metrics import cross as cross_metrics
         from tb_attention.metrics.generation import GenerationStats
@@ -288,8 +290,6 @@ class GenerationProbe:
                         cross_layers.append(dense)
                     del dense
                 if cross_layers:
-                    import torch
-
                     cross.append(torch.stack(cross_layers))
                 top = recorder.max_logit(name).numpy()
                 max_logits[name] = top if name not in max_logits else np.maximum(max_logits[name], top)
@@ -356,7 +356,9 @@ def _options(generate, plain):
         GenerationConfig = ()
     if GenerationConfig and isinstance(generate, GenerationConfig):
         if plain:
-            raise TypeError("with step=, give generate as a dict of " + ", ".join(_step_options()))
+            from tb_attention.capture.decoding import STEP_OPTIONS
+
+            raise TypeError("with step=, give generate as a dict of " + ", ".join(STEP_OPTIONS))
         options = {"generation_config": generate}
         max_new = generate.max_new_tokens
         if max_new is None:
@@ -368,9 +370,9 @@ def _options(generate, plain):
             if name in options:
                 raise TypeError(f"generate={{... {name!r} ...}}: the probe sets {name} itself; leave it out")
         if plain:
-            unknown = sorted(set(options) - set(_step_options()))
-            if unknown:
-                raise ValueError(f"with step=, generation takes only {', '.join(_step_options())}; not {', '.join(unknown)}")
+            from tb_attention.capture.decoding import check_step_options
+
+            check_step_options(options)
         options.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
         options.setdefault("do_sample", False)
         max_new = options["max_new_tokens"]
@@ -389,12 +391,6 @@ def _options(generate, plain):
     if max_new > schema.MAX_GENERATED:
         raise ValueError(f"max_new_tokens={max_new}: at most {schema.MAX_GENERATED:,} generated tokens can be stored")
     return options, max_new
-
-
-def _step_options():
-    from tb_attention.capture.decoding import STEP_OPTIONS
-
-    return STEP_OPTIONS
 
 
 def _json_safe(options):

@@ -306,3 +306,26 @@ def train_step(model, optimizer, batch):
     optimizer.step()
     optimizer.zero_grad()
     return float(loss.detach())
+
+
+class Sentences(torch.utils.data.Dataset):
+    """16 copies of one tokenised sentence, with labels: a Trainer's training set."""
+
+    def __init__(self, tokenizer):
+        self.ids = [tokenizer("The cat sat on the mat and looked at the dog.")["input_ids"]] * 16
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        ids = torch.tensor(self.ids[i])
+        return {"input_ids": ids, "labels": ids}
+
+
+def save_tiny_gpt2(folder):
+    """A tiny GPT-2 (2 layers x 4 heads, seed 3) and GPT-2's tokenizer saved in `folder`, as `--model` reads them."""
+    from tb_attention.convert import assets
+
+    tiny_gpt2(layers=2, heads=4, embed=32, seed=3).save_pretrained(folder)
+    assets.gpt2_tokenizer().save_pretrained(folder)
+    return folder
