@@ -313,7 +313,7 @@ def _step_loop(module, step, input_ids, options, recorder, device):
     for _ in range(max_new):
         recorder.new_rows = len(new)
         fed = new if cache is not None else sequence
-        with _running(recorder.interception, module):  # a step need not call the model's forward
+        with recorder.interception.running():  # a step need not call the model's forward
             result = step(module, torch.tensor([fed], dtype=torch.long, device=device), cache)
         out, cache = result if isinstance(result, tuple) else (result, None)
         if not isinstance(out, torch.Tensor) or out.dim() not in (2, 3) or out.shape[0] != 1:
@@ -330,18 +330,6 @@ def _step_loop(module, step, input_ids, options, recorder, device):
         if token in eos:
             break
     return list(input_ids), generated, logits
-
-
-@contextlib.contextmanager
-def _running(interception, module):
-    """The model counts as running (its attention is seen, calls numbered from 0) for the block, unless
-    the step calls its forward, which does the same."""
-    interception.calls = 0
-    interception.stack.append((module, 0))
-    try:
-        yield
-    finally:
-        interception.stack.pop()
 
 
 def _choose(logits, options):

@@ -1,5 +1,6 @@
 """What is intercepting: one Interception per `intercepting` block, in a context variable per thread."""
 
+import contextlib
 import contextvars
 import re
 import threading
@@ -28,6 +29,17 @@ class Interception:
         # What a route derived from the attention mask the last call was given: the layers of a
         # forward share one mask, and checking it (is it causal? any bias?) reads the device.
         self.mask_memo = None
+
+    @contextlib.contextmanager
+    def running(self):
+        """The model counts as running for the block (its attention is seen, calls numbered from 0), as
+        inside its forward: for code that runs its pieces without calling the model (a decoding step)."""
+        self.calls = 0
+        self.stack.append((self.model, 0))
+        try:
+            yield
+        finally:
+            self.stack.pop()
 
     def current_module(self):
         """The innermost running module, past wrappers that only run a piece of attention."""
