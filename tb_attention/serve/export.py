@@ -110,16 +110,16 @@ def read_pack(data):
 # A selection of a logdir, answered by the plugin
 
 
-def python_provider(logdir):
-    """TensorBoard's Python loader over `logdir` (local, s3:// or gs://), keeping every step as our
-    TBLoader makes TensorBoard do."""
+def python_provider(logdir, samples_per_plugin=None):
+    """TensorBoard's Python loader over `logdir` (local, s3:// or gs://), with its flags fixed by our
+    TBLoader (every step of ours kept, unless `samples_per_plugin` says otherwise), loaded once."""
     import argparse
 
     from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
 
     from tb_attention.serve.loader import TBLoader
 
-    flags = argparse.Namespace(samples_per_plugin={})
+    flags = argparse.Namespace(samples_per_plugin=dict(samples_per_plugin or {}))
     TBLoader().fix_flags(flags)
     multiplexer = plugin_event_multiplexer.EventMultiplexer(tensor_size_guidance=flags.samples_per_plugin)
     multiplexer.AddRunsFromDirectory(str(logdir))
