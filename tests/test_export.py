@@ -162,3 +162,93 @@ def test_the_command_refuses_bad_arguments_before_writing(logdir, tmp_path):
     assert result.returncode == 2 and "az://" in result.stderr
     result = run_cli("--logdir", logdir, "--run", "train", "-o", tmp_path / "missing" / "x.html")
     assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# The file in Chromium, from file://, offline
+
+
+@pytest.fixture(scope="module")
+def exported(logdir, tmp_path_factory):
+    """The whole dashboard logdir as one file (latin1) and the train run's probe as base64."""
+    folder = tmp_path_factory.mktemp("exported")
+    files = {"all": folder / "all.html", "base64": folder / "base64.html", "logdir": logdir}
+    assert run_cli("--logdir", logdir, "--run", "train", "--run", "checkpoint-100", "--step", "all", "-o",
+                   files["all"]).returncode == 0
+    assert run_cli("--logdir", logdir, "--run", "train", "--tag", "probe", "--encoding", "base64", "--view", "model",
+                   "--theme", "dark", "-o", files["base64"]).returncode == 0
+    return files
+
+
+@pytest.fixture
+def offline(browser):
+    from tests.support.embedded_page import offline_page
+
+    context, board = offline_page(browser)
+    yield board
+    context.close()
+    assert not board.problems, board.problems
+    assert not board.requests, f"the page asked the network for {board.requests}"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from tests.support.dashboard_page import CHROMIUM, CHROMIUM_ARGS, playwright_api
+
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def test_the_exported_file_opens_offline_and_its_views_answer_the_mouse(offline, exported):
+    from tests.support.dashboard_logdir import SENTENCE, XSS_TOKEN
+
+    pack_index, _ = export.read_pack(export.pack_logdir(exported["logdir"], runs=["train", "checkpoint-100"],
+                                                             steps="all").to_bytes())
+    board = offline.open_file(exported["all"])
+    frame = board.frame
+    assert board.data("tokens") == str(len(SENTENCE))  # the train run's newest probe step, example 0
+    board.hover_token("from", 8)
+    assert board.data("focus") == "hover:from:8"
+    board.click_token("from", 5)
+    assert board.data("focus") == "locked:from:5"
+    board.screenshot("export_head")
+    # the panel lists the runs and steps packed, and nothing else
+    runs = frame.eval_on_selector_all("[data-control=run] option", "os => os.map(o => o.value)")
+    assert runs == pack_index["run_order"] == ["checkpoint-100", "train"]
+    # hostile token text is text: no dialog fired (the fixture fails on one) and it is shown as is
+    frame.click("[data-example='2']")
+    assert XSS_TOKEN in frame.text_content("[data-example='2'] .example-text")
+    for view, figure in [("model", "model"), ("neuron", "neuron"), ("metrics", "metric-heatmap"),
+                         ("analysis", "analysis"), ("exemplars", "exemplars"), ("compare", "compare-diff")]:
+        frame.click(f"[data-view={view}]")
+        board.wait(figure)
+    board.screenshot("export_compare")
+
+
+def test_a_base64_file_opens_on_its_view_and_theme_under_a_strict_csp(offline, exported, tmp_path):
+    from tests.support.embedded_page import with_csp
+
+    strict = tmp_path / "strict.html"
+    strict.write_bytes(with_csp(exported["base64"].read_bytes()))
+    board = offline.open_file(strict, wait_for="model")
+    board.screenshot("export_model_dark")
+
+
+def test_a_file_in_a_sandboxed_iframe_renders(offline, exported, tmp_path):
+    from tests.support.embedded_page import in_sandboxed_iframe
+
+    outer = tmp_path / "outer.html"
+    outer.write_text(in_sandboxed_iframe(exported["base64"].read_text(encoding="ascii")), encoding="utf-8")
+    offline.open_file(outer, wait_for=None)
+    offline.in_frame().wait("model")
+
+
+def test_a_file_relabelled_as_utf8_says_so_instead_of_showing_nothing(offline, exported, tmp_path):
+    page = exported["all"].read_bytes().replace(b'charset="windows-1252"', b'charset="utf-8"')
+    wrong = tmp_path / "wrong.html"
+    wrong.write_bytes(page)
+    offline.open_file(wrong, wait_for=None)
+    offline.frame.wait_for_selector("text=/windows-1252/", timeout=15_000)
+    offline.problems.clear()  # the page may log the decoding failure it shows
