@@ -1,4 +1,5 @@
-"""The `tb-attention` command: `analyze` a model over a corpus, `probe` a saved checkpoint."""
+"""The `tb-attention` command: `analyze` a model over a corpus, `probe` a saved checkpoint, `export` what a
+logdir holds as one HTML file."""
 
 import argparse
 import json
@@ -78,6 +79,60 @@ def _probe_parser(subparsers):
     p.add_argument("--no-syntax", action="store_true", help="skip spaCy: no dependency or part-of-speech metrics")
     p.add_argument("--overwrite", action="store_true", help="replace the run's event files if it exists")
     p.set_defaults(func=_probe)
+
+
+def _export_parser(subparsers):
+    p = subparsers.add_parser(
+        "export",
+        help="one self-contained HTML file of what a logdir holds: the dashboard and the chosen examples",
+        description=(
+            "Writes the Attention dashboard with the chosen runs, tags, steps and examples embedded (their "
+            "weights as stored, metrics, exemplars, checkpoint comparisons) into one HTML file that opens "
+            "from disk with no server and no network, e.g. as a paper's supplementary material."
+        ),
+    )
+    p.add_argument("--logdir", required=True, help=LOGDIR_HELP)
+    p.add_argument("--run", action="append", required=True, help="a run to include (repeat for several)")
+    p.add_argument("--tag", action="append", help="an attention tag to include, with its metrics and exemplars "
+                   "(repeat for several; default: every attention tag of the runs)")
+    p.add_argument("--step", action="append", help="a step to include (repeat, or comma-separated; 'all' for every "
+                   "step; default: each tag's newest)")
+    p.add_argument("--examples", type=_index_list, help="example indices to include, e.g. 0,2,5 (default: all)")
+    p.add_argument("--view", help="the view the file opens on: head, model, neuron, image, generation, metrics, "
+                   "analysis, exemplars, compare or health (default: head)")
+    p.add_argument("--theme", choices=("light", "dark"), default="light", help="(default: %(default)s)")
+    p.add_argument("--encoding", choices=("latin1", "base64"), default="latin1",
+                   help="how the data is embedded: latin1 (≈ the stored bytes; the file must be read as windows-1252, "
+                        "as it declares: fine from disk) or base64 (a third larger; survives any web server) "
+                        "(default: %(default)s)")
+    p.add_argument("--title", help="the page's title (default: the logdir's and runs' names)")
+    p.add_argument("-o", "--output", required=True, help="the HTML file to write")
+    p.set_defaults(func=_export)
+
+
+def _index_list(value):
+    try:
+        indices = [int(part) for part in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated example indices, e.g. 0,2,5; got {value!r}") from None
+    if any(i < 0 for i in indices):
+        raise argparse.ArgumentTypeError(f"example indices are non-negative; got {value!r}")
+    return indices
+
+
+def _steps(values):
+    if values is None:
+        return None
+    parts = [part.strip() for value in values for part in value.split(",")]
+    if "all" in parts:
+        if len(parts) > 1:
+            raise argparse.ArgumentTypeError("--step all takes no other steps")
+        return "all"
+    try:
+        steps = [_non_negative(part) for part in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--step takes step numbers or 'all', got {', '.join(parts)}") from None
+    return steps
 
 
 def _device_arguments(p):
@@ -191,6 +246,29 @@ def _probe(args):
     return 0
 
 
+def _export(args):
+    from tb_attention.serve import export
+    from tb_attention.storage import logdir
+
+    logdir.check_logdir(args.logdir)
+    out = pathlib.Path(args.output)
+    if not out.parent.is_dir():
+        raise export.ExportError(f"cannot write {out}: folder {out.parent} does not exist")
+    try:
+        steps = _steps(args.step)
+    except argparse.ArgumentTypeError as e:
+        raise export.ExportError(str(e)) from None
+    params = {"view": args.view} if args.view else None
+    if args.view is not None and args.view not in export.VIEWS:
+        raise export.ExportError(f"--view must be one of {', '.join(export.VIEWS)}; got {args.view!r}")
+    pack = export.pack_logdir(args.logdir, runs=args.run, tags=args.tag, steps=steps, examples=args.examples,
+                              title=args.title)
+    data = export.html_document(pack, params=params, theme=args.theme, encoding=args.encoding)
+    out.write_bytes(data)
+    print(f"wrote {out} ({len(data) / 2**20:.1f} MiB): {export.describe(pack)}")
+    return 0
+
+
 def _checkpoint_step(model_path):
     """The global step a Trainer checkpoint records (trainer_state.json), else 0."""
     state = pathlib.Path(model_path) / "trainer_state.json"
@@ -206,12 +284,20 @@ def build_parser():
     subparsers = parser.add_subparsers(dest="command", required=True)
     _analyze_parser(subparsers)
     _probe_parser(subparsers)
+    _export_parser(subparsers)
     return parser
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "export":  # no torch for this one
+        from tb_attention.serve.export import ExportError
+
+        try:
+            return args.func(args)
+        except (ExportError, LogdirError) as e:
+            parser.exit(2, f"tb-attention export: error: {e}\n")
     from tb_attention.convert.assets import AssetError
     from tb_attention.probes.analysis import AnalysisError
     from tb_attention.probes.syntax import SpacyModelError

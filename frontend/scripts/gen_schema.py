@@ -50,6 +50,8 @@ def render(schema):
         "POS_FROM_PREFIX": schema.POS_FROM_PREFIX,
         "TAG_FORMS": templates(schema),
     }
+    if hasattr(schema, "VIEWS"):
+        constants["VIEWS"] = list(schema.VIEWS)
     lines = [
         f"// Generated from {schema.__name__} by frontend/scripts/gen_schema.py; do not edit.",
         "// Run `python frontend/scripts/gen_schema.py` after changing the backend's schema.",

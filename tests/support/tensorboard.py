@@ -111,18 +111,9 @@ class TensorBoard:
 
 def python_provider(logdir, samples_per_plugin=None):
     """The Python loader (event multiplexer), with TensorBoard's flags fixed by our TBLoader."""
-    import argparse
+    from tb_attention.serve.export import python_provider
 
-    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
-
-    from tb_attention.serve.loader import TBLoader
-
-    flags = argparse.Namespace(samples_per_plugin=dict(samples_per_plugin or {}))
-    TBLoader().fix_flags(flags)
-    multiplexer = plugin_event_multiplexer.EventMultiplexer(tensor_size_guidance=flags.samples_per_plugin)
-    multiplexer.AddRunsFromDirectory(str(logdir))
-    multiplexer.Reload()
-    return data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
+    return python_provider(logdir, samples_per_plugin)
 
 
 @contextlib.contextmanager

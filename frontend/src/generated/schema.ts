@@ -29,3 +29,16 @@ export const TAG_FORMS = {
   "metric": "{tag}/{metric}",
   "groupMetric": "{tag}/{group}/{metric}"
 } as const;
+
+export const VIEWS = [
+  "head",
+  "model",
+  "neuron",
+  "image",
+  "generation",
+  "metrics",
+  "analysis",
+  "exemplars",
+  "compare",
+  "health"
+] as const;
