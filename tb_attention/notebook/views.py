@@ -103,6 +103,9 @@ def _example(attention, tokens, sentence_b_start, prettify_tokens, encoder_atten
         layers = _indices(include_layers, array.shape[0], "include_layers", f"layers of {argument}")
         heads = _indices(include_heads, array.shape[1], "include_heads", f"heads of {argument}")
         array = array[layers][:, heads]
+        if name == "cross" and array.shape[2:] != (len(queries), len(keys)):  # the writer would name key_tokens
+            raise ValueError(f"cross_attention is [heads, decoder tokens, encoder tokens] per layer: got "
+                             f"{list(array.shape[1:])} for {len(queries)} decoder_tokens and {len(keys)} encoder_tokens")
         queries, keys = (_tokens(t, argument, prettify_tokens) for t in (queries, keys))
         group = {"name": name, "attention": array, "tokens": queries, "key_tokens": keys}
         if include_layers is not None:
@@ -117,6 +120,12 @@ def _example(attention, tokens, sentence_b_start, prettify_tokens, encoder_atten
 
 def _layers(weights, argument, square):
     """bertviz's per-layer [1, heads, Nq, Nk] tensors (or our forms) as one float32 [layers, heads, Nq, Nk] array."""
+    if isinstance(weights, (list, tuple)) and not weights:
+        raise ValueError(
+            f"{argument} is empty (no layers). With transformers 5 a model's outputs end with cross_attentions, empty "
+            "for a model without cross attention, so `outputs[-1]` is not its attention: pass outputs.attentions. A "
+            "model computing with SDPA returns no weights either: load it with attn_implementation='eager' (or "
+            "output_attentions=True), or let show(model, tokenizer, text) capture them")
     try:
         array, batched = summary.stack_layers(weights)
     except (TypeError, ValueError) as e:
@@ -192,7 +201,7 @@ def _pack(example, layers, title):
 
 def _in_arguments(message, layers):
     """The writer's "example 0, group 'cross': ... layer 2 ..." as "cross_attention: ... layer <its index> ..."."""
-    message = re.sub(r"^example 0(?:, group '(\w+)')?: ",
-                     lambda m: f"{ARGUMENTS.get(m.group(1) or 'self', m.group(1))}: ", message)
+    message = re.sub(r"^example 0(?:, group '(\w+)')?: (attention )?",
+                     lambda m: ARGUMENTS.get(m.group(1) or "self", m.group(1)) + (" " if m.group(2) else ": "), message)
     return re.sub(r"\blayer (\d+)", lambda m: f"layer {layers[int(m.group(1))]}" if int(m.group(1)) < len(layers)
                   else m.group(), message)
