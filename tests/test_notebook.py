@@ -251,6 +251,8 @@ def logdir(gpt2, tmp_path_factory):
     with tb_attention.Writer(path / "train") as writer:
         for step in (0, 10, 20):
             probe.log(writer, model, step)
+    with tb_attention.Writer(path / "checkpoint-0") as writer:
+        probe.log(writer, model, 0)
     return path
 
 
@@ -265,6 +267,13 @@ def test_show_run_shows_the_steps_asked_for(logdir):
     assert json.loads(bodies["tags?"])["train"]["probe"]["steps"] == [0, 10, 20]
     with pytest.raises(export.ExportError, match=re.escape("'train'/'probe' holds none of steps [5]")):
         show_run(logdir, "train", step=5)
+
+
+def test_show_run_puts_runs_side_by_side(logdir):
+    options, index, _ = returned(show_run, logdir, ["train", "checkpoint-0"], view="compare")
+    assert options["params"] == {"run": "train", "view": "compare"}
+    assert index["run_order"] == ["checkpoint-0", "train"]
+    assert export.key("compare", dict(tag="probe", run_a="train", step_a=20, run_b="checkpoint-0", step_b=0)) in index["entries"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,13 +38,13 @@ def show(model, tokenizer, text_or_texts=None, *, view=None, display_mode="light
 
 def show_run(logdir, run, step=None, tag=None, *, examples=None, view=None, display_mode="light", html_action="view",
              height=output.DEFAULT_HEIGHT):
-    """What a training run logged, in the notebook: the dashboard over `run` of `logdir` (local, s3://, gs://).
+    """What a training run logged, in the notebook: the dashboard over `run` of `logdir` (local, s3://, gs://),
+    or over a list of runs (checkpoints logged as runs of their own, side by side in Compare).
 
     step: the step shown (default: each tag's newest), a list of steps, or "all" (every step of the run's probes:
         the Metrics view's curves and Compare's steps, a larger output); tag: one attention tag (default: all of
         the run's, with their metrics and exemplars); examples: example indices to keep (default: all).
-    Checkpoints logged as runs of their own (checkpoint-100, ...) are runs too: tb-attention export puts several
-    runs in one file.
+    The selection is tb-attention export's (serve/export.py, `pack_logdir`).
     """
     from tb_attention.serve import export
 
@@ -54,8 +54,9 @@ def show_run(logdir, run, step=None, tag=None, *, examples=None, view=None, disp
         steps = list(step)
     else:
         steps = None if step is None else "all" if step == "all" else [step]
-    pack = export.pack_logdir(logdir, runs=[run], tags=None if tag is None else [tag], steps=steps,
-                              examples=examples, title=f"{run}")
+    runs = [run] if isinstance(run, str) else list(run)
+    pack = export.pack_logdir(logdir, runs=runs, tags=None if tag is None else [tag], steps=steps,
+                              examples=examples, title=", ".join(runs))
     shown = step if isinstance(step, int) and not isinstance(step, bool) else None
-    params = {"run": run, "tag": tag, "step": shown, "view": view}
+    params = {"run": runs[0], "tag": tag, "step": shown, "view": view}
     return output.emit(pack, params, display_mode, html_action, height)
