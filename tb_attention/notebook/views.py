@@ -67,7 +67,7 @@ def model_view(attention=None, tokens=None, sentence_b_start=None, prettify_toke
 
 def _example(attention, tokens, sentence_b_start, prettify_tokens, encoder_attention, decoder_attention,
              cross_attention, encoder_tokens, decoder_tokens, include_layers, include_heads=None):
-    """(one example in the writer's form, the layers it keeps, the heads of its first group)."""
+    """(one example in the writer's form, the layers its first group keeps, the heads of its first group)."""
     given = {"encoder_attention": encoder_attention, "decoder_attention": decoder_attention,
              "cross_attention": cross_attention, "encoder_tokens": encoder_tokens, "decoder_tokens": decoder_tokens}
     if attention is not None:
@@ -96,7 +96,7 @@ def _example(attention, tokens, sentence_b_start, prettify_tokens, encoder_atten
         raise ValueError("no attention to show: give attention and tokens (outputs.attentions of a model run with "
                          "output_attentions=True), or encoder_attention / decoder_attention / cross_attention with "
                          "encoder_tokens and decoder_tokens")
-    groups, layers = [], None
+    groups = []
     for name, weights, queries, keys in specs:
         argument = ARGUMENTS[name]
         array = _layers(weights, argument, square=name != "cross")
@@ -110,12 +110,14 @@ def _example(attention, tokens, sentence_b_start, prettify_tokens, encoder_atten
         group = {"name": name, "attention": array, "tokens": queries, "key_tokens": keys}
         if include_layers is not None:
             group["layer_names"] = [f"layer {i}" for i in layers]
+        if not groups:
+            shown = layers  # the model's indices of the layers the view opens on
         groups.append(group)
     segments = None
     if sentence_b_start is not None:
         segments = [_sentence_b_start(sentence_b_start, len(groups[0]["tokens"]))]
     example = {"tokens": groups[0]["tokens"], "segments": segments, "groups": groups}
-    return example, layers, groups[0]["attention"].shape[1]
+    return example, shown, groups[0]["attention"].shape[1]
 
 
 def _layers(weights, argument, square):
