@@ -349,6 +349,7 @@ def container(fragment):
 def answers_the_mouse(board, figure, scope=""):
     """Hovers the figure where it reacts, and checks that it did."""
     canvas = board.frame.locator(f"{scope} canvas[data-figure={figure}]".strip())
+    canvas.scroll_into_view_if_needed()
     box, layout = canvas.bounding_box(), json.loads(canvas.get_attribute("data-layout") or "{}")
     if figure == "head":
         x0, x1 = layout["query"]
@@ -357,7 +358,7 @@ def answers_the_mouse(board, figure, scope=""):
     elif figure == "model":
         board.page.mouse.move(box["x"] + layout["left"] + layout["step"] + layout["thumb"] / 2,
                               box["y"] + layout["top"] + layout["thumb"] / 2)
-        assert "Layer 0, head 1" in board.tooltip("head 1")
+        board.frame.locator(f"{scope} .inspector".strip(), has_text="Layer 0, head 1: click to open it").wait_for()
     elif figure == "neuron":
         board.page.mouse.move(box["x"] + sum(layout["query"]) / 2, box["y"] + layout["top"] + 2 * layout["row"])
         board.frame.wait_for_function("c => c.dataset.query === '2'", arg=canvas.element_handle())
@@ -394,8 +395,8 @@ def test_outputs_in_sandboxed_iframes_render_as_in_colab(offline, notebook, tmp_
                     encoding="utf-8")
     offline.open_file(page, wait_for=None)
     for i, (name, figure) in enumerate(SHOWN):
+        offline.page.locator("iframe").nth(i).scroll_into_view_if_needed()
         board = offline.in_frame(f"iframe >> nth={i}")
-        board.frame.locator("canvas").first.scroll_into_view_if_needed()
         board.wait(figure)
         if name == "readme_head_view":
             answers_the_mouse(board, "head")
