@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Fails unless tb_attention/serve/static/ is exactly what a fresh build of frontend/ produces, and
-# src/generated/schema.ts exactly what scripts/gen_schema.py writes from the backend's schema.
+# Fails unless tb_attention/serve/static/ is exactly what a fresh build of frontend/ produces (both
+# bundles, index.js and embed.js, and their license files; the build itself fails when embed.js
+# could not be inlined in a <script> element), and src/generated/schema.ts exactly what
+# scripts/gen_schema.py writes from the backend's schema.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"

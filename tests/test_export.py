@@ -217,14 +217,16 @@ def test_the_exported_file_opens_offline_and_its_views_answer_the_mouse(offline,
     # the panel lists the runs and steps packed, and nothing else
     runs = frame.eval_on_selector_all("[data-control=run] option", "os => os.map(o => o.value)")
     assert runs == pack_index["run_order"] == ["checkpoint-100", "train"]
-    # hostile token text is text: no dialog fired (the fixture fails on one) and it is shown as is
-    frame.click("[data-example='2']")
-    assert XSS_TOKEN in frame.text_content("[data-example='2'] .example-text")
     for view, figure in [("model", "model"), ("neuron", "neuron"), ("metrics", "metric-heatmap"),
                          ("analysis", "analysis"), ("exemplars", "exemplars"), ("compare", "compare-diff")]:
         frame.click(f"[data-view={view}]")
         board.wait(figure)
     board.screenshot("export_compare")
+    # hostile token text is text: no dialog fired (the fixture fails on one) and it is shown as is
+    frame.click("[data-view=head]")
+    frame.click("[data-example='2']")
+    assert XSS_TOKEN in frame.text_content("[data-example='2'] .example-text")
+    board.wait("head")
 
 
 def test_a_base64_file_opens_on_its_view_and_theme_under_a_strict_csp(offline, exported, tmp_path):

@@ -3,7 +3,7 @@
 import {Api} from './data/api';
 import {App} from './app/app';
 import {el} from './draw/dom';
-import {Host} from './app/host';
+import {TensorBoardHost} from './app/host';
 import {decodeState} from './state/url_state';
 import css from './style.css';
 
@@ -13,7 +13,7 @@ export async function render(): Promise<void> {
   const sheet = new CSSStyleSheet();
   sheet.replaceSync(css);
   document.adoptedStyleSheets = [...document.adoptedStyleSheets, sheet];
-  const host = new Host();
+  const host = new TensorBoardHost();
   const root = el('div', {class: 'tba'});
   document.body.append(root);
   await new App(root, host, new Api(), decodeState(host.readParams())).start();

@@ -22,7 +22,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['components'], // figures and panes shared by views
   ['views/shared'], // the View interface and what every view uses (toolbar controls, the example)
   ['views/*'], // one folder per view
-  ['.', 'app'], // the app shell: the entry point (index.ts), layout, host, left panel
+  ['.', 'app'], // the app shell: the entry points (index.ts, embed.ts), layout, hosts, left panel
 ];
 
 /** The layer of a file (a path relative to src/, with `/`), or -1 when no layer names its folder. */

@@ -8,7 +8,7 @@ import * as requests from '../src/data/requests';
 import {resolveSelection} from '../src/state/selection';
 import {applyPatch, DEFAULT_STATE, type StatePatch} from '../src/state/state';
 import {bannerOf, changeRows, compareNeeds, comparePlan, metricChanges, movedChanges} from '../src/views/compare/scene';
-import {exampleNeeds, panelExample} from '../src/views/shared/example';
+import {exampleNeeds, layerNeeds, panelExample} from '../src/views/shared/example';
 import {metricRanking, metricsPlan, metricsScene, previousRanking, seriesStats} from '../src/views/metrics/scene';
 import type {ViewModel} from '../src/views/shared/view';
 
@@ -55,6 +55,16 @@ test('an example view asks for the step’s list and, alongside it, the example 
   const listed = model({panel: {example: 7}}, reader([[list, {run: 'train', tag: 'probe', step: 100, wall_time: 0, examples: [example(2), example(3)]}]]));
   assert.equal(exampleNeeds(listed)[1].key, requests.attention({run: 'train', tag: 'probe', step: 100, example: 2}).key);
   assert.equal(panelExample([example(2), example(3)], 3), 3);
+});
+
+test('a list of only some examples (an export): their index fields, not their places, name the requests', () => {
+  const list = requests.examples('train', 'probe', 100);
+  const listed = (wanted: number) => model({panel: {example: wanted}}, reader([[list, {run: 'train', tag: 'probe', step: 100, wall_time: 0, examples: [example(2), example(5)]}]]));
+  const layer0 = (example: number) => requests.attentionLayer({run: 'train', tag: 'probe', step: 100, example}, 0, 1).key;
+  assert.equal(layerNeeds(listed(0), () => [0])[1].key, layer0(2)); // not there: the first listed
+  assert.equal(layerNeeds(listed(5), () => [0])[1].key, layer0(5));
+  assert.equal(layerNeeds(listed(1), () => [0])[1].key, layer0(2)); // position 1 is no example
+  assert.equal(comparePlan(listed(0)).example, 2); // Compare takes the panel's example too
 });
 
 test('the Metrics view plots the state’s metric for the panel’s run and the overlaid runs that logged it', () => {

@@ -276,10 +276,11 @@ class _Packer:
                     points.setdefault(tag, []).extend((run, step) for step in kept)
         for tag, ends in points.items():
             groups = self._groups(tag, ends[0])
+            # every ordered pair, a point with itself too (Compare opens with A = B when one step is packed)
             if len(ends) <= MAX_COMPARED_POINTS:
-                pairs = [(a, b) for a in ends for b in ends if a != b]
+                pairs = [(a, b) for a in ends for b in ends]
             else:  # neighbours, and each point against the first and the last
-                pairs = {(a, b) for i, a in enumerate(ends) for b in (ends[i - 1], ends[0], ends[-1]) if a != b}
+                pairs = {(a, b) for i, a in enumerate(ends) for b in (a, ends[i - 1], ends[0], ends[-1])}
                 pairs = sorted(pairs | {(b, a) for a, b in pairs})
             for (run_a, step_a), (run_b, step_b) in pairs:
                 for group in groups:

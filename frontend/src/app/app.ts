@@ -39,10 +39,6 @@ const VIEWS: ViewFactory[] = [
   (c) => new HealthView(c),
 ];
 
-/** ms between polls of `/tags` while the page is visible: a run being written shows its new steps
- * without TensorBoard's reload (whose timer is off by default and 30 s when on). */
-export const LIVE_POLL_MS = 10_000;
-
 export class App {
   private readonly store: Store;
   private readonly context: ViewContext;
@@ -116,13 +112,10 @@ export class App {
     });
     host.onDataReloaded(() => void this.loadTags());
     host.onUrlChanged((params) => this.store.update(decodeState(params)));
-    document.addEventListener('keydown', (event) => this.key(event));
+    // Keys reach the document or the shadow root the dashboard lives in: a notebook page holds
+    // other outputs, and arrow keys of its own.
+    root.getRootNode().addEventListener('keydown', (event) => this.key(event as KeyboardEvent));
     new ResizeObserver(frameThrottle(() => this.view.resize())).observe(this.body);
-    setInterval(() => {
-      // Not while the browser tab is in the background, nor while TensorBoard shows another
-      // dashboard (it hides this frame: no width).
-      if (document.visibilityState === 'visible' && window.innerWidth > 0) void this.loadTags();
-    }, LIVE_POLL_MS);
   }
 
   async start(): Promise<void> {
@@ -143,7 +136,7 @@ export class App {
     this.render();
   }
 
-  /** Fetches `/tags` (at start, on TensorBoard's reload and every LIVE_POLL_MS); unchanged tags
+  /** Fetches `/tags` (at start, and when the host says the data may have changed); unchanged tags
    * change nothing. */
   private async loadTags(): Promise<void> {
     let changed: boolean;
@@ -241,5 +234,6 @@ export class App {
       return;
     }
     event.preventDefault();
+    event.stopPropagation(); // taken: not also the page's (a notebook's command keys)
   }
 }

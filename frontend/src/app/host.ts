@@ -1,4 +1,5 @@
-// TensorBoard as our host: its plugin message channel, and the URL that carries the state.
+// Where the dashboard lives (`Host`): TensorBoard (`TensorBoardHost`, here: its plugin message
+// channel, and the URL that carries the state) or a page that embeds a pack (embed_host.ts).
 //
 // Where the state lives. TensorBoard loads the dashboard in a same-origin iframe
 // (data/plugin_entry.html?name=attention). A user shares and reloads the *top-level* URL, never
@@ -29,6 +30,24 @@ interface Message {
 }
 
 export type Params = Record<string, string>;
+
+/** ms between polls of `/tags` while the page is visible: a run being written shows its new steps
+ * without TensorBoard's reload (whose timer is off by default and 30 s when on). */
+export const LIVE_POLL_MS = 10_000;
+
+/** What the app asks of the page it lives in. */
+export interface Host {
+  /** The state parameters the dashboard opens with (the URL form of the state). */
+  readParams(): Params;
+  /** Keeps the state parameters: in the URL a user would share, or in memory. */
+  writeParams(params: Params): void;
+  /** The run names in the order run colours follow; empty when unknown. */
+  runOrder(): Promise<string[]>;
+  /** Calls `callback` when the data may have changed (TensorBoard's reload, a run being written). */
+  onDataReloaded(callback: () => void): void;
+  /** Calls `callback` with new state parameters when the user edits or navigates the URL. */
+  onUrlChanged(callback: (params: Params) => void): void;
+}
 
 /** Splits a TensorBoard hash (`#tab&key=value&...`) into its items, in order. */
 export function parseHostHash(hash: string): [string, string | null][] {
@@ -78,7 +97,7 @@ function decodeKey(item: string): string {
   }
 }
 
-export class Host {
+export class TensorBoardHost implements Host {
   private port: MessagePort | null = null;
   private readonly handlers = new Map<string, () => void>();
   private readonly parent: Window | null;
@@ -117,9 +136,15 @@ export class Host {
     }
   }
 
-  /** Calls `callback` when TensorBoard has reloaded its data (its reload button or timer). */
+  /** Calls `callback` when TensorBoard has reloaded its data (its reload button or timer), and every
+   * LIVE_POLL_MS while the dashboard is shown. */
   onDataReloaded(callback: () => void): void {
     this.handlers.set(`${PROTOCOL}.DataReloaded`, callback);
+    setInterval(() => {
+      // Not while the browser tab is in the background, nor while TensorBoard shows another
+      // dashboard (it hides this frame: no width).
+      if (document.visibilityState === 'visible' && window.innerWidth > 0) callback();
+    }, LIVE_POLL_MS);
   }
 
   /** Calls `callback` with the new state parameters when the user edits or navigates the URL's

@@ -1,7 +1,7 @@
 // The one typed client of the plugin's routes; mirrors tb_attention/serve/http_api.md.
 
-import {decodeAttention, decodeLayer, type Attention} from './decode';
-import {decodeQueryKey, type QueryKey} from './decode_qk';
+import {decodeAttention, decodeLayer, joinAttention, type Attention} from './decode';
+import {decodeQueryKey, joinQueryKey, type QueryKey} from './decode_qk';
 
 export type TagKind = 'attention' | 'metric' | 'exemplars' | 'unsupported';
 
@@ -169,7 +169,35 @@ export class ApiError extends Error {
   }
 }
 
-type Params = Record<string, string | number>;
+export type RouteParams = Record<string, string | number>;
+
+/** Where the routes' answers come from: TensorBoard's server, or a pack embedded in the page
+ * (exported files and notebook outputs, data/pack.ts). Either answers a request with a Response as
+ * the route would (status, Content-Type, body), so the client reads both through one code path. */
+export interface Transport {
+  fetch(route: string, params: RouteParams, signal?: AbortSignal): Promise<Response>;
+  /** `/attention` and `/qk` are answered one layer at a time only (a pack): the client joins the
+   * layers of a whole-group request itself */
+  readonly layersOnly: boolean;
+}
+
+/** The plugin's routes on a server: `base` is the URL of their root (inside TensorBoard, the
+ * document's base). */
+export function serverTransport(base: string): Transport {
+  return {
+    layersOnly: false,
+    async fetch(route, params, signal) {
+      const url = new URL(route, base);
+      for (const [name, value] of Object.entries(params)) url.searchParams.set(name, String(value));
+      try {
+        return await fetch(url.toString(), {signal, credentials: 'same-origin'});
+      } catch (e) {
+        if ((e as Error).name === 'AbortError') throw e;
+        throw new ApiError(0, `cannot reach TensorBoard (${(e as Error).message})`);
+      }
+    },
+  };
+}
 
 /** Selects one example of one step of one attention tag. */
 export interface ExampleKey {
@@ -182,13 +210,12 @@ export interface ExampleKey {
 }
 
 /** The route parameters of an example: `group` only when one is named. */
-function exampleParams({run, tag, step, example, group}: ExampleKey): Params {
+function exampleParams({run, tag, step, example, group}: ExampleKey): RouteParams {
   return group === undefined ? {run, tag, step, example} : {run, tag, step, example, group};
 }
 
 export class Api {
-  /** `base`: the URL of the plugin's route root; inside TensorBoard that is the document's base. */
-  constructor(private readonly base: string = document.baseURI) {}
+  constructor(private readonly transport: Transport = serverTransport(document.baseURI)) {}
 
   tags(signal?: AbortSignal): Promise<Tags> {
     return this.json('tags', {}, signal);
@@ -199,7 +226,9 @@ export class Api {
   }
 
   async attention(key: ExampleKey, signal?: AbortSignal): Promise<Attention> {
-    return decodeAttention(await this.binary('attention', exampleParams(key), signal));
+    if (!this.transport.layersOnly) return decodeAttention(await this.binary('attention', exampleParams(key), signal));
+    const n = await this.groupLayers(key, signal);
+    return joinAttention(await Promise.all(Array.from({length: n}, (_, l) => this.attentionLayer(key, l, n, signal))));
   }
 
   /** One layer of a group (`layer=`: the stored per-layer blob); `numLayers`: the group's count. */
@@ -210,6 +239,10 @@ export class Api {
   /** Rejects with an ApiError of status 404 when no query/key vectors were logged. `layer`: that
    * layer's blob only (a 32-layer, 4,096-token model's q/k would be a gigabyte). */
   async queryKey(key: ExampleKey, layer?: number, signal?: AbortSignal): Promise<QueryKey> {
+    if (layer === undefined && this.transport.layersOnly) {
+      const n = await this.groupLayers(key, signal);
+      return joinQueryKey(await Promise.all(Array.from({length: n}, (_, l) => this.queryKey(key, l, signal))));
+    }
     return decodeQueryKey(await this.binary('qk', layer === undefined ? exampleParams(key) : {...exampleParams(key), layer}, signal));
   }
 
@@ -228,29 +261,27 @@ export class Api {
 
   /** The PNG an image example was made from; rejects with an ApiError of status 404 when it has none. */
   async image(key: ExampleKey, signal?: AbortSignal): Promise<Blob> {
-    return (await this.fetch('image', {...key}, signal)).blob();
+    const {run, tag, step, example} = key; // the route takes no group
+    return (await this.fetch('image', {run, tag, step, example}, signal)).blob();
   }
 
   compare(key: CompareKey, signal?: AbortSignal): Promise<CompareMoved> {
     const {tag, runA, stepA, runB, stepB, group} = key;
-    const params: Params = {tag, run_a: runA, step_a: stepA, run_b: runB, step_b: stepB};
+    const params: RouteParams = {tag, run_a: runA, step_a: stepA, run_b: runB, step_b: stepB};
     return this.json('compare', group === undefined ? params : {...params, group}, signal);
   }
 
-  private url(route: string, params: Params): string {
-    const url = new URL(route, this.base);
-    for (const [name, value] of Object.entries(params)) url.searchParams.set(name, String(value));
-    return url.toString();
+  /** The layer count of an example's group, as `/examples` lists it (a layer's blob counts its own). */
+  private async groupLayers(key: ExampleKey, signal?: AbortSignal): Promise<number> {
+    const example = (await this.examples(key.run, key.tag, key.step, signal)).examples.find((e) => e.index === key.example);
+    // v1 data lists no groups: the example's own fields describe its one group
+    const count = key.group === undefined ? (example?.groups?.[0]?.num_layers ?? example?.num_layers) : example?.groups?.find((g) => g.name === key.group)?.num_layers;
+    if (count === undefined) throw new ApiError(404, `${key.run}/${key.tag} step ${key.step} has no example ${key.example}${key.group === undefined ? '' : ` with group ${key.group}`}`);
+    return count;
   }
 
-  private async fetch(route: string, params: Params, signal?: AbortSignal): Promise<Response> {
-    let response: Response;
-    try {
-      response = await fetch(this.url(route, params), {signal, credentials: 'same-origin'});
-    } catch (e) {
-      if ((e as Error).name === 'AbortError') throw e;
-      throw new ApiError(0, `cannot reach TensorBoard (${(e as Error).message})`);
-    }
+  private async fetch(route: string, params: RouteParams, signal?: AbortSignal): Promise<Response> {
+    const response = await this.transport.fetch(route, params, signal);
     if (!response.ok) {
       let message = `${route}: HTTP ${response.status}`;
       try {
@@ -264,11 +295,11 @@ export class Api {
     return response;
   }
 
-  private async json<T>(route: string, params: Params, signal?: AbortSignal): Promise<T> {
+  private async json<T>(route: string, params: RouteParams, signal?: AbortSignal): Promise<T> {
     return (await (await this.fetch(route, params, signal)).json()) as T;
   }
 
-  private async binary(route: string, params: Params, signal?: AbortSignal): Promise<ArrayBuffer> {
+  private async binary(route: string, params: RouteParams, signal?: AbortSignal): Promise<ArrayBuffer> {
     return (await this.fetch(route, params, signal)).arrayBuffer();
   }
 }

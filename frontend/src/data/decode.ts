@@ -165,6 +165,29 @@ export function decodeLayer(buffer: ArrayBuffer, layer: number, numLayers: numbe
   return {...a, numLayers};
 }
 
+/** A whole group from its layers, each decoded from its own blob (a pack stores `/attention` one
+ * layer at a time): `layers[l]` must hold layer l alone, all of one shape. */
+export function joinAttention(layers: readonly Attention[]): Attention {
+  const first = layers[0];
+  if (!first) throw new FormatError('a group of no layers');
+  for (const [l, a] of layers.entries()) {
+    if (a.firstLayer !== l || a.heldLayers !== 1) throw new FormatError(`layer ${l} of the group: got layers ${a.firstLayer}..${a.firstLayer + a.heldLayers - 1}`);
+    if (a.numHeads !== first.numHeads || a.numTokens !== first.numTokens || a.numKeyTokens !== first.numKeyTokens || a.encoding !== first.encoding || a.topK !== first.topK) {
+      throw new FormatError(`layer ${l} is not of the shape of layer 0`);
+    }
+  }
+  const numLayers = layers.length;
+  const codes = new Uint8Array(numLayers * first.codes.length);
+  layers.forEach((a, l) => codes.set(a.codes, l * first.codes.length));
+  let keys: Uint16Array | null = null;
+  if (first.keys) {
+    keys = new Uint16Array(numLayers * first.keys.length);
+    layers.forEach((a, l) => keys!.set(a.keys!, l * first.keys!.length));
+  }
+  const header = {...first.header, num_layers: numLayers, first_layer: 0};
+  return {...first, header, numLayers, codes, keys, firstLayer: 0, heldLayers: numLayers};
+}
+
 /** True when `a` holds the weights of `layer` (a per-layer blob holds one). */
 export function holdsLayer(a: Attention, layer: number): boolean {
   return layer >= a.firstLayer && layer < a.firstLayer + a.heldLayers;

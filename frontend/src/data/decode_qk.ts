@@ -121,6 +121,32 @@ export function decodeQueryKey(buffer: ArrayBuffer): QueryKey {
   };
 }
 
+/** A whole group's vectors from its layers, each decoded from its own blob (a pack stores `/qk`
+ * one layer at a time): `layers[l]` must hold layer l alone, all of one shape. */
+export function joinQueryKey(layers: readonly QueryKey[]): QueryKey {
+  const first = layers[0];
+  if (!first) throw new FormatError('a group of no layers');
+  for (const [l, qk] of layers.entries()) {
+    if (qk.firstLayer !== l || qk.numLayers !== 1) throw new FormatError(`layer ${l} of the group: got layers ${qk.firstLayer}..${qk.firstLayer + qk.numLayers - 1}`);
+    if (qk.numHeads !== first.numHeads || qk.numKvHeads !== first.numKvHeads || qk.numTokens !== first.numTokens || qk.numKeyTokens !== first.numKeyTokens || qk.headDim !== first.headDim) {
+      throw new FormatError(`layer ${l} is not of the shape of layer 0`);
+    }
+  }
+  const numLayers = layers.length;
+  const concat = (part: (qk: QueryKey) => Uint16Array) => {
+    const out = new Uint16Array(numLayers * part(first).length);
+    layers.forEach((qk, l) => out.set(part(qk), l * part(first).length));
+    return out;
+  };
+  const scaling = layers.flatMap((qk) => qk.scaling);
+  const softcap = layers.flatMap((qk) => qk.softcap);
+  const slidingWindow = layers.flatMap((qk) => qk.slidingWindow);
+  const sinks = layers.flatMap((qk) => qk.sinks);
+  // The header as a whole-group blob would give it: the per-layer rules listed for every layer.
+  const header: QueryKeyHeader = {...first.header, num_layers: numLayers, first_layer: 0, scaling, softcap, sliding_window: slidingWindow, sinks};
+  return {...first, header, numLayers, firstLayer: 0, scaling, softcap, slidingWindow, sinks, query: concat((qk) => qk.query), key: concat((qk) => qk.key)};
+}
+
 /** The key head that query head `head` reads (grouped-query attention: h // (H / K)). */
 export function keyHeadOf(qk: QueryKey, head: number): number {
   return Math.floor(head / (qk.numHeads / qk.numKvHeads));

@@ -50,3 +50,9 @@ export function hideViewMessage(view: HTMLElement, message: HTMLElement): void {
   message.hidden = true;
   view.classList.remove('view-empty');
 }
+
+/** True while `element` has the keyboard focus; unlike `document.activeElement`, also inside a
+ * shadow root (an embedded dashboard), where the document sees only the shadow's host. */
+export function hasFocus(element: Element): boolean {
+  return element.matches(':focus');
+}

@@ -9,7 +9,7 @@ import type {RankedCell, RankedRow} from '../../components/ranked_list';
 import {compareEndpoints, metricGroup, metricGroups, probeMetrics, type Endpoint} from '../../state/selection';
 import {exactToken} from '../../model/tokens';
 import {tokenDifferences} from '../../model/transforms';
-import {groupOf, shapeOf} from '../shared/example';
+import {groupOf, panelExample, shapeOf} from '../shared/example';
 import type {ViewModel} from '../shared/view';
 
 export const MAX_LISTED_DIFFERENCES = 6; // token differences named in the banner
@@ -37,7 +37,9 @@ export interface ComparePlan {
 export function comparePlan(model: ViewModel): ComparePlan {
   const {state, tags, selection, data} = model;
   const {runs, a, b} = compareEndpoints(tags, state, selection);
-  const example = state.panel.example;
+  // The example the panel shows: the state's, or the first listed when its step lacks it (an export's few).
+  const listed = valueOf(data, requests.examples(selection.run, selection.tag, selection.exampleStep));
+  const example = listed ? panelExample(listed.examples, state.panel.example) : state.panel.example;
   const ea = exampleOf(valueOf(data, requests.examples(a.run, selection.tag, a.step)), example);
   const group = ea ? (groupOf(ea, state.panel.group)?.name ?? null) : null;
   const order = (ea?.groups ?? []).map((g) => g.name);

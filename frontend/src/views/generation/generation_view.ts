@@ -8,7 +8,7 @@
 import {onPointer, type Point} from '../../components/pointer';
 import {valueOf, type AnyRequest} from '../../data/cache';
 import {attentionLayer} from '../../data/requests';
-import {el} from '../../draw/dom';
+import {el, hasFocus} from '../../draw/dom';
 import {CanvasPainter, textWidth, type Painter} from '../../draw/painter';
 import {Tooltip} from '../../draw/tooltip';
 import {headColors} from '../../model/colors';
@@ -226,7 +226,7 @@ export class GenerationView implements View {
 
     // Toolbar
     this.slider.max = String(count - 1);
-    if (document.activeElement !== this.slider) this.slider.value = String(t);
+    if (!hasFocus(this.slider)) this.slider.value = String(t);
     this.position.textContent = `${t + 1} / ${count}`;
     this.heat.set(mode);
     this.layer.set(numLayers, layer);

@@ -1,7 +1,7 @@
 // The Health panel's toolbar: which health source (the training monitor or a probe), and the four
 // thresholds, each with its default and the reason for it in its tooltip.
 
-import {el} from '../../draw/dom';
+import {el, hasFocus} from '../../draw/dom';
 import type {State} from '../../state/state';
 import type {Store} from '../../state/store';
 import {HEALTH_DEFAULTS, type HealthThresholds} from '../../model/health';
@@ -63,6 +63,6 @@ export class HealthControls {
     }
     this.sourceControl.hidden = sources.length < 2;
     if (source !== null) this.source.value = source;
-    for (const [name, input] of this.inputs) if (document.activeElement !== input) input.value = String(thresholds[name]);
+    for (const [name, input] of this.inputs) if (!hasFocus(input)) input.value = String(thresholds[name]);
   }
 }

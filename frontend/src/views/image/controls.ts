@@ -1,7 +1,7 @@
 // The image view's toolbar: mode, layer and heads, mean or each head, rollout settings, opacity,
 // and B − A with its endpoints. Each control writes the store.
 
-import {el} from '../../draw/dom';
+import {el, hasFocus} from '../../draw/dom';
 import type {Endpoint} from '../../state/selection';
 import type {ImageChoice} from '../../state/state';
 import type {Store} from '../../state/store';
@@ -27,7 +27,7 @@ class Slider {
   }
 
   set(value: number): void {
-    if (document.activeElement !== this.input) this.input.value = String(value);
+    if (!hasFocus(this.input)) this.input.value = String(value);
     this.value.textContent = percent(value);
   }
 }

@@ -2,7 +2,7 @@
 // writes the store.
 
 import {select} from 'd3-selection';
-import {el} from '../../draw/dom';
+import {el, hasFocus} from '../../draw/dom';
 import {metricAbout, metricLabel, posParts, UPOS_NAMES} from '../../model/metrics';
 import {MAX_SMOOTHING, type State} from '../../state/state';
 import type {Store} from '../../state/store';
@@ -121,7 +121,7 @@ export class CurveControls {
   }
 
   set(state: Readonly<State>): void {
-    if (document.activeElement !== this.slider) this.slider.value = String(state.metrics.smoothing);
+    if (!hasFocus(this.slider)) this.slider.value = String(state.metrics.smoothing);
     this.value.textContent = state.metrics.smoothing.toFixed(2);
     this.axis.set(state.metrics.xlog ? 'log' : 'linear');
   }

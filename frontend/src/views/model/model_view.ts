@@ -303,7 +303,7 @@ export class ModelView extends ExampleFigure implements View {
   private inspect(): void {
     const text = this.hover
       ? `Layer ${this.hover.layer}, head ${this.hover.head}: click to open it in the head view`
-      : 'Each thumbnail is one head: queries down, keys across, darker = more attention · click one to open it in the head view';
+      : 'Each thumbnail is one head: queries down, keys across, stronger colour = more attention · click one to open it in the head view';
     this.inspector.replaceChildren(el('span', {class: 'hint', text}));
   }
 

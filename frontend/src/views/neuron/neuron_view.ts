@@ -29,6 +29,9 @@ const GAP = 14; // px between columns
 const LABEL_PAD = 6;
 const MAX_LABEL = 130; // px
 const BAR = 84; // px: width of the score, softmax and stored-attention columns
+const MIN_BAR = 30; // px: the same in a narrow view (a notebook output), which shrinks them first
+const NUMBER = 44; // px after each bar: its value
+const MIN_VECTOR = 80; // px: a vector column is at least as wide as its title
 const MAX_CELL = 10; // px per vector component
 const MAX_LABEL_CHARS = 20;
 
@@ -41,6 +44,7 @@ interface Columns {
   softmax: number;
   stored: number;
   cell: number; // px per component
+  bar: number; // px: width of the score, softmax and stored-attention bars
   label: number; // token column width
   end: number;
 }
@@ -196,15 +200,15 @@ export class NeuronView extends ExampleFigure implements View {
           painter.rect(col.product + t * col.cell, top, col.cell, cellHeight, productColor(rows.products[j * d + t]));
         }
         const score = rows.scores[j];
-        const half = BAR / 2;
+        const half = col.bar / 2;
         const length = (Math.abs(score) / c.maxScore) * half;
         painter.rect(score >= 0 ? col.score + half : col.score + half - length, top + 2, length, cellHeight - 4, scoreColor(score));
         painter.rect(col.score + half, top, 1, cellHeight, NEUTRAL_MARK);
-        painter.text(score.toFixed(2), col.score + BAR + 4, y(j), {font: FONT_NUMBER, color: MUTED_INK});
-        painter.rect(col.softmax, top + 2, rows.softmax[j] * BAR, cellHeight - 4, headColor);
-        painter.text(`${(rows.softmax[j] * 100).toFixed(1)}%`, col.softmax + BAR + 4, y(j), {font: FONT_NUMBER, color: MUTED_INK});
-        painter.rect(col.stored, top + 2, stored[j] * BAR, cellHeight - 4, NEUTRAL_MARK);
-        painter.text(`${(stored[j] * 100).toFixed(1)}%`, col.stored + BAR + 4, y(j), {font: FONT_NUMBER, color: MUTED_INK});
+        painter.text(score.toFixed(2), col.score + col.bar + 4, y(j), {font: FONT_NUMBER, color: MUTED_INK});
+        painter.rect(col.softmax, top + 2, rows.softmax[j] * col.bar, cellHeight - 4, headColor);
+        painter.text(`${(rows.softmax[j] * 100).toFixed(1)}%`, col.softmax + col.bar + 4, y(j), {font: FONT_NUMBER, color: MUTED_INK});
+        painter.rect(col.stored, top + 2, stored[j] * col.bar, cellHeight - 4, NEUTRAL_MARK);
+        painter.text(`${(stored[j] * 100).toFixed(1)}%`, col.stored + col.bar + 4, y(j), {font: FONT_NUMBER, color: MUTED_INK});
       }
     });
 
@@ -234,16 +238,19 @@ export class NeuronView extends ExampleFigure implements View {
 
   private columns(d: number): Columns {
     const label = Math.min(MAX_LABEL, this.labelWidth + 2 * LABEL_PAD);
-    const fixed = 2 * PAD + 2 * label + 7 * GAP + 3 * (BAR + 44);
-    const cell = Math.max(1, Math.min(MAX_CELL, Math.floor((this.size.width - fixed) / (2 * d))));
+    const fixed = 2 * PAD + 2 * label + 7 * GAP + 3 * NUMBER;
+    // A narrow view shrinks the bars first, then the vector cells (down to 1 px).
+    const bar = Math.max(MIN_BAR, Math.min(BAR, Math.floor((this.size.width - fixed - 2 * Math.max(d, MIN_VECTOR)) / 3)));
+    const cell = Math.max(1, Math.min(MAX_CELL, Math.floor((this.size.width - fixed - 3 * bar) / (2 * d))));
+    const vectorWidth = Math.max(d * cell, MIN_VECTOR);
     const query = PAD;
     const key = query + label + GAP;
     const vector = key + label + GAP;
-    const product = vector + d * cell + GAP;
-    const score = product + d * cell + GAP;
-    const softmax = score + BAR + 44 + GAP;
-    const stored = softmax + BAR + 44 + GAP;
-    return {query, key, vector, product, score, softmax, stored, cell, label, end: stored + BAR + 44};
+    const product = vector + vectorWidth + GAP;
+    const score = product + vectorWidth + GAP;
+    const softmax = score + bar + NUMBER + GAP;
+    const stored = softmax + bar + NUMBER + GAP;
+    return {query, key, vector, product, score, softmax, stored, cell, bar, label, end: stored + bar + NUMBER};
   }
 
   private compute(qk: QueryKey, layer: number, head: number): void {

@@ -1,7 +1,7 @@
 // Controls the views share (layer, heads, sentence-pair filter, hiding, pruning); each writes the store.
 
 import {select} from 'd3-selection';
-import {el} from '../../draw/dom';
+import {el, hasFocus} from '../../draw/dom';
 import type {State} from '../../state/state';
 import type {Store} from '../../state/store';
 import type {Pair} from '../../model/transforms';
@@ -192,9 +192,9 @@ export class PruneControls {
   }
 
   set(state: Readonly<State>): void {
-    if (document.activeElement !== this.threshold) this.threshold.value = String(state.filters.threshold);
+    if (!hasFocus(this.threshold)) this.threshold.value = String(state.filters.threshold);
     this.value.textContent = state.filters.threshold.toFixed(3);
-    if (document.activeElement !== this.topk) this.topk.value = String(state.filters.topk);
+    if (!hasFocus(this.topk)) this.topk.value = String(state.filters.topk);
   }
 }
 
