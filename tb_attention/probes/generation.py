@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 
 from tb_attention.probes.inputs import token_names
+from tb_attention.probes.packed import ToHtml
 from tb_attention.runtime import defaults, distributed, modules
 from tb_attention.storage import codecs, schema, summary
 from tb_attention.storage.schema import exemplar_table
@@ -21,7 +22,7 @@ _ONE_SEQUENCE = {"num_beams": (1,), "num_return_sequences": (1,), "num_beam_grou
 _CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_target_positions", "seq_length", "n_ctx")
 
 
-class GenerationProbe:
+class GenerationProbe(ToHtml):
     """Prompts the model answers at every `log`: its own `generate`, each decoding step's attention kept.
 
     `Probe(tokenizer, prompts, generate=...)` makes one. Each `log(writer, model, step)` generates from
@@ -48,6 +49,8 @@ class GenerationProbe:
     Metrics: the probe's per-head metrics over each whole example, max_logit, and over the decoding
     queries prompt_share and induction (http_api.md).
     """
+
+    DASHBOARD_VIEW = "generation"
 
     def __init__(self, tokenizer, prompts, name=defaults.PROBE_TAG, *, generate, step=None, seed=DEFAULT_SEED,
                  with_qk=False, metrics=True, include_first=False, top_k_exemplars=defaults.TOP_K_EXEMPLARS,

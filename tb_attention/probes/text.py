@@ -4,12 +4,13 @@ import warnings
 
 from tb_attention.probes import streamed as probe_stream
 from tb_attention.probes.inputs import as_list, check_parallel, check_targets, check_texts, id_list, padded, segment_a_end
+from tb_attention.probes.packed import ToHtml
 from tb_attention.runtime import defaults, distributed, modules
 from tb_attention.storage import codecs, schema, summary
 from tb_attention.storage.schema import exemplar_table
 
 
-class Probe:
+class Probe(ToHtml):
     """Texts tokenised once; `probe.log(writer, model, step)` logs their attention at `step`.
 
     texts: strings, or (a, b) pairs for sentence-pair models (where segment A ends is stored);
@@ -45,7 +46,8 @@ class Probe:
         GenerationConfig): a `GenerationProbe` (probes/generation.py), which logs the attention of every
         decoding step over the model's cache; `step=` and `seed=` go with it.
 
-    Users who tokenise themselves: `Probe.from_tokens(token_ids, tokens, ...)`.
+    Users who tokenise themselves: `Probe.from_tokens(token_ids, tokens, ...)`. `probe.to_html(model)`: one
+    HTML file of what `log` would write (probes/packed.py).
     """
 
     def __new__(cls, *args, generate=None, **options):

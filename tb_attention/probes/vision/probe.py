@@ -5,6 +5,7 @@ import pathlib
 import numpy as np
 
 from tb_attention.metrics.image import image_metrics
+from tb_attention.probes.packed import ToHtml
 from tb_attention.probes.vision.image import MAX_IMAGE_SIDE, image_png, pixel_values_of, seen_image, to_pil
 from tb_attention.probes.vision.layout import check_not_windowed, patch_layout, vision_config
 from tb_attention.runtime import defaults, devices, modules
@@ -89,7 +90,7 @@ def capture_images(model, pixel_values):
     return layers, names
 
 
-class ImageProbe:
+class ImageProbe(ToHtml):
     """Images preprocessed once; `probe.log(writer, model, step)` logs their attention at `step`.
 
     model: a vision encoder (ViT, DeiT, DINOv2, CLIP or SigLIP, whose vision tower runs), fed pixel_values
@@ -107,6 +108,8 @@ class ImageProbe:
     max_image_side: the stored PNG's long side at most (pixels).
     max_dense_tokens: longer sequences keep only each row's top weights (see `summary.write_examples`).
     """
+
+    DASHBOARD_VIEW = "image"
 
     def __init__(
         self,
