@@ -10,9 +10,12 @@ export class ScrollingCanvas {
   width = 0;
   height = 0;
   private readonly spacer: HTMLElement;
-  /** the canvas's place in the viewport, measured at the last fit: reading it on every mouse move
-   * would force a layout of the page per event */
+  /** the canvas's place in the viewport, measured again only when it may have moved: reading it on
+   * every mouse move would force a layout of the page per event. It moves without a fit when the
+   * page around scrolls (a notebook's outputs) or reflows, so the pointer's entering and any scroll
+   * of the page mark it stale. */
   private origin = new DOMRect();
+  private stale = true;
   private revealed = '';
   private pending: {top: number; size: number} | null = null;
 
@@ -21,6 +24,9 @@ export class ScrollingCanvas {
     this.spacer = el('div', {class: 'spacer'}, [this.canvas]);
     this.element = el('div', {class: 'scroller'}, [this.spacer]);
     this.element.addEventListener('scroll', frameThrottle(draw), {passive: true});
+    const moved = () => (this.stale = true);
+    this.canvas.addEventListener('mouseenter', moved);
+    document.addEventListener('scroll', moved, {capture: true, passive: true}); // scroll does not bubble
   }
 
   get scrollTop(): number {
@@ -40,7 +46,7 @@ export class ScrollingCanvas {
       if (top < this.scrollTop || top + size > this.scrollTop + visible) this.element.scrollTop = Math.max(0, top - (visible - size) / 2);
       this.pending = null;
     }
-    this.origin = this.canvas.getBoundingClientRect();
+    this.stale = true;
   }
 
   /** When what is locked (`key`) changed, brings content [top, top + size) into view at the next fit:
@@ -53,6 +59,10 @@ export class ScrollingCanvas {
 
   /** A mouse event's position in canvas coordinates. */
   point(event: MouseEvent): {x: number; y: number} {
+    if (this.stale) {
+      this.origin = this.canvas.getBoundingClientRect();
+      this.stale = false;
+    }
     return {x: event.clientX - this.origin.left, y: event.clientY - this.origin.top};
   }
 
