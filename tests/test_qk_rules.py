@@ -201,3 +201,30 @@ def test_a_generation_probes_rules_recompute_the_rows_each_step_computed(tmp_pat
         assert np.abs(recompute(qk, attention["causal"]) - stored).max() <= QK_BOUND, group
         if rules:
             assert np.abs(recompute(qk, attention["causal"], rules=()) - stored).max() > 3 * QK_BOUND, group
+
+
+def test_the_rules_of_a_mask_and_bias_are_found_as_http_api_md_defines_them():
+    from tb_attention.capture import scoring
+
+    n, heads = 9, 3
+    i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    slopes = torch.tensor([0.5, 0.25, 0.125])[:, None, None]
+    find = lambda bias, keep, causal=True, **kw: scoring.input_rules(bias, keep, num_heads=heads, causal=causal, **kw)  # noqa: E731
+    causal = (j <= i)[None]
+    rules = find(slopes * j, causal)  # BLOOM: slope · key position
+    assert rules["relative_bias"] is None and torch.equal(rules["key_bias"], (slopes * j)[:, 0])
+    rules = find((slopes * (j - i)).expand(heads, n, n), causal)  # the same as slope · (j - i): one per distance
+    d = torch.arange(-(n - 1), n)
+    assert rules["key_bias"] is None and torch.equal(rules["relative_bias"], slopes[:, 0] * d.clamp(max=0))  # 0: unseen
+    distance = torch.randn(1, 2 * n - 1)
+    rules = find(distance[:, j - i + n - 1], None, causal=False)  # T5: one table per distance, shared by heads
+    assert rules["key_bias"] is None and torch.equal(rules["relative_bias"], distance.expand(heads, -1))
+    assert find(torch.full((1, n, n), 3.0), causal) == dict.fromkeys(rules)  # a constant: nothing to store
+    chunks = causal & (i // 4 == j // 4)
+    assert find(None, chunks)["attention_chunk"] == 4
+    assert find(None, chunks & (i - j < 2), sliding_window=2)["attention_chunk"] == 4
+    assert find(None, ((i - j).abs() < 3)[None], causal=False)["sliding_window"] == 3  # found, both sides
+    with pytest.raises(capture.CaptureError, match="model m, layer 7: its attention mask is not a causal mask or chunks"):
+        find(None, causal & (j != 1), where="model m, layer 7")
+    with pytest.raises(capture.CaptureError, match="depends on more than the key's position or the distance"):
+        find(torch.randn(heads, n, n), causal)

@@ -99,23 +99,21 @@ def _bias_tables(bias, keep, num_heads, where):
     """(key_bias [H, Nk], relative_bias [H, Nq + Nk - 1]) float32 on the host, each None where unused."""
     if bias is None:
         return None, None
-    bias = bias.float()
-    nq, nk = bias.shape[-2:]
-    visible = torch.ones_like(bias, dtype=torch.bool) if keep is None else keep.bool().expand(bias.shape)
+    keep = torch.ones(1, 1, 1, dtype=torch.bool, device=bias.device) if keep is None else keep.bool()
+    shape = torch.broadcast_shapes(bias.shape, keep.shape)
+    bias, visible = bias.float().expand(shape), keep.expand(shape)
     if not bool(visible.any()):
         return None, None
     tolerance = BIAS_TOLERANCE + 1e-6 * float(bias[visible].abs().max())
     # The bias as a function of the key j alone (ALiBi as BLOOM and Falcon add it)...
-    table, fits = _table(bias, visible, torch.arange(nk, device=bias.device).expand(nq, nk), nk, tolerance)
+    table, fits = _table(bias, visible, tolerance, lambda x: x)
     if fits:
         seen = table[~torch.isnan(table)]
         if len(seen) == 0 or float(seen.max() - seen.min()) <= tolerance:
             return None, None  # a constant: the softmax ignores it
         return _per_head(table, num_heads), None
     # ... or of the distance j - i (T5).
-    i = torch.arange(nq, device=bias.device)[:, None]
-    j = torch.arange(nk, device=bias.device)[None, :]
-    table, fits = _table(bias, visible, j - i + nq - 1, nq + nk - 1, tolerance)
+    table, fits = _table(bias, visible, tolerance, _by_distance)
     if fits:
         return None, _per_head(table, num_heads)
     raise CaptureError(
@@ -125,19 +123,22 @@ def _bias_tables(bias, keep, num_heads, where):
     )
 
 
-def _table(bias, visible, index, size, tolerance):
-    """(table [H or 1, size] with NaN where no visible cell falls, whether every visible cell of `bias`
-    equals table[index] within `tolerance`)."""
-    heads = bias.shape[0]
-    flat = index.expand(bias.shape).reshape(heads, -1)
-    inf = torch.tensor(float("inf"), device=bias.device)
-    high = torch.full((heads, size), -inf, device=bias.device).scatter_reduce(
-        1, flat, torch.where(visible, bias, -inf).reshape(heads, -1), "amax")
-    low = torch.full((heads, size), inf, device=bias.device).scatter_reduce(
-        1, flat, torch.where(visible, bias, inf).reshape(heads, -1), "amin")
+def _table(bias, visible, tolerance, columns):
+    """(table [H or 1, n] with NaN where no visible cell falls, whether every visible cell of `bias` equals
+    its column's entry within `tolerance`), the columns of [H, Nq, Nk] being `columns(x)`'s (masked cells -inf)."""
+    high = columns(torch.where(visible, bias, -torch.inf)).amax(dim=1)
+    low = -columns(torch.where(visible, -bias, -torch.inf)).amax(dim=1)
     seen = torch.isfinite(high)
     fits = bool(((high - low)[seen] <= tolerance).all())
     return torch.where(seen, (high + low) / 2, torch.nan), fits
+
+
+def _by_distance(x):
+    """[H, Nq, Nk] -> [H, Nq, Nq + Nk - 1] whose column j - i + Nq - 1 holds x[:, i, j] (-inf elsewhere): the
+    rows flipped and each shifted by its index, by padding and reading the memory with a shorter row."""
+    h, nq, nk = x.shape
+    padded = torch.nn.functional.pad(x.flip(1), (0, nq), value=-torch.inf).reshape(h, nq * (nk + nq))
+    return padded[:, : nq * (nk + nq - 1)].reshape(h, nq, nk + nq - 1)
 
 
 def _per_head(table, num_heads):
