@@ -81,7 +81,8 @@ class Captured:
     scaling: per layer, the factor on q·k before the softmax.
     softcap / sliding_window / sinks: per layer, the rest of how the model turns q·k into weights
         (None where a layer does not use it): logits soft-capped as c·tanh(x/c) (Gemma 2), keys
-        `sliding_window` or more positions away masked (Mistral, Gemma 2), a learned logit per head that
+        `sliding_window` or more positions away masked (Mistral, Gemma 2; with q/k, also a window only the
+        mask has, as a plain module's), a learned logit per head that
         takes part in the softmax and is then dropped (gpt-oss). See `codecs.encode_qk`.
     attention_chunk / key_bias / relative_bias: with q/k only, per layer (None where unused), this
         input's chunk size (Llama 4) and additive bias as a table per head over keys [H, n] (ALiBi) or
