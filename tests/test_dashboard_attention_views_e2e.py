@@ -345,3 +345,27 @@ def test_neuron_view_recomputes_a_softcapped_sliding_window_model_as_stored(dash
     dashboard.wait_url("layer", "1")
     frame.wait_for_function("!document.querySelector('.view-neuron .inspector').textContent.includes('sliding window')")
     assert float(dashboard.data("difference", "neuron")) <= 0.02
+
+
+def test_neuron_view_recomputes_t5s_relative_bias_and_llama4s_chunks_as_stored(dashboard, server):
+    from tb_attention import Probe, Writer
+    from tests.support.models import chunked_llama4, hf_model
+
+    ids, tokens = [5, 17, 42, 8, 99, 3, 61, 12, 13, 70], [f"t{i}" for i in (5, 17, 42, 8, 99, 3, 61, 12, 13, 70)]
+    with Writer(server.logdir / "t5") as writer:
+        Probe.from_tokens([ids], [tokens], target_ids=[[0, 40, 41, 42, 43, 44]], target_tokens=[list("abcdef")],
+                          with_qk=True, metrics=False).log(writer, hf_model("t5"), 0)
+    with Writer(server.logdir / "llama4") as writer:
+        Probe.from_tokens([ids], [tokens], with_qk=True, metrics=False).log(writer, chunked_llama4(), 0)
+    server.wait_for(lambda tags: "t5" in tags and "llama4" in tags)
+    for group in ("encoder", "decoder"):
+        dashboard.open("neuron", run="t5", tag="probe", view="neuron", group=group, layer=1, heads=2, tokens=4)
+        frame = dashboard.frame
+        frame.wait_for_function("document.querySelector('.view-neuron .inspector').textContent.includes('relative positions')")
+        assert float(dashboard.data("difference", "neuron")) <= 0.02, group
+        assert "softmax = stored" in frame.text_content(".view-neuron .inspector")
+    dashboard.screenshot("neuron_view_relative_bias")
+    dashboard.open("neuron", run="llama4", tag="probe", view="neuron", layer=0, heads=1, tokens=7)
+    frame.wait_for_function("document.querySelector('.view-neuron .inspector').textContent.includes('chunks of 3 tokens')")
+    assert float(dashboard.data("difference", "neuron")) <= 0.02
+    assert "softmax = stored" in frame.text_content(".view-neuron .inspector")

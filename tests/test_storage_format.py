@@ -96,6 +96,22 @@ def test_scoring_rules_are_stored_per_layer_and_only_where_used(rng):
     assert plain.rule("softcap") == [None, None]
 
 
+def test_bias_and_chunk_rules_keep_their_float32_tables_per_head(rng):
+    query, key = rng.normal(size=(2, 4, 5, 8)), rng.normal(size=(2, 2, 6, 8))
+    key_bias = rng.normal(size=(4, 6)).astype(np.float32) * 100  # ALiBi: per head, per key
+    relative = rng.normal(size=(4, 5 + 6 - 1)).astype(np.float32)  # T5: per head, per j - i
+    blob = metadata.encode_qk(query, key, 0.3, attention_chunk=[None, 3], key_bias=[key_bias, None],
+                              relative_bias=[None, relative])
+    qk = metadata.decode_qk(blob)
+    assert qk.rule("attention_chunk") == [None, 3]
+    assert np.array_equal(np.array(qk.rule("key_bias")[0], dtype=np.float32), key_bias)  # exact
+    assert np.array_equal(np.array(qk.rule("relative_bias")[1], dtype=np.float32), relative)
+    one = metadata.decode_qk(codecs.qk_layer_blob(blob, 1))
+    assert one.rule("key_bias") == [None] and one.rule("attention_chunk") == [3]
+    joined = metadata.decode_qk(codecs.join_qk_layers([codecs.qk_layer_blob(blob, 0), codecs.qk_layer_blob(blob, 1)]))
+    assert {name: joined.rule(name) for name in metadata.SCORING_RULES} == {name: qk.rule(name) for name in metadata.SCORING_RULES}
+
+
 @pytest.mark.parametrize(
     ("rules", "message"),
     [
@@ -106,6 +122,11 @@ def test_scoring_rules_are_stored_per_layer_and_only_where_used(rng):
         ({"sliding_window": ["wide", None]}, "sliding_window of layer 0 must be a positive integer"),
         ({"sinks": [[1.0, 2.0], None]}, "sinks of layer 0 must be 4 finite numbers, one per head"),
         ({"sinks": [None, [1.0, 2.0, np.inf, 0.0]]}, "sinks of layer 1 must be 4 finite numbers"),
+        ({"attention_chunk": [0, None]}, "attention_chunk of layer 0 must be a positive integer or None"),
+        ({"key_bias": [np.zeros((4, 4)), None]}, r"key_bias of layer 0 must be \[4, 5\] finite numbers \(heads, offsets\), got shape \[4, 4\]"),
+        ({"relative_bias": [None, np.zeros((4, 5))]}, r"relative_bias of layer 1 must be \[4, 9\] finite numbers"),
+        ({"relative_bias": [[[1.0], [2.0, 3.0]], None]}, "relative_bias of layer 0 must be"),
+        ({"key_bias": [None, np.full((4, 5), np.nan)]}, "key_bias of layer 1 must be"),
     ],
 )
 def test_bad_scoring_rules_are_named(rng, rules, message):

@@ -115,6 +115,7 @@ function withHeader(buffer: ArrayBuffer, edit: (header: Record<string, unknown>)
 test('reads the optional scoring rules of /qk (all null when absent) and rejects malformed ones by name', () => {
   const plain = decodeQueryKey(fixture('qk').buffer);
   assert.deepEqual([plain.softcap, plain.slidingWindow, plain.sinks], [[null, null], [null, null], [null, null]]);
+  assert.deepEqual([plain.attentionChunk, plain.keyBias, plain.relativeBias], [[null, null], [null, null], [null, null]]);
   const {buffer} = fixture('qk_rules');
   assert.deepEqual(decodeQueryKey(withHeader(buffer, () => {})).slidingWindow, [null, 2, null]); // the helper keeps the blob intact
   const bad: [string, unknown][] = [
@@ -123,10 +124,23 @@ test('reads the optional scoring rules of /qk (all null when absent) and rejects
     ['sliding_window', [null, 2.5, null]],
     ['sinks', [null, null, [1, 2]]],
     ['sinks', 'all'],
+    ['attention_chunk', [null, 0, null]],
+    ['key_bias', [null, null, [[1, 2, 3, 4, 5, 6]]]], // one head of 4
+    ['key_bias', [null, null, Array(4).fill([1, 2, 3])]], // 3 keys of 6
+    ['relative_bias', [null, Array(4).fill(Array(6).fill(0)), null]], // 6 distances of 11
+    ['relative_bias', [null, Array(4).fill([...Array(10).fill(0), 'x']), null]],
   ];
   for (const [field, value] of bad) {
     assert.throws(() => decodeQueryKey(withHeader(buffer, (h) => (h[field] = value))), new RegExp(`header ${field} is not one valid entry`));
   }
+});
+
+test('reads the bias and chunk rules of /qk: per head, a number per key or per distance j − i', () => {
+  const qk = decodeQueryKey(fixture('qk_bias_cross').buffer); // 4 queries over 7 keys
+  assert.deepEqual(qk.attentionChunk, [null, null, 4]);
+  assert.deepEqual(qk.keyBias.map((layer) => layer && layer.map((head) => head.length)), [[7, 7, 7, 7], null, null]);
+  assert.deepEqual(qk.relativeBias.map((layer) => layer && layer.length), [null, 4, 4]);
+  assert.ok(qk.relativeBias[1]!.every((head) => head.length === 4 + 7 - 1));
 });
 
 test('a one-layer /qk blob (as `/qk?layer=` serves) reads as that layer of the whole, rules included', async () => {
@@ -145,6 +159,9 @@ test('a one-layer /qk blob (as `/qk?layer=` serves) reads as that layer of the w
     softcap: [qk.softcap[l]],
     slidingWindow: [qk.slidingWindow[l]],
     sinks: [qk.sinks[l]],
+    attentionChunk: [qk.attentionChunk[l]],
+    keyBias: [qk.keyBias[l]],
+    relativeBias: [qk.relativeBias[l]],
   };
   for (let h = 0; h < qk.numHeads; h++) {
     assert.deepEqual(queryVectors(one, l, h), queryVectors(qk, l, h));

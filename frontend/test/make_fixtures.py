@@ -83,22 +83,52 @@ def main():
     rules = {"softcap": [2.0, None, None], "sliding_window": [None, 2, None], "sinks": [None, None, [0.5, -1.0, 2.0, 0.0]]}
     blob = codecs.encode_qk(query, key, [0.5] * layers, **rules)
     qk = codecs.decode_qk(blob)
-    expected = {"causal": [], "bidirectional": []}
-    for name, causal in (("causal", True), ("bidirectional", False)):
-        for layer in range(layers):
-            scores = np.einsum("hnd,hmd->hnm", qk.query[layer], np.repeat(qk.key[layer], group, axis=0)).astype(np.float64) * 0.5
-            if rules["softcap"][layer]:
-                scores = rules["softcap"][layer] * np.tanh(scores / rules["softcap"][layer])
-            i, j = np.arange(n)[:, None], np.arange(n)[None, :]
-            hidden = (j > i) if causal else np.zeros((n, n), dtype=bool)
-            if rules["sliding_window"][layer]:
-                hidden = hidden | (np.abs(i - j) >= rules["sliding_window"][layer])
-            scores = np.where(hidden, -np.inf, scores)
-            sink = np.asarray(rules["sinks"][layer] if rules["sinks"][layer] else [-np.inf] * heads)[:, None, None]
-            top = np.maximum(scores.max(-1, keepdims=True), sink)
-            e = np.exp(scores - top)
-            expected[name].append(reference(e / (e.sum(-1, keepdims=True) + np.exp(sink - top))))
+    expected = {name: [rules_softmax(qk, layer, 0.5, rules, causal) for layer in range(layers)]
+                for name, causal in (("causal", True), ("bidirectional", False))}
     write("qk_rules", blob, {"header": qk.header, "softmax": expected})
+
+    # The bias and chunk rules (ALiBi's bias per key, T5's per distance, Llama 4's chunks), on rectangular
+    # attention too (cross attention: Nq != Nk). tests/test_qk_rules.py checks them on real models.
+    for name, nq, nk in (("qk_bias", 6, 6), ("qk_bias_cross", 4, 7)):
+        query = 3 * rng.normal(size=(layers, heads, nq, d)).astype(np.float32)
+        key = 3 * rng.normal(size=(layers, kv_heads, nk, d)).astype(np.float32)
+        rules = {
+            "key_bias": [0.5 * np.arange(nk) * rng.normal(size=(heads, 1)), None, None],
+            "relative_bias": [None, 2 * rng.normal(size=(heads, nq + nk - 1)), 2 * rng.normal(size=(heads, nq + nk - 1))],
+            "attention_chunk": [None, None, 4],
+        }
+        blob = codecs.encode_qk(query, key, [0.5] * layers, **rules)
+        qk = codecs.decode_qk(blob)
+        stored = {rule: qk.rule(rule) for rule in rules}  # the float32 values the blob holds
+        causes = (("causal", True), ("bidirectional", False)) if nq == nk else (("bidirectional", False),)
+        expected = {cause: [rules_softmax(qk, layer, 0.5, stored, causal) for layer in range(layers)] for cause, causal in causes}
+        write(name, blob, {"header": qk.header, "softmax": expected})
+
+
+def rules_softmax(qk, layer, scaling, rules, causal):
+    """[H, Nq, Nk]: the weights schema.SCORING_RULES define, from a decoded q/k blob's layer."""
+    group = qk.query.shape[1] // qk.key.shape[1]
+    rule = lambda name: (rules.get(name) or [None] * qk.query.shape[0])[layer]  # noqa: E731
+    scores = np.einsum("hnd,hmd->hnm", qk.query[layer], np.repeat(qk.key[layer], group, axis=0)).astype(np.float64) * scaling
+    nq, nk = scores.shape[1:]
+    if rule("softcap"):
+        scores = rule("softcap") * np.tanh(scores / rule("softcap"))
+    i, j = np.arange(nq)[:, None], np.arange(nk)[None, :]
+    if rule("key_bias") is not None:
+        scores = scores + np.asarray(rule("key_bias"), dtype=np.float64)[:, None, :]
+    if rule("relative_bias") is not None:
+        scores = scores + np.asarray(rule("relative_bias"), dtype=np.float64)[:, j - i + nq - 1]
+    hidden = (j > i) if causal else np.zeros((nq, nk), dtype=bool)
+    if rule("sliding_window"):
+        hidden = hidden | (np.abs(i - j) >= rule("sliding_window"))
+    if rule("attention_chunk"):
+        hidden = hidden | (i // rule("attention_chunk") != j // rule("attention_chunk"))
+    scores = np.where(hidden, -np.inf, scores)
+    heads = scores.shape[0]
+    sink = np.asarray(rule("sinks") if rule("sinks") else [-np.inf] * heads)[:, None, None]
+    top = np.maximum(scores.max(-1, keepdims=True), sink)
+    e = np.exp(scores - top)
+    return reference(e / (e.sum(-1, keepdims=True) + np.exp(sink - top)))
 
 
 if __name__ == "__main__":

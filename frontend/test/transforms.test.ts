@@ -4,6 +4,7 @@ import {decodeAttention, readRow} from '../src/data/decode';
 import {
   attentionChange,
   filterRow,
+  hasBias,
   headMatrix,
   isSpecialToken,
   neuronRows,
@@ -105,6 +106,33 @@ test('the neuron view applies the soft cap, the sliding window and the sinks as 
               [...Array(qk.numTokens).keys()].filter((j) => Math.abs(i - j) >= 2 && !(causal && j > i)));
           }
           if (l === 2) assert.ok(rows.sinkShare > 0);
+        }
+      }
+    }
+  }
+});
+
+test('the neuron view adds the bias per key or per distance and masks other chunks, as the writer defines them', async () => {
+  const {decodeQueryKey, queryVectors, keyVectors} = await import('../src/data/decode_qk');
+  type Expected = {softmax: Record<'causal' | 'bidirectional', number[][][][]>};
+  for (const name of ['qk_bias', 'qk_bias_cross']) {
+    const {buffer, expected} = fixture<Expected>(name);
+    const qk = decodeQueryKey(buffer);
+    for (const cause of Object.keys(expected.softmax) as ('causal' | 'bidirectional')[]) {
+      const causal = cause === 'causal';
+      for (let l = 0; l < qk.numLayers; l++) {
+        for (let h = 0; h < qk.numHeads; h++) {
+          const scoring = scoringOf(qk, l, h, causal);
+          assert.equal(hasBias(scoring), l !== 2 || qk.relativeBias[2] !== null);
+          for (let i = 0; i < qk.numTokens; i++) {
+            const rows = neuronRows(queryVectors(qk, l, h), keyVectors(qk, l, h), qk.headDim, i, scoring);
+            for (let j = 0; j < qk.numKeyTokens; j++) {
+              assert.ok(close(rows.softmax[j], expected.softmax[cause][l][h][i][j], 1e-5), `${name} ${cause} [${l},${h},${i},${j}]`);
+            }
+            const chunked = rows.masks.map((m, j) => (m === 'chunk' ? j : -1)).filter((j) => j >= 0);
+            const others = [...Array(qk.numKeyTokens).keys()].filter((j) => Math.floor(j / 4) !== Math.floor(i / 4) && !(causal && j > i));
+            assert.deepEqual(chunked, l === 2 ? others : []);
+          }
         }
       }
     }

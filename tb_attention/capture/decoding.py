@@ -15,7 +15,7 @@ import dataclasses
 
 import torch
 
-from tb_attention.capture import intercept
+from tb_attention.capture import intercept, scoring
 from tb_attention.capture.errors import CaptureError
 from tb_attention.capture.record import GROUPS, eval_mode, group_of
 from tb_attention.runtime import devices, modules
@@ -32,6 +32,9 @@ class _Layer:
     q_rows: list = dataclasses.field(default_factory=list)  # with q/k: per call, the new rows' [H, n, d]
     k_rows: list = dataclasses.field(default_factory=list)  # with q/k: per call, the new positions' [H_kv, n, d]
     scoring: tuple | None = None  # (scale, softcap, sliding_window, sinks as a list): how q·k became weights
+    # With q/k: per call, the new rows' additive bias (or None) and visible keys, placed as the weights are.
+    bias_rows: list = dataclasses.field(default_factory=list)
+    keep_rows: list = dataclasses.field(default_factory=list)
 
     @property
     def max_logit(self):
@@ -85,6 +88,7 @@ class DecodingRecorder:
         layer.row_max.append(logits[:, nq - keep :].amax(dim=(1, 2)))
         if self.with_qk:
             self._keep_qk(call, layer, group, keep, nk)
+            self._keep_masks(call, layer, group, keep)
         if group == "encoder":
             if layer.rows:
                 raise CaptureError(f"model {self.model_name}: the encoder ran twice during one generation")
@@ -102,11 +106,7 @@ class DecodingRecorder:
                     f"model {self.model_name}, {call.name}: attention on cache slots past the sequence "
                     f"({nk} keys for {total} tokens); tb-attention cannot place these keys"
                 )
-            placed = weights[:, :, :total]
-        else:  # the cache holds the last nk positions (a sliding window)
-            placed = torch.zeros(weights.shape[0], keep, total, dtype=weights.dtype, device=weights.device)
-            placed[:, :, total - nk :] = weights
-        layer.rows.append((layer.queries, placed.float()))
+        layer.rows.append((layer.queries, _placed(weights, total, 0.0).float()))
         layer.queries = total
 
     def _keep_qk(self, call, layer, group, keep, nk):
@@ -131,6 +131,49 @@ class DecodingRecorder:
         total = layer.queries + keep  # before this call's rows are counted
         start = total - keep if nk >= total else nk - keep  # where the new positions sit in this call's keys
         layer.k_rows.append(call.key[0, :, start : start + keep].float())
+
+    def _keep_masks(self, call, layer, group, keep):
+        """The new rows' additive bias and visible keys, cropped and placed as their weights are (for
+        `scoring_rules`; copies, so that no call's tensors stay alive)."""
+        _, _, nq, nk = call.shape
+        visible = call.visible()
+        visible = torch.ones(1, 1, 1, nk, dtype=torch.bool, device=call.key.device) if visible is None else visible
+        start = 0 if group == "encoder" else layer.queries
+        for rows, t, fill in ((layer.bias_rows, call.additive_bias(), 0.0), (layer.keep_rows, visible, False)):
+            if t is None:
+                rows.append((start, None))
+                continue
+            t = scoring.crop(t, 0, nq, nk)
+            if self.frames is not None and group in ("encoder", "cross"):
+                t = t[:, : self.frames if group == "encoder" else nq, : self.frames]
+            t = t[:, t.shape[1] - keep :]
+            if group not in ("encoder", "cross"):
+                t = _placed(t, layer.queries + keep, fill)
+            rows.append((start, t.float().clone() if fill == 0.0 else t.clone()))
+
+    def scoring_rules(self, group, causal):
+        """{rule: one value per layer} of every schema.SCORING_RULES rule (None where no layer uses it), as
+        the model computed its weights; `causal` as the group is stored. Raises CaptureError where the
+        rules cannot describe a layer's mask or bias (`scoring.input_rules`)."""
+        layers = self.groups[group]
+        found = {rule: [layer.scoring[index] for layer in layers] for index, rule in
+                 enumerate(("softcap", "sliding_window", "sinks"), 1)}
+
+        def dense(rows, fill):
+            if all(t is None for _, t in rows):
+                return None
+            known = [t for _, t in rows if t is not None]
+            nq = max(start + t.shape[1] for start, t in rows if t is not None)
+            out = torch.full((max(t.shape[0] for t in known), nq, max(t.shape[2] for t in known)), fill,
+                             dtype=known[0].dtype, device=known[0].device)
+            for start, t in rows:
+                if t is not None:
+                    out[:, start : start + t.shape[1], : t.shape[2]] = t
+            return out
+
+        masks = ((dense(layer.bias_rows, 0.0), dense(layer.keep_rows, False), layer.scoring[2], layer.name) for layer in layers)
+        found.update(scoring.layer_rules(masks, num_heads=layers[0].rows[0][1].shape[0], causal=causal, model=self.model_name))
+        return {rule: values if any(v is not None for v in values) else None for rule, values in found.items()}
 
     def query_key(self, group, index):
         """(query [H, Nq, d], key [H_kv, Nk, d]) of one layer (float32, host), or None without q/k."""
@@ -172,6 +215,17 @@ class DecodingRecorder:
     def max_logit(self, group):
         """float32 [L, H]: each head's largest logit over the rows read."""
         return torch.stack([layer.max_logit for layer in self.groups[group]]).cpu()
+
+
+def _placed(rows, total, fill):
+    """rows [H, n, Nk] of a call at their key positions, [H, n, total]: a full cache holds positions 0..Nk-1
+    (slots past the sequence cut), a cache shorter than the sequence (a sliding window) the last Nk."""
+    nk = rows.shape[2]
+    if nk >= total:
+        return rows[:, :, :total]
+    placed = torch.full((rows.shape[0], rows.shape[1], total), fill, dtype=rows.dtype, device=rows.device)
+    placed[:, :, total - nk :] = rows
+    return placed
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ except ImportError:  # the writers and the plugin need no torch; capturing does
         "(CPU build: `pip install torch --index-url https://download.pytorch.org/whl/cpu`)"
     ) from None
 
-from tb_attention.capture import intercept
+from tb_attention.capture import intercept, scoring
 from tb_attention.capture.errors import CaptureError
 from tb_attention.capture.padding import right_pad, side_of
 from tb_attention.metrics import health
@@ -41,7 +41,8 @@ class CapturedGroup:
 
     attention: [layers, heads, n_queries, n_keys], row i = how query token i attends to the keys.
     query_positions / key_positions: where the kept query / key tokens were in the padded rows.
-    scaling, softcap, sliding_window, sinks: per layer, as in `Captured`.
+    scaling, softcap, sliding_window, sinks, attention_chunk, key_bias, relative_bias: per layer, as in
+        `Captured`.
     query / key: [layers, heads, n_queries, d] / [layers, kv_heads, n_keys, d], or None (not asked
         for, or a layer whose code gives no q/k, e.g. BLOOM's and DeBERTa-v2's eager attention).
     layer_names: per layer, the qualified name of its attention module (e.g. "blocks.3.attn").
@@ -58,6 +59,9 @@ class CapturedGroup:
     softcap: list | None = None
     sliding_window: list | None = None
     sinks: list | None = None
+    attention_chunk: list | None = None
+    key_bias: list | None = None
+    relative_bias: list | None = None
     query: torch.Tensor | None = None
     key: torch.Tensor | None = None
     max_logit: torch.Tensor | None = None  # [layers, heads]: the largest logit over this input's rows
@@ -77,8 +81,13 @@ class Captured:
     scaling: per layer, the factor on q·k before the softmax.
     softcap / sliding_window / sinks: per layer, the rest of how the model turns q·k into weights
         (None where a layer does not use it): logits soft-capped as c·tanh(x/c) (Gemma 2), keys
-        `sliding_window` or more positions away masked (Mistral, Gemma 2), a learned logit per head that
+        `sliding_window` or more positions away masked (Mistral, Gemma 2; with q/k, also a window only the
+        mask has, as a plain module's), a learned logit per head that
         takes part in the softmax and is then dropped (gpt-oss). See `codecs.encode_qk`.
+    attention_chunk / key_bias / relative_bias: with q/k only, per layer (None where unused), this
+        input's chunk size (Llama 4) and additive bias as a table per head over keys [H, n] (ALiBi) or
+        over distances j - i [H, 2n - 1] (T5), checked to describe the model's mask and bias
+        (`scoring.input_rules`; http_api.md, "GET /qk").
     query / key: [layers, heads, n, head_dim] / [layers, kv_heads, n, head_dim], after rotary
         embeddings, key heads not repeated for grouped-query attention; None unless asked for.
     input_ids: [n], the kept tokens' ids (None when the model was fed no input_ids).
@@ -92,6 +101,9 @@ class Captured:
     softcap: list | None = None
     sliding_window: list | None = None
     sinks: list | None = None
+    attention_chunk: list | None = None
+    key_bias: list | None = None
+    relative_bias: list | None = None
     query: torch.Tensor | None = None
     key: torch.Tensor | None = None
     input_ids: torch.Tensor | None = None
@@ -141,6 +153,8 @@ class RecordedCall(typing.NamedTuple):
     causal: bool
     cross: bool
     row_max_logit: torch.Tensor | None  # float32 [B, H, Nq]: each query row's largest logit
+    bias: torch.Tensor | None = None  # with q/k: the additive bias besides the mask (AttentionCall.additive_bias)
+    keep: torch.Tensor | None = None  # with q/k: bool, True = may attend (AttentionCall.visible)
 
 
 class Recorder:
@@ -165,7 +179,7 @@ class Recorder:
     def __call__(self, call):
         if call.index == 0:
             self.start()
-        scoring = LayerScoring(
+        layer_scoring = LayerScoring(
             scaling=float(call.scale),
             softcap=call.softcap,
             sliding_window=call.sliding_window,
@@ -174,7 +188,9 @@ class Recorder:
         qk = (call.query, call.key) if self.with_qk else (None, None)
         # The one max-logit definition (health.py), in query chunks: no second full [B, H, N, N].
         row_max = health.row_max_logits(call.logits, call.shape[2]) if self.with_max_logit else None
-        self.calls.append(RecordedCall(call.name, call.weights(), *qk, scoring, call.causal, call.cross, row_max))
+        # What the scoring rules are made of, per input, once the inputs' lengths are known (_split).
+        masks = (call.additive_bias(), call.visible()) if self.with_qk and call.query is not None else (None, None)
+        self.calls.append(RecordedCall(call.name, call.weights(), *qk, layer_scoring, call.causal, call.cross, row_max, *masks))
 
     @property
     def num_layers(self):
@@ -376,6 +392,12 @@ def _split(recorder, source, target):
         result = []
         for name, (attention, q_side, k_side, scorings, rules, query, key, chosen, row_max) in per_group.items():
             n, m = q_side.lengths[b], k_side.lengths[b]
+            causal = all(c.causal for c in chosen)
+            if query is not None:
+                layers = [(scoring.crop(c.bias, b, n, m), scoring.crop(c.keep, b, n, m), c.scoring.sliding_window, c.name)
+                          for c in chosen]
+                rules = {**rules, **scoring.layer_rules(layers, num_heads=query.shape[2], causal=causal,
+                                                        model=recorder.model_name)}
             # clone(): each input owns its memory instead of pinning the whole batch.
             result.append(
                 CapturedGroup(
@@ -385,7 +407,7 @@ def _split(recorder, source, target):
                     key_positions=k_side.order[b, :m].clone(),
                     scaling=[s.scaling for s in scorings],
                     layer_names=[c.name for c in chosen],
-                    causal=all(c.causal for c in chosen),
+                    causal=causal,
                     **{rule: list(values) for rule, values in rules.items()},
                     query=query[:, b, :, :n].clone() if query is not None else None,
                     key=key[:, b, :, :m].clone() if key is not None else None,
@@ -401,6 +423,9 @@ def _split(recorder, source, target):
                 softcap=first.softcap,
                 sliding_window=first.sliding_window,
                 sinks=first.sinks,
+                attention_chunk=first.attention_chunk,
+                key_bias=first.key_bias,
+                relative_bias=first.relative_bias,
                 query=first.query,
                 key=first.key,
                 input_ids=source.ids[b, : source.lengths[b]].clone() if source is not None and source.ids is not None else None,
@@ -413,3 +438,4 @@ def _split(recorder, source, target):
             )
         )
     return captured
+

@@ -333,13 +333,9 @@ def _query_key(recorder, group, num_layers):
     import torch
 
     pairs = [recorder.query_key(group, layer) for layer in range(num_layers)]
-    scorings = recorder.scorings(group)
-    fields = {"query": torch.stack([q for q, _ in pairs]), "key": torch.stack([k for _, k in pairs]),
-              "scaling": [s[0] for s in scorings]}
-    for index, rule in enumerate(schema.SCORING_RULES, 1):
-        values = [s[index] for s in scorings]
-        fields[rule] = values if any(v is not None for v in values) else None
-    return fields
+    return {"query": torch.stack([q for q, _ in pairs]), "key": torch.stack([k for _, k in pairs]),
+            "scaling": [s[0] for s in recorder.scorings(group)],
+            **recorder.scoring_rules(group, causal=group not in ("encoder", "cross"))}
 
 
 def _prompt_list(prompts):

@@ -133,8 +133,9 @@ class _Group:
             raise ValueError(f"{where}: layer_names must be {len(self.layers)} strings, one per layer")
         self.layer_names = None if names is None else list(names)
         self.qk = _QueryKeySpec(spec, len(self.layers), where) if spec.get("query") is not None or spec.get("qk") is not None else None
-        if spec.get("query") is None and spec.get("qk") is None and any(spec.get(k) is not None for k in schema.SCORING_RULES):
-            raise ValueError(f"{where}: softcap, sliding_window and sinks describe query/key: pass them with query, key and scaling")
+        rules = [name for name in schema.SCORING_RULES if spec.get(name) is not None]
+        if spec.get("query") is None and spec.get("qk") is None and rules:
+            raise ValueError(f"{where}: {', '.join(rules)} describe query/key: pass them with query, key and scaling")
         if any(self.encoded):
             flags = {x.header["causal"] for x, e in zip(self.layers, self.encoded) if e}
             if len(flags) > 1 or (self.causal is not None and bool(self.causal) not in flags):

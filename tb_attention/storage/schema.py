@@ -43,12 +43,14 @@ GROUP_NAMES = ("self", "encoder", "decoder", "cross")  # the usual names; any GR
 GROUP_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 # How a layer turns scaled q·k into weights besides the causal mask; each is optional, per layer,
-# null where a layer does not use it. The weights of query i over keys j are
-#   x_j = scaling · q_i·k_j;  x_j = softcap · tanh(x_j / softcap);  x_j = -inf if j > i (causal) or
-#   |i - j| >= sliding_window (as transformers' window masks, causal and bidirectional);  softmax
-#   over the x_j and, when the head has one, its sink logit (which takes its share of the softmax and
-#   is then dropped, so the row sums to less than 1).
-SCORING_RULES = ("softcap", "sliding_window", "sinks")
+# null where a layer does not use it (http_api.md, "GET /qk"). The weights of query i over keys j are
+#   x_j = scaling · q_i·k_j;  x_j = softcap · tanh(x_j / softcap);  x_j += key_bias[h][j] +
+#   relative_bias[h][j - i + Nq - 1] (ALiBi, T5's position bias; exact up to a constant per row);
+#   x_j = -inf if j > i (causal) or |i - j| >= sliding_window (as transformers' window masks, causal
+#   and bidirectional) or i // attention_chunk != j // attention_chunk (Llama 4);  softmax over the
+#   x_j and, when the head has one, its sink logit (which takes its share of the softmax and is then
+#   dropped, so the row sums to less than 1).
+SCORING_RULES = ("softcap", "sliding_window", "sinks", "attention_chunk", "key_bias", "relative_bias")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

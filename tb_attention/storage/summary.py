@@ -332,7 +332,7 @@ def write_examples(writer, tag, examples, step, *, walltime=None, description=No
     `text`, `segments`, `pos`, `causal`, `layer_names`: one group named "self".
     v2 form: `tokens`, `text`, `segments`, `pos`, `image` ({png, grid, patch_size, prefix_tokens,
     prefix_names}) and `groups`: a list of {name, attention [L, H, Nq, Nk] or per-layer list, tokens,
-    key_tokens, causal, layer_names, query, key, scaling, softcap, sliding_window, sinks}. A layer may be
+    key_tokens, causal, layer_names, query, key, scaling and the schema.SCORING_RULES}. A layer may be
     an array, a torch tensor on any device, or a `codecs.EncodedLayer` from `codecs.encode_attention_layer`
     (streaming capture); a group's q/k may be `qk`: per-layer blobs from `codecs.encode_qk_layer`.
     encode_options: max_dense_tokens, top_k, check_rows (see `encode_step`).

@@ -235,6 +235,19 @@ def decoder_lm(name, attn_implementation="eager"):
     return model_class(config).eval()
 
 
+def chunked_llama4(attn_implementation="eager"):
+    """A 4-layer random Llama 4 text model: chunks of 3 tokens in layers 0-2 (rotary), full attention in
+    layer 3 (no rotary, as Llama 4's every 4th layer)."""
+    config = transformers.Llama4TextConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, intermediate_size_mlp=64, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, attention_chunk_size=3, num_local_experts=2,
+        max_position_embeddings=64, initializer_range=0.5,
+    )
+    config._attn_implementation = attn_implementation
+    torch.manual_seed(0)
+    return transformers.Llama4ForCausalLM(config).eval()
+
+
 ENCODER_DECODERS = ("t5", "bart", "marian", "whisper")
 
 

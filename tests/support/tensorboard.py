@@ -116,6 +116,24 @@ def python_provider(logdir, samples_per_plugin=None):
     return python_provider(logdir, samples_per_plugin)
 
 
+def plugin_routes(logdir):
+    """get(route, **params) -> (status, JSON body) of our plugin's routes as TensorBoard mounts them, over
+    its Python loader on `logdir`, without a server process."""
+    from tensorboard.plugins import base_plugin
+    from werkzeug.test import Client
+    from werkzeug.wrappers import Response
+
+    from tb_attention.serve.plugin import AttentionPlugin
+
+    apps = AttentionPlugin(base_plugin.TBContext(data_provider=python_provider(logdir), logdir=str(logdir))).get_plugin_apps()
+
+    def get(route, **params):
+        response = Client(apps[route], Response).get(PLUGIN_ROUTE + route, query_string=params)
+        return response.status_code, json.loads(response.get_data())
+
+    return get
+
+
 @contextlib.contextmanager
 def rust_provider(logdir, samples_per_plugin=None):
     """The Rust data server (tensorboard-data-server) as a subprocess, with our flags."""

@@ -36,6 +36,12 @@ export interface QueryKey {
   slidingWindow: (number | null)[];
   /** per layer, one sink logit per head that takes part in the softmax; or null */
   sinks: (number[] | null)[];
+  /** per layer, the chunk size C: keys with ⌊i / C⌋ ≠ ⌊j / C⌋ are masked (Llama 4); or null */
+  attentionChunk: (number | null)[];
+  /** per layer, per head, Nk numbers: keyBias[h][j] is added to every query's logit of key j (ALiBi); or null */
+  keyBias: (number[][] | null)[];
+  /** per layer, per head, Nq + Nk − 1 numbers: [h][j − i + Nq − 1] is added to the logit of (i, j) (T5); or null */
+  relativeBias: (number[][] | null)[];
   /** float16 bits: [L, H, N, d] */
   query: Uint16Array;
   /** float16 bits: [L, K, Nk, d] */
@@ -100,6 +106,11 @@ export function decodeQueryKey(buffer: ArrayBuffer): QueryKey {
   const softcap = scoringRule(header, 'softcap', numLayers, positive) as (number | null)[];
   const slidingWindow = scoringRule(header, 'sliding_window', numLayers, (v) => positive(v) && Number.isInteger(v)) as (number | null)[];
   const sinks = scoringRule(header, 'sinks', numLayers, (v) => Array.isArray(v) && v.length === numHeads && v.every(Number.isFinite)) as (number[] | null)[];
+  const attentionChunk = scoringRule(header, 'attention_chunk', numLayers, (v) => positive(v) && Number.isInteger(v)) as (number | null)[];
+  const table = (length: number) => (v: unknown) =>
+    Array.isArray(v) && v.length === numHeads && v.every((row) => Array.isArray(row) && row.length === length && row.every(Number.isFinite));
+  const keyBias = scoringRule(header, 'key_bias', numLayers, table(numKeyTokens)) as (number[][] | null)[];
+  const relativeBias = scoringRule(header, 'relative_bias', numLayers, table(numTokens + numKeyTokens - 1)) as (number[][] | null)[];
   const queryCount = numLayers * numHeads * numTokens * headDim;
   const keyCount = numLayers * numKvHeads * numKeyTokens * headDim;
   checkPayload(buffer, payload, 2 * (queryCount + keyCount));
@@ -116,6 +127,9 @@ export function decodeQueryKey(buffer: ArrayBuffer): QueryKey {
     softcap,
     slidingWindow,
     sinks,
+    attentionChunk,
+    keyBias,
+    relativeBias,
     query: new Uint16Array(buffer, payload, queryCount),
     key: new Uint16Array(buffer, payload + 2 * queryCount, keyCount),
   };

@@ -87,8 +87,8 @@ export function topEntries(row: ArrayLike<number>, k: number): {index: number; w
   return entries.slice(0, k);
 }
 
-/** Why a key is hidden from a query: not at all, by the causal mask, or by the sliding window. */
-export type Mask = 'causal' | 'window' | null;
+/** Why a key is hidden from a query: not at all, by the causal mask, the sliding window or the chunks. */
+export type Mask = 'causal' | 'window' | 'chunk' | null;
 
 /** How one head turns q·k into weights (http_api.md, `/qk`): scaling, then the optional rules. */
 export interface Scoring {
@@ -100,13 +100,38 @@ export interface Scoring {
   window: number | null;
   /** a logit that takes part in the softmax and is then dropped */
   sink: number | null;
+  /** keys of another chunk (⌊i / chunk⌋ ≠ ⌊j / chunk⌋) are masked */
+  chunk: number | null;
+  /** this head's: added to the logit of key j (ALiBi) */
+  keyBias: number[] | null;
+  /** this head's: added to the logit of query i and key j at index j − i + numQueries − 1 (T5) */
+  relativeBias: number[] | null;
+  /** the query tokens (relativeBias's offset) */
+  numQueries: number;
 }
 
+type Rules = 'scaling' | 'softcap' | 'slidingWindow' | 'sinks' | 'attentionChunk' | 'keyBias' | 'relativeBias' | 'numTokens';
+
 /** The scoring of head `head` of `layer`, from a /qk header's per-layer rules. */
-export function scoringOf(qk: Pick<QueryKey, 'scaling' | 'softcap' | 'slidingWindow' | 'sinks'> & {firstLayer?: number}, layer: number, head: number, causal: boolean): Scoring {
+export function scoringOf(qk: Pick<QueryKey, Rules> & {firstLayer?: number}, layer: number, head: number, causal: boolean): Scoring {
   const l = layer - (qk.firstLayer ?? 0); // the rules list the layers the blob holds
   const sinks = qk.sinks[l];
-  return {scaling: qk.scaling[l], causal, softcap: qk.softcap[l], window: qk.slidingWindow[l], sink: sinks ? sinks[head] : null};
+  return {
+    scaling: qk.scaling[l],
+    causal,
+    softcap: qk.softcap[l],
+    window: qk.slidingWindow[l],
+    sink: sinks ? sinks[head] : null,
+    chunk: qk.attentionChunk[l],
+    keyBias: qk.keyBias[l]?.[head] ?? null,
+    relativeBias: qk.relativeBias[l]?.[head] ?? null,
+    numQueries: qk.numTokens,
+  };
+}
+
+/** Whether head `scoring` adds a bias (ALiBi, T5's relative positions) to its logits. */
+export function hasBias(scoring: Scoring): boolean {
+  return scoring.keyBias !== null || scoring.relativeBias !== null;
 }
 
 /** What bertviz's neuron view shows for query i of one head. */
@@ -117,7 +142,7 @@ export interface NeuronRows {
   keys: Float32Array;
   /** q_i ∘ k_j, [N, d] */
   products: Float32Array;
-  /** scaling · q_i · k_j, soft-capped where the model caps; -Infinity where a mask hides key j */
+  /** scaling · q_i · k_j, soft-capped where the model caps, plus the bias; -Infinity where a mask hides key j */
   scores: Float32Array;
   /** why key j is hidden (null: it is not) */
   masks: Mask[];
@@ -129,7 +154,7 @@ export interface NeuronRows {
 
 /** queries and keys: [N, d] of one head (the key head the query head uses). */
 export function neuronRows(queries: Float32Array, keys: Float32Array, headDim: number, i: number, scoring: Scoring): NeuronRows {
-  const {scaling, causal, softcap, window, sink} = scoring;
+  const {scaling, causal, softcap, window, sink, chunk, keyBias, relativeBias, numQueries} = scoring;
   const n = keys.length / headDim;
   const query = queries.slice(i * headDim, (i + 1) * headDim);
   const products = new Float32Array(n * headDim);
@@ -137,7 +162,14 @@ export function neuronRows(queries: Float32Array, keys: Float32Array, headDim: n
   const masks: Mask[] = new Array<Mask>(n).fill(null);
   let max = sink ?? -Infinity;
   for (let j = 0; j < n; j++) {
-    masks[j] = causal && j > i ? 'causal' : window !== null && Math.abs(i - j) >= window ? 'window' : null;
+    masks[j] =
+      causal && j > i
+        ? 'causal'
+        : window !== null && Math.abs(i - j) >= window
+          ? 'window'
+          : chunk !== null && Math.floor(i / chunk) !== Math.floor(j / chunk)
+            ? 'chunk'
+            : null;
     if (masks[j]) {
       scores[j] = -Infinity;
       continue;
@@ -149,7 +181,8 @@ export function neuronRows(queries: Float32Array, keys: Float32Array, headDim: n
       dot += p;
     }
     const scaled = dot * scaling;
-    scores[j] = softcap ? softcap * Math.tanh(scaled / softcap) : scaled;
+    const bias = (keyBias ? keyBias[j] : 0) + (relativeBias ? relativeBias[j - i + numQueries - 1] : 0);
+    scores[j] = (softcap ? softcap * Math.tanh(scaled / softcap) : scaled) + bias;
     if (scores[j] > max) max = scores[j];
   }
   const softmax = new Float32Array(n);

@@ -56,22 +56,45 @@ class AttentionCall:
             if self._logits is not None:
                 x = self._logits[:, :, rows]
                 return x.float().masked_fill(is_mask_value(x), float("-inf"))
-            q = self.query[:, :, rows].float()
-            k = self.key.float()
-            b, h, nq, d = q.shape
-            h_kv = k.shape[1]
-            # Grouped queries: query head h uses key head h // groups, so the queries of a key head
-            # stack into one [groups * Nq, d] matrix (no copy of the keys per query head).
-            x = torch.matmul(q.reshape(b, h_kv, (h // h_kv) * nq, d), k.transpose(-1, -2)).view(b, h, nq, -1)
-            # In place after the matmul (same values): a long input's [B, H, N, N] is made once, not four times.
-            x = x.mul_(self.scale)
-            if self.softcap is not None:
-                x = torch.tanh(x.div_(self.softcap)).mul_(self.softcap)
+            x = self._scores(rows)
             if self.bias is not None:
                 x = x.add_(_rows(self.bias, rows).float())
             if self._keep is not None:
                 x = x.masked_fill_(~_rows(self._keep, rows), float("-inf"))
             return x
+
+    def _scores(self, rows):
+        """float32 [B, H, n_rows, Nk]: scale·q·kᵀ, soft-capped where the model caps."""
+        q = self.query[:, :, rows].float()
+        k = self.key.float()
+        b, h, nq, d = q.shape
+        h_kv = k.shape[1]
+        # Grouped queries: query head h uses key head h // groups, so the queries of a key head
+        # stack into one [groups * Nq, d] matrix (no copy of the keys per query head).
+        x = torch.matmul(q.reshape(b, h_kv, (h // h_kv) * nq, d), k.transpose(-1, -2)).view(b, h, nq, -1)
+        # In place after the matmul (same values): a long input's [B, H, N, N] is made once, not four times.
+        x = x.mul_(self.scale)
+        if self.softcap is not None:
+            x = torch.tanh(x.div_(self.softcap)).mul_(self.softcap)
+        return x
+
+    def additive_bias(self):
+        """float [B or 1, H or 1, Nq, Nk]: what the model added to the (capped) scale·q·kᵀ besides the mask, or
+        None: `bias`, or for logits read directly with q/k at hand (FlexAttention's score_mod), the logits
+        less scale·q·kᵀ where a key is visible (0 where masked). No grad."""
+        if self.bias is not None or self._logits is None or self.query is None or self.key is None:
+            return self.bias
+        with torch.no_grad():
+            logits = self.logits()
+            masked = torch.isinf(logits)
+            residual = logits.sub_(self._scores(slice(None))).masked_fill_(masked, 0.0)
+            return residual if bool(residual.any()) else None
+
+    def visible(self):
+        """bool broadcastable to [B, H, Nq, Nk] (True = the query may attend to the key), or None for no mask."""
+        if self._keep is not None or self._logits is None:
+            return self._keep
+        return ~is_mask_value(self._logits)
 
     def weights(self, rows=None, *, logits=None):
         """float32 [B, H, n_rows, Nk]: the softmax the model computed (sinks taken into account). No grad.

@@ -29,6 +29,9 @@ class Interception:
         # What a route derived from the attention mask the last call was given: the layers of a
         # forward share one mask, and checking it (is it causal? any bias?) reads the device.
         self.mask_memo = None
+        # The last scores product (alpha · q @ kᵀ + beta · bias) an *Attention module computed with
+        # Tensor.baddbmm (BLOOM): the softmax route's q, k and bias when its softmax reads it next.
+        self.scores = None
 
     @contextlib.contextmanager
     def running(self):

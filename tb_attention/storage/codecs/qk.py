@@ -40,7 +40,7 @@ class QueryKey:
         return self.header.get(name) or [None] * self.header["num_layers"]
 
 
-def _scoring_rule(name, values, num_layers, num_heads):
+def _scoring_rule(name, values, num_layers, num_heads, nq, nk):
     """One rule, checked: a list of one entry per layer, or None when no layer uses it."""
     if values is None:
         return None
@@ -50,21 +50,38 @@ def _scoring_rule(name, values, num_layers, num_heads):
     for layer, value in enumerate(values):
         if value is None:
             checked.append(None)
-        elif name == "sinks":
-            sinks = np.asarray(to_host(as_float32(value)), dtype=np.float64).reshape(-1)
-            if sinks.shape != (num_heads,) or not np.isfinite(sinks).all():
-                raise ValueError(f"sinks of layer {layer} must be {num_heads} finite numbers, one per head")
-            checked.append([float(x) for x in sinks])
+        elif name in _TABLE_RULES:
+            shape = {"sinks": (num_heads,), "key_bias": (num_heads, nk), "relative_bias": (num_heads, nq + nk - 1)}[name]
+            checked.append(_table(name, value, layer, shape))
         else:
             try:
                 number = float(value)
             except (TypeError, ValueError):
                 number = float("nan")
-            if not number > 0 or not np.isfinite(number) or (name == "sliding_window" and number != int(number)):
-                kind = "a positive integer" if name == "sliding_window" else "a positive number"
+            integer = name in _INTEGER_RULES
+            if not number > 0 or not np.isfinite(number) or (integer and number != int(number)):
+                kind = "a positive integer" if integer else "a positive number"
                 raise ValueError(f"{name} of layer {layer} must be {kind} or None, got {value!r}")
-            checked.append(int(number) if name == "sliding_window" else number)
+            checked.append(int(number) if integer else number)
     return checked if any(v is not None for v in checked) else None
+
+
+_INTEGER_RULES = ("sliding_window", "attention_chunk")
+_TABLE_RULES = ("sinks", "key_bias", "relative_bias")  # numbers per head: [H], [H, Nk], [H, Nq + Nk - 1]
+
+
+def _table(name, value, layer, shape):
+    """A layer's sinks [H] or bias [H, n] as nested lists of its float32 values (JSON keeps them exact)."""
+    try:
+        table = np.asarray(to_host(as_float32(value)), dtype=np.float32)
+    except (TypeError, ValueError):
+        table = np.full(1, np.nan, dtype=np.float32)  # ragged or not numbers: refused below
+    if len(shape) == 1:
+        table = table.reshape(-1)
+    if table.shape != shape or not np.isfinite(table).all():
+        what = f"{shape[0]} finite numbers, one per head" if len(shape) == 1 else f"{list(shape)} finite numbers (heads, offsets)"
+        raise ValueError(f"{name} of layer {layer} must be {what}, got shape {list(table.shape)}")
+    return table.astype(np.float64).tolist()
 
 
 def _float16_bytes(x):
@@ -78,10 +95,14 @@ def _float16_bytes(x):
     return np.clip(x, -fp16_max, fp16_max).astype("<f2").tobytes()
 
 
-def encode_qk(query, key, scaling, *, softcap=None, sliding_window=None, sinks=None, first_layer=0, **fields):
+def encode_qk(query, key, scaling, *, first_layer=0, **rules):
     """Encodes query [L, H, Nq, d] and key [L, H_kv, Nk, d] as float16, with each layer's scaling
-    and, where the model uses them, its other SCORING_RULES (one entry per layer, None for none).
-    Numpy or torch on any device; a one-layer call (L = 1) is what the writer stores per layer."""
+    and, where the model uses them, its other SCORING_RULES as keywords (one entry per layer, None
+    for none; http_api.md says what each holds). Numpy or torch on any device; a one-layer call
+    (L = 1) is what the writer stores per layer."""
+    unknown = set(rules) - set(SCORING_RULES)
+    if unknown:
+        raise TypeError(f"encode_qk got unknown scoring rules {sorted(unknown)}; the rules are {', '.join(SCORING_RULES)}")
     q, k = as_float32(query), as_float32(key)
     if q.ndim != 4 or k.ndim != 4 or q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3]:
         raise ValueError(f"query {tuple(q.shape)} and key {tuple(k.shape)} must be [L, H, Nq, d] and [L, H_kv, Nk, d]")
@@ -89,16 +110,15 @@ def encode_qk(query, key, scaling, *, softcap=None, sliding_window=None, sinks=N
         raise ValueError(f"{q.shape[1]} query heads are not a multiple of {k.shape[1]} key heads")
     num_layers, num_heads = int(q.shape[0]), int(q.shape[1])
     scaling = [float(s) for s in np.broadcast_to(np.asarray(scaling, dtype=np.float64), (num_layers,))]
-    rules = {"softcap": softcap, "sliding_window": sliding_window, "sinks": sinks}
-    rules = {name: _scoring_rule(name, values, num_layers, num_heads) for name, values in rules.items()}
+    nq, nk = int(q.shape[2]), int(k.shape[2])
+    rules = {name: _scoring_rule(name, rules.get(name), num_layers, num_heads, nq, nk) for name in SCORING_RULES}
     header = {
-        **fields,
         "first_layer": int(first_layer),
         "num_layers": num_layers,
         "num_heads": num_heads,
         "num_kv_heads": int(k.shape[1]),
-        "num_tokens": int(q.shape[2]),
-        "num_key_tokens": int(k.shape[2]),
+        "num_tokens": nq,
+        "num_key_tokens": nk,
         "head_dim": int(q.shape[3]),
         "dtype": "float16",
         "scaling": scaling,
@@ -107,14 +127,11 @@ def encode_qk(query, key, scaling, *, softcap=None, sliding_window=None, sinks=N
     return compress(pack(QK_MAGIC, header, [_float16_bytes(q), _float16_bytes(k)]))
 
 
-def encode_qk_layer(query, key, scaling, *, layer=0, softcap=None, sliding_window=None, sinks=None):
+def encode_qk_layer(query, key, scaling, *, layer=0, **rules):
     """One layer's query [H, Nq, d] and key [H_kv, Nk, d] (numpy or torch on any device) -> the blob
-    the writer stores for layer `layer`; softcap/sliding_window/sinks are this layer's values (or None)."""
-    per_layer = lambda v: None if v is None else [v]  # noqa: E731
-    return encode_qk(
-        as_float32(query)[None], as_float32(key)[None], [scaling], softcap=per_layer(softcap),
-        sliding_window=per_layer(sliding_window), sinks=per_layer(sinks), first_layer=layer,
-    )
+    the writer stores for layer `layer`; the SCORING_RULES keywords are this layer's values (or None)."""
+    rules = {name: None if value is None else [value] for name, value in rules.items()}
+    return encode_qk(as_float32(query)[None], as_float32(key)[None], [scaling], first_layer=layer, **rules)
 
 
 def _qk_header_sizes(header):

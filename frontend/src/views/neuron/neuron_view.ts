@@ -11,6 +11,7 @@ import {tokenLabels} from '../../components/token_labels';
 import {el} from '../../draw/dom';
 import type {Painter} from '../../draw/painter';
 import {exactToken} from '../../model/tokens';
+import {hasBias} from '../../model/transforms';
 import {neuronCaption, neuronScene, type NeuronScene} from './scene';
 import {GroupPicker, HeadPicker, LayerPicker, shownHeads} from '../shared/controls';
 import {ScrollingCanvas} from '../shared/scrolling_canvas';
@@ -191,7 +192,8 @@ export class NeuronView extends ExampleFigure implements View {
         const mask = rows.masks[j];
         painter.text(this.keyLabels[j], col.key + col.label - LABEL_PAD, y(j), {font: FONT, color: mask ? FAINT_INK : INK, align: 'right'});
         if (mask) {
-          const why = mask === 'window' ? `outside the sliding window of ${c.scoring.window}` : 'causal';
+          const why =
+            mask === 'window' ? `outside the sliding window of ${c.scoring.window}` : mask === 'chunk' ? `another chunk of ${c.scoring.chunk}` : 'causal';
           painter.text(`masked (${why})`, col.vector, y(j), {font: FONT_NUMBER, color: FAINT_INK});
           continue;
         }
@@ -219,13 +221,14 @@ export class NeuronView extends ExampleFigure implements View {
     painter.text('KEY', col.key + col.label - LABEL_PAD, titleY, {...title, align: 'right'});
     painter.text('KEY VECTOR k', col.vector, titleY, title);
     painter.text('q ∘ k', col.product, titleY, title);
-    painter.text(c.scoring.softcap ? 'cap(q · k × scale)' : 'q · k × scale', col.score, titleY, title);
+    const scored = c.scoring.softcap ? 'cap(q · k × scale)' : 'q · k × scale';
+    painter.text(hasBias(c.scoring) ? `${scored} + bias` : scored, col.score, titleY, title);
     painter.text('SOFTMAX', col.softmax, titleY, title);
     painter.text('STORED', col.stored, titleY, title);
     const qY = 38;
     painter.text(`q of ${this.labels[c.query]}`, col.key + col.label - LABEL_PAD, qY, {font: FONT_FOCUS, color: INK, align: 'right'});
     for (let t = 0; t < d; t++) painter.rect(col.vector + t * col.cell, qY - cellHeight / 2, col.cell, cellHeight, queryColor(rows.query[t]));
-    const cap = c.scoring.softcap ? ` · cap ±${c.scoring.softcap}` : '';
+    const cap = (c.scoring.softcap ? ` · cap ±${c.scoring.softcap}` : '') + (hasBias(c.scoring) ? ' + bias' : '');
     painter.text(`× scale ${c.scoring.scaling.toPrecision(3)}${cap}`, col.score, qY, {font: FONT_NUMBER, color: MUTED_INK});
     if (c.scoring.sink !== null) {
       painter.text(`sink ${(rows.sinkShare * 100).toFixed(1)}%`, col.softmax, qY, {font: FONT_NUMBER, color: MUTED_INK});

@@ -58,10 +58,13 @@ export function neuronScene(qk: QueryKey, a: Attention, layer: number, head: num
 export function neuronCaption(c: NeuronScene): string {
   const kvHead = keyHeadOf(c.qk, c.head);
   const grouped = c.qk.numKvHeads < c.qk.numHeads ? ` (key head ${kvHead} of ${c.qk.numKvHeads}, grouped-query attention)` : '';
-  const {softcap, window, sink} = c.scoring;
+  const {softcap, window, sink, chunk, keyBias, relativeBias} = c.scoring;
   const rules = [
     softcap ? `logits soft-capped at ±${softcap}` : '',
+    keyBias ? 'a bias per key added to the logits (ALiBi)' : '',
+    relativeBias ? 'a bias per distance j − i added to the logits (relative positions)' : '',
     window ? `sliding window of ${window} tokens` : '',
+    chunk ? `chunks of ${chunk} tokens` : '',
     sink !== null ? `a sink logit of ${sink.toPrecision(3)} takes ${(c.rows.sinkShare * 100).toFixed(1)}% of the softmax` : '',
   ]
     .filter((rule) => rule)
@@ -71,6 +74,6 @@ export function neuronCaption(c: NeuronScene): string {
   const agreement =
     c.difference <= AGREEMENT
       ? ` · softmax = stored (±${points} pt)`
-      : ` · softmax differs from stored by up to ${points} pt: the model scores in a way this view does not recompute (e.g. a position bias); stored is what it used`;
+      : ` · softmax differs from stored by up to ${points} pt: the model scores in a way this view does not recompute (a rule not logged with its q/k); stored is what it used`;
   return `layer ${c.layer}, head ${c.head}${grouped} · d = ${c.qk.headDim}${rules}${agreement}`;
 }
