@@ -52,7 +52,4 @@ class ToHtml:
 
 def examples(pack, run, tag, step=0):
     """The /examples answer a pack holds for (run, tag, step): its "examples" list."""
-    from tb_attention.serve import export
-
-    _, bodies = export.read_pack(pack.to_bytes())
-    return json.loads(bodies[export.key("examples", dict(run=run, tag=tag, step=step))])["examples"]
+    return json.loads(pack.body("examples", dict(run=run, tag=tag, step=step)))["examples"]

@@ -64,6 +64,7 @@ class Pack:
         self.run_order = []
         self._entries = {}
         self._bodies = []
+        self._by_key = {}
         self._size = 0
 
     def __contains__(self, k):
@@ -75,12 +76,18 @@ class Pack:
     def keys(self):
         return self._entries.keys()
 
+    def body(self, route, params):
+        """The answer's bytes to a request (KeyError when the pack does not hold it)."""
+        return self._by_key[key(route, params)]
+
     def add(self, route, params, body, kind):
         """Adds the answer to a request: `body` a dict (json) or bytes (`binary`, `png`)."""
         if kind == "json":
             body = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
-        self._entries[key(route, params)] = [self._size, len(body), kind]
+        k = key(route, params)
+        self._entries[k] = [self._size, len(body), kind]
         self._bodies.append(body)
+        self._by_key[k] = body
         self._size += len(body)
 
     def raw(self):
