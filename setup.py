@@ -58,6 +58,7 @@ setup(
             # tb_attention.notebook's tests run a real Jupyter kernel headless and export its notebook as HTML
             # (tests/test_notebook.py), and JupyterLab serves one to Chromium (tests/test_notebook_jupyterlab.py)
             *NOTEBOOK, "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "nbconvert>=7", "jupyterlab>=4,<5",
+            "notebook>=7,<8",  # Notebook 7 serves it too (tests/test_notebook_jupyterlab.py)
         ],
     },
     entry_points={
