@@ -49,6 +49,16 @@ def test_padding_is_neither_a_query_nor_a_key_and_null_means_the_first_real_key(
     assert_matches(got, reference(query, key, scale=0.5, causal=True, real=real))
 
 
+def test_masks_fill_only_the_columns_they_mask_and_equal_a_full_fill():
+    g = torch.Generator().manual_seed(9)
+    logits = torch.randn(2, 3, 5, 11, generator=g)
+    causal = torch.ones(5, 11, dtype=torch.bool).tril(6)  # the last 5 rows of 11: the diagonal block
+    padding = torch.rand(2, 1, 1, 11, generator=g) > 0.3
+    for keep in (causal, padding, causal & padding, torch.ones(5, 11, dtype=torch.bool), torch.rand(5, 1, generator=g) > 0.5):
+        want = logits.masked_fill(~keep, health.MASKED)
+        assert torch.equal(health.fill_masked(logits.clone(), keep, health.MASKED), want)
+
+
 def test_a_bool_or_additive_mask_equals_the_same_mask_given_as_rules():
     query, key = qk(2, 3, 3, 9, 9, 4, seed=3)
     allowed = torch.ones(9, 9, dtype=torch.bool).tril()
