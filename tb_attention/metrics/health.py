@@ -105,12 +105,12 @@ class HeadSums:
         self.queries = torch.zeros(num_heads, dtype=torch.float64, device=device)  # real queries counted
         self.null_queries = torch.zeros(num_heads, dtype=torch.float64, device=device)
 
-    def add(self, logits, positions, *, sinks=None, query_mask=None, first_query=None, first_key=None, scratch=None):
+    def add(self, logits, positions, *, sinks=None, query_mask=None, first_key=None, scratch=None):
         """Adds one chunk in one pass: logits float32 [B, H, c, Nk], masked keys at MASKED (consumed: overwritten).
 
         positions: [c] int, the chunk's query positions among the keys; query_mask: [B, c] bool (real
-        queries); first_query / first_key: [B] int, each input's first real query and key position
-        (default 0); scratch: float32, at least as many elements as logits, for their softmax.
+        queries); first_key: [B] int, each input's first real key position (default 0); scratch: float32,
+        at least as many elements as logits, for their softmax.
         """
         b, h, c, nk = logits.shape
         row_max = logits.amax(dim=-1)  # [B, H, c]; MASKED where every key is masked
@@ -140,7 +140,8 @@ class HeadSums:
             share = (-top.log() - total).exp()
             entropy = share * ((row_max - dot) + total)
             max_weight, null = share * top, share * null
-        start = torch.zeros(b, dtype=torch.long, device=p.device) if first_query is None else first_query
+        # Null attention counts the queries after the first real key (that one attends only to itself).
+        start = torch.zeros(b, dtype=torch.long, device=p.device) if first_key is None else first_key
         after_first = real & (positions.view(1, 1, c) > start.view(b, 1, 1))
         # where(), not a product: a padding row's NaN must not reach the sums.
         self.entropy += torch.where(real, entropy, 0.0).sum(dim=(0, 2))
@@ -204,13 +205,11 @@ def accumulate(sums, logits_of, shape, *, chunk_size=DEFAULT_CHUNK_SIZE, sinks=N
 
     logits_of(rows, keys, masked) -> float32 [B, H, len(rows), len(keys)] with masked logits at
     `masked` (e.g. `intercept.AttentionCall.logits`); shape: (B, H, Nq, Nk) of the attention.
-    query_mask [B, Nq] / key_mask [B, Nk] (bool, True = real) place each input's first real query
-    and key. causal: the logits mask every key after its query, so a chunk's logits stop at its
+    query_mask [B, Nq] / key_mask [B, Nk]: bool, True = real. causal: the logits mask every key after its query, so a chunk's logits stop at its
     last query's key: about half the work.
     """
     b, h, num_queries, num_keys = shape
     offset = num_keys - num_queries  # queries are the last Nq of Nk positions (a cache)
-    first_query = None if query_mask is None else _first_true(query_mask)
     first_key = None if key_mask is None else _first_true(key_mask)
     chunks = _chunks(num_queries, chunk_size)
     device = sums.max_logit.device
@@ -221,8 +220,7 @@ def accumulate(sums, logits_of, shape, *, chunk_size=DEFAULT_CHUNK_SIZE, sinks=N
             logits = logits_of(rows, keys, MASKED)
             positions = torch.arange(rows.start + offset, rows.stop + offset, device=device)
             sums.add(logits, positions, sinks=sinks, query_mask=None if query_mask is None else query_mask[:, rows],
-                     first_query=None if first_query is None else first_query + offset, first_key=first_key,
-                     scratch=scratch)
+                     first_key=first_key, scratch=scratch)
     return sums
 
 
