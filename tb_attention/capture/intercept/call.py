@@ -111,8 +111,7 @@ def keeps_causal(keep, nq, nk):
     """Whether `keep` hides every key after its query (bottom-right aligned), over more than one query."""
     if keep is None or nq < 2:
         return False
-    future = ~causal_keep(nq, nk, keep.device, bottom_right=True)
-    return not bool((keep.expand(*keep.shape[:-2], nq, nk) & future).any())
+    return not bool(keep.expand(*keep.shape[:-2], nq, nk).triu(nk - nq + 1).any())  # the keys after each query
 
 
 def split_mask(mask, nk):
