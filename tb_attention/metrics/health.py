@@ -12,15 +12,15 @@
 # sink's share then dropped (schema.SCORING_RULES). A query is real when the query mask (if any)
 # says so and at least one key is left to it by the masks.
 #
-# One pass per chunk (as flash attention reduces a row): the chunk's logits are made once, with masked
-# keys at MASKED (finite); their row maxima give max_logit; one fused softmax gives p, whose largest
-# weight is 1 / Σ exp(x - max), so lse = max - log max p; Σ p·x gives the entropy lse - Σ p·x; p at
-# the first key is null attention. A learned sink only rescales p (by the keys' share of the total).
+# One pass per chunk, as flash attention reduces a row: the chunk's logits are made once (masked keys
+# at MASKED, finite), then read by their row max (max_logit) and one fused softmax p, whose largest
+# weight is 1 / Σ exp(x - max), so lse = max - log max p; the entropy is lse - Σ p·x and p at the
+# first key is null attention. A learned sink only rescales p (by the keys' share of the total).
 #
 # Memory: logits are made for `chunk_size` query rows at a time, so the extra memory is
-# O(B · H · chunk_size · Nk), never [B, H, Nq, Nk]: two chunk-sized buffers (the logits and their
-# softmax), made once per layer and reused by every chunk. Each chunk's sums stay on the device, so
-# no step synchronises with the host until the caller reads the result.
+# O(B · H · chunk_size · Nk), never [B, H, Nq, Nk]: one chunk's logits and a buffer for their softmax,
+# made once per layer and reused by every chunk. Each chunk's sums stay on the device, so no step
+# synchronises with the host until the caller reads the result.
 
 import math
 
@@ -106,7 +106,7 @@ class HeadSums:
         self.null_queries = torch.zeros(num_heads, dtype=torch.float64, device=device)
 
     def add(self, logits, positions, *, sinks=None, query_mask=None, first_key=None, scratch=None):
-        """Adds one chunk in one pass: logits float32 [B, H, c, Nk], masked keys at MASKED (consumed: overwritten).
+        """Adds one chunk: logits float32 [B, H, c, Nk], masked keys at MASKED (consumed: overwritten in place).
 
         positions: [c] int, the chunk's query positions among the keys; query_mask: [B, c] bool (real
         queries); first_key: [B] int, each input's first real key position (default 0); scratch: float32,
@@ -205,8 +205,8 @@ def accumulate(sums, logits_of, shape, *, chunk_size=DEFAULT_CHUNK_SIZE, sinks=N
 
     logits_of(rows, keys, masked) -> float32 [B, H, len(rows), len(keys)] with masked logits at
     `masked` (e.g. `intercept.AttentionCall.logits`); shape: (B, H, Nq, Nk) of the attention.
-    query_mask [B, Nq] / key_mask [B, Nk]: bool, True = real. causal: the logits mask every key after its query, so a chunk's logits stop at its
-    last query's key: about half the work.
+    query_mask [B, Nq] / key_mask [B, Nk]: bool, True = real. causal: the logits mask every key after
+    its query, so a chunk's logits stop at its last query's key: about half the work.
     """
     b, h, num_queries, num_keys = shape
     offset = num_keys - num_queries  # queries are the last Nq of Nk positions (a cache)
@@ -216,7 +216,7 @@ def accumulate(sums, logits_of, shape, *, chunk_size=DEFAULT_CHUNK_SIZE, sinks=N
     scratch = torch.empty(b * h * (chunks[0].stop if chunks else 0) * num_keys, device=device)
     with torch.no_grad():
         for rows in chunks:
-            keys = slice(0, rows.stop + offset if causal else num_keys)
+            keys = slice(0, min(max(rows.stop + offset, 1), num_keys) if causal else num_keys)
             logits = logits_of(rows, keys, MASKED)
             positions = torch.arange(rows.start + offset, rows.stop + offset, device=device)
             sums.add(logits, positions, sinks=sinks, query_mask=None if query_mask is None else query_mask[:, rows],
