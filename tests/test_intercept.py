@@ -9,6 +9,7 @@ import transformers
 
 from tb_attention import capture
 from tb_attention.capture import intercept
+from tb_attention.metrics import health
 from tests.support.models import (
     ENCODER_DECODERS,
     Encoder,
@@ -427,6 +428,10 @@ def test_row_chunks_of_logits_and_weights_make_the_whole(kind):
         for whole, part in ((call.logits(), call.logits), (call.weights(), call.weights)):
             chunks = torch.cat([part(slice(a, min(a + 3, n))) for a in range(0, n, 3)], dim=2)
             torch.testing.assert_close(chunks, whole, atol=1e-6, rtol=0)  # -inf where masked, in both
+        # The monitor's blocks: rows and keys, masked logits at a finite value.
+        whole, keys = call.logits(), slice(1, call.shape[3] - 1)
+        block = call.logits(slice(1, n), keys, health.MASKED)
+        torch.testing.assert_close(block, whole[:, :, 1:, keys].clamp(min=health.MASKED), atol=1e-6, rtol=0)
         checked.append(call.name)
 
     with torch.no_grad(), intercept.intercepting(model, listener):

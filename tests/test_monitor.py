@@ -49,6 +49,31 @@ def test_padding_is_neither_a_query_nor_a_key_and_null_means_the_first_real_key(
     assert_matches(got, reference(query, key, scale=0.5, causal=True, real=real))
 
 
+@pytest.mark.parametrize("chunk_size", [1, 4, 64])
+def test_causal_padding_sinks_and_soft_cap_together_after_a_cache_equal_the_reference(chunk_size):
+    query, key = qk(3, 4, 2, 9, 12, 8, seed=8, spread=5.0)  # 9 queries after 3 cached keys, GQA
+    real = torch.ones(3, 12, dtype=torch.bool)
+    real[1, :5] = False  # left padding, into the queries
+    real[2, 10:] = False  # right padding
+    sinks = torch.tensor([-1.0, 0.5, 3.0, 8.0])
+    rules = dict(scale=0.5, causal=True, softcap=4.0)
+    got = health.statistics(query, key, **rules, sinks=sinks, key_mask=real, query_mask=real[:, 3:], chunk_size=chunk_size)
+    assert_matches(got, reference(query, key, **rules, sinks=sinks, real=real))
+    window = health.statistics(query, key, **rules, sliding_window=3, key_mask=real, query_mask=real[:, 3:],
+                               chunk_size=chunk_size)
+    assert_matches(window, reference(query, key, **rules, window=3, real=real))
+
+
+def test_masks_fill_only_the_columns_they_mask_and_equal_a_full_fill():
+    g = torch.Generator().manual_seed(9)
+    logits = torch.randn(2, 3, 5, 11, generator=g)
+    causal = torch.ones(5, 11, dtype=torch.bool).tril(6)  # the last 5 rows of 11: the diagonal block
+    padding = torch.rand(2, 1, 1, 11, generator=g) > 0.3
+    for keep in (causal, padding, causal & padding, torch.ones(5, 11, dtype=torch.bool), torch.rand(5, 1, generator=g) > 0.5):
+        want = logits.masked_fill(~keep, health.MASKED)
+        assert torch.equal(health.fill_masked(logits.clone(), keep, health.MASKED), want)
+
+
 def test_a_bool_or_additive_mask_equals_the_same_mask_given_as_rules():
     query, key = qk(2, 3, 3, 9, 9, 4, seed=3)
     allowed = torch.ones(9, 9, dtype=torch.bool).tril()

@@ -145,6 +145,37 @@ def test_padding_of_the_training_batch_is_left_out(tmp_path):
             np.testing.assert_allclose(values[metric][layer], want[metric].numpy(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["gemma2", "gpt_oss"])
+def test_soft_caps_windows_sinks_and_left_padding_of_a_training_batch_equal_the_reference(name):
+    import numpy as np
+
+    from tb_attention import AttentionMonitor
+    from tb_attention.capture import intercept
+    from tests.support.models import decoder_lm
+
+    model = decoder_lm(name, "eager").train()  # Gemma 2: soft cap 5, window 4; gpt-oss: sinks, window 4; GQA
+    if name == "gpt_oss":
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.self_attn.sinks.copy_(torch.linspace(-2.0, 6.0, 4))
+    ids = batch(size=3, n=10)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # left padding
+    mask[2, :6] = 0
+    calls = []  # the q, k and rules of each attention computation, seen by a listener of its own
+    with torch.no_grad(), intercept.intercepting(model, lambda c: calls.append(dict(
+            query=c.query, key=c.key, scale=c.scale, softcap=c.softcap, window=c.sliding_window, sinks=c.sinks))):
+        model(input_ids=ids, attention_mask=mask)
+    want = [reference(**c, causal=True, real=mask.bool()) for c in calls]
+    assert any(c["softcap"] or c["sinks"] is not None for c in calls) and any(c["window"] for c in calls)
+    monitor = AttentionMonitor(model, chunk_size=3)
+    model(input_ids=ids, attention_mask=mask).logits.sum().backward()
+    values = monitor.log(_NullWriter(), 0)
+    for layer, expected in enumerate(want):
+        for metric in health.METRICS:
+            np.testing.assert_allclose(values[metric][layer], expected[metric].numpy(), rtol=1e-4, atol=1e-4)
+
+
 class _NullWriter:
     """A writer that keeps what it is given (the summaries are checked elsewhere)."""
 

@@ -200,7 +200,7 @@ class AttentionMonitor:
         budget = CHUNK_BYTES["cpu" if device.type == "cpu" else "accelerator"]
         rows = self.chunk_size or health.rows_per_chunk(b, h, nk, budget)
         sums = health.HeadSums(h, device)
-        health.accumulate(sums, call.logits, nq, chunk_size=rows, sinks=call.sinks, query_mask=query_mask,
+        health.accumulate(sums, call.logits, call.shape, chunk_size=rows, sinks=call.sinks, query_mask=query_mask,
                           key_mask=key_mask, causal=call.causal)
         slot = (call.name, occurrence)
         new = sums.tensors()

@@ -4,6 +4,8 @@ import dataclasses
 
 import torch
 
+from tb_attention.metrics import health
+
 
 def repeat_kv(x, groups):
     """[B, H_kv, N, d] -> [B, H_kv * groups, N, d]: query head h uses key head h // groups."""
@@ -49,33 +51,36 @@ class AttentionCall:
         b, h, nq, _ = self.query.shape
         return (b, h, nq, self.key.shape[2])
 
-    def logits(self, rows=None):
-        """float32 [B, H, n_rows, Nk]: scale·q·kᵀ, soft cap, + bias and masks (masked = -inf). No grad."""
+    def logits(self, rows=None, keys=None, masked=float("-inf")):
+        """float32 [B, H, n_rows, n_keys]: scale·q·kᵀ, soft cap, + bias and masks (masked = `masked`). No grad.
+
+        rows, keys: slices of the query and key positions (default all).
+        """
         rows = rows if rows is not None else slice(None)
+        keys = keys if keys is not None else slice(None)
         with torch.no_grad():
             if self._logits is not None:
-                x = self._logits[:, :, rows]
-                return x.float().masked_fill(is_mask_value(x), float("-inf"))
-            x = self._scores(rows)
+                x = self._logits[:, :, rows, keys]
+                return x.float().masked_fill(is_mask_value(x), masked)
+            x = self._scores(rows, keys)
             if self.bias is not None:
-                x = x.add_(_rows(self.bias, rows).float())
+                x = x.add_(_block(self.bias, rows, keys).float())
             if self._keep is not None:
-                x = x.masked_fill_(~_rows(self._keep, rows), float("-inf"))
+                x = health.fill_masked(x, _block(self._keep, rows, keys), masked)
             return x
 
-    def _scores(self, rows):
-        """float32 [B, H, n_rows, Nk]: scale·q·kᵀ, soft-capped where the model caps."""
-        q = self.query[:, :, rows].float()
-        k = self.key.float()
+    def _scores(self, rows, keys=slice(None)):
+        """float32 [B, H, n_rows, n_keys]: scale·q·kᵀ, soft-capped where the model caps."""
+        q = self.query[:, :, rows].float() * self.scale  # the scale on [.., n_rows, d], not on the logits
+        k = self.key[:, :, keys].float()
         b, h, nq, d = q.shape
         h_kv = k.shape[1]
         # Grouped queries: query head h uses key head h // groups, so the queries of a key head
         # stack into one [groups * Nq, d] matrix (no copy of the keys per query head).
         x = torch.matmul(q.reshape(b, h_kv, (h // h_kv) * nq, d), k.transpose(-1, -2)).view(b, h, nq, -1)
         # In place after the matmul (same values): a long input's [B, H, N, N] is made once, not four times.
-        x = x.mul_(self.scale)
         if self.softcap is not None:
-            x = torch.tanh(x.div_(self.softcap)).mul_(self.softcap)
+            x = x.div_(self.softcap).tanh_().mul_(self.softcap)
         return x
 
     def additive_bias(self):
@@ -114,8 +119,9 @@ class AttentionCall:
             return w.nan_to_num(0.0)  # a query that may attend to nothing (padding) attends to nothing
 
 
-def _rows(t, rows):
-    return t if t.shape[-2] == 1 else t[..., rows, :]
+def _block(t, rows, keys):
+    """The [rows, keys] block of a mask or bias broadcastable to [B, H, Nq, Nk]."""
+    return t[..., slice(None) if t.shape[-2] == 1 else rows, slice(None) if t.shape[-1] == 1 else keys]
 
 
 def causal_keep(nq, nk, device, bottom_right=False):
@@ -128,8 +134,7 @@ def keeps_causal(keep, nq, nk):
     """Whether `keep` hides every key after its query (bottom-right aligned), over more than one query."""
     if keep is None or nq < 2:
         return False
-    future = ~causal_keep(nq, nk, keep.device, bottom_right=True)
-    return not bool((keep.expand(*keep.shape[:-2], nq, nk) & future).any())
+    return not bool(keep.expand(*keep.shape[:-2], nq, nk).triu(nk - nq + 1).any())  # the keys after each query
 
 
 def split_mask(mask, nk):

@@ -26,7 +26,8 @@ def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, sca
             query=q.detach(),
             key=k.detach(),
             scale=float(scale) if scale is not None else q.shape[-1] ** -0.5,
-            causal=keeps_causal(keep, nq, nk),
+            # is_causal (never with a mask): top-left aligned, which hides every later key when Nq <= Nk.
+            causal=2 <= nq <= nk if is_causal else keeps_causal(keep, nq, nk),
             bias=bias,
             route="sdpa",
             _keep=keep,
