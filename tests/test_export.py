@@ -11,6 +11,8 @@ import pytest
 
 from tb_attention.serve import export
 from tests.support.dashboard_logdir import write_dashboard_logdir, write_groups_logdir
+from tests.support.dashboard_page import browser  # noqa: F401 (a fixture)
+from tests.support.embedded_page import offline  # noqa: F401 (a fixture)
 from tests.support.tensorboard import ROOT, serving
 
 
@@ -178,27 +180,6 @@ def exported(logdir, tmp_path_factory):
     assert run_cli("--logdir", logdir, "--run", "train", "--tag", "probe", "--encoding", "base64", "--view", "model",
                    "--theme", "dark", "-o", files["base64"]).returncode == 0
     return files
-
-
-@pytest.fixture
-def offline(browser):
-    from tests.support.embedded_page import offline_page
-
-    context, board = offline_page(browser)
-    yield board
-    context.close()
-    assert not board.problems, board.problems
-    assert not board.requests, f"the page asked the network for {board.requests}"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from tests.support.dashboard_page import CHROMIUM, CHROMIUM_ARGS, playwright_api
-
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def test_the_exported_file_opens_offline_and_its_views_answer_the_mouse(offline, exported):

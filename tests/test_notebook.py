@@ -16,6 +16,8 @@ import pytest
 from tb_attention.notebook import head_view, model_view, neuron_view, show, show_run
 from tb_attention.serve import export
 from tb_attention.storage import codecs
+from tests.support.dashboard_page import browser  # noqa: F401 (a fixture)
+from tests.support.embedded_page import offline  # noqa: F401 (a fixture)
 from tests.support.notebook_run import CELLS, HOSTILE_TOKENS, run_notebook, save_models
 from tests.support.tensorboard import ROOT
 
@@ -308,27 +310,6 @@ def test_the_kernel_runs_every_call_and_each_displays_one_self_contained_output(
     # hostile token text travels inside the base64 pack, never as markup
     hostile = notebook["html"]["hostile_tokens"][0]
     assert "<img" not in hostile and "<b>" not in hostile and hostile.count("</script>") == 2  # the pack's, ours
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from tests.support.dashboard_page import CHROMIUM, CHROMIUM_ARGS, playwright_api
-
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def offline(browser):
-    from tests.support.embedded_page import offline_page
-
-    context, board = offline_page(browser)
-    yield board
-    context.close()
-    assert not board.problems, board.problems
-    assert not board.requests, f"the page asked the network for {board.requests}"
 
 
 def notebook_page(path, fragments, csp=False):

@@ -6,6 +6,8 @@
 
 import pathlib
 
+import pytest
+
 from tests.support.dashboard_page import FIGURE_READY, VIEWPORT, Dashboard
 
 CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data: blob:"
@@ -64,6 +66,17 @@ def offline_page(browser):
 
     context.route("**/*", route)
     return context, board
+
+
+@pytest.fixture
+def offline(browser):
+    """An offline page (import it with `browser` from tests.support.dashboard_page); fails the test on a
+    console error, an uncaught exception, a dialog or any request beyond file://."""
+    context, board = offline_page(browser)
+    yield board
+    context.close()
+    assert not board.problems, board.problems
+    assert not board.requests, f"the page asked the network for {board.requests}"
 
 
 def with_csp(html_bytes):
