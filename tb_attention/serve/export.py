@@ -11,7 +11,9 @@ import base64
 import gzip
 import html
 import json
+import os
 import pathlib
+import posixpath
 import re
 import struct
 import urllib.parse
@@ -117,19 +119,27 @@ def read_pack(data):
 # A selection of a logdir, answered by the plugin
 
 
-def python_provider(logdir, samples_per_plugin=None):
+def python_provider(logdir, samples_per_plugin=None, runs=None):
     """TensorBoard's Python loader over `logdir` (local, s3:// or gs://), with its flags fixed by our
-    TBLoader (every step of ours kept, unless `samples_per_plugin` says otherwise), loaded once."""
+    TBLoader (every step of ours kept, unless `samples_per_plugin` says otherwise), loaded once. `runs`:
+    only these runs' folders (and their subfolders, as TensorBoard names them) are read."""
     import argparse
 
-    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.backend.event_processing import data_provider, io_wrapper, plugin_event_multiplexer
 
     from tb_attention.serve.loader import TBLoader
+    from tb_attention.storage import logdir as logdirs
 
     flags = argparse.Namespace(samples_per_plugin=dict(samples_per_plugin or {}))
     TBLoader().fix_flags(flags)
     multiplexer = plugin_event_multiplexer.EventMultiplexer(tensor_size_guidance=flags.samples_per_plugin)
-    multiplexer.AddRunsFromDirectory(str(logdir))
+    if runs is None:
+        multiplexer.AddRunsFromDirectory(str(logdir))
+    else:  # named as AddRunsFromDirectory(logdir) names them: their paths from the logdir
+        relpath = posixpath.relpath if logdirs.is_url(str(logdir)) else os.path.relpath
+        for run in runs:
+            for folder in io_wrapper.GetLogdirSubdirectories(logdirs.join(str(logdir), run)):
+                multiplexer.AddRun(folder, name=relpath(folder, str(logdir)))
     multiplexer.Reload()
     return data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
 
@@ -142,11 +152,17 @@ def pack_logdir(logdir, runs=None, tags=None, steps=None, examples=None, title=N
     - steps: None (each tag's newest step), "all", or step numbers (each (run, tag) keeps those it
       holds; a step no selected tag holds is an error);
     - examples: None (all) or example indices, each of which must exist at every selected step."""
-    provider = python_provider(logdir)
+    provider = python_provider(logdir, runs=runs)
     plugin = AttentionPlugin(base_plugin.TBContext(data_provider=provider, logdir=str(logdir)))
     pack = Pack(title=title or _default_title(logdir, runs), source=f"tb-attention export of {logdir}")
-    _Packer(plugin, pack).add(runs, tags, steps, examples)
+    _Packer(plugin, pack, lambda: _runs_of(logdir)).add(runs, tags, steps, examples)
     return pack
+
+
+def _runs_of(logdir):
+    """The runs of the whole logdir with data of ours, named (read only to say what a wrong name could be)."""
+    plugin = AttentionPlugin(base_plugin.TBContext(data_provider=python_provider(logdir), logdir=str(logdir)))
+    return _names(plugin.tags_impl(tb_context.RequestContext(), ""))
 
 
 def _default_title(logdir, runs):
@@ -155,10 +171,11 @@ def _default_title(logdir, runs):
 
 
 class _Packer:
-    def __init__(self, plugin, pack):
+    def __init__(self, plugin, pack, logdir_runs):
         self.plugin = plugin
         self.pack = pack
         self.ctx = tb_context.RequestContext()
+        self.logdir_runs = logdir_runs  # () -> the logdir's runs, named, for an error
 
     def call(self, impl, *args, **kwargs):
         """An `*_impl` answer; a route's 4xx becomes an ExportError with its message."""
@@ -198,7 +215,7 @@ class _Packer:
                 raise ExportError("the logdir holds no tb-attention data: log a probe first (README, 'Log attention')")
         for run in runs:
             if run not in listing:
-                raise ExportError(f"no run {run!r} with attention data; the logdir has {_names(listing)}")
+                raise ExportError(f"no run {run!r} with attention data; the logdir has {self.logdir_runs()}")
         if tags is not None:
             for tag in tags:
                 if tag != schema.HEALTH_PROBE and not any(tag in attention[run] for run in runs):
