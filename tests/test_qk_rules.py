@@ -167,6 +167,30 @@ def test_a_bias_or_mask_the_rules_cannot_describe_is_refused_with_qk(tmp_path):
             Probe.from_tokens([[1, 2, 3, 4, 5, 6]], [list("abcdef")], metrics=False).log(writer, model, 0)
 
 
+def test_with_qk_on_a_model_whose_code_gives_no_query_and_key_is_refused(tmp_path):
+    """MPT and GPT-Neo make their scores with torch.matmul in their own modules: the weights are
+    recorded (from the softmax), q and k are not, so with_qk cannot be honoured and says so."""
+    import transformers
+
+    torch.manual_seed(0)
+    models = {
+        "MptForCausalLM": transformers.MptForCausalLM(transformers.MptConfig(n_layers=2, n_heads=2, d_model=16,
+                                                                            vocab_size=VOCAB, max_seq_len=32)),
+        "GPTNeoForCausalLM": transformers.GPTNeoForCausalLM(transformers.GPTNeoConfig(
+            num_layers=2, num_heads=2, hidden_size=16, vocab_size=VOCAB, max_position_embeddings=32,
+            attention_types=[[["global", "local"], 1]], window_size=4)),
+    }
+    for name, model in models.items():
+        model.eval()
+        probe = Probe.from_tokens([[1, 2, 3, 4, 5, 6]], [list("abcdef")], with_qk=True, metrics=False)
+        with pytest.raises(capture.CaptureError, match=f"model {name}: with_qk=True, but its 'self' attention is "
+                           "computed by code that hands tb-attention no query/key vectors"), \
+                Writer(tmp_path / name) as writer:
+            probe.log(writer, model, 0)
+        with Writer(tmp_path / f"{name}-plain") as writer:  # the weights alone are logged as before
+            Probe.from_tokens([[1, 2, 3, 4, 5, 6]], [list("abcdef")], metrics=False).log(writer, model, 0)
+
+
 def test_a_window_mask_of_a_plain_module_is_found_and_stored(tmp_path):
     model = NanoGPT(mask="bool").eval()  # causal within 3 tokens, as a bool mask given to SDPA
     probe = Probe.from_tokens([IDS[0][:8]], [TOKENS[0][:8]], with_qk=True, metrics=False)

@@ -382,6 +382,13 @@ def _split(recorder, source, target):
         }
         rules = {rule: values for rule, values in rules.items() if any(v is not None for v in values)}
         has_qk = recorder.with_qk and all(c.query is not None for c in chosen)
+        if recorder.with_qk and not has_qk:  # an option we cannot honour is an error, not a missing view
+            raise CaptureError(
+                f"model {recorder.model_name}: with_qk=True, but its {name!r} attention is computed by code that "
+                "hands tb-attention no query/key vectors (scores made outside the attention functions it "
+                "intercepts, e.g. by torch.matmul in the model's own module), so the neuron view cannot be "
+                "stored for it; log it without with_qk"
+            )
         query = torch.stack([c.query for c in chosen]).to("cpu", torch.float32) if has_qk else None
         key = torch.stack([c.key for c in chosen]).to("cpu", torch.float32) if has_qk else None
         row_max = torch.stack([c.row_max_logit for c in chosen]).to("cpu", torch.float32)  # [L, B, H, Nq]
