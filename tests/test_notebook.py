@@ -327,7 +327,7 @@ def container(fragment):
     return "#" + re.match(r'<div id="(tba-[0-9a-f]+)"', fragment).group(1)
 
 
-def answers_the_mouse(board, figure, scope=""):
+def answers_the_mouse(board, figure, scope="", layer="0"):
     """Hovers the figure where it reacts, and checks that it did."""
     canvas = board.frame.locator(f"{scope} canvas[data-figure={figure}]".strip())
     canvas.scroll_into_view_if_needed()
@@ -339,7 +339,7 @@ def answers_the_mouse(board, figure, scope=""):
     elif figure == "model":
         board.page.mouse.move(box["x"] + layout["left"] + layout["step"] + layout["thumb"] / 2,
                               box["y"] + layout["top"] + layout["thumb"] / 2)
-        board.frame.locator(f"{scope} .inspector".strip(), has_text="Layer 0, head 1: click to open it").wait_for()
+        board.frame.locator(f"{scope} .inspector".strip(), has_text=f"Layer {layer}, head 1: click to open it").wait_for()
     elif figure == "neuron":
         board.page.mouse.move(box["x"] + sum(layout["query"]) / 2, box["y"] + layout["top"] + 2 * layout["row"])
         board.frame.wait_for_function("c => c.dataset.query === '2'", arg=canvas.element_handle())
@@ -349,8 +349,12 @@ def answers_the_mouse(board, figure, scope=""):
 def test_each_output_renders_offline_and_answers_the_mouse(offline, notebook, tmp_path, name, figure):
     page = notebook_page(tmp_path / f"{name}.html", notebook["html"][name])
     board = offline.open_file(page, wait_for=figure)
-    answers_the_mouse(board, figure)
+    answers_the_mouse(board, figure, layer="5" if name == "readme_include_layers" else "0")
     board.screenshot(f"notebook_{name}")
+    if name == "readme_include_layers":  # the layers kept are called by the model's index, as in bertviz
+        board.frame.click("[data-view=head]")
+        board.wait("head")
+        assert board.frame.eval_on_selector_all("[data-control=layer] option", "os => os.map(o => o.text)") == ["5", "6"]
 
 
 def test_outputs_on_one_page_under_a_strict_csp_render_and_stay_independent(offline, notebook, tmp_path):

@@ -52,8 +52,8 @@ def model_view(attention=None, tokens=None, sentence_b_start=None, prettify_toke
     """The Model view (every layer × head) of attention you have: bertviz's `model_view`, with its arguments.
 
     As `head_view`; display_mode: "dark" (bertviz's default) or "light". include_heads: only these heads, shown
-    numbered 0, 1, ... in the order given. The dashboard numbers the layers kept from 0 too; each keeps the
-    model's index in its stored name ("layer 5").
+    numbered 0, 1, ... in the order given. The layers kept keep the model's index in their stored names
+    ("layer 5"), which the Head, Model and Neuron views show.
     """
     output.check(html_action, display_mode, height)
     example, layers, _ = _example(attention, tokens, sentence_b_start, prettify_tokens, encoder_attention,

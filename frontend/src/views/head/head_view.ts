@@ -15,7 +15,7 @@ import {ArcBatch, computeArcs, type ArcSet} from './arcs';
 import {HEADER_HEIGHT, headLayout, PAD, ROW_HEIGHT, tokenAt, type Layout} from './layout';
 import {clickTokens, focusedTokens, focusedWeights, inspection, weightFilter, type FocusedTokens, type WeightFilter} from './scene';
 import {ScrollingCanvas} from '../shared/scrolling_canvas';
-import {ExampleFigure, focusLayer, layerNeeds, ShownExample, type ExampleModel} from '../shared/example';
+import {ExampleFigure, focusLayer, layerNames, layerNeeds, ShownExample, type ExampleModel} from '../shared/example';
 import type {View, ViewContext, ViewModel} from '../shared/view';
 
 const FONT = font(null, 13);
@@ -123,7 +123,7 @@ export class HeadView extends ExampleFigure implements View {
     const colors = headColors(a.numHeads);
     const weights = weightFilter(state, a, model.group ? null : model.example.segments);
     this.group.set(model.example.groups ?? [], model.group?.name ?? null);
-    this.layer.set(a.numLayers, Math.min(state.focus.layer, a.numLayers - 1)); // the layer asked for, even while it loads
+    this.layer.set(a.numLayers, Math.min(state.focus.layer, a.numLayers - 1), layerNames(model)); // the layer asked for, even while it loads
     this.heads.set(colors, weights.heads);
     this.pair.set(!model.group && Boolean(model.example.segments?.length), state.filters.pair);
     this.hide.set(state);

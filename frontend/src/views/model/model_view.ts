@@ -11,7 +11,7 @@ import type {Range, RowFilter} from '../../model/transforms';
 import {GroupPicker, HideToggle, PairFilter, shownHeads} from '../shared/controls';
 import {weightFilter} from '../head/scene';
 import {ScrollingCanvas} from '../shared/scrolling_canvas';
-import {ExampleFigure, layerNeeds, ShownExample, type ExampleModel} from '../shared/example';
+import {ExampleFigure, layerNames, layerNeeds, ShownExample, type ExampleModel} from '../shared/example';
 import {contentHeight, GAP, HEADER_HEIGHT, LABEL_WIDTH, layerRange, modelGrid, PAD, visibleLayers} from './layout';
 import type {View, ViewContext, ViewModel} from '../shared/view';
 
@@ -225,6 +225,7 @@ export class ModelView extends ExampleFigure implements View {
     const top = HEADER_HEIGHT + PAD - scrollTop;
     const {first: firstLayer, last: lastLayer} = visibleLayers(scrollTop, height, thumb, a.numLayers);
     const layerOf = model.layer ?? (() => a);
+    const names = layerNames(model);
     const x = (h: number) => left + LABEL_WIDTH + h * cell;
     const y = (l: number) => top + l * cell;
     const locked = state.focus.tokens.filter((t) => t < (state.focus.side === 'from' ? a.numTokens : a.numKeyTokens));
@@ -232,7 +233,7 @@ export class ModelView extends ExampleFigure implements View {
     let missing = 0;
     painter.clip(0, HEADER_HEIGHT, this.grid.width, height - HEADER_HEIGHT, () => {
       for (let l = firstLayer; l <= lastLayer; l++) {
-        painter.text(`L${l}`, left + LABEL_WIDTH - 10, y(l) + thumb / 2, {font: FONT_LABEL, color: MUTED_INK, align: 'right'});
+        painter.text(`L${names[l]}`, left + LABEL_WIDTH - 10, y(l) + thumb / 2, {font: FONT_LABEL, color: MUTED_INK, align: 'right'});
         // A layer's thumbnails are pooled once (O(stored weights)) and kept as one bitmap, so a
         // hover or a scroll only copies pixels.
         let strip = this.thumbs.get(l);
@@ -302,7 +303,7 @@ export class ModelView extends ExampleFigure implements View {
 
   private inspect(): void {
     const text = this.hover
-      ? `Layer ${this.hover.layer}, head ${this.hover.head}: click to open it in the head view`
+      ? `Layer ${this.model ? layerNames(this.model)[this.hover.layer] : this.hover.layer}, head ${this.hover.head}: click to open it in the head view`
       : 'Each thumbnail is one head: queries down, keys across, stronger colour = more attention · click one to open it in the head view';
     this.inspector.replaceChildren(el('span', {class: 'hint', text}));
   }

@@ -16,7 +16,7 @@ import {neuronCaption, neuronScene, type NeuronScene} from './scene';
 import {GroupPicker, HeadPicker, LayerPicker, shownHeads} from '../shared/controls';
 import {ScrollingCanvas} from '../shared/scrolling_canvas';
 import {holdsLayer} from '../../data/decode';
-import {ExampleFigure, focusLayer, isStatus, layerNeeds, ShownExample, type ExampleModel} from '../shared/example';
+import {ExampleFigure, focusLayer, isStatus, layerNames, layerNeeds, ShownExample, type ExampleModel} from '../shared/example';
 import type {View, ViewContext, ViewModel, ViewStatus} from '../shared/view';
 
 const FONT = font(null, 12);
@@ -132,7 +132,7 @@ export class NeuronView extends ExampleFigure implements View {
     const wanted = Math.min(state.focus.layer, a.numLayers - 1);
     const layer = holdsLayer(a, wanted) ? wanted : a.firstLayer;
     const head = shownHeads(state, a.numHeads)[0];
-    this.layer.set(a.numLayers, wanted);
+    this.layer.set(a.numLayers, wanted, layerNames(model));
     this.heads.set(headColors(a.numHeads), [head]);
     const first = state.focus.tokens.length ? state.focus.tokens[0] * ROW_HEIGHT : null;
     this.area.revealOnChange(`${state.focus.side}:${state.focus.tokens}`, first, ROW_HEIGHT);

@@ -17,7 +17,7 @@ export function shownHeads(state: Readonly<State>, numHeads: number): number[] {
 export class LayerPicker {
   readonly element: HTMLElement;
   private readonly select: HTMLSelectElement;
-  private count = -1;
+  private shown = '';
 
   constructor(store: Store) {
     this.select = el('select', {attrs: {'aria-label': 'Layer', 'data-control': 'layer'}});
@@ -25,10 +25,13 @@ export class LayerPicker {
     this.element = el('label', {class: 'control'}, [el('span', {class: 'control-label', text: 'Layer'}), this.select]);
   }
 
-  set(numLayers: number, layer: number): void {
-    if (numLayers !== this.count) {
-      this.count = numLayers;
-      this.select.replaceChildren(...Array.from({length: numLayers}, (_, l) => el('option', {text: String(l), attrs: {value: String(l)}})));
+  /** `labels`: what each layer is called (model/layers.ts; default its position). */
+  set(numLayers: number, layer: number, labels?: readonly string[]): void {
+    const named = labels ?? Array.from({length: numLayers}, (_, l) => String(l));
+    const key = named.join(',');
+    if (key !== this.shown) {
+      this.shown = key;
+      this.select.replaceChildren(...named.map((label, l) => el('option', {text: label, attrs: {value: String(l)}})));
     }
     this.select.value = String(Math.min(layer, numLayers - 1));
   }

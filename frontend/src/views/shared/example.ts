@@ -8,6 +8,7 @@ import type {Attention} from '../../data/decode';
 import type {State} from '../../state/state';
 import type {Store} from '../../state/store';
 import type {ViewContext, ViewModel, ViewStatus} from './view';
+import {layerLabels} from '../../model/layers';
 
 /** One loaded example and the state to draw it with. */
 export interface ExampleModel {
@@ -25,6 +26,11 @@ export interface ExampleModel {
 /** How a view fetches the example's weights: whole (`/attention`), only the focused layer, or
  * per layer as the view asks (`layers`: `attention` then only gives the shape). */
 export type FetchMode = 'example' | 'focus' | 'layers';
+
+/** What each layer of the drawn group is called (model/layers.ts): the model's index where stored names give it. */
+export function layerNames(model: ExampleModel): string[] {
+  return layerLabels((model.group ?? model.example.groups?.[0])?.layer_names, model.attention.numLayers);
+}
 
 /** The group the state names, when the example has it and it is not the first; null: the first. */
 export function groupOf(example: ExampleInfo, wanted: string | null): GroupInfo | null {
