@@ -152,13 +152,22 @@ export function joinQueryKey(layers: readonly QueryKey[]): QueryKey {
     layers.forEach((qk, l) => out.set(part(qk), l * part(first).length));
     return out;
   };
-  const scaling = layers.flatMap((qk) => qk.scaling);
-  const softcap = layers.flatMap((qk) => qk.softcap);
-  const slidingWindow = layers.flatMap((qk) => qk.slidingWindow);
-  const sinks = layers.flatMap((qk) => qk.sinks);
+  // Every per-layer list, the scoring rules of schema.SCORING_RULES included, over all the layers.
+  const rules = {
+    scaling: layers.flatMap((qk) => qk.scaling),
+    softcap: layers.flatMap((qk) => qk.softcap),
+    slidingWindow: layers.flatMap((qk) => qk.slidingWindow),
+    sinks: layers.flatMap((qk) => qk.sinks),
+    attentionChunk: layers.flatMap((qk) => qk.attentionChunk),
+    keyBias: layers.flatMap((qk) => qk.keyBias),
+    relativeBias: layers.flatMap((qk) => qk.relativeBias),
+  };
   // The header as a whole-group blob would give it: the per-layer rules listed for every layer.
-  const header: QueryKeyHeader = {...first.header, num_layers: numLayers, first_layer: 0, scaling, softcap, sliding_window: slidingWindow, sinks};
-  return {...first, header, numLayers, firstLayer: 0, scaling, softcap, slidingWindow, sinks, query: concat((qk) => qk.query), key: concat((qk) => qk.key)};
+  const header: QueryKeyHeader = {
+    ...first.header, num_layers: numLayers, first_layer: 0, scaling: rules.scaling, softcap: rules.softcap, sliding_window: rules.slidingWindow,
+    sinks: rules.sinks, attention_chunk: rules.attentionChunk, key_bias: rules.keyBias, relative_bias: rules.relativeBias,
+  };
+  return {...first, ...rules, header, numLayers, firstLayer: 0, query: concat((qk) => qk.query), key: concat((qk) => qk.key)};
 }
 
 /** The key head that query head `head` reads (grouped-query attention: h // (H / K)). */
