@@ -8,6 +8,7 @@ in http_api.md, "Exported files and notebook outputs: the pack"."""
 # gzip, and one deflate of the whole pack at level 9 is 5-15 % smaller than their sum.
 
 import base64
+import functools
 import gzip
 import html
 import json
@@ -64,9 +65,8 @@ class Pack:
         self.title = title
         self.source = source
         self.run_order = []
-        self._entries = {}
-        self._bodies = []
-        self._by_key = {}
+        self._entries = {}  # key -> [offset, length, kind]
+        self._bodies = {}  # key -> bytes, in the order of their offsets
         self._size = 0
 
     def __contains__(self, k):
@@ -80,23 +80,24 @@ class Pack:
 
     def body(self, route, params):
         """The answer's bytes to a request (KeyError when the pack does not hold it)."""
-        return self._by_key[key(route, params)]
+        return self._bodies[key(route, params)]
 
     def add(self, route, params, body, kind):
         """Adds the answer to a request: `body` a dict (json) or bytes (`binary`, `png`)."""
         if kind == "json":
             body = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
         k = key(route, params)
+        if k in self._entries:
+            raise ValueError(f"the pack already answers {k}")  # offsets follow the bodies' order
         self._entries[k] = [self._size, len(body), kind]
-        self._bodies.append(body)
-        self._by_key[k] = body
+        self._bodies[k] = body
         self._size += len(body)
 
     def raw(self):
         """The uncompressed pack."""
         index = json.dumps({"entries": self._entries, "run_order": self.run_order, "title": self.title,
                             "source": self.source}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        return b"".join([_PREAMBLE.pack(PACK_MAGIC, PACK_VERSION, len(index)), index, *self._bodies])
+        return b"".join([_PREAMBLE.pack(PACK_MAGIC, PACK_VERSION, len(index)), index, *self._bodies.values()])
 
     def to_bytes(self):
         """The pack gzip-compressed (no timestamp: the same selection gives the same bytes)."""
@@ -176,6 +177,7 @@ class _Packer:
         self.pack = pack
         self.ctx = tb_context.RequestContext()
         self.logdir_runs = logdir_runs  # () -> the logdir's runs, named, for an error
+        self.groups = {}  # tag -> its groups as requests name them: None (the first), then the others' names
 
     def call(self, impl, *args, **kwargs):
         """An `*_impl` answer; a route's 4xx becomes an ExportError with its message."""
@@ -263,6 +265,8 @@ class _Packer:
             body = dict(body, examples=[e for e in body["examples"] if e["index"] in examples],
                         unreadable=[e for e in body["unreadable"] if e["index"] in examples])
         self.pack.add("examples", dict(run=run, tag=tag, step=step), body, "json")
+        if body["examples"]:
+            self.groups.setdefault(tag, [None] + [g["name"] for g in body["examples"][0]["groups"][1:]])
         for example in body["examples"]:
             where = dict(run=run, tag=tag, step=step, example=example["index"])
             for g in example["groups"]:
@@ -281,10 +285,10 @@ class _Packer:
         for tag, (info, kept) in entries.items():
             if info["kind"] != schema.KIND_ATTENTION:
                 continue
-            groups = {None} | {i.get("group") for i in (e for e, _ in entries.values())
-                               if i.get("kind") == schema.KIND_METRIC and i.get("probe") == tag and i.get("group")}
+            named = {i["group"] for i, _ in entries.values()
+                     if i.get("kind") == schema.KIND_METRIC and i.get("probe") == tag and i.get("group")}
             for step in kept:
-                for group in sorted(groups, key=lambda g: g or ""):
+                for group in [None, *sorted(named)]:
                     try:
                         body = self.plugin.metrics_impl(self.ctx, "", run, tag, step, group)
                     except HttpError:
@@ -299,7 +303,7 @@ class _Packer:
                 if info["kind"] == schema.KIND_ATTENTION:
                     points.setdefault(tag, []).extend((run, step) for step in kept)
         for tag, ends in points.items():
-            groups = self._groups(tag, ends[0])
+            groups = self.groups.get(tag, [None])
             # every ordered pair, a point with itself too (Compare opens with A = B when one step is packed)
             if len(ends) <= MAX_COMPARED_POINTS:
                 pairs = [(a, b) for a in ends for b in ends]
@@ -314,13 +318,6 @@ class _Packer:
                     except HttpError:
                         continue  # the group is missing at one end
                     self.pack.add("compare", params, body, "json")
-
-    def _groups(self, tag, point):
-        run, step = point
-        body = self.call(self.plugin.examples_impl, run, tag, step)
-        names = [g["name"] for e in body["examples"][:1] for g in e["groups"]]
-        return [None] + names[1:]
-
 
 def describe(pack):
     """One line on what a pack holds: its runs, steps, examples and answers."""
@@ -343,6 +340,7 @@ def _names(listing):
 # HTML
 
 
+@functools.cache
 def embed_script():
     """The dashboard as one classic script (`tbAttention.mount`), ASCII, built by frontend/build.mjs."""
     path = STATIC_DIR / "embed.js"
