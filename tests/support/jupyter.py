@@ -11,7 +11,7 @@ import time
 import urllib.request
 import uuid
 
-from tests.support.tensorboard import ROOT, free_port
+from tests.support.tensorboard import ROOT, free_port, stop
 
 APPS = {"lab": ("jupyterlab", "lab/tree"), "notebook": ("notebook", "notebooks")}  # module, a notebook's URL
 
@@ -44,12 +44,7 @@ def jupyterlab(root, app="lab"):
                 time.sleep(0.3)
             yield url, token
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, timeout=15)
 
 
 def write_notebook(path, cells):

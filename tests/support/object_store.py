@@ -15,7 +15,7 @@ import urllib.parse
 import urllib.request
 import uuid
 
-from tests.support.tensorboard import free_port
+from tests.support.tensorboard import free_port, stop
 
 # gcsfs reads it once, when imported: its experimental bucket-type probe asks Google's metadata server (60 s
 # without network) for every new filesystem. Set before any test imports gcsfs.
@@ -195,12 +195,7 @@ def running(scheme):
         os.environ.update(saved)
         if proxy is not None:
             proxy.close()
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         _forget_filesystems()
 
 

@@ -22,6 +22,16 @@ def request_context():
     return context.RequestContext()
 
 
+def stop(process, timeout=10):
+    """Terminates a server subprocess; killed if it has not exited within `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -100,12 +110,7 @@ class TensorBoard:
         raise AssertionError(f"tensorboard did not show the expected data in {timeout} s; last /tags: {tags}")
 
     def close(self):
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop(self.process)
         self._log.close()
 
 
