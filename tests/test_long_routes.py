@@ -1,8 +1,10 @@
 """Long examples written by the writer and served by a real TensorBoard: top-k rows, block maps, profiles and
 windows equal the dense attention pooled as http_api.md defines them; bad requests answer 4xx."""
 
+import collections
 import gzip
 import json
+import random
 import struct
 
 import numpy as np
@@ -259,3 +261,28 @@ def test_an_export_refuses_a_long_example_naming_it_and_packs_the_others(logdir)
         pack_logdir(logdir[0], runs=["long"])
     pack = pack_logdir(logdir[0], runs=["long"], examples=[1])
     assert "attention?example=1&layer=0&run=long&step=3&tag=probe" in pack
+
+
+def test_random_long_requests_answer_200_or_a_named_4xx_and_never_fail_inside(server):
+    """Random parameters on the long routes of a readable example: 200, 400 or 404 with a JSON error; a
+    422 here ("cannot serve this request") would be a failure inside the route."""
+    rng = random.Random(22)
+    values = ["0", "1", "2", "3", "599", "600", "4097", "-1", "x", "", "1.5", "9223372036854775807", "99999999999999999999"]
+    ranges = ["0:5", "5:0", "3:3", "0:300", "250:410", "0:601", "590:600", ":", "1:", "a:b", "0:9223372036854775807", "-1:2"]
+    statuses = collections.Counter()
+    for _ in range(300):
+        route = rng.choice(["/long_map", "/long_rows", "/long_profile", "/attention"])
+        params = dict(RUN)
+        for name in ("layer", "level", "head", "start", "stop", "group", "format"):
+            if rng.random() < 0.6:
+                params[name] = {"group": lambda: rng.choice(["self", "cross", "nope"]),
+                                "format": lambda: rng.choice(["json", "binary", "x"])}.get(name, lambda: rng.choice(values))()
+        for name in ("rows", "cols", "window"):
+            if rng.random() < 0.4:
+                params[name] = rng.choice(ranges)
+        status, body, headers = server.get(route, params, raw=True)
+        statuses[status] += 1
+        assert status in (200, 400, 404), (route, params, status, body[:300])
+        if status != 200:
+            assert headers["Content-Type"] == "application/json" and json.loads(body)["error"], (route, params)
+    assert statuses[200] > 10 and statuses[400] > 50 and statuses[404] > 10, statuses

@@ -4,6 +4,8 @@
 # (a request's example and group) and `self._context`. Decoded blobs are remembered (LongBlobs), so
 # panning, zooming and brushing do not inflate the same blob per request.
 
+import json
+
 import numpy as np
 from tensorboard.backend import http_util
 
@@ -14,6 +16,7 @@ from tb_attention.storage.codecs import long
 MAX_MAP_CELLS = 1 << 20  # cells per /long_map answer
 MAX_ROWS = 4096  # queries per /long_rows answer
 MAX_WINDOW = 512  # tokens of an /attention window
+_ANSWER_BYTES = 2 << 20  # larger /long_map and /long_rows answers are not remembered
 _WINDOW_BYTES = 32 << 20  # larger window blobs (every layer of a wide model) are not remembered
 
 
@@ -64,6 +67,12 @@ class LongRoutes:
             raise type(value)(*value.args)
         return value
 
+    def _remember(self, key, answer):
+        """A gzip answer, remembered when small: compressing a million cells costs more than serving them."""
+        if len(answer) <= _ANSWER_BYTES:
+            self._long_answers.put(key, answer)
+        return answer
+
     def _long(self, ctx, experiment_id, run, tag, step, example, group, route_name, layer=None, head=None):
         """(datum, group entry, LongPlan) of a long route's request, its layer and head checked (404)."""
         datum, _, g = self._group(ctx, experiment_id, run, tag, step, example, group)
@@ -106,6 +115,10 @@ class LongRoutes:
         if (r1 - r0) * (c1 - c0) > MAX_MAP_CELLS:
             raise bad_request(f"parameters 'rows' and 'cols' ask {(r1 - r0) * (c1 - c0):,} cells; an answer holds at "
                               f"most {MAX_MAP_CELLS:,}: ask a smaller range")
+        key = ("map", experiment_id, run, tag, step, datum.wall_time, example, g["name"], layer, level, head, r0, r1, c0, c1)
+        answer = None if as_json else self._long_answers.peek(key)
+        if answer is not None:
+            return answer
         decoded = self._long_blob(
             ctx, experiment_id, run, tag, datum, g["long_levels"][layer][level],
             f"level {level} of layer {layer}, group {g['name']!r}",
@@ -118,7 +131,7 @@ class LongRoutes:
                   "num_key_tokens": plan.num_keys}
         if as_json:
             return {**header, "cells": codecs.dequantize(cells).tolist()}
-        return codecs.compress(long.map_answer(header, cells))
+        return self._remember(key, codecs.compress(long.map_answer(header, cells)))
 
     def long_rows_impl(self, ctx, experiment_id, run, tag, step, example, group=None, layer=0, head=0, start=0,
                        stop=1, as_json=False):
@@ -128,33 +141,45 @@ class LongRoutes:
             raise bad_request(f"parameter 'stop' is {stop}: group {g['name']!r} has {plan.num_queries} queries")
         if stop - start > MAX_ROWS:
             raise bad_request(f"parameters 'start' and 'stop' ask {stop - start:,} rows; at most {MAX_ROWS:,} per request")
+        key = ("rows", experiment_id, run, tag, step, datum.wall_time, example, g["name"], layer, head, start, stop)
+        answer = None if as_json else self._long_answers.peek(key)
+        if answer is not None:
+            return answer
         index, codes, remainder = (x[head] for x in self._rows(ctx, experiment_id, run, tag, datum, g, plan, layer,
                                                                start, stop))
         header = {"layer": layer, "head": head, "start": start, "stop": stop, "top_k": plan.top_k,
                   "num_key_tokens": plan.num_keys}
         if not as_json:
-            return codecs.compress(long.rows_answer(header, index, codes, remainder))
+            return self._remember(key, codecs.compress(long.rows_answer(header, index, codes, remainder)))
         used = index != long.UNUSED
         weight = codecs.dequantize(codes)
         return {**header, "index": [row[u].tolist() for row, u in zip(index, used)],
                 "weight": [row[u].tolist() for row, u in zip(weight, used)],
                 "remainder": codecs.dequantize(remainder).tolist()}
 
-    def long_profile_impl(self, ctx, experiment_id, run, tag, step, example, group=None):
-        """The /long_profile body: the distance profile, sinks and their metrics of every layer and head."""
+    def long_profile_impl(self, ctx, experiment_id, run, tag, step, example, group=None, as_gzip=False):
+        """The /long_profile body: the distance profile, sinks and their metrics of every layer and head (a dict,
+        or with `as_gzip` its gzip JSON bytes, remembered: the view asks again at every step it shows)."""
         datum, g, plan = self._long(ctx, experiment_id, run, tag, step, example, group, "/long_profile")
+        key = ("profile", experiment_id, run, tag, step, datum.wall_time, example, g["name"])
+        answer = self._long_answers.peek(key) if as_gzip else None
+        if answer is not None:
+            return answer
         profile, sinks = self._long_blob(
             ctx, experiment_id, run, tag, datum, g["long_profile"], f"distance profile of group {g['name']!r}",
             lambda blob: long.decode_profile(blob, num_layers=plan.num_layers, num_heads=plan.num_heads,
                                              distance_bins=plan.distance_bins, sink_tokens=plan.sink_tokens),
         )
-        return {
+        body = {
             "group": g["name"], "num_layers": plan.num_layers, "num_heads": plan.num_heads,
             "num_tokens": plan.num_queries, "num_key_tokens": plan.num_keys, "top_k": plan.top_k,
             "sink_tokens": plan.sink_tokens, "levels": g["long"]["levels"], "bins": long.bin_edges(plan.distance_bins),
             "profile": json_floats(profile), "sinks": json_floats(sinks),
             "local_share": json_floats(profile[:, :, : long.LOCAL_BINS].sum(-1)), "sink_share": json_floats(sinks.sum(-1)),
         }
+        if not as_gzip:
+            return body
+        return self._remember(key, codecs.compress(json.dumps(body, separators=(",", ":")).encode("utf-8")))
 
     def window_impl(self, ctx, experiment_id, run, tag, step, entry, g, layer, head, window, as_json):
         """/attention over `window` (queries [A, B) over keys [A, B) + Nk − Nq) of a long group, made from
@@ -244,4 +269,5 @@ class LongRoutes:
     @route
     def _serve_long_profile(self, request):
         where, _ = self._long_params(request)
-        return http_util.Respond(request, self.long_profile_impl(*self._context(request), **where), JSON)
+        body = self.long_profile_impl(*self._context(request), **where, as_gzip=True)
+        return http_util.Respond(request, body, JSON, content_encoding="gzip")

@@ -20,6 +20,7 @@ _JOINED_SIZE = 16  # whole-group blobs assembled from per-layer blobs, remembere
 _JOINED_BYTES = 32 << 20  # larger assembled blobs are not remembered
 _COMPARED_SIZE = 64  # /compare answers remembered (the view asks again as it redraws)
 _LONG_DECODED_SIZE = 32  # decoded blobs of long examples (rows, levels, profiles; a few MiB each by default)
+_LONG_ANSWERS_SIZE = 64  # gzip bodies of /long_map and /long_rows (at most ~1 MiB each), asked again as a view pans
 
 
 def _check_index(name, index, size, owner="the example"):
@@ -38,6 +39,7 @@ class AttentionPlugin(LongRoutes, base_plugin.TBPlugin):
         self._joined = LRU(_JOINED_SIZE)
         self._compared = LRU(_COMPARED_SIZE)
         self._long_decoded = LRU(_LONG_DECODED_SIZE)
+        self._long_answers = LRU(_LONG_ANSWERS_SIZE)
 
     def get_plugin_apps(self):
         return {
