@@ -24,7 +24,7 @@ KINDS = (KIND_ATTENTION, KIND_ATTENTION_PART, KIND_METRIC, KIND_EXEMPLARS)
 STATS_METRICS = ("entropy", "distance", "null_attention", "dependency_alignment", "variability", "previous_token")
 # ^ what metrics.AttentionStats computes; capture, the monitor and the vision probe compute these:
 METRICS = (*STATS_METRICS, "max_logit", "attention_entropy", "max_weight", "pixel_distance", "prefix_attention",
-           "diagonal_alignment", "prompt_share", "induction")  # fmt: skip
+           "diagonal_alignment", "prompt_share", "induction", "image_share")  # fmt: skip
 GENERATION_METRICS = ("prompt_share", "induction")  # a generation probe's, over its generated queries
 UPOS = (
     "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM",
@@ -154,6 +154,7 @@ def tag_payload(content, steps, wall_times, description=None, display_name=None)
 #
 # {"version": 2, "parts": [blobs in the main record, in part 1, ...],
 #  "examples": [{"index", "tokens", "text", "segments", "pos", "image": {...} | null, "image_blob",
+#                "images": [{"size", "pieces", "blob"}] | absent (vision-language: check_images),
 #                "groups": [{"name", "num_layers", "num_heads", "num_tokens", "num_key_tokens", "tokens",
 #                            "key_tokens", "causal", "encoding", "top_k"?, "layer_names"?, "has_qk",
 #                            "attention_blobs": [blob per layer], "qk_blobs": [blob per layer] | null}]}]}
@@ -163,6 +164,7 @@ _GROUP_FIELDS = ("name", "num_layers", "num_heads", "num_tokens", "num_key_token
                  "causal", "encoding", "top_k", "layer_names", "has_qk")  # fmt: skip
 _EXAMPLE_FIELDS = ("text", "segments", "pos", "generation")
 IMAGE_FIELDS = ("grid", "patch_size", "prefix_tokens", "prefix_names")
+MAX_IMAGES = 1024  # images per example (vision-language)
 
 
 def create_manifest(examples, parts=None):
@@ -215,6 +217,9 @@ def _checked_entry(entry, index):
                 raise FormatError(f"{where}: its {field} do not match its {count}")
     if entry.get("generation") is not None:
         check_generation(entry["generation"], {g.get("name"): g["num_tokens"] for g in groups}, f"example {index}")
+    if entry.get("images") is not None:
+        entry = {**entry, "images": check_images(entry["images"], groups[0].get("num_key_tokens") or groups[0]["num_tokens"],
+                                                 f"example {index}", stored=True)}
     return {**entry, "index": index}
 
 
@@ -265,6 +270,65 @@ def check_generation(generation, group_tokens, where):
     if generation.get("stop") not in GENERATION_STOPS:
         raise FormatError(f"{where}: generation's stop {generation.get('stop')!r} is not one of {GENERATION_STOPS}")
     return generation
+
+
+# ---------------------------------------------------------------------------------------------
+# Images inside a sequence (vision-language models; http_api.md, "images")
+
+
+def _count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_images(images, num_tokens, where, stored=False):
+    """`images` of an example as stored (without the PNGs: with `stored`, each names its `blob`), or
+    FormatError naming what is wrong. num_tokens: the first group's key tokens, which the spans index."""
+    if not isinstance(images, list) or not 0 < len(images) <= MAX_IMAGES:
+        raise FormatError(f"{where}: images is not a list of 1 to {MAX_IMAGES} images")
+    taken = []
+    out = []
+    for i, image in enumerate(images):
+        at = f"{where}, image {i}"
+        if not isinstance(image, dict):
+            raise FormatError(f"{at} is not an object")
+        size, pieces = image.get("size"), image.get("pieces")
+        if not isinstance(size, list) or len(size) != 2 or not all(_count(v) and v > 0 for v in size):
+            raise FormatError(f"{at}: size is not [height, width] in pixels, got {size!r}")
+        if not isinstance(pieces, list) or not pieces:
+            raise FormatError(f"{at}: pieces is not a list of the image's token runs")
+        checked = []
+        for k, piece in enumerate(pieces):
+            if not isinstance(piece, dict):
+                raise FormatError(f"{at}, piece {k} is not an object")
+            span, grid, box = piece.get("span"), piece.get("grid"), piece.get("box")
+            if not (isinstance(span, list) and len(span) == 2 and all(map(_count, span)) and span[0] < span[1] <= num_tokens):
+                raise FormatError(f"{at}, piece {k}: span {span!r} is not [start, stop) inside the {num_tokens} tokens")
+            if not (isinstance(grid, list) and len(grid) == 2 and all(_count(v) and v > 0 for v in grid)):
+                raise FormatError(f"{at}, piece {k}: grid {grid!r} is not [rows, cols]")
+            if grid[0] * grid[1] != span[1] - span[0]:
+                raise FormatError(f"{at}, piece {k}: a {grid[0]} x {grid[1]} grid is not the {span[1] - span[0]} "
+                                  f"tokens of span {span}")
+            if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                                    for v in box)
+                    and 0 <= box[0] < box[2] <= size[0] and 0 <= box[1] < box[3] <= size[1]):
+                raise FormatError(f"{at}, piece {k}: box {box!r} is not [top, left, bottom, right] inside the "
+                                  f"{size[0]} x {size[1]} frame")
+            name = piece.get("name")
+            if name is not None and not isinstance(name, str):
+                raise FormatError(f"{at}, piece {k}: name is not a string")
+            taken.append((span[0], span[1]))
+            checked.append({"span": list(span), "grid": list(grid), "box": list(box), **({"name": name} if name else {})})
+        entry = {"size": list(size), "pieces": checked}
+        if stored:
+            if not _count(image.get("blob")):
+                raise FormatError(f"{at}: the manifest gives no blob index for its PNG")
+            entry["blob"] = image["blob"]
+        out.append(entry)
+    taken.sort()
+    for (_, stop), (start, _) in zip(taken, taken[1:]):
+        if start < stop:
+            raise FormatError(f"{where}: the spans of the images' pieces overlap")
+    return out
 
 
 def unreadable(example):
@@ -337,6 +401,8 @@ def example_payload(example):
         out[k] = example.get(k)
     image = example.get("image")
     out["image"] = {k: image.get(k) for k in IMAGE_FIELDS} if isinstance(image, dict) else None
+    images = example.get("images")
+    out["images"] = [{"size": m["size"], "pieces": m["pieces"]} for m in images] if images else None
     out["groups"] = groups
     return out
 
