@@ -59,8 +59,14 @@ class DecodingRecorder:
         self.with_qk = False
         self.frames = None  # keep only the first `frames` encoder positions (queries and keys of `encoder`, keys of `cross`)
         self.decoder_prompt = None  # an encoder-decoder's first decoder input ids, as the prefill read them
+        self.within = None  # keep only calls of modules inside this one (a vision-language model's decoder)
 
     def __call__(self, call):
+        # A forward's calls are numbered from 0 (intercept/); its k-th call of a group is layer k.
+        if call.index == 0:
+            self._order = {}
+        if not modules.inside(call.name, self.within):
+            return
         group = group_of(call) if self.encoder_decoder else "self"
         if call.shape[0] != 1:
             raise CaptureError(
@@ -71,9 +77,6 @@ class DecodingRecorder:
         # One sequence, no padding: no row is wholly masked, so the softmax needs no NaN guard (a few
         # small ops fewer per layer and token: on a busy CPU each costs a thread wake-up).
         weights = torch.softmax(logits, dim=-1) if call.sinks is None else call.weights(logits=logits[None])[0]
-        # A forward's calls are numbered from 0 (intercept/); its k-th call of a group is layer k.
-        if call.index == 0:
-            self._order = {}
         index = self._order[group] = self._order.get(group, -1) + 1
         layers = self.groups.setdefault(group, [])
         if index == len(layers):
@@ -297,7 +300,8 @@ def _stop(generated, eos, options, max_new_tokens):
     return "other"
 
 
-def generate(model, input_ids, options, *, seed=None, step=None, model_inputs=None, frames=None, with_qk=False):
+def generate(model, input_ids, options, *, seed=None, step=None, model_inputs=None, frames=None, with_qk=False,
+             within=None):
     """Generates from one prompt (input_ids: a list of ints) and records every decoding step's attention.
 
     options: `model.generate` keyword arguments (a Hugging Face model), or with `step` the STEP_OPTIONS.
@@ -309,6 +313,7 @@ def generate(model, input_ids, options, *, seed=None, step=None, model_inputs=No
     model_inputs: more `generate` inputs (Whisper's input_features, with input_ids None).
     frames: keep only the first `frames` encoder positions (Whisper: the real audio of a 30 s window).
     with_qk: also keep each new row's query vectors and each new position's key vectors (the neuron view).
+    within: keep only the attention of the module of that qualified name (a vision-language model's decoder).
     """
     module = modules.unwrap(model)
     device = devices.device_of(module)
@@ -316,6 +321,7 @@ def generate(model, input_ids, options, *, seed=None, step=None, model_inputs=No
     with torch.random.fork_rng(devices=forked, enabled=seed is not None), recording_decoding(module) as recorder:
         recorder.frames = frames
         recorder.with_qk = with_qk
+        recorder.within = within
         if seed is not None:
             torch.manual_seed(seed)
         if step is not None:

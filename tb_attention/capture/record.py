@@ -166,11 +166,11 @@ class Recorder:
     Weights are the softmax before dropout. `groups()` sorts the calls into groups.
     """
 
-    def __init__(self, model, with_qk=False, with_max_logit=False):
+    def __init__(self, model, with_qk=False, with_max_logit=False, within=None):
         self.model_name = type(model).__name__
         self.with_qk = with_qk
         self.with_max_logit = with_max_logit
-        self.calls = []
+        self.within, self.calls = within, []  # within: keep only calls inside the module of that name
 
     def start(self):
         """Forgets what was recorded; called when a forward of the model starts."""
@@ -179,6 +179,8 @@ class Recorder:
     def __call__(self, call):
         if call.index == 0:
             self.start()
+        if not modules.inside(call.name, self.within):  # a vision-language model's vision tower
+            return
         layer_scoring = LayerScoring(
             scaling=float(call.scale),
             softcap=call.softcap,
@@ -240,14 +242,14 @@ def group_of(call):
 
 
 @contextlib.contextmanager
-def recording(model, with_qk=False, with_max_logit=False):
+def recording(model, with_qk=False, with_max_logit=False, within=None):
     """Records the attention of every forward of `model` inside the block; yields a `Recorder`.
 
     Works on any torch.nn.Module: nothing about the model is changed (see intercept/), so
     training mode, gradients, inputs and outputs are the caller's: this works inside a training
-    step too. The recorder holds the latest forward only.
+    step too. The recorder holds the latest forward only (of the module named `within` only, if given).
     """
-    recorder = Recorder(model, with_qk=with_qk, with_max_logit=with_max_logit)
+    recorder = Recorder(model, with_qk=with_qk, with_max_logit=with_max_logit, within=within)
     with intercept.intercepting(model, recorder):
         yield recorder
 
@@ -285,7 +287,7 @@ def _no_attention_error(model):
     )
 
 
-def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=False, forward=None, **model_kwargs):
+def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=False, forward=None, within=None, **model_kwargs):
     """Runs `model` once over a batch and returns one `Captured` per input, without its padding.
 
     input_ids: [batch, N] (or [N]) token ids, or a tokenizer's BatchEncoding / dict of inputs.
@@ -297,8 +299,8 @@ def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=Fal
     forward: how to call the model, forward(model, input_ids, attention_mask) (e.g. a plain
     module that takes a padding mask); by default a Hugging Face model gets every input as a
     keyword and any other module is called as model(input_ids), which then takes no padding.
-    The forward runs in eval mode under torch.no_grad(), compiled code eagerly; the model's
-    modes are restored after.
+    within: record only inside the module of that qualified name (a vision-language model's decoder).
+    The forward runs in eval mode under torch.no_grad(), compiled code eagerly; modes are restored after.
     """
     model = modules.unwrap(model)  # torch.compile'd or DataParallel: the module that really runs
     if isinstance(input_ids, collections.abc.Mapping):  # a tokenizer's batch, tensors or lists
@@ -337,7 +339,7 @@ def capture_attention(model, input_ids=None, attention_mask=None, *, with_qk=Fal
 
     # modules.eager(): compiled code inside (block.compile()) runs as written, not recompiled.
     with eval_mode(model), torch.no_grad(), modules.eager(), \
-            recording(model, with_qk=with_qk, with_max_logit=True) as recorder:
+            recording(model, with_qk=with_qk, with_max_logit=True, within=within) as recorder:
         if forward is not None:
             forward(model, inputs.get("input_ids"), inputs.get("attention_mask"))
         elif hf:

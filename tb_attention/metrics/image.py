@@ -84,3 +84,55 @@ def image_metrics(attentions, layouts):
     if not has_prefix:
         del values["prefix_attention"]  # SigLIP: no prefix token to attend to
     return values
+
+
+# Vision-language models: images inside a decoder's sequence (http_api.md, "images"). An image is given
+# as (positions, centres): its tokens' indices in the sequence, int64 [M], and each token's cell centre
+# (y, x) in the pixels of the frame the model saw, float64 [M, 2].
+
+
+def sequence_pixel_distance_sums(attention, images):
+    """(Σ a_ij·‖c_i − c_j‖, Σ a_ij) per layer and head, float64 [L, H] each, over queries i and keys j
+    of the same image, summed over the images. attention [L, H, N, N]."""
+    import torch
+
+    a = torch.as_tensor(attention)
+    numerator = torch.zeros(a.shape[:2], dtype=torch.float64, device=a.device)
+    mass = torch.zeros_like(numerator)
+    for positions, centres in images:
+        index = torch.as_tensor(positions, device=a.device)
+        c = torch.as_tensor(centres, dtype=torch.float64, device=a.device)
+        block = a[..., index[:, None], index[None, :]].to(torch.float64)
+        numerator += torch.einsum("lhij,ij->lh", block, torch.cdist(c, c))
+        mass += block.sum((-2, -1))
+    return numerator, mass
+
+
+def image_share_sums(attention, images):
+    """(attention text queries pay to image tokens, all attention they pay), float64 [L, H] each. Text
+    queries: tokens of no image after the first image token (those before cannot see one in a
+    causal model)."""
+    import torch
+
+    a = torch.as_tensor(attention)
+    n = a.shape[-1]
+    image = torch.zeros(n, dtype=torch.bool, device=a.device)
+    for positions, _ in images:
+        image[torch.as_tensor(positions, device=a.device)] = True
+    first = int(image.nonzero()[0]) if bool(image.any()) else n
+    text = ~image
+    text[: first + 1] = False
+    rows = a[..., text, :].to(torch.float64)
+    return rows[..., image].sum((-2, -1)), rows.sum((-2, -1))
+
+
+def sequence_image_metrics(attentions, images):
+    """image_share and pixel_distance ({name: float32 [L, H]}) of vision-language inputs, ratios of sums
+    over all of them: attentions, one [L, H, N, N] per input; images, per input its [(positions, centres)]."""
+    sums = {"image_share": [0, 0], "pixel_distance": [0, 0]}
+    for attention, per_image in zip(attentions, images):
+        for name, (numerator, denominator) in (("image_share", image_share_sums(attention, per_image)),
+                                               ("pixel_distance", sequence_pixel_distance_sums(attention, per_image))):
+            sums[name][0] = sums[name][0] + numerator
+            sums[name][1] = sums[name][1] + denominator
+    return {name: _ratio(*pair) for name, pair in sums.items()}

@@ -173,13 +173,15 @@ class GenerationProbe(ToHtml):
         seed = self.seed if self.seed is not None else random.randrange(2**31)
         decoded = []
         dtype = next(modules.unwrap(model).parameters()).dtype
+        within = self._within(model)
         for encoding in self.encodings:
-            inputs = None
+            inputs = self._model_inputs(encoding, model)
             if encoding.get("input_features") is not None:  # Whisper: the clip's log-mel features
                 inputs = {"input_features": encoding["input_features"][None].to(dtype)}
             decoded.append(decoding.generate(
                 model, encoding["input_ids"], self.options, seed=seed if self.do_sample else None,
-                step=self.step_function, model_inputs=inputs, frames=encoding.get("frames"), with_qk=self.with_qk))
+                step=self.step_function, model_inputs=inputs, frames=encoding.get("frames"), with_qk=self.with_qk,
+                within=within))
         examples, values, table = self._examples(decoded)
         summary.write_examples(writer, self.name, examples, step, walltime=walltime, max_dense_tokens=self.max_dense_tokens)
         if self.compute_metrics:
@@ -191,6 +193,18 @@ class GenerationProbe(ToHtml):
         for index, (group, group_values) in enumerate(values):
             out.update({(f"{group}/" if index else "") + metric: value for metric, value in group_values.items()})
         return out
+
+    def _model_inputs(self, encoding, model):
+        """More `generate` inputs of a prompt besides its ids (a vision-language model's images), or None."""
+        return None
+
+    def _within(self, model):
+        """The qualified name of the module whose attention is kept (None: the whole model's)."""
+        return None
+
+    def _causal(self, name, dense):
+        """Whether a layer of group `name` is stored causal (a prefix LM's prompt attends both ways)."""
+        return name not in ("encoder", "cross")
 
     # ------------------------------------------------------------------------------------------
 
@@ -272,10 +286,11 @@ class GenerationProbe(ToHtml):
                         f"prompt {index}: the {name} attention read {recorder.num_queries(name)} tokens, not the "
                         f"{len(queries)} of the prompt and the tokens generated"
                     )
-                layers, cross_layers = [], []
+                layers, cross_layers, causal_layers = [], [], []
                 for layer in range(num_layers):
                     dense = recorder.dense_layer(name, layer, len(keys))
-                    causal = name != "encoder" and name != "cross"
+                    causal = self._causal(name, dense)
+                    causal_layers.append(causal)
                     layers.append(codecs.encode_attention_layer(dense, queries, keys, layer=layer, causal=causal,
                                                                 max_dense_tokens=self.max_dense_tokens, check=False))
                     if self.compute_metrics and name != "cross":
@@ -297,7 +312,7 @@ class GenerationProbe(ToHtml):
                 top = recorder.max_logit(name).numpy()
                 max_logits[name] = top if name not in max_logits else np.maximum(max_logits[name], top)
                 spec = {"name": name, "attention": layers, "tokens": queries, "key_tokens": keys,
-                        "causal": name not in ("encoder", "cross"), "layer_names": recorder.layer_names(name)}
+                        "causal": all(causal_layers), "layer_names": recorder.layer_names(name)}
                 if self.with_qk:
                     spec.update(_query_key(recorder, name, num_layers))
                 groups.append(spec)

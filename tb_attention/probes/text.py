@@ -5,6 +5,7 @@ import warnings
 from tb_attention.probes import streamed as probe_stream
 from tb_attention.probes.inputs import as_list, check_parallel, check_targets, check_texts, id_list, padded, segment_a_end
 from tb_attention.probes.packed import ToHtml
+from tb_attention.probes.vision import language
 from tb_attention.runtime import defaults, distributed, modules
 from tb_attention.storage import codecs, schema, summary
 from tb_attention.storage.schema import exemplar_table
@@ -51,6 +52,10 @@ class Probe(ToHtml):
     """
 
     def __new__(cls, *args, generate=None, **options):
+        if cls is Probe and len(args) >= 2 and language.is_vision_language_input(args[0], args[1]):
+            if generate is not None:  # Probe(processor, [(image, text)], generate=...)
+                return language.VisionLanguageGenerationProbe(*args, **options, generate=generate)
+            return super().__new__(VisionLanguageProbe)  # Probe(processor, [(image, text)])
         if generate is not None and cls is Probe:
             from tb_attention.probes.generation import GenerationProbe
 
@@ -402,3 +407,7 @@ class Probe(ToHtml):
                 values["max_logit"] = top
             out.append((name, values, table))
         return out
+
+
+class VisionLanguageProbe(language.VisionLanguage, Probe):
+    __doc__ = language.VisionLanguage.__doc__

@@ -71,3 +71,8 @@ def eager():
             if _eager_blocks == 0:
                 _eager_stance.__exit__(None, None, None)
                 _eager_stance = None
+
+
+def inside(name, within):
+    """Whether the module of qualified name `name` is the one named `within` or inside it (all are inside None)."""
+    return within is None or name == within or name.startswith(within + ".")

@@ -284,6 +284,8 @@ class _Packer:
                         self.pack.add("qk", dict(named, layer=layer), codecs.decompress(blob), "binary")
             if example.get("image"):
                 self.pack.add("image", where, self.call(self.plugin.image_impl, **where), "png")
+            for i in range(len(example.get("images") or ())):  # vision-language: each image by its index
+                self.pack.add("image", dict(where, image=i), self.call(self.plugin.image_impl, **where, image=i), "png")
 
     def _probe_metrics(self, run, entries):
         """/metrics at each packed step of each probe, for its first group and each named one."""

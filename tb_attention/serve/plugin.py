@@ -224,16 +224,17 @@ class AttentionPlugin(LongRoutes, base_plugin.TBPlugin):
         )
         return body
 
-    def image_impl(self, ctx, experiment_id, run, tag, step, example):
+    def image_impl(self, ctx, experiment_id, run, tag, step, example, image=None):
         datum, manifest = self._step(ctx, experiment_id, run, tag, step)
         examples = manifest["examples"]
         if example >= len(examples):
             raise not_found(f"step {step} has {len(examples)} examples; no example {example}")
         if schema.unreadable(examples[example]):
             raise schema.FormatError(schema.unreadable(examples[example]))
-        ref = examples[example].get("image_blob")
-        if ref is None:
-            raise not_found(f"example {example} of {run!r}/{tag!r} at step {step} has no image")
+        try:
+            ref = schema.image_ref(examples[example], image or 0)
+        except LookupError as e:
+            raise not_found(f"example {example} of {run!r}/{tag!r} at step {step} {e}") from None
         png = self._blob(ctx, experiment_id, run, tag, datum, ref, f"image of example {example}", None)
         if png[:8] != schema.PNG_MAGIC:
             raise schema.FormatError(f"the image of example {example} is not PNG data")
@@ -406,7 +407,8 @@ class AttentionPlugin(LongRoutes, base_plugin.TBPlugin):
     def _serve_image(self, request):
         run, tag = param(request, "run"), param(request, "tag")
         step, example = int_param(request, "step"), int_param(request, "example")
-        png = self.image_impl(*self._context(request), run, tag, step, example)
+        image = int_param(request, "image", required=False)
+        png = self.image_impl(*self._context(request), run, tag, step, example, image)
         return http_util.Respond(request, png, "image/png")
 
     @route

@@ -269,6 +269,28 @@ def _group(spec, tokens, index, max_dense_tokens, top_k, check_rows):
     return LongGroup(name, query_tokens, key_tokens, spec, f"example {index}, group {name!r}")
 
 
+def _check_images(images, group, index):
+    """[(stored description, PNG bytes)] of an example's images inside its sequence (vision-language
+    models: schema.check_images), [] when it has none."""
+    if images is None:
+        return []
+    if not isinstance(images, (list, tuple)) or not all(isinstance(m, dict) for m in images):
+        raise TypeError(f"example {index}: images must be a list of dicts, one per image")
+    for i, image in enumerate(images):
+        png = image.get("png")
+        if not isinstance(png, (bytes, bytearray)) or bytes(png[:8]) != schema.PNG_MAGIC:
+            raise ValueError(f"example {index}, image {i}: 'png' must be the PNG bytes of the image the model saw")
+    if group.tokens != group.key_tokens:
+        raise ValueError(f"example {index}: images index the first group's tokens, which must be self-attention "
+                         f"(group {group.name!r} has other key tokens)")
+    plain = [{k: v for k, v in m.items() if k != "png"} for m in images]
+    try:
+        checked = schema.check_images(plain, len(group.key_tokens), f"example {index}")
+    except schema.FormatError as e:
+        raise ValueError(str(e)) from None
+    return [(entry, bytes(m["png"])) for entry, m in zip(checked, images)]
+
+
 def _groups_of(example, index):
     if "groups" in example and example.get("attention") is not None:
         raise ValueError(f"example {index}: give either attention (one group) or groups, not both")
@@ -328,10 +350,13 @@ def encode_step(
         image = None
         if example.get("image") is not None:
             image = _check_image(example["image"], len(groups[0].tokens), index)
-        prepared.append((tokens, groups, fields, image, example.get("image")))
+        images = _check_images(example.get("images"), groups[0], index)
+        if image is not None and images:
+            raise ValueError(f"example {index}: give image (a vision transformer's) or images (a vision-language model's), not both")
+        prepared.append((tokens, groups, fields, image, example.get("image"), images))
 
     tasks = []  # (callable, what): every blob after the manifest, in storage order
-    for index, (_, groups, _, image, raw_image) in enumerate(prepared):
+    for index, (_, groups, _, image, raw_image, images) in enumerate(prepared):
         for g in groups:
             if isinstance(g, LongGroup):
                 tasks += g.tasks(f"example {index}, group {g.name!r}")
@@ -343,6 +368,7 @@ def encode_step(
                           for i in range(len(g.layers))]
         if image is not None:
             tasks.append((lambda raw=raw_image: bytes(raw["png"]), f"example {index}, image"))
+        tasks += [(lambda png=png: png, f"example {index}, image {i}") for i, (_, png) in enumerate(images)]
     with concurrent.futures.ThreadPoolExecutor(_ENCODE_WORKERS) as pool:
         blobs = list(pool.map(lambda task: task[0](), tasks))
     for blob, (_, what) in zip(blobs, tasks):
@@ -351,7 +377,7 @@ def encode_step(
                              "hold: lower max_dense_tokens (top-k rows) or log fewer heads")
 
     entries, ref = [], 1  # blob 0 is the manifest
-    for tokens, groups, fields, image, _ in prepared:
+    for tokens, groups, fields, image, _, images in prepared:
         group_entries = []
         for g in groups:
             if isinstance(g, LongGroup):
@@ -370,6 +396,11 @@ def encode_step(
         if image is not None:
             example["image_blob"] = ref
             ref += 1
+        if images:
+            example["images"] = []
+            for entry, _ in images:
+                example["images"].append({**entry, "blob": ref})
+                ref += 1
         entries.append(example)
 
     records, size = [[]], 0  # greedily: a new record when the next blob would pass the budget

@@ -6,6 +6,23 @@
 import json
 import re
 
+from tb_attention.storage.manifest_checks import (  # noqa: F401 (re-exported: the schema's contract in one name)
+    ENCODING_LONG,
+    GENERATION_STOPS,
+    GENERATION_TOP,
+    LONG_FIELDS,
+    LONG_LEVEL_FIELDS,
+    MAX_GENERATED,
+    MAX_IMAGES,
+    MAX_LONG_GROUP_TOKENS,
+    FormatError,
+    NewerFormatError,
+    check_generation,
+    check_images,
+    check_long,
+    long_distance_bins,
+)
+
 PLUGIN_NAME = "attention"
 FORMAT_VERSION = 2  # bump when a reader of the previous version could not read new data
 # v1: one attention blob [L, H, N, N] and one q/k blob per example (one group, "self").
@@ -24,7 +41,7 @@ KINDS = (KIND_ATTENTION, KIND_ATTENTION_PART, KIND_METRIC, KIND_EXEMPLARS)
 STATS_METRICS = ("entropy", "distance", "null_attention", "dependency_alignment", "variability", "previous_token")
 # ^ what metrics.AttentionStats computes; capture, the monitor and the vision probe compute these:
 METRICS = (*STATS_METRICS, "max_logit", "attention_entropy", "max_weight", "pixel_distance", "prefix_attention",
-           "diagonal_alignment", "prompt_share", "induction")  # fmt: skip
+           "diagonal_alignment", "prompt_share", "induction", "image_share")  # fmt: skip
 GENERATION_METRICS = ("prompt_share", "induction")  # a generation probe's, over its generated queries
 UPOS = (
     "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM",
@@ -41,19 +58,6 @@ VIEWS = ("head", "model", "neuron", "image", "generation", "metrics", "analysis"
 DEFAULT_GROUP = "self"  # the one group of a v1-style example
 GROUP_NAMES = ("self", "encoder", "decoder", "cross")  # the usual names; any GROUP_PATTERN name is valid
 GROUP_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
-
-# Long examples (http_api.md, "Long examples"): a group above the writer's long_tokens stores top-k rows,
-# a block pyramid and a distance profile instead of attention blobs.
-ENCODING_LONG = "long"
-MAX_LONG_GROUP_TOKENS = 1 << 20  # queries or keys of a long group (key indices are uint32)
-LONG_FIELDS = ("top_k", "sink_tokens", "row_chunk", "budget", "levels", "distance_bins")  # the group's `long`
-LONG_LEVEL_FIELDS = ("block", "rows", "cols")
-
-
-def long_distance_bins(num_queries, num_keys):
-    """B = 2 + floor(log2(max(Nq, Nk))) distance bins: bin 0 holds d = 0, bin b ≥ 1 holds 2^(b−1) ≤ d < 2^b."""
-    return max(int(num_queries), int(num_keys)).bit_length() + 1
-
 
 # How a layer turns scaled q·k into weights besides the causal mask; each is optional, per layer,
 # null where a layer does not use it (http_api.md, "GET /qk"). The weights of query i over keys j are
@@ -73,14 +77,6 @@ def diagonal_window(num_sources, num_targets):
     least 1 (http_api.md): ±1 token for translation of equal lengths, ±75 frames for Whisper's 1500
     audio frames under 20 text tokens."""
     return max(1.0, num_sources / num_targets)
-
-
-class FormatError(ValueError):
-    """Stored data that this version of tb-attention cannot read."""
-
-
-class NewerFormatError(FormatError):
-    """Data written by a newer tb-attention than the one installed."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,6 +163,7 @@ def tag_payload(content, steps, wall_times, description=None, display_name=None)
 #
 # {"version": 2, "parts": [blobs in the main record, in part 1, ...],
 #  "examples": [{"index", "tokens", "text", "segments", "pos", "image": {...} | null, "image_blob",
+#                "images": [{"size", "pieces", "blob"}] | absent (vision-language: check_images),
 #                "groups": [{"name", "num_layers", "num_heads", "num_tokens", "num_key_tokens", "tokens",
 #                            "key_tokens", "causal", "encoding", "top_k"?, "layer_names"?, "has_qk",
 #                            "attention_blobs": [blob per layer], "qk_blobs": [blob per layer] | null}]}]}
@@ -230,98 +227,13 @@ def _checked_entry(entry, index):
             if tokens is not None and (not isinstance(tokens, list) or len(tokens) != g.get(count, g["num_tokens"])):
                 raise FormatError(f"{where}: its {field} do not match its {count}")
         if g.get("encoding") == ENCODING_LONG:
-            _check_long(g, where)
+            check_long(g, where)
     if entry.get("generation") is not None:
         check_generation(entry["generation"], {g.get("name"): g["num_tokens"] for g in groups}, f"example {index}")
+    if entry.get("images") is not None:
+        entry = {**entry, "images": check_images(entry["images"], groups[0].get("num_key_tokens") or groups[0]["num_tokens"],
+                                                 f"example {index}", stored=True)}
     return {**entry, "index": index}
-
-
-def _count(value, low, high):
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def _check_long(group, where):
-    """A long group's `long` object and blob references, checked against its sizes (http_api.md, "Blobs of a long
-    group"): what the long routes index by is what the group's tokens and layers say."""
-    nq, nk, num_layers = group["num_tokens"], group.get("num_key_tokens") or group["num_tokens"], group["num_layers"]
-    spec = group.get("long")
-    if not isinstance(spec, dict):
-        raise FormatError(f"{where}: a long group without its 'long' object")
-    for field, low, high in (("top_k", 1, nk), ("sink_tokens", 0, nk), ("row_chunk", 1, MAX_LONG_GROUP_TOKENS),
-                             ("budget", 1, 1 << 62)):
-        if not _count(spec.get(field), low, high):
-            raise FormatError(f"{where}: long {field} = {spec.get(field)!r}, not an integer from {low} to {high:,}")
-    if spec.get("distance_bins") != long_distance_bins(nq, nk):
-        raise FormatError(f"{where}: long distance_bins = {spec.get('distance_bins')!r}; {nq} x {nk} tokens "
-                          f"have {long_distance_bins(nq, nk)}")
-    levels = spec.get("levels")
-    if not isinstance(levels, list) or not 0 < len(levels) <= 21 or not all(isinstance(v, dict) for v in levels):
-        raise FormatError(f"{where}: long levels is not a list of 1 to 21 levels")
-    for i, level in enumerate(levels):
-        block = level.get("block")
-        if not _count(block, 1, MAX_LONG_GROUP_TOKENS) or block & (block - 1) or (i and block * 2 != levels[i - 1]["block"]):
-            raise FormatError(f"{where}: level {i}'s block {block!r} is not a power of two half the level above's")
-        if (level.get("rows"), level.get("cols")) != (-(-nq // block), -(-nk // block)):
-            raise FormatError(f"{where}: level {i} has {level.get('rows')!r} x {level.get('cols')!r} cells, not "
-                              f"{nq} x {nk} tokens in blocks of {block}")
-    chunks = -(-nq // spec["row_chunk"])
-    for field, count in (("long_rows", chunks), ("long_levels", len(levels))):
-        refs = group.get(field)
-        if not isinstance(refs, list) or len(refs) != num_layers or not all(
-            isinstance(r, list) and len(r) == count for r in refs
-        ):
-            raise FormatError(f"{where}: {field} is not {count} blob references for each of its {num_layers} layers")
-    if not _count(group.get("long_profile"), 0, 1 << 62):
-        raise FormatError(f"{where}: a long group without its long_profile blob")
-
-
-# ---------------------------------------------------------------------------------------------
-# What a generation probe stores of each decoding (http_api.md, "generation")
-
-GENERATION_TOP = 5  # alternatives kept per generated token
-MAX_GENERATED = 0xFFFF
-GENERATION_STOPS = ("eos", "max_new_tokens", "stop_strings", "max_length", "other")
-
-
-def check_generation(generation, group_tokens, where):
-    """`generation` as the writer and the reader accept it, or FormatError naming what is wrong.
-
-    group_tokens: {group name: its number of query tokens}. The generated tokens are the queries of
-    `group` from `prompt_length` on, but for the last one, which no decoding step read."""
-    if not isinstance(generation, dict):
-        raise FormatError(f"{where}: generation is not an object")
-    group = generation.get("group")
-    if group not in group_tokens:
-        raise FormatError(f"{where}: generation names group {group!r}; the example's groups: {sorted(group_tokens)}")
-    prompt_length = generation.get("prompt_length")
-    if not isinstance(prompt_length, int) or isinstance(prompt_length, bool) or prompt_length < 1:
-        raise FormatError(f"{where}: generation's prompt_length {prompt_length!r} is not a positive count")
-    tokens, ids, probs, top = (generation.get(k) for k in ("tokens", "ids", "probs", "top"))
-    if not isinstance(tokens, list) or not 0 < len(tokens) <= MAX_GENERATED:
-        raise FormatError(f"{where}: generation's tokens are not a list of 1 to {MAX_GENERATED:,} tokens")
-    count = len(tokens)
-    for name, values in (("ids", ids), ("probs", probs), ("top", top)):
-        if not isinstance(values, list) or len(values) != count:
-            raise FormatError(f"{where}: generation's {name} are not one per generated token ({count})")
-    if not all(isinstance(t, str) for t in tokens) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise FormatError(f"{where}: generation's tokens must be strings and its ids integers")
-    if not all(isinstance(p, (int, float)) and 0 <= p <= 1 for p in probs):
-        raise FormatError(f"{where}: generation's probs must be probabilities in [0, 1]")
-    for alternatives in top:
-        if not isinstance(alternatives, list) or len(alternatives) > GENERATION_TOP or not all(
-            isinstance(a, list) and len(a) == 3 and isinstance(a[0], str) and isinstance(a[1], int)
-            and isinstance(a[2], (int, float)) and 0 <= a[2] <= 1 for a in alternatives
-        ):
-            raise FormatError(f"{where}: generation's top lists are not up to {GENERATION_TOP} [token, id, prob] each")
-    expected = prompt_length + count - 1
-    if group_tokens[group] != expected:
-        raise FormatError(
-            f"{where}: group {group!r} has {group_tokens[group]} query tokens, not the prompt's {prompt_length} and "
-            f"the {count - 1} generated tokens that were read back ({expected})"
-        )
-    if generation.get("stop") not in GENERATION_STOPS:
-        raise FormatError(f"{where}: generation's stop {generation.get('stop')!r} is not one of {GENERATION_STOPS}")
-    return generation
 
 
 def unreadable(example):
@@ -358,6 +270,18 @@ def blob_location(manifest, ref, what):
             return part, ref
         ref -= count
     raise FormatError(f"the manifest's blob index for the {what} is past the step's last blob")
+
+
+def image_ref(example, image=0):
+    """The blob of image `image` of a parsed example (a vision transformer's one image, or a vision-language
+    model's i-th), or a LookupError saying what the example has."""
+    images = example.get("images")
+    refs = [m["blob"] for m in images] if images else [example.get("image_blob")]
+    if refs[0] is None:
+        raise LookupError("has no image")
+    if image >= len(refs):
+        raise LookupError(f"has no image {image} (it has {len(refs)})")
+    return refs[image]
 
 
 def find_group(example, name=None):
@@ -398,6 +322,8 @@ def example_payload(example):
         out[k] = example.get(k)
     image = example.get("image")
     out["image"] = {k: image.get(k) for k in IMAGE_FIELDS} if isinstance(image, dict) else None
+    images = example.get("images")
+    out["images"] = [{"size": m["size"], "pieces": m["pieces"]} for m in images] if images else None
     out["groups"] = groups
     return out
 

@@ -331,7 +331,8 @@ def write_examples(writer, tag, examples, step, *, walltime=None, description=No
     [L, H, N, d], `key` [L, H_kv, N, d], `scaling` (per layer), the `schema.SCORING_RULES` (per layer),
     `text`, `segments`, `pos`, `causal`, `layer_names`: one group named "self".
     v2 form: `tokens`, `text`, `segments`, `pos`, `image` ({png, grid, patch_size, prefix_tokens,
-    prefix_names}) and `groups`: a list of {name, attention [L, H, Nq, Nk] or per-layer list, tokens,
+    prefix_names}) or `images` (vision-language: [{png, size, pieces}], http_api.md) and `groups`: a
+    list of {name, attention [L, H, Nq, Nk] or per-layer list, tokens,
     key_tokens, causal, layer_names, query, key, scaling and the schema.SCORING_RULES}. A layer may be
     an array, a torch tensor on any device, or a `codecs.EncodedLayer` from `codecs.encode_attention_layer`
     (streaming capture); a group's q/k may be `qk`: per-layer blobs from `codecs.encode_qk_layer`.

@@ -59,6 +59,16 @@ export interface ExampleInfo {
   image?: ImageLayout | null;
   /** a generation probe's decoding (http_api.md, `generation`); null or absent otherwise */
   generation?: Generation | null;
+  /** a vision–language example's images inside its sequence (`/image?…&image=i` gives each frame) */
+  images?: SequenceImage[] | null;
+}
+
+/** One image inside a vision–language example's sequence (http_api.md, `images`): the frame the
+ * model saw ([height, width] pixels) and its pieces, each a span of the first group's tokens laid
+ * row-major on a rows × cols grid over a box [top, left, bottom, right] of the frame. */
+export interface SequenceImage {
+  size: [number, number];
+  pieces: {span: [number, number]; grid: [number, number]; box: [number, number, number, number]; name?: string}[];
 }
 
 /** One decoding of a generation probe: the queries of `group` are the `prompt_length` prompt
@@ -259,10 +269,11 @@ export class Api {
     return this.json('exemplars', {run, tag, step}, signal);
   }
 
-  /** The PNG an image example was made from; rejects with an ApiError of status 404 when it has none. */
-  async image(key: ExampleKey, signal?: AbortSignal): Promise<Blob> {
+  /** The PNG an image example was made from (a vision–language example's image `image`); rejects
+   * with an ApiError of status 404 when it has none. */
+  async image(key: ExampleKey, signal?: AbortSignal, image?: number): Promise<Blob> {
     const {run, tag, step, example} = key; // the route takes no group
-    return (await this.fetch('image', {run, tag, step, example}, signal)).blob();
+    return (await this.fetch('image', image === undefined ? {run, tag, step, example} : {run, tag, step, example, image}, signal)).blob();
   }
 
   compare(key: CompareKey, signal?: AbortSignal): Promise<CompareMoved> {

@@ -53,7 +53,8 @@ export function compareMoved(key: CompareKey): Request<CompareMoved> {
   return request('compare', [key.tag, key.runA, key.stepA, key.runB, key.stepB, key.group ?? null], 'the attention of A and B', false, (api) => api.compare(key));
 }
 
-/** An image example's PNG, decoded (`/image`). */
-export function image(key: ExampleKey): Request<ImageBitmap> {
-  return request('image', [key.run, key.tag, key.step, key.example], 'the image', true, async (api) => createImageBitmap(await api.image(key)));
+/** An image example's PNG, decoded (`/image`; a vision–language example's image `index`). */
+export function image(key: ExampleKey, index?: number): Request<ImageBitmap> {
+  const parts = index === undefined ? [key.run, key.tag, key.step, key.example] : [key.run, key.tag, key.step, key.example, index];
+  return request('image', parts, 'the image', true, async (api) => createImageBitmap(await api.image(key, undefined, index)));
 }

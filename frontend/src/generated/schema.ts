@@ -17,7 +17,8 @@ export const METRICS = [
   "prefix_attention",
   "diagonal_alignment",
   "prompt_share",
-  "induction"
+  "induction",
+  "image_share"
 ] as const;
 
 export const POS_PREFIX = "pos/" as const;

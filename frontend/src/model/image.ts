@@ -6,9 +6,16 @@ import {rgb} from 'd3-color';
 import {interpolateInferno, interpolateRdBu} from 'd3-scale-chromatic';
 import type {ImageLayout} from '../data/api';
 import type {Rect} from './geometry';
+import type {SequenceLayout} from './sequence_image';
 
-/** An image example's layout (`/examples` → `image`): the prefix tokens, then the patches. */
-export type ImageInfo = ImageLayout;
+/** An image example's layout (`/examples` → `image`): the prefix tokens, then the patches; or a
+ * vision–language example's image (`images`), whose cells name their tokens (sequence_image.ts). */
+export type ImageInfo = ImageLayout | SequenceLayout;
+
+/** Whether the layout is a vision–language image inside a sequence. */
+export function isSequence(info: ImageInfo): info is SequenceLayout {
+  return 'cellTokens' in info;
+}
 
 /** What the image view shows: attention of one query, its rollout, or heads' pixel distances. */
 export type ImageMode = 'attention' | 'rollout' | 'distance';
@@ -26,6 +33,10 @@ export function imageTokenCount(info: ImageInfo): number {
 
 /** Why an example's tokens do not fit its image layout, or null when they do. */
 export function imageMismatch(info: ImageInfo, numTokens: number): string | null {
+  if (isSequence(info)) {
+    const last = Math.max(...info.cellTokens, ...info.chipTokens);
+    return last < numTokens ? null : `image ${info.index} names token ${last}, but the example has ${numTokens} tokens`;
+  }
   const [rows, cols] = info.grid;
   if (!(rows > 0 && cols > 0) || info.prefix_tokens < 0) return `the image grid ${rows} × ${cols} (prefix ${info.prefix_tokens}) is not a patch grid`;
   const expected = imageTokenCount(info);
@@ -36,13 +47,14 @@ export function imageMismatch(info: ImageInfo, numTokens: number): string | null
 
 /** The token of a patch. */
 export function patchToken(info: ImageInfo, patch: Patch): number {
+  if (isSequence(info)) return info.cellTokens[patch.row * info.grid[1] + patch.col];
   return info.prefix_tokens + patch.row * info.grid[1] + patch.col;
 }
 
 /** The patch of a token; null for a prefix token or a token past the grid. */
 export function tokenPatch(info: ImageInfo, token: number): Patch | null {
-  const p = token - info.prefix_tokens;
   const [rows, cols] = info.grid;
+  const p = isSequence(info) ? info.cellTokens.indexOf(token) : token - info.prefix_tokens;
   if (p < 0 || p >= rows * cols) return null;
   return {row: Math.floor(p / cols), col: p % cols};
 }
@@ -51,6 +63,7 @@ export function tokenPatch(info: ImageInfo, token: number): Patch | null {
 export function tokenName(info: ImageInfo, token: number): string {
   const patch = tokenPatch(info, token);
   if (patch) return `r${patch.row}c${patch.col}`;
+  if (isSequence(info)) return info.chipNames[info.chipTokens.indexOf(token)] ?? `token ${token}`;
   return info.prefix_names[token] ?? `prefix ${token}`;
 }
 
@@ -64,6 +77,10 @@ export interface Heat {
 
 export function patchHeat(weights: ArrayLike<number>, info: ImageInfo): Heat {
   const [rows, cols] = info.grid;
+  if (isSequence(info)) {
+    if (weights.length < imageMismatchBound(info)) throw new Error(`patchHeat: ${weights.length} weights for image ${info.index}'s tokens`);
+    return {rows, cols, cells: Float32Array.from(info.cellTokens, (t) => weights[t]), prefix: Float32Array.from(info.chipTokens, (t) => weights[t])};
+  }
   const p = info.prefix_tokens;
   if (weights.length < p + rows * cols) throw new Error(`patchHeat: ${weights.length} weights for ${p} prefix tokens and ${rows * cols} patches`);
   const cells = new Float32Array(rows * cols);
@@ -71,6 +88,10 @@ export function patchHeat(weights: ArrayLike<number>, info: ImageInfo): Heat {
   const prefix = new Float32Array(p);
   for (let t = 0; t < p; t++) prefix[t] = weights[t];
   return {rows, cols, cells, prefix};
+}
+
+function imageMismatchBound(info: SequenceLayout): number {
+  return Math.max(...info.cellTokens, ...info.chipTokens) + 1;
 }
 
 /** The mean of some rows of weights (the chosen heads' attention of one query). */

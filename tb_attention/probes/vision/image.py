@@ -74,9 +74,14 @@ def seen_image(processor, pixel_values, original):
 
 def image_png(picture, layout, max_side=MAX_IMAGE_SIDE):
     """PNG bytes of the part of `picture` (the model's input) the patches cover, long side <= max_side."""
+    covered = picture.crop((0, 0, layout.grid[1] * layout.patch_size[1], layout.grid[0] * layout.patch_size[0]))
+    return frame_png(covered, max_side)
+
+
+def frame_png(covered, max_side=MAX_IMAGE_SIDE):
+    """PNG bytes of a PIL image, scaled to at most max_side pixels on its long side."""
     from PIL import Image
 
-    covered = picture.crop((0, 0, layout.grid[1] * layout.patch_size[1], layout.grid[0] * layout.patch_size[0]))
     width, height = covered.size
     if max(width, height) > max_side:
         scale = max_side / max(width, height)

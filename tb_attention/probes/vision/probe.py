@@ -47,7 +47,8 @@ def _refuse_vision_language(model):
     raise TypeError(
         f"{type(model).__name__} is a vision-language model: ImageProbe is for vision encoders (ViT, DINOv2, DeiT, "
         "a CLIP or SigLIP model) and feeds them pixel_values alone, while a vision-language model needs its text and "
-        f"image together, as its processor makes them.{advice}"
+        "image together, as its processor makes them: Probe(processor, [(image, text)]) probes the whole model."
+        f"{advice}"
     )
 
 

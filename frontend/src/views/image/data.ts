@@ -11,20 +11,33 @@ import type {ImageChoice, State} from '../../state/state';
 import {exampleNeeds, panelExample} from '../shared/example';
 import {rolloutLayer, rolloutRow, type Fusion, type Matrix} from '../../model/rollout';
 import {shownHeads} from '../shared/controls';
-import {heatDifference, meanRows, patchHeat, tokenName, type Heat, type ImageInfo} from '../../model/image';
+import {heatDifference, isSequence, meanRows, patchHeat, tokenName, tokenPatch, type Heat, type ImageInfo} from '../../model/image';
+import {imageOfToken, sequenceLayout} from '../../model/sequence_image';
 import type {ViewModel, ViewStatus} from '../shared/view';
 
 export const PIXEL_DISTANCE = 'pixel_distance'; // the stored metric the scatter reads
 
-/** The image example the panel selects, when its example list has loaded and it has an image. */
+/** The image example the panel selects, when its example list has loaded and it has an image. A
+ * vision–language example shows the image of its query token (a text token: its first image). */
 export function shownImage(model: ViewModel): {example: ExampleInfo; key: ExampleKey; info: ImageInfo} | null {
   const {selection: sel, state, data} = model;
   const list = valueOf(data, requests.examples(sel.run, sel.tag, sel.exampleStep));
   if (!list) return null;
   const index = panelExample(list.examples, state.panel.example);
   const example = list.examples.find((e) => e.index === index);
+  const key = {run: sel.run, tag: sel.tag, step: sel.exampleStep, example: index};
+  if (example?.images?.length) {
+    const which = Math.max(0, imageOfToken(example.images, state.focus.tokens[0] ?? -1));
+    const info = sequenceLayout(example.images, which, example.groups?.[0]?.tokens ?? example.tokens);
+    return typeof info === 'string' ? null : {example, key, info};
+  }
   if (!example?.image) return null;
-  return {example, key: {run: sel.run, tag: sel.tag, step: sel.exampleStep, example: index}, info: example.image};
+  return {example, key, info: example.image};
+}
+
+/** The request of the picture `info` is drawn over. */
+export function pictureRequest(key: ExampleKey, info: ImageInfo): ReturnType<typeof requests.image> {
+  return isSequence(info) ? requests.image(key, info.index) : requests.image(key);
 }
 
 /** The stored pixel_distance of the panel's run and tag over steps (`/metric`); null when it was
@@ -53,9 +66,9 @@ export function imageNeeds(model: ViewModel): AnyRequest[] {
   const {mode, diff} = model.state.image;
   if (mode === 'distance') {
     const series = distanceRequest(model);
-    return series ? [...needs, requests.image(shown.key), series] : [...needs, requests.image(shown.key)];
+    return series ? [...needs, pictureRequest(shown.key, shown.info), series] : [...needs, pictureRequest(shown.key, shown.info)];
   }
-  needs.push(requests.image(shown.key));
+  needs.push(pictureRequest(shown.key, shown.info));
   if (diff) {
     const {a, b} = endpointKeys(model, shown.key.example);
     needs.push(requests.attention(a), requests.attention(b));
@@ -64,22 +77,32 @@ export function imageNeeds(model: ViewModel): AnyRequest[] {
 }
 
 /** The query token the state picks: its first locked token, else the first prefix token (CLS),
- * else the centre patch. */
+ * else the centre patch; a vision–language example's last token (the end of its text). */
 export function queryToken(state: Readonly<State>, info: ImageInfo, numTokens: number): number {
   const locked = state.focus.tokens[0];
   if (locked !== undefined && locked < numTokens) return locked;
+  if (isSequence(info)) return numTokens - 1;
   if (info.prefix_tokens > 0) return 0;
   return info.prefix_tokens + Math.floor(info.grid[0] / 2) * info.grid[1] + Math.floor(info.grid[1] / 2);
 }
 
-/** The query's attention in each of `heads` of `layer`, as heats. */
+/** The query's attention in each of `heads` of `layer`, as heats. A vision–language patch query's
+ * chips hold the attention each token pays to it (its column: which text tokens look at the patch). */
 export function headHeats(attention: Attention, info: ImageInfo, layer: number, heads: readonly number[], query: number): Heat[] {
-  return heads.map((h) => patchHeat(readRow(attention, layer, h, query), info));
+  return heads.map((h) => withColumn(patchHeat(readRow(attention, layer, h, query), info), info, query, (t) => readRow(attention, layer, h, t)[query]));
 }
 
-/** The mean over `heads` of the query's attention, as one heat. */
+/** The mean over `heads` of the query's attention, as one heat (chips as in headHeats). */
 export function meanHeat(attention: Attention, info: ImageInfo, layer: number, heads: readonly number[], query: number): Heat {
-  return patchHeat(meanRows(heads.map((h) => readRow(attention, layer, h, query))), info);
+  const column = (t: number) => heads.reduce((sum, h) => sum + readRow(attention, layer, h, t)[query], 0) / heads.length;
+  return withColumn(patchHeat(meanRows(heads.map((h) => readRow(attention, layer, h, query))), info), info, query, column);
+}
+
+/** A vision–language heat whose query is a patch: its chips replaced by `column(token)`, the
+ * attention each chip token pays to the patch. Other heats as they are. */
+export function withColumn(heat: Heat, info: ImageInfo, query: number, column: (token: number) => number): Heat {
+  if (!isSequence(info) || !tokenPatch(info, query)) return heat;
+  return {...heat, prefix: Float32Array.from(info.chipTokens, column)};
 }
 
 /** Rollout factors per layer, kept for the last weights and settings: a click on another patch
@@ -113,7 +136,8 @@ export class RolloutFactors {
 /** The rollout of the query through layer `through`, as a heat. */
 export function rolloutHeat(cache: RolloutFactors, attention: Attention, info: ImageInfo, through: number, heads: readonly number[], query: number, settings: ImageChoice): Heat {
   const factors = cache.get(attention, through, heads, settings.fusion, settings.discard);
-  return patchHeat(rolloutRow(factors, attention.numTokens, query), info);
+  const heat = patchHeat(rolloutRow(factors, attention.numTokens, query), info);
+  return withColumn(heat, info, query, (t) => rolloutRow(factors, attention.numTokens, t)[query]);
 }
 
 /** What the attention and rollout modes draw: one heat per overlay (the mean or each chosen head,
@@ -168,7 +192,8 @@ export function overlayHeats(model: ViewModel, settings: ImageChoice, info: Imag
     settings.mode === 'rollout'
       ? `Rollout through layers 0–${layer} · ${headText} fused by ${settings.fusion} · ${Math.round(settings.discard * 100)}% discarded`
       : `Layer ${layer} · ${split ? headText : `mean of ${headText}`}`;
-  return {heats, heads, query, split, caption: `${what} · query ${tokenName(info, query)}${endpoints}`};
+  const chips = isSequence(info) ? (tokenPatch(info, query) ? ' · tokens: their attention to it' : ' · tokens: its attention to them') : '';
+  return {heats, heads, query, split, caption: `${what} · query ${tokenName(info, query)}${chips}${endpoints}`};
 }
 
 /** B − A of two lists of heats, one by one. */

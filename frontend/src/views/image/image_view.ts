@@ -8,7 +8,6 @@ import {imageCanvas, heatCanvas, HEAT_LEGEND_HEIGHT, paintHeatLegend, paintOverl
 import type {Dot} from '../../components/line_chart';
 import {onPointer, type Point} from '../../components/pointer';
 import type {AnyRequest} from '../../data/cache';
-import * as requests from '../../data/requests';
 import type {Attention} from '../../data/decode';
 import {el} from '../../draw/dom';
 import {CanvasPainter, textWidth, type Painter, type Rect} from '../../draw/painter';
@@ -24,6 +23,7 @@ import {
   distanceRequest,
   imageNeeds,
   overlayHeats,
+  pictureRequest,
   RolloutFactors,
   shownImage,
 } from './data';
@@ -31,6 +31,7 @@ import {
   fitImage,
   heatScale,
   imageMismatch,
+  isSequence,
   patchAt,
   patchToken,
   tileBoxes,
@@ -66,6 +67,8 @@ interface Tile {
 interface Chip {
   box: Rect;
   token: number;
+  /** its value's index in a heat's prefix */
+  index: number;
   text: string;
 }
 
@@ -139,11 +142,11 @@ export class ImageView implements View {
     this.controls.set(settings, settings.diff ? compareEndpoints(model.tags, model.state, model.selection) : null);
     const shown = this.example.resolve(model);
     if (isStatus(shown)) return shown;
-    const info = shown.example.image;
-    if (!info) return {kind: 'empty', text: `Example ${shown.key.example} of ${shown.key.run}/${shown.key.tag} has no image: the image view shows examples logged by ImageProbe.`};
+    const info = shownImage(model)?.info;
+    if (!info) return {kind: 'empty', text: `Example ${shown.key.example} of ${shown.key.run}/${shown.key.tag} has no image: the image view shows examples logged by ImageProbe or a vision–language Probe.`};
     const mismatch = shown.attention.numKeyTokens !== shown.attention.numTokens ? 'its queries and keys are different tokens' : imageMismatch(info, shown.attention.numTokens);
     if (mismatch) return {kind: 'error', text: `Cannot lay the attention over the image: ${mismatch}.`};
-    const image = model.data.get(requests.image(shown.key));
+    const image = model.data.get(pictureRequest(shown.key, info));
     if (image.state === 'error') return {kind: 'error', text: image.error};
     if (image.state === 'ready' && image.value !== this.photo?.bitmap) this.photo = {bitmap: image.value, canvas: imageCanvas(image.value)};
     if (!this.photo) return {kind: 'loading', text: 'Loading the image…'};
@@ -182,7 +185,9 @@ export class ImageView implements View {
       photo: this.photo!.canvas,
       query: planned.query,
       tiles,
-      chips: info.prefix_names.slice(0, info.prefix_tokens).map((name, t) => ({box: {x: 0, y: 0, w: 0, h: 0}, token: t, text: name})),
+      chips: isSequence(info)
+        ? info.chipTokens.map((token, index) => ({box: {x: 0, y: 0, w: 0, h: 0}, token, index, text: info.chipNames[index]}))
+        : info.prefix_names.slice(0, info.prefix_tokens).map((name, t) => ({box: {x: 0, y: 0, w: 0, h: 0}, token: t, index: t, text: name})),
       scale,
       caption: planned.caption,
       diff: settings.diff,
@@ -217,7 +222,7 @@ export class ImageView implements View {
   /** Places the overlays, the prefix chips and the legend in the figure. */
   private layout(scene: Scene): void {
     const {width, height} = this.size;
-    const area = {x: PAD, y: PAD + CAPTION, w: width - 2 * PAD, h: height - 2 * PAD - CAPTION - CHIP_ROW - HEAT_LEGEND_HEIGHT - 8};
+    const area = {x: PAD, y: PAD + CAPTION, w: width - 2 * PAD, h: height - 2 * PAD - CAPTION - CHIP_ROW * this.chipRows(scene) - HEAT_LEGEND_HEIGHT - 8};
     const aspect = scene.photo.width / scene.photo.height;
     if (scene.tiles.length === 1) {
       scene.tiles[0].box = fitImage(area, scene.photo.width, scene.photo.height);
@@ -225,17 +230,25 @@ export class ImageView implements View {
       tileBoxes(area, scene.tiles.length, aspect, TILE_LABEL, TILE_GAP).forEach((box, i) => (scene.tiles[i].box = box));
     }
     let x = PAD;
-    const y = height - PAD - HEAT_LEGEND_HEIGHT - CHIP_ROW + 2;
+    let y = height - PAD - HEAT_LEGEND_HEIGHT - CHIP_ROW * this.chipRows(scene) + 2;
     for (const chip of scene.chips) {
       const w = textWidth(this.chipText(scene, chip), FONT_LABEL) + 16;
+      if (x > PAD && x + w > width - PAD) [x, y] = [PAD, y + CHIP_ROW];
       chip.box = {x, y, w, h: CHIP_ROW - 6};
       x += w + 6;
     }
   }
 
+  /** Rows of chips: one for prefix tokens; a vision–language example's text tokens may wrap. */
+  private chipRows(scene: Scene): number {
+    if (!isSequence(scene.info)) return 1;
+    const total = scene.chips.reduce((sum, chip) => sum + textWidth(this.chipText(scene, chip), FONT_LABEL) + 22, 0);
+    return Math.min(4, Math.max(1, Math.ceil(total / Math.max(1, this.size.width - 2 * PAD))));
+  }
+
   private chipText(scene: Scene, chip: Chip): string {
     if (scene.tiles.length !== 1) return chip.text;
-    const v = scene.tiles[0].heat.prefix[chip.token];
+    const v = scene.tiles[0].heat.prefix[chip.index];
     return `${chip.text} ${scene.diff ? signed(v) : weight(v)}`;
   }
 
@@ -259,11 +272,14 @@ export class ImageView implements View {
       painter.strokeRect(chip.box.x, chip.box.y, chip.box.w, chip.box.h, chosen ? ACCENT : BORDER);
       painter.text(this.chipText(scene, chip), chip.box.x + 8, chip.box.y + chip.box.h / 2, {font: FONT_LABEL, color: chosen ? '#ffffff' : INK});
     }
-    const hintX = scene.chips.length ? scene.chips[scene.chips.length - 1].box.x + scene.chips[scene.chips.length - 1].box.w + 12 : PAD;
+    const last = scene.chips[scene.chips.length - 1];
+    const hintX = last ? last.box.x + last.box.w + 12 : PAD;
     painter.text(
-      `click a patch${scene.chips.length ? ' or a prefix token' : ''} to see its attention · arrow keys move it`,
+      isSequence(scene.info)
+        ? 'click a token for its attention over the image, a patch for the tokens that attend to it'
+        : `click a patch${scene.chips.length ? ' or a prefix token' : ''} to see its attention · arrow keys move it`,
       hintX,
-      this.size.height - PAD - HEAT_LEGEND_HEIGHT - CHIP_ROW / 2 - 1,
+      last ? last.box.y + last.box.h / 2 : this.size.height - PAD - HEAT_LEGEND_HEIGHT - CHIP_ROW / 2 - 1,
       {font: FONT_SMALL, color: MUTED_INK},
     );
     const legendTitle = scene.diff ? 'B − A (red: B attends more)' : this.model?.state.image.mode === 'rollout' ? 'rollout weight' : 'attention weight';
@@ -298,7 +314,8 @@ export class ImageView implements View {
     data.tiles = String(scene.tiles.length);
     data.cells = JSON.stringify([...first.heat.cells].map((v) => Number(v.toFixed(4))));
     data.prefix = JSON.stringify([...first.heat.prefix].map((v) => Number(v.toFixed(4))));
-    data.peak = tokenName(scene.info, scene.info.prefix_tokens + peak);
+    data.peak = tokenName(scene.info, isSequence(scene.info) ? scene.info.cellTokens[peak] : scene.info.prefix_tokens + peak);
+    data.chips = JSON.stringify(scene.chips.map((c) => [c.text, Number(first.heat.prefix[c.index].toFixed(4))]));
     data.layout = JSON.stringify({tiles: scene.tiles.map((t) => t.box), grid: scene.info.grid, chips: scene.chips.map((c) => c.box)});
   }
 
