@@ -36,6 +36,7 @@ export const VIEWS = [
   "neuron",
   "image",
   "generation",
+  "long",
   "metrics",
   "analysis",
   "exemplars",
