@@ -27,6 +27,7 @@ export interface LongChoice {
 }
 
 export const WINDOW_TOKENS = 512; // the head and model views' window of a long example
+export const CELL_PX = 1.5; // px a cell may be wide before the next finer level is fetched
 export const TILE_CELLS = 512; // cells a side of one `/long_map` request (2¹⁸ cells, under 2²⁰)
 export const MIN_VIEW_TOKENS = 16; // zoom in until the map shows this many tokens a side, no further
 
@@ -76,7 +77,7 @@ export function clampZoom(zoom: LongZoom, nq: number, nk: number): LongZoom {
 }
 
 /** The level to draw a view with, of `levels` (coarsest first) on `pixels` CSS px a side: the
- * coarsest whose cells are no wider than a pixel (finer ones add nothing to see), else the finest.
+ * coarsest whose cells are at most 1.5 px wide (finer ones add little to see), else the finest.
  * A level whose visible cells would pass 2²⁰ is skipped for the one before it. */
 export function levelFor(levels: readonly LongLevel[], view: MapView, pixels: number): number {
   const span = Math.max(view.k1 - view.k0, view.q1 - view.q0);
@@ -85,7 +86,7 @@ export function levelFor(levels: readonly LongLevel[], view: MapView, pixels: nu
     const cells = span / levels[l].block;
     if (l > 0 && visibleCells(levels[l], view) > MAX_MAP_CELLS) break;
     chosen = l;
-    if (cells >= pixels) break;
+    if (cells * CELL_PX >= pixels) break;
   }
   return chosen;
 }
