@@ -56,6 +56,7 @@ export class LongView implements View {
   private readonly profileMessage: HTMLElement;
   private readonly summaries = new WeakMap<LongRows, RowsSummary>();
   private scrolledTo: number | null = null;
+  private brushShown = '';
 
   constructor(private readonly context: ViewContext) {
     const {store} = context;
@@ -171,6 +172,10 @@ export class LongView implements View {
       note: rows.note,
       token,
     });
+    // A new brush (on the map, or from the URL) brings its queries into view in the text.
+    const brushKey = String(brush);
+    if (brush && brushKey !== this.brushShown) this.text.reveal(brush[0] + group.num_key_tokens - group.num_tokens);
+    this.brushShown = brushKey;
     // A token locked elsewhere (the head view, the URL) is brought into view once.
     if (token !== null && token !== this.scrolledTo) {
       this.scrolledTo = token;

@@ -87,6 +87,12 @@ export class TextPane {
     this.render(true);
   }
 
+  /** Scrolls to key position `token` unless it is shown already. */
+  reveal(token: number): void {
+    const [first, last] = (this.list.dataset.shown ?? '0-0').split('-').map(Number);
+    if (token < first + this.layout.perLine * 2 || token >= last - this.layout.perLine * 4) this.scrollTo(token);
+  }
+
   /** Scrolls so that key position `token` shows a third of the way down. */
   scrollTo(token: number): void {
     const line = Math.floor(token / this.layout.perLine);
@@ -160,7 +166,7 @@ export class TextPane {
     } else {
       parts.push(
         el('span', {class: 'long-summary-range', text: `Queries ${count(brush[0])}–${count(brush[1] - 1)}`}),
-        el('span', {class: 'hint', text: ` · the kept top-k keys hold ${percent(summary.kept)} of their attention, the rest ${percent(summary.remainder)} · most attended:`}),
+        el('span', {class: 'hint', text: ` · the kept top-k keys hold ${percent(Math.min(1, summary.kept))} of their attention, the rest ${percent(summary.remainder)} · most attended:`}),
       );
       for (const {key, weight} of summary.top) {
         parts.push(
