@@ -51,7 +51,8 @@ export class TextPane {
   private shown = '';
   private maxMass = 0;
   private dragging: {from: number; to: number} | null = null;
-  private labels: string[] = [];
+  /** token labels, made as lines are first shown (not all 32k+ up front) */
+  private labels: (string | undefined)[] = [];
   private labelsOf: readonly string[] | null = null;
 
   constructor(private readonly handlers: TextHandlers) {
@@ -110,13 +111,13 @@ export class TextPane {
     if (force || key !== this.shown) {
       this.shown = key;
       this.body.style.transform = `translateY(${first * LINE_HEIGHT}px)`;
-      const labels = this.tokenLabels();
+      const label = this.tokenLabel();
       const brush = this.brushOf();
       const rows: HTMLElement[] = [];
       for (let line = first; line < last; line++) {
         const spans: HTMLElement[] = [el('span', {class: 'long-pos', text: count(line * perLine)})];
         const end = Math.min(data.tokens.length, (line + 1) * perLine);
-        for (let j = line * perLine; j < end; j++) spans.push(this.tokenSpan(j, labels[j], brush));
+        for (let j = line * perLine; j < end; j++) spans.push(this.tokenSpan(j, label(j), brush));
         rows.push(el('div', {class: 'long-line'}, spans));
       }
       this.body.replaceChildren(...rows);
@@ -141,13 +142,14 @@ export class TextPane {
     return span;
   }
 
-  private tokenLabels(): string[] {
+  private tokenLabel(): (j: number) => string {
     const data = this.data!;
     if (this.labelsOf !== data.tokens) {
       this.labelsOf = data.tokens;
-      this.labels = data.tokens.map((t) => truncate(displayToken(t, data.byteLevel), MAX_TOKEN_CHARS));
+      this.labels = new Array(data.tokens.length);
     }
-    return this.labels;
+    const labels = this.labels;
+    return (j) => (labels[j] ??= truncate(displayToken(data.tokens[j], data.byteLevel), MAX_TOKEN_CHARS));
   }
 
   /** The brush shown: the one being dragged, else the state's. */
