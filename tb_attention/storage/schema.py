@@ -53,7 +53,7 @@ EXEMPLARS_SUFFIX = "exemplars"
 PARTS_SUFFIX = "_parts"  # part tags: "<tag>/_parts/<k>"
 HEALTH_PROBE = "attention_health"  # the training-health monitor's metrics: attention_health/<metric>
 # The dashboard's views, as the URL state's `view=` names them (an exported file or notebook output opens on one).
-VIEWS = ("head", "model", "neuron", "image", "generation", "metrics", "analysis", "exemplars", "compare", "health")
+VIEWS = ("head", "model", "neuron", "image", "generation", "long", "metrics", "analysis", "exemplars", "compare", "health")
 
 DEFAULT_GROUP = "self"  # the one group of a v1-style example
 GROUP_NAMES = ("self", "encoder", "decoder", "cross")  # the usual names; any GROUP_PATTERN name is valid

@@ -19,6 +19,7 @@ import {GenerationView} from '../views/generation/generation_view';
 import {HeadView} from '../views/head/head_view';
 import {HealthView} from '../views/health/health_view';
 import {ImageView} from '../views/image/image_view';
+import {LongView} from '../views/long/long_view';
 import {MetricsView} from '../views/metrics/metrics_view';
 import {ModelView} from '../views/model/model_view';
 import {NeuronView} from '../views/neuron/neuron_view';
@@ -32,6 +33,7 @@ const VIEWS: ViewFactory[] = [
   (c) => new NeuronView(c),
   (c) => new ImageView(c),
   (c) => new GenerationView(c),
+  (c) => new LongView(c),
   (c) => new MetricsView(c),
   (c) => new AnalysisView(c),
   (c) => new ExemplarsView(c),

@@ -2,6 +2,7 @@
 
 import {decodeAttention, decodeLayer, joinAttention, type Attention} from './decode';
 import {decodeQueryKey, joinQueryKey, type QueryKey} from './decode_qk';
+import {checkLongProfile, decodeLongMap, decodeLongRows, type LongLevel, type LongMap, type LongProfile, type LongRows} from './decode_long';
 
 export type TagKind = 'attention' | 'metric' | 'exemplars' | 'unsupported';
 
@@ -35,9 +36,28 @@ export interface GroupInfo {
   tokens: string[];
   key_tokens: string[];
   causal: boolean;
-  encoding: 'dense' | 'causal' | 'topk';
+  encoding: GroupEncoding;
   has_qk: boolean;
   layer_names?: string[];
+  /** `encoding: "long"` only: what is stored of the group (http_api.md, "Long examples") */
+  long?: LongInfo;
+}
+
+/** How a group's weights are stored: `long` above the dense limit (no N × N anywhere; the long
+ * routes and `/attention?window=` serve it). */
+export type GroupEncoding = 'dense' | 'causal' | 'topk' | 'long';
+
+/** What a long group stores: top-k rows per query, the block pyramid's levels (coarsest first)
+ * and the distance profile. */
+export interface LongInfo {
+  top_k: number;
+  sink_tokens: number;
+  /** queries per stored rows blob */
+  row_chunk: number;
+  /** bytes the writer was allowed per example */
+  budget: number;
+  levels: LongLevel[];
+  distance_bins: number;
 }
 
 export interface ExampleInfo {
@@ -47,7 +67,7 @@ export interface ExampleInfo {
   num_heads: number;
   num_tokens: number;
   causal: boolean;
-  encoding: 'dense' | 'causal' | 'topk';
+  encoding: GroupEncoding;
   has_qk: boolean;
   text?: string | null;
   /** null for one text; `[a_end]` for a sentence pair (tokens [0, a_end) are segment A) */
@@ -244,6 +264,42 @@ export class Api {
   /** One layer of a group (`layer=`: the stored per-layer blob); `numLayers`: the group's count. */
   async attentionLayer(key: ExampleKey, layer: number, numLayers: number, signal?: AbortSignal): Promise<Attention> {
     return decodeLayer(await this.binary('attention', {...exampleParams(key), layer}, signal), layer, numLayers);
+  }
+
+  /** A window of a long group: layer `layer`'s attention of queries [A, B) over keys [A, B)
+   * (`/attention?layer=&window=A:B`), decoded as a dense group's layer of B − A tokens. */
+  async attentionWindow(key: ExampleKey, layer: number, numLayers: number, window: [number, number], signal?: AbortSignal): Promise<Attention> {
+    const [a, b] = window;
+    const decoded = decodeLayer(await this.binary('attention', {...exampleParams(key), layer, window: `${a}:${b}`}, signal), layer, numLayers);
+    const said = decoded.header.window;
+    if (!Array.isArray(said) || said[0] !== a || said[1] !== b) throw new ApiError(422, `asked for the window ${a}:${b} of a long example, got ${JSON.stringify(said ?? null)}`);
+    return decoded;
+  }
+
+  /** One level of a long group's block pyramid (`/long_map`): head `head`, or null for the layer's
+   * mean; cells [rows) × [cols) of the level (at most 2²⁰). */
+  async longMap(key: ExampleKey, layer: number, level: number, head: number | null, rows: [number, number], cols: [number, number], signal?: AbortSignal): Promise<LongMap> {
+    const params: RouteParams = {...exampleParams(key), layer, level, rows: `${rows[0]}:${rows[1]}`, cols: `${cols[0]}:${cols[1]}`};
+    if (head !== null) params.head = head;
+    const map = decodeLongMap(await this.binary('long_map', params, signal));
+    if (map.layer !== layer || map.level !== level || map.head !== head || map.rows[0] !== rows[0] || map.rows[1] !== rows[1] || map.cols[0] !== cols[0] || map.cols[1] !== cols[1]) {
+      throw new ApiError(422, `asked /long_map for layer ${layer}, level ${level}, head ${head ?? 'mean'}, cells ${rows} × ${cols}; the answer holds another`);
+    }
+    return map;
+  }
+
+  /** The exact top-k rows of queries [start, stop) of one head (`/long_rows`, at most 4,096). */
+  async longRows(key: ExampleKey, layer: number, head: number, start: number, stop: number, signal?: AbortSignal): Promise<LongRows> {
+    const rows = decodeLongRows(await this.binary('long_rows', {...exampleParams(key), layer, head, start, stop}, signal));
+    if (rows.layer !== layer || rows.head !== head || rows.start !== start || rows.stop !== stop) {
+      throw new ApiError(422, `asked /long_rows for layer ${layer}, head ${head}, queries ${start}..${stop}; the answer holds another`);
+    }
+    return rows;
+  }
+
+  /** A long group's distance profile and sink mass per layer and head (`/long_profile`). */
+  async longProfile(key: ExampleKey, signal?: AbortSignal): Promise<LongProfile> {
+    return checkLongProfile(await this.json<LongProfile>('long_profile', exampleParams(key), signal));
   }
 
   /** Rejects with an ApiError of status 404 when no query/key vectors were logged. `layer`: that

@@ -2,6 +2,7 @@
 
 import type {Api, CompareKey, CompareMoved, ExampleKey, Examples, Exemplars, MetricSeries, ProbeMetrics} from './api';
 import type {Attention} from './decode';
+import type {LongMap, LongProfile, LongRows} from './decode_long';
 import type {QueryKey} from './decode_qk';
 import type {Request} from './cache';
 
@@ -57,4 +58,33 @@ export function compareMoved(key: CompareKey): Request<CompareMoved> {
 export function image(key: ExampleKey, index?: number): Request<ImageBitmap> {
   const parts = index === undefined ? [key.run, key.tag, key.step, key.example] : [key.run, key.tag, key.step, key.example, index];
   return request('image', parts, 'the image', true, async (api) => createImageBitmap(await api.image(key, undefined, index)));
+}
+
+/** A window of a long example's layer (`/attention?layer=&window=A:B`, at most 512 tokens): what the
+ * head and model views fetch of a long group. Costs its share of a 4,096-token layer. */
+export function attentionWindow(key: ExampleKey, layer: number, numLayers: number, window: [number, number]): Request<Attention> {
+  const parts = [key.run, key.tag, key.step, key.example, key.group ?? null, layer, numLayers, window[0], window[1]];
+  const cost = (window[1] - window[0]) ** 2 / 4096 ** 2 / numLayers;
+  return request('attention-window', parts, `tokens ${window[0]}–${window[1]} of layer ${layer}`, true, (api) => api.attentionWindow(key, layer, numLayers, window), cost);
+}
+
+const MAP_CELLS_COST = 1 << 24; // cells that count as one example in the heavy cache: 16 tiles of 2²⁰
+
+/** Cells [rows) × [cols) of one level of a long example's block pyramid (`/long_map`); `head`
+ * null: the layer's mean. */
+export function longMap(key: ExampleKey, layer: number, level: number, head: number | null, rows: [number, number], cols: [number, number]): Request<LongMap> {
+  const parts = [key.run, key.tag, key.step, key.example, key.group ?? null, layer, level, head, rows[0], rows[1], cols[0], cols[1]];
+  const cost = ((rows[1] - rows[0]) * (cols[1] - cols[0])) / MAP_CELLS_COST;
+  return request('long-map', parts, `the block map of layer ${layer}`, true, (api) => api.longMap(key, layer, level, head, rows, cols), cost);
+}
+
+/** The exact top-k rows of queries [start, stop) of one head of a long example (`/long_rows`). */
+export function longRows(key: ExampleKey, layer: number, head: number, start: number, stop: number): Request<LongRows> {
+  const parts = [key.run, key.tag, key.step, key.example, key.group ?? null, layer, head, start, stop];
+  return request('long-rows', parts, `the top-k rows of queries ${start}–${stop}`, true, (api) => api.longRows(key, layer, head, start, stop), 1 / 64);
+}
+
+/** A long example's distance profile and sink mass (`/long_profile`). */
+export function longProfile(key: ExampleKey): Request<LongProfile> {
+  return request('long-profile', [key.run, key.tag, key.step, key.example, key.group ?? null], 'the distance profile', false, (api) => api.longProfile(key));
 }

@@ -37,6 +37,7 @@ export const VIEWS = [
   "neuron",
   "image",
   "generation",
+  "long",
   "metrics",
   "analysis",
   "exemplars",

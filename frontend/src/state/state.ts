@@ -6,9 +6,12 @@ import {HEALTH_DEFAULTS, type HealthThresholds} from '../model/health';
 import type {Fusion} from '../model/rollout';
 import type {ImageMode} from '../model/image';
 import type {GridSummary, HeatMode} from '../model/generation';
+import type {LongChoice, LongZoom} from '../model/long';
 
-export type ViewId = 'head' | 'model' | 'neuron' | 'image' | 'generation' | 'metrics' | 'analysis' | 'exemplars' | 'compare' | 'health';
-export const VIEW_IDS: readonly ViewId[] = ['head', 'model', 'neuron', 'image', 'generation', 'metrics', 'analysis', 'exemplars', 'compare', 'health'];
+export type {LongChoice, LongZoom};
+
+export type ViewId = 'head' | 'model' | 'neuron' | 'image' | 'generation' | 'long' | 'metrics' | 'analysis' | 'exemplars' | 'compare' | 'health';
+export const VIEW_IDS: readonly ViewId[] = ['head', 'model', 'neuron', 'image', 'generation', 'long', 'metrics', 'analysis', 'exemplars', 'compare', 'health'];
 
 /** How the Metrics view ranks heads at the chosen step. */
 export type Rank = 'low' | 'high' | 'change' | 'previous';
@@ -142,6 +145,7 @@ export interface State {
   image: ImageChoice;
   health: HealthChoice;
   generation: GenerationChoice;
+  long: LongChoice;
 }
 
 /** A change of state: any groups, each in part. */
@@ -156,9 +160,10 @@ export interface StatePatch {
   image?: Partial<ImageChoice>;
   health?: Partial<HealthChoice>;
   generation?: Partial<GenerationChoice>;
+  long?: Partial<LongChoice>;
 }
 
-const GROUPS = ['panel', 'focus', 'filters', 'metrics', 'analysis', 'compare', 'image', 'health', 'generation'] as const;
+const GROUPS = ['panel', 'focus', 'filters', 'metrics', 'analysis', 'compare', 'image', 'health', 'generation', 'long'] as const;
 
 /** `state` with `patch` applied. */
 export function applyPatch(state: Readonly<State>, patch: StatePatch): State {
@@ -178,6 +183,7 @@ export const DEFAULT_STATE: Readonly<State> = Object.freeze({
   image: Object.freeze({mode: 'attention', split: false, opacity: 0.6, fusion: 'mean', discard: 0, diff: false}),
   health: Object.freeze({source: null, ...HEALTH_DEFAULTS}),
   generation: Object.freeze({token: 0, heat: 'all', grid: 'prompt'}),
+  long: Object.freeze({zoom: null, brush: null, window: null}),
 } as State);
 
 export const MAX_SMOOTHING = 0.99;

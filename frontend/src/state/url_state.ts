@@ -13,6 +13,7 @@ import {
   VIEW_IDS,
   type CompareMode,
   type HeadRef,
+  type LongZoom,
   type Rank,
   type Section,
   type State,
@@ -57,6 +58,22 @@ function parsePicks(text: string | undefined): HeadRef[] {
     if (match && !picks.some(([l, h]) => l === Number(match[1]) && h === Number(match[2]))) picks.push([Number(match[1]), Number(match[2])]);
   }
   return picks;
+}
+
+const MAX_ZOOM = 1 << 20; // a long map's zoom: one token a side of 2²⁰
+
+/** `k,x,y` of a long map's zoom (k ≥ 1, x and y token positions), or null. */
+function parseZoom(text: string | undefined): LongZoom | null {
+  const match = /^(\d{1,7}(?:\.\d{1,4})?),(\d{1,7}),(\d{1,7})$/.exec(text ?? '');
+  if (!match) return null;
+  const k = Number(match[1]);
+  return k >= 1 && k <= MAX_ZOOM ? {k, x: Number(match[2]), y: Number(match[3])} : null;
+}
+
+/** `A:B` with A < B, or null. */
+function parseRange(text: string | undefined): [number, number] | null {
+  const match = /^(\d{1,9}):(\d{1,9})$/.exec(text ?? '');
+  return match && Number(match[1]) < Number(match[2]) ? [Number(match[1]), Number(match[2])] : null;
 }
 
 /** The state a set of URL parameters describes; anything malformed falls back to its default. */
@@ -118,13 +135,14 @@ export function decodeState(params: Readonly<Record<string, string>>): State {
       heat: HEAT_MODES.includes(params.gheat as HeatMode) ? (params.gheat as HeatMode) : d.generation.heat,
       grid: GRID_SUMMARIES.includes(params.ggrid as GridSummary) ? (params.ggrid as GridSummary) : d.generation.grid,
     },
+    long: {zoom: parseZoom(params.lzoom), brush: parseRange(params.lbrush), window: parseIndex(params.lwin)},
   };
 }
 
 /** URL parameters for a state: only what differs from the defaults, in a fixed order. */
 export function encodeState(state: Readonly<State>): Record<string, string> {
   const d = DEFAULT_STATE;
-  const {panel, focus, filters, metrics, analysis, compare, image, health, generation} = state;
+  const {panel, focus, filters, metrics, analysis, compare, image, health, generation, long} = state;
   const params: Record<string, string> = {};
   if (panel.run !== null) params.run = panel.run;
   if (panel.tag !== null) params.tag = panel.tag;
@@ -169,6 +187,9 @@ export function encodeState(state: Readonly<State>): Record<string, string> {
   if (generation.token !== d.generation.token) params.gtoken = String(generation.token);
   if (generation.heat !== d.generation.heat) params.gheat = generation.heat;
   if (generation.grid !== d.generation.grid) params.ggrid = generation.grid;
+  if (long.zoom !== null) params.lzoom = `${Math.round(long.zoom.k * 1e4) / 1e4},${Math.round(long.zoom.x)},${Math.round(long.zoom.y)}`;
+  if (long.brush !== null) params.lbrush = `${long.brush[0]}:${long.brush[1]}`;
+  if (long.window !== null) params.lwin = String(long.window);
   return params;
 }
 

@@ -15,7 +15,8 @@ import {ArcBatch, computeArcs, type ArcSet} from './arcs';
 import {HEADER_HEIGHT, headLayout, PAD, ROW_HEIGHT, tokenAt, type Layout} from './layout';
 import {clickTokens, focusedTokens, focusedWeights, inspection, weightFilter, type FocusedTokens, type WeightFilter} from './scene';
 import {ScrollingCanvas} from '../shared/scrolling_canvas';
-import {ExampleFigure, focusLayer, layerNames, layerNeeds, ShownExample, type ExampleModel} from '../shared/example';
+import {WindowBar} from '../shared/window_bar';
+import {ExampleFigure, focusLayer, focusPatch, layerNames, layerNeeds, ShownExample, type ExampleModel} from '../shared/example';
 import type {View, ViewContext, ViewModel} from '../shared/view';
 
 const FONT = font(null, 13);
@@ -62,6 +63,7 @@ export class HeadView extends ExampleFigure implements View {
   private readonly pair: PairFilter;
   private readonly hide: HideToggle;
   private readonly prune: PruneControls;
+  private readonly windowBar: WindowBar;
   private scene: Scene | null = null;
   private sceneKey = '';
   private labelsKey: Attention | null = null;
@@ -78,7 +80,9 @@ export class HeadView extends ExampleFigure implements View {
     this.pair = new PairFilter(store);
     this.hide = new HideToggle(store);
     this.prune = new PruneControls(store);
+    this.windowBar = new WindowBar(store);
     this.toolbar = el('div', {class: 'toolbar-group'}, [
+      this.windowBar.element,
       this.group.element,
       this.layer.element,
       this.heads.element,
@@ -96,8 +100,9 @@ export class HeadView extends ExampleFigure implements View {
         move: (at) => this.pointer(at),
         leave: () => this.setHover(null),
         click: (at, event) => {
-          const patch = this.scene && clickTokens(this.context.store.state.focus, this.hit(at), isAdditive(event));
-          if (patch) this.context.store.update({focus: patch});
+          const model = this.scene?.model;
+          const patch = model && clickTokens(model.state.focus, this.hit(at), isAdditive(event));
+          if (patch) this.context.store.update(focusPatch(patch, model.window));
         },
       },
       (event) => this.area.point(event),
@@ -123,6 +128,7 @@ export class HeadView extends ExampleFigure implements View {
     const colors = headColors(a.numHeads);
     const weights = weightFilter(state, a, model.group ? null : model.example.segments);
     this.group.set(model.example.groups ?? [], model.group?.name ?? null);
+    this.windowBar.set(model.window);
     this.layer.set(a.numLayers, Math.min(state.focus.layer, a.numLayers - 1), layerNames(model)); // the layer asked for, even while it loads
     this.heads.set(colors, weights.heads);
     this.pair.set(!model.group && Boolean(model.example.segments?.length), state.filters.pair);
@@ -149,7 +155,7 @@ export class HeadView extends ExampleFigure implements View {
     if (!this.scene) return;
     const n = this.scene.rows;
     this.area.fit(HEADER_HEIGHT + n * ROW_HEIGHT + 2 * PAD, HEADER_HEIGHT + 2 * PAD);
-    const gutter = textWidth(String(n - 1), FONT_INDEX) + 2 * LABEL_PAD;
+    const gutter = textWidth(String((this.scene.model.window?.stop ?? n) - 1), FONT_INDEX) + 2 * LABEL_PAD;
     this.layout = headLayout(this.area, this.scene.attention.numHeads, Math.max(MIN_LABEL, Math.min(MAX_LABEL, this.scene.labelWidth)) + 2 * LABEL_PAD, gutter);
     this.draw();
   }
@@ -166,6 +172,7 @@ export class HeadView extends ExampleFigure implements View {
     const leftEdge = layout.leftX + layout.column;
     const rightEdge = layout.rightX;
     const focus = this.focus();
+    const offset = scene.model.window?.start ?? 0; // a long example's window: positions in the example
     const {heads} = scene.weights;
     const batch = new ArcBatch(heads.length);
     let stripes: Float32Array[] = [];
@@ -218,7 +225,7 @@ export class HeadView extends ExampleFigure implements View {
         if (hoverRight && !rightFocus) painter.strokeRect(labelBox('to') + 0.5, y(i) - ROW_HEIGHT / 2 + 1.5, labelBoxWidth - 1, ROW_HEIGHT - 3, FAINT_INK);
         const hidden = filter.hidden?.[i] === 1;
         if (i < a.numTokens) {
-          painter.text(String(i), layout.leftX - LABEL_PAD, y(i), {font: FONT_INDEX, color: FAINT_INK, align: 'right'});
+          painter.text(String(i + offset), layout.leftX - LABEL_PAD, y(i), {font: FONT_INDEX, color: FAINT_INK, align: 'right'});
           painter.text(scene.labels[i], leftEdge - layout.strip - LABEL_PAD, y(i), {
             font: leftFocus ? FONT_FOCUS : FONT,
             color: i >= queries.start && i < queries.end ? INK : FAINT_INK,

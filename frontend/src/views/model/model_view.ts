@@ -11,6 +11,7 @@ import type {Range, RowFilter} from '../../model/transforms';
 import {GroupPicker, HideToggle, PairFilter, shownHeads} from '../shared/controls';
 import {weightFilter} from '../head/scene';
 import {ScrollingCanvas} from '../shared/scrolling_canvas';
+import {WindowBar} from '../shared/window_bar';
 import {ExampleFigure, layerNames, layerNeeds, ShownExample, type ExampleModel} from '../shared/example';
 import {contentHeight, GAP, HEADER_HEIGHT, LABEL_WIDTH, layerRange, modelGrid, PAD, visibleLayers} from './layout';
 import type {View, ViewContext, ViewModel} from '../shared/view';
@@ -124,6 +125,7 @@ export class ModelView extends ExampleFigure implements View {
   private readonly group: GroupPicker;
   private readonly pair: PairFilter;
   private readonly hide: HideToggle;
+  private readonly windowBar: WindowBar;
   private model: ExampleModel | null = null;
   private grid: Grid = {width: 0, height: 0, thumb: 0, left: 0, scrollTop: 0};
   private thumbs = new Map<number, {canvas: HTMLCanvasElement; rows: number; cols: number}>();
@@ -141,7 +143,8 @@ export class ModelView extends ExampleFigure implements View {
     this.group = new GroupPicker(context.store);
     this.pair = new PairFilter(context.store);
     this.hide = new HideToggle(context.store);
-    this.toolbar = el('div', {class: 'toolbar-group'}, [this.group.element, this.pair.element, this.hide.element]);
+    this.windowBar = new WindowBar(context.store);
+    this.toolbar = el('div', {class: 'toolbar-group'}, [this.windowBar.element, this.group.element, this.pair.element, this.hide.element]);
     this.area = new ScrollingCanvas('model', () => this.draw());
     this.inspector = el('div', {class: 'inspector'});
     this.element = el('div', {class: 'view view-model'}, [this.area.element, this.inspector]);
@@ -190,6 +193,7 @@ export class ModelView extends ExampleFigure implements View {
   setExample(model: ExampleModel): void {
     this.model = model;
     this.group.set(model.example.groups ?? [], model.group?.name ?? null);
+    this.windowBar.set(model.window);
     this.pair.set(!model.group && Boolean(model.example.segments?.length), model.state.filters.pair);
     this.hide.set(model.state);
     this.resize();
@@ -214,7 +218,7 @@ export class ModelView extends ExampleFigure implements View {
     const {filter, queries} = weightFilter(state, a, model.group ? null : model.example.segments);
     const ranges = {queries, keys: filter.keys};
     const resolution = Math.ceil(thumb * (window.devicePixelRatio || 1));
-    const key = JSON.stringify([model.key, ranges, state.filters.hide, state.filters.renorm, resolution]);
+    const key = JSON.stringify([model.key, model.window ?? null, ranges, state.filters.hide, state.filters.renorm, resolution]);
     if (key !== this.thumbsKey) {
       this.thumbsKey = key;
       this.thumbs = new Map();

@@ -5,7 +5,8 @@ import type {ExampleInfo, ExampleKey, GroupInfo} from '../../data/api';
 import {valueOf, type AnyRequest} from '../../data/cache';
 import * as requests from '../../data/requests';
 import type {Attention} from '../../data/decode';
-import type {State} from '../../state/state';
+import {WINDOW_TOKENS, windowOf} from '../../model/long';
+import type {State, StatePatch} from '../../state/state';
 import type {Store} from '../../state/store';
 import type {ViewContext, ViewModel, ViewStatus} from './view';
 import {layerLabels} from '../../model/layers';
@@ -21,6 +22,48 @@ export interface ExampleModel {
   /** where the example is fetched per layer (`ShownExample` in mode 'layers'): layer l's weights
    * once they arrived, else null; absent: `attention` holds every layer */
   layer?: (layer: number) => Attention | null;
+  /** a long group (no N × N anywhere): `attention` is its window of tokens [start, stop) of
+   * `total`, and the state's locked tokens are given relative to `start`; absent: the whole group */
+  window?: LongWindow;
+}
+
+/** The window of a long group an example view shows. */
+export interface LongWindow {
+  start: number;
+  stop: number;
+  /** the group's query tokens */
+  total: number;
+}
+
+/** The group the state names (or the first) when it is a long one, else null. */
+export function longGroup(example: ExampleInfo, wanted: string | null): GroupInfo | null {
+  const g = groupOf(example, wanted) ?? example.groups?.[0] ?? null;
+  return g?.encoding === 'long' ? g : null;
+}
+
+/** The window of a long group the state opens (tokens [start, stop) of its queries). */
+export function longWindow(state: Readonly<State>, group: GroupInfo): LongWindow {
+  const [start, stop] = windowOf(group.num_tokens, state.long, state.focus.tokens);
+  return {start, stop, total: group.num_tokens};
+}
+
+/** The state as a view of a long group's window reads it: locked tokens relative to the window,
+ * those outside it left out. */
+function windowState(state: Readonly<State>, w: LongWindow): Readonly<State> {
+  const tokens = state.focus.tokens.filter((t) => t >= w.start && t < w.stop).map((t) => t - w.start);
+  return {...state, focus: {...state.focus, tokens}};
+}
+
+/** A change of the focus made in a view of `window` (locked tokens relative to it) as a change of
+ * the state: tokens made absolute, and the window kept where it is (else it would centre on them). */
+export function focusPatch(patch: Partial<State['focus']>, window: LongWindow | undefined): StatePatch {
+  if (!window || !patch.tokens) return {focus: patch};
+  return {focus: {...patch, tokens: patch.tokens.map((t) => t + window.start)}, long: {window: window.start}};
+}
+
+/** The request of one layer of an example's weights: the layer, or its window of a long group. */
+function layerRequest(key: ExampleKey, layer: number, numLayers: number, window: LongWindow | null) {
+  return window ? requests.attentionWindow(key, layer, numLayers, [window.start, window.stop]) : requests.attentionLayer(key, layer, numLayers);
 }
 
 /** How a view fetches the example's weights: whole (`/attention`), only the focused layer, or
@@ -40,7 +83,7 @@ export function groupOf(example: ExampleInfo, wanted: string | null): GroupInfo 
 }
 
 /** The key of one example of the panel's step, in the group the state names. */
-function keyOf(model: ViewModel, example: ExampleInfo | null, index: number): ExampleKey {
+export function keyOf(model: ViewModel, example: ExampleInfo | null, index: number): ExampleKey {
   const {selection: sel, state} = model;
   const named = example ? groupOf(example, state.panel.group)?.name : (state.panel.group ?? undefined);
   const key: ExampleKey = {run: sel.run, tag: sel.tag, step: sel.exampleStep, example: index};
@@ -69,9 +112,14 @@ export function exampleNeeds(model: ViewModel): AnyRequest[] {
  * layers 0), so a view can lay out the example before any layer arrives. */
 export function shapeOf(example: ExampleInfo, group: GroupInfo | null): Attention {
   const g = group ?? example.groups?.[0] ?? null;
-  const tokens = g?.tokens ?? example.tokens;
-  const keyTokens = g?.key_tokens ?? tokens;
-  const encoding = g?.encoding ?? example.encoding;
+  let tokens = g?.tokens ?? example.tokens;
+  let keyTokens = g?.key_tokens ?? tokens;
+  let encoding = g?.encoding ?? example.encoding;
+  if (encoding === 'long') {
+    // A long group's views show a window of it: its shape is that of the window (set by the caller).
+    tokens = keyTokens = [];
+    encoding = 'dense';
+  }
   const numLayers = g?.num_layers ?? example.num_layers;
   const numHeads = g?.num_heads ?? example.num_heads;
   const causal = g?.causal ?? example.causal;
@@ -108,10 +156,28 @@ export function layerNeeds(model: ViewModel, layers: (numLayers: number) => numb
   const example = examples.examples.find((e) => e.index === index)!;
   const key = keyOf(model, example, index);
   const n = shapeOfCached(example, groupOf(example, state.panel.group)).numLayers;
-  return [list, ...layers(n).map((l) => requests.attentionLayer(key, l, n))];
+  const long = longGroup(example, state.panel.group);
+  const window = long ? longWindow(state, long) : null;
+  return [list, ...layers(n).map((l) => layerRequest(key, l, n, window))];
 }
 
 const shapes = new WeakMap<ExampleInfo, Map<string, Attention>>();
+
+/** The shape of a long group's window (one object per example, group and window). */
+function windowShape(example: ExampleInfo, group: GroupInfo | null, long: GroupInfo, w: LongWindow): Attention {
+  let byGroup = shapes.get(example);
+  if (!byGroup) shapes.set(example, (byGroup = new Map()));
+  const name = `${long.name}:${w.start}:${w.stop}`;
+  let shape = byGroup.get(name);
+  if (!shape) {
+    const base = shapeOf(example, group);
+    const tokens = long.tokens.slice(w.start, w.stop);
+    const keyTokens = long.key_tokens.slice(w.start, w.stop);
+    shape = {...base, tokens, keyTokens, numTokens: tokens.length, numKeyTokens: keyTokens.length, header: {...base.header, tokens, key_tokens: keyTokens, num_tokens: tokens.length, num_key_tokens: keyTokens.length}};
+    byGroup.set(name, shape);
+  }
+  return shape;
+}
 
 /** `shapeOf`, one object per example and group (views key their caches on it). */
 function shapeOfCached(example: ExampleInfo, group: GroupInfo | null): Attention {
@@ -140,22 +206,33 @@ export class ShownExample {
       const example = list.value.examples.find((e) => e.index === index)!;
       const key = keyOf(model, example, index);
       const group = groupOf(example, state.panel.group);
+      const long = longGroup(example, state.panel.group);
+      const window = long ? longWindow(state, long) : undefined;
+      if (long && this.mode === 'example') {
+        return this.fail(`This example's ${long.num_tokens.toLocaleString('en-US')} tokens are stored as a long example (no full attention matrix): open it in the Long view, or in the Head and Model views, which show a window of ${WINDOW_TOKENS} tokens.`);
+      }
       if (this.mode === 'layers') {
-        const shape = shapeOfCached(example, group);
-        const n = shape.numLayers;
-        const layer = (l: number) => valueOf(data, requests.attentionLayer(key, l, n));
+        const n = shapeOfCached(example, group).numLayers;
+        const shape = window ? windowShape(example, group, long!, window) : shapeOfCached(example, group);
+        const layer = (l: number) => valueOf(data, layerRequest(key, l, n, window ?? null));
         // A layer that failed fails the view: the others would fail alike.
-        const failed = data.get(requests.attentionLayer(key, focusLayer(state, n), n));
+        const failed = data.get(layerRequest(key, focusLayer(state, n), n, window ?? null));
         if (failed.state === 'error') return this.fail(failed.error);
-        this.last = {key, example, group, attention: shape, layer};
+        this.last = {key, example, group, attention: shape, layer, window};
       } else {
         const n = shapeOfCached(example, group).numLayers;
-        const weights = data.get(this.mode === 'focus' ? requests.attentionLayer(key, focusLayer(state, n), n) : requests.attention(key));
+        const weights = data.get(this.mode === 'focus' ? layerRequest(key, focusLayer(state, n), n, window ?? null) : requests.attention(key));
         if (weights.state === 'error') return this.fail(weights.error);
-        if (weights.state === 'ready') this.last = {key, example, group, attention: weights.value};
+        if (weights.state === 'ready') this.last = {key, example, group, attention: weights.value, window};
       }
     }
-    return this.last ? {...this.last, state} : {kind: 'loading', text: 'Loading attention…'};
+    if (!this.last) return {kind: 'loading', text: 'Loading attention…'};
+    return {...this.last, state: this.last.window ? windowState(state, this.last.window) : state};
+  }
+
+  /** The long group's window shown, if the example is a long one. */
+  get window(): LongWindow | undefined {
+    return this.last?.window;
   }
 
   /** The weights shown (in mode 'layers': the shape only), if any. */
@@ -180,13 +257,15 @@ export function isStatus(value: ExampleModel | ViewStatus): value is ViewStatus 
   return 'kind' in value && 'text' in value;
 }
 
-/** ↑/↓ move a single locked token, ←/→ change layer. */
-export function exampleKey(store: Store, attention: Attention | null, key: string): boolean {
+/** ↑/↓ move a single locked token, ←/→ change layer; in a long group's window, the token moves
+ * inside the window. */
+export function exampleKey(store: Store, attention: Attention | null, key: string, window?: LongWindow): boolean {
   if (!attention) return false;
   const {tokens, layer} = store.state.focus;
   if ((key === 'ArrowUp' || key === 'ArrowDown') && tokens.length === 1) {
     const next = tokens[0] + (key === 'ArrowUp' ? -1 : 1);
-    if (next >= 0 && next < attention.numTokens) store.update({focus: {tokens: [next]}});
+    const [first, last] = window ? [window.start, window.stop] : [0, attention.numTokens];
+    if (next >= first && next < last) store.update(window ? {focus: {tokens: [next]}, long: {window: window.start}} : {focus: {tokens: [next]}});
     return true;
   }
   if (key === 'ArrowLeft' || key === 'ArrowRight') {
@@ -218,6 +297,6 @@ export abstract class ExampleFigure {
   }
 
   keydown(key: string): boolean {
-    return exampleKey(this.context.store, this.shown.attention, key);
+    return exampleKey(this.context.store, this.shown.attention, key, this.shown.window);
   }
 }
