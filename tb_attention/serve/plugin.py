@@ -10,14 +10,17 @@ from tensorboard import plugin_util
 from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 
-from tb_attention.serve import compare
-from tb_attention.serve.reader import LRU, Reader
+from tb_attention.serve import compare, routes
+from tb_attention.serve.reader import LRU, ByteLRU, Reader
 from tb_attention.serve.routes import JSON, bad_request, int_param, json_floats, not_found, param, route, static_file
 from tb_attention.storage import codecs, schema
 
 _JOINED_SIZE = 16  # whole-group blobs assembled from per-layer blobs, remembered
 _JOINED_BYTES = 32 << 20  # larger assembled blobs are not remembered
 _COMPARED_SIZE = 64  # /compare answers remembered (the view asks again as it redraws)
+# JSON answers of /attention and /qk, gzipped, per step's write: a head's weights are re-read as the view zooms.
+ANSWER_CACHE_BYTES = 16 << 20  # bytes remembered, in all
+_ANSWER_ITEM_BYTES = 4 << 20  # larger answers are made each time
 
 
 def _check_index(name, index, size, owner="the example"):
@@ -34,6 +37,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
         self._reader = Reader(context.data_provider)
         self._joined = LRU(_JOINED_SIZE)
         self._compared = LRU(_COMPARED_SIZE)
+        self._answers = ByteLRU(ANSWER_CACHE_BYTES, _ANSWER_ITEM_BYTES)
 
     def get_plugin_apps(self):
         return {
@@ -352,13 +356,13 @@ class AttentionPlugin(base_plugin.TBPlugin):
 
     @route
     def _serve_tags(self, request):
-        return http_util.Respond(request, self.tags_impl(*self._context(request)), JSON)
+        return routes.json_response(request, self.tags_impl(*self._context(request)))
 
     @route
     def _serve_examples(self, request):
         run, tag = param(request, "run"), param(request, "tag")
         step = int_param(request, "step")
-        return http_util.Respond(request, self.examples_impl(*self._context(request), run, tag, step), JSON)
+        return routes.json_response(request, self.examples_impl(*self._context(request), run, tag, step))
 
     def _example_params(self, request):
         run, tag = param(request, "run"), param(request, "tag")
@@ -371,20 +375,25 @@ class AttentionPlugin(base_plugin.TBPlugin):
             layer=int_param(request, "layer", False), head=int_param(request, "head", False), as_json=fmt == "json",
         )
 
-    def _respond_blob_or_json(self, request, answer):
-        if isinstance(answer, dict):
-            return http_util.Respond(request, answer, JSON)
-        return http_util.Respond(request, answer, "application/octet-stream", content_encoding="gzip")
+    def _serve_layered(self, request, impl):
+        """/attention and /qk: the blob as stored, or the JSON body, remembered gzipped per write of the step."""
+        params = self._example_params(request)
+        ctx, experiment_id = self._context(request)
+        if not params["as_json"]:
+            return routes.gzip_response(request, impl(ctx, experiment_id, **params), "application/octet-stream")
+        datum = self._reader.blob_datum(ctx, experiment_id, params["run"], params["tag"], params["step"],
+                                        schema.KIND_ATTENTION)
+        key = (impl.__name__, experiment_id, datum.wall_time, *sorted(params.items()))
+        body = self._answers.get(key, lambda: routes.gzip_json(impl(ctx, experiment_id, **params)))
+        return routes.gzip_response(request, body, JSON)
 
     @route
     def _serve_attention(self, request):
-        params = self._example_params(request)
-        return self._respond_blob_or_json(request, self.attention_impl(*self._context(request), **params))
+        return self._serve_layered(request, self.attention_impl)
 
     @route
     def _serve_qk(self, request):
-        params = self._example_params(request)
-        return self._respond_blob_or_json(request, self.qk_impl(*self._context(request), **params))
+        return self._serve_layered(request, self.qk_impl)
 
     @route
     def _serve_image(self, request):
@@ -400,25 +409,25 @@ class AttentionPlugin(base_plugin.TBPlugin):
         step_a, step_b = int_param(request, "step_a"), int_param(request, "step_b")
         group = param(request, "group", required=False)
         body = self.compare_impl(*self._context(request), tag, run_a, step_a, run_b, step_b, group)
-        return http_util.Respond(request, body, JSON)
+        return routes.json_response(request, body)
 
     @route
     def _serve_metric(self, request):
         run, tag = param(request, "run"), param(request, "tag")
-        return http_util.Respond(request, self.metric_impl(*self._context(request), run, tag), JSON)
+        return routes.json_response(request, self.metric_impl(*self._context(request), run, tag))
 
     @route
     def _serve_metrics(self, request):
         run, probe = param(request, "run"), param(request, "probe")
         step = int_param(request, "step")
         group = param(request, "group", required=False)
-        return http_util.Respond(request, self.metrics_impl(*self._context(request), run, probe, step, group), JSON)
+        return routes.json_response(request, self.metrics_impl(*self._context(request), run, probe, step, group))
 
     @route
     def _serve_exemplars(self, request):
         run, tag = param(request, "run"), param(request, "tag")
         step = int_param(request, "step")
-        return http_util.Respond(request, self.exemplars_impl(*self._context(request), run, tag, step), JSON)
+        return routes.json_response(request, self.exemplars_impl(*self._context(request), run, tag, step))
 
 
 
