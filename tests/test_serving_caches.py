@@ -116,6 +116,15 @@ def test_json_answers_are_the_bytes_tensorboard_would_send():
     assert json.loads(routes.json_text({"x": math.nan})) == {"x": "NaN"}
 
 
+def test_stored_weights_are_written_as_json_would_write_them(rng):
+    weights = codecs.dequantize(rng.integers(0, 256, size=(2, 3, 5, 4)))
+    mark = "\0tb-attention array attention\0"  # the placeholder json_text uses, logged as a token
+    for array in (weights, weights[0, 0], weights[:, :, :0], weights.astype(np.float64), weights * 1.5):
+        for tokens in (["a", "b"], ["a", mark]):
+            body = {"tokens": tokens, "attention": array, "after": 1}
+            assert routes.json_text(body) == json.dumps({**body, "attention": array.tolist()}).encode()
+
+
 def test_the_blob_cache_is_bounded_in_bytes():
     cache = ByteLRU(max_bytes=1000, max_item=400)
     for i in range(10):

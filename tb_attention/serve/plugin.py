@@ -152,8 +152,8 @@ class AttentionPlugin(base_plugin.TBPlugin):
         return entry, g, read, key
 
     def attention_impl(self, ctx, experiment_id, run, tag, step, example, group=None, layer=None, head=None,
-                       as_json=False):
-        """The binary blob (bytes) or the JSON body (dict) of /attention."""
+                       as_json=False, arrays=False):
+        """The binary blob (bytes) or the JSON body (dict; `attention` a numpy array with `arrays`) of /attention."""
         entry, g, read, key = self._layered("attention", ctx, experiment_id, run, tag, step, example, group, layer, head)
         if not as_json:
             return self._served_blob(key, read, codecs.join_attention_layers, codecs.attention_layer_blob)
@@ -170,7 +170,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
         body.update(
             group=g.get("name"), tokens=g.get("tokens"), key_tokens=g.get("key_tokens"),
             quantization=codecs.QUANTIZATION, layer=layer, head=head, shape=list(weights.shape),
-            attention=weights.tolist(),
+            attention=weights if arrays else weights.tolist(),
         )
         body.update({k: entry[k] for k in ("text", "segments", "pos") if entry.get(k) is not None})
         return body
@@ -384,7 +384,8 @@ class AttentionPlugin(base_plugin.TBPlugin):
         datum = self._reader.blob_datum(ctx, experiment_id, params["run"], params["tag"], params["step"],
                                         schema.KIND_ATTENTION)
         key = (impl.__name__, experiment_id, datum.wall_time, *sorted(params.items()))
-        body = self._answers.get(key, lambda: routes.gzip_json(impl(ctx, experiment_id, **params)))
+        arrays = {"arrays": True} if impl == self.attention_impl else {}  # weights written from a table
+        body = self._answers.get(key, lambda: routes.gzip_json(impl(ctx, experiment_id, **params, **arrays)))
         return routes.gzip_response(request, body, JSON)
 
     @route
