@@ -19,8 +19,8 @@ _JOINED_SIZE = 16  # whole-group blobs assembled from per-layer blobs, remembere
 _JOINED_BYTES = 32 << 20  # larger assembled blobs are not remembered
 _COMPARED_SIZE = 64  # /compare answers remembered (the view asks again as it redraws)
 # JSON answers of /attention and /qk, gzipped, per step's write: a head's weights are re-read as the view zooms.
-ANSWER_CACHE_BYTES = 16 << 20  # bytes remembered, in all
-_ANSWER_ITEM_BYTES = 4 << 20  # larger answers are made each time
+ANSWER_CACHE_BYTES = 8 << 20  # bytes remembered, in all
+_ANSWER_ITEM_BYTES = 2 << 20  # larger answers are made each time
 
 
 def _check_index(name, index, size, owner="the example"):

@@ -22,8 +22,8 @@ _CACHE_SIZE = 256  # decoded manifests and exemplar tables
 _CHECKED_SIZE = 4096  # blobs known to be readable or broken (a key each)
 # Blobs as read from the data provider, so that a blob asked again (zooming, brushing) costs no
 # read: the Python loader decodes the step's whole tensor for each blob, the Rust one makes a gRPC call.
-BLOB_CACHE_BYTES = 64 << 20  # bytes of blobs remembered, in all
-_BLOB_ITEM_BYTES = 8 << 20  # larger blobs are read each time
+BLOB_CACHE_BYTES = 32 << 20  # bytes of blobs remembered, in all
+_BLOB_ITEM_BYTES = 16 << 20  # larger blobs are read each time (a 4,096-token top-32 layer of 32 heads: ~9 MiB)
 
 
 class NotFound(LookupError):
