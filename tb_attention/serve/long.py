@@ -9,6 +9,7 @@ import json
 import numpy as np
 from tensorboard.backend import http_util
 
+from tb_attention.serve.reader import LRU
 from tb_attention.serve.routes import JSON, bad_request, int_param, json_floats, not_found, param, range_param, route
 from tb_attention.storage import codecs, schema
 from tb_attention.storage.codecs import long
@@ -18,6 +19,8 @@ MAX_ROWS = 4096  # queries per /long_rows answer
 MAX_WINDOW = 512  # tokens of an /attention window
 _ANSWER_BYTES = 2 << 20  # larger /long_map and /long_rows answers are not remembered
 _WINDOW_BYTES = 32 << 20  # larger window blobs (every layer of a wide model) are not remembered
+_DECODED_SIZE = 32  # decoded blobs of long examples (rows, levels, profiles; a few MiB each by default)
+_ANSWERS_SIZE = 64  # gzip bodies of /long_map and /long_rows (at most ~1 MiB each), asked again as a view pans
 
 
 class _Level:
@@ -51,6 +54,15 @@ def _check(name, index, size, owner):
 
 class LongRoutes:
     """The long routes' `*_impl` methods and `_serve_*` wrappers (mixed into AttentionPlugin)."""
+
+    def _init_long_caches(self):
+        self._long_decoded = LRU(_DECODED_SIZE)
+        self._long_answers = LRU(_ANSWERS_SIZE)
+
+    def long_apps(self):
+        """The long routes, for get_plugin_apps."""
+        return {"/long_map": self._serve_long_map, "/long_rows": self._serve_long_rows,
+                "/long_profile": self._serve_long_profile}
 
     def _long_blob(self, ctx, experiment_id, run, tag, datum, ref, what, decode):
         """A decoded long blob, remembered per (step, reference); a damaged one stays a FormatError (422)."""

@@ -10,17 +10,18 @@ from tensorboard import plugin_util
 from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 
-from tb_attention.serve import compare
+from tb_attention.serve import compare, routes
 from tb_attention.serve.long import LongRoutes
-from tb_attention.serve.reader import LRU, Reader
+from tb_attention.serve.reader import LRU, ByteLRU, Reader
 from tb_attention.serve.routes import JSON, bad_request, int_param, json_floats, not_found, param, range_param, route, static_file
 from tb_attention.storage import codecs, schema
 
 _JOINED_SIZE = 16  # whole-group blobs assembled from per-layer blobs, remembered
 _JOINED_BYTES = 32 << 20  # larger assembled blobs are not remembered
 _COMPARED_SIZE = 64  # /compare answers remembered (the view asks again as it redraws)
-_LONG_DECODED_SIZE = 32  # decoded blobs of long examples (rows, levels, profiles; a few MiB each by default)
-_LONG_ANSWERS_SIZE = 64  # gzip bodies of /long_map and /long_rows (at most ~1 MiB each), asked again as a view pans
+# JSON answers of /attention and /qk, gzipped, per step's write: a head's weights are re-read as the view zooms.
+ANSWER_CACHE_BYTES = 8 << 20  # bytes remembered, in all
+_ANSWER_ITEM_BYTES = 2 << 20  # larger answers are made each time
 
 
 def _check_index(name, index, size, owner="the example"):
@@ -38,8 +39,8 @@ class AttentionPlugin(LongRoutes, base_plugin.TBPlugin):
         self._reader = Reader(context.data_provider)
         self._joined = LRU(_JOINED_SIZE)
         self._compared = LRU(_COMPARED_SIZE)
-        self._long_decoded = LRU(_LONG_DECODED_SIZE)
-        self._long_answers = LRU(_LONG_ANSWERS_SIZE)
+        self._init_long_caches()
+        self._answers = ByteLRU(ANSWER_CACHE_BYTES, _ANSWER_ITEM_BYTES)
 
     def get_plugin_apps(self):
         return {
@@ -54,9 +55,7 @@ class AttentionPlugin(LongRoutes, base_plugin.TBPlugin):
             "/metric": self._serve_metric,
             "/metrics": self._serve_metrics,
             "/exemplars": self._serve_exemplars,
-            "/long_map": self._serve_long_map,
-            "/long_rows": self._serve_long_rows,
-            "/long_profile": self._serve_long_profile,
+            **self.long_apps(),
         }
 
     def is_active(self):
@@ -115,7 +114,7 @@ class AttentionPlugin(LongRoutes, base_plugin.TBPlugin):
         """The stored blobs of a group's `kind` ("attention" or "qk"), for one layer or all of them:
         [(blob, index of the wanted layer within it or None)]."""
         check = codecs.check_attention_blob if kind == "attention" else codecs.check_qk_blob
-        refs = _per_layer_refs(group, kind, what)
+        refs = schema.per_layer_refs(group, kind, what)
         if refs is not None:  # v2: one blob per layer
             chosen = list(range(len(refs))) if layer is None else [layer]
             blobs = self._reader.step_blobs(ctx, experiment_id, run, tag, datum, [refs[i] for i in chosen],
@@ -160,8 +159,9 @@ class AttentionPlugin(LongRoutes, base_plugin.TBPlugin):
         return entry, g, read, key
 
     def attention_impl(self, ctx, experiment_id, run, tag, step, example, group=None, layer=None, head=None,
-                       as_json=False, window=None):
-        """The binary blob (bytes) or the JSON body (dict) of /attention (`window` (A, B): of a long group)."""
+                       as_json=False, window=None, arrays=False):
+        """The binary blob (bytes) or the JSON body (dict; `attention` a numpy array with `arrays`) of /attention
+        (`window` (A, B): of a long group)."""
         entry, g, read, key = self._layered("attention", ctx, experiment_id, run, tag, step, example, group, layer, head)
         if window is not None or g.get("encoding") == schema.ENCODING_LONG:
             return self.window_impl(ctx, experiment_id, run, tag, step, entry, g, layer, head, window, as_json)
@@ -180,7 +180,7 @@ class AttentionPlugin(LongRoutes, base_plugin.TBPlugin):
         body.update(
             group=g.get("name"), tokens=g.get("tokens"), key_tokens=g.get("key_tokens"),
             quantization=codecs.QUANTIZATION, layer=layer, head=head, shape=list(weights.shape),
-            attention=weights.tolist(),
+            attention=weights if arrays else weights.tolist(),
         )
         body.update({k: entry[k] for k in ("text", "segments", "pos") if entry.get(k) is not None})
         return body
@@ -293,7 +293,7 @@ class AttentionPlugin(LongRoutes, base_plugin.TBPlugin):
         refs, spans, names = [], [], []
         for entry, g in groups:
             what = f"attention of example {entry['index']}, group {g.get('name')!r}"
-            per_layer = _per_layer_refs(g, "attention", what)
+            per_layer = schema.per_layer_refs(g, "attention", what)
             v1 = per_layer is None  # one blob of every layer
             spans.append((len(refs), 1 if v1 else len(per_layer), v1))
             refs += [g.get("attention_blob")] if v1 else per_layer
@@ -368,13 +368,13 @@ class AttentionPlugin(LongRoutes, base_plugin.TBPlugin):
 
     @route
     def _serve_tags(self, request):
-        return http_util.Respond(request, self.tags_impl(*self._context(request)), JSON)
+        return routes.json_response(request, self.tags_impl(*self._context(request)))
 
     @route
     def _serve_examples(self, request):
         run, tag = param(request, "run"), param(request, "tag")
         step = int_param(request, "step")
-        return http_util.Respond(request, self.examples_impl(*self._context(request), run, tag, step), JSON)
+        return routes.json_response(request, self.examples_impl(*self._context(request), run, tag, step))
 
     def _example_params(self, request):
         run, tag = param(request, "run"), param(request, "tag")
@@ -387,21 +387,26 @@ class AttentionPlugin(LongRoutes, base_plugin.TBPlugin):
             layer=int_param(request, "layer", False), head=int_param(request, "head", False), as_json=fmt == "json",
         )
 
-    def _respond_blob_or_json(self, request, answer):
-        if isinstance(answer, dict):
-            return http_util.Respond(request, answer, JSON)
-        return http_util.Respond(request, answer, "application/octet-stream", content_encoding="gzip")
+    def _serve_layered(self, request, impl, **extra):
+        """/attention and /qk: the blob as stored, or the JSON body, remembered gzipped per write of the step."""
+        params = {**self._example_params(request), **extra}
+        ctx, experiment_id = self._context(request)
+        if not params["as_json"]:
+            return routes.gzip_response(request, impl(ctx, experiment_id, **params), "application/octet-stream")
+        datum = self._reader.blob_datum(ctx, experiment_id, params["run"], params["tag"], params["step"],
+                                        schema.KIND_ATTENTION)
+        key = (impl.__name__, experiment_id, datum.wall_time, *sorted(params.items()))
+        arrays = {"arrays": True} if impl == self.attention_impl else {}  # weights written from a table
+        body = self._answers.get(key, lambda: routes.gzip_json(impl(ctx, experiment_id, **params, **arrays)))
+        return routes.gzip_response(request, body, JSON)
 
     @route
     def _serve_attention(self, request):
-        params = self._example_params(request)
-        window = range_param(request, "window", False)
-        return self._respond_blob_or_json(request, self.attention_impl(*self._context(request), **params, window=window))
+        return self._serve_layered(request, self.attention_impl, window=range_param(request, "window", False))
 
     @route
     def _serve_qk(self, request):
-        params = self._example_params(request)
-        return self._respond_blob_or_json(request, self.qk_impl(*self._context(request), **params))
+        return self._serve_layered(request, self.qk_impl)
 
     @route
     def _serve_image(self, request):
@@ -418,33 +423,23 @@ class AttentionPlugin(LongRoutes, base_plugin.TBPlugin):
         step_a, step_b = int_param(request, "step_a"), int_param(request, "step_b")
         group = param(request, "group", required=False)
         body = self.compare_impl(*self._context(request), tag, run_a, step_a, run_b, step_b, group)
-        return http_util.Respond(request, body, JSON)
+        return routes.json_response(request, body)
 
     @route
     def _serve_metric(self, request):
         run, tag = param(request, "run"), param(request, "tag")
-        return http_util.Respond(request, self.metric_impl(*self._context(request), run, tag), JSON)
+        return routes.json_response(request, self.metric_impl(*self._context(request), run, tag))
 
     @route
     def _serve_metrics(self, request):
         run, probe = param(request, "run"), param(request, "probe")
         step = int_param(request, "step")
         group = param(request, "group", required=False)
-        return http_util.Respond(request, self.metrics_impl(*self._context(request), run, probe, step, group), JSON)
+        return routes.json_response(request, self.metrics_impl(*self._context(request), run, probe, step, group))
 
     @route
     def _serve_exemplars(self, request):
         run, tag = param(request, "run"), param(request, "tag")
         step = int_param(request, "step")
-        return http_util.Respond(request, self.exemplars_impl(*self._context(request), run, tag, step), JSON)
+        return routes.json_response(request, self.exemplars_impl(*self._context(request), run, tag, step))
 
-
-def _per_layer_refs(group, kind, what):
-    """The blob references of a v2 group's layers (`kind` "attention" or "qk"), their count checked against
-    its layers; None for a v1 group, whose layers share one blob."""
-    refs = group.get(f"{kind}_blobs")
-    if not isinstance(refs, list):
-        return None
-    if len(refs) != group.get("num_layers"):
-        raise schema.FormatError(f"the manifest lists {len(refs)} {what} blobs for {group.get('num_layers')} layers")
-    return refs

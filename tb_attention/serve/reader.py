@@ -19,7 +19,11 @@ _STEP_INDEX_SECONDS = 5.0  # a blob tag's steps are re-read after this long (a r
 _TAG_ENTRIES = 16384  # /tags entries remembered (one per run and tag)
 _DOWNSAMPLE = 10**9  # steps per time series: every step the loader kept (0 would return none)
 _CACHE_SIZE = 256  # decoded manifests and exemplar tables
-_CHECKED_SIZE = 4096  # blobs known to be readable (a key each)
+_CHECKED_SIZE = 4096  # blobs known to be readable or broken (a key each)
+# Blobs as read from the data provider, so that a blob asked again (zooming, brushing) costs no
+# read: the Python loader decodes the step's whole tensor for each blob, the Rust one makes a gRPC call.
+BLOB_CACHE_BYTES = 32 << 20  # bytes of blobs remembered, in all
+_BLOB_ITEM_BYTES = 16 << 20  # larger blobs are read each time (a 4,096-token top-32 layer of 32 heads: ~9 MiB)
 
 
 class NotFound(LookupError):
@@ -55,13 +59,52 @@ class LRU:
         return value
 
 
+class ByteLRU:
+    """A thread-safe cache of bytes bounded in bytes: `max_bytes` in all, none above `max_item` bytes."""
+
+    def __init__(self, max_bytes, max_item):
+        self._max_bytes, self._max_item = max_bytes, max_item
+        self._items = collections.OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def size_bytes(self):
+        return self._bytes
+
+    def peek(self, key):
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key, value):
+        if len(value) > self._max_item:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            self._bytes += len(value) - (0 if old is None else len(old))
+            self._items[key] = value
+            while self._bytes > self._max_bytes:
+                self._bytes -= len(self._items.popitem(last=False)[1])
+
+    def get(self, key, compute):
+        value = self.peek(key)
+        if value is None:
+            value = compute()
+            self.put(key, value)
+        return value
+
+
 class Reader:
     """Reads one data provider on behalf of the routes; every method takes (ctx, experiment_id, ...)."""
 
     def __init__(self, data_provider):
         self._provider = data_provider
         self._cache = LRU(_CACHE_SIZE)
-        self._checked = LRU(_CHECKED_SIZE)
+        self._checked = LRU(_CHECKED_SIZE)  # True per (blob, check) passed, the FormatError per blob failed
+        self._blobs = ByteLRU(BLOB_CACHE_BYTES, _BLOB_ITEM_BYTES)
         self._listings = LRU(_CHECKED_SIZE)  # blob tags' listings, whose plugin data is frozen
         self._step_index = LRU(_CHECKED_SIZE)  # (time read, {step: datum}) per blob tag
         self._tag_entries = LRU(_TAG_ENTRIES)  # (listing signature, /tags entry) per tag
@@ -166,17 +209,22 @@ class Reader:
                                         schema.KIND_ATTENTION_PART)
             except NotFound as e:
                 raise schema.FormatError(f"part {part} of the step, holding the {what}, is missing ({e})") from None
-        key = (datum.values[index].blob_key, datum.wall_time) if index < len(datum.values) else None
-        failed = self._checked.peek(key) if key is not None else None
-        if isinstance(failed, schema.FormatError):  # checked before and broken: not read and checked again
+        if index >= len(datum.values):
+            return self.read_blob(ctx, datum, index, what)  # raises, naming the missing blob
+        # A blob is known by where it is and by the write that stored it (a rewritten step has a
+        # new wall time): checked once, its bytes remembered; one that failed is not read again.
+        key = (experiment_id, run, tag, part, datum.step, index, datum.values[index].blob_key, datum.wall_time)
+        failed = self._checked.peek(key)
+        if isinstance(failed, schema.FormatError):
             raise type(failed)(*failed.args)
-        blob = self.read_blob(ctx, datum, index, what)
-        if check is not None:
+        blob = self._blobs.get(key, lambda: self.read_blob(ctx, datum, index, what))
+        if check is not None and self._checked.peek((key, check)) is None:
             try:
-                self._checked.get(key, lambda: check(blob) and True)
+                check(blob)
             except schema.FormatError as e:
                 self._checked.put(key, e)
                 raise
+            self._checked.put((key, check), True)
         return blob
 
     def step_blobs(self, ctx, experiment_id, run, tag, datum, refs, what, check=None):

@@ -4,6 +4,8 @@
 # turns it into `{"error": ...}` through `http_util.Respond` (which adds nosniff): 400 for a malformed
 # or missing parameter, 404 for what does not exist, 422 for stored data this version cannot read.
 
+import gzip
+import json
 import logging
 import mimetypes
 import pathlib
@@ -12,10 +14,10 @@ import re
 import numpy as np
 import werkzeug.wrappers
 from tensorboard import errors as tb_errors
-from tensorboard.backend import http_util
+from tensorboard.backend import http_util, json_util
 
 from tb_attention.serve.reader import NotFound
-from tb_attention.storage import schema
+from tb_attention.storage import codecs, schema
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,61 @@ def route(handler):
 
 def error(request, code, message):
     headers = [("Allow", "GET, HEAD")] if code == 405 else None  # a 405 must say what is allowed
-    return http_util.Respond(request, {"error": message}, JSON, code=code, headers=headers)
+    return json_response(request, {"error": message}, code=code, headers=headers)
+
+
+def json_text(body):
+    """The JSON `http_util.Respond` makes of `body` (NaN and infinities as strings, bytes decoded,
+    sets sorted), the same bytes, without its walk over every value when nothing needs it: that
+    walk took most of the time of a head's weights (16,384 floats at 128 tokens). A numpy array
+    among the body's values is written as `json_floats` gives it."""
+    arrays = {k: v for k, v in body.items() if isinstance(v, np.ndarray)}
+    marks = {k: f"\0tb-attention array {k}\0" for k in arrays}  # placeholders, replaced by the arrays' text
+    body = {k: marks.get(k, v) for k, v in body.items()}
+    try:
+        text = json.dumps(body, allow_nan=False)
+    except (TypeError, ValueError):  # a NaN, bytes or a set somewhere: TensorBoard's own cleansing
+        text = json.dumps(json_util.Cleanse(body))
+    for key, array in arrays.items():
+        mark = json.dumps(marks[key])
+        if text.count(mark) != 1:  # the placeholder's text also inside a logged string: no shortcut
+            return json_text({**body, **{k: json_floats(v) for k, v in arrays.items()}})
+        text = text.replace(mark, _array_text(array))
+    return text.encode("utf-8")
+
+
+_WEIGHTS = codecs.dequantize(np.arange(256))  # the 256 weights a stored byte reads as, increasing
+_WEIGHT_TEXT = np.array([json.dumps(w) for w in _WEIGHTS.tolist()], dtype=object)
+
+
+def _array_text(array):
+    """json.dumps(json_floats(array)): for stored weights from a table of the 256 values a byte reads as
+    (writing each float took most of a head's answer), other arrays by json."""
+    codes = np.minimum(np.searchsorted(_WEIGHTS, array), 255)
+    if array.dtype != np.float32 or not np.array_equal(_WEIGHTS[codes], array):
+        return json.dumps(json_floats(array))
+
+    def nested(items):
+        if items.ndim == 1:
+            return "[" + ", ".join(items.tolist()) + "]"
+        return "[" + ", ".join(nested(item) for item in items) + "]"
+
+    return nested(_WEIGHT_TEXT[codes])
+
+
+def json_response(request, body, **kwargs):
+    return http_util.Respond(request, json_text(body), JSON, **kwargs)
+
+
+def gzip_json(body):
+    """`body` as gzip JSON, to remember and answer with `gzip_response` (level 3, as Respond compresses)."""
+    return gzip.compress(json_text(body), compresslevel=3, mtime=0)
+
+
+def gzip_response(request, content, content_type):
+    """Bytes stored or remembered as gzip: sent as they are (Respond inflates them for a client that
+    does not accept gzip)."""
+    return http_util.Respond(request, content, content_type, content_encoding="gzip")
 
 
 def param(request, name, required=True):

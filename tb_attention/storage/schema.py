@@ -284,6 +284,17 @@ def image_ref(example, image=0):
     return refs[image]
 
 
+def per_layer_refs(group, kind, what):
+    """The blob references of a v2 group's layers (`kind` "attention" or "qk"), their count checked against
+    its layers; None for a v1 group, whose layers share one blob."""
+    refs = group.get(f"{kind}_blobs")
+    if not isinstance(refs, list):
+        return None
+    if len(refs) != group.get("num_layers"):
+        raise FormatError(f"the manifest lists {len(refs)} {what} blobs for {group.get('num_layers')} layers")
+    return refs
+
+
 def find_group(example, name=None):
     """The group called `name` of a manifest example (the first when None), or KeyError naming the groups
     (FormatError for an example the manifest describes wrongly)."""
