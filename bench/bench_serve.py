@@ -75,6 +75,11 @@ def write_logdir(logdir):
             manifest, blobs, _ = summary.encode_examples(examples, **spec.options)
             for step in range(STEPS):
                 summary.write(writer, summary.attention_pb(tag, manifest, blobs), step)
+        from tests.support import long_view_example
+
+        long_manifest, long_blobs, _ = summary.encode_examples([long_view_example.long_example()])  # one record
+        for step in range(STEPS):
+            summary.write(writer, summary.attention_pb(LONG_TAG, long_manifest, long_blobs), step)
         image = image_summary_pb("photo", photograph())
         for step in range(STEPS):
             summary.write(writer, image, step)
@@ -149,10 +154,42 @@ ROUTES = {
     "attention head json (128 causal)": attention_head_json("dense128"),
     "examples (128 causal)": examples_of("dense128"),
 }
-# Hook for issue 22's long examples: one entry per route, e.g.
-#   "long_map level 0": lambda rng, facts: _plugin("/long_map", tag="long", step=..., example=0, layer=..., level=0),
-# with the long tag written beside ATTENTION_TAGS by the long writer.
-LONG_ROUTES = {}
+# Long examples (http_api.md, "Long examples"): tests/support/long_view_example.py's 32,768-token example
+# (2 layers x 4 heads, levels of 512 and 1,024 cells a side), written at every step as tag LONG_TAG.
+LONG_TAG = "long32k"
+
+
+def _long(route, draw=lambda rng: {}):
+    """A long route's target: `draw(rng)` gives its own parameters besides run, tag, step, example and layer."""
+    def target(rng, facts):
+        return _plugin(route, tag=LONG_TAG, step=rng.randrange(facts.steps), example=0, layer=rng.randrange(2),
+                       **draw(rng))
+    return target
+
+
+def _tile(rng):  # a 512 x 512 tile of level 1 (1,024 cells a side), aligned as the Long view asks
+    r, c = rng.randrange(2) * 512, rng.randrange(2) * 512
+    return {"level": 1, "head": rng.randrange(4), "rows": f"{r}:{r + 512}", "cols": f"{c}:{c + 512}"}
+
+
+def _rows(rng):
+    start = rng.randrange(0, 32768 - 512, 256)
+    return {"head": rng.randrange(4), "start": start, "stop": start + 512}
+
+
+def _window(rng):
+    start = rng.randrange(0, 32768 - 256, 256)
+    return {"window": f"{start}:{start + 256}"}
+
+
+LONG_ROUTES = {
+    "long_map level 0 (head)": _long("/long_map", lambda rng: {"level": 0, "head": rng.randrange(4)}),
+    "long_map level 0 (mean)": _long("/long_map", lambda rng: {"level": 0}),
+    "long_map level 1 tile (head)": _long("/long_map", _tile),
+    "long_rows 512 (head)": _long("/long_rows", _rows),
+    "long_profile": lambda rng, facts: _plugin("/long_profile", tag=LONG_TAG, step=rng.randrange(facts.steps), example=0),
+    "attention window 256": _long("/attention", _window),
+}
 
 
 def image_queries(server, steps):
@@ -187,7 +224,7 @@ def bench_loader(loader, logdir, args):
     routes = {**ROUTES, **LONG_ROUTES}
     server = TensorBoard(logdir, load_fast=LOADERS[loader], reload_interval=5)
     try:
-        server.wait_for(lambda t: all(len(t.get(RUN, {}).get(tag, {}).get("steps", [])) == STEPS for tag in ATTENTION_TAGS),
+        server.wait_for(lambda t: all(len(t.get(RUN, {}).get(tag, {}).get("steps", [])) == STEPS for tag in (*ATTENTION_TAGS, LONG_TAG)),
                         timeout=600, interval=1.0)
         facts = Facts(STEPS, image_queries(server, STEPS))
         rng = random.Random(0)
