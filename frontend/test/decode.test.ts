@@ -135,7 +135,12 @@ test('reads the optional scoring rules of /qk (all null when absent) and rejects
     ['key_bias', [null, null, Array(4).fill([1, 2, 3])]], // 3 keys of 6
     ['relative_bias', [null, Array(4).fill(Array(6).fill(0)), null]], // 6 distances of 11
     ['relative_bias', [null, Array(4).fill([...Array(10).fill(0), 'x']), null]],
+    ['bidirectional_spans', [null, [[3, 2]], null]], // empty
+    ['bidirectional_spans', [null, [[0, 7]], null]], // past the 6 tokens
+    ['bidirectional_spans', [null, [[0, 3], [2, 5]], null]], // overlapping
+    ['bidirectional_spans', [null, [[0.5, 3]], null]],
   ];
+  assert.deepEqual(decodeQueryKey(withHeader(buffer, (h) => (h.bidirectional_spans = [null, [[0, 3], [3, 6]], []]))).bidirectionalSpans, [null, [[0, 3], [3, 6]], []]);
   for (const [field, value] of bad) {
     assert.throws(() => decodeQueryKey(withHeader(buffer, (h) => (h[field] = value))), new RegExp(`header ${field} is not one valid entry`));
   }

@@ -110,6 +110,16 @@ def main():
         causes = (("causal", True), ("bidirectional", False)) if nq == nk else (("bidirectional", False),)
         expected = {cause: [rules_softmax(qk, layer, 0.5, stored, causal) for layer in range(layers)] for cause, causal in causes}
         write(name, blob, {"header": qk.header, "softmax": expected})
+
+    # A causal mask bidirectional within spans (PaliGemma's prefix, images), a window or-ed with a span wider than it.
+    layers, n = 2, 7
+    query = 3 * rng.normal(size=(layers, heads, n, d)).astype(np.float32)
+    key = 3 * rng.normal(size=(layers, kv_heads, n, d)).astype(np.float32)
+    rules = {"bidirectional_spans": [[[0, 3]], [[1, 3], [4, 7]]], "sliding_window": [None, 2]}
+    blob = codecs.encode_qk(query, key, [0.5] * layers, **rules)
+    qk = codecs.decode_qk(blob)
+    write("qk_spans", blob, {"header": qk.header, "softmax": {"bidirectional": [rules_softmax(qk, layer, 0.5, rules, False)
+                                                                                for layer in range(layers)]}})
     long_fixtures(np.random.default_rng(22))
 
 
@@ -176,6 +186,10 @@ def rules_softmax(qk, layer, scaling, rules, causal):
         hidden = hidden | (np.abs(i - j) >= rule("sliding_window"))
     if rule("attention_chunk"):
         hidden = hidden | (i // rule("attention_chunk") != j // rule("attention_chunk"))
+    if rule("bidirectional_spans") is not None:  # causal, but every key of the query's own span seen
+        hidden = hidden | (j > i)
+        for a, b in rule("bidirectional_spans"):
+            hidden = hidden & ~((a <= i) & (i < b) & (a <= j) & (j < b))
     scores = np.where(hidden, -np.inf, scores)
     heads = scores.shape[0]
     sink = np.asarray(rule("sinks") if rule("sinks") else [-np.inf] * heads)[:, None, None]

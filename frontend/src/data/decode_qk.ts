@@ -39,6 +39,8 @@ export interface QueryKey {
   sinks: (number[] | null)[];
   /** per layer, the chunk size C: keys with ⌊i / C⌋ ≠ ⌊j / C⌋ are masked (Llama 4); or null */
   attentionChunk: (number | null)[];
+  /** per layer, [a, b] spans: the layer is causal (window and chunk too) but for the keys of a query's own span; or null */
+  bidirectionalSpans: (number[][] | null)[];
   /** per layer, per head, Nk numbers: keyBias[h][j] is added to every query's logit of key j (ALiBi); or null */
   keyBias: (number[][] | null)[];
   /** per layer, per head, Nq + Nk − 1 numbers: [h][j − i + Nq − 1] is added to the logit of (i, j) (T5); or null */
@@ -110,6 +112,12 @@ export function decodeQueryKey(buffer: ArrayBuffer): QueryKey {
   const slidingWindow = scoringRule(header, 'sliding_window', numLayers, (v) => positive(v) && Number.isInteger(v)) as (number | null)[];
   const sinks = scoringRule(header, 'sinks', numLayers, (v) => Array.isArray(v) && v.length === numHeads && v.every(Number.isFinite)) as (number[] | null)[];
   const attentionChunk = scoringRule(header, 'attention_chunk', numLayers, (v) => positive(v) && Number.isInteger(v)) as (number | null)[];
+  const spans = (v: unknown) => {
+    if (!Array.isArray(v) || numTokens !== numKeyTokens) return false;
+    const ends = v.flatMap((pair) => (Array.isArray(pair) && pair.length === 2 ? pair : [NaN])) as number[];
+    return ends.every((x, t) => Number.isInteger(x) && x >= 0 && x <= numTokens && (t === 0 || x >= ends[t - 1]) && (t % 2 === 0 || x > ends[t - 1]));
+  };
+  const bidirectionalSpans = scoringRule(header, 'bidirectional_spans', numLayers, spans) as (number[][] | null)[];
   const table = (length: number) => (v: unknown) =>
     Array.isArray(v) && v.length === numHeads && v.every((row) => Array.isArray(row) && row.length === length && row.every(Number.isFinite));
   const keyBias = scoringRule(header, 'key_bias', numLayers, table(numKeyTokens)) as (number[][] | null)[];
@@ -134,6 +142,7 @@ export function decodeQueryKey(buffer: ArrayBuffer): QueryKey {
     slidingWindow,
     sinks,
     attentionChunk,
+    bidirectionalSpans,
     keyBias,
     relativeBias,
     query: values(0, queryCount),
@@ -165,13 +174,14 @@ export function joinQueryKey(layers: readonly QueryKey[]): QueryKey {
     slidingWindow: layers.flatMap((qk) => qk.slidingWindow),
     sinks: layers.flatMap((qk) => qk.sinks),
     attentionChunk: layers.flatMap((qk) => qk.attentionChunk),
+    bidirectionalSpans: layers.flatMap((qk) => qk.bidirectionalSpans),
     keyBias: layers.flatMap((qk) => qk.keyBias),
     relativeBias: layers.flatMap((qk) => qk.relativeBias),
   };
   // The header as a whole-group blob would give it: the per-layer rules listed for every layer.
   const header: QueryKeyHeader = {
     ...first.header, num_layers: numLayers, first_layer: 0, scaling: rules.scaling, softcap: rules.softcap, sliding_window: rules.slidingWindow,
-    sinks: rules.sinks, attention_chunk: rules.attentionChunk, key_bias: rules.keyBias, relative_bias: rules.relativeBias,
+    sinks: rules.sinks, attention_chunk: rules.attentionChunk, bidirectional_spans: rules.bidirectionalSpans, key_bias: rules.keyBias, relative_bias: rules.relativeBias,
   };
   return {...first, ...rules, header, numLayers, firstLayer: 0, query: concat((qk) => qk.query), key: concat((qk) => qk.key)};
 }

@@ -65,6 +65,8 @@ def _scoring_rule(name, values, num_layers, num_heads, nq, nk):
     for layer, value in enumerate(values):
         if value is None:
             checked.append(None)
+        elif name == "bidirectional_spans":
+            checked.append(_spans(value, layer, nq, nk))
         elif name in _TABLE_RULES:
             shape = {"sinks": (num_heads,), "key_bias": (num_heads, nk), "relative_bias": (num_heads, nq + nk - 1)}[name]
             checked.append(_table(name, value, layer, shape))
@@ -83,6 +85,24 @@ def _scoring_rule(name, values, num_layers, num_heads, nq, nk):
 
 _INTEGER_RULES = ("sliding_window", "attention_chunk")
 _TABLE_RULES = ("sinks", "key_bias", "relative_bias")  # numbers per head: [H], [H, Nk], [H, Nq + Nk - 1]
+
+
+def _spans(value, layer, nq, nk):
+    """A layer's bidirectional_spans as [[a, b], ...]: integers 0 <= a < b <= N, in order, not overlapping."""
+    where = f"bidirectional_spans of layer {layer}"
+    if nq != nk:
+        raise ValueError(f"{where}: spans are of self attention (queries = keys), got {nq} queries over {nk} keys")
+    try:
+        spans = [[int(a), int(b)] for a, b in value]
+        exact = all(float(x) == y for pair, got in zip(value, spans) for x, y in zip(pair, got))
+    except (TypeError, ValueError):
+        spans, exact = None, False
+    ends = [x for pair in spans or [] for x in pair]
+    if not exact or isinstance(value, (str, bytes)) or any(b <= a for a, b in spans) or ends != sorted(ends) or \
+            (ends and (ends[0] < 0 or ends[-1] > nq)):
+        raise ValueError(f"{where} must be [[a, b], ...] with integers 0 <= a < b <= {nq}, in order, not "
+                         f"overlapping, got {value!r:.80}")
+    return spans
 
 
 def _table(name, value, layer, shape):
