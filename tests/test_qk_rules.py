@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tb_attention import Probe, Writer, capture, metadata
-from tests.support.models import VOCAB, NanoGPT, chunked_llama4, hf_model
+from tests.support.models import VOCAB, NanoGPT, chunked_llama4, decoder_lm, hf_model
 from tests.support.tensorboard import plugin_routes
 
 IDS = [[5, 17, 42, 8, 99, 3, 61, 12, 13, 70], [7, 7, 23, 50], [11, 4, 90, 31, 2, 66]]  # one batch: padded
@@ -85,6 +85,9 @@ FAMILIES = {
     "llama4_eager": (lambda: chunked_llama4("eager"), {"self": {"attention_chunk": [0, 1, 2]}}),
     "llama4_sdpa": (lambda: chunked_llama4("sdpa"), {"self": {"attention_chunk": [0, 1, 2]}}),
     "nano_alibi": (lambda: NanoGPT(mask="additive").eval(), {"self": {"relative_bias": [0, 1]}}),  # a float mask
+    # No bias or chunk: peaked weights from large logits, which float16 q/k moved by up to 4.2e-3 (Mistral).
+    "mistral_sdpa": (lambda: decoder_lm("mistral", "sdpa"), {"self": {}}),
+    "gemma2_eager": (lambda: decoder_lm("gemma2"), {"self": {}}),
 }
 
 
@@ -116,7 +119,7 @@ def test_served_query_key_and_rules_recompute_the_served_weights(tmp_path, famil
             assert np.abs(recompute(qk32, attention["causal"]) - stored).max() <= metadata.MAX_QUANTIZATION_ERROR + 1e-5
             if rules:
                 without = max(without, np.abs(recompute(qk, attention["causal"], rules=()) - stored).max())
-    assert without > 3 * QK_BOUND  # the rules matter for these models
+    assert without > 3 * QK_BOUND or not any(expected.values())  # the rules matter for the models that have them
 
 
 def test_bias_tables_have_one_entry_per_key_or_per_distance(tmp_path):
