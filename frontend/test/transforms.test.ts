@@ -126,6 +126,7 @@ test('the neuron view masks causally but within each bidirectional span (a prefi
         }
         if (l === 0 && i === 1) assert.deepEqual(rows.masks, [null, null, null, 'causal', 'causal', 'causal', 'causal']);
         if (l === 1 && i === 4) assert.deepEqual(rows.masks, ['window', 'window', 'window', null, null, null, null]);
+        if (l === 1 && i === 2) assert.deepEqual(rows.masks, ['window', null, null, 'causal', 'causal', 'causal', 'causal']);
       }
     }
   }
