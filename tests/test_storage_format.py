@@ -74,14 +74,44 @@ def test_long_inputs_keep_the_top_k_weights_of_each_row(rng):
     assert np.all(example.attention[:, :, np.triu_indices(n, 1)[0], np.triu_indices(n, 1)[1]] == 0)
 
 
-def test_query_and_key_round_trip_as_float16(rng):
-    query = rng.normal(size=(3, 6, 7, 16)).astype(np.float32)
+def test_query_and_key_are_float16_where_it_keeps_the_logits_else_float32(rng):
+    import torch
+
+    from tb_attention.storage import codecs
+    from tb_attention.storage.codecs import blob as framing
+
+    small = rng.normal(size=(3, 6, 7, 16)).astype(np.float32) * 0.05  # logits near 0: float16 moves them < 5e-4
     key = rng.normal(size=(3, 2, 7, 16)).astype(np.float32)
-    qk = metadata.decode_qk(metadata.encode_qk(query, key, [0.25, 0.25, 0.125]))
-    assert np.allclose(qk.query, query, rtol=1e-3, atol=1e-3)
-    assert np.allclose(qk.key, key, rtol=1e-3, atol=1e-3)
-    assert qk.scaling == [0.25, 0.25, 0.125]
-    assert qk.header["num_kv_heads"] == 2
+    qk = metadata.decode_qk(metadata.encode_qk(small, key, [0.25, 0.25, 0.125]))
+    assert qk.dtype == qk.header["dtype"] == "float16"
+    assert np.array_equal(qk.query, small.astype(np.float16).astype(np.float32))
+    assert qk.scaling == [0.25, 0.25, 0.125] and qk.header["num_kv_heads"] == 2
+    large = rng.normal(size=(3, 6, 7, 16)).astype(np.float32) * 4  # logits of ~4: float16 would move them ~1e-3
+    qk = metadata.decode_qk(metadata.encode_qk(large, key, [0.25, 0.25, 0.125]))
+    assert qk.dtype == "float32" and np.array_equal(qk.query, large) and np.array_equal(qk.key, key)  # exact
+    # The choice is made on the logits, so the scaling counts, and torch (on its device) chooses as numpy does.
+    assert metadata.decode_qk(metadata.encode_qk(large, key, 1e-4)).dtype == "float16"
+    assert metadata.decode_qk(metadata.encode_qk(torch.from_numpy(large), torch.from_numpy(key), 0.25)).dtype == "float32"
+    assert metadata.decode_qk(metadata.encode_qk(torch.from_numpy(small), torch.from_numpy(key), 0.25)).dtype == "float16"
+    # One layer of a blob and the layers joined keep what was stored: float16 values are float32 values too.
+    mixed = [metadata.encode_qk_layer(q[i], key[i], 0.25, layer=i) for i, q in enumerate((small, large, small))]
+    assert [metadata.decode_qk(b).dtype for b in mixed] == ["float16", "float32", "float16"]
+    joined = metadata.decode_qk(codecs.join_qk_layers(mixed))
+    assert joined.dtype == "float32"
+    assert np.array_equal(joined.query[1], large[1]) and np.array_equal(joined.query[0], small[0].astype(np.float16).astype(np.float32))
+    assert [metadata.decode_qk(codecs.qk_layer_blob(codecs.join_qk_layers(mixed), i)).dtype for i in range(3)] == ["float32"] * 3
+    with pytest.raises(ValueError, match="dtype must be one of float16, float32"):
+        metadata.encode_qk(small, key, 0.25, dtype="bfloat16")
+    # A blob written before the header named its dtype holds float16.
+    header, payload = framing.unpack(gzip.decompress(metadata.encode_qk(small, key, 0.25, dtype="float16")), framing.QK_MAGIC)
+    del header["dtype"]
+    older = framing.compress(framing.pack(framing.QK_MAGIC, header, [bytes(payload)]))
+    assert codecs.check_qk_blob(older) == header
+    assert metadata.decode_qk(older).dtype == "float16"
+    assert np.array_equal(metadata.decode_qk(older).query, small.astype(np.float16).astype(np.float32))
+    header["dtype"] = "float32"  # claims twice the bytes it has
+    with pytest.raises(metadata.FormatError, match="payload does not match its header"):
+        codecs.check_qk_blob(framing.compress(framing.pack(framing.QK_MAGIC, header, [bytes(payload)])))
 
 
 def test_scoring_rules_are_stored_per_layer_and_only_where_used(rng):

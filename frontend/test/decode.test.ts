@@ -43,25 +43,31 @@ test('keeps header fields the writer added (segments) and tokens exactly as logg
   assert.equal(a.tokens[3], '<img src=x onerror=alert(1)>');
 });
 
-test('decodes /qk: query and key vectors, scaling, and the key head of a grouped query head', () => {
+test('decodes /qk: query and key vectors (float16, float32, or float16 in a blob that predates dtype), scaling, and the key head of a grouped query head', () => {
   type QK = {header: {scaling: number[]}; query: number[][][][]; key: number[][][][]};
-  const {buffer, expected} = fixture<QK>('qk');
-  const qk = decodeQueryKey(buffer);
-  assert.deepEqual([qk.numLayers, qk.numHeads, qk.numKvHeads, qk.numTokens, qk.headDim], [2, 4, 2, 5, 3]);
-  assert.deepEqual(qk.scaling, expected.header.scaling);
-  assert.deepEqual([0, 1, 2, 3].map((h) => keyHeadOf(qk, h)), [0, 0, 1, 1]);
-  for (let l = 0; l < 2; l++) {
-    for (let h = 0; h < 4; h++) {
-      const q = queryVectors(qk, l, h);
-      const k = keyVectors(qk, l, h);
-      for (let i = 0; i < 5; i++) {
-        for (let t = 0; t < 3; t++) {
-          assert.ok(close(q[i * 3 + t], expected.query[l][h][i][t]), `query [${l},${h},${i},${t}]`);
-          assert.ok(close(k[i * 3 + t], expected.key[l][keyHeadOf(qk, h)][i][t]), `key [${l},${h},${i},${t}]`);
+  for (const name of ['qk', 'qk_float32', 'qk_no_dtype']) {
+    const {buffer, expected} = fixture<QK>(name);
+    const qk = decodeQueryKey(buffer);
+    assert.equal(qk.header.dtype, {qk: 'float16', qk_float32: 'float32', qk_no_dtype: undefined}[name]);
+    assert.deepEqual([qk.numLayers, qk.numHeads, qk.numKvHeads, qk.numTokens, qk.headDim], [2, 4, 2, 5, 3]);
+    assert.deepEqual(qk.scaling, expected.header.scaling);
+    assert.deepEqual([0, 1, 2, 3].map((h) => keyHeadOf(qk, h)), [0, 0, 1, 1]);
+    for (let l = 0; l < 2; l++) {
+      for (let h = 0; h < 4; h++) {
+        const q = queryVectors(qk, l, h);
+        const k = keyVectors(qk, l, h);
+        for (let i = 0; i < 5; i++) {
+          for (let t = 0; t < 3; t++) {
+            assert.ok(close(q[i * 3 + t], expected.query[l][h][i][t]), `query [${l},${h},${i},${t}]`);
+            assert.ok(close(k[i * 3 + t], expected.key[l][keyHeadOf(qk, h)][i][t]), `key [${l},${h},${i},${t}]`);
+          }
         }
       }
     }
   }
+  // float32 keeps what float16 rounds: the two blobs of the same vectors differ, each as its encoder stored it.
+  assert.notDeepEqual(queryVectors(decodeQueryKey(fixture('qk').buffer), 0, 0), queryVectors(decodeQueryKey(fixture('qk_float32').buffer), 0, 0));
+  assert.throws(() => decodeQueryKey(withHeader(fixture('qk_float32').buffer, (h) => (h.dtype = 'bfloat16'))), /unknown query\/key dtype "bfloat16"/);
 });
 
 test('converts float16 bit patterns, subnormals and infinities included', () => {
@@ -129,7 +135,12 @@ test('reads the optional scoring rules of /qk (all null when absent) and rejects
     ['key_bias', [null, null, Array(4).fill([1, 2, 3])]], // 3 keys of 6
     ['relative_bias', [null, Array(4).fill(Array(6).fill(0)), null]], // 6 distances of 11
     ['relative_bias', [null, Array(4).fill([...Array(10).fill(0), 'x']), null]],
+    ['bidirectional_spans', [null, [[3, 2]], null]], // empty
+    ['bidirectional_spans', [null, [[0, 7]], null]], // past the 6 tokens
+    ['bidirectional_spans', [null, [[0, 3], [2, 5]], null]], // overlapping
+    ['bidirectional_spans', [null, [[0.5, 3]], null]],
   ];
+  assert.deepEqual(decodeQueryKey(withHeader(buffer, (h) => (h.bidirectional_spans = [null, [[0, 3], [3, 6]], []]))).bidirectionalSpans, [null, [[0, 3], [3, 6]], []]);
   for (const [field, value] of bad) {
     assert.throws(() => decodeQueryKey(withHeader(buffer, (h) => (h[field] = value))), new RegExp(`header ${field} is not one valid entry`));
   }

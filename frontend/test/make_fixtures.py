@@ -13,6 +13,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 from tb_attention.storage import codecs  # noqa: E402
+from tb_attention.storage.codecs import blob as blob_codec  # noqa: E402
 
 OUT = pathlib.Path(__file__).resolve().parent / "fixtures"
 
@@ -60,19 +61,25 @@ def main():
     query = rng.normal(size=(layers, heads, n, d)).astype(np.float32)
     key = rng.normal(size=(layers, kv_heads, n, d)).astype(np.float32)
     scaling = [d**-0.5, 0.25]
-    blob = codecs.encode_qk(query, key, scaling)
-    qk = codecs.decode_qk(blob)
-    # What the neuron view must compute: softmax(scaling · q_h · k_{h // (H/K)}^T) with a causal mask.
-    group = heads // kv_heads
-    scores = np.einsum("lhnd,lhmd->lhnm", qk.query, np.repeat(qk.key, group, axis=1)) * np.array(scaling)[:, None, None, None]
-    scores = np.where(np.triu(np.ones((n, n), dtype=bool), 1), -np.inf, scores)
-    e = np.exp(scores - scores.max(-1, keepdims=True))
-    write("qk", blob, {
-        "header": qk.header,
-        "query": qk.query.tolist(),
-        "key": qk.key.tolist(),
-        "causal_softmax": reference(e / e.sum(-1, keepdims=True)),
-    })
+    # The same vectors stored both ways (the writer picks float32 where float16 would move a logit by more than
+    # codecs.FLOAT16_LOGIT_ERROR), and as a blob written before the header named its dtype (float16).
+    float16 = codecs.encode_qk(query, key, scaling, dtype="float16")
+    header, payload = blob_codec.unpack(gzip.decompress(float16), blob_codec.QK_MAGIC)
+    older = blob_codec.compress(blob_codec.pack(blob_codec.QK_MAGIC, {k: v for k, v in header.items() if k != "dtype"}, [payload]))
+    for name, blob in (("qk", float16), ("qk_float32", codecs.encode_qk(query, key, scaling, dtype="float32")),
+                       ("qk_no_dtype", older)):
+        qk = codecs.decode_qk(blob)
+        # What the neuron view must compute: softmax(scaling · q_h · k_{h // (H/K)}^T) with a causal mask.
+        group = heads // kv_heads
+        scores = np.einsum("lhnd,lhmd->lhnm", qk.query, np.repeat(qk.key, group, axis=1)) * np.array(scaling)[:, None, None, None]
+        scores = np.where(np.triu(np.ones((n, n), dtype=bool), 1), -np.inf, scores)
+        e = np.exp(scores - scores.max(-1, keepdims=True))
+        write(name, blob, {
+            "header": qk.header,
+            "query": qk.query.tolist(),
+            "key": qk.key.tolist(),
+            "causal_softmax": reference(e / e.sum(-1, keepdims=True)),
+        })
 
     # The scoring rules (Gemma 2's soft cap, sliding windows, gpt-oss sinks), each on one layer of
     # three; large vectors so that the cap bites. tests/test_capture.py checks that these rules, as
@@ -103,6 +110,16 @@ def main():
         causes = (("causal", True), ("bidirectional", False)) if nq == nk else (("bidirectional", False),)
         expected = {cause: [rules_softmax(qk, layer, 0.5, stored, causal) for layer in range(layers)] for cause, causal in causes}
         write(name, blob, {"header": qk.header, "softmax": expected})
+
+    # A causal mask bidirectional within spans (PaliGemma's prefix, images), a window or-ed with a span wider than it.
+    layers, n = 2, 7
+    query = 3 * rng.normal(size=(layers, heads, n, d)).astype(np.float32)
+    key = 3 * rng.normal(size=(layers, kv_heads, n, d)).astype(np.float32)
+    rules = {"bidirectional_spans": [[[0, 3]], [[1, 3], [4, 7]]], "sliding_window": [None, 2]}
+    blob = codecs.encode_qk(query, key, [0.5] * layers, **rules)
+    qk = codecs.decode_qk(blob)
+    write("qk_spans", blob, {"header": qk.header, "softmax": {"bidirectional": [rules_softmax(qk, layer, 0.5, rules, False)
+                                                                                for layer in range(layers)]}})
     long_fixtures(np.random.default_rng(22))
 
 
@@ -169,6 +186,10 @@ def rules_softmax(qk, layer, scaling, rules, causal):
         hidden = hidden | (np.abs(i - j) >= rule("sliding_window"))
     if rule("attention_chunk"):
         hidden = hidden | (i // rule("attention_chunk") != j // rule("attention_chunk"))
+    if rule("bidirectional_spans") is not None:  # causal, but every key of the query's own span seen
+        hidden = hidden | (j > i)
+        for a, b in rule("bidirectional_spans"):
+            hidden = hidden & ~((a <= i) & (i < b) & (a <= j) & (j < b))
     scores = np.where(hidden, -np.inf, scores)
     heads = scores.shape[0]
     sink = np.asarray(rule("sinks") if rule("sinks") else [-np.inf] * heads)[:, None, None]

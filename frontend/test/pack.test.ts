@@ -70,13 +70,13 @@ function attentionLayerBlob(a: Attention, l: number): Uint8Array {
   return blob('TBAT', {...a.header, num_layers: 1, first_layer: l}, keys ? [keys, codes] : [codes]);
 }
 
-/** One layer of a whole-group q/k fixture, as `/qk?layer=` serves it. */
+/** One layer of a whole-group q/k fixture, as `/qk?layer=` serves it (its values as the decoder holds them: float32). */
 function queryKeyLayerBlob(qk: QueryKey, l: number): Uint8Array {
   const q = qk.query.length / qk.numLayers;
   const k = qk.key.length / qk.numLayers;
   const rules = {softcap: [qk.softcap[l]], sliding_window: [qk.slidingWindow[l]], sinks: [qk.sinks[l]], attention_chunk: [qk.attentionChunk[l]],
-    key_bias: [qk.keyBias[l]], relative_bias: [qk.relativeBias[l]]};
-  return blob('TBQK', {...qk.header, ...rules, num_layers: 1, first_layer: l, scaling: [qk.scaling[l]]}, [qk.query.subarray(l * q, (l + 1) * q), qk.key.subarray(l * k, (l + 1) * k)]);
+    bidirectional_spans: [qk.bidirectionalSpans[l]], key_bias: [qk.keyBias[l]], relative_bias: [qk.relativeBias[l]]};
+  return blob('TBQK', {...qk.header, ...rules, dtype: 'float32', num_layers: 1, first_layer: l, scaling: [qk.scaling[l]]}, [qk.query.subarray(l * q, (l + 1) * q), qk.key.subarray(l * k, (l + 1) * k)]);
 }
 
 const bufferOf = (bytes: Uint8Array) => bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
@@ -191,7 +191,7 @@ test('layers that are not one group of one shape are not joined', () => {
 });
 
 test('a whole group\'s query and key vectors are joined from their layers, scoring rules per layer', async () => {
-  for (const name of ['qk', 'qk_rules', 'qk_bias', 'qk_bias_cross']) {
+  for (const name of ['qk', 'qk_float32', 'qk_no_dtype', 'qk_rules', 'qk_bias', 'qk_bias_cross', 'qk_spans']) {
     const whole = decodeQueryKey(fixture(name).buffer);
     const layers = Array.from({length: whole.numLayers}, (_, l) => queryKeyLayerBlob(whole, l));
     const joined = joinQueryKey(layers.map((b) => decodeQueryKey(bufferOf(b))));
@@ -199,7 +199,7 @@ test('a whole group\'s query and key vectors are joined from their layers, scori
     assert.deepEqual(joined.query, whole.query);
     assert.deepEqual(joined.key, whole.key);
     assert.deepEqual([joined.scaling, joined.softcap, joined.slidingWindow, joined.sinks], [whole.scaling, whole.softcap, whole.slidingWindow, whole.sinks]);
-    const asJson = (qk: QueryKey) => JSON.stringify([qk.attentionChunk, qk.keyBias, qk.relativeBias]); // (a blob's JSON header writes -0 as 0)
+    const asJson = (qk: QueryKey) => JSON.stringify([qk.attentionChunk, qk.bidirectionalSpans, qk.keyBias, qk.relativeBias]); // (a blob's JSON header writes -0 as 0)
     assert.equal(asJson(joined), asJson(whole));
     const answers: Record<string, [Uint8Array | object, PackType]> = {[at('examples', {run: 'train', tag: 'probe', step: 100})]: [examplesOf({index: 5, num_layers: 99, groups: [{name: 'self', num_layers: whole.numLayers} as never]}), 'json']};
     layers.forEach((b, l) => (answers[at('qk', {...KEY, layer: l})] = [b, 'binary']));

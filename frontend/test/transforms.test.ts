@@ -112,6 +112,26 @@ test('the neuron view applies the soft cap, the sliding window and the sinks as 
   }
 });
 
+test('the neuron view masks causally but within each bidirectional span (a prefix-LM mask), as the writer defines it', async () => {
+  const {decodeQueryKey, queryVectors, keyVectors} = await import('../src/data/decode_qk');
+  const {buffer, expected} = fixture<{softmax: {bidirectional: number[][][][]}}>('qk_spans');
+  const qk = decodeQueryKey(buffer);
+  assert.deepEqual(qk.bidirectionalSpans, [[[0, 3]], [[1, 3], [4, 7]]]);
+  for (let l = 0; l < qk.numLayers; l++) {
+    for (let h = 0; h < qk.numHeads; h++) {
+      for (let i = 0; i < qk.numTokens; i++) {
+        const rows = neuronRows(queryVectors(qk, l, h), keyVectors(qk, l, h), qk.headDim, i, scoringOf(qk, l, h, false));
+        for (let j = 0; j < qk.numTokens; j++) {
+          assert.ok(close(rows.softmax[j], expected.softmax.bidirectional[l][h][i][j], 1e-5), `[${l},${h},${i},${j}]`);
+        }
+        if (l === 0 && i === 1) assert.deepEqual(rows.masks, [null, null, null, 'causal', 'causal', 'causal', 'causal']);
+        if (l === 1 && i === 4) assert.deepEqual(rows.masks, ['window', 'window', 'window', null, null, null, null]);
+        if (l === 1 && i === 2) assert.deepEqual(rows.masks, ['window', null, null, 'causal', 'causal', 'causal', 'causal']);
+      }
+    }
+  }
+});
+
 test('the neuron view adds the bias per key or per distance and masks other chunks, as the writer defines them', async () => {
   const {decodeQueryKey, queryVectors, keyVectors} = await import('../src/data/decode_qk');
   type Expected = {softmax: Record<'causal' | 'bidirectional', number[][][][]>};

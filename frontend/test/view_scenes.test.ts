@@ -150,7 +150,7 @@ test('the neuron scene recomputes cross attention: queries of one sequence over 
   const qk = decodeQueryKey(fixture('qk').buffer);
   const {numTokens: nq, headDim: d, numKvHeads: kv} = qk;
   const m = nq - 3; // fewer keys than queries, as a source sentence of another length
-  const key = new Uint16Array(kv * m * d);
+  const key = new Float32Array(kv * m * d);
   for (let k = 0; k < kv; k++) key.set(qk.key.subarray(k * nq * d, k * nq * d + m * d), k * m * d); // layer 0's first m keys
   const cross: typeof qk = {...qk, numLayers: 1, numKeyTokens: m, key};
   // The reference: softmax over the m keys of scaling * q . k, no causal mask (another sequence).

@@ -41,8 +41,7 @@ class CapturedGroup:
 
     attention: [layers, heads, n_queries, n_keys], row i = how query token i attends to the keys.
     query_positions / key_positions: where the kept query / key tokens were in the padded rows.
-    scaling, softcap, sliding_window, sinks, attention_chunk, key_bias, relative_bias: per layer, as in
-        `Captured`.
+    scaling and the scoring rules (schema.SCORING_RULES, bidirectional_spans too): per layer, as in `Captured`.
     query / key: [layers, heads, n_queries, d] / [layers, kv_heads, n_keys, d], or None (not asked
         for, or a layer whose code gives no q/k, e.g. BLOOM's and DeBERTa-v2's eager attention).
     layer_names: per layer, the qualified name of its attention module (e.g. "blocks.3.attn").
@@ -62,6 +61,7 @@ class CapturedGroup:
     attention_chunk: list | None = None
     key_bias: list | None = None
     relative_bias: list | None = None
+    bidirectional_spans: list | None = None
     query: torch.Tensor | None = None
     key: torch.Tensor | None = None
     max_logit: torch.Tensor | None = None  # [layers, heads]: the largest logit over this input's rows

@@ -15,8 +15,8 @@ BIAS_TOLERANCE = 1e-4
 
 
 def input_rules(bias, keep, *, num_heads, causal, sliding_window=None, where="this layer"):
-    """{sliding_window, attention_chunk, key_bias, relative_bias} of one input's attention call (None
-    where unused).
+    """{sliding_window, attention_chunk, bidirectional_spans, key_bias, relative_bias} of one input's
+    attention call (None where unused).
 
     bias: float [H or 1, Nq, Nk] added to the logits besides the mask, or None; keep: bool [H or 1,
     Nq, Nk] (True = the query may attend to the key), or None for no mask; both cropped to the input's
@@ -24,9 +24,10 @@ def input_rules(bias, keep, *, num_heads, causal, sliding_window=None, where="th
     sliding_window: the layer's, when the model named it (else one the mask has is found). Raises
     CaptureError, naming `where`, when the rules cannot describe the mask or the bias.
     """
-    window, chunk = _mask_rules(keep, causal, sliding_window, where)
+    window, chunk, spans = _mask_rules(keep, causal, sliding_window, where)
     key_bias, relative_bias = _bias_tables(bias, keep, num_heads, where)
-    return {"sliding_window": window, "attention_chunk": chunk, "key_bias": key_bias, "relative_bias": relative_bias}
+    return {"sliding_window": window, "attention_chunk": chunk, "bidirectional_spans": spans, "key_bias": key_bias,
+            "relative_bias": relative_bias}
 
 
 def layer_rules(layers, *, num_heads, causal, model):
@@ -47,27 +48,48 @@ def crop(t, b, n, m):
     return t[min(b, t.shape[0] - 1), :, :n, :m].expand(-1, n, m)
 
 
-def rule_mask(nq, nk, *, causal, sliding_window=None, attention_chunk=None, device=None):
-    """bool [Nq, Nk]: the keys each query may attend to under the rules (http_api.md)."""
+def rule_mask(nq, nk, *, causal, sliding_window=None, attention_chunk=None, bidirectional_spans=None, device=None):
+    """bool [Nq, Nk]: the keys each query may attend to under the rules (http_api.md). With
+    bidirectional_spans ([[a, b], ...], a group stored not causal) the mask is causal, window and chunk
+    included, but for the keys of a query's own span (transformers' block overlay, or-ed to the mask)."""
     i = torch.arange(nq, device=device)[:, None]
     j = torch.arange(nk, device=device)[None, :]
     visible = torch.ones(nq, nk, dtype=torch.bool, device=device)
-    if causal:
+    if causal or bidirectional_spans is not None:
         visible &= j <= i
     if sliding_window:
         visible &= (i - j).abs() < sliding_window
     if attention_chunk:
         visible &= torch.div(i, attention_chunk, rounding_mode="floor") == torch.div(j, attention_chunk, rounding_mode="floor")
+    for a, b in bidirectional_spans or ():
+        visible |= (a <= i) & (i < b) & (a <= j) & (j < b)
     return visible
 
 
+def _found_spans(keep):
+    """[[a, b], ...]: the runs of queries a..b-1 that see keys past themselves, each run the span up to the
+    last key its first query sees (a causal mask made bidirectional within spans: PaliGemma's prefix)."""
+    seen = keep.reshape(-1, *keep.shape[-2:]).any(dim=0)
+    n = seen.shape[0]
+    last = torch.where(seen, torch.arange(seen.shape[1], device=seen.device)[None, :], -1).amax(dim=1).tolist()
+    spans, i = [], 0
+    while i < n:
+        if last[i] > i:
+            spans.append([i, min(last[i] + 1, n)])
+            i = spans[-1][1]
+        else:
+            i += 1
+    return spans
+
+
 def _mask_rules(keep, causal, window, where):
-    """(sliding_window, attention_chunk) that, with the causal mask, hide exactly the keys `keep` hides: the
-    window as given, or the one the mask has (a plain module's window mask); CaptureError when none do."""
+    """(sliding_window, attention_chunk, bidirectional_spans) that, with the causal mask, hide exactly the
+    keys `keep` hides: the window as given, or the one the mask has (a plain module's window mask); a group
+    stored not causal may be causal but within spans (a prefix-LM mask); CaptureError when none do."""
     if keep is None:
         if causal or window:
             raise CaptureError(f"{where}: the layer is {'causal' if causal else 'windowed'} but was given no mask")
-        return None, None
+        return None, None, None
     keep = keep.bool()
     nq, nk = keep.shape[-2:]
 
@@ -75,20 +97,25 @@ def _mask_rules(keep, causal, window, where):
         return bool((keep == rule_mask(nq, nk, causal=causal, device=keep.device, **rules)).all())
 
     if explains(sliding_window=window):
-        return window, None
+        return window, None, None
     if window is None:  # the widest row: w keys of a causal window, 2w - 1 of a bidirectional one
         widest = int(keep.sum(dim=-1).max())
         found = widest if causal else (widest + 1) // 2
         if 0 < found < max(nq, nk) and explains(sliding_window=found):
-            return found, None
+            return found, None, None
     # A chunk starts at the first query past 0 whose first visible key is itself.
     first = keep.int().argmax(dim=-1)  # [H or 1, Nq]: the first visible key of each query
     starts = (first == torch.arange(nq, device=keep.device)) & keep.any(dim=-1)
     starts[..., 0] = False
     found = starts.any(dim=0).nonzero()
     if len(found) and explains(sliding_window=window, attention_chunk=int(found[0])):
-        return window, int(found[0])
-    rules = ("a causal mask" if causal else "no causal mask") + (f", a sliding window of {window}" if window else "")
+        return window, int(found[0]), None
+    if not causal and nq == nk:  # causal but within spans, where it is bidirectional (PaliGemma, Gemma 3's images)
+        spans = _found_spans(keep)
+        if explains(sliding_window=window, bidirectional_spans=spans):
+            return window, None, spans
+    rules = ("a causal mask" if causal else "all keys, a causal mask bidirectional within spans") + (
+        f", a sliding window of {window}" if window else "")
     raise CaptureError(
         f"{where}: its attention mask is not {rules} or chunks (the rules the neuron view recomputes, "
         "http_api.md), so q/k cannot be stored for it: log without with_qk=True"

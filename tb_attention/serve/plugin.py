@@ -192,7 +192,7 @@ class AttentionPlugin(LongRoutes, base_plugin.TBPlugin):
             return self._served_blob(cache_key, read, codecs.join_qk_layers, codecs.qk_layer_blob)
         parts = read()
         decoded = [codecs.decode_qk(blob) for blob, _ in parts]
-        header = dict(decoded[0].header)
+        header = {**decoded[0].header, "dtype": codecs.joined_qk_dtype(decoded)}
         query = np.concatenate([d.query for d in decoded])
         key = np.concatenate([d.key for d in decoded])
         header["scaling"] = [s for d in decoded for s in d.scaling]

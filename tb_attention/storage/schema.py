@@ -64,10 +64,12 @@ GROUP_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
 #   x_j = scaling · q_i·k_j;  x_j = softcap · tanh(x_j / softcap);  x_j += key_bias[h][j] +
 #   relative_bias[h][j - i + Nq - 1] (ALiBi, T5's position bias; exact up to a constant per row);
 #   x_j = -inf if j > i (causal) or |i - j| >= sliding_window (as transformers' window masks, causal
-#   and bidirectional) or i // attention_chunk != j // attention_chunk (Llama 4);  softmax over the
+#   and bidirectional) or i // attention_chunk != j // attention_chunk (Llama 4) or, with
+#   bidirectional_spans [[a, b], ...] (a group stored not causal: PaliGemma's prefix), j > i unless a <= i, j < b
+#   for one span (those masks or-ed with the span's block, as transformers' block overlay);  softmax over the
 #   x_j and, when the head has one, its sink logit (which takes its share of the softmax and is then
 #   dropped, so the row sums to less than 1).
-SCORING_RULES = ("softcap", "sliding_window", "sinks", "attention_chunk", "key_bias", "relative_bias")
+SCORING_RULES = ("softcap", "sliding_window", "sinks", "attention_chunk", "bidirectional_spans", "key_bias", "relative_bias")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

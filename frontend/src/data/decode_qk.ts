@@ -1,5 +1,5 @@
-// The decoder of the binary body of `/qk` (TBQK): query and key vectors as float16, and the
-// per-layer scoring rules; see http_api.md.
+// The decoder of the binary body of `/qk` (TBQK): query and key vectors as float16 or float32 (the
+// header's `dtype`; float16 when absent), and the per-layer scoring rules; see http_api.md.
 
 import {checkPayload, FormatError, positiveInt, unpack} from './decode';
 
@@ -11,7 +11,8 @@ export interface QueryKeyHeader {
   /** v2: key vectors per head (v1: num_tokens) */
   num_key_tokens?: number;
   head_dim: number;
-  dtype: string;
+  /** "float16" or "float32"; absent in blobs written before it could be float32 (then float16) */
+  dtype?: string;
   scaling: number[];
   [field: string]: unknown;
 }
@@ -38,14 +39,16 @@ export interface QueryKey {
   sinks: (number[] | null)[];
   /** per layer, the chunk size C: keys with ⌊i / C⌋ ≠ ⌊j / C⌋ are masked (Llama 4); or null */
   attentionChunk: (number | null)[];
+  /** per layer, [a, b] spans: the layer is causal (window and chunk too) but for the keys of a query's own span; or null */
+  bidirectionalSpans: (number[][] | null)[];
   /** per layer, per head, Nk numbers: keyBias[h][j] is added to every query's logit of key j (ALiBi); or null */
   keyBias: (number[][] | null)[];
   /** per layer, per head, Nq + Nk − 1 numbers: [h][j − i + Nq − 1] is added to the logit of (i, j) (T5); or null */
   relativeBias: (number[][] | null)[];
-  /** float16 bits: [L, H, N, d] */
-  query: Uint16Array;
-  /** float16 bits: [L, K, Nk, d] */
-  key: Uint16Array;
+  /** [L, H, N, d], the stored float16 or float32 values */
+  query: Float32Array;
+  /** [L, K, Nk, d] */
+  key: Float32Array;
 }
 
 // float16 -> float32 through a table of all 65536 bit patterns (256 KiB, built on first use).
@@ -96,7 +99,9 @@ export function decodeQueryKey(buffer: ArrayBuffer): QueryKey {
   const numTokens = positiveInt(header, 'num_tokens');
   const numKeyTokens = header.num_key_tokens === undefined ? numTokens : positiveInt(header, 'num_key_tokens');
   const headDim = positiveInt(header, 'head_dim');
-  if (header.dtype !== 'float16') throw new FormatError(`unknown query/key dtype ${JSON.stringify(header.dtype)}`);
+  const dtype = header.dtype ?? 'float16';
+  if (dtype !== 'float16' && dtype !== 'float32') throw new FormatError(`unknown query/key dtype ${JSON.stringify(header.dtype)}`);
+  const itemSize = dtype === 'float16' ? 2 : 4;
   if (numKvHeads === 0 || numHeads % numKvHeads !== 0) {
     throw new FormatError(`${numHeads} query heads are not a multiple of ${numKvHeads} key heads`);
   }
@@ -107,13 +112,22 @@ export function decodeQueryKey(buffer: ArrayBuffer): QueryKey {
   const slidingWindow = scoringRule(header, 'sliding_window', numLayers, (v) => positive(v) && Number.isInteger(v)) as (number | null)[];
   const sinks = scoringRule(header, 'sinks', numLayers, (v) => Array.isArray(v) && v.length === numHeads && v.every(Number.isFinite)) as (number[] | null)[];
   const attentionChunk = scoringRule(header, 'attention_chunk', numLayers, (v) => positive(v) && Number.isInteger(v)) as (number | null)[];
+  const spans = (v: unknown) => {
+    if (!Array.isArray(v) || numTokens !== numKeyTokens) return false;
+    const ends = v.flatMap((pair) => (Array.isArray(pair) && pair.length === 2 ? pair : [NaN])) as number[];
+    return ends.every((x, t) => Number.isInteger(x) && x >= 0 && x <= numTokens && (t === 0 || x >= ends[t - 1]) && (t % 2 === 0 || x > ends[t - 1]));
+  };
+  const bidirectionalSpans = scoringRule(header, 'bidirectional_spans', numLayers, spans) as (number[][] | null)[];
   const table = (length: number) => (v: unknown) =>
     Array.isArray(v) && v.length === numHeads && v.every((row) => Array.isArray(row) && row.length === length && row.every(Number.isFinite));
   const keyBias = scoringRule(header, 'key_bias', numLayers, table(numKeyTokens)) as (number[][] | null)[];
   const relativeBias = scoringRule(header, 'relative_bias', numLayers, table(numTokens + numKeyTokens - 1)) as (number[][] | null)[];
   const queryCount = numLayers * numHeads * numTokens * headDim;
   const keyCount = numLayers * numKvHeads * numKeyTokens * headDim;
-  checkPayload(buffer, payload, 2 * (queryCount + keyCount));
+  checkPayload(buffer, payload, itemSize * (queryCount + keyCount));
+  // float32 values are copied out: the payload need not start on a multiple of 4 bytes.
+  const values = (offset: number, count: number) =>
+    dtype === 'float16' ? halvesToFloats(new Uint16Array(buffer.slice(payload + offset, payload + offset + 2 * count))) : new Float32Array(buffer.slice(payload + offset, payload + offset + 4 * count));
   return {
     header: header as QueryKeyHeader,
     numLayers,
@@ -128,10 +142,11 @@ export function decodeQueryKey(buffer: ArrayBuffer): QueryKey {
     slidingWindow,
     sinks,
     attentionChunk,
+    bidirectionalSpans,
     keyBias,
     relativeBias,
-    query: new Uint16Array(buffer, payload, queryCount),
-    key: new Uint16Array(buffer, payload + 2 * queryCount, keyCount),
+    query: values(0, queryCount),
+    key: values(itemSize * queryCount, keyCount),
   };
 }
 
@@ -147,8 +162,8 @@ export function joinQueryKey(layers: readonly QueryKey[]): QueryKey {
     }
   }
   const numLayers = layers.length;
-  const concat = (part: (qk: QueryKey) => Uint16Array) => {
-    const out = new Uint16Array(numLayers * part(first).length);
+  const concat = (part: (qk: QueryKey) => Float32Array) => {
+    const out = new Float32Array(numLayers * part(first).length);
     layers.forEach((qk, l) => out.set(part(qk), l * part(first).length));
     return out;
   };
@@ -159,13 +174,14 @@ export function joinQueryKey(layers: readonly QueryKey[]): QueryKey {
     slidingWindow: layers.flatMap((qk) => qk.slidingWindow),
     sinks: layers.flatMap((qk) => qk.sinks),
     attentionChunk: layers.flatMap((qk) => qk.attentionChunk),
+    bidirectionalSpans: layers.flatMap((qk) => qk.bidirectionalSpans),
     keyBias: layers.flatMap((qk) => qk.keyBias),
     relativeBias: layers.flatMap((qk) => qk.relativeBias),
   };
   // The header as a whole-group blob would give it: the per-layer rules listed for every layer.
   const header: QueryKeyHeader = {
     ...first.header, num_layers: numLayers, first_layer: 0, scaling: rules.scaling, softcap: rules.softcap, sliding_window: rules.slidingWindow,
-    sinks: rules.sinks, attention_chunk: rules.attentionChunk, key_bias: rules.keyBias, relative_bias: rules.relativeBias,
+    sinks: rules.sinks, attention_chunk: rules.attentionChunk, bidirectional_spans: rules.bidirectionalSpans, key_bias: rules.keyBias, relative_bias: rules.relativeBias,
   };
   return {...first, ...rules, header, numLayers, firstLayer: 0, query: concat((qk) => qk.query), key: concat((qk) => qk.key)};
 }
@@ -179,12 +195,12 @@ export function keyHeadOf(qk: QueryKey, head: number): number {
 export function queryVectors(qk: QueryKey, layer: number, head: number): Float32Array {
   const size = qk.numTokens * qk.headDim;
   const start = ((layer - qk.firstLayer) * qk.numHeads + head) * size;
-  return halvesToFloats(qk.query.subarray(start, start + size));
+  return qk.query.slice(start, start + size);
 }
 
 /** Key vectors used by query head `head`, as float32 [Nk, d]. */
 export function keyVectors(qk: QueryKey, layer: number, head: number): Float32Array {
   const size = qk.numKeyTokens * qk.headDim;
   const start = ((layer - qk.firstLayer) * qk.numKvHeads + keyHeadOf(qk, head)) * size;
-  return halvesToFloats(qk.key.subarray(start, start + size));
+  return qk.key.slice(start, start + size);
 }

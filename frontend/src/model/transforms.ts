@@ -102,6 +102,8 @@ export interface Scoring {
   sink: number | null;
   /** keys of another chunk (⌊i / chunk⌋ ≠ ⌊j / chunk⌋) are masked */
   chunk: number | null;
+  /** [a, b] spans: causal (window, chunk too) but for the keys of the query's own span (PaliGemma's prefix) */
+  spans: number[][] | null;
   /** this head's: added to the logit of key j (ALiBi) */
   keyBias: number[] | null;
   /** this head's: added to the logit of query i and key j at index j − i + numQueries − 1 (T5) */
@@ -110,7 +112,7 @@ export interface Scoring {
   numQueries: number;
 }
 
-type Rules = 'scaling' | 'softcap' | 'slidingWindow' | 'sinks' | 'attentionChunk' | 'keyBias' | 'relativeBias' | 'numTokens';
+type Rules = 'scaling' | 'softcap' | 'slidingWindow' | 'sinks' | 'attentionChunk' | 'bidirectionalSpans' | 'keyBias' | 'relativeBias' | 'numTokens';
 
 /** The scoring of head `head` of `layer`, from a /qk header's per-layer rules. */
 export function scoringOf(qk: Pick<QueryKey, Rules> & {firstLayer?: number}, layer: number, head: number, causal: boolean): Scoring {
@@ -123,6 +125,7 @@ export function scoringOf(qk: Pick<QueryKey, Rules> & {firstLayer?: number}, lay
     window: qk.slidingWindow[l],
     sink: sinks ? sinks[head] : null,
     chunk: qk.attentionChunk[l],
+    spans: qk.bidirectionalSpans[l],
     keyBias: qk.keyBias[l]?.[head] ?? null,
     relativeBias: qk.relativeBias[l]?.[head] ?? null,
     numQueries: qk.numTokens,
@@ -154,7 +157,8 @@ export interface NeuronRows {
 
 /** queries and keys: [N, d] of one head (the key head the query head uses). */
 export function neuronRows(queries: Float32Array, keys: Float32Array, headDim: number, i: number, scoring: Scoring): NeuronRows {
-  const {scaling, causal, softcap, window, sink, chunk, keyBias, relativeBias, numQueries} = scoring;
+  const {scaling, causal, softcap, window, sink, chunk, spans, keyBias, relativeBias, numQueries} = scoring;
+  const span = spans?.find(([a, b]) => a <= i && i < b) ?? null; // the query's own: every key of it is seen
   const n = keys.length / headDim;
   const query = queries.slice(i * headDim, (i + 1) * headDim);
   const products = new Float32Array(n * headDim);
@@ -163,13 +167,15 @@ export function neuronRows(queries: Float32Array, keys: Float32Array, headDim: n
   let max = sink ?? -Infinity;
   for (let j = 0; j < n; j++) {
     masks[j] =
-      causal && j > i
-        ? 'causal'
-        : window !== null && Math.abs(i - j) >= window
-          ? 'window'
-          : chunk !== null && Math.floor(i / chunk) !== Math.floor(j / chunk)
-            ? 'chunk'
-            : null;
+      span !== null && span[0] <= j && j < span[1]
+        ? null
+        : (causal || spans !== null) && j > i
+          ? 'causal'
+          : window !== null && Math.abs(i - j) >= window
+            ? 'window'
+            : chunk !== null && Math.floor(i / chunk) !== Math.floor(j / chunk)
+              ? 'chunk'
+              : null;
     if (masks[j]) {
       scores[j] = -Infinity;
       continue;

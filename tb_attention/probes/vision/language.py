@@ -161,15 +161,16 @@ class VisionLanguage(_Images):
     model saw and its tokens' span on its patch grid (http_api.md). Metrics: the text probe's over the
     whole sequence, and image_share and pixel_distance (within each image).
     processor_options: more keyword arguments for the processor call.
-    Other options as for Probe: name, metrics, include_first, top_k_exemplars, max_dense_tokens, all_ranks.
+    Other options as for Probe: name, with_qk (the decoder's q/k; PaliGemma's prefix-LM mask as bidirectional_spans,
+    http_api.md), metrics, include_first, top_k_exemplars, max_dense_tokens, all_ranks.
     """
 
     DASHBOARD_VIEW = "image"
 
     def __init__(self, processor, inputs, name=defaults.PROBE_TAG, *, metrics=True, include_first=False,
                  top_k_exemplars=defaults.TOP_K_EXEMPLARS, max_dense_tokens=codecs.DEFAULT_MAX_DENSE_TOKENS,
-                 all_ranks=False, max_image_side=MAX_IMAGE_SIDE, processor_options=None, **unsupported):
-        for option in ("targets", "forward", "with_qk", "syntax", "spacy_model", "max_length", "_encodings"):
+                 all_ranks=False, max_image_side=MAX_IMAGE_SIDE, processor_options=None, with_qk=False, **unsupported):
+        for option in ("targets", "forward", "syntax", "spacy_model", "max_length", "_encodings"):
             if unsupported.pop(option, None) not in (None, False):
                 raise TypeError(f"a vision-language probe does not take {option}=")
         unsupported.pop("batch_size", None)  # each input runs alone: its images make its own batch
@@ -184,7 +185,7 @@ class VisionLanguage(_Images):
         self._placed = None
         super().__init__(processor.tokenizer, None, name, metrics=metrics, syntax=False, include_first=include_first,
                          top_k_exemplars=top_k_exemplars, max_dense_tokens=max_dense_tokens, all_ranks=all_ranks,
-                         _encodings=encodings)
+                         with_qk=with_qk, _encodings=encodings)
 
     def _streams(self, model):
         return False
@@ -199,7 +200,7 @@ class VisionLanguage(_Images):
         captured = []
         for encoding in self.encodings:
             ids = torch.tensor([encoding["input_ids"]], dtype=torch.long)
-            captured += capture.capture_attention(model, ids, torch.ones_like(ids), within=within,
+            captured += capture.capture_attention(model, ids, torch.ones_like(ids), within=within, with_qk=self.with_qk,
                                                   **self._inputs(encoding, model))
         self._model = model
         return captured

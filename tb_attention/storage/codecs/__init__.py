@@ -49,11 +49,14 @@ from tb_attention.storage.codecs.long import (  # noqa: F401
     LongRows,
 )
 from tb_attention.storage.codecs.qk import (  # noqa: F401
+    FLOAT16_LOGIT_ERROR,
+    QK_DTYPES,
     QueryKey,
     check_qk_blob,
     decode_qk,
     encode_qk,
     encode_qk_layer,
     join_qk_layers,
+    joined_qk_dtype,
     qk_layer_blob,
 )

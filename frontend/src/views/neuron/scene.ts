@@ -58,13 +58,14 @@ export function neuronScene(qk: QueryKey, a: Attention, layer: number, head: num
 export function neuronCaption(c: NeuronScene): string {
   const kvHead = keyHeadOf(c.qk, c.head);
   const grouped = c.qk.numKvHeads < c.qk.numHeads ? ` (key head ${kvHead} of ${c.qk.numKvHeads}, grouped-query attention)` : '';
-  const {softcap, window, sink, chunk, keyBias, relativeBias} = c.scoring;
+  const {softcap, window, sink, chunk, spans, keyBias, relativeBias} = c.scoring;
   const rules = [
     softcap ? `logits soft-capped at ±${softcap}` : '',
     keyBias ? 'a bias per key added to the logits (ALiBi)' : '',
     relativeBias ? 'a bias per distance j − i added to the logits (relative positions)' : '',
     window ? `sliding window of ${window} tokens` : '',
     chunk ? `chunks of ${chunk} tokens` : '',
+    spans ? `causal but bidirectional within ${spans.map(([a, b]) => `tokens ${a}–${b - 1}`).join(', ') || 'no span'} (prefix-LM)` : '',
     sink !== null ? `a sink logit of ${sink.toPrecision(3)} takes ${(c.rows.sinkShare * 100).toFixed(1)}% of the softmax` : '',
   ]
     .filter((rule) => rule)
