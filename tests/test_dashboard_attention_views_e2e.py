@@ -161,7 +161,7 @@ def test_neuron_view_shows_query_key_and_softmax_and_explains_missing_vectors(da
     box = dashboard.canvas("neuron").bounding_box()
     dashboard.page.mouse.move(box["x"] + sum(layout["query"]) / 2, box["y"] + layout["top"] + 12 * layout["row"])
     assert dashboard.data("query", "neuron") == "12"  # hovering a query token shows its computation
-    assert float(dashboard.data("difference", "neuron")) <= 0.02  # recomputed softmax = stored weights
+    assert float(dashboard.data("difference", "neuron")) <= 0.004  # recomputed softmax = stored weights, within the storage bound
     dashboard.frame.click("[data-example='1']")  # the sentence pair was logged without q/k
     # The message says "Loading…" until the example's attention has arrived.
     dashboard.frame.wait_for_function("document.querySelector('[data-message=neuron]:not([hidden])')?.textContent.includes('No query/key vectors were logged')")
