@@ -1,4 +1,4 @@
-"""Blob encodings of the storage format: gzip framing (blob), attention (quantised dense/causal/top-k), q/k.
+"""Blob encodings of the storage format: gzip framing (blob), attention (quantised dense/causal/top-k), q/k, long.
 
 Imports numpy and the standard library only (the TensorBoard backend uses it). The writer's encoders
 also take torch tensors, recognised by duck typing: a tensor is quantised and reduced on its own
@@ -6,6 +6,7 @@ device and only the bytes to store are copied to the host. `encode_attention_lay
 `encode_qk_layer` encode ONE layer, exactly as the whole-example encoders store it.
 """
 
+from tb_attention.storage.codecs import long  # noqa: F401  (long.plan, long.encode_layer, long.decode_*)
 from tb_attention.storage.codecs.attention import (  # noqa: F401
     DEFAULT_MAX_DENSE_TOKENS,
     DEFAULT_TOP_K,
@@ -34,6 +35,19 @@ from tb_attention.storage.codecs.attention import (  # noqa: F401
     split_attention_layers,
 )
 from tb_attention.storage.codecs.blob import compress, decode_json, decode_manifest, decompress, encode_json  # noqa: F401
+from tb_attention.storage.codecs.long import (  # noqa: F401
+    DEFAULT_LONG_BUDGET,
+    DEFAULT_LONG_TOKENS,
+    DEFAULT_LONG_TOP_K,
+    DEFAULT_SINK_TOKENS,
+    MAX_LONG_TOKENS,
+    ROW_CHUNK,
+    UNUSED,
+    EncodedLongLayer,
+    LongLayer,
+    LongPlan,
+    LongRows,
+)
 from tb_attention.storage.codecs.qk import (  # noqa: F401
     QueryKey,
     check_qk_blob,

@@ -94,18 +94,20 @@ def to_host(x):
 # Blobs with a JSON header and a binary payload
 
 
-def pack(magic, header, payloads):
+def pack(magic, header, payloads, version=FORMAT_VERSION):
+    """The framed bytes: magic, `version`, header length, the JSON header padded to 8 bytes, the payloads."""
     head = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     head += b" " * (-(_HEADER.size + len(head)) % _ALIGN)  # pad so the payload is aligned
-    return b"".join([_HEADER.pack(magic, FORMAT_VERSION, len(head)), head, *payloads])
+    return b"".join([_HEADER.pack(magic, version, len(head)), head, *payloads])
 
 
-def unpack(raw, magic):
+def unpack(raw, magic, newest=FORMAT_VERSION):
+    """(JSON header, payload view) of framed bytes; NewerFormatError past version `newest`."""
     if len(raw) < _HEADER.size:
         raise FormatError("blob is shorter than its header")
     found, version, head_len = _header_frame(raw, magic)
-    if version > FORMAT_VERSION:
-        raise NewerFormatError(f"blob of storage format v{version}; this tb-attention reads up to v{FORMAT_VERSION}")
+    if version > newest:
+        raise NewerFormatError(f"blob of storage format v{version}; this tb-attention reads up to v{newest}")
     end = _HEADER.size + head_len
     if end > len(raw):
         raise FormatError("blob header runs past its end")
