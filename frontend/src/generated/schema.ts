@@ -17,7 +17,10 @@ export const METRICS = [
   "prefix_attention",
   "diagonal_alignment",
   "prompt_share",
-  "induction"
+  "induction",
+  "local_share",
+  "sink_share",
+  "retrieval"
 ] as const;
 
 export const POS_PREFIX = "pos/" as const;
