@@ -34,6 +34,7 @@ class LongCapture:
     sinks: np.ndarray  # float32 [L, H, sink_tokens]
     top1: np.ndarray  # uint32 [L, H, Nq]: each query's top key (UNUSED where none)
     max_logit: np.ndarray  # float32 [L, H]
+    long_layers: list | None = None  # with keep_layers: each layer's LongLayer (floats, before encoding)
 
     def group(self, tokens, name="self"):
         """The writer's long group (summary.write_examples) over `tokens` (queries and keys)."""
@@ -44,16 +45,17 @@ class LongCapture:
 class LongStream:
     """Listener for `intercept.intercepting` over one long input (a batch of one, self-attention):
     each call reduced in query chunks and encoded at once. `num_layers` sizes the plan (the budget is
-    per example); `result()` after the forward."""
+    per example); `result()` after the forward. keep_layers: keep each layer's floats too (tests, tools)."""
 
     def __init__(self, num_layers, *, budget=long_codec.DEFAULT_LONG_BUDGET, top_k=long_codec.DEFAULT_LONG_TOP_K,
-                 sink_tokens=long_codec.DEFAULT_SINK_TOKENS, chunk_bytes=CHUNK_BYTES):
+                 sink_tokens=long_codec.DEFAULT_SINK_TOKENS, chunk_bytes=CHUNK_BYTES, keep_layers=False):
         self.num_layers = num_layers
         self.options = dict(budget=budget, top_k=top_k, sink_tokens=sink_tokens)
         self.chunk_bytes = chunk_bytes
         self.plan = None
         self.layers, self.layer_names, self.profile, self.sinks, self.top1, self.max_logit = [], [], [], [], [], []
         self.causal = True
+        self.long_layers = [] if keep_layers else None
 
     def __call__(self, call):
         b, h, nq, nk = call.shape
@@ -85,12 +87,14 @@ class LongStream:
         self.top1.append(layer.top_index[:, :, 0].copy())
         self.max_logit.append(top.float().cpu().numpy())
         self.causal = self.causal and bool(call.causal)
+        if self.long_layers is not None:
+            self.long_layers.append(layer)
 
     def result(self):
         if len(self.layers) != self.num_layers:
             raise CaptureError(f"the forward made {len(self.layers)} attention calls, not the {self.num_layers} counted")
         return LongCapture(self.plan, self.layers, self.layer_names, self.causal, np.stack(self.profile),
-                           np.stack(self.sinks), np.stack(self.top1), np.stack(self.max_logit))
+                           np.stack(self.sinks), np.stack(self.top1), np.stack(self.max_logit), self.long_layers)
 
 
 class _Counter:
@@ -103,7 +107,7 @@ class _Counter:
 
 def capture_long(model, input_ids, *, forward=None, budget=long_codec.DEFAULT_LONG_BUDGET,
                  top_k=long_codec.DEFAULT_LONG_TOP_K, sink_tokens=long_codec.DEFAULT_SINK_TOKENS,
-                 chunk_bytes=CHUNK_BYTES):
+                 chunk_bytes=CHUNK_BYTES, keep_layers=False):
     """One long input's attention as a `LongCapture`: input_ids a list or 1-D tensor of token ids.
 
     The model runs as a Probe runs it (eval mode, no gradients, compiled code eagerly): a Hugging Face
@@ -118,7 +122,7 @@ def capture_long(model, input_ids, *, forward=None, budget=long_codec.DEFAULT_LO
     if not counter.calls:
         raise capture.record._no_attention_error(module)
     listener = LongStream(counter.calls, budget=budget, top_k=top_k, sink_tokens=sink_tokens,
-                          chunk_bytes=chunk_bytes)
+                          chunk_bytes=chunk_bytes, keep_layers=keep_layers)
     _run(module, ids, listener, forward)
     return listener.result()
 

@@ -3,13 +3,14 @@
 # Definitions: http_api.md, "Long examples". A layer is fed one query chunk of weights [H, c, Nk] at a
 # time (the softmax the model computed, sinks included) and keeps only what the contract stores, so
 # memory is O(H · Nq · k) plus the finest level's sums, never [H, Nq, Nk]:
-# - top-k rows by torch.topk (k + 1 of them, to see a tie at the k-th place; rows with such a tie are
-#   sorted whole, stably, so ties go to the smaller key); slots of weight 0 (masked keys, or a causal
-#   row with fewer than k keys) are padding (UNUSED);
+# - top-k rows by torch.topk (k + 1 of them, to see a tie at the k-th place; in rows with such a tie
+#   the tied keys are ranked by key with a second topk, so ties go to the smaller key); slots of weight
+#   0 (masked keys, or a causal row with fewer than k keys) are padding (UNUSED);
 # - the finest level's sums of weights per (query block, key block); coarser levels are the finest
 #   pooled, so every level holds the same mass;
-# - the distance profile from each row's cumulative sums read at the bin boundaries (float64, in
-#   slices of rows: a bin's mass is a difference of two cumulative sums);
+# - the distance profile from each row's cumulative sums read at the bin boundaries (a bin's mass is a
+#   difference of two of them; torch's CPU cumsum accumulates in double, so each float32 sum is within
+#   6e-8), in slices of rows into one reused buffer;
 # - sink mass: the first keys' columns.
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 
 from tb_attention.storage.codecs import long as long_codec
 
-CUMSUM_BYTES = 64 << 20  # float64 cumulative sums made at a time for the profile
+CUMSUM_BYTES = 64 << 20  # float32 cumulative sums made at a time for the profile
 
 
 class LongLayerSums:
@@ -36,7 +37,8 @@ class LongLayerSums:
         self.remainder = np.zeros((num_heads, num_queries), np.float32)
         self.block = plan.levels[-1][0] if plan.levels else None  # the finest level's block
         rows, cols = (plan.levels[-1][1], plan.levels[-1][2]) if plan.levels else (0, 0)
-        self.cells = torch.zeros(num_heads, rows, cols, dtype=torch.float64, device=self.device)
+        self.cells = torch.zeros(num_heads, rows, cols, device=self.device)  # float32: a cell sums <= block rows
+        self._cum = None  # the profile's buffer of cumulative sums
         self.profile = torch.zeros(num_heads, plan.distance_bins, dtype=torch.float64, device=self.device)
         self.sinks = torch.zeros(num_heads, plan.sink_tokens, dtype=torch.float64, device=self.device)
         self.rows_seen = 0
@@ -50,7 +52,7 @@ class LongLayerSums:
                              f"{self.num_heads} heads, {self.num_queries} queries and {self.num_keys} keys")
         with torch.no_grad():
             index, kept = top_rows(weights, self.plan.top_k)
-            remainder = (weights.sum(-1, dtype=torch.float64) - kept.sum(-1, dtype=torch.float64)).clamp_min_(0)
+            remainder = (weights.sum(-1) - kept.sum(-1)).clamp_min_(0)
             stop = start + c
             self.top_index[:, start:stop] = index.cpu().numpy()
             self.top_weight[:, start:stop] = kept.cpu().numpy()
@@ -62,6 +64,8 @@ class LongLayerSums:
             counted = slice(max(0, s - start), c) if self.num_queries > s else slice(None)
             self.sinks[:, : min(s, nk)] += weights[:, counted, :s].sum(1, dtype=torch.float64)
         self.rows_seen += c
+        if self.rows_seen == self.num_queries:
+            self._cum = None
 
     def _add_cells(self, weights, start):
         b = self.block
@@ -71,7 +75,7 @@ class LongLayerSums:
         if full * b < nk:
             per_key = torch.cat([per_key, weights[..., full * b :].sum(-1, keepdim=True)], -1)
         row_block = torch.arange(start, start + c, device=weights.device) // b
-        self.cells[:, :, : per_key.shape[-1]].index_add_(1, row_block, per_key.double())
+        self.cells[:, :, : per_key.shape[-1]].index_add_(1, row_block, per_key)
 
     def _profile(self, weights, start):
         """float64 [H, B]: the chunk's mass per distance bin, summed over its queries."""
@@ -80,19 +84,23 @@ class LongLayerSums:
         lo = 2 ** torch.arange(bins - 1, device=weights.device)  # bin b >= 1: 2^(b-1) <= d < 2^b
         hi = 2 * lo
         out = torch.zeros(h, bins, dtype=torch.float64, device=weights.device)
-        step = max(1, CUMSUM_BYTES // (8 * h * (nk + 1)))
+        step = max(1, CUMSUM_BYTES // (4 * h * (self.num_keys + 1)))
+        size = h * min(step, c) * (nk + 1)
+        if self._cum is None or self._cum.numel() < size or self._cum.device != weights.device:
+            self._cum = torch.empty(h * step * (self.num_keys + 1), device=weights.device)
         for first in range(0, c, step):
             w = weights[:, first : first + step]
             n = w.shape[1]
-            cum = torch.zeros(h, n, nk + 1, dtype=torch.float64, device=w.device)  # cum[x] = Σ_{j < x} w_j
-            torch.cumsum(w, -1, dtype=torch.float64, out=cum[..., 1:])
+            cum = self._cum[: h * n * (nk + 1)].view(h, n, nk + 1)  # cum[x] = Σ_{j < x} w_j
+            cum[..., 0] = 0
+            torch.cumsum(w, -1, out=cum[..., 1:])
             p = torch.arange(start + first, start + first + n, device=w.device) + (self.num_keys - self.num_queries)
             p = p[:, None]
             left = _at(cum, p - lo + 1) - _at(cum, p - hi + 1)  # keys p - hi < j <= p - lo
             right = _at(cum, p + hi) - _at(cum, p + lo)  # keys p + lo <= j < p + hi
             diagonal = _at(cum, p + 1) - _at(cum, p)
-            out[:, 0] += diagonal.sum((1, 2))
-            out[:, 1:] += (left + right).sum(1)
+            out[:, 0] += diagonal.sum((1, 2), dtype=torch.float64)
+            out[:, 1:] += (left + right).sum(1, dtype=torch.float64)
         return out
 
     def result(self):
@@ -117,8 +125,10 @@ class LongLayerSums:
         for block, rows, cols in self.plan.levels:
             f = block // self.block
             h, r, c = self.cells.shape
-            pooled = torch.nn.functional.pad(self.cells, (0, cols * f - c, 0, rows * f - r))
-            pooled = pooled.reshape(h, rows, f, cols, f).sum((2, 4))
+            pooled = self.cells
+            if f > 1:
+                pooled = torch.nn.functional.pad(pooled, (0, cols * f - c, 0, rows * f - r))
+                pooled = pooled.reshape(h, rows, f, cols, f).sum((2, 4), dtype=torch.float64)
             queries = (self.num_queries - torch.arange(rows, device=self.device) * block).clamp(max=block)
             out.append((pooled / queries[None, :, None]).float().cpu().numpy())
         return out
@@ -141,9 +151,12 @@ def top_rows(weights, k):
         tied = (values[..., kk] == values[..., kk - 1]) & (values[..., kk - 1] > 0)
         values, index = values[..., :kk].clone(), index[..., :kk].clone()
         where = tied.nonzero(as_tuple=True)
-        if where[0].numel():  # the k-th place is tied: which keys are in is decided by a stable sort of the row
-            v, i = torch.sort(weights[where], dim=-1, descending=True, stable=True)
-            values[where], index[where] = v[..., :kk], i[..., :kk]
+        if where[0].numel():  # the k-th place is tied: the keys above it, then the tied keys by key
+            rows, last = weights[where], values[where][:, kk - 1 : kk]
+            order = torch.arange(nk, 0, -1, device=weights.device, dtype=torch.float64) / (nk + 1)
+            rank = torch.where(rows > last, 2.0 + rows.double(), torch.where(rows == last, order, -1.0))
+            i = rank.topk(kk, dim=-1).indices
+            values[where], index[where] = rows.gather(-1, i), i
     order = index.argsort(-1)  # within the kept keys: by key, then stably by weight (ties to the smaller key)
     index, values = index.gather(-1, order), values.gather(-1, order)
     order = values.argsort(dim=-1, descending=True, stable=True)
@@ -174,11 +187,12 @@ def sink_share(sinks):
 
 
 def retrieval_hits(top_index, answers, needles):
-    """(hits [H], count): of the answer queries `answers`, those whose top-1 key is the needle token
-    they copy (`needles`, key positions, one per answer). top_index [H, Nq, k] (e.g. LongLayer.top_index)."""
+    """(hits [...], count): of the answer queries `answers`, those whose top-1 key is the needle token
+    they copy (`needles`, key positions, one per answer). top_index [..., Nq, k] (e.g. LongLayer.top_index
+    [H, Nq, k]): hits per head."""
     answers = np.asarray(answers, np.int64)
     needles = np.asarray(needles, np.int64)
-    if answers.shape != needles.shape:
+    if answers.shape != needles.shape or answers.ndim != 1:
         raise ValueError(f"{answers.size} answer queries for {needles.size} needle tokens")
-    top = np.asarray(top_index)[:, answers, 0].astype(np.int64)  # [H, n]
-    return (top == needles[None]).sum(1), answers.size
+    top = np.asarray(top_index)[..., answers, 0].astype(np.int64)  # [..., n]
+    return (top == needles).sum(-1), answers.size
