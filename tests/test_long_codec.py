@@ -1,12 +1,13 @@
 """Long examples' storage: the budget's plan, the rows, level and profile blobs, and damaged blobs refused."""
 
 import gzip
+import json
 import struct
 
 import numpy as np
 import pytest
 
-from tb_attention.storage import codecs, schema
+from tb_attention.storage import codecs, examples, schema
 from tb_attention.storage.codecs import long
 from tb_attention.storage.codecs.blob import compress, pack
 from tests.support import long_reference as ref
@@ -180,3 +181,67 @@ def test_served_frames_carry_the_long_version_and_their_magic():
     assert (12 + struct.unpack_from("<I", body, 8)[0]) % 8 == 0 and body[-6:] == bytes(range(6))
     rows = long.rows_answer({"start": 0}, np.array([[1, long.UNUSED]], dtype=np.uint32), np.uint8([[9, 0]]), np.uint8([4]))
     assert rows[:4] == b"TBLR" and rows[-11:] == struct.pack("<II", 1, long.UNUSED) + bytes([9, 0, 4])
+
+
+# ---------------------------------------------------------------------------------------------
+# The writer and the manifest
+
+
+def _long_step(layer, **spec):
+    a, p, x = layer
+    tokens = [f"t{i}" for i in range(600)]
+    group = {"name": "self", "causal": True, "long": {"plan": p, "layers": [x]}, **spec}
+    return examples.encode_step([{"tokens": tokens, "groups": [group]}, {"tokens": ["a", "b"], "attention":
+                                 ref.softmax_attention(1, 2)[None]}])
+
+
+def test_the_writer_lays_out_a_long_group_and_the_manifest_says_where(layer):
+    a, p, x = layer
+    (records,) = _long_step(layer)
+    manifest = codecs.decode_manifest(records[0])
+    g = manifest["examples"][0]["groups"][0]
+    assert (g["encoding"], g["long"], g["long_rows"], g["long_levels"], g["long_profile"]) == (
+        "long", p.entry(), [[1, 2, 3]], [[4, 5]], 6)
+    assert manifest["examples"][1]["groups"][0]["attention_blobs"] == [7]
+    rows = long.decode_rows(records[2], layer=0, num_heads=3, start=256, stop=512, top_k=8, num_keys=600)
+    np.testing.assert_array_equal(rows.index, x.top_index[:, 256:512])
+    assert schema.group_payload(g)["long"] == p.entry() and "long_rows" not in schema.group_payload(g)
+
+
+def test_the_manifest_check_refuses_a_long_group_that_disagrees_with_its_sizes(layer):
+    (records,) = _long_step(layer)
+    good = codecs.decode_json(records[0])
+    for path, value, message in (
+        (("long", "distance_bins"), 9, "distance_bins = 9"),
+        (("long", "levels", 1, "block"), 3, "block 3"),
+        (("long", "levels", 0, "rows"), 299, "299 x 300 cells"),
+        (("long", "top_k"), 0, "top_k = 0"),
+        (("long_rows", 0), [1, 2], "long_rows is not 3 blob references"),
+        (("long_profile",), None, "long_profile"),
+        (("num_tokens",), 1 << 21, "num_tokens = 2097152"),
+    ):
+        manifest = json.loads(json.dumps(good))
+        target = manifest["examples"][0]["groups"][0]
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        parsed = schema.parse_manifest(manifest)
+        assert message in parsed["examples"][0]["error"] and "error" not in parsed["examples"][1]
+    big = json.loads(json.dumps(good))
+    dense = big["examples"][1]["groups"][0]
+    dense.update(num_tokens=70000, num_key_tokens=70000, tokens=["x"] * 70000, key_tokens=["x"] * 70000)
+    assert "from 1 to 65,535" in schema.parse_manifest(big)["examples"][1]["error"]  # the bound of other groups stays
+
+
+def test_the_writer_refuses_long_groups_that_do_not_match_their_plan(layer):
+    a, p, x = layer
+    encoded = long.encode_layer(1, x, p)  # encoded as layer 1, given as layer 0
+    for spec, message in (
+        ({"long": {"plan": long.plan(1, 3, 500, 500), "layers": [x]}}, "the plan is for 1 layers x 500 queries"),
+        ({"long": {"plan": p, "layers": [encoded]}}, "says {'layer': 1}"),
+        ({"long": {"plan": p, "layers": [x]}, "attention": a[None]}, "stores no attention"),
+        ({"long": {"plan": p, "layers": [a]}}, "not a LongLayer or EncodedLongLayer"),
+        ({"long": [x]}, "long must be"),
+    ):
+        with pytest.raises((ValueError, TypeError), match=message):
+            _long_step(layer, **spec)

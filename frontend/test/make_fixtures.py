@@ -103,6 +103,52 @@ def main():
         causes = (("causal", True), ("bidirectional", False)) if nq == nk else (("bidirectional", False),)
         expected = {cause: [rules_softmax(qk, layer, 0.5, stored, causal) for layer in range(layers)] for cause, causal in causes}
         write(name, blob, {"header": qk.header, "softmax": expected})
+    long_fixtures(np.random.default_rng(22))
+
+
+def long_fixtures(rng):
+    """Long examples (http_api.md, "Long examples"): a stored rows frame and level frame (TBLG), and the
+    /long_map and /long_rows answers (TBLM, TBLR) as the plugin serves them from a logdir the writer wrote."""
+    import tempfile
+
+    from tensorboard import context
+    from tensorboard.plugins import base_plugin
+
+    from tb_attention.serve.export import python_provider
+    from tb_attention.serve.plugin import AttentionPlugin
+    from tb_attention.storage import summary
+    from tb_attention.storage.codecs import long
+    from tests.support.long_reference import long_layer
+
+    n, heads = 20, 2
+    attention = softmax_rows(rng, 1, heads, n, True)[0]
+    plan = long.plan(1, heads, n, n, budget=1000, top_k=3)  # blocks of 2 tokens: 10 x 10 cells
+    layer = long_layer(attention, plan, causal=True)
+    encoded = long.encode_layer(0, layer, plan)
+    rows = long.decode_rows(encoded.rows[0], layer=0, num_heads=heads, start=0, stop=n, top_k=3, num_keys=n)
+    write("long_rows_frame", encoded.rows[0], {
+        "header": long.blob_header(encoded.rows[0]), "index": rows.index.tolist(), "weight": reference(rows.weight),
+        "remainder": reference(codecs.dequantize(rows.remainder))})
+    block, level_rows, level_cols = plan.levels[0]
+    cells = long.decode_level(encoded.levels[0], layer=0, num_heads=heads, level=0, block=block, rows=level_rows,
+                              cols=level_cols)
+    write("long_level_frame", encoded.levels[0], {"header": long.blob_header(encoded.levels[0]),
+                                                 "cells": reference(codecs.dequantize(cells))})
+    with tempfile.TemporaryDirectory() as logdir:
+        with summary.Writer(pathlib.Path(logdir) / "run") as writer:
+            summary.write_examples(writer, "probe", [{"tokens": [f"t{i}" for i in range(n)], "causal": True,
+                                                      "long": {"plan": plan, "layers": [layer]}}], 0)
+        plugin = AttentionPlugin(base_plugin.TBContext(data_provider=python_provider(logdir), logdir=logdir))
+        where = dict(run="run", tag="probe", step=0, example=0)
+        ctx = context.RequestContext()
+        for name, impl, params in (
+            ("long_map", plugin.long_map_impl, dict(layer=0, level=0, rows=(2, 7), cols=(0, 10))),
+            ("long_map_mean", plugin.long_map_impl, dict(layer=0, level=0)),
+            ("long_rows", plugin.long_rows_impl, dict(layer=0, head=1, start=3, stop=11)),
+        ):
+            params = {**params, "head": 1} if name == "long_map" else params
+            body = impl(ctx, "", **where, **params)
+            write(name, body, impl(ctx, "", **where, **params, as_json=True))
 
 
 def rules_softmax(qk, layer, scaling, rules, causal):

@@ -269,6 +269,11 @@ class _Packer:
             self.groups.setdefault(tag, [None] + [g["name"] for g in body["examples"][0]["groups"][1:]])
         for example in body["examples"]:
             where = dict(run=run, tag=tag, step=step, example=example["index"])
+            long = [g["name"] for g in example["groups"] if g.get("encoding") == schema.ENCODING_LONG]
+            if long:  # its routes take ranges on demand: no pack of fixed answers holds them yet
+                raise ExportError(f"{run!r}/{tag!r} step {step}, example {example['index']} is a long example (group "
+                                  f"{long[0]!r}), which an export cannot pack yet: leave it out with --examples (or "
+                                  "`examples=`), or view it in TensorBoard")
             for g in example["groups"]:
                 named = dict(where, group=None if g is example["groups"][0] else g["name"])
                 for layer in range(g["num_layers"]):

@@ -11,13 +11,16 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 
 from tb_attention.serve import compare
+from tb_attention.serve.long import LongRoutes
 from tb_attention.serve.reader import LRU, Reader
-from tb_attention.serve.routes import JSON, bad_request, int_param, json_floats, not_found, param, route, static_file
+from tb_attention.serve.routes import JSON, bad_request, int_param, json_floats, not_found, param, range_param, route, static_file
 from tb_attention.storage import codecs, schema
 
 _JOINED_SIZE = 16  # whole-group blobs assembled from per-layer blobs, remembered
 _JOINED_BYTES = 32 << 20  # larger assembled blobs are not remembered
 _COMPARED_SIZE = 64  # /compare answers remembered (the view asks again as it redraws)
+_LONG_DECODED_SIZE = 32  # decoded blobs of long examples (rows, levels, profiles; a few MiB each by default)
+_LONG_ANSWERS_SIZE = 64  # gzip bodies of /long_map and /long_rows (at most ~1 MiB each), asked again as a view pans
 
 
 def _check_index(name, index, size, owner="the example"):
@@ -25,8 +28,9 @@ def _check_index(name, index, size, owner="the example"):
         raise not_found(f"{name} {index} does not exist: {owner} has {size} {name}s")
 
 
-class AttentionPlugin(base_plugin.TBPlugin):
-    """Serves attention examples, metrics and exemplars; the dashboard is a dynamic ES module."""
+class AttentionPlugin(LongRoutes, base_plugin.TBPlugin):
+    """Serves attention examples, metrics and exemplars; the dashboard is a dynamic ES module. Long examples'
+    routes come from LongRoutes (serve/long.py)."""
 
     plugin_name = schema.PLUGIN_NAME
 
@@ -34,6 +38,8 @@ class AttentionPlugin(base_plugin.TBPlugin):
         self._reader = Reader(context.data_provider)
         self._joined = LRU(_JOINED_SIZE)
         self._compared = LRU(_COMPARED_SIZE)
+        self._long_decoded = LRU(_LONG_DECODED_SIZE)
+        self._long_answers = LRU(_LONG_ANSWERS_SIZE)
 
     def get_plugin_apps(self):
         return {
@@ -48,6 +54,9 @@ class AttentionPlugin(base_plugin.TBPlugin):
             "/metric": self._serve_metric,
             "/metrics": self._serve_metrics,
             "/exemplars": self._serve_exemplars,
+            "/long_map": self._serve_long_map,
+            "/long_rows": self._serve_long_rows,
+            "/long_profile": self._serve_long_profile,
         }
 
     def is_active(self):
@@ -135,6 +144,9 @@ class AttentionPlugin(base_plugin.TBPlugin):
         """What /attention and /qk share: the example's group, its layer and head checked, a reader of the
         blobs asked for and their cache key: (entry, group, read, key)."""
         datum, entry, g = self._group(ctx, experiment_id, run, tag, step, example, group)
+        if kind == "qk" and g.get("encoding") == schema.ENCODING_LONG:
+            raise not_found(f"example {example} (group {g.get('name')!r}) is a long example: no query/key vectors "
+                            "are stored for long inputs")
         if kind == "qk" and g.get("qk_blobs") is None and g.get("qk_blob") is None:
             raise not_found(
                 f"no query/key vectors were logged for example {example} (group {g.get('name')!r}) of "
@@ -148,9 +160,11 @@ class AttentionPlugin(base_plugin.TBPlugin):
         return entry, g, read, key
 
     def attention_impl(self, ctx, experiment_id, run, tag, step, example, group=None, layer=None, head=None,
-                       as_json=False):
-        """The binary blob (bytes) or the JSON body (dict) of /attention."""
+                       as_json=False, window=None):
+        """The binary blob (bytes) or the JSON body (dict) of /attention (`window` (A, B): of a long group)."""
         entry, g, read, key = self._layered("attention", ctx, experiment_id, run, tag, step, example, group, layer, head)
+        if window is not None or g.get("encoding") == schema.ENCODING_LONG:
+            return self.window_impl(ctx, experiment_id, run, tag, step, entry, g, layer, head, window, as_json)
         if not as_json:
             return self._served_blob(key, read, codecs.join_attention_layers, codecs.attention_layer_blob)
         parts = read()
@@ -248,6 +262,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
                 skipped += 1
                 continue
             same = all(ga.get(k) == gb.get(k) for k in ("tokens", "key_tokens", "num_layers", "num_heads"))
+            same = same and ga.get("encoding") != schema.ENCODING_LONG  # no dense weights to compare
             if not same or (shape is not None and shape != (ga.get("num_layers"), ga.get("num_heads"))):
                 skipped += 1
                 continue
@@ -379,7 +394,8 @@ class AttentionPlugin(base_plugin.TBPlugin):
     @route
     def _serve_attention(self, request):
         params = self._example_params(request)
-        return self._respond_blob_or_json(request, self.attention_impl(*self._context(request), **params))
+        window = range_param(request, "window", False)
+        return self._respond_blob_or_json(request, self.attention_impl(*self._context(request), **params, window=window))
 
     @route
     def _serve_qk(self, request):
@@ -419,7 +435,6 @@ class AttentionPlugin(base_plugin.TBPlugin):
         run, tag = param(request, "run"), param(request, "tag")
         step = int_param(request, "step")
         return http_util.Respond(request, self.exemplars_impl(*self._context(request), run, tag, step), JSON)
-
 
 
 def _per_layer_refs(group, kind, what):

@@ -23,6 +23,7 @@ STATIC_DIR = pathlib.Path(__file__).resolve().parent / "static"
 JSON = "application/json"
 _INT_PATTERN = re.compile(r"[0-9]{1,19}")  # non-negative base-10 integer (< 2**63: an event's int64 step)
 _INT_LIMIT = 2**63
+_RANGE_PATTERN = re.compile(r"([0-9]{1,19}):([0-9]{1,19})")  # a half-open range A:B
 
 
 class HttpError(Exception):
@@ -83,6 +84,17 @@ def int_param(request, name, required=True):
     if not _INT_PATTERN.fullmatch(value) or int(value) >= _INT_LIMIT:
         raise bad_request(f"parameter {name!r} must be a non-negative integer, got {value!r}")
     return int(value)
+
+
+def range_param(request, name, required=True):
+    """A half-open range `A:B` (non-negative integers, A < B) as (A, B), or None when absent and optional."""
+    value = param(request, name, required)
+    if value is None:
+        return None
+    match = _RANGE_PATTERN.fullmatch(value)
+    if not match or int(match[1]) >= int(match[2]) or int(match[2]) >= _INT_LIMIT:
+        raise bad_request(f"parameter {name!r} must be a range A:B of non-negative integers with A < B, got {value!r}")
+    return int(match[1]), int(match[2])
 
 
 def json_floats(array):

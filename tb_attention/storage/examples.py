@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 
 from tb_attention.storage import codecs, schema
+from tb_attention.storage.long_groups import LongGroup
 
 _ENCODE_WORKERS = 2  # threads for encoding layers: zlib and numpy release the GIL
 
@@ -258,6 +259,16 @@ def _check_image(image, num_tokens, index):
     return {"grid": grid, "patch_size": patch, "prefix_tokens": int(prefix), "prefix_names": [str(n) for n in names]}
 
 
+def _group(spec, tokens, index, max_dense_tokens, top_k, check_rows):
+    """A checked group of example `index`: a LongGroup when the spec gives `long`, else a _Group."""
+    if spec.get("long") is None:
+        return _Group(spec, tokens, index, max_dense_tokens, top_k, check_rows)
+    name = schema.check_group_name(spec.get("name", schema.DEFAULT_GROUP))
+    query_tokens = token_strings(spec["tokens"]) if spec.get("tokens") is not None else tokens
+    key_tokens = token_strings(spec["key_tokens"]) if spec.get("key_tokens") is not None else query_tokens
+    return LongGroup(name, query_tokens, key_tokens, spec, f"example {index}, group {name!r}")
+
+
 def _groups_of(example, index):
     if "groups" in example and example.get("attention") is not None:
         raise ValueError(f"example {index}: give either attention (one group) or groups, not both")
@@ -266,7 +277,7 @@ def _groups_of(example, index):
         if not groups:
             raise ValueError(f"example {index}: groups is empty")
         return groups
-    v1 = {k: example.get(k) for k in ("attention", "causal", "query", "key", "scaling", "qk", "layer_names",
+    v1 = {k: example.get(k) for k in ("attention", "causal", "query", "key", "scaling", "qk", "layer_names", "long",
                                       *schema.SCORING_RULES)}
     return [{"name": schema.DEFAULT_GROUP, **v1}]
 
@@ -289,7 +300,7 @@ def encode_step(
             if example.get("tokens") is None and "groups" in example and example["groups"]:
                 example = {**example, "tokens": example["groups"][0].get("tokens")}
             tokens = token_strings(example["tokens"])
-            groups = [_Group(g, tokens, index, max_dense_tokens, top_k, check_rows) for g in _groups_of(example, index)]
+            groups = [_group(g, tokens, index, max_dense_tokens, top_k, check_rows) for g in _groups_of(example, index)]
             names = [g.name for g in groups]
             if len(set(names)) != len(names):
                 raise ValueError(f"example {index}: group names repeat: {names}")
@@ -322,6 +333,9 @@ def encode_step(
     tasks = []  # (callable, what): every blob after the manifest, in storage order
     for index, (_, groups, _, image, raw_image) in enumerate(prepared):
         for g in groups:
+            if isinstance(g, LongGroup):
+                tasks += g.tasks(f"example {index}, group {g.name!r}")
+                continue
             tasks += [(lambda g=g, i=i: g.encode_layer(i), f"example {index}, group {g.name!r}, layer {i}")
                       for i in range(len(g.layers))]
             if g.qk is not None:
@@ -340,6 +354,10 @@ def encode_step(
     for tokens, groups, fields, image, _ in prepared:
         group_entries = []
         for g in groups:
+            if isinstance(g, LongGroup):
+                entry, ref = g.entry(ref)
+                group_entries.append(entry)
+                continue
             entry = g.entry()
             entry["attention_blobs"] = list(range(ref, ref + len(g.layers)))
             ref += len(g.layers)

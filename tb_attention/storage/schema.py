@@ -42,6 +42,19 @@ DEFAULT_GROUP = "self"  # the one group of a v1-style example
 GROUP_NAMES = ("self", "encoder", "decoder", "cross")  # the usual names; any GROUP_PATTERN name is valid
 GROUP_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
+# Long examples (http_api.md, "Long examples"): a group above the writer's long_tokens stores top-k rows,
+# a block pyramid and a distance profile instead of attention blobs.
+ENCODING_LONG = "long"
+MAX_LONG_GROUP_TOKENS = 1 << 20  # queries or keys of a long group (key indices are uint32)
+LONG_FIELDS = ("top_k", "sink_tokens", "row_chunk", "budget", "levels", "distance_bins")  # the group's `long`
+LONG_LEVEL_FIELDS = ("block", "rows", "cols")
+
+
+def long_distance_bins(num_queries, num_keys):
+    """B = 2 + floor(log2(max(Nq, Nk))) distance bins: bin 0 holds d = 0, bin b ≥ 1 holds 2^(b−1) ≤ d < 2^b."""
+    return max(int(num_queries), int(num_keys)).bit_length() + 1
+
+
 # How a layer turns scaled q·k into weights besides the causal mask; each is optional, per layer,
 # null where a layer does not use it (http_api.md, "GET /qk"). The weights of query i over keys j are
 #   x_j = scaling · q_i·k_j;  x_j = softcap · tanh(x_j / softcap);  x_j += key_bias[h][j] +
@@ -157,10 +170,12 @@ def tag_payload(content, steps, wall_times, description=None, display_name=None)
 #                "groups": [{"name", "num_layers", "num_heads", "num_tokens", "num_key_tokens", "tokens",
 #                            "key_tokens", "causal", "encoding", "top_k"?, "layer_names"?, "has_qk",
 #                            "attention_blobs": [blob per layer], "qk_blobs": [blob per layer] | null}]}]}
+# A long group (encoding "long") has no attention or q/k blobs but `long` (LONG_FIELDS), `long_rows` [per layer
+# [blob per row chunk]], `long_levels` [per layer [blob per level]] and `long_profile` (one blob).
 # A blob reference is an index into the step's blobs: the main record's, then part 1's, and so on.
 
 _GROUP_FIELDS = ("name", "num_layers", "num_heads", "num_tokens", "num_key_tokens", "tokens", "key_tokens",
-                 "causal", "encoding", "top_k", "layer_names", "has_qk")  # fmt: skip
+                 "causal", "encoding", "top_k", "layer_names", "has_qk", "long")  # fmt: skip
 _EXAMPLE_FIELDS = ("text", "segments", "pos", "generation")
 IMAGE_FIELDS = ("grid", "patch_size", "prefix_tokens", "prefix_names")
 
@@ -202,8 +217,9 @@ def _checked_entry(entry, index):
         raise FormatError(f"manifest entry {index} has no attention groups")
     for g in groups:
         where = f"example {index}, group {g.get('name')!r}"
-        for field, bound in (("num_layers", MAX_LAYERS), ("num_heads", MAX_HEADS), ("num_tokens", MAX_GROUP_TOKENS),
-                             ("num_key_tokens", MAX_GROUP_TOKENS)):
+        tokens_bound = MAX_LONG_GROUP_TOKENS if g.get("encoding") == ENCODING_LONG else MAX_GROUP_TOKENS
+        for field, bound in (("num_layers", MAX_LAYERS), ("num_heads", MAX_HEADS), ("num_tokens", tokens_bound),
+                             ("num_key_tokens", tokens_bound)):
             value = g.get(field)
             if field == "num_key_tokens" and value is None:
                 continue
@@ -213,9 +229,50 @@ def _checked_entry(entry, index):
             tokens = g.get(field)
             if tokens is not None and (not isinstance(tokens, list) or len(tokens) != g.get(count, g["num_tokens"])):
                 raise FormatError(f"{where}: its {field} do not match its {count}")
+        if g.get("encoding") == ENCODING_LONG:
+            _check_long(g, where)
     if entry.get("generation") is not None:
         check_generation(entry["generation"], {g.get("name"): g["num_tokens"] for g in groups}, f"example {index}")
     return {**entry, "index": index}
+
+
+def _count(value, low, high):
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _check_long(group, where):
+    """A long group's `long` object and blob references, checked against its sizes (http_api.md, "Blobs of a long
+    group"): what the long routes index by is what the group's tokens and layers say."""
+    nq, nk, num_layers = group["num_tokens"], group.get("num_key_tokens") or group["num_tokens"], group["num_layers"]
+    spec = group.get("long")
+    if not isinstance(spec, dict):
+        raise FormatError(f"{where}: a long group without its 'long' object")
+    for field, low, high in (("top_k", 1, nk), ("sink_tokens", 0, nk), ("row_chunk", 1, MAX_LONG_GROUP_TOKENS),
+                             ("budget", 1, 1 << 62)):
+        if not _count(spec.get(field), low, high):
+            raise FormatError(f"{where}: long {field} = {spec.get(field)!r}, not an integer from {low} to {high:,}")
+    if spec.get("distance_bins") != long_distance_bins(nq, nk):
+        raise FormatError(f"{where}: long distance_bins = {spec.get('distance_bins')!r}; {nq} x {nk} tokens "
+                          f"have {long_distance_bins(nq, nk)}")
+    levels = spec.get("levels")
+    if not isinstance(levels, list) or not 0 < len(levels) <= 21 or not all(isinstance(v, dict) for v in levels):
+        raise FormatError(f"{where}: long levels is not a list of 1 to 21 levels")
+    for i, level in enumerate(levels):
+        block = level.get("block")
+        if not _count(block, 1, MAX_LONG_GROUP_TOKENS) or block & (block - 1) or (i and block * 2 != levels[i - 1]["block"]):
+            raise FormatError(f"{where}: level {i}'s block {block!r} is not a power of two half the level above's")
+        if (level.get("rows"), level.get("cols")) != (-(-nq // block), -(-nk // block)):
+            raise FormatError(f"{where}: level {i} has {level.get('rows')!r} x {level.get('cols')!r} cells, not "
+                              f"{nq} x {nk} tokens in blocks of {block}")
+    chunks = -(-nq // spec["row_chunk"])
+    for field, count in (("long_rows", chunks), ("long_levels", len(levels))):
+        refs = group.get(field)
+        if not isinstance(refs, list) or len(refs) != num_layers or not all(
+            isinstance(r, list) and len(r) == count for r in refs
+        ):
+            raise FormatError(f"{where}: {field} is not {count} blob references for each of its {num_layers} layers")
+    if not _count(group.get("long_profile"), 0, 1 << 62):
+        raise FormatError(f"{where}: a long group without its long_profile blob")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,6 +379,10 @@ def group_payload(group):
     """What /examples says of one group (no blob references)."""
     out = {k: group.get(k) for k in _GROUP_FIELDS if k in group}
     out["has_qk"] = bool(group.get("has_qk"))
+    if out.get("encoding") == ENCODING_LONG:
+        spec = out["long"]
+        out["long"] = {k: spec[k] for k in LONG_FIELDS}
+        out["long"]["levels"] = [{k: v[k] for k in LONG_LEVEL_FIELDS} for v in spec["levels"]]
     return out
 
 

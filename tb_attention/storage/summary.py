@@ -335,6 +335,8 @@ def write_examples(writer, tag, examples, step, *, walltime=None, description=No
     key_tokens, causal, layer_names, query, key, scaling and the schema.SCORING_RULES}. A layer may be
     an array, a torch tensor on any device, or a `codecs.EncodedLayer` from `codecs.encode_attention_layer`
     (streaming capture); a group's q/k may be `qk`: per-layer blobs from `codecs.encode_qk_layer`.
+    A long group (http_api.md, "Long examples") gives, instead of attention, `long`: {"plan":
+    `codecs.long.plan(...)`, "layers": a `codecs.LongLayer` or `codecs.EncodedLongLayer` per layer}.
     encode_options: max_dense_tokens, top_k, check_rows (see `encode_step`).
     """
     check_step(step)  # before the encoding work

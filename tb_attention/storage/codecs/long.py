@@ -4,11 +4,14 @@
 # computes them in query chunks), and each blob holds O(N·k) or one level's cells. numpy only.
 
 import dataclasses
+import struct
+import zlib
 
 import numpy as np
 
+from tb_attention.storage import schema
 from tb_attention.storage.codecs.attention import ROW_SUM_TOLERANCE, dequantize, quantize
-from tb_attention.storage.codecs.blob import compress, decompress, header_sizes, pack, unpack
+from tb_attention.storage.codecs.blob import MAX_HEADER_BYTES, compress, decompress, header_sizes, pack, unpack
 from tb_attention.storage.schema import FormatError
 
 DEFAULT_LONG_TOKENS = 2048  # a group with more queries than this takes the long path
@@ -17,7 +20,8 @@ DEFAULT_LONG_TOP_K = 16  # keys kept per query row
 DEFAULT_SINK_TOKENS = 4  # first keys whose mass is kept per head
 ROW_CHUNK = 4096  # queries per rows blob
 UNUSED = 0xFFFFFFFF  # index of an unused top-k slot
-MAX_LONG_TOKENS = 1 << 20  # queries or keys per long group
+MAX_LONG_TOKENS = schema.MAX_LONG_GROUP_TOKENS  # queries or keys per long group
+LOCAL_BINS = 8  # profile bins 0–7 hold distances d ≤ 127: local_share (http_api.md, "Metrics of long inputs")
 COARSEST_CELLS = 512  # cells a side of the coarsest level, at most (before the budget grows its block)
 
 LONG_MAGIC = b"TBLG"  # stored blobs: rows, level, profile
@@ -25,6 +29,7 @@ MAP_MAGIC = b"TBLM"  # /long_map answers
 ROWS_MAGIC = b"TBLR"  # /long_rows answers
 LONG_VERSION = 1  # framing version of the three magics above
 
+_FRAME = struct.Struct("<4sII")  # magic, version, header length (codecs.blob's framing)
 _INDEX = np.dtype("<u4")
 _FLOAT = np.dtype("<f4")
 
@@ -69,9 +74,7 @@ def _count(name, value, low=1, high=None):
     return int(value)
 
 
-def distance_bins(num_queries, num_keys):
-    """B = 2 + floor(log2(max(Nq, Nk))): bin 0 holds distance 0, bin b ≥ 1 distances [2^(b−1), 2^b)."""
-    return max(int(num_queries), int(num_keys)).bit_length() + 1
+distance_bins = schema.long_distance_bins  # B = 2 + floor(log2(max(Nq, Nk)))
 
 
 def bin_edges(bins):
@@ -314,5 +317,16 @@ def decode_profile(blob, *, num_layers, num_heads, distance_bins, sink_tokens):
 
 
 def blob_header(blob):
-    """The JSON header of a stored long blob (the writer checks capture's blobs with it)."""
-    return unpack(decompress(blob), LONG_MAGIC, newest=LONG_VERSION)[0]
+    """The JSON header of a stored long blob, inflating nothing past it (the writer checks capture's blobs)."""
+    inflate = zlib.decompressobj(31)  # gzip
+    try:
+        raw = inflate.decompress(blob, _FRAME.size)
+        if len(raw) < _FRAME.size:
+            raise FormatError("long blob is shorter than its header")
+        length = _FRAME.unpack_from(raw)[2]
+        if length > MAX_HEADER_BYTES:
+            raise FormatError(f"long blob claims a header of {length:,} bytes")
+        raw += inflate.decompress(inflate.unconsumed_tail, _FRAME.size + length - len(raw))
+    except zlib.error as e:
+        raise FormatError(f"long blob is not valid gzip: {e}") from None
+    return unpack(raw, LONG_MAGIC, newest=LONG_VERSION)[0]
