@@ -239,3 +239,62 @@ def test_retrieval_scores_the_head_that_copies_the_needle():
     assert (score[0, 1:] < 0.5).all()
     np.testing.assert_array_equal(needle.input_ids[needle.needle.start : needle.needle.stop],
                                   [needle.input_ids[i + 1] for i in needle.answers])
+
+
+# ---------------------------------------------------------------------------------------------
+# Probe.log of long inputs, served
+
+
+def test_a_probe_logs_a_long_input_that_the_routes_serve_as_its_dense_attention_pooled(tmp_path):
+    """Probe(long_tokens=512) on a 1,024-token input of a plain SDPA module: `/long_rows` are the exact
+    top-k of the dense attention (weights within the quantisation), `/long_profile` its profile, and the
+    metrics local_share and sink_share what that profile gives."""
+    from tb_attention import Probe, Writer
+    from tb_attention.storage import codecs
+    from tests.support.tensorboard import serving
+
+    model, ids = SdpaModel(), _ids()
+    tokens = [f"t{int(i)}" for i in ids]
+    probe = Probe.from_tokens([ids.tolist()], [tokens], long_tokens=512, long_budget=8 << 20)
+    with Writer(str(tmp_path / "run")) as writer:
+        values = probe.log(writer, model, 3)
+    with torch.no_grad():
+        model(ids[None])
+    dense = [block.reference().numpy() for block in model.blocks]
+    plan = codec.plan(2, 4, TOKENS, TOKENS, budget=8 << 20)
+    profile = np.stack([long_reference.profile(a, plan.distance_bins) for a in dense])
+    sinks = np.stack([long_reference.sinks(a, 4) for a in dense])
+    np.testing.assert_allclose(values["local_share"], profile[:, :, :8].sum(-1), atol=2e-5)
+    np.testing.assert_allclose(values["sink_share"], sinks.sum(-1), atol=2e-5)
+    assert set(values) == {"local_share", "sink_share", "max_logit"}
+
+    def ready(tags):
+        return tags.get("run", {}).get("probe", {}).get("steps") == [3]
+
+    run = dict(run="run", tag="probe", step=3, example=0)
+    with serving(str(tmp_path), ready) as tb:
+        status, body = tb.get("/long_profile", run)
+        assert status == 200, body
+        np.testing.assert_allclose(body["profile"], profile, atol=2e-5)
+        np.testing.assert_allclose(body["sinks"], sinks, atol=2e-5)
+        assert body["top_k"] == plan.top_k == 16
+        index, weight, _ = long_reference.top_rows(dense[1], plan.top_k, causal=True)
+        status, rows = tb.get("/long_rows", {**run, "layer": 1, "head": 2, "start": 500, "stop": 700, "format": "json"})
+        assert status == 200, rows
+        for i, (keys, weights) in enumerate(zip(rows["index"], rows["weight"])):
+            used = index[2, 500 + i] != codec.UNUSED
+            assert keys == index[2, 500 + i][used].tolist()
+            assert np.abs(np.array(weights) - weight[2, 500 + i][used]).max() <= codecs.MAX_QUANTIZATION_ERROR
+        status, metric = tb.get("/metric", {"run": "run", "tag": "probe/local_share"})
+        assert status == 200 and metric["steps"] == [3]
+
+
+def test_long_inputs_refuse_what_they_cannot_store_naming_long_tokens():
+    ids = _ids(600).tolist()
+    tokens = [str(i) for i in ids]
+    with pytest.raises(ValueError, match="long_tokens=512.*with_qk"):
+        from tb_attention import Probe
+
+        Probe.from_tokens([ids], [tokens], long_tokens=512, with_qk=True)
+    with pytest.raises(ValueError, match="long_tokens=512.*a probe of their own"):
+        Probe.from_tokens([ids, ids[:100]], [tokens, tokens[:100]], long_tokens=512)
