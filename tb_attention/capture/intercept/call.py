@@ -142,7 +142,7 @@ class AttentionCall:
             else:  # gpt-oss: one learned logit per head takes part in the softmax, then is dropped
                 sink = self.sinks.float().reshape(1, -1, 1, 1).expand(x.shape[0], -1, x.shape[2], 1)
                 w = torch.softmax(torch.cat([x, sink], dim=-1), dim=-1)[..., :-1]
-            return w.nan_to_num(0.0)  # a query that may attend to nothing (padding) attends to nothing
+            return w.nan_to_num_(0.0)  # a query that may attend to nothing (padding) attends to nothing (in place: w is ours)
 
 
 def _block(t, rows, keys):
