@@ -25,16 +25,17 @@ class LongLayerSums:
     """One layer of a long group: `add(weights, start)` per query chunk, in any order, then `result()`.
 
     plan: a codecs.long.LongPlan; num_queries, num_keys: the group's Nq, Nk (queries are the last Nq
-    of the Nk positions). The sums live on `device`; the top-k rows go to the host chunk by chunk.
+    of the Nk positions). The sums and top-k rows live on `device` until `result()`.
     """
 
     def __init__(self, plan, num_heads, num_queries, num_keys, device):
         self.plan, self.num_heads, self.num_queries, self.num_keys = plan, num_heads, num_queries, num_keys
         self.device = torch.device(device)
         k = plan.top_k
-        self.top_index = np.full((num_heads, num_queries, k), long_codec.UNUSED, np.uint32)
-        self.top_weight = np.zeros((num_heads, num_queries, k), np.float32)
-        self.remainder = np.zeros((num_heads, num_queries), np.float32)
+        # On the device, to the host once per layer (no wait per chunk); int32 -1 reads as uint32 UNUSED.
+        self.top_index = torch.full((num_heads, num_queries, k), -1, dtype=torch.int32, device=self.device)
+        self.top_weight = torch.zeros(num_heads, num_queries, k, device=self.device)
+        self.remainder = torch.zeros(num_heads, num_queries, device=self.device)
         self.block = plan.levels[-1][0] if plan.levels else None  # the finest level's block
         rows, cols = (plan.levels[-1][1], plan.levels[-1][2]) if plan.levels else (0, 0)
         self.cells = torch.zeros(num_heads, rows, cols, device=self.device)  # float32: a cell sums <= block rows
@@ -54,9 +55,9 @@ class LongLayerSums:
             index, kept = top_rows(weights, self.plan.top_k)
             remainder = (weights.sum(-1) - kept.sum(-1)).clamp_min_(0)
             stop = start + c
-            self.top_index[:, start:stop] = index.cpu().numpy()
-            self.top_weight[:, start:stop] = kept.cpu().numpy()
-            self.remainder[:, start:stop] = remainder.float().cpu().numpy()
+            self.top_index[:, start:stop] = index.masked_fill(index == long_codec.UNUSED, -1)
+            self.top_weight[:, start:stop] = kept
+            self.remainder[:, start:stop] = remainder
             if self.block is not None:
                 self._add_cells(weights, start)
             self.profile += self._profile(weights, start)
@@ -111,9 +112,9 @@ class LongLayerSums:
         s = self.plan.sink_tokens
         sink_queries = float(self.num_queries - s if self.num_queries > s else self.num_queries)
         return long_codec.LongLayer(
-            top_index=self.top_index,
-            top_weight=self.top_weight,
-            remainder=self.remainder,
+            top_index=self.top_index.cpu().numpy().view(np.uint32),
+            top_weight=self.top_weight.cpu().numpy(),
+            remainder=self.remainder.cpu().numpy(),
             levels=self._levels(),
             profile=(self.profile / nq).float().cpu().numpy(),
             sinks=(self.sinks / sink_queries).float().cpu().numpy(),
