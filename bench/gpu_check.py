@@ -20,6 +20,9 @@ otherwise) prints its error and the next check runs. Checks:
   generate       the 7B-shaped Llama writes 512 new tokens from a 32-token prompt (greedy): plain
                  `generate` vs the generation probe's captured generate (every decoding step's rows),
                  and probe.log (captured, encoded, written); peak memory of each, ids identical.
+  long           the 7B-shaped Llama at 32,768 and 131,072 tokens (issue 22): probe.log on the long path
+                 (query chunks; long_budget 256 MiB, 1 GiB at 128k where 256 MiB keeps no top-1 row) vs
+                 the bare sdpa forward; peak memory of each (goal: fits one 80 GB GPU, <= 3 x the forward).
 --tiny scales every shape down (2-4 layers, hidden 64, 32-256 tokens) so that the script runs on
 a CPU in a minute; the test suite runs it that way.
 """
@@ -239,6 +242,42 @@ def check_shapes(args, tokenizer, deadline):
             emit(check="shape", **line)
 
 
+def check_long(args, tokenizer, deadline):
+    from tb_attention.storage.codecs import long as long_codec
+
+    lengths = (512, 1024) if args.tiny else (32768, 131072)
+    long_tokens = 256 if args.tiny else long_codec.DEFAULT_LONG_TOKENS
+    model = None
+    with check("long", deadline, stage="build") as fields:
+        if fields is None:
+            return
+        model = llama_7b_shaped(args, tokenizer, max(lengths))
+    if model is None:
+        return
+    layers, heads = model.config.num_hidden_layers, model.config.num_attention_heads
+    model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    for n in lengths:
+        with check("long", deadline, tokens=n) as fields:
+            if fields is None:
+                continue
+            text = text_of(n, seed=n)
+            ids = torch.tensor([tokenizer(text)["input_ids"][:n]], device=args.device)
+            with torch.no_grad():
+                model(input_ids=ids[:, :16])
+                with Clock(args.device) as bare:
+                    model(input_ids=ids, logits_to_keep=1)
+            budget = long_codec.DEFAULT_LONG_BUDGET if n <= 32768 else 1 << 30
+            plan = long_codec.plan(layers, heads, n, n, budget=budget)
+            probe = Probe(tokenizer, [text], syntax=False, max_length=n, long_tokens=long_tokens, long_budget=budget)
+            logged, stored = timed_log(args, probe, model)
+            peak = None if logged.peak is None else logged.peak + model_bytes
+            emit(check="long", **fields, bare_seconds=round(bare.seconds, 3), probe_seconds=round(logged.seconds, 3),
+                 probe_vs_bare=round(logged.seconds / bare.seconds, 3), bare_peak_gib=gib(bare.peak),
+                 probe_peak_gib=gib(logged.peak), with_model_gib=gib(peak),
+                 fits_80gb=None if peak is None else peak <= 80e9, budget=budget, top_k=plan.top_k,
+                 levels=[b for b, _, _ in plan.levels], planned_bytes=plan.stored_bytes(), stored_bytes=stored)
+
+
 def check_analyze(args, tokenizer, deadline):
     count = 64 if args.tiny else 2000
     with check("analyze", deadline, sentences=count) as fields:
@@ -350,7 +389,8 @@ def main():
     parser.add_argument("--tiny", action="store_true", help="shapes scaled down, for a CPU")
     parser.add_argument("--device", help="default: cuda when available, else cpu")
     parser.add_argument("--budget", type=float, default=450, help="seconds; checks not started by then are skipped")
-    parser.add_argument("--only", nargs="*", choices=["training_loop", "shape", "analyze", "compiled", "generate"])
+    parser.add_argument("--only", nargs="*",
+                        choices=["training_loop", "shape", "long", "analyze", "compiled", "generate"])
     args = parser.parse_args()
     args.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     deadline = time.monotonic() + args.budget
@@ -360,7 +400,7 @@ def main():
     emit(check="machine", device=name, torch=torch.__version__, transformers=transformers.__version__,
          tiny=args.tiny)
     tokenizer = word_tokenizer()
-    checks = {"training_loop": check_training_loop, "shape": check_shapes, "analyze": check_analyze,
+    checks = {"training_loop": check_training_loop, "shape": check_shapes, "long": check_long, "analyze": check_analyze,
               "compiled": check_compiled, "generate": check_generate}
     for key, run in checks.items():
         if not args.only or key in args.only:

@@ -247,12 +247,15 @@ def test_gpu_check_runs_tiny_on_the_cpu():
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     checks = {line["check"] for line in lines}
-    assert {"training_loop", "shape", "analyze", "compiled"} <= checks
+    assert {"training_loop", "shape", "long", "analyze", "compiled"} <= checks
     assert not [line for line in lines if line.get("error")], lines
     shapes = [line for line in lines if line["check"] == "shape"]
     assert len(shapes) == 4 and all(line["probe_seconds"] > 0 for line in shapes)
     compiled = next(line for line in lines if line["check"] == "compiled")
     assert compiled["new_graphs_after_probe"] == 0
+    longs = [line for line in lines if line["check"] == "long"]
+    assert [line["tokens"] for line in longs] == [512, 1024]
+    assert all(line["probe_seconds"] > 0 and 0 < line["planned_bytes"] <= line["budget"] for line in longs)
 
 
 # ---------------------------------------------------------------------------------------------

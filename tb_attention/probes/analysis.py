@@ -15,7 +15,7 @@ from tb_attention import (
 )
 from tb_attention.probes import syntax as syntax_lib
 from tb_attention.runtime import defaults, devices, distributed
-from tb_attention.storage import schema, summary
+from tb_attention.storage import codecs, schema, summary
 from tb_attention.storage.schema import exemplar_table
 
 
@@ -199,6 +199,12 @@ def analyze_corpus(
     all-reduced (NCCL for a model on a GPU, else gloo); every rank returns the whole result, rank 0
     with the examples to store.
     """
+    if max_length > codecs.DEFAULT_LONG_TOKENS:  # its metrics are sums over whole [N, N] rows, per batch
+        raise ValueError(
+            f"max_length={max_length}: the corpus analysis holds a batch's dense attention, so sentences stay at "
+            f"most {codecs.DEFAULT_LONG_TOKENS} tokens (the probe's long_tokens); log longer texts with a Probe "
+            "(`tb-attention probe`), which takes the long path above long_tokens"
+        )
     device = devices.device_of(model)
     rank, world = distributed.join("nccl" if device.type == "cuda" else "gloo")
     if tokenizer.pad_token_id is None:

@@ -2,6 +2,7 @@
 
 import warnings
 
+from tb_attention.probes import long as probe_long
 from tb_attention.probes import streamed as probe_stream
 from tb_attention.probes.inputs import as_list, check_parallel, check_targets, check_texts, id_list, padded, segment_a_end
 from tb_attention.probes.packed import ToHtml
@@ -42,6 +43,11 @@ class Probe(ToHtml):
     top_k_exemplars: inputs kept per head as exemplars.
     max_length: truncate longer texts (tokens); None = the tokenizer's default behaviour.
     batch_size: texts per forward pass.
+    long_tokens: inputs of more tokens take the long path (http_api.md, "Long examples"): captured in
+        query chunks, never N x N; stored as top-k rows, a block pyramid, the distance profile and sink
+        mass; metrics local_share, sink_share and max_logit. No q/k, targets or sentence pairs, and
+        a probe's inputs are all long or all not. long_budget: bytes stored per long example (sets k
+        and the levels); long_top_k: keys kept per query at most.
 
     generate: generate from the texts as prompts instead (a dict of `model.generate` arguments or a
         GenerationConfig): a `GenerationProbe` (probes/generation.py), which logs the attention of every
@@ -81,6 +87,9 @@ class Probe(ToHtml):
         max_length=None,
         batch_size=8,
         max_dense_tokens=codecs.DEFAULT_MAX_DENSE_TOKENS,
+        long_tokens=codecs.DEFAULT_LONG_TOKENS,
+        long_budget=codecs.DEFAULT_LONG_BUDGET,
+        long_top_k=codecs.DEFAULT_LONG_TOP_K,
         all_ranks=False,
         _encodings=None,
     ):
@@ -105,6 +114,7 @@ class Probe(ToHtml):
         self.top_k_exemplars = top_k_exemplars
         self.batch_size = batch_size
         self.max_dense_tokens = max_dense_tokens
+        self.long_tokens, self.long_budget, self.long_top_k = long_tokens, long_budget, long_top_k
         self.all_ranks = all_ranks
         self._syntax_wanted = syntax
         self._spacy_model = spacy_model
@@ -119,6 +129,7 @@ class Probe(ToHtml):
             for encoding, target in zip(self.encodings, targets or [None] * len(texts)):
                 if target is not None:
                     encoding.update(self._encode_target(target, max_length))
+        probe_long.check_options(self)
 
     @classmethod
     def from_tokens(cls, token_ids, tokens, name=defaults.PROBE_TAG, *, target_ids=None, target_tokens=None,
@@ -297,6 +308,8 @@ class Probe(ToHtml):
         sharded = distributed.is_sharded(model)  # its forward is a collective: every rank runs it
         if not sharded and not distributed.is_writing_rank(self.all_ranks):
             return {}
+        if any(probe_long.is_long(self, e) for e in self.encodings):
+            return probe_long.log_long(self, writer, model, step, walltime=walltime)
         if self._streams(model):
             return probe_stream.log_probe(self, writer, model, step, walltime=walltime)
         distributed.guard_collective(model, f"probe {self.name!r}")

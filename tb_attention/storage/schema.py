@@ -41,7 +41,8 @@ KINDS = (KIND_ATTENTION, KIND_ATTENTION_PART, KIND_METRIC, KIND_EXEMPLARS)
 STATS_METRICS = ("entropy", "distance", "null_attention", "dependency_alignment", "variability", "previous_token")
 # ^ what metrics.AttentionStats computes; capture, the monitor and the vision probe compute these:
 METRICS = (*STATS_METRICS, "max_logit", "attention_entropy", "max_weight", "pixel_distance", "prefix_attention",
-           "diagonal_alignment", "prompt_share", "induction", "image_share")  # fmt: skip
+           "diagonal_alignment", "prompt_share", "induction", "image_share", "local_share", "sink_share",
+           "retrieval")  # fmt: skip
 GENERATION_METRICS = ("prompt_share", "induction")  # a generation probe's, over its generated queries
 UPOS = (
     "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM",

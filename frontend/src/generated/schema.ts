@@ -18,7 +18,10 @@ export const METRICS = [
   "diagonal_alignment",
   "prompt_share",
   "induction",
-  "image_share"
+  "image_share",
+  "local_share",
+  "sink_share",
+  "retrieval"
 ] as const;
 
 export const POS_PREFIX = "pos/" as const;

@@ -32,6 +32,9 @@ export const METRIC_INFO: Record<string, {label: string; unit: string; about: st
   diagonal_alignment: {label: 'Diagonal alignment', unit: 'share', about: 'share of a target query’s attention near the length-scaled diagonal'},
   prompt_share: {label: 'Prompt share', unit: 'share', about: 'share of the attention of the queries that wrote generated tokens on the prompt'},
   induction: {label: 'Induction', unit: 'share', about: 'attention of a generated query to the token after an earlier occurrence of its own token'},
+  local_share: {label: 'Local share', unit: 'share', about: 'share of a long input’s attention within 127 tokens of the query'},
+  sink_share: {label: 'Sink share', unit: 'share', about: 'share of a long input’s attention on its first 4 tokens (sinks)'},
+  retrieval: {label: 'Retrieval', unit: 'share', about: 'needle-in-a-haystack: how often the head’s top key is the needle token being copied'},
 };
 
 /** Universal POS tags (spaCy's coarse tags), for labels. */

@@ -40,6 +40,11 @@ class AttentionCall:
     bias: torch.Tensor | None = None
     route: str = "hf"  # "hf", "sdpa", "mha", "softmax", "flex"
     _keep: torch.Tensor | None = None  # bool, broadcastable to [B, H, Nq, Nk]: True = may attend
+    # Causality and a kernel's window as rules, applied per block of logits: a long input's [Nq, Nk]
+    # mask would be 1 GiB at 32k tokens. Key j is visible from query i when j <= i + _causal_from, and
+    # when |i + Nk - Nq - j| < _window; both besides `_keep`.
+    _causal_from: int | None = None
+    _window: int | None = None
     _logits: torch.Tensor | None = None  # read directly (softmax route)
     _weights: torch.Tensor | None = None
 
@@ -67,7 +72,23 @@ class AttentionCall:
                 x = x.add_(_block(self.bias, rows, keys).float())
             if self._keep is not None:
                 x = health.fill_masked(x, _block(self._keep, rows, keys), masked)
+            rule = self._rule(rows, keys, x.device)
+            if rule is not None:
+                x = health.fill_masked(x, rule, masked)
             return x
+
+    def _rule(self, rows, keys, device):
+        """bool [n_rows, n_keys] of the causal and window rules over a block (True = visible), or None."""
+        if self._causal_from is None and self._window is None:
+            return None
+        nq, nk = self.query.shape[2], self.key.shape[2]
+        i = torch.arange(nq, device=device)[rows][:, None]
+        j = torch.arange(nk, device=device)[keys][None, :]
+        keep = None if self._causal_from is None else j <= i + self._causal_from
+        if self._window is not None:
+            near = (i + (nk - nq) - j).abs() < self._window
+            keep = near if keep is None else keep & near
+        return keep
 
     def _scores(self, rows, keys=slice(None)):
         """float32 [B, H, n_rows, n_keys]: scale·q·kᵀ, soft-capped where the model caps."""
@@ -96,10 +117,15 @@ class AttentionCall:
             return residual if bool(residual.any()) else None
 
     def visible(self):
-        """bool broadcastable to [B, H, Nq, Nk] (True = the query may attend to the key), or None for no mask."""
-        if self._keep is not None or self._logits is None:
+        """bool broadcastable to [B, H, Nq, Nk] (True = the query may attend to the key), or None for no mask.
+
+        Dense: the rules made into a mask, for callers that keep one (q/k with their masks)."""
+        if self._logits is not None and self._keep is None:
+            return ~is_mask_value(self._logits)
+        rule = self._rule(slice(None), slice(None), self.query.device)
+        if rule is None:
             return self._keep
-        return ~is_mask_value(self._logits)
+        return rule[None, None] if self._keep is None else self._keep & rule
 
     def weights(self, rows=None, *, logits=None):
         """float32 [B, H, n_rows, Nk]: the softmax the model computed (sinks taken into account). No grad.
@@ -116,7 +142,7 @@ class AttentionCall:
             else:  # gpt-oss: one learned logit per head takes part in the softmax, then is dropped
                 sink = self.sinks.float().reshape(1, -1, 1, 1).expand(x.shape[0], -1, x.shape[2], 1)
                 w = torch.softmax(torch.cat([x, sink], dim=-1), dim=-1)[..., :-1]
-            return w.nan_to_num(0.0)  # a query that may attend to nothing (padding) attends to nothing
+            return w.nan_to_num_(0.0)  # a query that may attend to nothing (padding) attends to nothing (in place: w is ours)
 
 
 def _block(t, rows, keys):
@@ -124,16 +150,23 @@ def _block(t, rows, keys):
     return t[..., slice(None) if t.shape[-2] == 1 else rows, slice(None) if t.shape[-1] == 1 else keys]
 
 
-def causal_keep(nq, nk, device, bottom_right=False):
-    """[Nq, Nk] bool: key j visible from query i (top-left aligned as SDPA's is_causal, or bottom-right)."""
-    offset = nk - nq if bottom_right else 0
-    return torch.ones(nq, nk, dtype=torch.bool, device=device).tril(offset)
+def causal_keep(nq, nk, device, causal_from=0):
+    """[Nq, Nk] bool: key j visible from query i when j <= i + causal_from (0: top-left aligned as SDPA's
+    is_causal; nk - nq: bottom-right)."""
+    return torch.ones(nq, nk, dtype=torch.bool, device=device).tril(causal_from)
 
 
-def keeps_causal(keep, nq, nk):
-    """Whether `keep` hides every key after its query (bottom-right aligned), over more than one query."""
-    if keep is None or nq < 2:
+def keeps_causal(keep, nq, nk, causal_from=None):
+    """Whether `keep` (and the rule j <= i + causal_from) hides every key after its query (bottom-right
+    aligned), over more than one query."""
+    if nq < 2:
         return False
+    if causal_from is not None and causal_from <= nk - nq:  # the rule alone hides them: nothing dense
+        return True
+    if keep is None:
+        return False
+    if causal_from is not None:
+        keep = keep & causal_keep(nq, nk, keep.device, causal_from)
     return not bool(keep.expand(*keep.shape[:-2], nq, nk).triu(nk - nq + 1).any())  # the keys after each query
 
 

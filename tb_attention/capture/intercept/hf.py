@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-from tb_attention.capture.intercept.call import causal_keep, keeps_causal, split_mask
+from tb_attention.capture.intercept.call import keeps_causal, split_mask
 from tb_attention.capture.intercept.flex import dense_block_mask
 from tb_attention.capture.intercept.state import ACTIVE, interception_for
 
@@ -57,11 +57,11 @@ def _hf_fields(module, query, key, mask, kwargs, kind, it=None):
     memo_key = (mask, kind, tuple(query.shape[:3]), nk, bool(is_causal), window, query.device)
     memo = it.mask_memo if it is not None else None
     if memo is not None and memo[0][0] is mask and memo[0][1:] == memo_key[1:]:
-        keep, bias, causal = memo[1]
+        keep, bias, causal, rules = memo[1]
     else:
-        keep, bias, causal = _mask_parts(mask, kind, query, nq, nk, is_causal, window)
+        keep, bias, causal, rules = _mask_parts(mask, kind, query, nq, nk, is_causal, window)
         if it is not None:
-            it.mask_memo = (memo_key, (keep, bias, causal))
+            it.mask_memo = (memo_key, (keep, bias, causal, rules))
     position_bias = kwargs.get("position_bias")
     if position_bias is not None:
         position_bias = position_bias[..., :nk]
@@ -81,12 +81,14 @@ def _hf_fields(module, query, key, mask, kwargs, kind, it=None):
         bias=None if bias is None else bias.detach(),
         route="hf",
         _keep=keep,
+        **rules,
     )
 
 
 def _mask_parts(mask, kind, query, nq, nk, is_causal, window):
-    """(keep, bias, causal) of a call's attention mask as the kernel `kind` reads it."""
-    keep, bias = None, None
+    """(keep, bias, causal, rules) of a call's attention mask as the kernel `kind` reads it; rules: the
+    AttentionCall's causal and window rules (applied per block of logits, no [Nq, Nk] mask made)."""
+    keep, bias, rules = None, None, {}
     if kind == "flex" and mask is not None and not isinstance(mask, torch.Tensor):
         keep = dense_block_mask(mask, query.shape[0], query.shape[1], nq, nk, query.device)
     elif kind.startswith("flash"):
@@ -94,18 +96,20 @@ def _mask_parts(mask, kind, query, nq, nk, is_causal, window):
         if mask is not None:
             keep = mask[:, None, None, :nk].bool()
         if is_causal and nq > 1:
-            causal = causal_keep(nq, nk, query.device, bottom_right=True)
-            keep = causal if keep is None else keep & causal
+            rules["_causal_from"] = nk - nq  # bottom-right aligned
         if window:
-            i = torch.arange(nq, device=query.device)[:, None] + (nk - nq)
-            j = torch.arange(nk, device=query.device)[None, :]
-            near = (i - j).abs() < window
-            keep = near if keep is None else keep & near
+            rules["_window"] = window
     elif isinstance(mask, torch.Tensor) and mask.dim() >= 2:
         keep, bias = split_mask(mask, nk)
     elif mask is None and kind != "eager" and is_causal and nq > 1:
-        keep = causal_keep(nq, nk, query.device)  # sdpa and the like: no mask means is_causal
-    return keep, bias, keeps_causal(keep, nq, nk)
+        rules["_causal_from"] = 0  # sdpa and the like: no mask means is_causal (top-left aligned)
+    causal = keeps_causal(keep, nq, nk, rules.get("_causal_from"))
+    if rules.get("_window") and not causal and nq > 1:  # a bidirectional window: decided on the dense mask
+        visible = torch.ones(nq, nk, dtype=torch.bool, device=query.device) if keep is None else keep
+        i = torch.arange(nq, device=query.device)[:, None] + (nk - nq)
+        near = (i - torch.arange(nk, device=query.device)[None, :]).abs() < rules["_window"]
+        causal = keeps_causal(visible & near, nq, nk, rules.get("_causal_from"))
+    return keep, bias, causal, rules
 
 
 _original_get_interface = None

@@ -2,7 +2,7 @@
 
 import torch.nn.functional as F
 
-from tb_attention.capture.intercept.call import causal_keep, keeps_causal, split_mask
+from tb_attention.capture.intercept.call import keeps_causal, split_mask
 from tb_attention.capture.intercept.state import innermost_interception
 
 _original_sdpa = None
@@ -18,9 +18,6 @@ def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, sca
         q, k = _as_heads(query), _as_heads(key)
         nq, nk = q.shape[2], k.shape[2]
         keep, bias = split_mask(attn_mask.detach() if attn_mask is not None else None, nk)
-        if is_causal:
-            causal = causal_keep(nq, nk, q.device)
-            keep = causal if keep is None else keep & causal
         it.emit(
             it.current_module(),
             query=q.detach(),
@@ -31,6 +28,7 @@ def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, sca
             bias=bias,
             route="sdpa",
             _keep=keep,
+            _causal_from=0 if is_causal else None,  # a rule per block of logits, never an [Nq, Nk] mask
         )
     return output
 
