@@ -32,8 +32,9 @@ class Probe(ToHtml):
         plain module is called as model(input_ids) with one [1, N] LongTensor per text (no padding).
     name: the tag of the attention; metrics go to `<name>/<metric>` (the first group's) and
         `<name>/<group>/<metric>` (others'), exemplars to `<name>/exemplars`.
-    with_qk: also store query and key vectors (the neuron view); ~4 bytes per head dimension per
-        token per head, so off by default.
+    with_qk: also store query and key vectors (the neuron view): 4 bytes per head dimension per
+        token per head as float16, 8 as float32 where float16 would move the recomputed weights past
+        the storage bound (most models), so off by default.
     metrics: compute and log the per-head metrics (distance, entropy, null attention, variability,
         max_logit, and with syntax: dependency alignment and part-of-speech shares; cross attention:
         entropy, null_attention, diagonal_alignment and max_logit, see cross_metrics.py).
