@@ -27,6 +27,7 @@ export const METRIC_INFO: Record<string, {label: string; unit: string; about: st
   max_weight: {label: 'Max weight', unit: 'share', about: 'a query’s largest weight, on average (sink strength)'},
   max_logit: {label: 'Max logit', unit: 'logit', about: 'largest pre-softmax logit after scaling, soft cap and masks'},
   pixel_distance: {label: 'Pixel distance', unit: 'patches', about: 'mean distance between query and key patches on the image grid'},
+  image_share: {label: 'Image share', unit: 'share', about: 'share of the text queries’ attention on image tokens (vision–language models)'},
   prefix_attention: {label: 'Prefix attention', unit: 'share', about: 'share of attention on the prefix tokens (CLS, registers)'},
   diagonal_alignment: {label: 'Diagonal alignment', unit: 'share', about: 'share of a target query’s attention near the length-scaled diagonal'},
   prompt_share: {label: 'Prompt share', unit: 'share', about: 'share of the attention of the queries that wrote generated tokens on the prompt'},
