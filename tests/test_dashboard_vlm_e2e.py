@@ -32,7 +32,9 @@ def server(tmp_path_factory):
         warnings.simplefilter("ignore")
         proc = V.processor("qwen2_vl")
         model = V.model("qwen2_vl", proc)
-    probe = Probe(proc, [(photo(), "Who is in this picture?")], name="vlm")
+    # Example 1 holds two images: a text token's attention is shown over the one picked.
+    probe = Probe(proc, [(photo(), "Who is in this picture?"), ([photo(), photo().rotate(180)], "Which one is upside down?")],
+                  name="vlm")
     with Writer(logdir / "qwen") as writer:
         probe.log(writer, model, 0)
     with serving(logdir, lambda tags: "vlm" in tags.get("qwen", {})) as tb:
@@ -85,3 +87,30 @@ def test_a_text_token_shows_its_attention_over_the_image_and_a_patch_the_tokens_
     assert abs(values["Ġpicture"] - column[word]) <= 2e-3
     assert values["Ġpicture"] > 0  # a later text token does attend to the patch
     dashboard.screenshot("image_view_vlm_patch")
+
+
+def test_with_two_images_a_text_token_is_shown_over_the_picked_one_and_the_hint_stays_inside(dashboard):
+    status, listing = dashboard.server.get("/examples", {"run": "qwen", "tag": "vlm", "step": 0})
+    images = listing["examples"][1]["images"]
+    spans = [image["pieces"][0]["span"] for image in images]
+    n = len(listing["examples"][1]["tokens"])
+    dashboard.open(wait_for=None, run="qwen", tag="vlm", view="image", example=1, heads=1, layer=1)
+    dashboard.wait("image")
+    assert dashboard.data("picture", "image") == "0"  # the last text token, over the first image
+    picker = dashboard.frame.locator("select[data-control=picture]")
+    assert picker.is_visible()
+    picker.select_option("1")
+    dashboard.wait_url("picture", "1")
+    dashboard.frame.wait_for_selector("canvas[data-figure=image][data-picture='1']")
+    row = served_example(dashboard.server, 1, 1)[1, n - 1]
+    np.testing.assert_allclose(dashboard.json("cells", "image"), row[spans[1][0]:spans[1][1]], atol=2e-3)
+    layout = dashboard.layout("image")
+    assert layout["hint"]["x"] + layout["hint"]["w"] <= layout["width"]  # the hint never runs off the right edge
+    dashboard.screenshot("image_view_vlm_second_image")
+
+
+def served_example(server, example, layer):
+    status, body = server.get("/attention", {"run": "qwen", "tag": "vlm", "step": 0, "example": example, "layer": layer,
+                                             "format": "json"})
+    assert status == 200, body
+    return np.asarray(body["attention"])

@@ -3,7 +3,8 @@ import {test} from 'node:test';
 import {DEQUANTIZE, type Attention} from '../src/data/decode';
 import type {SequenceImage} from '../src/data/api';
 import {applyPatch, DEFAULT_STATE} from '../src/state/state';
-import {headHeats, meanHeat, queryToken, RolloutFactors, rolloutHeat} from '../src/views/image/data';
+import {headHeats, meanHeat, pictureOf, queryToken, RolloutFactors, rolloutHeat} from '../src/views/image/data';
+import {decodeState, encodeState} from '../src/state/url_state';
 import {patchToken, tokenName, tokenPatch} from '../src/model/image';
 import {imageOfToken, sequenceLayout, type SequenceLayout} from '../src/model/sequence_image';
 import {rolloutLayer, rolloutRow} from '../src/model/rollout';
@@ -50,6 +51,17 @@ test('an image inside a sequence: its cells name its tokens; text and other imag
   assert.deepEqual([...second.cellTokens], [8, 9]);
   assert.equal(imageOfToken(images, 9), 1);
   assert.equal(imageOfToken(images, 7), -1);
+});
+
+test('a text token shows the picked image; a patch its own image; the pick is kept in the URL', () => {
+  assert.equal(pictureOf(images, 10, 0), 0); // the end of the text, nothing picked: the first image
+  assert.equal(pictureOf(images, 10, 1), 1); // the second image picked
+  assert.equal(pictureOf(images, 10, 7), 1); // a pick past the example's images: its last
+  assert.equal(pictureOf(images, 3, 1), 0); // a patch of the first image shows the first, whatever is picked
+  assert.equal(pictureOf(images, 9, 0), 1);
+  const state = applyPatch(DEFAULT_STATE, {image: {picture: 1}});
+  assert.equal(decodeState(encodeState(state)).image.picture, 1);
+  assert.equal(decodeState(encodeState(DEFAULT_STATE)).image.picture, 0);
 });
 
 test('tiles are put side by side on the frame; a coarser view becomes named chips', () => {

@@ -116,6 +116,8 @@ export interface ImageChoice {
   discard: number;
   /** B − A (the Compare view's endpoints) instead of the panel's step */
   diff: boolean;
+  /** of a vision–language example with several images: the one a text token's attention is shown over */
+  picture: number;
 }
 
 /** The Health panel's choices: its source (null: the first that logged health metrics) and its
@@ -180,7 +182,7 @@ export const DEFAULT_STATE: Readonly<State> = Object.freeze({
   metrics: Object.freeze({metric: 'distance', runs: [], smoothing: 0, xlog: false, picks: [], rank: 'low'}),
   analysis: Object.freeze({section: 'overview', pos: 'NOUN'}),
   compare: Object.freeze({a: Object.freeze({run: null, step: null}), b: Object.freeze({run: null, step: null}), mode: 'diff', delta: 'attention'}),
-  image: Object.freeze({mode: 'attention', split: false, opacity: 0.6, fusion: 'mean', discard: 0, diff: false}),
+  image: Object.freeze({mode: 'attention', split: false, opacity: 0.6, fusion: 'mean', discard: 0, diff: false, picture: 0}),
   health: Object.freeze({source: null, ...HEALTH_DEFAULTS}),
   generation: Object.freeze({token: 0, heat: 'all', grid: 'prompt'}),
   long: Object.freeze({zoom: null, brush: null, window: null}),

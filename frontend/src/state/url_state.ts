@@ -122,6 +122,7 @@ export function decodeState(params: Readonly<Record<string, string>>): State {
       fusion: FUSIONS.includes(params.fusion as Fusion) ? (params.fusion as Fusion) : d.image.fusion,
       discard: parseBounded(params.discard, MAX_DISCARD) ?? d.image.discard,
       diff: params.idiff === '1',
+      picture: parseIndex(params.picture) ?? d.image.picture,
     },
     health: {
       source: params.hsource || null,
@@ -179,6 +180,7 @@ export function encodeState(state: Readonly<State>): Record<string, string> {
   if (image.fusion !== d.image.fusion) params.fusion = image.fusion;
   if (image.discard !== d.image.discard) params.discard = String(image.discard);
   if (image.diff) params.idiff = '1';
+  if (image.picture !== d.image.picture) params.picture = String(image.picture);
   if (health.source !== null) params.hsource = health.source;
   if (health.logitGrowth !== d.health.logitGrowth) params.lgrow = String(health.logitGrowth);
   if (health.logitLevel !== d.health.logitLevel) params.llevel = String(health.logitLevel);

@@ -36,10 +36,38 @@ function percent(value: number): string {
   return `${Math.round(value * 100)}%`;
 }
 
+/** Which image of a vision–language example a text token's attention is shown over: hidden for one image. */
+class PicturePicker {
+  readonly element: HTMLElement;
+  private readonly select: HTMLSelectElement;
+  private count = 0;
+
+  constructor(store: Store) {
+    this.select = el('select', {attrs: {'aria-label': 'Image', 'data-control': 'picture'}});
+    // A patch of another image as the query would keep its own image: the query goes back to the default token.
+    this.select.addEventListener('change', () => store.update({image: {picture: this.select.selectedIndex}, focus: {tokens: []}}));
+    this.element = el('label', {class: 'control', title: 'The image a text token’s attention is shown over (a patch shows its own image)'}, [
+      el('span', {class: 'control-label', text: 'Image'}),
+      this.select,
+    ]);
+  }
+
+  /** `count`: the example's images (fewer than two: hidden); `shown`: the one drawn. */
+  set(count: number, shown: number): void {
+    this.element.hidden = count < 2;
+    if (count !== this.count) {
+      this.select.replaceChildren(...Array.from({length: count}, (_, i) => el('option', {text: `${i + 1} of ${count}`, attrs: {value: String(i)}})));
+      this.count = count;
+    }
+    if (!hasFocus(this.select)) this.select.selectedIndex = shown;
+  }
+}
+
 export class ImageControls {
   readonly element: HTMLElement;
   readonly layer: LayerPicker;
   readonly heads: HeadPicker;
+  readonly picture: PicturePicker;
   private readonly mode: Segmented<ImageMode>;
   private readonly split: Segmented<'mean' | 'each'>;
   private readonly fusion: Segmented<Fusion>;
@@ -58,6 +86,7 @@ export class ImageControls {
     };
     this.mode = new Segmented<ImageMode>('Show', 'image-mode', IMAGE_MODES.map((m) => [m, ...labels[m]] as [ImageMode, string, string]), (mode) => store.update({image: {mode}}));
     this.layer = new LayerPicker(store);
+    this.picture = new PicturePicker(store);
     this.heads = new HeadPicker(store);
     this.split = new Segmented<'mean' | 'each'>('Heads as', 'image-split', [
       ['mean', 'Mean', 'One overlay: the mean of the chosen heads'],
@@ -74,6 +103,7 @@ export class ImageControls {
     this.diffControl = el('label', {class: 'control check', title: 'Show B − A over the image: this example at the Compare view’s A and B (red: B attends more)'}, [this.diff, el('span', {text: 'B − A'})]);
     this.element = el('div', {class: 'toolbar-group'}, [
       this.mode.element,
+      this.picture.element,
       this.layer.element,
       this.heads.element,
       this.split.element,

@@ -1,7 +1,7 @@
 // What the image view draws from: the panel's example (weights and image), A and B for the
 // difference, the stored pixel_distance metric; and the heats it shows, computed from them.
 
-import type {ExampleInfo, ExampleKey} from '../../data/api';
+import type {ExampleInfo, ExampleKey, SequenceImage} from '../../data/api';
 import {valueOf, type AnyRequest} from '../../data/cache';
 import * as requests from '../../data/requests';
 import {readRow, type Attention} from '../../data/decode';
@@ -18,7 +18,7 @@ import type {ViewModel, ViewStatus} from '../shared/view';
 export const PIXEL_DISTANCE = 'pixel_distance'; // the stored metric the scatter reads
 
 /** The image example the panel selects, when its example list has loaded and it has an image. A
- * vision–language example shows the image of its query token (a text token: its first image). */
+ * vision–language example shows the image of its query token (a text token: the picked image). */
 export function shownImage(model: ViewModel): {example: ExampleInfo; key: ExampleKey; info: ImageInfo} | null {
   const {selection: sel, state, data} = model;
   const list = valueOf(data, requests.examples(sel.run, sel.tag, sel.exampleStep));
@@ -27,12 +27,18 @@ export function shownImage(model: ViewModel): {example: ExampleInfo; key: Exampl
   const example = list.examples.find((e) => e.index === index);
   const key = {run: sel.run, tag: sel.tag, step: sel.exampleStep, example: index};
   if (example?.images?.length) {
-    const which = Math.max(0, imageOfToken(example.images, state.focus.tokens[0] ?? -1));
+    const which = pictureOf(example.images, state.focus.tokens[0] ?? -1, state.image.picture);
     const info = sequenceLayout(example.images, which, example.groups?.[0]?.tokens ?? example.tokens);
     return typeof info === 'string' ? null : {example, key, info};
   }
   if (!example?.image) return null;
   return {example, key, info: example.image};
+}
+
+/** Which of an example's images is shown: a patch token's own, else the picked one (within range). */
+export function pictureOf(images: readonly SequenceImage[], token: number, picked: number): number {
+  const own = imageOfToken(images, token);
+  return own >= 0 ? own : Math.min(Math.max(0, picked), images.length - 1);
 }
 
 /** The request of the picture `info` is drawn over. */

@@ -142,7 +142,9 @@ export class ImageView implements View {
     this.controls.set(settings, settings.diff ? compareEndpoints(model.tags, model.state, model.selection) : null);
     const shown = this.example.resolve(model);
     if (isStatus(shown)) return shown;
-    const info = shownImage(model)?.info;
+    const picked = shownImage(model);
+    const info = picked?.info;
+    this.controls.picture.set(picked?.example.images?.length ?? 0, info && isSequence(info) ? info.index : 0);
     if (!info) return {kind: 'empty', text: `Example ${shown.key.example} of ${shown.key.run}/${shown.key.tag} has no image: the image view shows examples logged by ImageProbe or a vision–language Probe.`};
     const mismatch = shown.attention.numKeyTokens !== shown.attention.numTokens ? 'its queries and keys are different tokens' : imageMismatch(info, shown.attention.numTokens);
     if (mismatch) return {kind: 'error', text: `Cannot lay the attention over the image: ${mismatch}.`};
@@ -272,18 +274,24 @@ export class ImageView implements View {
       painter.strokeRect(chip.box.x, chip.box.y, chip.box.w, chip.box.h, chosen ? ACCENT : BORDER);
       painter.text(this.chipText(scene, chip), chip.box.x + 8, chip.box.y + chip.box.h / 2, {font: FONT_LABEL, color: chosen ? '#ffffff' : INK});
     }
-    const last = scene.chips[scene.chips.length - 1];
-    const hintX = last ? last.box.x + last.box.w + 12 : PAD;
-    painter.text(
-      isSequence(scene.info)
-        ? 'click a token for its attention over the image, a patch for the tokens that attend to it'
-        : `click a patch${scene.chips.length ? ' or a prefix token' : ''} to see its attention · arrow keys move it`,
-      hintX,
-      last ? last.box.y + last.box.h / 2 : this.size.height - PAD - HEAT_LEGEND_HEIGHT - CHIP_ROW / 2 - 1,
-      {font: FONT_SMALL, color: MUTED_INK},
-    );
+    const hint = this.hint(scene);
+    painter.text(hint.text, hint.x, hint.y, {font: FONT_SMALL, color: MUTED_INK});
     const legendTitle = scene.diff ? 'B − A (red: B attends more)' : this.model?.state.image.mode === 'rollout' ? 'rollout weight' : 'attention weight';
     paintHeatLegend(painter, PAD, this.size.height - PAD - HEAT_LEGEND_HEIGHT, Math.min(LEGEND_WIDTH, this.size.width - 2 * PAD), scene.scale, legendTitle, scene.diff ? signed : weight);
+  }
+
+  /** The hint after the last chip, or on the line under the figure when it does not fit there;
+   * shortened to the figure's width (it never runs off the right edge). */
+  private hint(scene: Scene): {text: string; x: number; y: number} {
+    const full = isSequence(scene.info)
+      ? 'click a token for its attention over the image, a patch for the tokens that attend to it'
+      : `click a patch${scene.chips.length ? ' or a prefix token' : ''} to see its attention · arrow keys move it`;
+    const right = this.size.width - PAD;
+    const last = scene.chips[scene.chips.length - 1];
+    const below = {x: PAD + LEGEND_WIDTH + 16, y: this.size.height - PAD - HEAT_LEGEND_HEIGHT / 2};
+    let at = last ? {x: last.box.x + last.box.w + 12, y: last.box.y + last.box.h / 2} : {x: PAD, y: this.size.height - PAD - HEAT_LEGEND_HEIGHT - CHIP_ROW / 2 - 1};
+    if (at.x + textWidth(full, FONT_SMALL) > right) at = below;
+    return {text: elide(full, right - at.x), ...at};
   }
 
   private draw(): void {
@@ -316,7 +324,10 @@ export class ImageView implements View {
     data.prefix = JSON.stringify([...first.heat.prefix].map((v) => Number(v.toFixed(4))));
     data.peak = tokenName(scene.info, isSequence(scene.info) ? scene.info.cellTokens[peak] : scene.info.prefix_tokens + peak);
     data.chips = JSON.stringify(scene.chips.map((c) => [c.text, Number(first.heat.prefix[c.index].toFixed(4))]));
-    data.layout = JSON.stringify({tiles: scene.tiles.map((t) => t.box), grid: scene.info.grid, chips: scene.chips.map((c) => c.box)});
+    const hint = this.hint(scene);
+    data.layout = JSON.stringify({tiles: scene.tiles.map((t) => t.box), grid: scene.info.grid, chips: scene.chips.map((c) => c.box),
+      hint: {x: hint.x, w: textWidth(hint.text, FONT_SMALL)}, width: this.size.width});
+    data.picture = isSequence(scene.info) ? String(scene.info.index) : '';
   }
 
   private pointer(at: Point, event: MouseEvent): void {
@@ -389,6 +400,14 @@ export class ImageView implements View {
   private choose(token: number): void {
     this.context.store.update({focus: {tokens: [token], side: 'from'}});
   }
+}
+
+/** `text` cut to fit `width` pixels, ending in an ellipsis when cut. */
+function elide(text: string, width: number): string {
+  if (textWidth(text, FONT_SMALL) <= width) return text;
+  let end = text.length;
+  while (end > 0 && textWidth(`${text.slice(0, end)}…`, FONT_SMALL) > width) end--;
+  return end > 0 ? `${text.slice(0, end).trimEnd()}…` : '';
 }
 
 function inBox(box: Rect, at: Point): boolean {
