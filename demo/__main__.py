@@ -1,6 +1,6 @@
 """The demo: a small GPT-2 with a probe, a generation probe and an unstable twin, checkpoints, SmolLM2 and MiniLM
-analysed, SmolLM2-Instruct answering questions, a ViT and DINOv2 on images, Whisper on speech; then TensorBoard
-serves it all.
+analysed, SmolLM2-Instruct answering questions, DINOv2 on photos, Whisper on speech, SmolLM2 finding a needle in
+4,096 tokens of Wikipedia; then TensorBoard serves it all.
 
     python -m demo [--out demo_output] [--no-serve] [--quick | --full] [--port 6006]
 """
@@ -22,9 +22,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 UNSTABLE_RUN = "train-high-lr"
 UNSTABLE_LEARNING_RATE = 3e-2
 UNSTABLE_STEPS = 150
-VIT_STEPS = 300  # ~0.25 s a step on 2 cores: test accuracy 0.82 (0.85 at 600), the ViT's share near 1.5 minutes
 # --quick: every stage, fewer steps and sentences (under 3 minutes on 2 cores): to see each view once.
-QUICK = dict(steps=100, sentences=32, vit_steps=50, unstable_steps=40, chat_tokens=16)
+QUICK = dict(steps=100, sentences=32, unstable_steps=40, chat_tokens=16, needle_tokens=2048)
 
 
 def stage(number, total, text):
@@ -41,21 +40,19 @@ def main(argv=None):
                         help=f"every stage with fewer steps and sentences ({QUICK}): a first look in under 3 minutes")
     parser.add_argument("--sentences", type=int, default=200, help="sentences per pretrained analysis (default 200)")
     parser.add_argument("--steps", type=int, default=1200, help="training steps (default 1200)")
-    parser.add_argument("--vit-steps", type=int, default=VIT_STEPS,
-                        help=f"training steps of the demo's ViT (default {VIT_STEPS})")
     parser.add_argument("--port", type=int, default=6006)
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
     if args.quick and args.full:
         parser.error("--quick and --full contradict each other: choose one")
     if args.quick:
-        args.steps, args.sentences, args.vit_steps = QUICK["steps"], QUICK["sentences"], QUICK["vit_steps"]
+        args.steps, args.sentences = QUICK["steps"], QUICK["sentences"]
 
     import torch
 
     if not torch.cuda.is_available():  # DeepSpeed, where the tests installed it, warns at import that it found no GPU
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    from demo import chat, train, vit, whisper
+    from demo import chat, needle, train, vit, whisper
     from tb_attention import cli
     from tb_attention.convert import assets
 
@@ -68,6 +65,8 @@ def main(argv=None):
     started = time.time()
     count = 10_000 if args.full else args.sentences
     chat_tokens = QUICK["chat_tokens"] if args.quick else chat.MAX_NEW_TOKENS
+    needle_tokens = QUICK["needle_tokens"] if args.quick else needle.FULL_TOKENS if args.full else needle.TOKENS
+    needle_depths = needle.FULL_DEPTHS if args.full else needle.DEPTHS
     unstable_steps = min(QUICK["unstable_steps"] if args.quick else UNSTABLE_STEPS, args.steps)
     checkpoints = {}
 
@@ -101,11 +100,13 @@ def main(argv=None):
          f"(run {chat.RUN}, Generation view)", lambda: chat.main(logdir, max_new_tokens=chat_tokens)),
         (f"analysing all-MiniLM-L6-v2 (BERT) over {count} Wikipedia sentences",
          lambda: analyze(assets.minilm_dir(), "minilm-l6")),
-        (f"a small ViT learning Fashion-MNIST for {args.vit_steps} steps (an ImageProbe every "
-         f"{vit.PROBE_EVERY}), and DINOv2-small on four photos (Image view)",
-         lambda: vit.main(logdir, steps=args.vit_steps)),
+        ("DINOv2-small on four photos: each patch's attention over the image (Image view)",
+         lambda: vit.photos(logdir)),
         ("Whisper tiny.en transcribing real speech: its cross attention aligns the words with the audio",
          lambda: whisper.main(logdir)),
+        (f"SmolLM2-135M-Instruct reading {needle_tokens:,} tokens of Wikipedia with a secret number hidden at "
+         f"depth {', '.join(f'{d:.0%}' for d in needle_depths)}, asked for it at the end (run {needle.RUN}, Long view)",
+         lambda: needle.main(logdir, needle_tokens, needle_depths)),
     ]
     total = len(stages) + (0 if args.no_serve else 1)
     for number, (text, run) in enumerate(stages, 1):

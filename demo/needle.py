@@ -10,7 +10,8 @@ import pathlib
 RUN = "smollm2-needle"
 TOKENS = 4096  # --full: 8,192 (SmolLM2's context)
 FULL_TOKENS = 8192
-DEPTHS = (0.1, 0.5, 0.9)  # where the needle sits in the haystack: 0 its start, 1 its end
+DEPTHS = (0.5,)  # where the needle sits in the haystack: 0 its start, 1 its end
+FULL_DEPTHS = (0.1, 0.5, 0.9)  # --full
 SHOWN_HEADS = 5  # the strongest retrieval heads, printed
 
 

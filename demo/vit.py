@@ -1,4 +1,5 @@
-"""The demo's vision runs: a small ViT learns Fashion-MNIST on the CPU; DINOv2-small looks at photos.
+"""Vision runs: a small ViT learns Fashion-MNIST on the CPU (this script; not a demo stage: its heads never
+separate, their pixel distances stay within 1 px of uniform); DINOv2-small looks at photos (the demo's stage).
 
     python -m demo.vit [--logdir demo_output/logdir] [--steps 1200]
 
@@ -172,8 +173,13 @@ def main(logdir, *, steps=1200, log=print):
     log("  final pixel_distance per head (input pixels; a head that looks further afield has a larger one):")
     for layer, heads in enumerate(values["pixel_distance"]):
         log(f"    layer {layer}: " + "  ".join(f"head {h} {v:4.1f}" for h, v in enumerate(heads)))
-    log("logging DINOv2-small (converted from ONNX) on scikit-image's photos")
-    values = log_dinov2(logdir)
+    photos(logdir, log=log)
+
+
+def photos(logdir, *, log=print):
+    """The demo's stage: DINOv2-small (converted from ONNX) on scikit-image's photos, run dinov2-small."""
+    log("  logging DINOv2-small (converted from ONNX) on scikit-image's photos")
+    values = log_dinov2(pathlib.Path(logdir))
     by_layer = " ".join(f"{v:.0f}" for v in np.nanmean(values["pixel_distance"], 1))
     log(f"  pixel_distance per layer (input pixels, mean over heads): {by_layer}")
 
