@@ -32,7 +32,9 @@ def check_options(probe):
 
 
 def is_long(probe, encoding):
-    return len(encoding["input_ids"]) > probe.long_tokens
+    """Whether an input takes the long path; inputs given without token ids (a speech probe's audio) never do."""
+    ids = encoding.get("input_ids")
+    return ids is not None and len(ids) > probe.long_tokens
 
 
 def log_long(probe, writer, model, step, *, walltime=None, needles=None):
