@@ -19,7 +19,15 @@ from tb_attention.metrics import long as long_metrics
 from tb_attention.runtime import devices, modules
 from tb_attention.storage.codecs import long as long_codec
 
-CHUNK_BYTES = 256 << 20  # float32 weights of one query chunk, [H, rows, Nk]
+# float32 weights of one query chunk, [H, rows, Nk], by the device's kind. On a CPU smaller chunks are
+# faster (a causal chunk stops at its last query's key, and the chunk stays nearer the caches):
+# SmolLM2-135M at 4,096 tokens took 27 % less time with 32 MiB chunks than with 256 MiB. On a GPU,
+# larger chunks keep the number of kernel launches down at 128k tokens (16 MiB a query row for 32 heads).
+CHUNK_BYTES = {"cpu": 32 << 20, "accelerator": 1 << 30}
+
+
+def chunk_bytes_for(device):
+    return CHUNK_BYTES["cpu" if torch.device(device).type == "cpu" else "accelerator"]
 
 
 @dataclasses.dataclass
@@ -48,7 +56,7 @@ class LongStream:
     per example); `result()` after the forward. keep_layers: keep each layer's floats too (tests, tools)."""
 
     def __init__(self, num_layers, *, budget=long_codec.DEFAULT_LONG_BUDGET, top_k=long_codec.DEFAULT_LONG_TOP_K,
-                 sink_tokens=long_codec.DEFAULT_SINK_TOKENS, chunk_bytes=CHUNK_BYTES, keep_layers=False):
+                 sink_tokens=long_codec.DEFAULT_SINK_TOKENS, chunk_bytes=None, keep_layers=False):
         self.num_layers = num_layers
         self.options = dict(budget=budget, top_k=top_k, sink_tokens=sink_tokens)
         self.chunk_bytes = chunk_bytes
@@ -69,7 +77,8 @@ class LongStream:
         device = call.query.device if call.query is not None else call._weights.device
         sums = long_metrics.LongLayerSums(self.plan, h, nq, nk, device)
         top = torch.full((h,), -torch.inf, device=device)
-        rows = max(1, self.chunk_bytes // (4 * h * nk))
+        budget = self.chunk_bytes if self.chunk_bytes is not None else chunk_bytes_for(device)
+        rows = max(1, budget // (4 * h * nk))
         for start in range(0, nq, rows):
             chunk = slice(start, min(start + rows, nq))
             keys = slice(0, min(nk, chunk.stop + nk - nq)) if call.causal else slice(None)
@@ -107,7 +116,7 @@ class _Counter:
 
 def capture_long(model, input_ids, *, forward=None, budget=long_codec.DEFAULT_LONG_BUDGET,
                  top_k=long_codec.DEFAULT_LONG_TOP_K, sink_tokens=long_codec.DEFAULT_SINK_TOKENS,
-                 chunk_bytes=CHUNK_BYTES, keep_layers=False):
+                 chunk_bytes=None, keep_layers=False):
     """One long input's attention as a `LongCapture`: input_ids a list or 1-D tensor of token ids.
 
     The model runs as a Probe runs it (eval mode, no gradients, compiled code eagerly): a Hugging Face
