@@ -102,6 +102,15 @@ def decoder_name(model):
     raise TypeError(f"{type(model).__name__}: no language_model or text_model module to take the attention of")
 
 
+def _encode_inputs(probe, processor, inputs, processor_options, max_image_side):
+    """The processor's encoding of each (image(s), text) input; the probe keeps the processor and image size."""
+    inputs = [inputs] if isinstance(inputs, tuple) else list(inputs)
+    if not inputs:
+        raise ValueError("a vision-language probe needs at least one (image, text) input")
+    probe.processor, probe.max_image_side, probe._placed = processor, int(max_image_side), None
+    return [encode_input(processor, item, i, processor_options) for i, item in enumerate(inputs)]
+
+
 class _Images:
     """What both vision-language probes keep of their inputs' images: placed once per model family, PNGs made once."""
 
@@ -176,13 +185,7 @@ class VisionLanguage(_Images):
         unsupported.pop("batch_size", None)  # each input runs alone: its images make its own batch
         if unsupported:
             raise TypeError(f"Probe(processor, ...) got unexpected arguments: {', '.join(sorted(unsupported))}")
-        inputs = [inputs] if isinstance(inputs, tuple) else list(inputs)
-        if not inputs:
-            raise ValueError("a vision-language probe needs at least one (image, text) input")
-        encodings = [encode_input(processor, item, i, processor_options) for i, item in enumerate(inputs)]
-        self.processor = processor
-        self.max_image_side = int(max_image_side)
-        self._placed = None
+        encodings = _encode_inputs(self, processor, inputs, processor_options, max_image_side)
         super().__init__(processor.tokenizer, None, name, metrics=metrics, syntax=False, include_first=include_first,
                          top_k_exemplars=top_k_exemplars, max_dense_tokens=max_dense_tokens, all_ranks=all_ranks,
                          with_qk=with_qk, _encodings=encodings)
@@ -228,13 +231,7 @@ class VisionLanguageGenerationProbe(_Images, GenerationProbe):
                  processor_options=None, **options):
         if options.pop("with_qk", False):
             raise TypeError("a vision-language generation probe does not take with_qk=")
-        inputs = [inputs] if isinstance(inputs, tuple) else list(inputs)
-        if not inputs:
-            raise ValueError("a vision-language probe needs at least one (image, text) input")
-        encodings = [encode_input(processor, item, i, processor_options) for i, item in enumerate(inputs)]
-        self.processor = processor
-        self.max_image_side = int(max_image_side)
-        self._placed = None
+        encodings = _encode_inputs(self, processor, inputs, processor_options, max_image_side)
         super().__init__(processor.tokenizer, None, name, generate=generate, _encodings=encodings, **options)
 
     def _model_inputs(self, encoding, model):
