@@ -248,5 +248,9 @@ def test_the_distance_profile_shows_every_head_and_a_click_opens_one(board):
 
 def test_a_short_example_says_to_use_the_head_view(board):
     board.open(wait_for=None, run="train", tag="short", view="long")
-    status = board.frame.wait_for_selector("[data-status]:not([hidden])")
+    # "Loading the examples…" shows first; the view's own message replaces it once the example is read.
+    board.frame.wait_for_function(
+        "() => [...document.querySelectorAll('[data-status]:not([hidden])')]"
+        ".some(e => !e.classList.contains('status-loading'))", timeout=30_000)
+    status = board.frame.query_selector("[data-status]:not([hidden]):not(.status-loading)")
     assert "stored whole: open it in the Head or Model view" in status.text_content()
