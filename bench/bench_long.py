@@ -24,12 +24,11 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_scale import PeakRss  # noqa: E402
+from bench.bench_scale import timed_peak  # noqa: E402
 
 VOCAB = 50257  # GPT-2's
 
@@ -84,12 +83,8 @@ def measure(side, tokens, args):
 
         def call():
             return probe.log(writer, model, 1)
-    with PeakRss() as rss:
-        started = time.perf_counter()
-        result = call()
-        seconds = time.perf_counter() - started
-    del result
-    line.update(seconds=round(seconds, 2), extra_rss=rss.extra)
+    seconds, extra = timed_peak(call)
+    line.update(seconds=round(seconds, 2), extra_rss=extra)
     if side == "probe":
         from tb_attention.storage.codecs import long as long_codec
 

@@ -59,6 +59,15 @@ class PeakRss:
         return self.peak - self.start
 
 
+def timed_peak(call):
+    """(seconds, extra RSS in bytes) of one call; its result is dropped inside the measured block."""
+    with PeakRss() as rss:
+        started = time.perf_counter()
+        call()
+        seconds = time.perf_counter() - started
+    return seconds, rss.extra
+
+
 def long_text(tokenizer, tokens):
     """Wikipedia lead sentences joined until the text has at least `tokens` tokens."""
     from tb_attention.convert import assets
@@ -117,12 +126,8 @@ def measure(side, args):
         else:
             def call():
                 return probe.log(writer, model, 1)
-    with PeakRss() as rss:
-        started = time.perf_counter()
-        result = call()
-        seconds = time.perf_counter() - started
-    del result
-    return {"side": side, "seconds": seconds, "extra_rss": rss.extra, "tokens": args.tokens}
+    seconds, extra = timed_peak(call)
+    return {"side": side, "seconds": seconds, "extra_rss": extra, "tokens": args.tokens}
 
 
 def main():
